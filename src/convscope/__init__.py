@@ -1,0 +1,8 @@
+"""convscope: see inside convolutional networks — x, W, z = W*x + b, a = f(z) and their gradients."""
+
+from convscope import render
+from convscope.capture import Block, Probe, Trace, capture, count_hooks
+from convscope.config import CaptureConfig
+
+__all__ = ["Block", "CaptureConfig", "Probe", "Trace", "capture", "count_hooks", "render"]
+__version__ = "0.1.0"

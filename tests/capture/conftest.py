@@ -1,0 +1,9 @@
+"""Capture tests start from a fixed seed."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
