@@ -278,7 +278,7 @@ class Probe:
             self._trace = Trace()
             self.passes += 1
             self._mode = _FunctionWatch(self)
-            self._mode.__enter__()
+            self._mode.__enter__()  # type: ignore[no-untyped-call]
         if self._mode is None:  # a submodule called on its own, outside the model's forward
             return
         self._stack.append(self._names.get(id(module), "?"))
@@ -321,7 +321,7 @@ class Probe:
     def _leave_mode(self) -> None:
         mode, self._mode = self._mode, None
         if mode is not None:
-            mode.__exit__(None, None, None)
+            mode.__exit__(None, None, None)  # type: ignore[no-untyped-call]
         self._pending_act = None
 
     # ---- functional calls ---------------------------------------------------------------
