@@ -1,0 +1,67 @@
+"""The layer rule of DESIGN.md §2, checked by reading every import in the package."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "src" / "convscope"
+
+# package → the convscope packages it may import (besides itself). Flow: models/data → capture
+# → analysis → render → runs → server; train is the training side, cli sits on top.
+ALLOWED: dict[str, set[str]] = {
+    "config": set(),
+    "models": {"config"},
+    "data": {"config"},
+    "capture": {"config"},
+    "analysis": {"config", "capture", "data", "models"},
+    "render": {"config", "capture", "analysis"},
+    "runs": {"config", "capture", "analysis", "render"},
+    "distributed": {"config", "capture", "analysis", "data", "models"},
+    "train": {"config", "capture", "analysis", "render", "runs", "data", "models", "distributed"},
+    "server": {"config", "runs", "render", "data"},
+}
+
+
+def _package_of(path: Path) -> str:
+    rel = path.relative_to(PKG)
+    return rel.parts[0].removesuffix(".py")
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            mod = node.module
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("convscope."):
+                    found.add(alias.name.split(".")[1])
+            continue
+        else:
+            continue
+        if mod.startswith("convscope."):
+            found.add(mod.split(".")[1])
+        elif mod == "convscope":
+            found.add("__init__")
+    return found
+
+
+def test_every_module_imports_only_from_layers_above_it() -> None:
+    violations = []
+    files = sorted(PKG.rglob("*.py"))
+    assert len(files) > 10
+    for path in files:
+        pkg = _package_of(path)
+        if pkg not in ALLOWED:  # cli.py, __init__.py, __main__.py sit on top
+            continue
+        for dep in _imports(path) - {pkg}:
+            if dep not in ALLOWED[pkg]:
+                violations.append(f"{path.relative_to(PKG)} imports convscope.{dep}")
+    assert violations == []
+
+
+def test_render_knows_nothing_of_nn_module() -> None:
+    for path in (PKG / "render").rglob("*.py"):
+        assert "nn.Module" not in path.read_text(), path
