@@ -194,7 +194,9 @@ def test_checkpoint_that_is_not_a_mapping(tmp_path: Path) -> None:
     torch.save([torch.zeros(1)], tmp_path / "list.pt")
     with pytest.raises(LoadError) as info:
         load_weights(mnist_net(0), tmp_path / "list.pt")
-    assert str(info.value) == f"checkpoint {tmp_path / 'list.pt'} holds a list, not a state dict"
+    assert str(info.value) == (
+        f"checkpoint {tmp_path / 'list.pt'} holds an object of type list, not a state dict"
+    )
 
 
 def test_missing_file_and_unknown_extension(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,9 +59,10 @@ def write(path: Path, text: str) -> Path:
 
 
 @pytest.fixture
-def model_file(tmp_path: Path) -> Path:
+def model_file(tmp_path: Path) -> Iterator[Path]:
     write(tmp_path / "cs_helper_layers.py", "WIDTH = 4\n")
-    return write(tmp_path / "my_model.py", USER_MODEL)
+    yield write(tmp_path / "my_model.py", USER_MODEL)
+    sys.modules.pop("cs_helper_layers", None)  # the user file's sibling import
 
 
 # -- zoo --------------------------------------------------------------------------------
@@ -246,11 +248,13 @@ def test_missing_attribute_in_module_without_models(
 def test_result_not_a_module(model_file: Path) -> None:
     with pytest.raises(LoadError) as info:
         resolve_model(f"{model_file}:not_a_model")
-    assert str(info.value) == f"'{model_file}:not_a_model' returned a int, not an nn.Module"
+    assert str(info.value) == (
+        f"'{model_file}:not_a_model' returned an object of type int, not an nn.Module"
+    )
     with pytest.raises(LoadError) as info:
         resolve_model(f"{model_file}:CONSTANT")
     assert str(info.value) == (
-        f"'{model_file}:CONSTANT' is a int, not an nn.Module subclass or a factory"
+        f"'{model_file}:CONSTANT' is an object of type int, not an nn.Module subclass or a factory"
     )
 
 
