@@ -1,0 +1,32 @@
+"""Exact values for map statistics and the finite-difference image gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from convscope.analysis import image_gradient, map_stats
+
+
+def test_map_stats_exact() -> None:
+    a = torch.tensor([[[[0.0, 2.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]])  # (1, 2, 2, 2)
+    s = map_stats(a)
+    assert (s.min, s.max, s.mean, s.sparsity, s.numel, s.dead_channels) == (0.0, 2.0, 0.25, 7 / 8, 8, 1)
+    assert s.std == pytest.approx(((7 * 0.0625 + 3.0625) / 8) ** 0.5)
+    with pytest.raises(ValueError, match="NaN"):
+        map_stats(torch.tensor([[1.0, float("nan")]]))
+
+
+def test_image_gradient_of_a_ramp_is_its_slope() -> None:
+    c = 3.0
+    u = torch.arange(6.0)
+    x = (c * u).expand(4, 6).unsqueeze(0).clone()  # (1, 4, 6): x[v, u] = 3u
+    gu, gv = image_gradient(x)
+    assert gu[0, :, 1:-1].unique().tolist() == [3.0]
+    assert gu[0, :, 0].unique().tolist() == [1.5] and gu[0, :, -1].unique().tolist() == [1.5]
+    assert gv.abs().max().item() == 0.0
+    # a vertical ramp is the transpose
+    gu2, gv2 = image_gradient(x[0].t().contiguous())
+    assert gu2.abs().max().item() == 0.0 and gv2[0, 1:-1, :].unique().tolist() == [3.0]
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        image_gradient(torch.zeros(1, 1, 2, 2))
