@@ -36,10 +36,7 @@ def map_stats(t: Tensor) -> MapStats:
     if not torch.isfinite(v).all():
         raise ValueError("tensor contains NaN or Inf")
     zero = v == 0
-    if v.dim() >= 2:
-        dead = int(zero.transpose(0, 1).reshape(v.shape[1], -1).all(dim=1).sum())
-    else:
-        dead = 0
+    dead = int(zero.transpose(0, 1).reshape(v.shape[1], -1).all(dim=1).sum()) if v.dim() >= 2 else 0
     return MapStats(
         min=float(v.min()),
         max=float(v.max()),
