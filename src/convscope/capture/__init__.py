@@ -3,6 +3,6 @@
 from convscope.capture.hooks import HookSet, count_hooks
 from convscope.capture.naming import LayerSpec
 from convscope.capture.probe import Block, Probe, Trace, UnknownLayerError
-from convscope.capture.run import capture
+from convscope.capture.run import capture, logits_of
 
-__all__ = ["Block", "HookSet", "LayerSpec", "Probe", "Trace", "UnknownLayerError", "capture", "count_hooks"]
+__all__ = ["Block", "HookSet", "LayerSpec", "Probe", "Trace", "UnknownLayerError", "capture", "count_hooks", "logits_of"]

@@ -34,7 +34,7 @@ def capture(
     try:
         with Probe(model, layers, keep=keep) as probe, torch.enable_grad():
             out = model(x, **forward_kwargs)
-            logits = _logits(out)
+            logits = logits_of(out)
             if target is not None:
                 if not 0 <= target < logits.shape[-1]:
                     raise ValueError(
@@ -47,7 +47,8 @@ def capture(
             p.grad = g
 
 
-def _logits(out: Any) -> Tensor:
+def logits_of(out: Any) -> Tensor:
+    """The logits in a model output: a tensor, the first of a tuple, or out["logits"|"out"|"output"]."""
     if isinstance(out, Tensor):
         return out
     if isinstance(out, tuple | list) and out and isinstance(out[0], Tensor):

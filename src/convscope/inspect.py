@@ -1,0 +1,146 @@
+"""inspect: one image through one model → the HTML report of every block (the `convscope inspect` job).
+
+    from convscope.inspect import inspect
+    html_path = inspect("zoo:convnetjs-cifar", image="chelsea", out="report/")
+
+It ties the layers together (models + data → capture → render) and so sits on top, like the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor, nn
+
+from convscope.capture import capture, logits_of
+from convscope.data import PHOTOS, digits, load_image, photo, prepare
+from convscope.models import ZooEntry, load_model
+from convscope.render.normalize import Mode
+from convscope.render.report import ReportInput, write_report
+
+DEFAULT_MODEL = "zoo:convnetjs-cifar"
+DEFAULT_PHOTO = "chelsea"
+
+
+@dataclass
+class LoadedModel:
+    """A model with what is needed to feed it: input shape, class names, input normalisation."""
+
+    spec: str
+    model: nn.Module
+    entry: ZooEntry | None
+    metadata: dict[str, str]
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    classes: list[str]
+    mean: list[float] | None
+    std: list[float] | None
+
+    def to_input(self, img: npt.NDArray[np.uint8]) -> tuple[Tensor, npt.NDArray[np.uint8]]:
+        """uint8 (H, W, 3) → the model's input (1, C, H, W), and the resized image as shown."""
+        c, h, w = self.input_shape
+        x = prepare(img, size=(h, w), channels=c)  # (C, H, W) in [0, 1]
+        shown = (x.permute(1, 2, 0).expand(h, w, 3) * 255).round().to(torch.uint8).numpy()
+        if self.mean is not None and self.std is not None:
+            mean = torch.tensor(self.mean).view(-1, 1, 1)
+            std = torch.tensor(self.std).view(-1, 1, 1)
+            x = (x - mean) / std
+        return x.unsqueeze(0), np.ascontiguousarray(shown)
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """'3x32x32' → (3, 32, 32)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) <= 0 or dims[0] not in (1, 3):
+        raise ValueError(f"input size must look like 3x32x32 (channels 1 or 3), got {text!r}")
+    return dims  # type: ignore[return-value]
+
+
+def open_model(spec: str, *, weights: str | None = None, input_size: str | None = None) -> LoadedModel:
+    """Resolve and load a model (zoo:NAME, file.py:Class, package.module:factory) with its metadata."""
+    model, entry, meta = load_model(spec, weights=weights)
+    shape: tuple[int, int, int] | None = None
+    if input_size:
+        shape = parse_shape(input_size)
+    elif "input_shape" in meta:
+        shape = parse_shape("x".join(str(d) for d in json.loads(meta["input_shape"])))
+    elif entry is not None:
+        shape = entry.input_shape
+    if shape is None:
+        raise ValueError(f"model {spec} is not from the zoo: give its input size, e.g. --input-size 3x32x32")
+    classes = json.loads(meta["classes"]) if "classes" in meta else []
+    mean = json.loads(meta["mean"]) if "mean" in meta else None
+    std = json.loads(meta["std"]) if "std" in meta else None
+    return LoadedModel(spec, model, entry, meta, shape, list(classes), mean, std)
+
+
+def open_image(source: str | None, channels: int) -> tuple[npt.NDArray[np.uint8], str]:
+    """A built-in photo name, an image file path, or (None) the default: the cat for colour
+    models, a built-in handwritten digit for one-channel models."""
+    if source is None:
+        if channels == 1:
+            x, _ = digits("test")
+            img = (x[0, 0] * 255).round().to(torch.uint8).numpy()  # (H, W)
+            return np.ascontiguousarray(np.stack([img] * 3, axis=-1)), "digits:test[0]"
+        source = DEFAULT_PHOTO
+    if source in PHOTOS:
+        return photo(source), source
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"image {source!r} is neither a file nor a built-in photo ({', '.join(PHOTOS)})"
+        )
+    return load_image(path), path.name
+
+
+def inspect(
+    model: str = DEFAULT_MODEL,
+    *,
+    weights: str | None = None,
+    image: str | None = None,
+    target: int | None = None,
+    out: str | Path = "report",
+    layers: list[str] | None = None,
+    norm: Mode = "map",
+    input_size: str | None = None,
+) -> Path:
+    """Write the report for one image; `target` defaults to the top predicted class."""
+    if norm not in ("map", "layer"):
+        raise ValueError(f"norm must be 'map' or 'layer', got {norm!r}")
+    loaded = open_model(model, weights=weights, input_size=input_size)
+    img, image_name = open_image(image, loaded.input_shape[0])
+    x, shown = loaded.to_input(img)
+    with torch.no_grad():
+        logits = logits_of(loaded.model(x))
+    k = logits.shape[-1]
+    classes = loaded.classes if len(loaded.classes) == k else [f"class {i}" for i in range(k)]
+    if target is None:
+        target = int(logits.argmax())
+    elif not 0 <= target < k:
+        raise ValueError(f"--target {target} out of range: the model has {k} classes (0..{k - 1})")
+    trace, logits = capture(loaded.model, x, target=target, layers=layers)
+    notes = []
+    if not loaded.metadata and loaded.entry is not None and loaded.entry.weights is None:
+        notes.append("This zoo net ships no trained weights: its filters are random initialisation.")
+    info = ReportInput(
+        title=f"convscope inspect — {model}",
+        model=model,
+        image=shown,
+        image_name=image_name,
+        x=x,
+        logits=logits,
+        classes=classes,
+        target=target,
+        norm=norm,
+        notes=notes,
+    )
+    return write_report(trace, info, out)
+

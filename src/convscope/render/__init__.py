@@ -1,0 +1,19 @@
+"""convscope.render: tensors -> uint8 pictures that tell the truth (no nn.Module in sight).
+
+    from convscope import render
+    render.grid(a)                    # activation maps (B, C, H, W): one labelled cell per channel
+    render.filters(conv.weight)       # filters: colour pictures for RGB input, rows otherwise
+    render.legend(-1.0, 1.0, signed=True)
+    render.overlay(photo, saliency)   # heat over an image
+    render.normalize(maps, mode="layer", signed=False)
+
+Every function takes torch tensors or numpy arrays and returns a `Picture` (PNG, data URI,
+shows itself in Jupyter), except `normalize`, which returns the numbers behind the colours.
+"""
+
+from .grid import filters, grid, legend
+from .normalize import Normalized, normalize
+from .overlay import overlay
+from .picture import Box, Picture
+
+__all__ = ["Box", "Normalized", "Picture", "filters", "grid", "legend", "normalize", "overlay"]
