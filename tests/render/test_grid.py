@@ -210,3 +210,14 @@ def test_legend_colours_match_grid_colours() -> None:
 def test_legend_errors(args: tuple[float, float], signed: bool, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         legend(*args, signed=signed)
+
+
+def test_input_is_left_unchanged_and_bad_norm_is_refused_for_every_shape() -> None:
+    x = np.random.default_rng(6).normal(size=(2, 3, 4, 4))
+    before = x.copy()
+    grid(x)
+    grid(x[0, :, 0, 0])
+    np.testing.assert_array_equal(x, before)
+    for shape in [(3, 4, 4), (5,)]:
+        with pytest.raises(ValueError, match="mode must be one of"):
+            grid(np.ones(shape), norm="pixel")  # type: ignore[arg-type]

@@ -133,3 +133,9 @@ def test_signed_values_span_the_range_and_keep_zero_at_the_centre(x: np.ndarray,
     if mode == "map":  # each map with some non-zero value reaches an end exactly
         ends = np.abs(n.values.reshape(3, -1) - 0.5).max(axis=1)
         np.testing.assert_array_equal(ends[big > 0], 0.5)
+
+
+def test_round_off_around_one_value_is_still_constant() -> None:
+    maps = np.array([[1.0, 1.0 + 1e-9, 1.0 - 1e-9], [1e-9, -1e-9, 0.0], [1.0, 1.0001, 1.0]])
+    n = normalize(maps, signed=True)
+    np.testing.assert_array_equal(n.constant, [True, False, False])  # tiny but real spread is live

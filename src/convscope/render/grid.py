@@ -98,9 +98,7 @@ def grid(
         signed = bool((arr < 0).any())
 
     if arr.ndim == 1:  # dense: the vector is one map, drawn one cell per unit
-        n = normalize(
-            arr[None], mode="global" if norm == "global" else "map", signed=signed, scale=scale
-        )
+        n = normalize(arr[None], mode=norm, signed=signed, scale=scale)  # one map: "map" == "layer"
         count = arr.shape[0]
         values = n.values.reshape(count, 1, 1)
         constant = np.repeat(n.constant, count)
@@ -358,9 +356,7 @@ def _heat_matrix(
 ) -> Picture:
     """Dense weights (out, in) as one heat matrix: a row per output unit."""
     rows, cols = arr.shape
-    n = normalize(
-        arr[None], mode="global" if norm == "global" else "map", signed=signed, scale=scale
-    )
+    n = normalize(arr[None], mode=norm, signed=signed, scale=scale)  # one map: "map" == "layer"
     values, target = n.values, cell or HEAT_MAX
     if max(rows, cols) > target:
         values = _shrink(values, target)  # (1, rows', cols'), long side = target

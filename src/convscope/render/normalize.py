@@ -7,8 +7,8 @@ Where m comes from is the mode:
   "layer"  one m over all N maps (maps comparable; weak maps look weak)
   "global" m = `scale`, given by the caller to compare steps or layers; values beyond it clip
            to the ends and `clipped` says which maps had some.
-A constant map (every value equal, e.g. a dead filter's all-zero map) never divides by zero,
-and is reported in `constant` so the drawing can mark it.
+A constant map (every value equal up to float round-off, e.g. a dead filter's all-zero map)
+never divides by zero, and is reported in `constant` so the drawing can mark it.
 
     n = normalize(a, mode="layer", signed=False)     # a: (N, H, W)
     n.values  # (N, H, W) in [0, 1];  n.vmin, n.vmax  # (N,) values drawn at 0 and 1
@@ -24,6 +24,8 @@ import numpy.typing as npt
 
 Mode = Literal["map", "layer", "global"]
 MODES: tuple[Mode, ...] = ("map", "layer", "global")
+
+CONSTANT_RTOL = 1e-6  # a map whose values differ by less than this fraction of them is constant
 
 Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
@@ -43,7 +45,7 @@ def as_array(values: npt.ArrayLike, *, what: str) -> Floats:
     arr = np.asarray(values)
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"{what}: expected real numbers, got dtype {arr.dtype}")
-    out = arr.astype(np.float64)
+    out = arr.astype(np.float64, copy=False)  # callers never write into it
     finite = np.isfinite(out)
     if not finite.all():
         n_nan = int(np.isnan(out).sum())
@@ -61,7 +63,7 @@ class Normalized:
     """The result of `normalize`: values for a colormap and the truth about how they were made."""
 
     values: Floats  # (N, ...) in [0, 1], same shape as the input
-    constant: Bools  # (N,) map has more than one value and all are equal (dead, saturated, ...)
+    constant: Bools  # (N,) map has more than one value, all equal up to round-off (dead, ...)
     clipped: Bools  # (N,) some value lay beyond the given scale (only in mode "global")
     vmin: Floats  # (N,) the data value drawn at 0: -m when signed, else 0
     vmax: Floats  # (N,) the data value drawn at 1: m
@@ -99,7 +101,9 @@ def normalize(
             f"signed=False but the values go down to {lo.min():.4g}; unsigned drawing maps 0 to "
             "the dark end and can't show negatives -- pass signed=True (or signed=None in grid)"
         )
-    constant = (lo == hi) & (flat.shape[1] > 1)  # a single value is not "constant", just a value
+    # constant: spread within CONSTANT_RTOL of the magnitude (float round-off of one value);
+    # a single value is not "constant", just a value
+    constant = (hi - lo <= CONSTANT_RTOL * np.maximum(np.abs(lo), np.abs(hi))) & (flat.shape[1] > 1)
     mag = np.abs(flat).max(axis=1) if signed else hi  # (N,) each map's own m
     if mode == "map":
         m = mag
