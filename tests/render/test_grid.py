@@ -221,3 +221,12 @@ def test_input_is_left_unchanged_and_bad_norm_is_refused_for_every_shape() -> No
     for shape in [(3, 4, 4), (5,)]:
         with pytest.raises(ValueError, match="mode must be one of"):
             grid(np.ones(shape), norm="pixel")  # type: ignore[arg-type]
+
+
+def test_characters_the_font_lacks_are_spelled_in_ascii() -> None:
+    from convscope.render.grid import _plain
+
+    assert _plain("∂x/∂u · dL/dW ± 1 …") == "dx/du · dL/dW ± 1 …"
+    assert _plain("3×3 → −1 ≥ 0 ✓") == "3x3 -> -1 >= 0 ?"
+    a = np.random.default_rng(7).random((2, 4, 4))
+    np.testing.assert_array_equal(grid(a, title="∂x/∂u").array, grid(a, title="dx/du").array)

@@ -243,6 +243,7 @@ def legend(
     ticks = [(0, _fmt(vmin), "left"), (width - 1, _fmt(vmax), "right")]
     if vmin < 0 < vmax:
         ticks.append((round(-vmin / (vmax - vmin) * (width - 1)), "0", "center"))
+    title = _plain(title) if title else None
     title_h = TITLE_PX + 6 if title else 0
     left = MARGIN + 1
     top = MARGIN + title_h + 1
@@ -390,6 +391,24 @@ def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+# what to write for characters the bundled font lacks (it has ASCII, Latin-1, "·", "±", "…")
+_ASCII = {"∂": "d", "−": "-", "–": "-", "—": "-", "×": "x", "→": "->", "←": "<-", "≥": ">=",
+          "≤": "<=", "≠": "!=", "≈": "~", "∇": "grad ", "Σ": "sum ", "Δ": "delta ", "σ": "sigma",
+          "μ": "mu", "α": "alpha", "β": "beta", "θ": "theta", "λ": "lambda", "²": "^2", "³": "^3",
+          "‖": "||", "′": "'", "‘": "'", "’": "'", "“": '"', "”": '"'}  # fmt: skip
+
+
+@functools.cache
+def _has_glyph(ch: str) -> bool:
+    font = _font(LABEL_PX)
+    return bytes(font.getmask(ch)) != bytes(font.getmask("\U000f0000"))  # not the "missing" box
+
+
+def _plain(text: str) -> str:
+    """`text` with characters the font can't draw spelled in ASCII (∂x/∂u -> dx/du), else "?"."""
+    return "".join(c if c.isascii() or _has_glyph(c) else _ASCII.get(c, "?") for c in text)
+
+
 def _text_w(text: str, px: int) -> int:
     return math.ceil(_font(px).getlength(text)) if text else 0
 
@@ -411,6 +430,12 @@ def _sheet(
     """
     if cols < 1:
         raise ValueError(f"cols must be >= 1, got {cols}")
+    title = _plain(title) if title else None
+    labels, row_labels, col_labels = (
+        None if texts is None else [_plain(t) for t in texts]
+        for texts in (labels, row_labels, col_labels)
+    )
+    notes = [_plain(t) for t in notes]
     count, h, w = cells.shape[:3]
     rows = -(-count // cols)
     label_h = LABEL_PX + 4 if labels else 0
