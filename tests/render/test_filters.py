@@ -130,3 +130,11 @@ def test_bad_weights() -> None:
         filters(w)
     with pytest.raises(ValueError, match="max_in and max_out must be >= 1"):
         filters(np.zeros((2, 4, 3, 3)), max_in=0)
+
+
+def test_filter_labels_name_all_filters_even_when_cut() -> None:
+    w = np.random.default_rng(2).normal(size=(4, 5, 3, 3))
+    names = ["edge", "blob", "dot", "line"]
+    assert len(filters(w, labels=names, max_out=2).cells) == 2 * 5
+    with pytest.raises(ValueError, match="list of 4 strings"):
+        filters(w, labels=names[:2], max_out=2)

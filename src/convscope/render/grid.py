@@ -168,6 +168,8 @@ def filters(
     n = normalize(arr, mode=norm, signed=signed, scale=scale)  # per output filter
     n_out, n_in = min(c_out, max_out), min(c_in, max_in)
     cut = [f"filters 0-{n_out - 1} of {c_out}"] if n_out < c_out else []
+    names = _cell_labels(labels, c_out)  # one per filter, of all c_out
+    names = None if names is None else names[:n_out]
     colour = c_in == 3  # a colour picture of each filter, like first-layer filter figures
     rgb_meaning = "grey = 0, a channel brighter where > 0" if signed else "black = 0"
     notes = (
@@ -177,17 +179,15 @@ def filters(
     )
 
     if colour:
-        rgb = np.rint(n.values[:n_out].transpose(0, 2, 3, 1) * 255).astype(
-            np.uint8
-        )  # (O, kH, kW, 3)
-        rgb = _blocks(rgb, _factor(max(kh, kw), cell, CELL))
+        rgb = np.rint(n.values[:n_out].transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+        rgb = _blocks(rgb, _factor(max(kh, kw), cell, CELL))  # (O, kH*f, kW*f, 3)
         for i in np.flatnonzero(n.constant[:n_out]):
             mark_constant(rgb[i])
         head = f"filters {c_out}x{c_in}x{kh}x{kw} as RGB pictures"
         return _sheet(
             rgb,
             cols=_default_cols(n_out, 8) if cols is None else cols,
-            labels=_cell_labels(labels, n_out),
+            labels=names,
             title=_title(title, head, cut),
             notes=notes,
         )
@@ -199,14 +199,13 @@ def filters(
     for o in np.flatnonzero(n.constant[:n_out]):
         for j in range(n_in):
             mark_constant(rgb[o * n_in + j])
-    rows = _cell_labels(labels, n_out)
     head = f"filters {c_out}x{c_in}x{kh}x{kw}: a row per filter, a column per input channel"
     return _sheet(
         rgb,
         cols=n_in,
         labels=None,
-        row_labels=rows,
-        col_labels=None if rows is None else [f"in {i}" for i in range(n_in)],
+        row_labels=names,
+        col_labels=None if names is None else [f"in {i}" for i in range(n_in)],
         title=_title(title, head, cut),
         notes=notes,
     )
