@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from convscope.data import DataError, ImageError, load_image
@@ -111,7 +114,9 @@ def test_bmp_and_tiff_allowed(tmp_path: Path) -> None:
     rgb = np.array([[[1, 2, 3], [4, 5, 6]]], dtype=np.uint8)
     for name in ("a.bmp", "a.tif", "a.webp"):
         kw = {"lossless": True} if name.endswith("webp") else {}
-        np.testing.assert_array_equal(load_image(_save(Image.fromarray(rgb), tmp_path / name, **kw)), rgb)
+        np.testing.assert_array_equal(
+            load_image(_save(Image.fromarray(rgb), tmp_path / name, **kw)), rgb
+        )
 
 
 def test_text_file_named_png_refused(tmp_path: Path) -> None:
@@ -186,10 +191,29 @@ def test_max_bytes_refused(tmp_path: Path) -> None:
 
 
 def test_missing_empty_and_directory(tmp_path: Path) -> None:
-    with pytest.raises(ImageError, match="nope.png: file not found"):
+    with pytest.raises(ImageError, match=re.escape("nope.png: file not found")):
         load_image(tmp_path / "nope.png")
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(ImageError, match="empty"):
         load_image(tmp_path / "empty.png")
     with pytest.raises(ImageError, match="is a directory"):
         load_image(tmp_path)
+
+
+_NOISE_PNG = io.BytesIO()
+Image.fromarray(np.random.default_rng(2).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+    _NOISE_PNG, format="PNG"
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, len(_NOISE_PNG.getvalue()) - 1), st.integers(0, 255), st.integers(1, 400))
+def test_corrupted_bytes_give_array_or_image_error(pos: int, value: int, cut: int) -> None:
+    data = bytearray(_NOISE_PNG.getvalue())
+    data[pos] = value
+    try:
+        out = load_image(bytes(data[:cut]) if cut < len(data) else bytes(data))
+    except ImageError as err:
+        assert "\n" not in str(err)
+    else:
+        assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3

@@ -104,6 +104,5 @@ class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):
             a = a[None]  # (1, H, W)
         elif self.layout == "NHWC":
             a = a.transpose(2, 0, 1)  # (C, H, W)
-        x = torch.from_numpy(np.ascontiguousarray(a))  # (C, H, W)
-        x = x.to(torch.float32) / 255.0 if a.dtype == np.uint8 else x.to(torch.float32)
-        return x, int(self.labels[i])
+        x = torch.from_numpy(np.array(a, dtype=np.float32, order="C"))  # (C, H, W), a copy
+        return (x / 255.0 if a.dtype == np.uint8 else x), int(self.labels[i])

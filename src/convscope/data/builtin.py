@@ -6,10 +6,11 @@ ship inside the installed scikit-image package, digits from scikit-learn's bundl
 * `photo(name)` one photograph for single-image inspection (`PHOTOS` lists the names).
 * `photo_crops(split, n)` the default training set: 10 classes, one per bundled photo
   (`PHOTO_CLASSES`); each example is a random square window (32..96 px, random position,
-  random horizontal flip) of that photo resized to `size`. Each photo is cut into three
-  strips along its longer side - train 60 %, val 20 %, test 20 % - and a split's windows
-  lie wholly inside its strip (`split_region`, `crop_plan`), so test crops share no pixel
-  with training crops.
+  random horizontal flip) of that photo resized to `size`. Each photo is cut into a grid
+  of cells >= 96 px a side; a fixed diagonal pattern gives 3 of every 5 cells to train,
+  1 to val, 1 to test, spread over the whole photo (`grid_cells`, `split_regions`). A
+  window lies wholly inside one cell of its split (`crop_plan`), so test crops share no
+  pixel with training crops.
 * `digits(split)` scikit-learn's 8x8 handwritten digits, upscaled, fixed split.
 
     >>> from convscope.data.builtin import photo_crops
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from convscope.data.errors import DataError
 from convscope.data.image import load_image
@@ -38,9 +40,10 @@ __all__ = [
     "Region",
     "crop_plan",
     "digits",
+    "grid_cells",
     "photo",
     "photo_crops",
-    "split_region",
+    "split_regions",
 ]
 
 # name -> file inside skimage/data/ (only files bundled with the package; nothing fetched).
@@ -85,14 +88,8 @@ PHOTO_CLASSES: tuple[str, ...] = (
 )
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-# Fraction of the photo's longer side given to each split (half-open, disjoint, in order).
-_SPLIT_FRACTIONS: dict[str, tuple[float, float]] = {
-    "train": (0.0, 0.6),
-    "val": (0.6, 0.8),
-    "test": (0.8, 1.0),
-}
 _MIN_WINDOW = 32  # smallest crop window side in photo pixels
-_MAX_WINDOW = 96  # largest crop window side (capped by the strip's short side)
+_MAX_WINDOW = 96  # largest crop window side; also the smallest grid cell side
 
 _DIGIT_FRACTIONS: dict[str, tuple[float, float]] = {
     "train": (0.0, 0.7),
@@ -121,9 +118,8 @@ def _photo_cached(name: str) -> np.ndarray:
 
 
 @functools.cache
-def _photo_tensor(name: str) -> torch.Tensor:
-    img = _photo_cached(name)  # (H, W, 3) uint8
-    return torch.from_numpy(img.transpose(2, 0, 1).copy()).to(torch.float32) / 255.0  # (3, H, W)
+def _photo_pil(name: str) -> Image.Image:
+    return Image.fromarray(_photo_cached(name))  # RGB, decoded once
 
 
 def photo(name: str) -> np.ndarray:
@@ -160,22 +156,40 @@ class Region:
         )
 
 
-def _region_for_shape(height: int, width: int, split: str) -> Region:
-    lo, hi = _SPLIT_FRACTIONS[split]
-    if width >= height:  # cut vertical strips along the width
-        return Region(0, round(lo * width), height, round(hi * width))
-    return Region(round(lo * height), 0, round(hi * height), width)  # horizontal strips
+def _cell_split(row: int, col: int) -> str:
+    """Split of grid cell (row, col): a fixed diagonal pattern, 3 of 5 train, 1 val, 1 test."""
+    key = (2 * row + 3 * col) % 5
+    return "test" if key == 4 else "val" if key == 3 else "train"
 
 
-def split_region(name: str, split: str) -> Region:
-    """The strip of photo `name` that crops of `split` are taken from (disjoint across splits)."""
+def grid_cells(height: int, width: int) -> list[tuple[Region, str]]:
+    """Cut a height x width photo into a grid of cells at least 96 px a side, each with its split.
+
+    Rows = height // 96 and columns = width // 96 (at least 1); boundaries are rounded
+    multiples of height / rows and width / columns, so the cells tile the photo exactly.
+    """
+    rows, cols = max(1, height // _MAX_WINDOW), max(1, width // _MAX_WINDOW)
+    ys = [round(i * height / rows) for i in range(rows + 1)]
+    xs = [round(j * width / cols) for j in range(cols + 1)]
+    return [
+        (Region(ys[r], xs[c], ys[r + 1], xs[c + 1]), _cell_split(r, c))
+        for r in range(rows)
+        for c in range(cols)
+    ]
+
+
+def split_regions(name: str, split: str) -> tuple[Region, ...]:
+    """The grid cells of photo `name` that crops of `split` are cut from (disjoint across splits)."""
     if name not in PHOTO_CLASSES:
         raise DataError(
-            f"split_region: {name!r} is not a photo-crops class; valid: {', '.join(PHOTO_CLASSES)}"
+            f"split_regions: {name!r} is not a photo-crops class; valid: {', '.join(PHOTO_CLASSES)}"
         )
-    _check_split(split, "split_region")
+    _check_split(split, "split_regions")
     h, w = _photo_cached(name).shape[:2]
-    return _region_for_shape(h, w, split)
+    cells = tuple(cell for cell, s in grid_cells(h, w) if s == split)
+    if not cells:
+        raise DataError(f"split_regions: photo {name!r} ({h}x{w}) is too small for a {split} cell")
+    return cells
 
 
 @dataclass(frozen=True)
@@ -192,8 +206,8 @@ class CropPlan:
 def crop_plan(split: str = "train", n: int = 10000, *, seed: int = 0) -> CropPlan:
     """The random windows `photo_crops(split, n, seed=seed)` cuts (deterministic for a seed).
 
-    Labels are balanced (counts differ by at most one); every window lies inside
-    `split_region(PHOTO_CLASSES[label], split)`.
+    Labels are balanced (counts differ by at most one); each window lies wholly inside
+    one cell of `split_regions(PHOTO_CLASSES[label], split)` (a uniformly chosen one).
     """
     _check_split(split, "crop_plan")
     if not isinstance(n, int) or n <= 0:
@@ -203,16 +217,19 @@ def crop_plan(split: str = "train", n: int = 10000, *, seed: int = 0) -> CropPla
     rng = np.random.default_rng([seed, SPLITS.index(split)])  # each split its own stream
     k = len(PHOTO_CLASSES)
     labels = rng.permutation(np.arange(n, dtype=np.int64) % k)  # (n,) balanced
-    regions = [split_region(name, split) for name in PHOTO_CLASSES]
-    top0 = np.array([r.top for r in regions], dtype=np.int64)[labels]  # (n,)
-    left0 = np.array([r.left for r in regions], dtype=np.int64)[labels]
-    rh = np.array([r.height for r in regions], dtype=np.int64)[labels]
-    rw = np.array([r.width for r in regions], dtype=np.int64)[labels]
-    smax = np.minimum(_MAX_WINDOW, np.minimum(rh, rw))  # (n,)
+    per_class = [split_regions(name, split) for name in PHOTO_CLASSES]
+    table = np.array(
+        [(r.top, r.left, r.height, r.width) for cells in per_class for r in cells], dtype=np.int64
+    )  # (total cells, 4)
+    counts = np.array([len(cells) for cells in per_class], dtype=np.int64)  # (k,)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])  # (k,) first cell row of each class
+    cell = offsets[labels] + (rng.random(n) * counts[labels]).astype(np.int64)  # (n,) uniform cell
+    top0, left0, ch, cw = table[cell].T  # each (n,)
+    smax = np.minimum(_MAX_WINDOW, np.minimum(ch, cw))  # (n,)
     smin = np.minimum(_MIN_WINDOW, smax)
     sides = smin + (rng.random(n) * (smax - smin + 1)).astype(np.int64)  # uniform in [smin, smax]
-    tops = top0 + (rng.random(n) * (rh - sides + 1)).astype(np.int64)  # uniform valid positions
-    lefts = left0 + (rng.random(n) * (rw - sides + 1)).astype(np.int64)
+    tops = top0 + (rng.random(n) * (ch - sides + 1)).astype(np.int64)  # uniform valid positions
+    lefts = left0 + (rng.random(n) * (cw - sides + 1)).astype(np.int64)
     flips = rng.random(n) < 0.5
     return CropPlan(labels=labels, tops=tops, lefts=lefts, sides=sides, flips=flips)
 
@@ -223,37 +240,33 @@ def photo_crops(
     """The default training set: X float32 (n, 3, size, size) in [0, 1], y int64 (n,).
 
     Example i is window `crop_plan(split, n, seed=seed)` i of photo PHOTO_CLASSES[y[i]],
-    resized to size x size (bilinear, antialiased) and flipped left-right when planned.
+    resized to size x size (Pillow bilinear, antialiased), flipped left-right when planned,
+    divided by 255 (so values are multiples of 1/255, like any 8-bit image).
     """
     if not isinstance(size, int) or size <= 0:
         raise DataError(f"photo_crops: size must be a positive int, got {size!r}")
     plan = crop_plan(split, n, seed=seed)
-    photos = [_photo_tensor(name) for name in PHOTO_CLASSES]  # each (3, H, W)
-    X = torch.empty((n, 3, size, size), dtype=torch.float32)  # (n, 3, size, size)
-    # Windows of one photo with one side length are resized together in one call.
-    keys = plan.labels * (_MAX_WINDOW + 1) + plan.sides  # (n,) group id per (class, side)
-    order = np.argsort(keys, kind="stable")
-    bounds = np.flatnonzero(np.diff(keys[order])) + 1
-    for group in np.split(order, bounds):
-        img = photos[int(plan.labels[group[0]])]
-        s = int(plan.sides[group[0]])
-        windows = torch.stack(
-            [
-                img[:, t : t + s, left : left + s]
-                for t, left in zip(
-                    plan.tops[group].tolist(), plan.lefts[group].tolist(), strict=True
-                )
-            ]
-        )  # (g, 3, s, s)
-        if s != size:
-            windows = F.interpolate(
-                windows, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-            )  # (g, 3, size, size)
-        X[torch.from_numpy(group)] = windows
-    flips = torch.from_numpy(plan.flips)  # (n,)
-    X[flips] = X[flips].flip(-1)
-    X.clamp_(0.0, 1.0)  # interpolation rounding may leave 1 + 1e-7
-    return X, torch.from_numpy(plan.labels.copy())
+    photos = [_photo_pil(name) for name in PHOTO_CLASSES]
+    # Pillow resizes each window straight from the photo (box=...), single-threaded C: small
+    # per-crop work that torch's thread pool would only slow down on a busy machine.
+    out = np.empty((n, size, size, 3), dtype=np.uint8)  # (n, size, size, 3)
+    for i, (c, t, left, s) in enumerate(
+        zip(
+            plan.labels.tolist(),
+            plan.tops.tolist(),
+            plan.lefts.tolist(),
+            plan.sides.tolist(),
+            strict=True,
+        )
+    ):
+        out[i] = np.asarray(
+            photos[c].resize(
+                (size, size), Image.Resampling.BILINEAR, box=(left, t, left + s, t + s)
+            )
+        )
+    out[plan.flips] = out[plan.flips, :, ::-1]  # horizontal flip
+    chw = torch.from_numpy(out.transpose(0, 3, 1, 2).copy())  # (n, 3, size, size) uint8
+    return chw.to(torch.float32) / 255.0, torch.from_numpy(plan.labels.copy())
 
 
 @functools.lru_cache(maxsize=1)

@@ -139,7 +139,7 @@ def open_dataset(
         if path.suffix.lower() in (".npz", ".npy"):
             return ConformedDataset(ArrayDataset(path), size=size, channels=channels)
         raise _unknown(spec, f"unsupported file type {path.suffix or '(none)'}")
-    if find_cifar_batches(path, split="train") and any(path.glob("**/*.bin")):
+    if find_cifar_batches(path, split="train"):
         return ConformedDataset(CIFAR10Bin(path), size=size, channels=channels)
     mnist = _mnist_files(path)
     if mnist is not None:
