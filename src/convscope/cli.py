@@ -108,7 +108,10 @@ def zoo() -> None:
 
     Example: convscope zoo
     """
-    table = Table("name", "input", "classes", "trained weights", "description")
+    table = Table()
+    for col in ("name", "input", "classes", "weights"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("description", overflow="fold")
     for name, entry in ZOO.items():
         path = entry.weights_path
         shipped = "yes" if path is not None and path.exists() else "no"
@@ -118,25 +121,14 @@ def zoo() -> None:
 
 
 def main() -> None:
-    """Entry point: run the app, turning expected errors into one line and exit code 2."""
+    """Entry point: usage errors as the CLI library prints them; any other error as one line
+    and exit code 2 (the traceback only with --debug)."""
     try:
-        app(standalone_mode=False)
-    except SystemExit as exc:
-        raise exc
-    except KeyboardInterrupt:
-        console.print("interrupted")
-        sys.exit(130)
-    except Exception as exc:  # one clear line for the user; --debug for the rest
+        app()
+    except Exception as exc:
         if _state["debug"]:
             raise
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        console.print(f"[red]error:[/red] {_one_line(exc)}", highlight=False)
+        console.print(f"[red]error:[/red] {_one_line(exc)}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

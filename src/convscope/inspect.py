@@ -61,7 +61,7 @@ def parse_shape(text: str) -> tuple[int, int, int]:
         dims = ()
     if len(dims) != 3 or min(dims) <= 0 or dims[0] not in (1, 3):
         raise ValueError(f"input size must look like 3x32x32 (channels 1 or 3), got {text!r}")
-    return dims  # type: ignore[return-value]
+    return dims
 
 
 def open_model(spec: str, *, weights: str | None = None, input_size: str | None = None) -> LoadedModel:

@@ -1,0 +1,119 @@
+"""`convscope inspect` end to end: the report's files and numbers, user models, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from convscope.capture import count_hooks
+from convscope.inspect import inspect, open_model
+
+NET_PY = '''
+import torch
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, bias=False)
+        self.fc = nn.Linear(2 * 4 * 4, 3)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[[[0., 0, 0], [0, 1, 0], [0, 0, 0]]],
+                                                 [[[0., 0, 0], [0, -1, 0], [0, 0, 0]]]]))
+            self.fc.weight.zero_(); self.fc.bias.copy_(torch.tensor([0., 2., 1.]))
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+'''
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "convscope", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+def test_default_inspect_writes_a_complete_report(tmp_path: Path) -> None:
+    html = inspect(out=tmp_path / "rep")
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    names = [b["name"] for b in report["blocks"]]
+    assert names == ["conv1", "conv2", "conv3", "fc"]
+    assert report["blocks"][0]["spec"]["formula"] == "16 × 3 × 5 × 5 + 16 = 1,216"
+    assert report["blocks"][0]["out_shape"] == [16, 32, 32]
+    assert report["blocks"][0]["activation"] == "relu1"
+    for b in report["blocks"][:3]:
+        assert set(b["pictures"]) == {"x", "weight", "z", "a", "grad_weight", "grad_z", "grad_a"}
+        for rel in b["pictures"].values():
+            with Image.open(tmp_path / "rep" / rel) as im:
+                assert im.format == "PNG" and im.width > 40
+    probs = [p["probability"] for p in report["predictions"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-6
+    assert report["target"] == report["predictions"][0]["class"]
+    text = html.read_text()
+    assert "activation map = feature map" in text and "∂x/∂u" in text and "dL/dW" in text
+    assert "http://" not in text and "https://" not in text  # self-contained: nothing to fetch
+    assert text.count("<img src='data:image/png;base64,") >= 20
+
+
+def test_user_model_exact_numbers_and_grey_image(tmp_path: Path) -> None:
+    (tmp_path / "net.py").write_text(NET_PY)
+    img = np.zeros((6, 6), np.uint8)
+    img[2, 3] = 255
+    Image.fromarray(img).save(tmp_path / "dot.png")
+    inspect(f"{tmp_path / 'net.py'}:Net", image=str(tmp_path / "dot.png"), input_size="1x6x6",
+            out=tmp_path / "rep", target=2)
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert [b["name"] for b in report["blocks"]] == ["conv", "fc"]
+    conv = report["blocks"][0]
+    # filter 0 copies the input (one pixel of 1.0), filter 1 negates it and is killed by the ReLU
+    assert conv["a_stats"]["max"] == 1.0 and conv["a_stats"]["min"] == 0.0
+    assert conv["a_stats"]["sparsity"] == 31 / 32 and conv["a_stats"]["dead_channels"] == 1
+    assert conv["spec"]["formula"] == "2 × 1 × 3 × 3 = 18"
+    assert report["predictions"][0]["name"] == "class 1"  # bias 2 wins: fc weights are 0
+    assert report["target"] == 2
+
+
+def test_loaded_model_keeps_no_hooks(tmp_path: Path) -> None:
+    loaded = open_model("zoo:tiny-vgg")
+    inspect("zoo:tiny-vgg", image="coffee", out=tmp_path / "rep", target=3)
+    assert count_hooks(loaded.model) == 0
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["blocks"][0]["out_shape"] == [10, 62, 62] and report["target"] == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "zoo:nope"], "unknown zoo model 'nope'; valid names: convnetjs-cifar"),
+        (["--image", "no-such.png"], "neither a file nor a built-in photo"),
+        (["--image", "corrupt.png"], "corrupt.png"),
+        (["--target", "99"], "out of range"),
+        (["--layer", "conv9"], "unknown layer"),
+        (["--model", "net.py:Net"], "--input-size"),
+        (["--weights", "evil.pt"], "unsafe"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (tmp_path / "net.py").write_text(NET_PY)
+    torch.save({"conv1.weight": torch.zeros(1), "payload": print}, tmp_path / "evil.pt")
+    res = run_cli("inspect", "--out", "rep", *args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    assert message in lines[0]
+    assert "Traceback" not in res.stderr
+
+
+def test_cli_help_and_zoo(tmp_path: Path) -> None:
+    res = run_cli("inspect", "--help", cwd=tmp_path)
+    assert res.returncode == 0 and "Example: convscope inspect" in res.stdout
+    res = run_cli("zoo", cwd=tmp_path)
+    assert res.returncode == 0 and "zoo:convnetjs-cifar" in res.stdout and "zoo:resnet18-shaped" in res.stdout
