@@ -30,3 +30,21 @@ def test_image_gradient_of_a_ramp_is_its_slope() -> None:
     assert gu2.abs().max().item() == 0.0 and gv2[0, 1:-1, :].unique().tolist() == [3.0]
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):
         image_gradient(torch.zeros(1, 1, 2, 2))
+
+
+def test_block_stats_exact() -> None:
+    from convscope.analysis import block_stats
+
+    a = torch.tensor([[[[0.0, 2.0]], [[0.0, 0.0]]], [[[1.0, 0.0]], [[0.0, 0.0]]]])  # (2, 2, 1, 2)
+    z = a - 1.0
+    g = torch.full_like(a, 0.5)
+    w = torch.tensor([[3.0, 4.0]])
+    w_prev = torch.tensor([[3.0, 4.003]])
+    s = block_stats(a, z, g, w, torch.tensor([[0.0, 2.0]]), w_prev)
+    assert s["a_min"] == 0.0 and s["a_max"] == 2.0 and s["a_mean"] == 3.0 / 8
+    assert s["dead_fraction"] == 0.5  # channel 1 is zero everywhere in the batch
+    assert (s["z_min"], s["z_max"]) == (-1.0, 1.0)
+    assert s["grad_a_norm"] == pytest.approx(0.5 * 8**0.5)
+    assert s["weight_norm"] == 5.0 and s["grad_weight_norm"] == 2.0
+    assert s["update_ratio"] == pytest.approx(0.003 / 5.0, rel=1e-4)
+    assert block_stats(None, None, None, None, None) == {}

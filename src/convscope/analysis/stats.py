@@ -46,3 +46,42 @@ def map_stats(t: Tensor) -> MapStats:
         numel=v.numel(),
         dead_channels=dead,
     )
+
+
+def block_stats(
+    a: Tensor | None,
+    z: Tensor | None,
+    grad_a: Tensor | None,
+    weight: Tensor | None,
+    grad_weight: Tensor | None,
+    previous_weight: Tensor | None = None,
+) -> dict[str, float]:
+    """The per-step numbers the live dashboard plots for one block (cheap: a few reductions).
+
+    a_min/a_max/a_mean, z_min/z_max, grad_a_min/grad_a_max/grad_a_norm, weight_norm,
+    grad_weight_norm, update_ratio = ‖W − W_prev‖ / ‖W‖ (CS231n: about 1e-3 is healthy), and
+    dead_fraction = fraction of maps (channels) that are 0 for every example and position of the
+    batch. Absent inputs give absent keys; NaN stays NaN (it is information)."""
+    out: dict[str, Tensor] = {}
+    if a is not None:
+        out["a_min"], out["a_max"] = torch.aminmax(a)
+        out["a_mean"] = a.float().mean()
+        if a.dim() >= 2:
+            per_channel = a.transpose(0, 1).reshape(a.shape[1], -1)  # (C, B·H·W)
+            out["dead_fraction"] = (per_channel == 0).all(dim=1).float().mean()
+    if z is not None:
+        out["z_min"], out["z_max"] = torch.aminmax(z)
+    if grad_a is not None:
+        out["grad_a_min"], out["grad_a_max"] = torch.aminmax(grad_a)
+        out["grad_a_norm"] = torch.linalg.vector_norm(grad_a.float())
+    if weight is not None:
+        w_norm = torch.linalg.vector_norm(weight.float())
+        out["weight_norm"] = w_norm
+        if previous_weight is not None:
+            out["update_ratio"] = torch.linalg.vector_norm((weight - previous_weight).float()) / w_norm
+    if grad_weight is not None:
+        out["grad_weight_norm"] = torch.linalg.vector_norm(grad_weight.float())
+    if not out:
+        return {}
+    values = torch.stack([v.detach().float().reshape(()) for v in out.values()]).tolist()
+    return dict(zip(out.keys(), values, strict=True))
