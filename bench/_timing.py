@@ -1,0 +1,140 @@
+"""Shared timing helpers for convscope's benchmarks (bench/*.py): interleaved, median-of-repeats.
+
+    from _timing import Contender, compare
+    timings = compare([Contender("plain", lambda: model(x)), Contender("probe", probed)],
+                      repeats=7, warmup=1)
+    timings["probe"].median / timings["plain"].median      # seconds per call, as a ratio
+
+How it measures, so noise on a shared machine hits every contender alike:
+- warmup: each contender runs `warmup` times first (lazy init, allocator, caches);
+- calibration: each contender gets its own `number` of calls per sample, so that one sample
+  lasts at least `min_sample_s` (a 0.5 ms forward is timed 40 at a time, a 2 s one once);
+- interleaving: round r times one sample of every contender (A B C, then B C A, then C A B:
+  the start rotates so no contender always runs right after the same neighbour);
+- per sample: optional untimed `setup`/`teardown` around it (e.g. install and remove a
+  peer library's global patches), `gc.collect()` before and the garbage collector off
+  during the timed calls (as `timeit` does);
+- result: per-call seconds of every sample; report the median (robust to a noisy neighbour),
+  with the inter-quartile spread as a noise gauge.
+A time budget stops the rounds early (never below `min_repeats`) so a slow machine still
+finishes a run in bounded time.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One thing to time: `fn()` is one call; `setup`/`teardown` run untimed around each sample."""
+
+    name: str
+    fn: Callable[[], object]
+    setup: Callable[[], object] | None = None  # e.g. patch a library in; None = nothing
+    teardown: Callable[[], object] | None = None  # undo `setup`; runs even if `fn` raises
+
+
+@dataclass
+class Timing:
+    """Per-call seconds of each sample of one contender."""
+
+    name: str
+    number: int  # calls per sample (from calibration)
+    samples: list[float] = field(default_factory=list)  # seconds per call, one per round
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def spread(self) -> float:
+        """Inter-quartile range relative to the median (0.05 = the middle half within ±2.5 %)."""
+        if len(self.samples) < 4:
+            return (max(self.samples) - min(self.samples)) / self.median
+        q1, _, q3 = statistics.quantiles(self.samples, n=4)
+        return (q3 - q1) / self.median
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "median_s": self.median,
+            "spread": self.spread,
+            "number": self.number,
+            "samples_s": self.samples,
+        }
+
+
+def _sample(c: Contender, number: int) -> float:
+    """Seconds per call over `number` back-to-back calls, setup/teardown and gc outside."""
+    if c.setup is not None:
+        c.setup()
+    try:
+        gc.collect()
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            t0 = time.perf_counter()
+            for _ in range(number):
+                c.fn()
+            elapsed = time.perf_counter() - t0
+        finally:
+            if was_enabled:
+                gc.enable()
+    finally:
+        if c.teardown is not None:
+            c.teardown()
+    return elapsed / number
+
+
+def calibrate(c: Contender, min_sample_s: float, *, one: float | None = None) -> int:
+    """Calls per sample so that one sample lasts at least `min_sample_s` (1 for slow calls).
+    `one`: seconds of a single call already measured (e.g. the last warmup), to save a call."""
+    if one is None:
+        one = _sample(c, 1)
+    if one >= min_sample_s:
+        return 1
+    few = max(1, math.ceil(0.01 / max(one, 1e-7)))  # re-measure over ~10 ms: one call is too coarse
+    per_call = _sample(c, few)
+    return max(1, math.ceil(min_sample_s / max(per_call, 1e-7)))
+
+
+def compare(
+    contenders: Sequence[Contender],
+    *,
+    repeats: int,
+    warmup: int = 1,
+    min_sample_s: float = 0.05,
+    min_repeats: int = 3,
+    budget_s: float | None = None,
+    on_round: Callable[[int], object] | None = None,
+) -> dict[str, Timing]:
+    """Time `contenders` interleaved over up to `repeats` rounds; stop after `budget_s` seconds
+    of rounds (never before `min_repeats` rounds). Returns {name: Timing} in contender order."""
+    names = [c.name for c in contenders]
+    if len(set(names)) != len(names):
+        raise ValueError(f"contender names must be unique, got {names}")
+    if repeats < 1 or min_repeats < 1:
+        raise ValueError("repeats and min_repeats must be >= 1")
+    timings: dict[str, Timing] = {}
+    for c in contenders:
+        last = None
+        for _ in range(warmup):
+            last = _sample(c, 1)
+        timings[c.name] = Timing(c.name, calibrate(c, min_sample_s, one=last))
+    start = time.perf_counter()
+    n = len(contenders)
+    for r in range(repeats):
+        for k in range(n):
+            c = contenders[(r + k) % n]
+            timings[c.name].samples.append(_sample(c, timings[c.name].number))
+        if on_round is not None:
+            on_round(r + 1)
+        over = budget_s is not None and time.perf_counter() - start > budget_s
+        if over and r + 1 >= min(min_repeats, repeats):
+            break
+    return timings

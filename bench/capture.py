@@ -1,0 +1,345 @@
+"""Capture benchmark: what does recording every block cost, next to a plain pass and TorchLens?
+
+    make bench                                    # = .venv/bin/python bench/capture.py
+    .venv/bin/python bench/capture.py --quick     # fewer repeats: a smoke run
+    .venv/bin/python bench/capture.py --only cifar
+    .venv/bin/python bench/capture.py --threads 1  # a busy shared machine: no thread contention
+
+For each (net, batch) — resnet18-shaped at 1 and 8 (3×224×224), convnetjs-cifar at 1 and 64
+(3×32×32), eval mode, random init, grad mode on — it times, interleaved in the same run:
+
+    plain fwd        model(x)
+    probe fwd        with Probe(model): model(x)             default Probe: every block, all fields
+    torchlens fwd    tl.trace(model, x, capture=CaptureOptions(layers_to_save="all"))
+    plain fwd+bwd    model(x).sum().backward()
+    probe fwd+bwd    with Probe(model): model(x).sum().backward()
+    torchlens f+b    tl.trace(..., save_grads=True) then trace.log_backward(out.sum())
+    probe set-up     with Probe(model): pass                  construction + hook (de)registration
+
+Every timed call includes its own set-up (the Probe is built, entered and left per call, as
+TorchLens traces per call); fwd+bwd calls start with `model.zero_grad(set_to_none=True)`.
+TorchLens patches torch's functions globally and keeps them patched; its patches are
+installed before and removed after each of its samples, untimed, so the plain and probe
+numbers run on an unpatched torch. Reported: median ms per call, probe/plain and
+torchlens/plain, the noise (largest inter-quartile spread in the row), and the tensor memory
+each capture keeps. Goal: probe ≤ 1.2× plain at every size. Threads: torch's default (it
+warns when other processes keep the CPUs busy: several torch threads then wait on each other).
+Results also go to bench/results/capture.json. Timing method: bench/_timing.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchlens as tl
+from _timing import Contender, Timing, compare
+from torch import Tensor, nn
+from torchlens.backends.torch.wrappers import unwrap_torch, wrap_torch
+from torchlens.options import CaptureOptions
+
+from convscope.capture import Block, Probe, Trace
+from convscope.models.zoo import ZOO
+
+GOAL = 1.2  # probe / plain, at every size, forward and forward+backward
+RESULTS = Path(__file__).resolve().parent / "results" / "capture.json"
+NETS = {"resnet": "resnet18-shaped", "cifar": "convnetjs-cifar"}
+
+
+@dataclass(frozen=True)
+class Case:
+    net: str  # zoo name
+    batch: int
+    budget_s: float  # seconds of timed rounds allowed (full run); min repeats still apply
+
+
+CASES = (
+    Case("resnet18-shaped", 1, budget_s=55),
+    Case("resnet18-shaped", 8, budget_s=85),
+    Case("convnetjs-cifar", 1, budget_s=20),
+    Case("convnetjs-cifar", 64, budget_s=25),
+)
+PASSES = ("fwd", "fwd+bwd")
+TOOLS = ("plain", "probe", "torchlens")
+
+
+# ---- the contenders ---------------------------------------------------------------------
+def _tl_fwd(model: nn.Module, x: Tensor) -> Any:
+    return tl.trace(model, x, capture=CaptureOptions(layers_to_save="all"))
+
+
+def _tl_fwd_bwd(model: nn.Module, x: Tensor) -> Any:
+    model.zero_grad(set_to_none=True)
+    trace = tl.trace(model, x, capture=CaptureOptions(layers_to_save="all", save_grads=True))
+    out = trace[trace.output_layers[0]].out  # (B, classes), graph-connected
+    trace.log_backward(out.sum())
+    return trace
+
+
+def _probe_fwd(model: nn.Module, x: Tensor) -> Trace:
+    with Probe(model) as probe:
+        model(x)
+    return probe.trace
+
+
+def _probe_fwd_bwd(model: nn.Module, x: Tensor) -> Trace:
+    model.zero_grad(set_to_none=True)
+    with Probe(model) as probe:
+        model(x).sum().backward()
+    return probe.trace
+
+
+def _plain_fwd_bwd(model: nn.Module, x: Tensor) -> None:
+    model.zero_grad(set_to_none=True)
+    model(x).sum().backward()
+
+
+def _probe_setup(model: nn.Module) -> None:
+    with Probe(model):
+        pass
+
+
+def contenders(model: nn.Module, x: Tensor) -> list[Contender]:
+    patched = {"setup": wrap_torch, "teardown": unwrap_torch}  # TorchLens's global patches
+    return [
+        Contender("plain fwd", lambda: model(x)),
+        Contender("probe fwd", lambda: _probe_fwd(model, x)),
+        Contender("torchlens fwd", lambda: _tl_fwd(model, x), **patched),
+        Contender("plain fwd+bwd", lambda: _plain_fwd_bwd(model, x)),
+        Contender("probe fwd+bwd", lambda: _probe_fwd_bwd(model, x)),
+        Contender("torchlens fwd+bwd", lambda: _tl_fwd_bwd(model, x), **patched),
+        Contender("probe set-up", lambda: _probe_setup(model)),
+    ]
+
+
+# ---- what each capture holds (checked once, untimed) ------------------------------------
+def _kept_bytes(tensors: Iterable[Tensor | None]) -> int:
+    """Bytes of the distinct storages behind `tensors` (views of one storage count once)."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if t is not None:
+            s = t.untyped_storage()
+            seen[s.data_ptr()] = s.nbytes()
+    return sum(seen.values())
+
+
+def probe_holdings(model: nn.Module, x: Tensor) -> dict[str, Any]:
+    trace = _probe_fwd_bwd(model, x)
+    fields = ("x", "conv", "z", "a", "weight", "bias", "grad_weight", "grad_bias", "grad_a")
+    tensors = [getattr(b, f) for b in trace.values() for f in fields]
+    tensors += [b.grad_z for b in trace.values()]
+    return {"blocks": len(trace), "complete": all(map(_complete, trace.values())),
+            "kept_bytes": _kept_bytes(tensors)}  # fmt: skip
+
+
+def _complete(b: Block) -> bool:
+    """The block has z and dL/dz; with an activation a and dL/da; with filters W and dL/dW."""
+    need = [b.z, b.grad_z]
+    if b.activation is not None:
+        need += [b.a, b.grad_a]
+    if b.kind != "activation":
+        need += [b.weight, b.grad_weight]
+    return all(t is not None for t in need)
+
+
+def torchlens_holdings(model: nn.Module, x: Tensor) -> dict[str, Any]:
+    wrap_torch()
+    try:
+        trace = _tl_fwd_bwd(model, x)
+    finally:
+        unwrap_torch()
+    layers = [trace[label] for label in trace.layer_labels]
+    tensors = [layer.out for layer in layers] + [layer.grad for layer in layers]
+    return {
+        "layers": len(layers),
+        "saved": int(trace.num_saved_layers),
+        "saved_grads": int(trace.num_saved_grad_layers),
+        "kept_bytes": _kept_bytes(tensors),
+    }
+
+
+# ---- running and reporting --------------------------------------------------------------
+def run_case(case: Case, *, quick: bool) -> dict[str, Any]:
+    entry = ZOO[case.net]
+    torch.manual_seed(0)
+    model = entry.factory().eval()
+    x = torch.randn(case.batch, *entry.input_shape)  # (B, C, H, W)
+    t0 = time.perf_counter()
+    print(f"  {case.net} B={case.batch}: ", end="", flush=True)
+    timings = compare(
+        contenders(model, x),
+        repeats=3 if quick else 15,
+        min_repeats=3 if quick else 5,
+        warmup=1,
+        min_sample_s=0.01 if quick else 0.04,
+        budget_s=None if quick else case.budget_s,
+        on_round=lambda r: print(r, end=" ", flush=True),
+    )
+    held = {"probe": probe_holdings(model, x), "torchlens": torchlens_holdings(model, x)}
+    print(f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    return summarize(case, timings, held)
+
+
+def summarize(case: Case, t: dict[str, Timing], held: dict[str, Any]) -> dict[str, Any]:
+    rows = {}
+    for p in PASSES:
+        ms = {tool: t[f"{tool} {p}"].median * 1e3 for tool in TOOLS}
+        rows[p] = {
+            "ms": ms,
+            "probe/plain": ms["probe"] / ms["plain"],
+            "torchlens/plain": ms["torchlens"] / ms["plain"],
+            "noise": max(t[f"{tool} {p}"].spread for tool in TOOLS),
+            "meets_goal": ms["probe"] / ms["plain"] <= GOAL,
+        }
+    setup_ms = t["probe set-up"].median * 1e3
+    overhead_ms = rows["fwd"]["ms"]["probe"] - rows["fwd"]["ms"]["plain"]
+    return {
+        "net": case.net,
+        "batch": case.batch,
+        "passes": rows,
+        "probe_setup_ms": setup_ms,
+        "probe_setup_share_of_fwd_overhead": setup_ms / overhead_ms if overhead_ms > 0 else None,
+        "holdings": held,
+        "rounds": len(t["plain fwd"].samples),
+        "timings": {name: timing.as_dict() for name, timing in t.items()},
+    }
+
+
+def print_report(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    print()
+    print(
+        f"convscope capture benchmark — torch {meta['torch']}, torchlens {meta['torchlens']}, "
+        f"{meta['threads']} torch threads on {meta['cpus']} CPUs, eval mode, median ms per call"
+    )
+    head = (
+        f"{'net':<16} {'B':>3}  {'pass':<8}{'plain':>10}{'probe':>10}{'torchlens':>11}"
+        f"{'probe/plain':>13}{'tl/plain':>10}{'noise':>7}  goal ≤{GOAL}×"
+    )
+    print(head)
+    print("─" * len(head))
+    for r in results:
+        for i, p in enumerate(PASSES):
+            row = r["passes"][p]
+            ms = row["ms"]
+            label = f"{r['net']:<16} {r['batch']:>3}" if i == 0 else " " * 20
+            print(
+                f"{label}  {p:<8}{ms['plain']:>10.2f}{ms['probe']:>10.2f}{ms['torchlens']:>11.1f}"
+                f"{row['probe/plain']:>12.2f}×{row['torchlens/plain']:>9.1f}×"
+                f"{row['noise']:>6.0%}  {'ok' if row['meets_goal'] else 'MISSED'}"
+            )
+    print()
+    print("probe set-up = Probe(model) + enter + exit with no forward (hook registration/removal):")
+    for r in results:
+        fwd = r["passes"]["fwd"]["ms"]
+        share = r["probe_setup_share_of_fwd_overhead"]
+        share_s = f"{share:.0%} of the probe's fwd overhead" if share is not None else "no overhead"
+        print(
+            f"  {r['net']:<16} B={r['batch']:<3} {r['probe_setup_ms']:7.3f} ms"
+            f" = {r['probe_setup_ms'] / fwd['plain']:6.1%} of plain fwd, {share_s}"
+        )
+    print()
+    print("what a fwd+bwd capture keeps (distinct tensor storages):")
+    for r in results:
+        p, t = r["holdings"]["probe"], r["holdings"]["torchlens"]
+        print(
+            f"  {r['net']:<16} B={r['batch']:<3} probe {p['kept_bytes'] / 2**20:8.1f} MB"
+            f" ({p['blocks']} blocks{'' if p['complete'] else ', INCOMPLETE'}),"
+            f"  torchlens {t['kept_bytes'] / 2**20:8.1f} MB"
+            f" ({t['saved']}/{t['layers']} layers, {t['saved_grads']} with grads)"
+        )
+    print()
+    if _contended(meta):
+        print("warning: the machine was busy (see above): ratios near 1 may be thread contention")
+    print(f"load average (1/5/15 min) before {meta['load_before']}, after {meta['load_after']}")
+    rounds = ", ".join(f"{r['net']} B={r['batch']}: {r['rounds']}" for r in results)
+    print(f"rounds (interleaved samples per contender): {rounds}")
+    missed = [
+        f"{r['net']} B={r['batch']} {p}" for r in results for p in PASSES
+        if not r["passes"][p]["meets_goal"]
+    ]  # fmt: skip
+    verdict = "met at every size" if not missed else f"MISSED at {', '.join(missed)}"
+    print(f"goal: capture ≤ {GOAL}× plain at every size — {verdict}")
+
+
+def _contended(meta: dict[str, Any]) -> bool:
+    """Several torch threads on a machine that other processes keep busy (1-min load ≥ 1)."""
+    load = meta["load_before"]
+    return load is not None and load[0] >= 1.0 and meta["threads"] > 1
+
+
+def _load() -> list[float] | None:
+    """1, 5 and 15 minute load averages (a shared machine's noise), None where unknown."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent,
+        )  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="3 rounds, short samples: a smoke run")
+    ap.add_argument("--only", choices=sorted(NETS), help="run one net only")
+    ap.add_argument(
+        "--threads", type=int, help="torch threads (default: torch's own default for this machine)"
+    )
+    ap.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
+    args = ap.parse_args(argv)
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    cases = [c for c in CASES if args.only is None or c.net == NETS[args.only]]
+    meta = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": _git_commit(),
+        "torch": torch.__version__,
+        "torchlens": getattr(tl, "__version__", "?"),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "quick": args.quick,
+        "load_before": _load(),
+        "goal_probe_over_plain": GOAL,
+    }
+    if _contended(meta):
+        print(
+            f"warning: load average {meta['load_before'][0]} before starting: other processes use"
+            f" the CPUs, and {meta['threads']} torch threads then wait for each other (small ops"
+            " slow down many-fold, hiding the probe's overhead); compare with --threads 1"
+        )
+    print(f"timing {len(cases)} case(s), rounds done so far:", flush=True)
+    t0 = time.perf_counter()
+    results = [run_case(c, quick=args.quick) for c in cases]
+    meta["wall_s"] = round(time.perf_counter() - t0, 1)
+    meta["load_after"] = _load()
+    print_report(results, meta)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    print(f"wrote {args.out} ({meta['wall_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
