@@ -18,13 +18,14 @@ import torch
 from torch import Tensor, nn
 
 from convscope.capture import capture, logits_of
-from convscope.data import PHOTOS, digits, load_image, photo, prepare
+from convscope.data import PHOTO_CLASSES, PHOTOS, digits, load_image, photo, prepare
+from convscope.data.builtin import split_regions
 from convscope.models import ZooEntry, load_model
 from convscope.render.normalize import Mode
 from convscope.render.report import ReportInput, write_report
 
 DEFAULT_MODEL = "zoo:convnetjs-cifar"
-DEFAULT_PHOTO = "chelsea"
+DEFAULT_IMAGE = "chelsea:test"  # a held-out crop of the cat: in the demo net's training distribution
 
 
 @dataclass
@@ -83,16 +84,23 @@ def open_model(spec: str, *, weights: str | None = None, input_size: str | None 
 
 
 def open_image(source: str | None, channels: int) -> tuple[npt.NDArray[np.uint8], str]:
-    """A built-in photo name, an image file path, or (None) the default: the cat for colour
+    """An image file path, a built-in photo name (`chelsea`), a held-out test cell of a
+    photo-crops class (`chelsea:test`), or (None) the default: `chelsea:test` for colour
     models, a built-in handwritten digit for one-channel models."""
     if source is None:
         if channels == 1:
             x, _ = digits("test")
             img = (x[0, 0] * 255).round().to(torch.uint8).numpy()  # (H, W)
             return np.ascontiguousarray(np.stack([img] * 3, axis=-1)), "digits:test[0]"
-        source = DEFAULT_PHOTO
+        source = DEFAULT_IMAGE
     if source in PHOTOS:
         return photo(source), source
+    name, _, split = source.partition(":")
+    if split == "test" and name in PHOTO_CLASSES:
+        full = photo(name)
+        cells = [full[r.top : r.bottom, r.left : r.right] for r in split_regions(name, "test")]
+        cell = max(cells, key=lambda c: float(c.std()))  # the most textured held-out cell
+        return np.ascontiguousarray(cell), f"{name} (held-out test cell)"
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(
@@ -128,6 +136,12 @@ def inspect(
         raise ValueError(f"--target {target} out of range: the model has {k} classes (0..{k - 1})")
     trace, logits = capture(loaded.model, x, target=target, layers=layers)
     notes = []
+    if "photo-crops" in loaded.metadata.get("trained_on", ""):
+        notes.append(
+            "This net was trained on builtin:photo-crops: its 10 classes say which photo a small crop"
+            " comes from. A whole photo or your own picture is outside what it was trained on, so its"
+            " predictions there mean little; the maps still show what each filter responds to."
+        )
     if not loaded.metadata and loaded.entry is not None and loaded.entry.weights is None:
         notes.append("This zoo net ships no trained weights: its filters are random initialisation.")
     info = ReportInput(

@@ -224,9 +224,9 @@ def _gradient_section(trace: Trace, info: ReportInput, png_dir: Path) -> str:
     gu, gv = image_gradient(x)
     lum_u, lum_v = gu.mean(dim=0), gv.mean(dim=0)  # (H, W) averaged over colour channels
     pics = [
-        ("du", grid(lum_u, signed=True, title="∂x/∂u (Sobel, across)", labels=False), "∂x/∂u",
+        ("du", grid(lum_u, signed=True, title="∂x/∂u (Sobel, across)", labels=False, cell=160), "∂x/∂u",
          "how the image's brightness changes left→right"),
-        ("dv", grid(lum_v, signed=True, title="∂x/∂v (Sobel, down)", labels=False), "∂x/∂v",
+        ("dv", grid(lum_v, signed=True, title="∂x/∂v (Sobel, down)", labels=False, cell=160), "∂x/∂v",
          "how it changes top→bottom"),
     ]
     first = next((b for b in trace.values() if b.grad_weight is not None), None)
@@ -253,7 +253,7 @@ table.spec{border-collapse:collapse;margin-bottom:6px}table.spec th{text-align:l
 font-weight:600;padding:1px 12px 1px 0}table.spec td{font-family:ui-monospace,monospace}
 .figs{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
 figure{margin:0;max-width:100%}figure img{display:block;image-rendering:pixelated;max-width:100%;
-border:1px solid #ddd}figure img.photo{width:160px}figcaption{font-size:12px;color:#333;max-width:420px}
+border:1px solid #ddd}figure img.photo{width:160px;height:160px;object-fit:contain}figcaption{font-size:12px;color:#333;max-width:420px}
 .stats{font-family:ui-monospace,monospace;font-size:12px;color:#333}.warn{color:#b91c1c}
 table.gloss{border-collapse:collapse}table.gloss td,table.gloss th{border:1px solid #e5e7eb;padding:4px 8px;
 text-align:left;vertical-align:top}.bar{background:#e5e7eb;width:220px;height:12px;display:inline-block;
