@@ -1,6 +1,6 @@
 """Train the demo net's shipped weights: zoo:convnetjs-cifar on the built-in photo-crops set.
 
-    .venv/bin/python scripts/train_default.py            # ~2 minutes on 2 CPU cores
+    .venv/bin/python scripts/train_default.py            # about 3 minutes on 2 idle CPU cores (7 when shared)
     .venv/bin/python scripts/train_default.py --epochs 1 --out /tmp/w.safetensors
 
 Deterministic for a seed. Writes src/convscope/models/weights/convnetjs-cifar.safetensors with
@@ -23,8 +23,8 @@ from convscope.models import WEIGHTS_DIR, ZOO, save_weights
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--train", type=int, default=40000, help="training crops")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--train", type=int, default=30000, help="training crops")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR / "convnetjs-cifar.safetensors")
@@ -70,7 +70,7 @@ def main() -> None:
         "std": json.dumps([round(float(v), 5) for v in std]),
         "trained_on": f"builtin:photo-crops train n={args.train} seed={args.seed}",
         "test_accuracy": f"{acc:.4f}",
-        "recipe": f"scripts/train_default.py --epochs {args.epochs} --lr {args.lr} --seed {args.seed}",
+        "recipe": f"scripts/train_default.py --epochs {args.epochs} --train {args.train} --lr {args.lr} --seed {args.seed}",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_weights(model, args.out, metadata=meta)
