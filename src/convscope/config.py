@@ -35,3 +35,78 @@ class CaptureConfig:
             raise ValueError(f"unknown field(s) to keep: {unknown}; valid: {list(FIELDS)}")
         if self.dtype is not None and not self.dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating-point dtype, got {self.dtype}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """The built-in trainer (`convscope demo` / `convscope train`)."""
+
+    model: str = "zoo:convnetjs-cifar"  # zoo:NAME, path/file.py:Class or package.module:factory
+    data: str = "builtin:photo-crops"  # builtin:photo-crops, builtin:digits, or a dataset folder/file
+    train_size: int = 20_000  # training examples (generated, or the first N of a dataset)
+    val_size: int = 1_000  # validation examples
+    test_images: int = 16  # test images shown on the page with their predictions
+    batch_size: int = 32  # ConvNetJS's demo uses 4; 32 keeps a 2-core CPU busy
+    lr: float = 0.01  # SGD learning rate
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 1e-4  # L2 weight decay (ConvNetJS's l2_decay)
+    steps: int | None = None  # stop after this many steps; None = until stopped
+    val_every: int = 100  # steps between validation passes
+    snapshot_every: float = 2.0  # seconds between tensor snapshots
+    seed: int = 0  # data order and initialisation
+    max_data_bytes: int = 512 * 2**20  # the in-memory training set is cut to fit this
+
+    def __post_init__(self) -> None:
+        checks = {
+            "train_size": self.train_size >= 1,
+            "val_size": self.val_size >= 1,
+            "test_images": 0 <= self.test_images <= 64,
+            "batch_size": 1 <= self.batch_size <= 4096,
+            "lr": self.lr > 0,
+            "momentum": 0 <= self.momentum < 1,
+            "weight_decay": self.weight_decay >= 0,
+            "val_every": self.val_every >= 1,
+            "snapshot_every": self.snapshot_every >= 0,
+            "steps": self.steps is None or self.steps >= 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"bad training setting(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+
+
+LOCAL_HOSTS: frozenset[str] = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeConfig:
+    """How the dashboard server listens, guards itself and refreshes (convscope.server)."""
+
+    host: str = "127.0.0.1"  # loopback only; any other address needs a token
+    port: int = 8000  # 0 = let the OS pick a free port
+    token: str | None = None  # when set, every request needs `Authorization: Bearer T` or ?token=T
+    max_upload_bytes: int = 5 * 2**20  # largest image a user may upload (5 MiB)
+    max_upload_pixels: int = 25_000_000  # and its pixel limit, checked before decoding
+    image_cache_items: int = 512  # rendered PNGs kept in the LRU cache (all runs together)
+    poll_s: float = 0.5  # how often the live channel looks for new steps in the store
+    heartbeat_s: float = 15.0  # a comment line on the live channel when nothing else was sent
+    stale_after_s: float = 15.0  # a live run whose trainer has not committed or polled controls
+    #                              for this long is shown as "trainer not responding"
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ValueError("ServeConfig.host must not be empty (use 127.0.0.1)")
+        if self.host not in LOCAL_HOSTS and not self.token:
+            raise ValueError(
+                f"host {self.host!r} is reachable from other machines: a token is required "
+                "(ServeConfig(token=...); the CLI generates one with --host)"
+            )
+        if self.token is not None and (len(self.token) < 8 or not self.token.isprintable()):
+            raise ValueError("ServeConfig.token must be at least 8 printable characters")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"ServeConfig.port must be in 0..65535, got {self.port}")
+        for name in ("max_upload_bytes", "max_upload_pixels", "image_cache_items"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ServeConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("poll_s", "heartbeat_s", "stale_after_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ServeConfig.{name} must be > 0, got {getattr(self, name)}")

@@ -1,0 +1,162 @@
+"""JSON routes over the run store: runs, one run, scalars, layer stats, snapshot steps, json
+values, controls (read and send). The list of routes and their answers is in app.py."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request
+
+from convscope.runs import RunReader, list_runs
+
+from ..controls import check_control
+from ..errors import ApiError
+from ..pictures import KINDS
+from ..state import AppState
+
+router = APIRouter(prefix="/api")
+
+BLOCK_KINDS = ("x", "conv", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")
+
+
+def dash(request: Request) -> AppState:
+    """The app's state (a dependency of every route)."""
+    state: AppState = request.app.state.dash
+    return state
+
+
+State = Annotated[AppState, Depends(dash)]
+
+
+# ---- helpers shared with the other routes and the live channel ----------------------------
+
+
+def layer_names(r: RunReader) -> list[str]:
+    """Block names in forward order, from json `layers` (empty before the trainer wrote it)."""
+    found = r.json("layers")
+    if found is None or not isinstance(found[1], list):
+        return []
+    return [str(row["name"]) for row in found[1] if isinstance(row, dict) and "name" in row]
+
+
+def public_control(c: dict[str, Any]) -> dict[str, Any]:
+    """A control row for the page: an upload's image bytes are replaced by their size."""
+    out = dict(c)
+    value = out.get("value")
+    if out.get("key") == "predict" and isinstance(value, dict) and "png_b64" in value:
+        out["value"] = {"upload": out["id"], "png_b64_chars": len(str(value["png_b64"]))}
+    return out
+
+
+def summary(state: AppState, name: str, r: RunReader) -> dict[str, Any]:
+    """What the page needs to draw a run (GET /api/runs/{run})."""
+    meta = r.meta()
+    last = r.last_step()
+    status = str(meta.get("status", "running"))
+    layers = r.json("layers")
+    return {
+        "name": name,
+        "meta": meta,
+        "config": r.config(),
+        "layers": layers[1] if layers else [],
+        "layers_step": layers[0] if layers else None,
+        "last_step": last,
+        "status": status,
+        "stale": r.is_stale(state.config.stale_after_s),
+        "checkpoints": r.checkpoints(),
+        "has_test_images": bool(r.snapshot_steps("_test", "input")),
+    }
+
+
+def _since(since: int | None) -> int | None:
+    if since is not None and since < -1:
+        raise ApiError(400, f"since must be a step >= -1, got {since}")
+    return since
+
+
+# ---- routes -------------------------------------------------------------------------------
+
+
+@router.get("/runs")
+def runs(state: State) -> dict[str, Any]:
+    return {"runs": list_runs(state.runs_root)}
+
+
+@router.get("/runs/{run}")
+def run(run: str, state: State) -> dict[str, Any]:
+    with state.reader(run) as r:
+        return summary(state, run, r)
+
+
+@router.get("/runs/{run}/scalars")
+def scalars(
+    run: str, state: State, since: int | None = None, names: str | None = None
+) -> dict[str, Any]:
+    wanted = [n for n in names.split(",") if n] if names else None
+    with state.reader(run) as r:
+        return {"last_step": r.last_step(), "scalars": r.scalars(names=wanted, since=_since(since))}
+
+
+@router.get("/runs/{run}/stats")
+def stats(
+    run: str, state: State, since: int | None = None, layer: str | None = None
+) -> dict[str, Any]:
+    with state.reader(run) as r:
+        return {
+            "last_step": r.last_step(),
+            "stats": r.layer_stats(layer=layer, since=_since(since)),
+        }
+
+
+@router.get("/runs/{run}/snapshots")
+def snapshots(run: str, state: State) -> dict[str, Any]:
+    """Every recorded snapshot series of the run's blocks: their union of steps (the timeline)
+    and how many snapshots each (layer, kind) has."""
+    with state.reader(run) as r:
+        blocks = set(layer_names(r))
+        series: dict[str, dict[str, int]] = {}
+        steps: set[int] = set()
+        for layer, kind in r.snapshot_series():
+            if layer in blocks and kind in BLOCK_KINDS:
+                found = r.snapshot_steps(layer, kind)
+                series.setdefault(layer, {})[kind] = len(found)
+                steps.update(found)
+        return {"steps": sorted(steps), "series": series}
+
+
+@router.get("/runs/{run}/snapshot-steps")
+def snapshot_steps(run: str, state: State, layer: str, kind: str) -> dict[str, Any]:
+    if kind not in KINDS:
+        raise ApiError(400, f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
+    with state.reader(run) as r:
+        return {"layer": layer, "kind": kind, "steps": r.snapshot_steps(layer, kind)}
+
+
+@router.get("/runs/{run}/json/{key}")
+def json_value(run: str, state: State, key: str, step: int | None = None) -> dict[str, Any]:
+    with state.reader(run) as r:
+        found = r.json(key, step=step)
+    if found is None:
+        at = "" if step is None else f" at or before step {step}"
+        raise ApiError(404, f"run {run!r} has no json {key!r}{at} (yet)")
+    return {"key": key, "step": found[0], "value": found[1]}
+
+
+@router.get("/runs/{run}/controls")
+def controls(run: str, state: State, since_id: int = 0) -> dict[str, Any]:
+    with state.reader(run) as r:
+        return {"controls": [public_control(c) for c in r.controls(since_id=since_id)]}
+
+
+@router.post("/runs/{run}/controls")
+def send_control(run: str, state: State, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    with state.reader(run) as r:
+        meta = r.meta()
+        value = check_control(
+            body.get("key"),
+            body.get("value"),
+            trainer=str(meta.get("trainer", "watch")),
+            status=str(meta.get("status", "running")),
+            checkpoints=[str(c.get("name")) for c in r.checkpoints()],
+        )
+        return {"id": r.send_control(str(body["key"]), value)}

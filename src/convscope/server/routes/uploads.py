@@ -1,0 +1,124 @@
+"""Upload your own image: POST it, the server checks and resizes it and asks the trainer for its
+predictions (control `predict`), the page polls GET .../uploads/{id} until the trainer answered.
+
+Checks, each a one-line 4xx: the body is capped at `max_upload_bytes` (413) before it is parsed,
+the file must be the multipart field "image", and it must pass convscope.data.load_image (the
+safe loader: allowed formats only, complete decode, pixel limit). It is then resized to the
+run's meta `input_shape` with convscope.data.prepare and re-encoded as PNG for the trainer.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Message
+
+from convscope.data import ImageError, load_image, prepare, to_chw_float
+
+from ..errors import ApiError
+from ..pictures import encode_png, image_png
+from ..state import AppState
+from .data import State, layer_names
+
+router = APIRouter(prefix="/api")
+
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and headers around the file
+
+
+@router.post("/runs/{run}/uploads")
+async def upload(run: str, state: State, request: Request) -> dict[str, Any]:
+    limit = state.config.max_upload_bytes
+    too_big = ApiError(413, f"the upload is over the limit of {limit:,} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit + FORM_OVERHEAD:
+            raise too_big
+
+    async def replay() -> Message:
+        return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ApiError(400, "send the image as a multipart/form-data field named 'image'")
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=4)
+    except Exception as err:  # the multipart parser's errors differ by version: one line for all
+        raise ApiError(400, f"unreadable multipart form ({type(err).__name__})") from None
+    file = form.get("image")
+    if not isinstance(file, UploadFile):
+        raise ApiError(400, "send the image as a multipart/form-data field named 'image'")
+    data = await file.read()
+    if len(data) > limit:
+        raise too_big
+    name = "".join(ch for ch in (file.filename or "image") if ch.isprintable())[:100]
+    return await run_in_threadpool(_send, state, run, data, name)
+
+
+def _send(state: AppState, run: str, data: bytes, name: str) -> dict[str, Any]:
+    with state.reader(run) as r:
+        meta = r.meta()
+        status = str(meta.get("status", "running"))
+        if meta.get("trainer") != "builtin":
+            raise ApiError(
+                409, "predictions for an upload need the built-in trainer (convscope demo)"
+            )
+        if status not in ("running", "paused"):
+            raise ApiError(409, f"the run is {status}: no trainer is listening")
+        shape = meta.get("input_shape")
+        if not (
+            isinstance(shape, list) and len(shape) == 3 and all(isinstance(d, int) for d in shape)
+        ):
+            raise ApiError(409, "the trainer has not recorded the model's input_shape yet")
+        c, h, w = shape
+        try:
+            img = load_image(data, max_bytes=state.config.max_upload_bytes,
+                             max_pixels=state.config.max_upload_pixels)  # fmt: skip
+            x = prepare(img, size=(h, w), channels=c)  # (C, H, W) in [0, 1]
+        except ImageError as err:
+            raise ApiError(400, str(err).replace("<bytes>", name or "the upload", 1)) from None
+        png = base64.b64encode(encode_png(x)).decode("ascii")
+        return {"id": r.send_control("predict", {"png_b64": png, "name": name})}
+
+
+def _control(state: AppState, run: str, ident: int) -> tuple[dict[str, Any], Any, list[str]]:
+    with state.reader(run) as r:
+        row = next((c for c in r.controls(since_id=ident - 1) if c["id"] == ident), None)
+        if row is None or row["key"] != "predict":
+            raise ApiError(404, f"no upload {ident} in run {run!r}")
+        found = r.json(f"upload:{ident}")
+        names = layer_names(r)
+        layers = [n for n in names if r.snapshot_steps(f"upload:{ident}/{n}", "a")]
+    return row, found, layers
+
+
+@router.get("/runs/{run}/uploads/{ident}")
+def upload_status(run: str, state: State, ident: int) -> dict[str, Any]:
+    row, found, layers = _control(state, run, ident)
+    result = row.get("result")
+    if found is not None:
+        value = found[1] if isinstance(found[1], dict) else {}
+        return {"id": ident, "status": "done", "step": found[0], "top": value.get("top", []),
+                "layers": layers, "error": None}  # fmt: skip
+    if isinstance(result, dict) and result.get("ok") is False:
+        return {"id": ident, "status": "failed", "step": row.get("applied_step"), "top": [],
+                "layers": [], "error": str(result.get("error", "the trainer refused the image"))}  # fmt: skip
+    return {"id": ident, "status": "pending", "step": None, "top": [], "layers": [], "error": None}
+
+
+@router.get("/runs/{run}/uploads/{ident}/image.png")
+def upload_image(run: str, state: State, ident: int) -> Response:
+    row, _, _ = _control(state, run, ident)
+    value = row.get("value")
+    try:
+        raw = base64.b64decode(str(value["png_b64"]), validate=True)  # type: ignore[index]
+        x = to_chw_float(load_image(raw))
+    except (TypeError, KeyError, ValueError, ImageError):
+        raise ApiError(404, f"upload {ident} has no readable image") from None
+    return Response(image_png(x), media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=31536000, immutable"})  # fmt: skip
