@@ -405,3 +405,18 @@ def test_probe_without_forward_says_so() -> None:
         _ = probe.trace
     with pytest.raises(TypeError, match=r"nn\.Module"):
         Probe("not a model")  # type: ignore[arg-type]
+
+
+def test_forward_only_probe_shares_weights_and_says_when_they_changed() -> None:
+    model = _seq(False)
+    x = torch.randn(1, 3, 8, 8)
+    with Probe(model) as probe:
+        model(x)  # no backward: the probe does not copy W at close
+    block = probe.trace["0"]
+    assert block.weight is not None and block.weight.data_ptr() == model[0].weight.data_ptr()
+    with torch.no_grad():
+        model[0].weight.mul_(2.0)  # changed after the probe closed
+    with pytest.warns(UserWarning, match="changed in place after the probe closed"):
+        assert block.weight is None
+    assert block.stale == {"weight"}
+    assert block.bias is not None  # untouched: still valid

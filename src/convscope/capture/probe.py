@@ -15,8 +15,10 @@ and every in-place op, so a kept tensor is copied just before something writes i
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -68,8 +70,8 @@ class Block:
     conv: Tensor | None = None  # (B, C_out, H', W'): W*x + b before any norm
     z: Tensor | None = None  # (B, C_out, H', W'): what enters the activation
     a: Tensor | None = None  # (B, C_out, H', W'): activation map = feature map
-    weight: Tensor | None = None  # (C_out, C_in/groups, k, k) or (F_out, F_in)
-    bias: Tensor | None = None  # (C_out,)
+    _weight: Tensor | None = field(default=None, repr=False)  # (C_out, C_in/groups, k, k) or (F_out, F_in)
+    _bias: Tensor | None = field(default=None, repr=False)  # (C_out,)
     grad_weight: Tensor | None = None  # dL/dW, same shape as weight
     grad_bias: Tensor | None = None
     grad_a: Tensor | None = None
@@ -77,6 +79,42 @@ class Block:
     _kept: bool = field(default=False, repr=False)
     _grads: dict[str, Tensor] = field(default_factory=dict, repr=False)
     _z_source: str = field(default="conv", repr=False)  # which recorded tensor is z
+    _view_versions: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def weight(self) -> Tensor | None:
+        """W as used in the forward (None, with `stale`, if it was since changed in place)."""
+        return self._param_view("weight")
+
+    @weight.setter
+    def weight(self, value: Tensor | None) -> None:
+        self._weight = value
+        self._view_versions.pop("weight", None)
+
+    @property
+    def bias(self) -> Tensor | None:
+        """b as used in the forward."""
+        return self._param_view("bias")
+
+    @bias.setter
+    def bias(self, value: Tensor | None) -> None:
+        self._bias = value
+        self._view_versions.pop("bias", None)
+
+    def _param_view(self, name: str) -> Tensor | None:
+        t: Tensor | None = getattr(self, f"_{name}")
+        version = self._view_versions.get(name)
+        if t is not None and version is not None and t._version != version:
+            setattr(self, f"_{name}", None)
+            self._view_versions.pop(name)
+            self.stale.add(name)
+            warnings.warn(
+                f"{self.name}.{name} was changed in place after the probe closed (an optimizer step"
+                " outside the probe?); run the backward and the step inside the probe to keep it",
+                stacklevel=3,
+            )
+            return None
+        return t
 
     @property
     def grad_z(self) -> Tensor | None:
@@ -202,7 +240,7 @@ class Probe:
         self._hooks = HookSet()
         self._mode: _FunctionWatch | None = None
         self._active = False
-        self._busy = False
+        self._backward_ran = False
         self._stack: list[str] = []
         self._specs: dict[int, LayerSpec] = {}
         self._reset_pass()
@@ -220,6 +258,8 @@ class Probe:
             raise RuntimeError("this Probe is already active")
         try:
             for module in self.model.modules():
+                if not self._needs_hooks(module):
+                    continue
                 self._hooks.add(
                     module.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
                 )
@@ -254,9 +294,19 @@ class Probe:
             self._stack.clear()
             self._hooks.release()
             self._check_versions()
-            params = [p for p in self.model.parameters()]
-            self._copy_before_write((params,), {})
+            if self._backward_ran:  # an optimizer step is likely next: keep W as it was used
+                self._copy_before_write((list(self.model.parameters()),), {})
+            self._leave_views()
             self._held = {}
+
+    def _needs_hooks(self, module: nn.Module) -> bool:
+        """The model, every conv/linear/norm/activation, and every module whose forward may call
+        a functional activation (containers and user modules). torch's own leaves without a
+        role (pooling, dropout, flatten, ...) are skipped: they call no activation."""
+        if module is self.model or self._roles.get(id(module)) is not None:
+            return True
+        builtin = type(module).__module__.startswith("torch.nn.modules.")
+        return not (builtin and next(module.children(), None) is None)
 
     # ---- passes, module hooks -----------------------------------------------------------
     def _reset_pass(self) -> None:
@@ -285,11 +335,8 @@ class Probe:
         if self._roles.get(id(module)) == "activation":
             inp = _first_tensor(args, kwargs)
             if inp is not None:
-                self._busy = True
-                try:
+                with _no_dispatch():
                     self._activation_before(self._call_name(self._stack[-1]), module, inp)
-                finally:
-                    self._busy = False
 
     def _post_hook(
         self,
@@ -304,8 +351,7 @@ class Probe:
             self._stack.pop()
         r = self._roles.get(id(module))
         if r is not None and isinstance(output, Tensor):
-            self._busy = True
-            try:
+            with _no_dispatch():
                 inp = _first_tensor(args, kwargs)
                 if r == "leader" and inp is not None:
                     self._leader_after(module, inp, output)
@@ -313,8 +359,6 @@ class Probe:
                     self._norm_after(module, inp, output)
                 elif r == "activation":
                     self._activation_after(output)
-            finally:
-                self._busy = False
         if module is self.model:
             self._leave_mode()
 
@@ -328,8 +372,6 @@ class Probe:
     def _on_function(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if self._busy:
-            return func(*args, **kwargs)
         fname = getattr(func, "__name__", "")
         if self._held and is_inplace(fname, kwargs):
             self._copy_before_write(args, kwargs)
@@ -487,6 +529,7 @@ class Probe:
 
     def _param_grad_store(self, pid: int) -> Callable[[Tensor], None]:
         def store(grad: Tensor) -> None:
+            self._backward_ran = True
             targets = self._param_blocks.get(pid, [])
             if not targets:
                 return
@@ -529,6 +572,14 @@ class Probe:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         self._copy_before_write((params,), {})
 
+    def _leave_views(self) -> None:
+        """Weights still shared with the model after close are checked on access instead."""
+        for entries in self._held.values():
+            for ref, name, version in entries:
+                block = ref()
+                if block is not None and name in ("weight", "bias"):
+                    block._view_versions[name] = version
+
     def _check_versions(self) -> None:
         """A kept view written by an op the probe could not see is dropped, and said so."""
         for key in list(self._held):
@@ -547,6 +598,11 @@ class Probe:
                 self._held[key] = alive
             else:
                 del self._held[key]
+
+
+def _no_dispatch() -> AbstractContextManager[None]:
+    """The probe's own tensor calls skip its TorchFunctionMode (and any other)."""
+    return torch._C.DisableTorchFunction()
 
 
 def _storage(t: Tensor) -> int:
