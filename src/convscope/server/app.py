@@ -15,7 +15,8 @@ Routes (JSON unless said otherwise; every error is 4xx/5xx with {"error": "one l
   GET  /api/runs/{run}/scalars?since=S&names=a,b     {"last_step", "scalars": {name: [[step, v]]}}
                                                      (steps > S; all steps without since)
   GET  /api/runs/{run}/stats?since=S&layer=L         {"last_step", "stats": [{"step","layer",...}]}
-  GET  /api/runs/{run}/snapshots                     {"steps": [...], "series": {layer: {kind: n}}}
+  GET  /api/runs/{run}/snapshots                     {"steps": [...], "series": {layer: {kind:
+                                                      [first step, last step, count]}}}
   GET  /api/runs/{run}/snapshot-steps?layer=&kind=   {"layer","kind","steps": [...]}
   GET  /api/runs/{run}/image.png?layer=&kind=&step=&norm=map|layer|global&sample=0[&scale=]
         PNG of the snapshot at or before `step` (newest without); header X-Step = its step;
@@ -29,8 +30,8 @@ Routes (JSON unless said otherwise; every error is 4xx/5xx with {"error": "one l
   POST /api/runs/{run}/controls   {"key","value"}    {"id"}  (validated: see controls.py)
   POST /api/runs/{run}/uploads    multipart "image"  {"id"}  (capped, safe loader, resized to
                                                       the run's input_shape, sent as `predict`)
-  GET  /api/runs/{run}/uploads/{id}                  {"id","status": pending|done|failed,
-                                                      "top","layers","error"}
+  GET  /api/runs/{run}/uploads/{id}                  {"id","status": pending|done|failed,"step",
+                                                      "top","layers": [{"name","kinds"}],"error"}
   GET  /api/runs/{run}/uploads/{id}/image.png        the image as the trainer received it
   GET  /api/runs/{run}/events                        server-sent events: hello, step, scalars,
                                                       stats, snapshot, json, controls; ": ping"

@@ -9,6 +9,7 @@ what changed out to every client, so 20 open pages cost the trainer's disk no mo
   scalars   {"since", "last_step", "scalars": {name: [[step, value], ...]}}   new points
   stats     {"since", "last_step", "stats": [{"step", "layer", ...}]}           new rows
   controls  {"controls": [...]}   controls sent or answered since the last event
+  problem   {"error"}             the store could not be read this time (the watcher keeps trying)
   ": ping"  a comment line every `heartbeat_s` seconds of silence (keeps proxies from closing)
 
 A client that falls behind (its queue full) is dropped; EventSource reconnects by itself.
@@ -109,7 +110,7 @@ class RunWatcher:
             try:
                 events = await run_in_threadpool(self.poll)
             except Exception as err:  # the run vanished or the store is busy: tell, keep trying
-                events = [("error", {"error": " ".join(str(err).split())[:300]})]
+                events = [("problem", {"error": " ".join(str(err).split())[:300]})]
             for q in list(self.queues):
                 for ev in events:
                     if q.full():  # too slow: drop it (its EventSource reconnects)

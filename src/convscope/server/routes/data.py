@@ -110,17 +110,18 @@ def stats(
 
 @router.get("/runs/{run}/snapshots")
 def snapshots(run: str, state: State) -> dict[str, Any]:
-    """Every recorded snapshot series of the run's blocks: their union of steps (the timeline)
-    and how many snapshots each (layer, kind) has."""
+    """Every recorded snapshot series of the run's blocks: the union of their steps (the
+    timeline) and, per (layer, kind), [first step, last step, count]."""
     with state.reader(run) as r:
         blocks = set(layer_names(r))
-        series: dict[str, dict[str, int]] = {}
+        series: dict[str, dict[str, list[int]]] = {}
         steps: set[int] = set()
         for layer, kind in r.snapshot_series():
             if layer in blocks and kind in BLOCK_KINDS:
                 found = r.snapshot_steps(layer, kind)
-                series.setdefault(layer, {})[kind] = len(found)
-                steps.update(found)
+                if found:
+                    series.setdefault(layer, {})[kind] = [found[0], found[-1], len(found)]
+                    steps.update(found)
         return {"steps": sorted(steps), "series": series}
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from fastapi import APIRouter, Request, Response, UploadFile
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.types import Message
 
 from convscope.data import ImageError, load_image, prepare, to_chw_float
@@ -86,14 +87,19 @@ def _send(state: AppState, run: str, data: bytes, name: str) -> dict[str, Any]:
         return {"id": r.send_control("predict", {"png_b64": png, "name": name})}
 
 
-def _control(state: AppState, run: str, ident: int) -> tuple[dict[str, Any], Any, list[str]]:
+def _control(
+    state: AppState, run: str, ident: int
+) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
     with state.reader(run) as r:
         row = next((c for c in r.controls(since_id=ident - 1) if c["id"] == ident), None)
         if row is None or row["key"] != "predict":
             raise ApiError(404, f"no upload {ident} in run {run!r}")
         found = r.json(f"upload:{ident}")
-        names = layer_names(r)
-        layers = [n for n in names if r.snapshot_steps(f"upload:{ident}/{n}", "a")]
+        layers = []
+        for name in layer_names(r):
+            kinds = [k for k in ("a", "z") if r.snapshot_steps(f"upload:{ident}/{name}", k)]
+            if kinds:
+                layers.append({"name": name, "kinds": kinds})
     return row, found, layers
 
 

@@ -1,0 +1,76 @@
+// charts.js — the four time-series charts (uPlot, vendored in /static/vendor/uplot/): loss,
+// accuracy, update-to-weight ratio per layer (log axis, reference line at 1e-3) and dead fraction.
+
+const COLORS = ["#2456a6", "#d1495b", "#2a9d55", "#e09f3e", "#7b4fb0", "#1f9bb5", "#8c564b", "#c44fa0", "#6b7b2a", "#555"];
+const MAX_POINTS = 4000; // drawn points per series; longer histories are strided (the last point kept)
+
+export class Chart {
+  /** el: container; series: [{label, color?, dash?}]; opts: {log, y: [min, max] | null, ylabel} */
+  constructor(el, series, opts = {}) {
+    this.el = el;
+    this.series = series;
+    this.opts = opts;
+    this.plot = null;
+    this.data = [[], ...series.map(() => [])];
+  }
+
+  _build() {
+    const { log = false, y = null, ylabel = "" } = this.opts;
+    const width = Math.max(300, this.el.clientWidth || 500);
+    const yScale = log ? { distr: 3, log: 10 } : {};
+    if (y) yScale.range = () => y;
+    const opts = {
+      width, height: 200,
+      legend: { live: true },
+      cursor: { drag: { x: true, y: false } },
+      scales: { x: { time: false }, y: yScale },
+      axes: [
+        { label: "step", size: 36, labelSize: 14 },
+        { label: ylabel, size: 56, labelSize: 14, values: log ? (u, vals) => vals.map((v) => (v === null || v === undefined ? "" : v.toExponential(0))) : undefined },
+      ],
+      series: [
+        { label: "step" },
+        ...this.series.map((s, i) => ({
+          label: s.label, stroke: s.color || COLORS[i % COLORS.length], width: s.width || 1.5,
+          dash: s.dash, spanGaps: true, points: { show: s.points ?? false, size: 5 },
+          value: (u, v) => (v === null || v === undefined ? "–" : (log ? v.toExponential(2) : Number(v.toPrecision(4)))),
+        })),
+      ],
+    };
+    this.el.textContent = "";
+    this.plot = new window.uPlot(opts, this.data, this.el);
+  }
+
+  /** xs: steps; ys: one array per series (null for a gap). */
+  set(xs, ys) {
+    let data = [xs, ...ys];
+    if (xs.length > MAX_POINTS) {
+      const k = Math.ceil(xs.length / MAX_POINTS);
+      const keep = xs.map((_, i) => i).filter((i) => i % k === 0 || i === xs.length - 1);
+      data = data.map((arr) => keep.map((i) => arr[i]));
+    }
+    if (this.opts.log) data = [data[0], ...data.slice(1).map((arr) => arr.map((v) => (v > 0 ? v : null)))];
+    this.data = data;
+    if (!this.plot) this._build();
+    else this.plot.setData(data);
+  }
+
+  resize() {
+    if (this.plot) this.plot.setSize({ width: Math.max(300, this.el.clientWidth), height: 200 });
+  }
+
+  destroy() {
+    if (this.plot) this.plot.destroy();
+    this.plot = null;
+    this.el.textContent = "";
+  }
+}
+
+/** Align {name: Map(step -> value)} on the union of their steps: [xs, [ys per name]]. */
+export function align(maps) {
+  const steps = new Set();
+  for (const m of maps) if (m) for (const s of m.keys()) steps.add(s);
+  const xs = [...steps].sort((a, b) => a - b);
+  const ys = maps.map((m) => xs.map((s) => (m && m.has(s) ? m.get(s) : null)));
+  return [xs, ys];
+}

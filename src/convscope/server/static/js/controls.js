@@ -1,0 +1,145 @@
+// controls.js — the dashboard's side of the control channel: every button sends one control
+// row (POST /controls, validated by the server); the trainer's acknowledgement arrives on the
+// live channel and is shown next to the button ("applied at step S" or the trainer's error).
+
+import { $, el, postJSON, runPath, say } from "./api.js";
+
+const HYPER = ["lr", "momentum", "batch_size", "weight_decay"];
+const LABEL = { lr: "learning rate", momentum: "momentum", batch_size: "batch size", weight_decay: "weight decay",
+  pause: "pause", resume: "resume", model: "network", save_checkpoint: "save checkpoint", load_checkpoint: "load checkpoint" };
+
+export class Controls {
+  constructor(getState) {
+    this.state = getState;
+    this.sent = new Map(); // control id -> ack element
+    this.rows = new Map(); // control id -> row of the log
+    $("#pause-btn").addEventListener("click", () => {
+      const paused = this.state().status === "paused";
+      this.send(paused ? "resume" : "pause", true, $("#pause-state"));
+    });
+    for (const key of HYPER) {
+      const input = $(`#ctl-${key}`);
+      const go = () => {
+        if (input.value.trim() === "") { say(`type a ${LABEL[key]} first`); return; }
+        this.send(key, Number(input.value), $(`#ack-${key}`));
+      };
+      $(`#apply-${key}`).addEventListener("click", go);
+      input.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); go(); } });
+    }
+    $("#zoo-apply").addEventListener("click", () => this.send("model", $("#zoo-select").value, $("#ack-model")));
+    $("#spec-apply").addEventListener("click", () => this.send("model", $("#spec-text").value, $("#ack-model")));
+    $("#ckpt-save").addEventListener("click", () => this.send("save_checkpoint", $("#ckpt-name").value.trim() || null, $("#ack-ckpt")));
+    $("#ckpt-load").addEventListener("click", () => {
+      const name = $("#ckpt-select").value;
+      if (!name) { say("no checkpoint to load yet"); return; }
+      this.send("load_checkpoint", name, $("#ack-ckpt"));
+    });
+  }
+
+  /** Show the run: fill inputs with the current values, the zoo, the spec, the checkpoints. */
+  show(info, latest) {
+    const meta = info.meta || {};
+    for (const key of HYPER) {
+      const input = $(`#ctl-${key}`);
+      const v = latest(key) ?? info.config?.[key];
+      if (document.activeElement !== input && v !== undefined && v !== null) input.value = String(v);
+    }
+    const zoo = Array.isArray(meta.zoo) ? meta.zoo : [];
+    const sel = $("#zoo-select");
+    sel.textContent = "";
+    const current = String(meta.model || "").replace(/^zoo:/, "");
+    for (const name of zoo) sel.append(el("option", { value: name, text: name, selected: name === current }));
+    if (!zoo.length) sel.append(el("option", { value: "", text: "(the trainer lists no zoo nets)" }));
+    const spec = $("#spec-text");
+    if (document.activeElement !== spec) spec.value = meta.spec || "";
+    this.checkpoints(info.checkpoints || []);
+    this.enable(info);
+  }
+
+  checkpoints(list) {
+    const sel = $("#ckpt-select");
+    const keep = sel.value;
+    sel.textContent = "";
+    if (!list.length) sel.append(el("option", { value: "", text: "no checkpoints yet" }));
+    for (const c of list) sel.append(el("option", { value: c.name, text: `${c.name} (step ${c.step ?? "?"})` }));
+    if (keep && list.some((c) => c.name === keep)) sel.value = keep;
+  }
+
+  /** Which controls can work: all for the built-in trainer; pause/resume only for a
+   *  convscope.watch run; none for a run that has ended. */
+  enable(info) {
+    const ended = ["finished", "stopped", "crashed"].includes(info.status);
+    const watch = info.meta?.trainer !== "builtin";
+    const note = $("#controls-note");
+    let text = "";
+    if (ended) text = `This run is ${info.status}: no trainer is listening, so the controls are off.`;
+    else if (watch) text = "This run is recorded by convscope.watch inside your own training loop: only pause/resume reach it (the loop waits in run.step() while paused). Learning rate, momentum, batch size, weight decay, the network and checkpoints belong to your code.";
+    note.hidden = !text;
+    note.textContent = text;
+    $("#pause-btn").disabled = ended;
+    for (const e of document.querySelectorAll("#hyper input, #hyper button, #zoo-select, #zoo-apply, #spec-text, #spec-apply, #ckpt-name, #ckpt-save, #ckpt-select, #ckpt-load")) {
+      e.disabled = ended || watch;
+    }
+  }
+
+  setPaused(status) {
+    $("#pause-btn").textContent = status === "paused" ? "Resume" : "Pause";
+  }
+
+  async send(key, value, ack) {
+    const st = this.state();
+    if (!st.run) return;
+    ack.className = "ack wait";
+    ack.textContent = "sending…";
+    try {
+      const { id } = await postJSON(runPath(st.run, "/controls"), { key, value });
+      ack.textContent = `sent (#${id}), waiting for the trainer…`;
+      ack.dataset.id = String(id);
+      this.sent.set(id, ack);
+      this.log({ id, key, value, applied_step: null, result: null });
+    } catch (err) {
+      ack.className = "ack bad";
+      ack.textContent = err.message;
+    }
+  }
+
+  /** Control rows from the live channel (sent or answered). */
+  update(controls) {
+    for (const c of controls) {
+      this.log(c);
+      const ack = this.sent.get(c.id);
+      if (!ack || c.result === null || c.result === undefined) continue;
+      if (c.result.ok === false) {
+        ack.className = "ack bad";
+        ack.textContent = `refused by the trainer: ${c.result.error || "?"}`;
+      } else {
+        ack.className = "ack ok";
+        ack.textContent = `✓ applied at step ${c.applied_step}`;
+      }
+      this.sent.delete(c.id);
+    }
+  }
+
+  log(c) {
+    const list = $("#ctl-log");
+    let li = this.rows.get(c.id);
+    if (!li) {
+      li = el("li", { "data-id": c.id });
+      this.rows.set(c.id, li);
+      list.prepend(li);
+      while (list.children.length > 12) { const last = list.lastElementChild; this.rows.delete(Number(last.dataset.id)); last.remove(); }
+    }
+    const v = c.key === "predict" ? "an uploaded image" : c.key === "model" && String(c.value).includes("\n") ? "edited layer spec" : JSON.stringify(c.value);
+    const state = c.result === null || c.result === undefined ? "waiting"
+      : c.result.ok === false ? `refused: ${c.result.error || "?"}` : `✓ step ${c.applied_step}`;
+    li.className = c.result ? (c.result.ok === false ? "bad" : "ok") : "wait";
+    li.textContent = `#${c.id} ${LABEL[c.key] || c.key} ${c.key === "pause" || c.key === "resume" ? "" : `= ${v} `}— ${state}`;
+  }
+
+  reset() {
+    this.sent.clear();
+    this.rows.clear();
+    $("#ctl-log").textContent = "";
+    for (const a of document.querySelectorAll("#controls .ack")) { a.textContent = ""; a.className = "ack"; }
+  }
+}

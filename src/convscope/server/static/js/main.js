@@ -1,0 +1,303 @@
+// main.js — the dashboard page: run picker, header numbers, charts, timeline, and the live
+// channel (server-sent events) that keeps them current. Everything is read through the JSON
+// API of convscope.server (see server/app.py); nothing here talks to a trainer directly.
+
+import { $, el, events, fmt, getJSON, int, pct, runPath, say } from "./api.js";
+import { align, Chart } from "./charts.js";
+import { Controls } from "./controls.js";
+import { Layers } from "./layers.js";
+import { showFindings, showPredictions, Upload } from "./predictions.js";
+
+const S = {
+  run: null, info: null, status: null, stale: false, lastStep: null,
+  scalars: new Map(), // name -> Map(step -> value)
+  stats: new Map(), // layer -> [{step, layer, ...}] in step order
+  steps: [], series: {}, stepA: null, stepB: null, compare: false, live: true,
+  json: {}, snapshotStep: undefined,
+};
+window.convscope = S; // for the curious (and the browser tests)
+
+const getState = () => S;
+const layers = new Layers($("#layer-list"), getState);
+const controls = new Controls(getState);
+const upload = new Upload(getState);
+let source = null;
+let charts = {};
+let generation = 0; // bumped when another run is opened: late answers for the old one are dropped
+
+// ---- runs ------------------------------------------------------------------------------------
+async function loadRuns() {
+  const { runs } = await getJSON("/api/runs");
+  const sel = $("#run-select");
+  sel.textContent = "";
+  if (!runs.length) {
+    sel.append(el("option", { value: "", text: "no runs yet" }));
+    $("#status").textContent = "no runs";
+    return null;
+  }
+  for (const r of runs) {
+    sel.append(el("option", { value: r.name, text: `${r.name} — ${r.status ?? "?"}${r.model ? ` — ${r.model}` : ""}` }));
+  }
+  const fromHash = decodeURIComponent((location.hash.match(/run=([^&]+)/) || [])[1] || "");
+  const pick = runs.find((r) => r.name === fromHash) || runs.find((r) => r.status === "running") || runs[0];
+  sel.value = pick.name;
+  return pick.name;
+}
+
+async function openRun(name) {
+  const gen = ++generation;
+  if (source) source.close();
+  source = null;
+  Object.assign(S, { run: name, info: null, status: null, stale: false, lastStep: null, scalars: new Map(), stats: new Map(),
+    steps: [], series: {}, stepA: null, stepB: null, live: true, json: {}, snapshotStep: undefined });
+  $("#live").checked = true;
+  controls.reset();
+  upload.reset();
+  showPredictions(name, null);
+  showFindings(null);
+  if (!name) return;
+  const info = await getJSON(runPath(name));
+  if (gen !== generation) return;
+  applyInfo(info);
+  source = events(name);
+  const on = (ev, fn) => source.addEventListener(ev, (e) => {
+    if (gen !== generation) return;
+    let data;
+    try { data = JSON.parse(e.data); } catch { return; }
+    Promise.resolve(fn(data)).catch((err) => say(err.message));
+  });
+  on("hello", () => loadAll(gen));
+  on("step", onStep);
+  on("scalars", (p) => { merge(p.scalars); schedule(); });
+  on("stats", (p) => { mergeStats(p.stats); schedule(); });
+  on("controls", onControls);
+  on("problem", (p) => say(`live channel: ${p.error}`));
+}
+
+function applyInfo(info) {
+  S.info = info;
+  S.status = info.status;
+  S.stale = info.stale;
+  S.lastStep = info.last_step;
+  S.json.layers = info.layers_step;
+  $("#model").textContent = `${info.meta?.model ?? "?"}${info.meta?.trainer === "watch" ? " · recorded by convscope.watch" : ""}`;
+  layers.build(info.layers || []);
+  buildCharts(info.layers || []);
+  controls.show(info, latest);
+  header();
+}
+
+async function loadAll(gen) {
+  const [sc, st] = await Promise.all([getJSON(runPath(S.run, "/scalars")), getJSON(runPath(S.run, "/stats"))]);
+  if (gen !== generation) return;
+  S.scalars = new Map();
+  S.stats = new Map();
+  merge(sc.scalars);
+  mergeStats(st.stats);
+  await refreshSnapshots();
+  draw();
+}
+
+// ---- live channel ------------------------------------------------------------------------------
+async function onStep(p) {
+  const statusChanged = p.status !== S.status || p.stale !== S.stale;
+  S.status = p.status;
+  S.stale = p.stale;
+  S.lastStep = p.last_step;
+  const gen = generation;
+  if (p.json.layers !== S.json.layers && p.json.layers !== null) {
+    S.json.layers = p.json.layers; // the trainer restarted with another net: rebuild
+    const info = await getJSON(runPath(S.run));
+    if (gen !== generation) return;
+    applyInfo(info);
+    await refreshSnapshots();
+  }
+  for (const key of ["predictions", "findings"]) {
+    if (p.json[key] !== S.json[key] && p.json[key] !== null) {
+      S.json[key] = p.json[key];
+      const found = await getJSON(runPath(S.run, `/json/${key}`));
+      if (gen !== generation) return;
+      if (key === "predictions") showPredictions(S.run, found); else showFindings(found);
+    }
+  }
+  if (p.snapshot_step !== S.snapshotStep) {
+    S.snapshotStep = p.snapshot_step;
+    await refreshSnapshots();
+  }
+  if (statusChanged && S.info) controls.enable({ ...S.info, status: S.status });
+  header();
+}
+
+async function onControls(p) {
+  controls.update(p.controls);
+  if (p.controls.some((c) => c.result && ["save_checkpoint", "load_checkpoint"].includes(c.key))) {
+    const info = await getJSON(runPath(S.run));
+    controls.checkpoints(info.checkpoints || []);
+  }
+}
+
+function merge(scalars) {
+  for (const [name, pts] of Object.entries(scalars || {})) {
+    let m = S.scalars.get(name);
+    if (!m) S.scalars.set(name, (m = new Map()));
+    for (const [step, v] of pts) m.set(step, v);
+  }
+}
+
+function mergeStats(rows) {
+  for (const r of rows || []) {
+    let list = S.stats.get(r.layer);
+    if (!list) S.stats.set(r.layer, (list = []));
+    if (list.length && list[list.length - 1].step >= r.step) {
+      const i = list.findIndex((x) => x.step === r.step);
+      if (i >= 0) { list[i] = r; continue; }
+    }
+    list.push(r);
+  }
+}
+
+function latest(name) {
+  const m = S.scalars.get(name);
+  if (!m || !m.size) return null;
+  let best = -Infinity, v = null;
+  for (const [s, x] of m) if (s > best) { best = s; v = x; }
+  return v;
+}
+
+let drawTimer = null;
+function schedule() {
+  if (drawTimer) return;
+  drawTimer = setTimeout(() => { drawTimer = null; draw(); }, 400);
+}
+
+function draw() {
+  header();
+  drawCharts();
+  for (const c of layers.cards.values()) layers.stats(c, S);
+}
+
+// ---- header ------------------------------------------------------------------------------------
+function header() {
+  const pill = $("#status");
+  const status = S.stale ? "trainer not responding" : S.status || "?";
+  pill.textContent = status;
+  pill.className = `pill ${S.stale ? "stale" : S.status || ""}`;
+  pill.title = S.stale ? "the trainer has not committed a step or polled controls for a while" : "";
+  controls.setPaused(S.status);
+  $("#step").textContent = S.lastStep ?? "–";
+  $("#examples").textContent = int(latest("examples"));
+  const ms = (v) => (v === null ? "–" : `${fmt(v, 3)} ms`);
+  $("#fwd").textContent = ms(latest("fwd_ms_per_example"));
+  $("#bwd").textContent = ms(latest("bwd_ms_per_example"));
+  $("#eps").textContent = int(latest("examples_per_s"));
+  $("#loss").textContent = fmt(latest("loss"));
+  $("#wd-loss").textContent = fmt(latest("wd_loss"));
+  $("#train-acc").textContent = pct(latest("train_acc"));
+  $("#val-acc").textContent = pct(latest("val_acc"));
+  $("#cur-lr").textContent = fmt(latest("lr"));
+}
+
+// ---- charts ------------------------------------------------------------------------------------
+function buildCharts(layerList) {
+  for (const c of Object.values(charts)) c.destroy();
+  const names = layerList.filter((L) => L.kind !== "activation").map((L) => L.name);
+  const deadNames = layerList.map((L) => L.name);
+  charts = {
+    loss: new Chart($("#chart-loss"), [{ label: "loss L" }, { label: "weight-decay loss" }], { ylabel: "loss" }),
+    acc: new Chart($("#chart-acc"), [{ label: "training" }, { label: "validation", points: true }], { y: [0, 1], ylabel: "accuracy" }),
+    ratio: new Chart($("#chart-ratio"), [...names.map((label) => ({ label })), { label: "1e-3 (healthy)", color: "#888", dash: [6, 4], width: 1 }],
+      { log: true, ylabel: "‖ΔW‖ / ‖W‖" }),
+    dead: new Chart($("#chart-dead"), deadNames.map((label) => ({ label })), { y: [0, 1], ylabel: "dead fraction" }),
+  };
+  charts.ratio.names = names;
+  charts.dead.names = deadNames;
+}
+
+function statSeries(names, key) {
+  return names.map((n) => {
+    const m = new Map();
+    for (const r of S.stats.get(n) || []) if (r[key] !== undefined && r[key] !== null) m.set(r.step, r[key]);
+    return m;
+  });
+}
+
+function drawCharts() {
+  if (!charts.loss) return;
+  const [lx, ly] = align([S.scalars.get("loss"), S.scalars.get("wd_loss")]);
+  charts.loss.set(lx, ly);
+  const [ax, ay] = align([S.scalars.get("train_acc"), S.scalars.get("val_acc")]);
+  charts.acc.set(ax, ay);
+  const [rx, ry] = align(statSeries(charts.ratio.names, "update_ratio"));
+  charts.ratio.set(rx, [...ry, rx.map(() => 1e-3)]);
+  const [dx, dy] = align(statSeries(charts.dead.names, "dead_fraction"));
+  charts.dead.set(dx, dy);
+}
+
+// ---- timeline ----------------------------------------------------------------------------------
+let snapshotsBusy = null;
+async function refreshSnapshots() {
+  if (snapshotsBusy) { snapshotsBusy.again = true; return; }
+  snapshotsBusy = { again: false };
+  const gen = generation;
+  try {
+    const snap = await getJSON(runPath(S.run, "/snapshots"));
+    if (gen !== generation) return;
+    S.steps = snap.steps;
+    S.series = snap.series;
+    timeline();
+  } finally {
+    const again = snapshotsBusy.again;
+    snapshotsBusy = null;
+    if (again && gen === generation) await refreshSnapshots();
+  }
+}
+
+function timeline() {
+  const n = S.steps.length;
+  const a = $("#timeline"), b = $("#timeline-b");
+  a.max = b.max = String(Math.max(0, n - 1));
+  a.disabled = b.disabled = n === 0;
+  if (!n) { $("#timeline-step").textContent = "no snapshots yet"; layers.refresh(); return; }
+  if (S.live || S.stepA === null || !S.steps.includes(S.stepA)) S.stepA = S.steps[n - 1];
+  if (S.stepB === null || !S.steps.includes(S.stepB)) S.stepB = S.steps[0];
+  a.value = String(S.steps.indexOf(S.stepA));
+  b.value = String(S.steps.indexOf(S.stepB));
+  labels();
+  layers.refresh();
+}
+
+function labels() {
+  const n = S.steps.length;
+  $("#timeline-step").textContent = n ? `step ${S.stepA} (${S.steps.indexOf(S.stepA) + 1} of ${n} snapshots)${S.live ? " · live" : ""}` : "no snapshots yet";
+  $("#timeline-step-b").textContent = n ? `B: step ${S.stepB}` : "";
+}
+
+let frame = 0;
+function scrubbed() {
+  labels();
+  if (frame) return;
+  frame = requestAnimationFrame(() => { frame = 0; layers.refresh(); draw(); });
+}
+
+$("#timeline").addEventListener("input", (e) => {
+  S.live = false;
+  $("#live").checked = false;
+  S.stepA = S.steps[Number(e.target.value)] ?? S.stepA;
+  scrubbed();
+});
+$("#timeline-b").addEventListener("input", (e) => { S.stepB = S.steps[Number(e.target.value)] ?? S.stepB; scrubbed(); });
+$("#live").addEventListener("change", (e) => { S.live = e.target.checked; if (S.live) timeline(); else labels(); });
+$("#compare").addEventListener("change", (e) => {
+  S.compare = e.target.checked;
+  $("#timeline-b").hidden = $("#timeline-step-b").hidden = !S.compare;
+  labels();
+  layers.refresh();
+});
+$("#norm-all").addEventListener("change", (e) => layers.setNormAll(e.target.value));
+$("#run-select").addEventListener("change", (e) => {
+  location.hash = `run=${encodeURIComponent(e.target.value)}`;
+  openRun(e.target.value).catch((err) => say(err.message));
+});
+window.addEventListener("resize", () => { for (const c of Object.values(charts)) c.resize(); });
+
+loadRuns().then(openRun).catch((err) => say(err.message));

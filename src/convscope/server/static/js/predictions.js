@@ -1,0 +1,97 @@
+// predictions.js — predictions on the test images (top-3 probability bars, the true class
+// marked), your own uploaded image (its top-3 and every layer's maps once the trainer
+// answered), and the findings list.
+
+import { $, el, getJSON, postForm, runPath, say, url } from "./api.js";
+import { uploadPanels } from "./layers.js";
+
+const POLL_MS = 400;
+const WAIT_S = 60;
+
+function top3(top, truth) {
+  return el("div.top3", {}, ...top.map(([k, name, p]) => el(`div.bar${k === truth ? ".truth" : ""}`, { title: `${name}: ${(100 * p).toFixed(1)}%` },
+    el("span.fill", { style: `width:${Math.max(0, Math.min(1, p)) * 100}%` }),
+    el("span.label", { text: `${k === truth ? "✓ " : ""}${name} ${(100 * p).toFixed(1)}%` }))));
+}
+
+export function showPredictions(run, found) {
+  const box = $("#predictions");
+  box.textContent = "";
+  if (!found || !Array.isArray(found.value) || !found.value.length) {
+    box.append(el("p.note", { text: "no predictions yet (the trainer writes them at every validation)" }));
+    $("#pred-step").textContent = "";
+    return;
+  }
+  $("#pred-step").textContent = `at step ${found.step} · green bar = the true class`;
+  for (const p of found.value) {
+    box.append(el(`div.pred.${p.correct ? "correct" : "wrong"}`, { "data-index": p.index },
+      el("div", {},
+        el("img", { src: url(runPath(run, `/test-images/${p.index}.png`)), alt: `test image ${p.index}: ${p.label_name}` }),
+        el("div.truth-label", { text: `${p.correct ? "✓" : "✗"} ${p.label_name}` })),
+      top3(p.top || [], p.label)));
+  }
+}
+
+export function showFindings(found) {
+  const list = $("#findings");
+  list.textContent = "";
+  const items = found && Array.isArray(found.value) ? found.value : [];
+  if (!items.length) { list.append(el("li.note", { text: "none yet" })); return; }
+  for (const f of items) {
+    const step = f && typeof f === "object" && f.step !== undefined ? f.step : found.step;
+    const text = typeof f === "string" ? f
+      : [f.layer, f.message || f.text || f.kind || JSON.stringify(f)].filter(Boolean).join(": ");
+    list.append(el("li", {}, el("span.mono", { text: `step ${step} ` }), text));
+  }
+}
+
+export class Upload {
+  constructor(getState) {
+    this.state = getState;
+    this.ticket = 0;
+    $("#upload-form").addEventListener("submit", (e) => { e.preventDefault(); this.go(); });
+  }
+
+  reset() { this.ticket++; $("#upload-result").textContent = ""; $("#upload-maps").textContent = ""; $("#upload-state").textContent = ""; }
+
+  async go() {
+    const st = this.state();
+    const file = $("#upload-file").files[0];
+    const state = $("#upload-state");
+    if (!st.run) return;
+    if (!file) { say("choose an image file first"); return; }
+    const ticket = ++this.ticket;
+    const form = new FormData();
+    form.append("image", file, file.name);
+    state.className = "ack wait";
+    state.textContent = "uploading…";
+    $("#upload-result").textContent = "";
+    $("#upload-maps").textContent = "";
+    let id;
+    try {
+      ({ id } = await postForm(runPath(st.run, "/uploads"), form));
+    } catch (err) {
+      state.className = "ack bad";
+      state.textContent = err.message;
+      return;
+    }
+    state.textContent = `sent (#${id}), waiting for the trainer…`;
+    const until = Date.now() + WAIT_S * 1000;
+    while (ticket === this.ticket) {
+      let r;
+      try { r = await getJSON(runPath(st.run, `/uploads/${id}`)); } catch (err) { state.className = "ack bad"; state.textContent = err.message; return; }
+      if (r.status === "done") { this.show(st.run, id, r); state.className = "ack ok"; state.textContent = `✓ answered at step ${r.step}`; return; }
+      if (r.status === "failed") { state.className = "ack bad"; state.textContent = `the trainer could not: ${r.error}`; return; }
+      if (Date.now() > until) { state.className = "ack bad"; state.textContent = "no answer from the trainer in 60 s (paused? not responding?)"; return; }
+      await new Promise((ok) => setTimeout(ok, POLL_MS));
+    }
+  }
+
+  show(run, id, r) {
+    $("#upload-result").append(
+      el("figure.panel", {}, el("figcaption", {}, el("span.sym", { text: "x" }), "as the network sees it"),
+        el("img", { src: url(runPath(run, `/uploads/${id}/image.png`)), alt: "your image, resized for the network" })),
+      el("div", { style: "flex:1" }, el("h3", { text: "top-3 classes" }), top3(r.top || [], null)));
+    $("#upload-maps").append(...uploadPanels(run, id, r.layers || []));
+  }
+}

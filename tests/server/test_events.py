@@ -1,0 +1,74 @@
+"""The live channel: what one watcher tells every page (exact payloads) and the SSE stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from server.fakerun import fixture_writer
+
+from convscope.config import ServeConfig
+from convscope.runs import RunReader
+from convscope.server import create_app
+from convscope.server.events import RunWatcher
+from convscope.server.state import AppState
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_watcher_sends_what_changed(tmp_path: Path) -> None:
+    w = fixture_writer(tmp_path, "live")
+    try:
+        watcher = RunWatcher(AppState(runs_root=tmp_path, config=ServeConfig()), "live")
+        first = watcher.poll()
+        assert first == [("step", {"last_step": 2, "status": "running", "stale": False, "snapshot_step": 2,
+                                   "json": {"layers": 0, "predictions": 2, "findings": 2}})]  # fmt: skip
+        assert watcher.poll() == []  # nothing new
+        w.log_scalars(3, {"loss": 0.25})
+        w.log_layer_stats(3, "conv1", {"dead_fraction": 0.5})
+        w.commit(3)
+        with RunReader(w.path) as r:
+            assert r.send_control("pause", True) == 1
+        events = watcher.poll()
+        assert [name for name, _ in events] == ["scalars", "stats", "step", "controls"]
+        assert events[0][1] == {"since": 2, "last_step": 3, "scalars": {"loss": [(3, 0.25)]}}
+        assert events[1][1] == {"since": 2, "last_step": 3,
+                                "stats": [{"step": 3, "layer": "conv1", "dead_fraction": 0.5}]}  # fmt: skip
+        assert events[2][1]["last_step"] == 3
+        [ctrl] = events[3][1]["controls"]
+        assert (ctrl["id"], ctrl["key"], ctrl["result"]) == (1, "pause", None)
+        w.ack_control(1, 3, result={"ok": True})
+        [(name, payload)] = watcher.poll()
+        assert name == "controls" and payload["controls"][0]["result"] == {"ok": True}
+        assert watcher.poll() == []
+    finally:
+        w.close()
+
+
+def test_sse_stream_says_hello_then_ends_on_shutdown(tmp_path: Path) -> None:
+    fixture_writer(tmp_path, "fix").close(status="finished")
+    app = create_app(tmp_path, ServeConfig(poll_s=0.05))
+    with TestClient(app) as c, c.stream("GET", "/api/runs/fix/events") as res:
+        assert res.status_code == 200
+        assert res.headers["content-type"].startswith("text/event-stream")
+        lines: list[str] = []
+        for line in res.iter_lines():
+            lines.append(line)
+            if line.startswith("data:") and len([x for x in lines if x.startswith("data:")]) == 2:
+                break
+        app.state.dash.stopping.set()  # what shutdown does: the stream ends by itself
+    events = [x.removeprefix("event: ") for x in lines if x.startswith("event:")]
+    data = [json.loads(x.removeprefix("data: ")) for x in lines if x.startswith("data:")]
+    assert events == ["hello", "step"]
+    assert data[0] == {"last_step": 2, "status": "finished", "stale": False}
+    with TestClient(app) as c:
+        assert c.get("/api/runs/nope/events").status_code == 404
+
+
+def test_broadcaster_close_is_clean(tmp_path: Path) -> None:
+    app = create_app(tmp_path, ServeConfig())
+    asyncio.run(app.state.broadcaster.close())
+    assert app.state.dash.stopping.is_set()
