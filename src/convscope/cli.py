@@ -1,7 +1,9 @@
 """The `convscope` command: thin commands over the library (run `convscope --help`).
 
+    convscope demo                                      # train the built-in net, live dashboard
     convscope inspect                                   # built-in net and photo → report/index.html
     convscope inspect --model my.py:Net --input-size 3x64x64 --image cat.png --out out/
+    convscope diagnose --data builtin:photo-crops       # dead / noisy filters → diag/index.html
     convscope zoo                                       # the built-in nets
 
 Errors are one line on stderr and exit code 2; `--debug` shows the traceback.
@@ -9,7 +11,10 @@ Errors are one line on stderr and exit code 2; `--debug` shows the traceback.
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -87,19 +92,221 @@ def inspect(
 
 
 @app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="where the report goes")] = Path("report"),
+def diagnose(
+    model: ModelOpt = "zoo:convnetjs-cifar",
+    weights: Annotated[
+        str | None, typer.Option(help=".safetensors or a torch checkpoint (loaded with weights_only=True)")
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="builtin:photo-crops[:train|val|test], builtin:digits[:…], a dataset folder, or "
+                          ".npz/.npy (default: photo-crops; digits for a 1-channel model)"),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="folder for index.html and diagnosis.json")] = Path("diag"),
+    batch_size: Annotated[int, typer.Option(help="inputs per forward pass")] = 64,
+    limit: Annotated[int | None, typer.Option(help="stop after this many inputs")] = None,
+    layers: Annotated[
+        list[str] | None, typer.Option("--layer", help="diagnose only this block (repeatable)")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="your SGD learning rate, for the update/weight ratio (default: 0.01, assumed)")
+    ] = None,
+    mostly_dead: Annotated[
+        float, typer.Option(help="mostly dead = all-zero map on at least this fraction of the inputs")
+    ] = 0.99,
+    gradients: Annotated[
+        bool, typer.Option(help="sample gradient health with cross-entropy on the data's labels")
+    ] = True,
+    input_size: Annotated[
+        str | None, typer.Option(help="C x H x W for a model that is not from the zoo, e.g. 3x64x64")
+    ] = None,
 ) -> None:
-    """The main job on built-in data: inspect the built-in trained net on the built-in photo.
+    """Find dead, mostly-dead, noisy and saturated filters and check gradient health over a dataset.
 
-    Example: convscope demo --out report/
+    Streams the data through the model (memory does not grow with it) and writes a self-contained
+    HTML report with the offending filters next to healthy ones, plus diagnosis.json.
+
+    Example: convscope diagnose --model zoo:convnetjs-cifar --data builtin:photo-crops --out diag/
     """
-    from convscope.inspect import inspect as run_inspect
+    import rich.progress as rp
+    import torch
 
-    with console.status("capturing and rendering…"):
-        path = run_inspect(out=out)
+    from convscope.analysis.diagnose import diagnose as run_diagnose
+    from convscope.data import open_dataset
+    from convscope.inspect import open_model
+    from convscope.render.diagnose_report import write_diagnosis_report
+
+    loaded = open_model(model, weights=weights, input_size=input_size)
+    c, h, w = loaded.input_shape
+    spec = data or ("builtin:digits" if c == 1 else "builtin:photo-crops")
+    with console.status(f"opening {spec}…"):
+        dataset = open_dataset(spec, size=(h, w), channels=c)
+    mean = std = None
+    if loaded.mean is not None and loaded.std is not None:
+        mean = torch.tensor(loaded.mean).view(1, -1, 1, 1)  # (1, C, 1, 1)
+        std = torch.tensor(loaded.std).view(1, -1, 1, 1)
+    notes = []
+    data_classes = list(getattr(dataset, "classes", ()) or ())
+    if gradients and loaded.classes and data_classes and data_classes != loaded.classes:
+        gradients = False
+        notes.append("Gradient health is off: the data's classes are not the model's, so its labels mean nothing to the loss.")
+    with rp.Progress(rp.TextColumn("diagnosing"), rp.BarColumn(), rp.MofNCompleteColumn(),
+                     rp.TextColumn("inputs"), rp.TimeRemainingColumn(), console=console) as bar:  # fmt: skip
+        task = bar.add_task("diagnose", total=None)
+        diag = run_diagnose(
+            loaded.model,
+            dataset,
+            layers,
+            batch_size=batch_size,
+            limit=limit,
+            lr=lr,
+            mostly_dead=mostly_dead,
+            gradients=None if gradients else False,
+            transform=None if mean is None or std is None else (lambda x: (x - mean) / std),
+            data_name=spec,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    diag.notes += notes
+    path = write_diagnosis_report(diag, out, model=model)
+    for f in diag.findings[:8]:
+        console.print(f"[bold]{f.severity:>6}[/bold] {f.summary}", highlight=False, soft_wrap=True)
+    if len(diag.findings) > 8:
+        console.print(f"… and {len(diag.findings) - 8} more in the report", highlight=False)
+    if not diag.findings:
+        console.print("no findings on this data", highlight=False)
     typer.echo(f"report: {path.resolve()}")
-    typer.echo(f"open it with: xdg-open {path.resolve()}   (or chromium {path.resolve()})")
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="dashboard port (a free one is chosen if taken)")] = 8000,
+    steps: Annotated[int | None, typer.Option(help="stop training after this many steps")] = None,
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="do not open a browser")] = False,
+    runs: Annotated[Path, typer.Option(help="folder of runs; the demo run is kept there")] = Path("runs"),
+    model: ModelOpt = "zoo:convnetjs-cifar",
+    data: Annotated[str, typer.Option(help="builtin:photo-crops, builtin:digits, or a dataset folder")] = "builtin:photo-crops",
+) -> None:
+    """Train the built-in net on built-in data and watch it live at http://127.0.0.1:PORT.
+
+    The trainer runs in a child process and the dashboard in this one; they meet only in the run
+    store (runs/demo-*/run.sqlite). Ctrl-C stops both; the run stays on disk.
+
+    Example: convscope demo --steps 5000 --no-browser
+    """
+    import webbrowser
+
+    run_dir = runs / time.strftime("demo-%Y%m%d-%H%M%S")
+    cmd = [sys.executable, "-m", "convscope", "train", "--run", str(run_dir), "--model", model, "--data", data]
+    if steps is not None:
+        cmd += ["--steps", str(steps)]
+    child = subprocess.Popen(cmd)
+    try:
+        _wait_for_run(run_dir, child)
+        port = _free_port(port)
+        url = f"http://127.0.0.1:{port}/?run={run_dir.name}"
+        typer.echo(f"dashboard: {url}   (Ctrl-C stops training and the dashboard; the run stays in {run_dir})")
+        if not no_browser:
+            webbrowser.open(url)
+        _serve(runs, host="127.0.0.1", port=port, token=None)
+    finally:
+        _stop_child(child)
+    typer.echo(f"run kept: {run_dir.resolve()}")
+
+
+@app.command()
+def train(
+    run: Annotated[Path, typer.Option(help="the run folder to write (created)")],
+    model: ModelOpt = "zoo:convnetjs-cifar",
+    data: Annotated[str, typer.Option(help="builtin:photo-crops, builtin:digits, or a dataset folder")] = "builtin:photo-crops",
+    steps: Annotated[int | None, typer.Option(help="stop after this many steps (default: until Ctrl-C)")] = None,
+    lr: Annotated[float, typer.Option(help="SGD learning rate")] = 0.01,
+    batch_size: Annotated[int, typer.Option(help="examples per step")] = 32,
+    momentum: Annotated[float, typer.Option(help="SGD momentum")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay")] = 1e-4,
+    train_size: Annotated[int, typer.Option(help="training examples")] = 20_000,
+    resume: Annotated[bool, typer.Option(help="append to an existing run")] = False,
+) -> None:
+    """Run the built-in trainer into a run folder (watch it with `convscope serve`).
+
+    Example: convscope train --run runs/exp1 --steps 2000 --lr 0.02
+    """
+    from convscope.config import TrainConfig
+    from convscope.train import Trainer
+
+    cfg = TrainConfig(model=model, data=data, steps=steps, lr=lr, batch_size=batch_size, momentum=momentum,
+                      weight_decay=weight_decay, train_size=train_size)
+    trainer = Trainer(cfg, run, resume=resume)
+    typer.echo(f"training {model} on {data} into {run}")
+    trainer.run()
+
+
+@app.command()
+def serve(
+    runs: Annotated[Path, typer.Argument(help="folder holding run folders")] = Path("runs"),
+    host: Annotated[str, typer.Option(help="address to bind; anything but 127.0.0.1 needs a token")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (a free one is chosen if taken)")] = 8000,
+    token: Annotated[str | None, typer.Option(help="access token (generated when --host is not loopback)")] = None,
+) -> None:
+    """Serve the dashboard over recorded runs (the trainer may be running in another process).
+
+    Example: convscope serve runs/ --port 8080
+    """
+    import secrets
+
+    if not runs.is_dir():
+        raise ValueError(f"{runs} is not a folder of runs")
+    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        token = secrets.token_urlsafe(24)
+    port = _free_port(port)
+    suffix = f"?token={token}" if token else ""
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"dashboard: http://{shown}:{port}/{suffix}")
+    _serve(runs, host=host, port=port, token=token)
+
+
+def _serve(runs: Path, *, host: str, port: int, token: str | None) -> None:
+    import uvicorn
+
+    from convscope.config import ServeConfig
+    from convscope.server import create_app
+
+    cfg = ServeConfig(host=host, port=port, token=token)
+    uvicorn.run(create_app(runs, cfg), host=host, port=port, log_level="warning")
+
+
+def _free_port(preferred: int) -> int:
+    import socket
+
+    for candidate in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError("no free port")
+
+
+def _wait_for_run(run_dir: Path, child: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not (run_dir / "run.sqlite").exists():
+        code = child.poll()
+        if code is not None:
+            raise RuntimeError(f"the trainer exited with code {code} before writing {run_dir}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the trainer did not create {run_dir} within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def _stop_child(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @app.command()

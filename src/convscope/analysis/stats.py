@@ -64,24 +64,27 @@ def block_stats(
     batch. Absent inputs give absent keys; NaN stays NaN (it is information)."""
     out: dict[str, Tensor] = {}
     if a is not None:
-        out["a_min"], out["a_max"] = torch.aminmax(a)
-        out["a_mean"] = a.float().mean()
         if a.dim() >= 2:
-            per_channel = a.transpose(0, 1).reshape(a.shape[1], -1)  # (C, B·H·W)
-            out["dead_fraction"] = (per_channel == 0).all(dim=1).float().mean()
+            dims = (0, *range(2, a.dim()))  # all but the channel dim
+            hi, lo = a.amax(dim=dims), a.amin(dim=dims)  # (C,) each
+            out["a_min"], out["a_max"] = lo.min(), hi.max()
+            out["dead_fraction"] = ((hi == 0) & (lo == 0)).float().mean()
+        else:
+            out["a_min"], out["a_max"] = torch.aminmax(a)
+        out["a_mean"] = a.mean()
     if z is not None:
         out["z_min"], out["z_max"] = torch.aminmax(z)
     if grad_a is not None:
         out["grad_a_min"], out["grad_a_max"] = torch.aminmax(grad_a)
-        out["grad_a_norm"] = torch.linalg.vector_norm(grad_a.float())
+        out["grad_a_norm"] = torch.linalg.vector_norm(grad_a)
     if weight is not None:
-        w_norm = torch.linalg.vector_norm(weight.float())
+        w_norm = torch.linalg.vector_norm(weight)
         out["weight_norm"] = w_norm
         if previous_weight is not None:
-            out["update_ratio"] = torch.linalg.vector_norm((weight - previous_weight).float()) / w_norm
+            out["update_ratio"] = torch.linalg.vector_norm(weight - previous_weight) / w_norm
     if grad_weight is not None:
-        out["grad_weight_norm"] = torch.linalg.vector_norm(grad_weight.float())
+        out["grad_weight_norm"] = torch.linalg.vector_norm(grad_weight)
     if not out:
         return {}
-    values = torch.stack([v.detach().float().reshape(()) for v in out.values()]).tolist()
+    values = torch.stack([v.detach().reshape(()).to(torch.float64) for v in out.values()]).tolist()
     return dict(zip(out.keys(), values, strict=True))

@@ -1,0 +1,316 @@
+"""The built-in trainer: trains a zoo net on built-in data and records everything for the dashboard.
+
+    convscope train --run runs/exp1 --steps 2000          # foreground, no server
+    convscope demo                                          # this trainer in a child process + the dashboard
+
+It obeys the dashboard's controls (rows in the run store it polls): pause/resume, learning
+rate, momentum, batch size, weight decay, another zoo net or an edited layer spec (restart),
+save/load a checkpoint, and predictions for an uploaded image. See docs/run-store.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from collections import deque
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from convscope.config import TrainConfig
+from convscope.data import digits, open_dataset, photo_crops, prepare
+from convscope.models import load_model, resolve_model, zoo_names
+from convscope.models.spec import build_spec, spec_of
+from convscope.runs import Control
+from convscope.train.watch import Recorder
+
+
+class Data:
+    """Train / val / test tensors in [0, 1] for one input shape, with class names."""
+
+    def __init__(self, config: TrainConfig, input_shape: tuple[int, int, int]) -> None:
+        c, h, w = input_shape
+        per_example = c * h * w * 4
+        n_train = max(1, min(config.train_size, config.max_data_bytes // per_example))
+        self.note = (
+            f"training set cut to {n_train:,} examples to fit {config.max_data_bytes >> 20} MiB"
+            if n_train < config.train_size
+            else ""
+        )
+        n_test = max(config.test_images, 1)
+        spec = config.data
+        if spec == "builtin:photo-crops":
+            if c != 3:
+                raise ValueError("builtin:photo-crops is colour: pick a 3-channel model or builtin:digits")
+            self.xtr, self.ytr = photo_crops("train", n_train, size=h, seed=config.seed)
+            self.xval, self.yval = photo_crops("val", config.val_size, size=h, seed=config.seed + 1)
+            self.xtest, self.ytest = photo_crops("test", n_test, size=h, seed=config.seed + 2)
+            from convscope.data import PHOTO_CLASSES
+
+            self.classes = list(PHOTO_CLASSES)
+        elif spec == "builtin:digits":
+            if c != 1 or h != w:
+                raise ValueError("builtin:digits is 1-channel square: pick e.g. zoo:convnetjs-mnist")
+            self.xtr, self.ytr = digits("train", size=h)
+            self.xval, self.yval = digits("val", size=h)
+            self.xtest, self.ytest = digits("test", size=h)
+            self.xtr, self.ytr = self.xtr[:n_train], self.ytr[:n_train]
+            self.classes = [str(i) for i in range(10)]
+        else:
+            ds = open_dataset(spec, size=(h, w), channels=c)
+            n = len(ds)  # type: ignore[arg-type]
+            if n < 3:
+                raise ValueError(f"dataset {spec} has {n} examples: too few to train on")
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed)).tolist()
+            n_val = min(config.val_size, max(1, n // 10))
+            n_te = min(n_test, max(1, n // 10))
+
+            def pick(ids: list[int]) -> tuple[Tensor, Tensor]:
+                return torch.stack([ds[i][0] for i in ids]), torch.tensor([int(ds[i][1]) for i in ids])
+
+            self.xval, self.yval = pick(order[:n_val])
+            self.xtest, self.ytest = pick(order[n_val : n_val + n_te])
+            self.xtr, self.ytr = pick(order[n_val + n_te :][:n_train])
+            classes = getattr(ds, "classes", None)
+            k = int(self.ytr.max()) + 1
+            self.classes = list(classes) if classes else [f"class {i}" for i in range(k)]
+        self.xtest, self.ytest = self.xtest[: config.test_images], self.ytest[: config.test_images]
+        self.mean = self.xtr.mean(dim=(0, 2, 3))  # (C,)
+        self.std = self.xtr.std(dim=(0, 2, 3)).clamp_min(1e-3)
+
+    def norm(self, x: Tensor) -> Tensor:
+        return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+
+
+class Trainer:
+    """Runs until `config.steps` or `stop()`; everything goes through a `Recorder` into the run store."""
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self._stop = threading.Event()
+        torch.manual_seed(config.seed)
+        self.model_spec = config.model
+        self.model, self.input_shape = self._build(config.model)
+        self.data = Data(config, self.input_shape)
+        self.lr, self.momentum = config.lr, config.momentum
+        self.weight_decay, self.batch_size = config.weight_decay, config.batch_size
+        self.opt = self._optimizer()
+        meta = {
+            "model": config.model,
+            "trainer": "builtin",
+            "dataset": config.data,
+            "classes": self.data.classes,
+            "input_shape": list(self.input_shape),
+            "zoo": zoo_names(),
+            "spec": spec_of(self.model),
+        }
+        self.recorder = Recorder(
+            self.model, self.run_dir, config=asdict(self.config), meta=meta, resume=resume,
+            snapshot_every=config.snapshot_every, on_control=self._control,
+        )  # fmt: skip
+        self.writer = self.recorder.writer
+        self._acc_window: deque[float] = deque(maxlen=100)
+        self._perm = torch.randperm(len(self.data.xtr))
+        self._cursor = 0
+
+    # ---- building ------------------------------------------------------------------------
+    def _build(self, spec: str) -> tuple[nn.Module, tuple[int, int, int]]:
+        text = spec.strip()
+        if "\n" in text or ";" in text or text.startswith(("conv", "fc", "pool")):
+            shape = getattr(self, "input_shape", None)
+            if shape is None:
+                raise ValueError("a layer spec needs an input shape: start from a zoo net")
+            return build_spec(text, shape), shape
+        if not text.startswith("zoo:") and text in zoo_names():
+            text = f"zoo:{text}"
+        model, entry = resolve_model(text)
+        if entry is None:
+            model, entry, _ = load_model(text)
+        if entry is None:
+            raise ValueError(f"{spec}: the built-in trainer needs a zoo net or a layer spec")
+        return model.train(), entry.input_shape
+
+    def _optimizer(self) -> torch.optim.SGD:
+        return torch.optim.SGD(
+            self.model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
+
+    # ---- the loop ------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Train until done or stopped; the run is closed as finished / stopped / crashed."""
+        status = "crashed"
+        try:
+            self.writer.log_snapshot(self.recorder.step_index, "_test", "input", self.data.xtest)
+            if self.data.note:
+                self.writer.set_meta("note", self.data.note)
+            steps = self.config.steps
+            while not self._stop.is_set() and (steps is None or self.recorder.step_index < steps):
+                self.train_step()
+            status = "finished" if not self._stop.is_set() else "stopped"
+        except KeyboardInterrupt:
+            status = "stopped"
+        finally:
+            self.recorder.close(status)
+
+    def train_step(self) -> int:
+        step = self.recorder.step_index
+        metrics: dict[str, float] = {}
+        if step % self.config.val_every == 0:
+            metrics["val_acc"] = self._validate(step)
+        xb, yb = self._batch()
+        self.model.train()
+        out = self.model(self.data.norm(xb))
+        loss = F.cross_entropy(out, yb)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self._acc_window.append(float((out.detach().argmax(1) == yb).float().mean()))
+        with torch.no_grad():
+            sq = sum(float(p.detach().square().sum()) for n, p in self.model.named_parameters() if n.endswith("weight"))
+        metrics.update(
+            train_acc=sum(self._acc_window) / len(self._acc_window),
+            wd_loss=0.5 * self.weight_decay * sq,
+            lr=self.lr, momentum=self.momentum, batch_size=float(self.batch_size),
+            weight_decay=self.weight_decay,
+        )  # fmt: skip
+        return self.recorder.step(loss=loss, **metrics)
+
+    def _batch(self) -> tuple[Tensor, Tensor]:
+        n = len(self.data.xtr)
+        b = min(self.batch_size, n)
+        if self._cursor + b > n:
+            self._perm, self._cursor = torch.randperm(n), 0
+        idx = self._perm[self._cursor : self._cursor + b]
+        self._cursor += b
+        xb = self.data.xtr[idx].clone()  # (B, C, H, W)
+        flip = torch.rand(b) < 0.5
+        xb[flip] = xb[flip].flip(-1)
+        return xb, self.data.ytr[idx]
+
+    @torch.no_grad()
+    def _predict(self, x: Tensor) -> Tensor:
+        was = self.model.training
+        self.model.eval()
+        try:
+            probs = [torch.softmax(self.model(self.data.norm(x[i : i + 250])), dim=1) for i in range(0, len(x), 250)]
+        finally:
+            self.model.train(was)
+        return torch.cat(probs)
+
+    def _validate(self, step: int) -> float:
+        probs = self._predict(self.data.xval)
+        acc = float((probs.argmax(1) == self.data.yval).float().mean())
+        if len(self.data.xtest):
+            test = self._predict(self.data.xtest)
+            self.writer.log_json(step, "predictions", [
+                {"index": i, "label": int(y), "label_name": self._name(int(y)),
+                 "top": self._top3(p), "correct": int(p.argmax()) == int(y)}
+                for i, (p, y) in enumerate(zip(test, self.data.ytest, strict=True))
+            ])  # fmt: skip
+        return acc
+
+    def _name(self, k: int) -> str:
+        return self.data.classes[k] if k < len(self.data.classes) else f"class {k}"
+
+    def _top3(self, p: Tensor) -> list[list[Any]]:
+        top = torch.topk(p, min(3, p.numel()))
+        return [[int(i), self._name(int(i)), round(float(v), 5)] for v, i in zip(top.values, top.indices, strict=True)]
+
+    # ---- controls ------------------------------------------------------------------------
+    def _control(self, ctrl: Control) -> dict[str, Any]:
+        key, value = ctrl.key, ctrl.value
+        if key in ("lr", "momentum", "weight_decay", "batch_size"):
+            v = float(value)
+            limits = {"lr": v > 0, "momentum": 0 <= v < 1, "weight_decay": v >= 0,
+                      "batch_size": v == int(v) and 1 <= v <= 4096}  # fmt: skip
+            if not limits[key]:
+                raise ValueError(f"{key}={value!r} is out of range")
+            if key == "batch_size":
+                self.batch_size = int(v)
+            else:
+                setattr(self, key, v)
+                for group in self.opt.param_groups:
+                    group[key] = v
+            return {"ok": True, key: v}
+        if key == "save_checkpoint":
+            name = str(value or f"step-{self.recorder.step_index}")
+            path = self.writer.save_checkpoint(self.model.state_dict(), name)
+            return {"ok": True, "name": name, "path": str(path)}
+        if key == "load_checkpoint":
+            name = str(value)
+            state = self.writer.load_checkpoint(name)
+            own = self.model.state_dict()
+            bad = sorted(k for k in own if k not in state or state[k].shape != own[k].shape)
+            if bad:
+                raise ValueError(f"checkpoint {name!r} does not fit this model: {', '.join(bad[:5])}")
+            self.model.load_state_dict(state)
+            return {"ok": True, "name": name}
+        if key == "model":
+            return self._restart(str(value))
+        if key == "predict":
+            return self._predict_upload(ctrl.id, value)
+        raise ValueError(f"unknown control {key!r}")
+
+    def _restart(self, spec: str) -> dict[str, Any]:
+        model, shape = self._build(spec)
+        if shape != self.input_shape:
+            self.data = Data(self.config, shape)
+            self.writer.log_snapshot(self.recorder.step_index, "_test", "input", self.data.xtest)
+            self._perm, self._cursor = torch.randperm(len(self.data.xtr)), 0
+        self.model, self.input_shape, self.model_spec = model, shape, spec
+        self.opt = self._optimizer()
+        self._acc_window.clear()
+        self.recorder.swap_model(model)
+        self.writer.set_meta("model", spec if "\n" not in spec else "layer spec")
+        self.writer.set_meta("spec", spec_of(model))
+        self.writer.set_meta("input_shape", list(shape))
+        return {"ok": True, "model": spec}
+
+    def _predict_upload(self, ident: int, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict) or not isinstance(value.get("png_b64"), str):
+            raise ValueError("predict needs {'png_b64': ...}")
+        raw = base64.b64decode(value["png_b64"], validate=True)
+        with Image.open(io.BytesIO(raw)) as im:
+            if im.format != "PNG":
+                raise ValueError("predict expects a PNG made by the server")
+            img = np.asarray(im.convert("RGB"))
+        c, h, w = self.input_shape
+        x = prepare(np.ascontiguousarray(img), size=(h, w), channels=c).unsqueeze(0)  # (1, C, H, W)
+        probe = self.recorder.probe
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                probs = torch.softmax(self.model(self.data.norm(x)), dim=1)[0]
+            trace = probe.trace
+        finally:
+            self.model.train(was)
+        step = max(self.recorder.step_index - 1, 0)
+        prefix = f"upload:{ident}"
+        self.writer.log_snapshot(step, f"{prefix}/input", "x", x)
+        for name, block in trace.items():
+            for kind in ("z", "a"):
+                t = getattr(block, kind)
+                if t is not None:
+                    self.writer.log_snapshot(step, f"{prefix}/{name}", kind, t[:1])
+        result = {"top": self._top3(probs), "layers": list(trace.keys())}
+        self.writer.log_json(step, prefix, result)
+        self.writer.commit(step)
+        return {"ok": True, **result}
+
+
+def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> Path:
+    """Build a Trainer and run it in this thread; returns the run directory."""
+    Trainer(config, run_dir, resume=resume).run()
+    return Path(run_dir)

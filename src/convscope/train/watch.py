@@ -1,0 +1,311 @@
+"""watch: record a training run for the live dashboard from the user's own loop (two added lines).
+
+    run = cs.watch(model, "runs/exp1")            # before the loop
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+        run.step(loss=loss, acc=acc)               # after the optimizer step
+    run.close()                                     # or use `with cs.watch(...) as run:`
+
+Then `convscope serve runs/` from another process. Each `step()` writes one committed step to
+the run store (scalars, per-layer statistics; tensor snapshots every `snapshot_every` seconds)
+— the store is the only thing the dashboard sees. Pause from the dashboard works here too;
+the other controls need the built-in trainer.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from convscope.analysis import block_stats
+from convscope.capture import Block, HookSet, Probe, Trace
+from convscope.capture.naming import base_name, role
+from convscope.runs import Control, RunWriter
+
+KEEP = ("x", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")
+SNAPSHOT_KINDS = ("z", "a", "grad_z", "grad_a", "weight", "grad_weight")
+
+ControlHandler = Callable[[Control], dict[str, Any] | None]
+
+
+class Recorder:
+    """Writes one committed step per `step()` call; see the module docstring."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        run_dir: str | Path,
+        *,
+        every: int = 1,
+        snapshot_every: float = 2.0,
+        layers: list[str] | None = None,
+        config: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+        resume: bool = False,
+        on_control: ControlHandler | None = None,
+        poll_every: float = 0.25,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"watch needs an nn.Module, got {type(model).__name__}")
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        if snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be >= 0 seconds, got {snapshot_every}")
+        info = {"model": type(model).__name__, "trainer": "watch", **(meta or {})}
+        self.writer = RunWriter(run_dir, config=config or {}, meta=info, resume=resume)
+        last = self.writer.last_step if resume else None
+        self.step_index = 0 if last is None else last + 1
+        self.every = every
+        self.snapshot_every = snapshot_every
+        self.poll_every = poll_every
+        self.on_control = on_control
+        self.paused = False
+        self._layers = layers
+        self._examples = 0
+        self._last_step_time: float | None = None
+        self._last_snapshot = -math.inf
+        self._last_poll = -math.inf
+        self._seen_passes = 0
+        self._closed = False
+        self.model = model
+        self._attach(model)
+        self.writer.set_meta("status", "running")
+
+    # ---- model attach/detach (a restart swaps the model) ---------------------------------
+    def _attach(self, model: nn.Module) -> None:
+        self.model = model
+        self._modules = dict(model.named_modules())
+        self.probe = Probe(model, self._layers, keep=KEEP)
+        self._timing = HookSet()
+        self._t: dict[str, float] = {}
+        self._layers_written = False
+        self._seen_passes = 0
+        self.probe.__enter__()
+        try:
+            self._timing.add(model.register_forward_pre_hook(self._mark("fwd_start")))
+            self._timing.add(model.register_forward_hook(self._mark("fwd_end"), always_call=True))
+            first = next((m for m in model.modules() if role(m) == "leader"), None)
+            weight = getattr(first, "weight", None)
+            if isinstance(weight, Tensor) and weight.requires_grad:
+                self._timing.add(weight.register_hook(self._grad_mark))
+        except BaseException:
+            self._detach()
+            raise
+
+    def _detach(self) -> None:
+        try:
+            self._timing.release()
+        finally:
+            self.probe.close()
+
+    def swap_model(self, model: nn.Module) -> None:
+        """Record `model` from now on (the built-in trainer's restart)."""
+        self._detach()
+        self._attach(model)
+
+    def _mark(self, key: str) -> Callable[..., None]:
+        def hook(*_: Any) -> None:
+            self._t[key] = time.perf_counter()
+
+        return hook
+
+    def _grad_mark(self, grad: Tensor) -> None:
+        self._t["bwd_end"] = time.perf_counter()
+
+    # ---- the one call in the user's loop -------------------------------------------------
+    def step(self, loss: float | Tensor | None = None, **metrics: float | Tensor) -> int:
+        """Record the step that just ran (call after `optimizer.step()`); returns its index."""
+        if self._closed:
+            raise RuntimeError("this recorder is closed")
+        now = time.perf_counter()
+        step = self.step_index
+        trace = self.probe.trace if self.probe.passes > self._seen_passes else None
+        self._seen_passes = self.probe.passes
+        scalars: dict[str, float] = {k: _number(k, v) for k, v in metrics.items()}
+        if loss is not None:
+            scalars["loss"] = _number("loss", loss)
+        if trace is not None:
+            batch = _batch_size(trace)
+            self._examples += batch
+            scalars["examples"] = float(self._examples)
+            t = self._t
+            if "fwd_start" in t and "fwd_end" in t and batch:
+                scalars["fwd_ms_per_example"] = 1e3 * (t["fwd_end"] - t["fwd_start"]) / batch
+                if t.get("bwd_end", 0.0) > t["fwd_end"]:
+                    scalars["bwd_ms_per_example"] = 1e3 * (t["bwd_end"] - t["fwd_end"]) / batch
+            if self._last_step_time is not None and now > self._last_step_time:
+                scalars["examples_per_s"] = batch / (now - self._last_step_time)
+            if not self._layers_written:
+                self.writer.log_json(step, "layers", layer_table(trace))
+                self._layers_written = True
+            if step % self.every == 0:
+                self._log_stats(step, trace)
+            if now - self._last_snapshot >= self.snapshot_every:
+                self._snapshot(step, trace)
+                self._last_snapshot = now
+        if scalars:
+            self.writer.log_scalars(step, scalars)
+        self.writer.commit(step)
+        self.step_index = step + 1
+        self._last_step_time = time.perf_counter()
+        if self._last_step_time - self._last_poll >= self.poll_every:
+            self._last_poll = self._last_step_time
+            self.handle_controls()
+        return step
+
+    def _log_stats(self, step: int, trace: Trace) -> None:
+        for name, block in trace.items():
+            used = block.weight  # W as used in this step's forward (copied before the optimizer step)
+            current = self._current_weight(block)  # W after the step
+            if current is None or used is None or current.shape != used.shape:
+                current, used = used, None
+            with torch.no_grad():
+                stats = block_stats(block.a, block.z, block.grad_a, current, block.grad_weight, used)
+            if stats:
+                self.writer.log_layer_stats(step, name, stats)
+
+    def _current_weight(self, block: Block) -> Tensor | None:
+        if block.kind == "activation":
+            return None
+        module = self._modules.get(base_name(block.name))
+        w = getattr(module, "weight", None)
+        return w if isinstance(w, Tensor) else None
+
+    def _snapshot(self, step: int, trace: Trace) -> None:
+        for i, (name, block) in enumerate(trace.items()):
+            if i == 0 and block.x is not None:
+                self.writer.log_snapshot(step, name, "x", block.x[:1])
+            for kind in SNAPSHOT_KINDS:
+                t = block.grad_z if kind == "grad_z" else getattr(block, kind)
+                if t is None:
+                    continue
+                if kind not in ("weight", "grad_weight"):
+                    t = t[:1]  # example 0 of the batch
+                self.writer.log_snapshot(step, name, kind, t)
+
+    # ---- controls ------------------------------------------------------------------------
+    def handle_controls(self) -> None:
+        """Apply what the dashboard asked; `pause` blocks here until `resume` (or close)."""
+        for ctrl in self.writer.poll_controls():
+            result = self._apply(ctrl)
+            self.writer.ack_control(ctrl.id, self.step_index, result=result)
+        while self.paused and not self._closed:
+            self.writer.set_meta("status", "paused")
+            self.writer.commit(max(self.step_index - 1, 0))
+            time.sleep(0.1)
+            for ctrl in self.writer.poll_controls():
+                result = self._apply(ctrl)
+                self.writer.ack_control(ctrl.id, self.step_index, result=result)
+        if not self._closed:
+            self.writer.set_meta("status", "running")
+
+    def _apply(self, ctrl: Control) -> dict[str, Any]:
+        if ctrl.key == "pause":
+            self.paused = True
+            return {"ok": True}
+        if ctrl.key == "resume":
+            self.paused = False
+            return {"ok": True}
+        if self.on_control is None:
+            return {"ok": False, "error": f"'{ctrl.key}' needs the built-in trainer (convscope demo)"}
+        try:
+            return self.on_control(ctrl) or {"ok": True}
+        except (ValueError, TypeError, KeyError, RuntimeError, OSError) as exc:
+            return {"ok": False, "error": str(exc)}
+
+    # ---- lifetime ------------------------------------------------------------------------
+    def close(self, status: str = "finished") -> None:
+        """Remove every hook and close the run (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._detach()
+        finally:
+            self.writer.close(status=status)
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("stopped")
+        else:
+            self.close("crashed")
+
+
+def watch(
+    model: nn.Module,
+    run_dir: str | Path,
+    *,
+    every: int = 1,
+    snapshot_every: float = 2.0,
+    layers: list[str] | None = None,
+    config: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
+    resume: bool = False,
+) -> Recorder:
+    """Start recording `model` into `run_dir` (statistics every `every` steps, tensor snapshots
+    every `snapshot_every` seconds). Call `.step(loss=...)` after each optimizer step."""
+    return Recorder(
+        model, run_dir, every=every, snapshot_every=snapshot_every, layers=layers,
+        config=config, meta=meta, resume=resume,
+    )  # fmt: skip
+
+
+def layer_table(trace: Trace) -> list[dict[str, Any]]:
+    """The per-layer facts the page shows (json `layers`)."""
+    rows = []
+    for name, b in trace.items():
+        s = b.spec
+        rows.append(
+            {
+                "name": name,
+                "kind": b.kind,
+                "type": s.type if s else (b.activation or "activation"),
+                "out_shape": list(b.out_shape or ()),
+                "kernel": list(s.kernel_size) if s and s.kernel_size else None,
+                "stride": list(s.stride) if s and s.stride else None,
+                "padding": (s.padding if isinstance(s.padding, str) else list(s.padding))
+                if s and s.padding is not None
+                else None,
+                "params": s.params if s else 0,
+                "formula": s.formula if s else "0",
+                "activation": b.activation,
+                "norm": b.norm_type,
+            }
+        )
+    return rows
+
+
+def _batch_size(trace: Trace) -> int:
+    for block in trace.values():
+        for t in (block.x, block.a, block.z):
+            if t is not None and t.dim() >= 1:
+                return int(t.shape[0])
+    return 0
+
+
+def _number(name: str, v: float | Tensor) -> float:
+    if isinstance(v, Tensor):
+        if v.numel() != 1:
+            raise ValueError(f"metric {name!r} must be a single number, got a tensor of shape {tuple(v.shape)}")
+        return float(v.detach())
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError(f"metric {name!r} must be a number, got {type(v).__name__}")
+    return float(v)
