@@ -2,6 +2,7 @@
 // accuracy, update-to-weight ratio per layer (log axis, reference line at 1e-3) and dead fraction.
 
 const COLORS = ["#2456a6", "#d1495b", "#2a9d55", "#e09f3e", "#7b4fb0", "#1f9bb5", "#8c564b", "#c44fa0", "#6b7b2a", "#555"];
+const STEP_INCRS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 2e6, 5e6]; // whole steps only
 const MAX_POINTS = 4000; // drawn points per series; longer histories are strided (the last point kept)
 
 export class Chart {
@@ -25,7 +26,7 @@ export class Chart {
       cursor: { drag: { x: true, y: false } },
       scales: { x: { time: false }, y: yScale },
       axes: [
-        { label: "step", size: 36, labelSize: 14 },
+        { label: "step", size: 36, labelSize: 14, incrs: STEP_INCRS },
         { label: ylabel, size: 56, labelSize: 14, values: log ? (u, vals) => vals.map((v) => (v === null || v === undefined ? "" : v.toExponential(0))) : undefined },
       ],
       series: [

@@ -103,7 +103,7 @@ async function onStep(p) {
   const statusChanged = p.status !== S.status || p.stale !== S.stale;
   S.status = p.status;
   S.stale = p.stale;
-  S.lastStep = p.last_step;
+  if (p.last_step !== null && (S.lastStep === null || p.last_step > S.lastStep)) S.lastStep = p.last_step;
   const gen = generation;
   if (p.json.layers !== S.json.layers && p.json.layers !== null) {
     S.json.layers = p.json.layers; // the trainer restarted with another net: rebuild
@@ -259,6 +259,7 @@ function timeline() {
   a.disabled = b.disabled = n === 0;
   if (!n) { $("#timeline-step").textContent = "no snapshots yet"; layers.refresh(); return; }
   if (S.live || S.stepA === null || !S.steps.includes(S.stepA)) S.stepA = S.steps[n - 1];
+  if (S.lastStep === null || S.steps[n - 1] > S.lastStep) { S.lastStep = S.steps[n - 1]; header(); }
   if (S.stepB === null || !S.steps.includes(S.stepB)) S.stepB = S.steps[0];
   a.value = String(S.steps.indexOf(S.stepA));
   b.value = String(S.steps.indexOf(S.stepB));
