@@ -1,0 +1,91 @@
+"""Retention: which snapshot steps of one (layer, kind) series a run keeps, so a run's size stays
+bounded however long it trains.
+
+    r = Retention(keep_recent=200, max_snapshots_per_series=400)
+    r.select(steps)    # the steps to keep: all if there are <= 400, else the newest 200 plus
+                       # older ones thinned log-spaced back in time (the oldest step always kept)
+
+The writer (`RunWriter.commit`) calls `select` on a series as soon as it holds more than
+`max_snapshots_per_series` snapshots; thinning goes down to `thin_to` (a little below the cap) so
+it runs about once per `max - thin_to` new snapshots rather than at every commit. Scalars, layer
+statistics and JSON values are small and kept whole.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Retention:
+    """Bounded snapshot history per (layer, kind) series."""
+
+    keep_recent: int = 200  # every snapshot of the newest N snapshot steps is kept
+    max_snapshots_per_series: int = 400  # a series never holds more than this after a commit
+
+    def __post_init__(self) -> None:
+        for name in ("keep_recent", "max_snapshots_per_series"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"Retention.{name} must be an int, got {type(value).__name__}")
+        if self.max_snapshots_per_series < 1:
+            raise ValueError(
+                f"Retention.max_snapshots_per_series must be >= 1, got {self.max_snapshots_per_series}"
+            )
+        if not 0 <= self.keep_recent <= self.max_snapshots_per_series:
+            raise ValueError(
+                f"Retention.keep_recent must be in [0, max_snapshots_per_series="
+                f"{self.max_snapshots_per_series}], got {self.keep_recent}"
+            )
+
+    @property
+    def thin_to(self) -> int:
+        """How many snapshots a thinned series keeps: the cap minus a quarter of the thinned part
+        (at least 1 below the cap, never below `keep_recent`)."""
+        cap, recent = self.max_snapshots_per_series, self.keep_recent
+        return max(recent, cap - max(1, (cap - recent) // 4))
+
+    def select(self, steps: Iterable[int]) -> list[int]:
+        """The steps to keep, ascending: all of them while there are at most
+        `max_snapshots_per_series`, else `thin_steps(steps, keep_recent, thin_to)`."""
+        ordered = sorted(set(steps))
+        if len(ordered) <= self.max_snapshots_per_series:
+            return ordered
+        return thin_steps(ordered, keep_recent=self.keep_recent, limit=self.thin_to)
+
+
+def thin_steps(steps: Iterable[int], *, keep_recent: int, limit: int) -> list[int]:
+    """At most `limit` of `steps` (ascending): the newest `keep_recent` all kept; of the older ones,
+    the ones nearest to `limit - keep_recent` target ages (distance back from the newest step)
+    spaced evenly in log(age) between the oldest and the youngest older step. The oldest step is
+    always kept (the run's starting point), as is the older step next to the recent window.
+    Deterministic: the same steps give the same answer."""
+    if keep_recent < 0 or limit < keep_recent:
+        raise ValueError(
+            f"need 0 <= keep_recent <= limit, got keep_recent={keep_recent}, limit={limit}"
+        )
+    ordered = sorted(set(steps))
+    if len(ordered) <= limit:
+        return ordered
+    split = len(ordered) - keep_recent
+    old, recent = ordered[:split], ordered[split:]
+    budget = limit - keep_recent
+    if budget == 0:
+        return recent
+    if budget == 1:
+        return [old[0], *recent]
+    newest = ordered[-1]
+    # log-ages of the older steps, ascending (youngest first); ages are >= 1 since steps are unique
+    log_ages = [math.log(newest - s) for s in reversed(old)]
+    lo, hi = log_ages[0], log_ages[-1]
+    kept: set[int] = set()
+    for i in range(budget):
+        target = lo + (hi - lo) * i / (budget - 1)
+        j = bisect.bisect_left(log_ages, target)
+        if j == len(log_ages) or (j > 0 and target - log_ages[j - 1] <= log_ages[j] - target):
+            j -= 1
+        kept.add(old[len(old) - 1 - j])
+    return [*sorted(kept), *recent]
