@@ -51,6 +51,7 @@ def page(browser: Any, served: tuple[DashboardServer, FakeTrainer]) -> Iterator[
     p.goto(server.url + "#run=live")
     p.wait_for_function("document.querySelector('#status').textContent === 'running'")
     p.wait_for_selector("article.layer[data-layer=conv1] img.kind-a[src]")
+    p.wait_for_function("document.querySelectorAll('.uplot').length === 4")
     yield p
     p.close()
     assert errors == []
@@ -124,18 +125,22 @@ def test_pause_stops_the_step_counter_and_resume_restarts_it(
 ) -> None:
     _, trainer = served
     page.click("#pause-btn")
-    page.wait_for_function(
-        "document.querySelector('#status').textContent === 'paused'", timeout=10_000
-    )
-    assert "applied at step" in page.inner_text("#pause-state")
-    assert page.inner_text("#pause-btn") == "Resume"
-    shown = page.inner_text("#step")
-    at = trainer.step
-    time.sleep(1.0)
-    assert trainer.step == at  # the trainer did not step
-    assert page.inner_text("#step") == shown  # and the page shows the counter stopped
-    page.screenshot(path=str(SHOTS / "dash-paused.png"))
-    page.click("#pause-btn")
+    try:
+        page.wait_for_function(
+            "document.querySelector('#status').textContent === 'paused'", timeout=10_000
+        )
+        page.wait_for_function(
+            "document.querySelector('#pause-state').textContent.includes('applied at step')"
+        )
+        assert page.inner_text("#pause-btn") == "Resume"
+        shown = page.inner_text("#step")
+        at = trainer.step
+        time.sleep(1.0)
+        assert trainer.step == at  # the trainer did not step
+        assert page.inner_text("#step") == shown  # and the page shows the counter stopped
+        page.screenshot(path=str(SHOTS / "dash-paused.png"))
+    finally:
+        page.click("#pause-btn")
     page.wait_for_function(
         "document.querySelector('#status').textContent === 'running'", timeout=10_000
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -33,12 +34,12 @@ def test_watcher_sends_what_changed(tmp_path: Path) -> None:
         with RunReader(w.path) as r:
             assert r.send_control("pause", True) == 1
         events = watcher.poll()
-        assert [name for name, _ in events] == ["scalars", "stats", "step", "controls"]
+        assert [name for name, _ in events] == ["scalars", "stats", "controls", "step"]
         assert events[0][1] == {"since": 2, "last_step": 3, "scalars": {"loss": [(3, 0.25)]}}
         assert events[1][1] == {"since": 2, "last_step": 3,
                                 "stats": [{"step": 3, "layer": "conv1", "dead_fraction": 0.5}]}  # fmt: skip
-        assert events[2][1]["last_step"] == 3
-        [ctrl] = events[3][1]["controls"]
+        assert events[3][1]["last_step"] == 3
+        [ctrl] = events[2][1]["controls"]
         assert (ctrl["id"], ctrl["key"], ctrl["result"]) == (1, "pause", None)
         w.ack_control(1, 3, result={"ok": True})
         [(name, payload)] = watcher.poll()
@@ -70,5 +71,7 @@ def test_sse_stream_says_hello_then_ends_on_shutdown(tmp_path: Path) -> None:
 
 def test_broadcaster_close_is_clean(tmp_path: Path) -> None:
     app = create_app(tmp_path, ServeConfig())
-    asyncio.run(app.state.broadcaster.close())
+    done = threading.Thread(target=lambda: asyncio.run(app.state.broadcaster.close()))
+    done.start()  # a thread of its own: Playwright may own this thread's event loop
+    done.join(timeout=10)
     assert app.state.dash.stopping.is_set()

@@ -87,11 +87,11 @@ class RunWatcher:
             stale = r.is_stale(self.state.config.stale_after_s)
         payload = {"last_step": last, "status": status, "stale": stale,
                    "snapshot_step": snapshot_step, "json": dict(self._json_steps)}  # fmt: skip
+        if changed and not first_poll:  # before "step": an answer shows before the status it caused
+            events.append(("controls", {"controls": [public_control(c) for c in changed]}))
         if payload != self.current:
             self.current = payload
             events.append(("step", payload))
-        if changed and not first_poll:
-            events.append(("controls", {"controls": [public_control(c) for c in changed]}))
         return events
 
     def _snapshot_step(self, r: Any) -> int | None:

@@ -77,9 +77,10 @@ export class Layers {
     this.refresh();
   }
 
-  refresh() { for (const name of this.visible) this.refreshOne(name); }
+  /** Bring every card to the shown step; pictures load only for cards on (or near) the screen. */
+  refresh() { for (const name of this.cards.keys()) this.refreshOne(name, this.visible.has(name)); }
 
-  refreshOne(name) {
+  refreshOne(name, load = true) {
     const c = this.cards.get(name);
     const st = this.state();
     if (!c || !st.run) return;
@@ -113,6 +114,7 @@ export class Layers {
         const at = step < series[0] ? null : step;
         if (which && which.classList.contains("which")) which.textContent = `${j ? "B" : "A"}: step ${step}`;
         if (at === null) { img.removeAttribute("src"); img.alt = `not recorded before step ${series[0]}`; img.dataset.want = ""; return; }
+        if (!load) return;
         const src = p.kind === "za"
           ? url(runPath(st.run, "/za.png"), { layer: name, step: at })
           : url(runPath(st.run, "/image.png"), { layer: name, kind: p.kind, step: at, norm: c.normSel.value });

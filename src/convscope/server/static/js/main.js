@@ -38,7 +38,8 @@ async function loadRuns() {
   for (const r of runs) {
     sel.append(el("option", { value: r.name, text: `${r.name} — ${r.status ?? "?"}${r.model ? ` — ${r.model}` : ""}` }));
   }
-  const fromHash = decodeURIComponent((location.hash.match(/run=([^&]+)/) || [])[1] || "");
+  const fromHash = decodeURIComponent((location.hash.match(/run=([^&]+)/) || [])[1] || "")
+    || new URLSearchParams(location.search).get("run") || ""; // #run=NAME or ?run=NAME
   const pick = runs.find((r) => r.name === fromHash) || runs.find((r) => r.status === "running") || runs[0];
   sel.value = pick.name;
   return pick.name;
@@ -80,6 +81,8 @@ function applyInfo(info) {
   S.stale = info.stale;
   S.lastStep = info.last_step;
   S.json.layers = info.layers_step;
+  const option = [...$("#run-select").options].find((o) => o.value === info.name);
+  if (option) option.textContent = `${info.name} — ${info.status}${info.meta?.model ? ` — ${info.meta.model}` : ""}`;
   $("#model").textContent = `${info.meta?.model ?? "?"}${info.meta?.trainer === "watch" ? " · recorded by convscope.watch" : ""}`;
   layers.build(info.layers || []);
   buildCharts(info.layers || []);
