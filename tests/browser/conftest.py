@@ -15,7 +15,9 @@ ARGS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="session")
+# module scope: Playwright's sync API keeps an asyncio loop running while it lives, which would
+# break later tests that call asyncio.run(); each browser test module gets its own.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
         pytest.fail(f"chromium not found at {CHROMIUM}: run `make chromium` (apt-get install chromium)")
