@@ -120,6 +120,21 @@ def test_scalars_all_since_and_names(client: TestClient) -> None:
     }
 
 
+def test_long_histories_thinned(client: TestClient) -> None:
+    res = client.get("/api/runs/fix/scalars", params={"names": "loss", "max_points": 2})
+    assert res.json()["scalars"] == {"loss": [[0, 2.0], [2, 1.0]]}  # every 2nd, last kept
+    rows = client.get("/api/runs/fix/stats", params={"max_points": 2}).json()["stats"]
+    assert [(r["step"], r["layer"]) for r in rows] == [
+        (0, "conv1"),
+        (0, "fc"),
+        (2, "conv1"),
+        (2, "fc"),
+    ]
+    assert "max_points" in error_of(
+        client.get("/api/runs/fix/stats", params={"max_points": 1}), 400
+    )
+
+
 def test_layer_stats_since_and_layer(client: TestClient) -> None:
     res = client.get("/api/runs/fix/stats", params={"since": 1})
     assert res.json() == {

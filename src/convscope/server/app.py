@@ -12,9 +12,11 @@ Routes (JSON unless said otherwise; every error is 4xx/5xx with {"error": "one l
   GET  /api/runs/{run}                       {"name","meta","config","layers","layers_step",
                                               "last_step","status","stale","checkpoints",
                                               "has_test_images"}
-  GET  /api/runs/{run}/scalars?since=S&names=a,b     {"last_step", "scalars": {name: [[step, v]]}}
-                                                     (steps > S; all steps without since)
-  GET  /api/runs/{run}/stats?since=S&layer=L         {"last_step", "stats": [{"step","layer",...}]}
+  GET  /api/runs/{run}/scalars?since=S&names=a,b&max_points=N
+                                             {"last_step", "scalars": {name: [[step, v]]}}
+                                             (steps > S, all without since; N thins each series)
+  GET  /api/runs/{run}/stats?since=S&layer=L&max_points=N
+                                             {"last_step", "stats": [{"step","layer",...}]}
   GET  /api/runs/{run}/snapshots                     {"steps": [...], "series": {layer: {kind:
                                                       [first step, last step, count]}}}
   GET  /api/runs/{run}/snapshot-steps?layer=&kind=   {"layer","kind","steps": [...]}

@@ -3,7 +3,7 @@ values, controls (read and send). The list of routes and their answers is in app
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Request
 
@@ -16,6 +16,7 @@ from ..state import AppState
 
 router = APIRouter(prefix="/api")
 
+T = TypeVar("T")
 BLOCK_KINDS = ("x", "conv", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")
 
 
@@ -88,24 +89,59 @@ def run(run: str, state: State) -> dict[str, Any]:
         return summary(state, run, r)
 
 
+def thin(items: list[T], max_points: int | None) -> list[T]:
+    """Every k-th item (and always the last) so at most about `max_points` remain."""
+    if max_points is None or len(items) <= max_points:
+        return items
+    k = -(-len(items) // max_points)
+    return [x for i, x in enumerate(items) if i % k == 0 or i == len(items) - 1]
+
+
+def _max_points(max_points: int | None) -> int | None:
+    if max_points is not None and max_points < 2:
+        raise ApiError(400, f"max_points must be >= 2, got {max_points}")
+    return max_points
+
+
 @router.get("/runs/{run}/scalars")
 def scalars(
-    run: str, state: State, since: int | None = None, names: str | None = None
+    run: str,
+    state: State,
+    since: int | None = None,
+    names: str | None = None,
+    max_points: int | None = None,
 ) -> dict[str, Any]:
+    """Scalars with steps > since; max_points thins each long series evenly (last point kept)."""
     wanted = [n for n in names.split(",") if n] if names else None
+    limit = _max_points(max_points)
     with state.reader(run) as r:
-        return {"last_step": r.last_step(), "scalars": r.scalars(names=wanted, since=_since(since))}
+        found = r.scalars(names=wanted, since=_since(since))
+        return {
+            "last_step": r.last_step(),
+            "scalars": {k: thin(v, limit) for k, v in found.items()},
+        }
 
 
 @router.get("/runs/{run}/stats")
 def stats(
-    run: str, state: State, since: int | None = None, layer: str | None = None
+    run: str,
+    state: State,
+    since: int | None = None,
+    layer: str | None = None,
+    max_points: int | None = None,
 ) -> dict[str, Any]:
+    """Layer stats rows with steps > since; max_points thins each layer's rows evenly."""
+    limit = _max_points(max_points)
     with state.reader(run) as r:
-        return {
-            "last_step": r.last_step(),
-            "stats": r.layer_stats(layer=layer, since=_since(since)),
-        }
+        rows = r.layer_stats(layer=layer, since=_since(since))
+        last = r.last_step()
+    if limit is not None:
+        per: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            per.setdefault(row["layer"], []).append(row)
+        kept = {id(x) for v in per.values() for x in thin(v, limit)}
+        rows = [x for x in rows if id(x) in kept]
+    return {"last_step": last, "stats": rows}
 
 
 @router.get("/runs/{run}/snapshots")

@@ -17,6 +17,7 @@ const S = {
 };
 window.convscope = S; // for the curious (and the browser tests)
 
+const HISTORY_POINTS = 3000; // points per series loaded when a run is opened
 const getState = () => S;
 const layers = new Layers($("#layer-list"), getState);
 const controls = new Controls(getState);
@@ -91,7 +92,8 @@ function applyInfo(info) {
 }
 
 async function loadAll(gen) {
-  const [sc, st] = await Promise.all([getJSON(runPath(S.run, "/scalars")), getJSON(runPath(S.run, "/stats"))]);
+  const params = { max_points: HISTORY_POINTS }; // a long run's history arrives thinned; live points come whole
+  const [sc, st] = await Promise.all([getJSON(runPath(S.run, "/scalars"), params), getJSON(runPath(S.run, "/stats"), params)]);
   if (gen !== generation) return;
   S.scalars = new Map();
   S.stats = new Map();
