@@ -91,7 +91,7 @@ export class Upload {
     $("#upload-result").append(
       el("figure.panel", {}, el("figcaption", {}, el("span.sym", { text: "x" }), "as the network sees it"),
         el("img", { src: url(runPath(run, `/uploads/${id}/image.png`)), alt: "your image, resized for the network" })),
-      el("div", { style: "flex:1" }, el("h3", { text: "top-3 classes" }), top3(r.top || [], null)));
+      el("div", { style: "flex:1 1 420px" }, el("h3", { text: "top-3 classes" }), top3(r.top || [], null)));
     $("#upload-maps").append(...uploadPanels(run, id, r.layers || []));
   }
 }
