@@ -123,8 +123,9 @@ def diagnose(
 ) -> None:
     """Find dead, mostly-dead, noisy and saturated filters and check gradient health over a dataset.
 
-    Streams the data through the model (memory does not grow with it) and writes a self-contained
-    HTML report with the offending filters next to healthy ones, plus diagnosis.json.
+    Streams the data through the model (memory does not grow with it).
+
+    Writes OUT/index.html (self-contained: flagged filters next to healthy ones) and OUT/diagnosis.json.
 
     Example: convscope diagnose --model zoo:convnetjs-cifar --data builtin:photo-crops --out diag/
     """
@@ -151,7 +152,8 @@ def diagnose(
         gradients = False
         notes.append("Gradient health is off: the data's classes are not the model's, so its labels mean nothing to the loss.")
     with rp.Progress(rp.TextColumn("diagnosing"), rp.BarColumn(), rp.MofNCompleteColumn(),
-                     rp.TextColumn("inputs"), rp.TimeRemainingColumn(), console=console) as bar:  # fmt: skip
+                     rp.TextColumn("inputs"), rp.TimeRemainingColumn(), console=console,
+                     transient=True) as bar:  # fmt: skip
         task = bar.add_task("diagnose", total=None)
         diag = run_diagnose(
             loaded.model,
@@ -236,6 +238,12 @@ def train(
     cfg = TrainConfig(model=model, data=data, steps=steps, lr=lr, batch_size=batch_size, momentum=momentum,
                       weight_decay=weight_decay, train_size=train_size)
     trainer = Trainer(cfg, run, resume=resume)
+
+    def graceful(signum: int, frame: object) -> None:  # finish the step, close the run as "stopped"
+        trainer.stop()
+
+    signal.signal(signal.SIGTERM, graceful)
+    signal.signal(signal.SIGINT, graceful)
     typer.echo(f"training {model} on {data} into {run}")
     trainer.run()
 
@@ -301,7 +309,7 @@ def _wait_for_run(run_dir: Path, child: subprocess.Popen[bytes], timeout: float 
 def _stop_child(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
         return
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)  # the trainer finishes its step and closes the run as "stopped"
     try:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:

@@ -145,7 +145,9 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------
     def stop(self) -> None:
+        """Stop after the current step (also ends a pause); safe from a signal handler."""
         self._stop.set()
+        self.recorder.paused = False
 
     def run(self) -> None:
         """Train until done or stopped; the run is closed as finished / stopped / crashed."""
