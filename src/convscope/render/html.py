@@ -1,0 +1,41 @@
+"""Pieces shared by convscope's self-contained HTML pages (inspect and diagnose reports).
+
+One stylesheet and one page frame, so every report looks alike; pictures are inlined as data
+URIs by the callers, and nothing on a page is fetched from the network.
+
+    doc = page(title="convscope diagnose", header="<p>model …</p>", body="<section>…</section>")
+"""
+
+from __future__ import annotations
+
+import html
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#1c1c1c;background:#fafafa}
+header{background:#1f2937;color:#fff;padding:14px 24px}header h1{margin:0;font-size:20px}
+header p{margin:4px 0 0;color:#cbd5e1}main{padding:16px 24px;max-width:1500px}
+section{background:#fff;border:1px solid #e5e7eb;border-radius:6px;padding:12px 16px;margin:14px 0}
+h2{font-size:16px;margin:0 0 8px;font-family:ui-monospace,monospace}
+table.spec{border-collapse:collapse;margin-bottom:6px}table.spec th{text-align:left;color:#555;
+font-weight:600;padding:1px 12px 1px 0}table.spec td{font-family:ui-monospace,monospace}
+.figs{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
+figure{margin:0;max-width:100%}figure img{display:block;image-rendering:pixelated;max-width:100%;
+border:1px solid #ddd}figure img.photo{width:160px;height:160px;object-fit:contain}figcaption{font-size:12px;color:#333;max-width:420px}
+.stats{font-family:ui-monospace,monospace;font-size:12px;color:#333}.warn{color:#b91c1c}
+table.gloss{border-collapse:collapse}table.gloss td,table.gloss th{border:1px solid #e5e7eb;padding:4px 8px;
+text-align:left;vertical-align:top}.bar{background:#e5e7eb;width:220px;height:12px;display:inline-block;
+vertical-align:middle}.bar span{display:block;height:12px;background:#2563eb}.pred{font-family:ui-monospace,monospace}
+nav a{margin-right:10px;font-family:ui-monospace,monospace;font-size:12px}
+"""
+
+
+def page(*, title: str, header: str, body: str, css: str = "") -> str:
+    """A whole HTML document: `title` (plain text), `header` and `body` (HTML), extra `css`."""
+    t = html.escape(title)
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{t}</title>"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<style>{CSS}{css}</style></head>\n<body><header><h1>{t}</h1>{header}</header>"
+        f"<main>\n{body}\n</main></body></html>\n"
+    )
