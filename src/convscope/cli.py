@@ -273,13 +273,14 @@ def serve(
 
 
 def _serve(runs: Path, *, host: str, port: int, token: str | None) -> None:
-    import uvicorn
-
+    """Blocking; Ctrl-C ends the live streams and returns (open pages do not hold it up)."""
     from convscope.config import ServeConfig
-    from convscope.server import create_app
+    from convscope.server.serve import serve
 
-    cfg = ServeConfig(host=host, port=port, token=token)
-    uvicorn.run(create_app(runs, cfg), host=host, port=port, log_level="warning")
+    try:
+        serve(runs, ServeConfig(host=host, port=port, token=token))
+    except KeyboardInterrupt:
+        typer.echo("stopped")
 
 
 def _free_port(preferred: int) -> int:
