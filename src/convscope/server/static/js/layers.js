@@ -11,6 +11,7 @@ export const PANELS = [
   { kind: "weight", sym: "W", name: "filters (weights)" },
   { kind: "grad_weight", sym: "dL/dW", name: "weight gradients, summed over the batch" },
   { kind: "za", sym: "z | a", name: "pre-activation z and a = f(z) on one 0-centred scale" },
+  { kind: "z", sym: "z", name: "output with no activation after it (for the last layer: the class scores)" },
   { kind: "grad_z", sym: "dL/dz", name: "gradient at the pre-activation (example 0)" },
 ];
 
@@ -86,7 +87,9 @@ export class Layers {
     if (!c || !st.run) return;
     const kinds = st.series[name] || {};
     const panels = $(".panels", c.card);
-    const wanted = PANELS.filter((p) => (p.kind === "za" ? kinds.z && kinds.a : kinds[p.kind]));
+    const wanted = PANELS.filter((p) =>
+      p.kind === "za" ? kinds.z && kinds.a : p.kind === "z" ? kinds.z && !kinds.a : kinds[p.kind],
+    );
     if (!wanted.length) {
       if (!panels.textContent) panels.append(el("p.note", { text: "no pictures recorded for this layer (yet)" }));
       this.stats(c, st);
