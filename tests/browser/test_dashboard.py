@@ -239,6 +239,9 @@ def test_finished_run_turns_the_controls_off(page: Any) -> None:
     assert "finished" in page.inner_text("#controls-note")
     page.wait_for_selector("#findings li >> text=1 of 4 filters dead")
     assert "step 2" in page.inner_text("#findings")
+    assert "the learning rate may be too high" in page.inner_text("#findings")
+    flag = page.locator("article.layer[data-layer=conv1] .flag")  # flagged on the layer card too
+    assert flag.count() == 1 and flag.inner_text() == "dead 3" and "1 of 4 filters dead" in flag.get_attribute("title")
     page.wait_for_selector("article.layer[data-layer=conv1] img.kind-a[src]")
     page.screenshot(path=str(SHOTS / "dash-finished.png"), full_page=True)
 

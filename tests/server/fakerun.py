@@ -82,7 +82,8 @@ PREDICTIONS = [
     {"index": 0, "label": 0, "label_name": "cat", "top": [[0, "cat", 0.75], [1, "dog", 0.125], [2, "car", 0.125]], "correct": True},
     {"index": 1, "label": 2, "label_name": "car", "top": [[1, "dog", 0.5], [2, "car", 0.25], [0, "cat", 0.25]], "correct": False},
 ]  # fmt: skip
-FINDINGS = [{"layer": "conv1", "kind": "dead_filters", "message": "1 of 4 filters dead", "step": 2}]
+FINDINGS = [{"layer": "conv1", "kind": "dead", "filters": [3], "severity": "medium",
+             "message": "1 of 4 filters dead", "advice": "the learning rate may be too high", "step": 2}]
 
 
 def write_fixture_run(root: Path, name: str = "fix", *, trainer: str = "builtin") -> Path:

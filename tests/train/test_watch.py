@@ -116,3 +116,28 @@ def test_pause_blocks_the_loop_until_resume(tmp_path: Path) -> None:
     assert lr["result"]["ok"] is False and "built-in trainer" in lr["result"]["error"]
     run.close()
     assert count_hooks(model) == 0
+
+
+def test_live_findings_flag_a_dead_filter_with_the_step_it_appeared(tmp_path: Path) -> None:
+    model = _net()
+    with torch.no_grad():
+        model[0].bias[1] = -100.0  # filter 1 can never fire on inputs of this size
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # nothing changes: the finding must persist
+    run = watch(model, tmp_path / "run")
+    run.diagnose_every, run.findings_every = 1, 0.0
+    x, y = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
+    for _ in range(3):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        run.step(loss=loss)
+    run.close()
+    step, findings = RunReader(tmp_path / "run").json("findings")
+    dead = [f for f in findings if f["kind"] == "dead"]
+    assert step == 2 and len(dead) == 1
+    assert dead[0]["layer"] == "0" and dead[0]["filters"] == [1]
+    assert dead[0]["step"] == 0  # first seen at step 0 and every window since
+    assert "dead on this data (4 inputs of recent training batches)" in dead[0]["message"]
+    assert dead[0]["evidence"]
+    assert count_hooks(model) == 0

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from convscope.analysis import block_stats
+from convscope.analysis.diagnose import Diagnoser
 from convscope.capture import Block, HookSet, Probe, Trace
 from convscope.capture.naming import base_name, role
 from convscope.runs import Control, RunWriter
@@ -52,6 +53,8 @@ class Recorder:
         resume: bool = False,
         on_control: ControlHandler | None = None,
         poll_every: float = 0.25,
+        diagnose_every: int = 4,
+        findings_every: float = 5.0,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"watch needs an nn.Module, got {type(model).__name__}")
@@ -67,6 +70,11 @@ class Recorder:
         self.snapshot_every = snapshot_every
         self.poll_every = poll_every
         self.on_control = on_control
+        self.diagnose_every = diagnose_every  # steps between live-diagnosis samples (0 = off)
+        self.findings_every = findings_every  # seconds per live-diagnosis window
+        self._window = Diagnoser(data="recent training batches")
+        self._window_start = time.perf_counter()
+        self._first_seen: dict[tuple[str, str, tuple[int, ...]], int] = {}
         self.paused = False
         self._layers = layers
         self._examples = 0
@@ -151,6 +159,10 @@ class Recorder:
             if now - self._last_snapshot >= self.snapshot_every:
                 self._snapshot(step, trace)
                 self._last_snapshot = now
+            if self.diagnose_every and step % self.diagnose_every == 0:
+                self._window.observe(trace, detail=False)
+                if now - self._window_start >= self.findings_every:
+                    self._publish_findings(step)
         if scalars:
             self.writer.log_scalars(step, scalars)
         self.writer.commit(step)
@@ -171,6 +183,21 @@ class Recorder:
                 stats = block_stats(block.a, block.z, block.grad_a, current, block.grad_weight, used)
             if stats:
                 self.writer.log_layer_stats(step, name, stats)
+
+    def _publish_findings(self, step: int) -> None:
+        """The live diagnosis of the last window of sampled batches → json `findings`; each
+        finding carries the step it first appeared (and kept appearing) at."""
+        found = self._window.result().findings
+        seen: dict[tuple[str, str, tuple[int, ...]], int] = {}
+        rows = []
+        for f in found:
+            key = (f.kind, f.layer, f.filters)
+            seen[key] = self._first_seen.get(key, step)
+            rows.append({**f.as_dict(), "message": f.summary, "step": seen[key]})
+        self._first_seen = seen  # a finding that went away starts afresh if it comes back
+        self.writer.log_json(step, "findings", rows)
+        self._window = Diagnoser(data="recent training batches")
+        self._window_start = time.perf_counter()
 
     def _current_weight(self, block: Block) -> Tensor | None:
         if block.kind == "activation":

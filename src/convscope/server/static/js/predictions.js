@@ -35,13 +35,36 @@ export function showPredictions(run, found) {
 export function showFindings(found) {
   const list = $("#findings");
   list.textContent = "";
+  for (const old of document.querySelectorAll("article.layer .flags")) old.remove();
   const items = found && Array.isArray(found.value) ? found.value : [];
   if (!items.length) { list.append(el("li.note", { text: "none yet" })); return; }
+  const perLayer = new Map();
   for (const f of items) {
     const step = f && typeof f === "object" && f.step !== undefined ? f.step : found.step;
     const text = typeof f === "string" ? f
       : [f.layer, f.message || f.text || f.kind || JSON.stringify(f)].filter(Boolean).join(": ");
-    list.append(el("li", {}, el("span.mono", { text: `step ${step} ` }), text));
+    const item = el("li", {}, el("span.mono", { text: `step ${step} ` }), text);
+    if (f && f.advice) item.append(el("div.advice", { text: f.advice }));
+    list.append(item);
+    if (f && f.layer) {
+      if (!perLayer.has(f.layer)) perLayer.set(f.layer, []);
+      perLayer.get(f.layer).push(f);
+    }
+  }
+  // flag the layer cards: which filters, what was found (hover for the evidence)
+  for (const [layer, fs] of perLayer) {
+    const card = document.querySelector(`article.layer[data-layer="${CSS.escape(layer)}"] h3`);
+    if (!card) continue;
+    const flags = el("span.flags", {});
+    for (const f of fs) {
+      const which = Array.isArray(f.filters) && f.filters.length
+        ? ` ${f.filters.slice(0, 12).join(", ")}${f.filters.length > 12 ? ", …" : ""}` : "";
+      flags.append(el(`span.flag.sev-${f.severity || "low"}`, {
+        text: `${(f.kind || "finding").replace("_", " ")}${which}`,
+        title: [f.message, f.advice].filter(Boolean).join("\n"),
+      }));
+    }
+    card.append(flags);
   }
 }
 
