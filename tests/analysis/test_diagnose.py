@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from convscope import diagnose
-from convscope.analysis.diagnose import Diagnoser, Diagnosis
+from convscope.analysis.diagnose import Diagnoser, Diagnosis, _Tap
 from convscope.analysis.gradient_health import depth_flags, saturated_count, update_ratio
 from convscope.analysis.smoothness import roughness
 from convscope.capture import Probe, count_hooks
@@ -118,15 +118,15 @@ def test_batching_and_data_forms_give_identical_counts() -> None:
         s = d.layer("conv")
         assert (s.zero_inputs, s.top_input, s.inputs) == (ref.zero_inputs, ref.top_input, 10)
         assert torch.allclose(s.mean_map, ref.mean_map) and torch.equal(s.top_map, ref.top_map)
-    # 10 batches of one: every count from all of them, mean maps and zero shares from 8 spread out
+    # 10 batches of one: every count from all of them, mean maps and zero shares from 4 spread out
     one = diagnose(model, x, batch_size=1)
     s = one.layer("conv")
-    assert (s.zero_inputs, s.top_input, s.inputs, s.map_inputs) == (ref.zero_inputs, ref.top_input, 10, 8)
-    picked = [0, 1, 2, 3, 5, 6, 7, 8]  # i * 10 // 8
+    assert (s.zero_inputs, s.top_input, s.inputs, s.map_inputs) == (ref.zero_inputs, ref.top_input, 10, 4)
+    picked = [0, 2, 5, 7]  # i * 10 // 4
     a = torch.relu(x + torch.tensor([0.0, -100.0, -0.5]).view(1, 3, 1, 1))  # (10, 3, 2, 2)
     assert torch.allclose(s.mean_map, a[picked].mean(dim=0))
     assert s.zero_fraction == pytest.approx((a[picked] == 0).float().mean(dim=(0, 2, 3)).tolist())
-    assert "Mean activation maps and shares of zeros are from 8 of the inputs" in one.notes[-1]
+    assert "Mean activation maps and shares of zeros are from 4 of the inputs" in one.notes[-1]
     limited = diagnose(model, x, batch_size=4, limit=7).layer("conv")  # the 7 dim images
     assert limited.inputs == 7 and limited.zero_inputs == [2, 7, 7]
 
@@ -333,6 +333,65 @@ def test_every_kind_of_model_left_unchanged_and_without_hooks() -> None:
     only = diagnose(model, x, ["conv2"])
     assert [s.name for s in only.layers] == ["conv2"]
     assert_same_model(model, plain)
+
+
+class ModulesOnly(nn.Module):
+    """Every activation a module: the light path (forward hooks) after the first probed batch.
+    A shared in-place ReLU called twice per pass, BatchNorm, a tanh, a linear block with ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.act = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.tanh = nn.Tanh()
+        self.fc1 = nn.Linear(4, 5)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.act(self.bn1(self.conv1(x)))
+        b = self.act(self.conv2(a) - 0.3)  # the shared module again, on a computed input: lone
+        c = self.tanh(b * 3)
+        return self.fc2(self.relu(self.fc1(c.mean(dim=(2, 3)))))
+
+
+def test_light_path_matches_a_probe_on_every_batch() -> None:
+    torch.manual_seed(0)
+    model = ModulesOnly().eval()
+    with torch.no_grad():
+        model.bn1.running_mean.uniform_(-0.5, 0.5)
+    plain = copy.deepcopy(model)
+    x, y = torch.randn(9, 3, 4, 4), torch.tensor([0, 1, 2] * 3)
+    d = diagnose(model, (x, y), batch_size=3, grad_batches=None)
+    assert_same_model(model, plain)
+    # the oracle: a Probe around every batch, autograd for the gradients, observe() each trace
+    oracle = Diagnoser(data="the given (X, y) tensors")
+    with Probe(plain, keep=("a", "weight", "grad_weight")) as probe:
+        for i in range(0, 9, 3):
+            loss = F.cross_entropy(plain(x[i : i + 3]), y[i : i + 3])
+            torch.autograd.grad(loss, [p for n, p in plain.named_parameters() if n.endswith("weight") and "bn" not in n])
+            oracle.observe(probe.trace)
+    o = oracle.result()
+    assert [s.name for s in d.layers] == [s.name for s in o.layers] == ["conv1", "conv2", "act#1", "tanh", "fc1", "fc2"]
+    for s, t in zip(d.layers, o.layers, strict=True):
+        assert (s.zero_inputs, s.top_input, s.inputs, s.dead, s.grad_batches) == (
+            t.zero_inputs, t.top_input, t.inputs, t.dead, t.grad_batches), s.name  # fmt: skip
+        assert s.max_activation == t.max_activation and s.saturated_fraction == t.saturated_fraction
+        assert s.zero_fraction == pytest.approx(t.zero_fraction)
+        if s.grad_norm is not None or t.grad_norm is not None:
+            assert s.grad_norm == pytest.approx(t.grad_norm, rel=1e-6), s.name
+        for field in ("mean_map", "top_map"):
+            a, b = getattr(s, field), getattr(t, field)
+            assert (a is None and b is None) or torch.allclose(a, b, atol=1e-6), (s.name, field)
+    assert d.layer("conv2").activation is None and d.layer("act#1").filters == 4
+    assert count_hooks(model) == 0
+    # this model takes the light path; one with a functional ReLU stays with the Probe
+    for net, light in ((plain, True), (Branchy().eval(), False)):
+        with Probe(net, keep=("a", "weight")) as probe, torch.no_grad():
+            net(torch.rand(1, 3, 4, 4))
+        assert (_Tap.of(net, probe.trace, Diagnoser()) is not None) == light
 
 
 class Boom(nn.Module):

@@ -4,9 +4,11 @@ CS231n: "a large gradient flowing through a ReLU neuron could cause the weights 
 such a way that the neuron will never activate on any datapoint again ... you may find that as
 much as 40% of your network can be 'dead' (i.e. neurons that never activate across the entire
 training dataset) if the learning rate is set too high." `diagnose` streams a dataset through
-the model inside a Probe that keeps only the activation maps, and counts per filter on how many
-inputs its map is all zero (memory does not grow with the dataset); it scores the filters'
-smoothness (smoothness.py) and, when labels are given, samples gradient health
+the model and counts per filter on how many inputs its activation map is all zero (memory does
+not grow with the dataset): the first batch runs inside a Probe keeping only maps and weights,
+which finds the blocks of any model; the rest run under plain forward hooks on the activation
+modules when those cover every block (a Probe stays on for functional activations). It scores
+the filters' smoothness (smoothness.py) and, when labels are given, samples gradient health
 (gradient_health.py). Every finding carries its numbers and advice no stronger than they are.
 
     diag = cs.diagnose(model, (X, y), lr=0.01)      # X (N, C, H, W), y (N,) class indices
@@ -47,13 +49,13 @@ from convscope.analysis.gradient_health import (
     update_ratio,
 )
 from convscope.analysis.smoothness import NOISY_ROUGHNESS, roughness
-from convscope.capture import Probe, Trace, logits_of
-from convscope.capture.naming import role
+from convscope.capture import HookSet, Probe, Trace, logits_of
+from convscope.capture.naming import base_name, role
 from convscope.data.arrays import UNLABELLED
 
 DEFAULT_BATCH = 64  # inputs per forward pass when data is a Dataset or tensors
 GRAD_BATCHES = 4  # gradient health is sampled on this many batches (backward costs ~2 forwards)
-MAP_BATCHES = 8  # mean maps and zero shares come from this many batches (each costs 2 passes over a)
+MAP_BATCHES = 4  # mean maps and zero shares come from this many batches (each costs 2 passes over a)
 SEVERITIES = ("high", "medium", "low")  # most serious first
 KINDS = (
     "nonfinite", "dead", "mostly_dead", "noisy", "saturated",
@@ -271,14 +273,19 @@ class _Tally:
                 f"{self.name}: activation shape changed from {tuple(self.map_sum.shape)} to "
                 f"{tuple(a.shape[1:])} between batches; give inputs of one size"
             )
+        # per batch only reductions to (B, C) and a few ops on them: this runs on every batch
         if self.activation in _NON_NEGATIVE:
             hi = a3.amax(dim=2)  # (B, C); NaN when the map has a NaN
             self.zero_inputs += (hi == 0).sum(dim=0)
-            self.nonfinite_inputs += (~torch.isfinite(hi)).sum(dim=0)
+            finite = math.isfinite(float(hi.sum()))  # NaN/Inf anywhere make the sum non-finite
+            if not finite:
+                self.nonfinite_inputs += (~torch.isfinite(hi)).sum(dim=0)
         else:
             lo, hi = torch.aminmax(a3, dim=2)  # (B, C) each
             self.zero_inputs += ((hi == 0) & (lo == 0)).sum(dim=0)
-            self.nonfinite_inputs += (~torch.isfinite(hi) | ~torch.isfinite(lo)).sum(dim=0)
+            finite = math.isfinite(float(hi.sum() + lo.sum()))
+            if not finite:
+                self.nonfinite_inputs += (~torch.isfinite(hi) | ~torch.isfinite(lo)).sum(dim=0)
         if detail:
             if self.activation in _NON_NEGATIVE:  # a ≥ 0: sign() is 1 where a > 0 (a float sum is fast)
                 zeros = torch.nan_to_num(a3.shape[2] - a3.sign().sum(dim=2), nan=0.0)  # (B, C)
@@ -287,7 +294,9 @@ class _Tally:
                 self.zero_values += (a3 == 0).sum(dim=2).sum(dim=0)  # (B, C) → (C,)
             self.map_sum += a.detach().sum(dim=0).to(torch.float64)
             self.detail_inputs += b
-        best, where = torch.nan_to_num(hi.float(), nan=-math.inf).max(dim=0)  # (C,) each
+        if not finite or hi.dtype != torch.float32:
+            hi = torch.nan_to_num(hi.float(), nan=-math.inf)
+        best, where = hi.max(dim=0)  # (C,) each
         better = best > self.top_val  # (C,)
         if bool(better.any()):
             idx = better.nonzero().squeeze(1)  # (K,)
@@ -356,6 +365,17 @@ class Diagnoser:
             a = block.a
             if a is not None and a.dim() >= 2 and block.activation is not None:
                 t.add_maps(a, self.inputs, detail=detail)
+        self.inputs += inputs
+
+    def _add_maps(self, name: str, a: Tensor, *, detail: bool) -> None:
+        """Count one block's maps of the current pass (the tap's path; observe() does it from a trace)."""
+        self._tallies[name].add_maps(a, self.inputs, detail=detail)
+
+    def _add_grad(self, name: str, g: Tensor) -> None:
+        self._tallies[name].add_grad(g)
+
+    def _advance(self, inputs: int) -> None:
+        """The current pass is counted: the next one starts at input `self.inputs`."""
         self.inputs += inputs
 
     def result(self) -> Diagnosis:
@@ -677,38 +697,55 @@ def diagnose(
     diag = Diagnoser(mostly_dead=mostly_dead, noisy=noisy, lr=lr, data=data_name or name)
     params = [w for m in model.modules() if (w := _leader_weight(m)) is not None and w.requires_grad]
     modes = {m: m.training for m in model.modules()}
-    loss_sum, graded, graded_inputs = 0.0, 0, 0
+    run = _Run(model, diag, loss_fn, params)
     labelled = False
     try:
         model.eval()
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        stream = enumerate(_limited(batches, limit))
+        tap: _Tap | None = None
+
+        def step_batch(step: int, x: Tensor, y: Tensor | None, probe: Probe | None) -> None:
+            nonlocal labelled
+            if gradients is True and y is None:
+                raise ValueError("gradients=True needs labels: give (X, y) or a dataset of (x, y)")
+            labelled = labelled or y is not None
+            x = x.to(device)
+            if transform is not None:
+                x = transform(x)
+            want = gradients is not False and y is not None and bool(params)
+            want = want and _chosen(step, plan, grad_batches)
+            detail = _chosen(step, map_plan, MAP_BATCHES)
+            if tap is not None:
+                tap.detail = detail
+                tap.new_pass()
+            run.forward(x, None if not want or y is None else y.to(device), probe=probe is not None)
+            if probe is not None:
+                diag.observe(probe.trace, inputs=int(x.shape[0]), detail=detail)
+            else:
+                diag._advance(int(x.shape[0]))
+            if progress is not None:
+                progress(diag.inputs, total)
+
+        # the first batch under a Probe finds the blocks (any model, functional activations
+        # too); the rest run under plain forward hooks on the activation modules when that
+        # covers every block (a Probe watches every torch call, costly on a long stream)
         with Probe(model, layers, keep=("a", "weight", "grad_weight")) as probe:
-            for step, (x, y) in enumerate(_limited(batches, limit)):
-                x = x.to(device)
-                if transform is not None:
-                    x = transform(x)
-                labelled = labelled or y is not None
-                want = gradients is not False and y is not None and bool(params)
-                want = want and (grad_batches is None or _chosen(step, plan, grad_batches))
-                if gradients is True and y is None:
-                    raise ValueError("gradients=True needs labels: give (X, y) or a dataset of (x, y)")
-                if want:
-                    assert y is not None
-                    with torch.enable_grad():
-                        logits = logits_of(model(x))
-                        loss = _loss(loss_fn, logits, y.to(device))
-                        torch.autograd.grad(loss, params, allow_unused=True)
-                    loss_sum += float(loss.detach()) * x.shape[0]
-                    graded, graded_inputs = graded + 1, graded_inputs + int(x.shape[0])
-                else:
-                    with torch.no_grad():
-                        model(x)
-                diag.observe(probe.trace, inputs=int(x.shape[0]), detail=_chosen(step, map_plan, MAP_BATCHES))
-                if progress is not None:
-                    progress(diag.inputs, total)
+            for step, (x, y) in stream:
+                step_batch(step, x, y, probe)
+                if step == 0:
+                    tap = _Tap.of(model, probe.trace, diag)
+                    if tap is not None:
+                        run.blocks_of = tap.blocks_of_weight
+                        break
+        if tap is not None:
+            with tap:
+                for step, (x, y) in stream:
+                    step_batch(step, x, y, None)
     finally:
         for m, mode in modes.items():
             m.training = mode
+    loss_sum, graded, graded_inputs = run.loss_sum, run.graded, run.graded_inputs
     if diag.inputs == 0:
         raise ValueError("the data has no inputs: nothing to diagnose")
     if graded:
@@ -739,6 +776,95 @@ def diagnose(
             f"({MAP_BATCHES} batches spread over the data); dead counts, maxima and top inputs from all."
         )
     return result
+
+
+class _Run:
+    """One forward (and, with labels, loss and autograd) of a batch; gradient norms go to the
+    Diagnoser through the Probe's trace, or straight from autograd on the tap's path."""
+
+    def __init__(self, model: nn.Module, diag: Diagnoser, loss_fn: LossFn | None, params: list[Tensor]) -> None:
+        self.model, self.diag, self.loss_fn, self.params = model, diag, loss_fn, params
+        self.blocks_of: dict[int, list[str]] = {}  # id(weight) → block names (tap path)
+        self.loss_sum, self.graded, self.graded_inputs = 0.0, 0, 0
+
+    def forward(self, x: Tensor, y: Tensor | None, *, probe: bool) -> None:
+        if y is None:
+            with torch.no_grad():
+                self.model(x)
+            return
+        with torch.enable_grad():
+            logits = logits_of(self.model(x))
+            loss = _loss(self.loss_fn, logits, y)
+            grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        if not probe:  # under a Probe its parameter hooks already put dL/dW into the trace
+            for p, g in zip(self.params, grads, strict=True):
+                for name in self.blocks_of.get(id(p), []) if g is not None else []:
+                    self.diag._add_grad(name, g)
+        self.loss_sum += float(loss.detach()) * x.shape[0]
+        self.graded, self.graded_inputs = self.graded + 1, self.graded_inputs + int(x.shape[0])
+
+
+class _Tap:
+    """Plain forward hooks on the activation modules of the blocks a probed pass found: each
+    hook counts that block's maps at once (before any later in-place op could touch them).
+    Only when every counted block's activation is a module call; calls are named as the Probe
+    names them (`act`, `act#1` for a second call of a shared module in one pass)."""
+
+    def __init__(self, diag: Diagnoser, targets: dict[str, nn.Module], by_call: dict[str, str]) -> None:
+        self.diag, self.targets, self.by_call = diag, targets, by_call
+        self.blocks_of_weight: dict[int, list[str]] = {}
+        self.detail = True
+        self._calls: dict[str, int] = {}
+        self._hooks = HookSet()
+
+    @staticmethod
+    def of(model: nn.Module, trace: Trace, diag: Diagnoser) -> _Tap | None:
+        """A tap for the blocks of `trace`, or None when one is out of its reach (a functional
+        activation, a block without its map)."""
+        modules = dict(model.named_modules())
+        targets: dict[str, nn.Module] = {}
+        by_call: dict[str, str] = {}
+        weights: dict[int, list[str]] = {}
+        for name, block in trace.items():
+            leader = modules.get(base_name(name)) if block.kind != "activation" else None
+            w = _leader_weight(leader) if leader is not None else None
+            if w is not None:
+                weights.setdefault(id(w), []).append(name)
+            if block.activation is None:
+                continue  # no map to count (e.g. the last linear layer): weights/gradients only
+            act = modules.get(base_name(block.act_name or ""))
+            if block.a is None or act is None or role(act) != "activation" or type(act).__name__ != block.activation:
+                return None
+            targets[base_name(block.act_name or "")] = act
+            by_call[block.act_name or ""] = name
+        tap = _Tap(diag, targets, by_call)
+        tap.blocks_of_weight = weights
+        return tap
+
+    def __enter__(self) -> _Tap:
+        try:
+            for mname, module in self.targets.items():
+                self._hooks.add(module.register_forward_hook(self._hook_for(mname)))
+        except BaseException:
+            self._hooks.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.release()
+
+    def _hook_for(self, mname: str) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            k = self._calls.get(mname, 0)
+            self._calls[mname] = k + 1
+            block = self.by_call.get(mname if k == 0 else f"{mname}#{k}")
+            if block is not None and isinstance(output, Tensor) and output.dim() >= 2:
+                self.diag._add_maps(block, output, detail=self.detail)
+
+        return hook
+
+    def new_pass(self) -> None:
+        self._calls.clear()
 
 
 def _leader_weight(m: nn.Module) -> Tensor | None:
