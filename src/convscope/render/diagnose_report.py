@@ -242,7 +242,7 @@ def _layer_table(d: Diagnosis) -> str:
         bad_ratio = ratio is not None and not d.thresholds["update_ratio_low"] <= ratio <= d.thresholds["update_ratio_high"]
         rows.append(
             f"<tr><td>{_e(s.name)}</td><td>{_e(s.layer_type or s.kind)}</td><td>{_e(s.activation or '—')}</td>"
-            f"<td>{s.filters}</td><td>{s.inputs:,}</td>"
+            f"<td>{s.filters}</td><td>{f'{s.inputs:,}' if counted else '—'}</td>"
             f"<td{_flag(bool(s.dead))}>{len(s.dead) if counted else '—'}</td>"
             f"<td{_flag(bool(s.mostly_dead))}>{len(s.mostly_dead) if counted else '—'}</td>"
             f"<td>{zeros}</td><td>{'—' if rough is None else f'{rough:.2f}'}</td><td>{sat}</td>"
