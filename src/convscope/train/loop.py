@@ -117,6 +117,7 @@ class Trainer:
             snapshot_every=config.snapshot_every, on_control=self._control,
         )  # fmt: skip
         self.writer = self.recorder.writer
+        self.recorder.lr = self.lr
         self._acc_window: deque[float] = deque(maxlen=100)
         self._perm = torch.randperm(len(self.data.xtr))
         self._cursor = 0
@@ -242,6 +243,8 @@ class Trainer:
                 self.batch_size = int(v)
             else:
                 setattr(self, key, v)
+                if key == "lr":
+                    self.recorder.lr = v
                 for group in self.opt.param_groups:
                     group[key] = v
             return {"ok": True, key: v}

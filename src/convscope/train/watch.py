@@ -72,6 +72,7 @@ class Recorder:
         self.on_control = on_control
         self.diagnose_every = diagnose_every  # steps between live-diagnosis samples (0 = off)
         self.findings_every = findings_every  # seconds per live-diagnosis window
+        self.lr: float | None = None  # the SGD learning rate, when known (live update-ratio findings)
         self._window = Diagnoser(data="recent training batches")
         self._window_start = time.perf_counter()
         self._first_seen: dict[tuple[str, str, tuple[int, ...]], int] = {}
@@ -188,6 +189,8 @@ class Recorder:
         """The live diagnosis of the last window of sampled batches → json `findings`; each
         finding carries the step it first appeared (and kept appearing) at."""
         found = self._window.result().findings
+        if self.lr is None:  # the real ratio is plotted live; an estimate from an assumed lr would mislead
+            found = [f for f in found if f.kind != "update_ratio"]
         seen: dict[tuple[str, str, tuple[int, ...]], int] = {}
         rows = []
         for f in found:
@@ -196,7 +199,7 @@ class Recorder:
             rows.append({**f.as_dict(), "message": f.summary, "step": seen[key]})
         self._first_seen = seen  # a finding that went away starts afresh if it comes back
         self.writer.log_json(step, "findings", rows)
-        self._window = Diagnoser(data="recent training batches")
+        self._window = Diagnoser(data="recent training batches", lr=self.lr)
         self._window_start = time.perf_counter()
 
     def _current_weight(self, block: Block) -> Tensor | None:
