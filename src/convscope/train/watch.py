@@ -116,9 +116,12 @@ class Recorder:
             self.probe.close()
 
     def swap_model(self, model: nn.Module) -> None:
-        """Record `model` from now on (the built-in trainer's restart)."""
+        """Record `model` from now on (the built-in trainer's restart); live diagnosis starts afresh."""
         self._detach()
         self._attach(model)
+        self._window = Diagnoser(data="recent training batches", lr=self.lr)
+        self._window_start = time.perf_counter()
+        self._first_seen = {}
 
     def _mark(self, key: str) -> Callable[..., None]:
         def hook(*_: Any) -> None:
