@@ -73,7 +73,9 @@ def test_sequential_conv_relu_matches_autograd(inplace: bool) -> None:
     with Probe(model) as probe:
         out = model(x)
         out.square().sum().backward()
-    plain(x).square().sum().backward()
+    plain_out = plain(x)
+    plain_out.square().sum().backward()
+    assert torch.equal(out, plain_out)  # the probe does not change what the model computes
     t = probe.trace
     assert list(t) == ["0", "3", "6"]
     b1, b2, fc = t["0"], t["3"], t["6"]
@@ -113,6 +115,7 @@ def test_conv_batchnorm_relu_z_after_norm(train: bool) -> None:
         y.sum().backward()
     py = plain(x)
     py.sum().backward()
+    assert torch.equal(y, py)
     b = probe.trace["0"]
     assert b.norm_name == "1" and b.norm_type == "BatchNorm2d" and b.act_name == "2"
     assert torch.allclose(b.conv, F.conv2d(x, model[0].weight, model[0].bias))
