@@ -218,8 +218,9 @@ class Probe:
             raise ValueError("pass either config= or keep=/device=/dtype=, not both")
         self.model = model
         self.config = config
-        self._names = {id(m): n for n, m in model.named_modules()}
-        self._roles = {id(m): role(m) for m in model.modules()}
+        named = list(model.named_modules())
+        self._names = {id(m): n for n, m in named}
+        self._roles = {id(m): role(m) for _, m in named}
         self.layers: frozenset[str] | None = None
         if layers is not None:
             if isinstance(layers, str):
@@ -242,7 +243,6 @@ class Probe:
         self._active = False
         self._backward_ran = False
         self._stack: list[str] = []
-        self._specs: dict[int, LayerSpec] = {}
         self._reset_pass()
 
     # ---- public -------------------------------------------------------------------------
@@ -406,9 +406,7 @@ class Probe:
 
     def _leader_after(self, module: nn.Module, inp: Tensor, out: Tensor) -> None:
         name = self._call_name(self._names.get(id(module), "?"))
-        spec = self._specs.get(id(module))
-        if spec is None:
-            spec = self._specs[id(module)] = LayerSpec.of(module)
+        spec = _spec_of(module)
         kind = "linear" if isinstance(module, nn.Linear) else "conv"
         block = Block(name=name, kind=kind, spec=spec)
         self._open, self._open_tensor, self._open_version = block, out, out._version
@@ -598,6 +596,21 @@ class Probe:
                 self._held[key] = alive
             else:
                 del self._held[key]
+
+
+_SPECS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], LayerSpec]] = weakref.WeakKeyDictionary()
+
+
+def _spec_of(module: nn.Module) -> LayerSpec:
+    """LayerSpec.of, remembered per module while its weight keeps its shape."""
+    w = getattr(module, "weight", None)
+    shape = tuple(w.shape) if isinstance(w, Tensor) else ()
+    hit = _SPECS.get(module)
+    if hit is not None and hit[0] == shape:
+        return hit[1]
+    spec = LayerSpec.of(module)
+    _SPECS[module] = (shape, spec)
+    return spec
 
 
 def _no_dispatch() -> AbstractContextManager[None]:
