@@ -65,7 +65,7 @@ def block_stats(
     out: dict[str, Tensor] = {}
     if a is not None:
         if a.dim() >= 2:
-            dims = (0, *range(2, a.dim()))  # all but the channel dim
+            dims = (0, *range(2, a.dim()))  # all but the channel dim (amax/amin beat aminmax(dim) here)
             hi, lo = a.amax(dim=dims), a.amin(dim=dims)  # (C,) each
             out["a_min"], out["a_max"] = lo.min(), hi.max()
             out["dead_fraction"] = ((hi == 0) & (lo == 0)).float().mean()
@@ -86,5 +86,5 @@ def block_stats(
         out["grad_weight_norm"] = torch.linalg.vector_norm(grad_weight)
     if not out:
         return {}
-    values = torch.stack([v.detach().reshape(()).to(torch.float64) for v in out.values()]).tolist()
+    values = torch.stack([v.detach().reshape(()).float() for v in out.values()]).tolist()
     return dict(zip(out.keys(), values, strict=True))
