@@ -36,6 +36,7 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(PY) bench/capture.py
+	$(PY) bench/watch.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

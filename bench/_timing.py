@@ -15,7 +15,9 @@ How it measures, so noise on a shared machine hits every contender alike:
   peer library's global patches), `gc.collect()` before and the garbage collector off
   during the timed calls (as `timeit` does);
 - result: per-call seconds of every sample; report the median (robust to a noisy neighbour),
-  with the inter-quartile spread as a noise gauge.
+  with the inter-quartile spread as a noise gauge. Each sample also records this process's CPU
+  seconds per call (`cpu_samples`, all its threads): on a machine shared with other work the
+  CPU time is the steadier measure of what the calls cost (wall time includes waiting for a core).
 A time budget stops the rounds early (never below `min_repeats`) so a slow machine still
 finishes a run in bounded time.
 """
@@ -47,30 +49,53 @@ class Timing:
     name: str
     number: int  # calls per sample (from calibration)
     samples: list[float] = field(default_factory=list)  # seconds per call, one per round
+    cpu_samples: list[float] = field(default_factory=list)  # process CPU s per call, same rounds
 
     @property
     def median(self) -> float:
         return statistics.median(self.samples)
 
     @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_samples)
+
+    @property
+    def cpu_spread(self) -> float:
+        """Like `spread`, of the CPU seconds."""
+        return _spread(self.cpu_samples)
+
+    @property
     def spread(self) -> float:
         """Inter-quartile range relative to the median (0.05 = the middle half within ±2.5 %)."""
-        if len(self.samples) < 4:
-            return (max(self.samples) - min(self.samples)) / self.median
-        q1, _, q3 = statistics.quantiles(self.samples, n=4)
-        return (q3 - q1) / self.median
+        return _spread(self.samples)
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "median_s": self.median,
             "spread": self.spread,
             "number": self.number,
             "samples_s": self.samples,
         }
+        if self.cpu_samples:
+            out |= {"cpu_median_s": self.cpu_median, "cpu_samples_s": self.cpu_samples}
+        return out
+
+
+def _spread(samples: list[float]) -> float:
+    mid = statistics.median(samples)
+    if len(samples) < 4:
+        return (max(samples) - min(samples)) / mid
+    q1, _, q3 = statistics.quantiles(samples, n=4)
+    return (q3 - q1) / mid
 
 
 def _sample(c: Contender, number: int) -> float:
     """Seconds per call over `number` back-to-back calls, setup/teardown and gc outside."""
+    return _measure(c, number)[0]
+
+
+def _measure(c: Contender, number: int) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) per call over `number` back-to-back calls."""
     if c.setup is not None:
         c.setup()
     try:
@@ -78,17 +103,18 @@ def _sample(c: Contender, number: int) -> float:
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(number):
                 c.fn()
             elapsed = time.perf_counter() - t0
+            cpu = time.process_time() - c0
         finally:
             if was_enabled:
                 gc.enable()
     finally:
         if c.teardown is not None:
             c.teardown()
-    return elapsed / number
+    return elapsed / number, cpu / number
 
 
 def calibrate(c: Contender, min_sample_s: float, *, one: float | None = None) -> int:
@@ -131,7 +157,9 @@ def compare(
     for r in range(repeats):
         for k in range(n):
             c = contenders[(r + k) % n]
-            timings[c.name].samples.append(_sample(c, timings[c.name].number))
+            wall, cpu = _measure(c, timings[c.name].number)
+            timings[c.name].samples.append(wall)
+            timings[c.name].cpu_samples.append(cpu)
         if on_round is not None:
             on_round(r + 1)
         over = budget_s is not None and time.perf_counter() - start > budget_s
