@@ -48,3 +48,15 @@ def test_block_stats_exact() -> None:
     assert s["weight_norm"] == 5.0 and s["grad_weight_norm"] == 2.0
     assert s["update_ratio"] == pytest.approx(0.003 / 5.0, rel=1e-4)
     assert block_stats(None, None, None, None, None) == {}
+
+
+def test_block_stats_relu_shortcut_gives_the_same_numbers() -> None:
+    from convscope.analysis import block_stats
+
+    torch.manual_seed(0)
+    z = torch.randn(4, 3, 5, 5)
+    z[:, 1] = -1.0  # a dead channel
+    a = torch.relu(z)
+    full = block_stats(a, z, None, None, None)
+    fast = block_stats(a, z, None, None, None, relu=True)
+    assert fast == full and fast["dead_fraction"] == pytest.approx(1 / 3)

@@ -55,14 +55,25 @@ def block_stats(
     weight: Tensor | None,
     grad_weight: Tensor | None,
     previous_weight: Tensor | None = None,
+    *,
+    relu: bool = False,
 ) -> dict[str, float]:
     """The per-step numbers the live dashboard plots for one block (cheap: a few reductions).
 
     a_min/a_max/a_mean, z_min/z_max, grad_a_min/grad_a_max/grad_a_norm, weight_norm,
     grad_weight_norm, update_ratio = ‖W − W_prev‖ / ‖W‖ (CS231n: about 1e-3 is healthy), and
     dead_fraction = fraction of maps (channels) that are 0 for every example and position of the
-    batch. Absent inputs give absent keys; NaN stays NaN (it is information)."""
+    batch. Absent inputs give absent keys; NaN stays NaN (it is information).
+    `relu=True` says a = max(z, 0): then a's min and max follow from z's and one pass is saved."""
     out: dict[str, Tensor] = {}
+    if relu and a is not None and z is not None and a.dim() >= 2:
+        z_min, z_max = torch.aminmax(z)
+        out["z_min"], out["z_max"] = z_min, z_max
+        hi = a.amax(dim=(0, *range(2, a.dim())))  # (C,): a ≥ 0, so a map is all zero iff its max is 0
+        out["a_min"], out["a_max"] = z_min.clamp_min(0), hi.max()
+        out["dead_fraction"] = (hi == 0).float().mean()
+        out["a_mean"] = a.mean()
+        a = z = None  # done
     if a is not None:
         if a.dim() >= 2:
             dims = (0, *range(2, a.dim()))  # all but the channel dim (amax/amin beat aminmax(dim) here)

@@ -490,7 +490,10 @@ class RunWriter:
             raise TypeError(
                 f"log_scalars needs a mapping name -> number, got {type(values).__name__}"
             )
-        rows = {_name("scalar name", k): _number(f"scalar {k!r}", v) for k, v in values.items()}
+        rows = {
+            _name("scalar name", k): v if type(v) is float else _number(f"scalar {k!r}", v)
+            for k, v in values.items()
+        }  # (plain floats skip the checks: this runs every step)
         with self._lock:
             s = self._open_step(step)
             for name, value in rows.items():
@@ -506,11 +509,12 @@ class RunWriter:
             )
         rows = {}
         for k, v in stats.items():
-            if _name("stat name", k) in ("step", "layer"):
+            if k in ("step", "layer") or not isinstance(k, str) or not k:
+                _name("stat name", k)
                 raise ValueError(
                     f"stat name {k!r} is reserved (the reader adds 'step' and 'layer')"
                 )
-            rows[k] = _number(f"layer stat {layer}.{k}", v)
+            rows[k] = v if type(v) is float else _number(f"layer stat {layer}.{k}", v)
         with self._lock:
             s = self._open_step(step)
             self._pending.stats.setdefault((layer, s), {}).update(rows)

@@ -184,7 +184,8 @@ class Recorder:
             if current is None or used is None or current.shape != used.shape:
                 current, used = used, None
             with torch.no_grad():
-                stats = block_stats(block.a, block.z, block.grad_a, current, block.grad_weight, used)
+                relu = block.activation in ("ReLU", "relu")
+                stats = block_stats(block.a, block.z, block.grad_a, current, block.grad_weight, used, relu=relu)
             if stats:
                 self.writer.log_layer_stats(step, name, stats)
 
