@@ -37,6 +37,7 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(PY) bench/capture.py
 	$(PY) bench/watch.py
+	$(PY) bench/diagnose.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
