@@ -180,7 +180,8 @@ class Trainer:
         self.opt.step()
         self._acc_window.append(float((out.detach().argmax(1) == yb).float().mean()))
         with torch.no_grad():
-            sq = sum(float(p.detach().square().sum()) for n, p in self.model.named_parameters() if n.endswith("weight"))
+            weights = [p for n, p in self.model.named_parameters() if n.endswith("weight")]
+            sq = float(torch.stack([w.square().sum() for w in weights]).sum()) if weights else 0.0
         metrics.update(
             train_acc=sum(self._acc_window) / len(self._acc_window),
             wd_loss=0.5 * self.weight_decay * sq,
