@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -166,3 +169,23 @@ def compare(
         if over and r + 1 >= min(min_repeats, repeats):
             break
     return timings
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (a shared machine's noise), None where unknown."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def git_commit() -> str | None:
+    """The short commit the benchmark ran on, None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent,
+        )  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()

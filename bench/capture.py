@@ -34,7 +34,6 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -44,7 +43,7 @@ from typing import Any
 
 import torch
 import torchlens as tl
-from _timing import Contender, Timing, compare
+from _timing import Contender, Timing, compare, git_commit, load_average
 from torch import Tensor, nn
 from torchlens.backends.torch.wrappers import unwrap_torch, wrap_torch
 from torchlens.options import CaptureOptions
@@ -278,23 +277,8 @@ def _contended(meta: dict[str, Any]) -> bool:
     return load is not None and load[0] >= 1.0 and meta["threads"] > 1
 
 
-def _load() -> list[float] | None:
-    """1, 5 and 15 minute load averages (a shared machine's noise), None where unknown."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent,
-        )  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = [c for c in CASES if args.only is None or c.net == NETS[args.only]]
     meta = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "torch": torch.__version__,
         "torchlens": getattr(tl, "__version__", "?"),
         "python": platform.python_version(),
@@ -320,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "quick": args.quick,
-        "load_before": _load(),
+        "load_before": load_average(),
         "goal_probe_over_plain": GOAL,
     }
     if _contended(meta):
@@ -333,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     results = [run_case(c, quick=args.quick) for c in cases]
     meta["wall_s"] = round(time.perf_counter() - t0, 1)
-    meta["load_after"] = _load()
+    meta["load_after"] = load_average()
     print_report(results, meta)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _timing import Contender, Timing, compare
+from _timing import Contender, Timing, compare, load_average
 from torch import Tensor, nn
 
 from convscope import diagnose
@@ -136,13 +136,6 @@ def memory_rows(*, quick: bool, threads: int) -> list[dict[str, Any]]:
 
 
 # ---- running and reporting --------------------------------------------------------------
-def _load() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def summarize(t: dict[str, Timing], inputs: int) -> dict[str, Any]:
     plain = t["plain fwd"].median
     rows = {}
@@ -186,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "inputs": n,
         "batch": BATCH,
         "quick": args.quick,
-        "load_before": _load(),
+        "load_before": load_average(),
         "goal_no_grads_vs_plain": GOAL,
     }
     load = meta["load_before"]
@@ -207,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"({time.perf_counter() - t0:.0f} s)")
     rows = summarize(timings, n)
     mem = memory_rows(quick=args.quick, threads=torch.get_num_threads())
-    meta["load_after"] = _load()
+    meta["load_after"] = load_average()
     meta["wall_s"] = round(time.perf_counter() - t0, 1)
 
     print()

@@ -55,7 +55,6 @@ import platform
 import pstats
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,7 +66,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _timing import Contender, Timing, compare
+from _timing import Contender, Timing, compare, git_commit, load_average
 from torch import Tensor
 
 import convscope
@@ -904,22 +903,8 @@ def goals_line(res: dict[str, Any]) -> str:
     return "goals: " + "; ".join(parts)
 
 
-def _load() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent,
-        )  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
 
 
 def _json_keys(obj: Any) -> Any:
@@ -946,14 +931,14 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     meta: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "quick": args.quick,
-        "load_before": _load(),
+        "load_before": load_average(),
         "goal": GOAL,
         "convnetjs_ex_per_s": CONVNETJS_EX_PER_S,
     }
@@ -984,7 +969,7 @@ def main(argv: list[str] | None = None) -> int:
                 proc.join(timeout=5)
         shutil.rmtree(work, ignore_errors=True)
     meta["wall_s"] = round(time.perf_counter() - t_start, 1)
-    meta["load_after"] = _load()
+    meta["load_after"] = load_average()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(_json_keys(res), indent=1) + "\n")
     print_report(res)
