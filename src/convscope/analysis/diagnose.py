@@ -50,7 +50,7 @@ from convscope.analysis.gradient_health import (
 )
 from convscope.analysis.smoothness import NOISY_ROUGHNESS, roughness
 from convscope.capture import HookSet, Probe, Trace, logits_of
-from convscope.capture.naming import base_name, role
+from convscope.capture.naming import NON_NEGATIVE, base_name, role
 from convscope.data.arrays import UNLABELLED
 
 DEFAULT_BATCH = 64  # inputs per forward pass when data is a Dataset or tensors
@@ -62,7 +62,6 @@ KINDS = (
     "exploding_gradient", "vanishing_gradient", "update_ratio",
 )  # fmt: skip
 _RELU_FAMILY = frozenset({"ReLU", "relu", "ReLU6", "relu6", "Hardtanh", "hardtanh", "Threshold"})
-_NON_NEGATIVE = frozenset({"ReLU", "relu", "ReLU6", "relu6"})  # a ≥ 0: the max alone finds an all-zero map
 _NOT_DATA = "(weights only: does not depend on the data)"
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -274,7 +273,7 @@ class _Tally:
                 f"{tuple(a.shape[1:])} between batches; give inputs of one size"
             )
         # per batch only reductions to (B, C) and a few ops on them: this runs on every batch
-        if self.activation in _NON_NEGATIVE:
+        if self.activation in NON_NEGATIVE:
             hi = a3.amax(dim=2)  # (B, C); NaN when the map has a NaN
             self.zero_inputs += (hi == 0).sum(dim=0)
             finite = math.isfinite(float(hi.sum()))  # NaN/Inf anywhere make the sum non-finite
@@ -287,7 +286,7 @@ class _Tally:
             if not finite:
                 self.nonfinite_inputs += (~torch.isfinite(hi) | ~torch.isfinite(lo)).sum(dim=0)
         if detail:
-            if self.activation in _NON_NEGATIVE:  # a ≥ 0: sign() is 1 where a > 0 (a float sum is fast)
+            if self.activation in NON_NEGATIVE:  # a ≥ 0: sign() is 1 where a > 0 (a float sum is fast)
                 zeros = torch.nan_to_num(a3.shape[2] - a3.sign().sum(dim=2), nan=0.0)  # (B, C)
                 self.zero_values += zeros.sum(dim=0).round().to(torch.int64)
             else:
@@ -480,6 +479,15 @@ def _findings(layers: list[LayerSummary], d: Diagnoser, lr: float) -> list[Findi
     return out
 
 
+_DEPTH_ADVICE = {
+    "vanishing": "This layer learns far more slowly than later ones. Possible causes: saturating "
+    "activations, dead filters after it, a poor initialisation, or a deep stack without "
+    "normalisation or skip connections.",
+    "exploding": "Updates of this layer may be far too large for the same learning rate. A lower "
+    "learning rate, gradient clipping, normalisation layers or a smaller initialisation may help.",
+}
+
+
 def _severity(fraction: float) -> str:
     return "high" if fraction >= 0.5 else "medium" if fraction >= 0.1 else "low"
 
@@ -598,26 +606,13 @@ def _gradient_findings(layers: list[LayerSummary], lr: float, assumed: bool, sco
             other = graded[flag.against]
             ev.update({"compared_with": other.name, "other_relative_grad": _num(other.relative_grad),
                        "factor": flag.factor, "depth_ratio": DEPTH_RATIO})  # fmt: skip
-            if flag.kind == "vanishing":
-                out.append(Finding(
-                    kind="vanishing_gradient", layer=s.name, filters=(), severity="high",
-                    summary=f"gradients may be vanishing at {s.name} {scope}: its ‖dL/dW‖/‖W‖ = {rel:.2e} "
-                            f"is {flag.factor:.1e}× that of the later layer {other.name}",
-                    advice="This layer learns far more slowly than later ones. Possible causes: saturating "
-                           "activations, dead filters after it, a poor initialisation, or a deep stack "
-                           "without normalisation or skip connections.",
-                    evidence=ev,
-                ))  # fmt: skip
-            else:
-                out.append(Finding(
-                    kind="exploding_gradient", layer=s.name, filters=(), severity="high",
-                    summary=f"gradients may be exploding at {s.name} {scope}: its ‖dL/dW‖/‖W‖ = {rel:.2e} "
-                            f"is {flag.factor:.1e}× that of the later layer {other.name}",
-                    advice="Updates of this layer may be far too large for the same learning rate. A lower "
-                           "learning rate, gradient clipping, normalisation layers or a smaller "
-                           "initialisation may help.",
-                    evidence=ev,
-                ))  # fmt: skip
+            out.append(Finding(
+                kind=f"{flag.kind}_gradient", layer=s.name, filters=(), severity="high",
+                summary=f"gradients may be {flag.kind} at {s.name} {scope}: its ‖dL/dW‖/‖W‖ = {rel:.2e} "
+                        f"is {flag.factor:.1e}× that of the later layer {other.name}",
+                advice=_DEPTH_ADVICE[flag.kind],
+                evidence=ev,
+            ))  # fmt: skip
         ratio = s.update_ratio
         if ratio is None or not math.isfinite(ratio):
             continue

@@ -36,6 +36,11 @@ ACTIVATION_FUNCTIONS: dict[str, str] = {
     )
 }  # fmt: skip
 
+#: activations whose output is exactly max(z, 0): a's min and max follow from z's
+RELU: frozenset[str] = frozenset({"ReLU", "relu"})
+#: activations whose output is never negative: a map is all zero iff its max is 0
+NON_NEGATIVE: frozenset[str] = RELU | {"ReLU6", "relu6"}
+
 _CALL_SUFFIX = re.compile(r"#\d+$")
 
 

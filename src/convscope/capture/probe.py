@@ -219,6 +219,7 @@ class Probe:
         self.model = model
         self.config = config
         named = list(model.named_modules())
+        self._modules = [m for _, m in named]  # walked once here, reused by every __enter__
         self._names = {id(m): n for n, m in named}
         self._roles = {id(m): role(m) for _, m in named}
         self.layers: frozenset[str] | None = None
@@ -257,7 +258,7 @@ class Probe:
         if self._active:
             raise RuntimeError("this Probe is already active")
         try:
-            for module in self.model.modules():
+            for module in self._modules:
                 if not self._needs_hooks(module):
                     continue
                 self._hooks.add(
@@ -515,8 +516,8 @@ class Probe:
     def _hook_parameters(self) -> None:
         """One tensor hook per conv/linear parameter: dL/dW of the current backward."""
         seen: set[int] = set()
-        for module in self.model.modules():
-            if role(module) != "leader":
+        for module in self._modules:
+            if self._roles.get(id(module)) != "leader":
                 continue
             for pname in ("weight", "bias"):
                 p = getattr(module, pname, None)

@@ -32,26 +32,38 @@ class PictureCache:
             raise ValueError(f"PictureCache needs max_items >= 1, got {max_items}")
         self.max_items = max_items
         self._items: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._rendering: dict[tuple[Any, ...], threading.Event] = {}  # pictures being drawn now
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def get_or_make(self, key: tuple[Any, ...], make: Callable[[], bytes]) -> bytes:
-        with self._lock:
-            png = self._items.get(key)
-            if png is not None:
+        """The cached PNG, or `make()`'s. Concurrent requests for one picture render it once: the
+        first renders (outside the lock), the others wait for it (or try again if it failed)."""
+        while True:
+            with self._lock:
+                png = self._items.get(key)
+                if png is not None:
+                    self._items.move_to_end(key)
+                    self.hits += 1
+                    return png
+                rendering = self._rendering.get(key)
+                if rendering is None:
+                    rendering = self._rendering[key] = threading.Event()
+                    self.misses += 1
+                    break
+            rendering.wait()
+        try:
+            png = make()
+            with self._lock:
+                self._items[key] = png
                 self._items.move_to_end(key)
-                self.hits += 1
-                return png
-            self.misses += 1
-        png = (
-            make()
-        )  # rendered outside the lock: two requests may render the same picture once each
-        with self._lock:
-            self._items[key] = png
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+                while len(self._items) > self.max_items:
+                    self._items.popitem(last=False)
+        finally:
+            with self._lock:
+                del self._rendering[key]
+            rendering.set()
         return png
 
     def __len__(self) -> int:

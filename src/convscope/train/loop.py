@@ -25,7 +25,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from convscope.config import TrainConfig
-from convscope.data import digits, open_dataset, photo_crops, prepare
+from convscope.data import PHOTO_CLASSES, digits, open_dataset, photo_crops, prepare
 from convscope.models import load_model, resolve_model, zoo_names
 from convscope.models.spec import build_spec, spec_of
 from convscope.runs import Control
@@ -52,8 +52,6 @@ class Data:
             self.xtr, self.ytr = photo_crops("train", n_train, size=h, seed=config.seed)
             self.xval, self.yval = photo_crops("val", config.val_size, size=h, seed=config.seed + 1)
             self.xtest, self.ytest = photo_crops("test", n_test, size=h, seed=config.seed + 2)
-            from convscope.data import PHOTO_CLASSES
-
             self.classes = list(PHOTO_CLASSES)
         elif spec == "builtin:digits":
             if c != 1 or h != w:
@@ -315,8 +313,3 @@ class Trainer:
         self.writer.commit(step)
         return {"ok": True, **result}
 
-
-def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> Path:
-    """Build a Trainer and run it in this thread; returns the run directory."""
-    Trainer(config, run_dir, resume=resume).run()
-    return Path(run_dir)

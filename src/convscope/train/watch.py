@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from convscope.analysis import block_stats
 from convscope.analysis.diagnose import Diagnoser
 from convscope.capture import Block, HookSet, Probe, Trace
-from convscope.capture.naming import base_name, role
+from convscope.capture.naming import RELU, base_name, role
 from convscope.runs import Control, RunWriter
 
 KEEP = ("x", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")
@@ -184,7 +184,7 @@ class Recorder:
             if current is None or used is None or current.shape != used.shape:
                 current, used = used, None
             with torch.no_grad():
-                relu = block.activation in ("ReLU", "relu")
+                relu = block.activation in RELU
                 stats = block_stats(block.a, block.z, block.grad_a, current, block.grad_weight, used, relu=relu)
             if stats:
                 self.writer.log_layer_stats(step, name, stats)
