@@ -273,14 +273,22 @@ def serve(
 
 
 def _serve(runs: Path, *, host: str, port: int, token: str | None) -> None:
-    """Blocking; Ctrl-C ends the live streams and returns (open pages do not hold it up)."""
+    """Blocking; Ctrl-C or SIGTERM ends the live streams and returns (open pages do not hold it
+    up), so `demo` can stop its trainer. uvicorn re-raises the signal it caught once it has shut
+    down: SIGTERM's default action would end the process before any `finally` ran."""
     from convscope.config import ServeConfig
     from convscope.server.serve import serve
 
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         serve(runs, ServeConfig(host=host, port=port, token=token))
     except KeyboardInterrupt:
         typer.echo("stopped")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _free_port(preferred: int) -> int:

@@ -13,6 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from convscope.runs import RunReader
 
 
@@ -22,7 +24,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_demo_serves_the_dashboard_and_stops_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_demo_serves_the_dashboard_and_stops_cleanly(tmp_path: Path, stop: signal.Signals) -> None:
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -53,7 +56,7 @@ def test_demo_serves_the_dashboard_and_stops_cleanly(tmp_path: Path) -> None:
         assert body is not None and body["runs"][0]["name"] == run_name
         with urllib.request.urlopen(url, timeout=5) as resp:
             assert resp.status == 200 and "text/html" in resp.headers["content-type"]
-        proc.send_signal(signal.SIGINT)  # the user's Ctrl-C
+        proc.send_signal(stop)  # the user's Ctrl-C, or a `kill`
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
