@@ -117,3 +117,24 @@ def test_cli_help_and_zoo(tmp_path: Path) -> None:
     assert res.returncode == 0 and "Example: convscope inspect" in res.stdout
     res = run_cli("zoo", cwd=tmp_path)
     assert res.returncode == 0 and "zoo:convnetjs-cifar" in res.stdout and "zoo:resnet18-shaped" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("sys:exit", "error: 'sys:exit' is the built-in function exit, not a model"),
+        ("quits.py:build", "error: building 'quits.py:build' failed: it called exit (SystemExit: 0)"),
+    ],
+)
+def test_model_spec_that_exits_is_one_line_exit_2(tmp_path: Path, spec: str, message: str) -> None:
+    """Issue 7 case 8: `--model sys:exit` used to exit 0, silent, with nothing written."""
+    (tmp_path / "quits.py").write_text("import sys\n\ndef build():\n    sys.exit(0)\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    exe = Path(sys.executable).with_name("convscope")
+    res = subprocess.run([str(exe), "inspect", "--model", spec, "--out", "tmp"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), res.stderr
+    assert res.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no tmp/ report folder

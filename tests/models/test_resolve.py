@@ -278,3 +278,78 @@ def test_factory_that_raises(tmp_path: Path) -> None:
     with pytest.raises(LoadError) as info:
         resolve_model(f"{path}:build")
     assert str(info.value) == f"building '{path}:build' failed: ValueError: width must be even"
+
+
+# -- issue 7 case 8: only models are built; exits from user code are reported ------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("sys:exit", "'sys:exit' is the built-in function exit, not a model; name an nn.Module"),
+        ("os:abort", "'os:abort' is the built-in function abort, not a model"),
+        ("os:getpid", "'os:getpid' is the built-in function getpid, not a model"),
+        ("builtins:object", "'builtins:object' is the class object, not an nn.Module subclass"),
+        ("collections:OrderedDict", "'collections:OrderedDict' is the class OrderedDict, not an"),
+        ("os:sep", "'os:sep' is an object of type str, not an nn.Module subclass or a factory"),
+    ],
+)
+def test_spec_naming_no_model_is_refused_unrun(spec: str, message: str) -> None:
+    with pytest.raises(LoadError) as info:
+        resolve_model(spec)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_exit_and_interrupt_in_user_code_are_reported(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "exits.py",
+        """
+        import sys
+
+        def quits():
+            sys.exit(3)
+
+        def interrupts():
+            raise KeyboardInterrupt
+
+        class Lazy:
+            @property
+            def net(self):
+                raise SystemExit("bye")
+
+        LAZY = Lazy()
+        """,
+    )
+    with pytest.raises(LoadError) as info:
+        resolve_model(f"{path}:quits")
+    assert str(info.value) == f"building '{path}:quits' failed: it called exit (SystemExit: 3)"
+    with pytest.raises(LoadError) as info:
+        resolve_model(f"{path}:interrupts")
+    assert str(info.value) == (
+        f"building '{path}:interrupts' failed: interrupted (KeyboardInterrupt)"
+    )
+    with pytest.raises(LoadError) as info:
+        resolve_model(f"{path}:LAZY.net")
+    assert str(info.value) == (
+        f"'{path}:LAZY.net': reading 'net' failed: it called exit (SystemExit: 'bye')"
+    )
+
+
+def test_exit_while_importing_user_code_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = write(tmp_path / "script.py", "import sys\nsys.exit(0)\n")
+    modules_before = set(sys.modules)
+    with pytest.raises(LoadError) as info:
+        resolve_model(f"{script}:Net")
+    assert str(info.value) == (
+        f"importing model file {script} failed: it called exit (SystemExit: 0)"
+    )
+    assert set(sys.modules) - modules_before == set()
+    write(tmp_path / "cs_usermod_exit.py", "raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(LoadError) as info:
+        resolve_model("cs_usermod_exit:Net")
+    assert str(info.value) == (
+        "importing module 'cs_usermod_exit' failed: interrupted (KeyboardInterrupt)"
+    )

@@ -23,6 +23,7 @@ import inspect
 import os
 import pickle
 import sys
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -39,6 +40,16 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 _NESTED_KEYS = ("state_dict", "model")  # where training scripts usually nest the state dict
 _SPEC_FORMS = "zoo:NAME, path/to/file.py:ClassName or package.module:factory"
+_WANT = "name an nn.Module subclass, an nn.Module instance or a zero-argument factory returning one"
+# C-level callables: never a model factory, and some end the process (sys.exit, os.abort)
+_BUILTIN_CALLABLES = (
+    types.BuiltinFunctionType,
+    types.BuiltinMethodType,
+    types.MethodWrapperType,
+    types.WrapperDescriptorType,
+    types.MethodDescriptorType,
+    types.ClassMethodDescriptorType,
+)
 
 
 class LoadError(ValueError):
@@ -295,11 +306,9 @@ def _import_file(where: str) -> ModuleType:
     sys.path.insert(0, folder)
     try:
         import_spec.loader.exec_module(module)
-    except BaseException as err:
-        del sys.modules[name]
-        if not isinstance(err, Exception):
-            raise  # KeyboardInterrupt, SystemExit: not ours to turn into a LoadError
-        raise LoadError(f"importing model file {file} failed: {type(err).__name__}: {err}") from err
+    except BaseException as err:  # SystemExit/KeyboardInterrupt from user code: report, don't obey
+        sys.modules.pop(name, None)
+        raise LoadError(f"importing model file {file} failed: {_describe(err)}") from err
     finally:
         if folder in sys.path:
             sys.path.remove(folder)
@@ -309,14 +318,21 @@ def _import_file(where: str) -> ModuleType:
 def _import_module(where: str) -> ModuleType:
     try:
         return importlib.import_module(where)
-    except Exception as err:
-        raise LoadError(f"importing module {where!r} failed: {type(err).__name__}: {err}") from err
+    except BaseException as err:  # SystemExit/KeyboardInterrupt from user code: report, don't obey
+        raise LoadError(f"importing module {where!r} failed: {_describe(err)}") from err
+
+
+_MISSING = object()
 
 
 def _get_attr(module: ModuleType, attr: str, *, spec: str) -> object:
     target: object = module
     for part in attr.split("."):
-        if not hasattr(target, part):
+        try:
+            found = getattr(target, part, _MISSING)
+        except BaseException as err:  # a property or module __getattr__ of user code
+            raise LoadError(f"{spec!r}: reading {part!r} failed: {_describe(err)}") from err
+        if found is _MISSING:
             candidates = _model_like_names(module)
             hint = (
                 f"model-like names it defines: {', '.join(candidates)}"
@@ -324,7 +340,7 @@ def _get_attr(module: ModuleType, attr: str, *, spec: str) -> object:
                 else "it defines no nn.Module subclass, instance or zero-arg function"
             )
             raise LoadError(f"{spec!r}: {_module_label(module)} has no attribute {attr!r}; {hint}")
-        target = getattr(target, part)
+        target = found
     return target
 
 
@@ -362,8 +378,23 @@ def _callable_without_args(fn: object) -> bool:
 
 
 def _build(target: object, *, spec: str) -> nn.Module:
+    """The model ``target`` names: an nn.Module instance as is, else the result of calling it.
+
+    Only an nn.Module subclass or a zero-argument callable returning an nn.Module is called;
+    other classes and built-in functions (``sys:exit``, ``os:abort``) are refused unrun.
+    SystemExit and KeyboardInterrupt raised by the user's code become a LoadError too.
+    """
     if isinstance(target, nn.Module):
         return target
+    if isinstance(target, type) and not issubclass(target, nn.Module):
+        raise LoadError(
+            f"{spec!r} is the class {target.__name__}, not an nn.Module subclass; {_WANT}"
+        )
+    if isinstance(target, _BUILTIN_CALLABLES):
+        raise LoadError(
+            f"{spec!r} is the built-in function {getattr(target, '__name__', '?')}, "
+            f"not a model; {_WANT}"
+        )
     if not callable(target):
         raise LoadError(
             f"{spec!r} is an object of type {type(target).__name__}, "
@@ -376,10 +407,19 @@ def _build(target: object, *, spec: str) -> nn.Module:
         )
     try:
         model = target()
-    except Exception as err:
-        raise LoadError(f"building {spec!r} failed: {type(err).__name__}: {err}") from err
+    except BaseException as err:  # SystemExit/KeyboardInterrupt from user code: report, don't obey
+        raise LoadError(f"building {spec!r} failed: {_describe(err)}") from err
     if not isinstance(model, nn.Module):
         raise LoadError(
             f"{spec!r} returned an object of type {type(model).__name__}, not an nn.Module"
         )
     return model
+
+
+def _describe(err: BaseException) -> str:
+    """One line for an exception raised by user code, SystemExit and KeyboardInterrupt included."""
+    if isinstance(err, SystemExit):
+        return f"it called exit (SystemExit: {err.code!r})"
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted (KeyboardInterrupt)"
+    return " ".join(f"{type(err).__name__}: {err}".split())
