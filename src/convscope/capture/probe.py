@@ -189,7 +189,9 @@ class Probe:
     """Record every block of `model` while the `with` block runs (forward and backward).
 
     `layers` limits what is kept to the blocks that contain one of these names (fails fast
-    on an unknown name, listing the valid ones). Each forward of `model` inside the probe
+    on an unknown name, listing the valid ones). `tap(block, field, tensor)`, if given, is
+    called with the live in-graph tensor of every field of a wanted block as it is recorded
+    (the attribution methods start their backward from it; raising there ends the forward). Each forward of `model` inside the probe
     is one pass and `probe.trace` is the last one (an earlier trace you kept a reference to
     stays valid; the probe itself holds only the last, so a training loop does not grow
     memory). Run the backward inside the `with` block to get gradients. `probe.passes`
@@ -205,6 +207,7 @@ class Probe:
         keep: tuple[str, ...] | list[str] | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        tap: Callable[[Block, str, Tensor], None] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"Probe needs an nn.Module, got {type(model).__name__}")
@@ -218,6 +221,9 @@ class Probe:
             raise ValueError("pass either config= or keep=/device=/dtype=, not both")
         self.model = model
         self.config = config
+        # tap(block, field, tensor): sees the live (undetached, in-graph) x, conv, z and a of
+        # every wanted block as it is recorded; it may raise to end the forward there.
+        self._tap = tap
         named = list(model.named_modules())
         self._modules = [m for _, m in named]  # walked once here, reused by every __enter__
         self._names = {id(m): n for n, m in named}
@@ -482,7 +488,11 @@ class Probe:
             self._grad_hook(block, "a", out)
 
     def _keep(self, block: Block, name: str, t: Tensor | None) -> None:
-        if t is None or name not in self.config.keep:
+        if t is None:
+            return
+        if self._tap is not None and name in ("x", "conv", "z", "a"):
+            self._tap(block, name, t)
+        if name not in self.config.keep:
             return
         d = t.detach()
         cfg = self.config
