@@ -84,6 +84,9 @@ class ServeConfig:
     host: str = "127.0.0.1"  # loopback only; any other address needs a token
     port: int = 8000  # 0 = let the OS pick a free port
     token: str | None = None  # when set, every request needs `Authorization: Bearer T` or ?token=T
+    #                           (a ?token=T is exchanged for an HttpOnly SameSite=Strict cookie)
+    allow_hosts: tuple[str, ...] = ()  # Host names answered besides localhost, 127.0.0.1, [::1]
+    #                                    and `host` (DNS-rebinding guard; CLI --allow-host NAME)
     max_upload_bytes: int = 5 * 2**20  # largest image a user may upload (5 MiB)
     max_upload_pixels: int = 25_000_000  # and its pixel limit, checked before decoding
     image_cache_items: int = 512  # rendered PNGs kept in the LRU cache (all runs together)
@@ -104,6 +107,21 @@ class ServeConfig:
             raise ValueError("ServeConfig.token must be at least 8 printable characters")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"ServeConfig.port must be in 0..65535, got {self.port}")
+        if isinstance(self.allow_hosts, str):
+            raise TypeError("ServeConfig.allow_hosts is a tuple of names, e.g. ('mybox.lan',)")
+        for name in self.allow_hosts:
+            bare = name.removeprefix("[").removesuffix("]") if name.startswith("[") else name
+            if (
+                not bare
+                or len(bare) > 253
+                or not bare.isprintable()
+                or any(c in bare for c in "/\\@ *")
+                or (":" in bare and not name.startswith("["))
+            ):
+                raise ValueError(
+                    f"ServeConfig.allow_hosts: {name!r} is not a host name (give it without "
+                    "scheme or port, an IPv6 address in brackets: [fe80::1])"
+                )
         for name in ("max_upload_bytes", "max_upload_pixels", "image_cache_items"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServeConfig.{name} must be >= 1, got {getattr(self, name)}")

@@ -39,22 +39,23 @@ Routes (JSON unless said otherwise; every error is 4xx/5xx with {"error": "one l
                                                       stats, snapshot, json, controls; ": ping"
                                                       heartbeat (events.py)
 
-With `config.token` set, every request needs `Authorization: Bearer T` or `?token=T` (or the
-cookie such a request sets, so the page's scripts load) -> else 401.
+Every request passes the guard in security.py first: Host check (403), token when
+`config.token` is set (401; a `?token=T` is exchanged for an HttpOnly SameSite=Strict cookie),
+Origin check on POST/PUT/DELETE (403), and security headers (nosniff, CSP, no framing,
+no referrer) on every response.
 Past snapshot pictures asked for by exact step are immutable: `Cache-Control: immutable`.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -64,10 +65,10 @@ from .errors import ApiError
 from .events import Broadcaster
 from .jsonsafe import SafeJSONResponse
 from .routes import data, images, uploads
+from .security import HEADERS, Guard
 from .state import AppState
 
 STATIC = Path(__file__).parent / "static"
-COOKIE = "convscope_token"  # set after one request with the right token
 log = logging.getLogger("convscope.server")
 
 
@@ -95,7 +96,7 @@ def create_app(runs_root: Path, config: ServeConfig) -> FastAPI:
     app.state.dash = state
     app.state.broadcaster = broadcaster
 
-    _add_auth(app, config.token)
+    app.add_middleware(Guard, config=config)
     _add_error_handlers(app)
     app.include_router(data.router)
     app.include_router(images.router)
@@ -108,37 +109,6 @@ def create_app(runs_root: Path, config: ServeConfig) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
-
-
-def _add_auth(app: FastAPI, token: str | None) -> None:
-    """Every request needs the token: header `Authorization: Bearer T`, `?token=T`, or the
-    cookie a request with a right token sets (so the page's own scripts and styles load)."""
-    if token is None:
-        return
-    expected = token.encode()
-
-    @app.middleware("http")
-    async def require_token(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        header = request.headers.get("authorization", "")
-        given = {
-            "header": header[7:].strip() if header.lower().startswith("bearer ") else "",
-            "query": request.query_params.get("token", ""),
-            "cookie": request.cookies.get(COOKIE, ""),
-        }
-        ok = [k for k, v in given.items() if v and hmac.compare_digest(v.encode(), expected)]
-        if not ok:
-            what = "wrong token" if any(given.values()) else "this server needs a token"
-            return JSONResponse(
-                {"error": f"{what}: open the URL with ?token=... as printed by convscope serve"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        response = await call_next(request)
-        if "cookie" not in ok:
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
-        return response
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -164,6 +134,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("error serving %s", request.url.path, exc_info=exc)
         line = " ".join(str(exc).split())[:300]
-        return JSONResponse(
-            {"error": f"server error ({type(exc).__name__}): {line}"}, status_code=500
+        return JSONResponse(  # this handler runs outside the Guard: it adds the headers itself
+            {"error": f"server error ({type(exc).__name__}): {line}"},
+            status_code=500,
+            headers=HEADERS,
         )
