@@ -6,14 +6,20 @@
 It obeys the dashboard's controls (rows in the run store it polls): pause/resume, learning
 rate, momentum, batch size, weight decay, another zoo net or an edited layer spec (restart),
 save/load a checkpoint, and predictions for an uploaded image. See docs/run-store.md.
+
+A row in the store is not trusted: the `model` control names a zoo net or carries layer-spec
+text, never an import path (nothing in the store makes the trainer import or run code), and a
+checkpoint that cannot be read is refused with one line while training goes on unchanged.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import math
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,11 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from convscope.config import TrainConfig
 from convscope.data import PHOTO_CLASSES, digits, open_dataset, photo_crops, prepare
-from convscope.models import load_model, resolve_model, zoo_names
+from convscope.models import get_entry, zoo_names
 from convscope.models.spec import build_spec, spec_of
 from convscope.runs import Control
 from convscope.train.watch import Recorder
@@ -87,13 +94,46 @@ class Data:
         return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
 
 
-class Trainer:
-    """Runs until `config.steps` or `stop()`; everything goes through a `Recorder` into the run store."""
+SPEC_OPS = ("conv", "pool", "fc", "dropout")  # the first word of a layer-spec line (models.spec)
 
-    def __init__(self, config: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> None:
+
+class ModelChoiceError(ValueError):
+    """A model that is neither a zoo net nor layer-spec text; `choices` lists the valid ones."""
+
+    def __init__(self, spec: str) -> None:
+        self.choices = [f"zoo:{name}" for name in zoo_names()] + ["layer-spec text"]
+        shown = spec if len(spec) <= 80 else spec[:77] + "..."
+        super().__init__(
+            f"model {shown!r} is not a choice of the built-in trainer: a zoo net "
+            f"({', '.join(self.choices[:-1])}) or layer-spec text such as 'conv 8 3 pad 1 relu; pool 2; fc 10' "
+            "(import paths are not accepted here)"
+        )
+
+
+def _is_spec_text(text: str) -> bool:
+    lines = [ln.split("#", 1)[0].strip() for part in text.splitlines() for ln in part.split(";")]
+    first = next((ln for ln in lines if ln), "")
+    return bool(first) and first.split()[0].lower() in SPEC_OPS
+
+
+class Trainer:
+    """Runs until `config.steps` or `stop()`; everything goes through a `Recorder` into the run store.
+
+    `notify` receives one line for the terminal when the loss first turns non-finite."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        *,
+        resume: bool = False,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self._stop = threading.Event()
+        self.notify = notify
+        self.nonfinite_step: int | None = None  # the first step with a NaN/Inf loss (since the last restart)
         torch.manual_seed(config.seed)
         self.model_spec = config.model
         self.model, self.input_shape = self._build(config.model)
@@ -122,20 +162,19 @@ class Trainer:
 
     # ---- building ------------------------------------------------------------------------
     def _build(self, spec: str) -> tuple[nn.Module, tuple[int, int, int]]:
+        """A zoo net (`NAME` or `zoo:NAME`) or layer-spec text — nothing else: `spec` may come
+        from a row in the run store, so it is never imported (ModelChoiceError otherwise)."""
         text = spec.strip()
-        if "\n" in text or ";" in text or text.startswith(("conv", "fc", "pool")):
-            shape = getattr(self, "input_shape", None)
-            if shape is None:
-                raise ValueError("a layer spec needs an input shape: start from a zoo net")
-            return build_spec(text, shape), shape
-        if not text.startswith("zoo:") and text in zoo_names():
-            text = f"zoo:{text}"
-        model, entry = resolve_model(text)
-        if entry is None:
-            model, entry, _ = load_model(text)
-        if entry is None:
-            raise ValueError(f"{spec}: the built-in trainer needs a zoo net or a layer spec")
-        return model.train(), entry.input_shape
+        name = text.removeprefix("zoo:")
+        if name in zoo_names():
+            entry = get_entry(name)
+            return entry.factory().train(), entry.input_shape
+        if not _is_spec_text(text):
+            raise ModelChoiceError(spec)
+        shape = getattr(self, "input_shape", None)
+        if shape is None:
+            raise ValueError("a layer spec needs an input shape: start from a zoo net")
+        return build_spec(text, shape), shape
 
     def _optimizer(self) -> torch.optim.SGD:
         return torch.optim.SGD(
@@ -176,6 +215,14 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value) and self.nonfinite_step is None:
+            self.nonfinite_step = step
+            if self.notify is not None:
+                self.notify(
+                    f"step {step}: the loss is {loss_value} (not finite); training goes on but the weights are "
+                    f"ruined: try a smaller learning rate (now {self.lr:g}) or load a checkpoint"
+                )
         self._acc_window.append(float((out.detach().argmax(1) == yb).float().mean()))
         with torch.no_grad():
             weights = [p for n, p in self.model.named_parameters() if n.endswith("weight")]
@@ -186,7 +233,7 @@ class Trainer:
             lr=self.lr, momentum=self.momentum, batch_size=float(self.batch_size),
             weight_decay=self.weight_decay,
         )  # fmt: skip
-        return self.recorder.step(loss=loss, **metrics)
+        return self.recorder.step(loss=loss_value, **metrics)
 
     def _batch(self) -> tuple[Tensor, Tensor]:
         n = len(self.data.xtr)
@@ -252,19 +299,38 @@ class Trainer:
             path = self.writer.save_checkpoint(self.model.state_dict(), name)
             return {"ok": True, "name": name, "path": str(path)}
         if key == "load_checkpoint":
-            name = str(value)
-            state = self.writer.load_checkpoint(name)
-            own = self.model.state_dict()
-            bad = sorted(k for k in own if k not in state or state[k].shape != own[k].shape)
-            if bad:
-                raise ValueError(f"checkpoint {name!r} does not fit this model: {', '.join(bad[:5])}")
-            self.model.load_state_dict(state)
-            return {"ok": True, "name": name}
+            return self._load_checkpoint(str(value))
         if key == "model":
-            return self._restart(str(value))
+            try:
+                return self._restart(str(value))
+            except ModelChoiceError as exc:
+                return {"ok": False, "error": str(exc), "choices": exc.choices}
         if key == "predict":
             return self._predict_upload(ctrl.id, value)
         raise ValueError(f"unknown control {key!r}")
+
+    def _load_checkpoint(self, name: str) -> dict[str, Any]:
+        """Every check before the first weight is copied: a refused checkpoint leaves the model as it was."""
+        try:
+            state = self.writer.load_checkpoint(name)
+        except FileNotFoundError:
+            raise  # "no checkpoint NAME in DIR" says it already
+        except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ValueError(f"checkpoint {name!r} cannot be read: {reason}") from None
+        own = self.model.state_dict()
+        bad = sorted(
+            k for k in own if k not in state or state[k].shape != own[k].shape or state[k].dtype != own[k].dtype
+        )
+        extra = sorted(k for k in state if k not in own)
+        if bad or extra:
+            parts = ([f"missing or different: {', '.join(bad[:5])}"] if bad else []) + (
+                [f"not in this model: {', '.join(extra[:5])}"] if extra else []
+            )
+            raise ValueError(f"checkpoint {name!r} does not fit this model ({'; '.join(parts)})")
+        self.model.load_state_dict(state)
+        self.nonfinite_step = None
+        return {"ok": True, "name": name}
 
     def _restart(self, spec: str) -> dict[str, Any]:
         model, shape = self._build(spec)
@@ -275,6 +341,7 @@ class Trainer:
         self.model, self.input_shape, self.model_spec = model, shape, spec
         self.opt = self._optimizer()
         self._acc_window.clear()
+        self.nonfinite_step = None
         self.recorder.swap_model(model)
         self.writer.set_meta("model", spec if "\n" not in spec else "layer spec")
         self.writer.set_meta("spec", spec_of(model))

@@ -10,7 +10,8 @@
 Then `convscope serve runs/` from another process. Each `step()` writes one committed step to
 the run store (scalars, per-layer statistics; tensor snapshots every `snapshot_every` seconds)
 — the store is the only thing the dashboard sees. Pause from the dashboard works here too;
-the other controls need the built-in trainer.
+the other controls need the built-in trainer. Controls sent while no trainer was running (e.g.
+before a resume) are refused when the recorder starts, not applied late.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ KEEP = ("x", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")
 SNAPSHOT_KINDS = ("z", "a", "grad_z", "grad_a", "weight", "grad_weight")
 
 ControlHandler = Callable[[Control], dict[str, Any] | None]
+STALE_CONTROL = "sent while no trainer was running"
 
 
 class Recorder:
@@ -66,6 +68,7 @@ class Recorder:
         self.writer = RunWriter(run_dir, config=config or {}, meta=info, resume=resume)
         last = self.writer.last_step if resume else None
         self.step_index = 0 if last is None else last + 1
+        self._refuse_stale_controls()
         self.every = every
         self.snapshot_every = snapshot_every
         self.poll_every = poll_every
@@ -240,6 +243,13 @@ class Recorder:
                 self.writer.ack_control(ctrl.id, self.step_index, result=result)
         if not self._closed:
             self.writer.set_meta("status", "running")
+
+    def _refuse_stale_controls(self) -> None:
+        """Controls still pending when this recorder opens the run were queued while no trainer
+        was running (e.g. after a kill -9, before `--resume`): acknowledged as refused, so a
+        resumed run neither starts paused nor takes settings nobody saw applied."""
+        for ctrl in self.writer.poll_controls():
+            self.writer.ack_control(ctrl.id, self.step_index, result={"ok": False, "error": STALE_CONTROL})
 
     def _apply(self, ctrl: Control) -> dict[str, Any]:
         if ctrl.key == "pause":
