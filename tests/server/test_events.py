@@ -18,6 +18,7 @@ from convscope.server.events import RunWatcher
 from convscope.server.state import AppState
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+LOCAL = "http://127.0.0.1:8000"  # a loopback Host, as the server's guard wants (security.py)
 
 
 def test_watcher_sends_what_changed(tmp_path: Path) -> None:
@@ -52,7 +53,7 @@ def test_watcher_sends_what_changed(tmp_path: Path) -> None:
 def test_sse_stream_says_hello_then_ends_on_shutdown(tmp_path: Path) -> None:
     fixture_writer(tmp_path, "fix").close(status="finished")
     app = create_app(tmp_path, ServeConfig(poll_s=0.05))
-    with TestClient(app) as c, c.stream("GET", "/api/runs/fix/events") as res:
+    with TestClient(app, base_url=LOCAL) as c, c.stream("GET", "/api/runs/fix/events") as res:
         assert res.status_code == 200
         assert res.headers["content-type"].startswith("text/event-stream")
         lines: list[str] = []
@@ -65,7 +66,7 @@ def test_sse_stream_says_hello_then_ends_on_shutdown(tmp_path: Path) -> None:
     data = [json.loads(x.removeprefix("data: ")) for x in lines if x.startswith("data:")]
     assert events == ["hello", "step"]
     assert data[0] == {"last_step": 2, "status": "finished", "stale": False}
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         assert c.get("/api/runs/nope/events").status_code == 404
 
 
