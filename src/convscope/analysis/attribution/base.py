@@ -83,9 +83,29 @@ class _Tap:
     """What the forward found at the requested layer."""
 
     name: str
+    catch: bool = False  # also keep the value and catch dL/d(tensor) as it is at the layer
     tensor: Tensor | None = None  # live, in the graph
     version: int = -1
     what: str = ""  # "a of block conv2 (after relu2)", "output of module layer4"
+    value: Tensor | None = None  # with catch: a copy, safe from later in-place ops
+    grad: Tensor | None = None  # with catch: dL/d(tensor) of the version seen at the layer
+    handle: Any = None
+
+    def take(self, t: Tensor, what: str) -> None:
+        """Hold t (a later in-place op changes its version: the hook still sees this one)."""
+        self.release()
+        self.tensor, self.version, self.what = t, t._version, what
+        if self.catch and t.requires_grad:
+            self.value = t.detach().clone()
+            self.handle = t.register_hook(self._store)
+
+    def _store(self, g: Tensor) -> None:
+        self.grad = g
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
 
 
 class _Stop(Exception):
@@ -198,14 +218,18 @@ class Attribution:
             raise AttributionError("x holds NaN or Inf values")
         return x.detach().clone().requires_grad_(True)
 
-    def _forward(self, x: Tensor, layer: str | None, *, stop: bool) -> tuple[Tensor | None, _Tap | None]:
+    def _forward(
+        self, x: Tensor, layer: str | None, *, stop: bool, catch: bool = False
+    ) -> tuple[Tensor | None, _Tap | None]:
         """Run the model on x (the rule mode must be active); tap `layer` if given.
 
         With `stop`, the forward ends at the layer (nothing after it runs) and the output is None.
+        With `catch`, the tap keeps the layer's value and catches its gradient in the backward
+        (the caller must `tap.release()` after it).
         """
         if layer is None:
             return self.model(x), None
-        tap = _Tap(layer)
+        tap = _Tap(layer, catch=catch)
         module = dict(self.model.named_modules()).get(layer)
         try:
             if module is not None and _is_container(module):
@@ -214,6 +238,9 @@ class Attribution:
                 out = self._forward_block_tap(x, tap, stop=stop)
         except _Stop:
             out = None
+        except BaseException:
+            tap.release()
+            raise
         if tap.tensor is None:
             raise AttributionError(f"layer {layer!r} was not called in the model's forward")
         return out, tap
@@ -223,8 +250,7 @@ class Attribution:
             if not isinstance(output, Tensor):
                 raise AttributionError(f"layer {tap.name!r} does not output one tensor ({type(output).__name__})")
             if tap.tensor is None:
-                tap.tensor, tap.version = output, output._version
-                tap.what = f"output of module {tap.name} ({type(m).__name__})"
+                tap.take(output, f"output of module {tap.name} ({type(m).__name__})")
                 if stop:
                     raise _Stop
 
@@ -240,11 +266,11 @@ class Attribution:
             if tap.name not in (block.name, block.norm_name, block.act_name):
                 return
             if field in ("z", "a"):  # z until the activation comes; a ends the search
-                tap.tensor, tap.version = t, t._version
-                tap.what = (
+                tap.take(
+                    t,
                     f"a of block {block.name} (after {block.act_name})"
                     if field == "a"
-                    else f"z of block {block.name} (no activation follows)"
+                    else f"z of block {block.name} (no activation follows)",
                 )
                 if field == "a" and stop:
                     raise _Stop

@@ -36,25 +36,29 @@ class GradCAM(Attribution):
 
     def cam(self, x: Tensor, target: Target = None) -> tuple[Tensor, dict[str, object]]:
         """(B, 1, h, w) ReLU(Σ_k α_k A^k) at the layer's size, and the call's metadata."""
-        xg = self._input(x).detach()  # the backward stops at the layer: x needs no gradient
+        xg = self._input(x)
         with self._session(None):
-            with torch.enable_grad():
-                # the forward must build a graph to the layer even though x needs no gradient
-                out, tap = self._forward(xg.requires_grad_(True), self.layer, stop=False)
+            out, tap = self._forward(xg, self.layer, stop=False, catch=True)
             assert out is not None and tap is not None and tap.tensor is not None
-            t = self._targets(out, target)
-            acts = tap.tensor
-            if acts.dim() != 4:
-                raise AttributionError(
-                    f"Grad-CAM needs spatial maps (B, C, h, w); layer {self.layer!r} gives {tuple(acts.shape)}"
-                )
-            score = out.gather(1, t[:, None]).sum()
-            if acts._version == tap.version:
-                (grads,) = torch.autograd.grad(score, acts)  # (B, C, h, w)
-            else:  # changed in place after the layer: catch dL/dA with a hook on the old version
-                grads = _grad_via_hook(score, acts, xg)
+            try:
+                t = self._targets(out, target)
+                if tap.tensor.dim() != 4:
+                    raise AttributionError(
+                        f"Grad-CAM needs spatial maps (B, C, h, w); layer {self.layer!r} gives {tuple(tap.tensor.shape)}"
+                    )
+                score = out.gather(1, t[:, None]).sum()
+                if tap.tensor._version == tap.version:  # the backward can stop at the layer
+                    (grads,) = torch.autograd.grad(score, tap.tensor)  # (B, C, h, w)
+                else:  # changed in place after the layer: the hook caught dL/dA of the old version
+                    torch.autograd.grad(score, xg)
+                    assert tap.grad is not None
+                    grads = tap.grad
+            finally:
+                tap.release()
+        assert tap.value is not None
+        acts = tap.value  # (B, C, h, w), as it was at the layer
         alpha = grads.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
-        cam = F.relu((alpha * acts.detach()).sum(dim=1, keepdim=True))  # (B, 1, h, w)
+        cam = F.relu((alpha * acts).sum(dim=1, keepdim=True))  # (B, 1, h, w)
         meta: dict[str, object] = {"method": self.method, "target": t.tolist(), "layer": self.layer, "tensor": tap.what}
         return cam, meta
 
@@ -74,13 +78,3 @@ def _resize(cam: Tensor, size: tuple[int, ...], mode: str) -> Tensor:
     if mode in ("bilinear", "bicubic"):
         return F.interpolate(cam, size=size, mode=mode, align_corners=False)
     raise AttributionError(f"mode must be 'nearest', 'bilinear' or 'bicubic'; got {mode!r}")
-
-
-def _grad_via_hook(score: Tensor, acts: Tensor, xg: Tensor) -> Tensor:
-    caught: list[Tensor] = []
-    handle = acts.register_hook(lambda g: caught.append(g))
-    try:
-        torch.autograd.grad(score, xg)
-    finally:
-        handle.remove()
-    return caught[0]
