@@ -12,7 +12,8 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from captum.attr import Deconvolution, GuidedBackprop as CaptumGuided, GuidedGradCam, LayerGradCam
+from captum.attr import Deconvolution, GuidedGradCam, LayerGradCam
+from captum.attr import GuidedBackprop as CaptumGuided
 from captum.attr import Saliency as CaptumSaliency
 from torch import Tensor, nn
 
