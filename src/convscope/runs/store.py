@@ -129,6 +129,10 @@ class RunBusyError(RunStoreError, TimeoutError):
     """The database stayed locked past the bounded wait, or another RunWriter holds the run."""
 
 
+class RunReadOnlyError(RunStoreError):
+    """A write (a control) to a run that was opened read-only: its directory cannot be written."""
+
+
 @dataclass(frozen=True)
 class Control:
     """A message from the dashboard, not yet acknowledged by the trainer."""
@@ -795,7 +799,12 @@ class RunWriter:
 # ---- reader -----------------------------------------------------------------------------------
 class RunReader:
     """The serving side: read-only queries over a run (also while it is being written);
-    `send_control` is its only write."""
+    `send_control` is its only write.
+
+    A finished run on a read-only directory (a read-only mount, an archive) has no `-wal`/`-shm`
+    files and SQLite cannot create them, so a WAL database does not open even with `mode=ro`.
+    Such a run is opened `immutable=1` instead (nothing can write it, so no locking is needed):
+    `read_only` is then True and `send_control` raises RunReadOnlyError."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -804,18 +813,46 @@ class RunReader:
             what = "does not exist" if not self.path.exists() else f"holds no {DB_NAME}"
             raise RunNotFoundError(f"{self.path} is not a convscope run: it {what}")
         self._lock = threading.Lock()
+        self.read_only = False  # True: opened immutable on a directory that cannot be written
         try:
-            self._conn = sqlite3.connect(
-                _db_uri(self._db, "ro"), uri=True, timeout=BUSY_TIMEOUT_S,
+            self._conn = self._open("ro")
+        except RunCorruptError as exc:
+            if not self._cannot_create_wal(exc):
+                raise
+            wal = self._db.with_name(DB_NAME + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise RunCorruptError(
+                    f"{self._db}: its -wal file holds steps not yet merged into the database and "
+                    "the directory is read-only; copy the run to a writable place to read it"
+                ) from exc
+            self._conn = self._open("ro&immutable=1")
+            self.read_only = True
+
+    def _open(self, mode: str) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                _db_uri(self._db, mode), uri=True, timeout=BUSY_TIMEOUT_S,
                 isolation_level=None, check_same_thread=False,
             )  # fmt: skip
         except sqlite3.Error as exc:
             raise RunCorruptError(f"{self._db} cannot be opened: {exc}") from exc
         try:
-            _retry(lambda: _check_schema(self._conn, self._db), "open run")
+            _retry(lambda: _check_schema(conn, self._db), "open run")
         except BaseException:
-            self._conn.close()
+            conn.close()
             raise
+        return conn
+
+    def _cannot_create_wal(self, exc: RunCorruptError) -> bool:
+        """True when opening failed because SQLite could not create the -shm/-wal files beside
+        a WAL database: SQLITE_CANTOPEN (or READONLY) on a directory this process cannot write."""
+        cause = exc.__cause__
+        code = getattr(cause, "sqlite_errorcode", None)
+        cant = isinstance(code, int) and code & 0xFF in (
+            sqlite3.SQLITE_CANTOPEN,
+            sqlite3.SQLITE_READONLY,
+        )
+        return cant and not os.access(self.path, os.W_OK)
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         args = tuple(params)
@@ -942,6 +979,8 @@ class RunReader:
     def send_control(self, key: str, value: Any) -> int:
         """Queue a control for the trainer; returns its id. A short write transaction on its own
         connection, retried while the writer holds the lock (bounded by RETRY_S)."""
+        if self.read_only:
+            raise RunReadOnlyError(f"{self.path} is read-only: a control cannot be queued")
         _name("control key", key)
         text = _dumps(f"control {key!r}", value)
         now = time.time()
@@ -960,6 +999,14 @@ class RunReader:
             raise RunStoreError(f"cannot open {self._db} for writing a control: {exc}") from exc
         try:
             return _retry(lambda: _write_txn(conn, body), "send_control")
+        except sqlite3.OperationalError as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if isinstance(code, int) and code & 0xFF in (
+                sqlite3.SQLITE_READONLY,
+                sqlite3.SQLITE_CANTOPEN,
+            ):
+                raise RunReadOnlyError(f"{self._db} cannot be written: {exc}") from exc
+            raise
         finally:
             conn.close()
 

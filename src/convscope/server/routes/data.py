@@ -8,15 +8,18 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Body, Depends, Request
 
 from convscope.runs import RunReader, list_runs
+from convscope.runs.store import RunReadOnlyError
 
 from ..controls import check_control
 from ..errors import ApiError
 from ..pictures import KINDS
 from ..state import AppState
+from .params import MaxPoints, Since, SinceId, Step
 
 router = APIRouter(prefix="/api")
 
 T = TypeVar("T")
+MAX_NAMES = 256  # scalar names per request (each is one SQL parameter)
 BLOCK_KINDS = ("x", "conv", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")
 
 
@@ -69,12 +72,6 @@ def summary(state: AppState, name: str, r: RunReader) -> dict[str, Any]:
     }
 
 
-def _since(since: int | None) -> int | None:
-    if since is not None and since < -1:
-        raise ApiError(400, f"since must be a step >= -1, got {since}")
-    return since
-
-
 # ---- routes -------------------------------------------------------------------------------
 
 
@@ -97,25 +94,21 @@ def thin(items: list[T], max_points: int | None) -> list[T]:
     return [x for i, x in enumerate(items) if i % k == 0 or i == len(items) - 1]
 
 
-def _max_points(max_points: int | None) -> int | None:
-    if max_points is not None and max_points < 2:
-        raise ApiError(400, f"max_points must be >= 2, got {max_points}")
-    return max_points
-
-
 @router.get("/runs/{run}/scalars")
 def scalars(
     run: str,
     state: State,
-    since: int | None = None,
+    since: Since = None,
     names: str | None = None,
-    max_points: int | None = None,
+    max_points: MaxPoints = None,
 ) -> dict[str, Any]:
     """Scalars with steps > since; max_points thins each long series evenly (last point kept)."""
-    wanted = [n for n in names.split(",") if n] if names else None
-    limit = _max_points(max_points)
+    wanted = list(dict.fromkeys(n for n in names.split(",") if n)) if names else None
+    if wanted is not None and len(wanted) > MAX_NAMES:
+        raise ApiError(400, f"names lists {len(wanted)} scalars; at most {MAX_NAMES} at once")
+    limit = max_points
     with state.reader(run) as r:
-        found = r.scalars(names=wanted, since=_since(since))
+        found = r.scalars(names=wanted, since=since)
         return {
             "last_step": r.last_step(),
             "scalars": {k: thin(v, limit) for k, v in found.items()},
@@ -126,14 +119,14 @@ def scalars(
 def stats(
     run: str,
     state: State,
-    since: int | None = None,
+    since: Since = None,
     layer: str | None = None,
-    max_points: int | None = None,
+    max_points: MaxPoints = None,
 ) -> dict[str, Any]:
     """Layer stats rows with steps > since; max_points thins each layer's rows evenly."""
-    limit = _max_points(max_points)
+    limit = max_points
     with state.reader(run) as r:
-        rows = r.layer_stats(layer=layer, since=_since(since))
+        rows = r.layer_stats(layer=layer, since=since)
         last = r.last_step()
     if limit is not None:
         per: dict[str, list[dict[str, Any]]] = {}
@@ -170,7 +163,7 @@ def snapshot_steps(run: str, state: State, layer: str, kind: str) -> dict[str, A
 
 
 @router.get("/runs/{run}/json/{key}")
-def json_value(run: str, state: State, key: str, step: int | None = None) -> dict[str, Any]:
+def json_value(run: str, state: State, key: str, step: Step = None) -> dict[str, Any]:
     with state.reader(run) as r:
         found = r.json(key, step=step)
     if found is None:
@@ -180,7 +173,7 @@ def json_value(run: str, state: State, key: str, step: int | None = None) -> dic
 
 
 @router.get("/runs/{run}/controls")
-def controls(run: str, state: State, since_id: int = 0) -> dict[str, Any]:
+def controls(run: str, state: State, since_id: SinceId = 0) -> dict[str, Any]:
     with state.reader(run) as r:
         return {"controls": [public_control(c) for c in r.controls(since_id=since_id)]}
 
@@ -188,12 +181,33 @@ def controls(run: str, state: State, since_id: int = 0) -> dict[str, Any]:
 @router.post("/runs/{run}/controls")
 def send_control(run: str, state: State, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     with state.reader(run) as r:
+        refuse_read_only(r)
         meta = r.meta()
+        zoo = meta.get("zoo")
         value = check_control(
             body.get("key"),
             body.get("value"),
             trainer=str(meta.get("trainer", "watch")),
             status=str(meta.get("status", "running")),
             checkpoints=[str(c.get("name")) for c in r.checkpoints()],
+            zoo=zoo if isinstance(zoo, list) else [],
         )
-        return {"id": r.send_control(str(body["key"]), value)}
+        return {"id": send(r, str(body["key"]), value)}
+
+
+def refuse_read_only(r: RunReader) -> None:
+    """409 for a run opened read-only (a finished run on a read-only directory or mount): it
+    can be viewed, not steered."""
+    if r.read_only:
+        raise ApiError(409, "this run is read-only (its directory cannot be written): "
+                       "it can be viewed, not controlled")  # fmt: skip
+
+
+def send(r: RunReader, key: str, value: Any) -> int:
+    """Queue control `key` in the run (also the upload route's `predict`); 409 when the run
+    cannot be written."""
+    refuse_read_only(r)
+    try:
+        return r.send_control(key, value)
+    except RunReadOnlyError as err:
+        raise ApiError(409, f"this run is read-only: {err}") from None

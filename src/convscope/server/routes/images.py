@@ -8,7 +8,6 @@ never changes, so it is sent with `Cache-Control: immutable`.
 from __future__ import annotations
 
 import bisect
-import math
 
 import torch
 from fastapi import APIRouter, Response
@@ -18,6 +17,7 @@ from convscope.runs import RunReader
 from ..errors import ApiError
 from ..pictures import KINDS, NORMS, image_png, magnitude, snapshot_png, za_png
 from .data import BLOCK_KINDS, State, layer_names
+from .params import Sample, Scale, Step, TestIndex
 
 router = APIRouter(prefix="/api")
 
@@ -68,19 +68,17 @@ def snapshot_image(
     state: State,
     layer: str,
     kind: str,
-    step: int | None = None,
+    step: Step = None,
     norm: str = "map",
-    sample: int = 0,
-    scale: float | None = None,
+    sample: Sample = 0,
+    scale: Scale = None,
 ) -> Response:
     if kind not in KINDS:
         raise ApiError(400, f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
     if norm not in NORMS:
         raise ApiError(400, f"norm must be one of {', '.join(NORMS)}; got {norm!r}")
-    if scale is not None and (norm != "global" or not (math.isfinite(scale) and scale > 0)):
-        raise ApiError(400, "scale must be a finite number > 0, and only with norm=global")
-    if sample < 0:
-        raise ApiError(400, f"sample must be >= 0, got {sample}")
+    if scale is not None and norm != "global":
+        raise ApiError(400, "scale goes with norm=global only")
     with state.reader(run) as r:
         at = resolve_step(r, layer, kind, step)
 
@@ -99,11 +97,7 @@ def snapshot_image(
 
 
 @router.get("/runs/{run}/za.png")
-def za_image(
-    run: str, state: State, layer: str, step: int | None = None, sample: int = 0
-) -> Response:
-    if sample < 0:
-        raise ApiError(400, f"sample must be >= 0, got {sample}")
+def za_image(run: str, state: State, layer: str, step: Step = None, sample: Sample = 0) -> Response:
     with state.reader(run) as r:
         at = resolve_step(r, layer, "z", step)
 
@@ -122,7 +116,7 @@ def za_image(
 
 
 @router.get("/runs/{run}/test-images/{index}.png")
-def test_image(run: str, state: State, index: int) -> Response:
+def test_image(run: str, state: State, index: TestIndex) -> Response:
     with state.reader(run) as r:
         at = resolve_step(r, "_test", "input", None)
 

@@ -22,7 +22,8 @@ from convscope.data import ImageError, load_image, prepare, to_chw_float
 from ..errors import ApiError
 from ..pictures import encode_png, image_png
 from ..state import AppState
-from .data import State, layer_names
+from .data import State, layer_names, refuse_read_only, send
+from .params import UploadId
 
 router = APIRouter(prefix="/api")
 
@@ -63,6 +64,7 @@ async def upload(run: str, state: State, request: Request) -> dict[str, Any]:
 
 def _send(state: AppState, run: str, data: bytes, name: str) -> dict[str, Any]:
     with state.reader(run) as r:
+        refuse_read_only(r)
         meta = r.meta()
         status = str(meta.get("status", "running"))
         if meta.get("trainer") != "builtin":
@@ -84,7 +86,7 @@ def _send(state: AppState, run: str, data: bytes, name: str) -> dict[str, Any]:
         except ImageError as err:
             raise ApiError(400, str(err).replace("<bytes>", name or "the upload", 1)) from None
         png = base64.b64encode(encode_png(x)).decode("ascii")
-        return {"id": r.send_control("predict", {"png_b64": png, "name": name})}
+        return {"id": send(r, "predict", {"png_b64": png, "name": name})}
 
 
 def _control(
@@ -104,7 +106,7 @@ def _control(
 
 
 @router.get("/runs/{run}/uploads/{ident}")
-def upload_status(run: str, state: State, ident: int) -> dict[str, Any]:
+def upload_status(run: str, state: State, ident: UploadId) -> dict[str, Any]:
     row, found, layers = _control(state, run, ident)
     result = row.get("result")
     if found is not None:
@@ -118,7 +120,7 @@ def upload_status(run: str, state: State, ident: int) -> dict[str, Any]:
 
 
 @router.get("/runs/{run}/uploads/{ident}/image.png")
-def upload_image(run: str, state: State, ident: int) -> Response:
+def upload_image(run: str, state: State, ident: UploadId) -> Response:
     row, _, _ = _control(state, run, ident)
     value = row.get("value")
     try:

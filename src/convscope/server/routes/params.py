@@ -1,0 +1,109 @@
+"""Numbers from a URL, checked at the edge: each query or path number has a stated range, and a
+value outside it (a 400-digit integer, -5, 1e999, "abc") is a 400 naming that range before any
+route code runs -- never an OverflowError deep in SQLite (a 500).
+
+    def scalars(since: Since = None, max_points: MaxPoints = None): ...
+
+The ranges are also in the OpenAPI schema (minimum/maximum), so the fuzz test
+(tests/fuzz/test_api_schema.py) generates values inside and outside them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Path, Query
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
+
+MAX_STEP = 2**63 - 1  # SQLite's INTEGER: steps and control ids are stored as one
+MAX_SAMPLE = 65_535  # index of an image inside a recorded batch
+MAX_POINTS = 1_000_000  # points per series after thinning
+MAX_SCALE = 3.4e38  # a float32's largest finite value: pictures are float32 tensors
+_INT = re.compile(r"[+-]?[0-9]{1,20}")
+
+
+def int_in(what: str, lo: int, hi: int) -> Callable[[Any], int]:
+    """A pydantic before-validator: `value` as an int in lo..hi, else one error naming the range
+    (the app's handler puts the parameter's name first: "since: must be an integer in ...";
+    `what` is said too when that name is not plain, as for path parameters)."""
+
+    def check(value: Any) -> int:
+        n: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            n = value
+        elif isinstance(value, str) and _INT.fullmatch(value.strip()):
+            n = int(value.strip())
+        if n is None or not lo <= n <= hi:
+            raise PydanticCustomError(
+                "int_range", "{what}must be an integer in {lo}..{hi}",
+                {"what": what, "lo": lo, "hi": hi},
+            )  # fmt: skip
+        return n
+
+    return check
+
+
+def float_in(what: str, lo: float, hi: float) -> Callable[[Any], float]:
+    """A before-validator: `value` as a finite float with lo < value <= hi."""
+
+    def check(value: Any) -> float:
+        x = math.nan
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number or (isinstance(value, str) and len(value) <= 64):
+            with contextlib.suppress(ValueError, OverflowError):  # x stays NaN: refused below
+                x = float(value)
+        if not (math.isfinite(x) and lo < x <= hi):
+            raise PydanticCustomError(
+                "float_range", "must be a number with {lo} < {what} <= {hi}",
+                {"what": what, "lo": lo, "hi": hi},
+            )  # fmt: skip
+        return x
+
+    return check
+
+
+Since = Annotated[
+    int | None,
+    BeforeValidator(int_in("", -1, MAX_STEP)),
+    Query(ge=-1, le=MAX_STEP, description="only steps > since (-1 or absent: all)"),
+]
+Step = Annotated[
+    int | None,
+    BeforeValidator(int_in("", 0, MAX_STEP)),
+    Query(ge=0, le=MAX_STEP, description="the newest at or before this step (absent: newest)"),
+]
+SinceId = Annotated[
+    int,
+    BeforeValidator(int_in("", 0, MAX_STEP)),
+    Query(ge=0, le=MAX_STEP, description="only controls with id > since_id"),
+]
+MaxPoints = Annotated[
+    int | None,
+    BeforeValidator(int_in("", 2, MAX_POINTS)),
+    Query(ge=2, le=MAX_POINTS, description="thin each series to about this many points"),
+]
+Sample = Annotated[
+    int,
+    BeforeValidator(int_in("", 0, MAX_SAMPLE)),
+    Query(ge=0, le=MAX_SAMPLE, description="which image of the recorded batch"),
+]
+Scale = Annotated[
+    float | None,
+    BeforeValidator(float_in("scale", 0, MAX_SCALE)),
+    Query(gt=0, le=MAX_SCALE, description="with norm=global: the value drawn at full colour"),
+]
+UploadId = Annotated[
+    int,
+    BeforeValidator(int_in("upload id ", 1, MAX_STEP)),
+    Path(ge=1, le=MAX_STEP, description="the id POST .../uploads answered"),
+]
+TestIndex = Annotated[
+    int,
+    BeforeValidator(int_in("test image index ", 0, MAX_SAMPLE)),
+    Path(ge=0, le=MAX_SAMPLE, description="index of the run's test image"),
+]
