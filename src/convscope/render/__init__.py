@@ -5,15 +5,21 @@
     render.filters(conv.weight)       # filters: colour pictures for RGB input, rows otherwise
     render.legend(-1.0, 1.0, signed=True)
     render.overlay(photo, saliency)   # heat over an image
+    render.attribution(GuidedBackprop(model).attribute(x, 3))   # a projection, drawn as its paper does
     render.normalize(maps, mode="layer", signed=False)
 
 Every function takes torch tensors or numpy arrays and returns a `Picture` (PNG, data URI,
 shows itself in Jupyter), except `normalize`, which returns the numbers behind the colours.
 """
 
+from . import projection_report
+from .attribution import attribution
 from .grid import filters, grid, legend
 from .normalize import Normalized, normalize
 from .overlay import overlay
 from .picture import Box, Picture
 
-__all__ = ["Box", "Normalized", "Picture", "filters", "grid", "legend", "normalize", "overlay"]
+__all__ = [
+    "Box", "Normalized", "Picture", "attribution", "filters", "grid", "legend", "normalize", "overlay",
+    "projection_report",
+]  # fmt: skip

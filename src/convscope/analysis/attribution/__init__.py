@@ -9,6 +9,7 @@ from convscope.analysis.attribution.deconvnet import Deconvnet
 from convscope.analysis.attribution.gradcam import GradCAM
 from convscope.analysis.attribution.guided_backprop import GuidedBackprop
 from convscope.analysis.attribution.guided_gradcam import GuidedGradCAM
+from convscope.analysis.attribution.projection import ClassMaps, Projection, Unit
 from convscope.analysis.attribution.saliency import Saliency
 from convscope.analysis.attribution.smoothgrad import SmoothGrad
 
@@ -27,10 +28,13 @@ __all__ = [
     "Attribution",
     "AttributionError",
     "AttributionMap",
+    "ClassMaps",
     "Deconvnet",
     "GradCAM",
     "GuidedBackprop",
     "GuidedGradCAM",
+    "Projection",
     "Saliency",
     "SmoothGrad",
+    "Unit",
 ]

@@ -162,6 +162,8 @@ def deconvnet_rule(z: Tensor, y: Tensor, shown: str) -> Tensor:
     return out
 
 
+#: `.meta["rules"]` of a method without a rule: every activation passes its own derivative
+PLAIN = {"every activation": "plain gradient f'(z)·g"}
 #: the backward rule of each method that has one (the others are plain autograd)
 RULES: dict[str, Rule] = {"guided": guided_rule, "deconvnet": deconvnet_rule}
 
@@ -285,6 +287,13 @@ class Attribution:
             out: Tensor = self.model(x)
         return out
 
+    def layer_output(self, x: Tensor, layer: str) -> tuple[Tensor, str]:
+        """The tensor the methods start from at `layer` (detached), and which tensor it is."""
+        with self._session(None):
+            _, tap = self._forward(self._input(x), layer, stop=True)
+        assert tap is not None and tap.tensor is not None
+        return tap.tensor.detach(), tap.what
+
     # ---- targets -------------------------------------------------------------------------
     @staticmethod
     def _targets(out: Tensor, target: Target) -> Tensor:
@@ -377,7 +386,7 @@ class Attribution:
                 else:
                     (grad,) = torch.autograd.grad(tap.tensor, xg, grad_outputs=seed)
                 meta.update(layer=layer, channel=channel, position=position, tensor=tap.what)
-            meta["rules"] = rule_text(self.method, mode.seen if mode else {})
+            meta["rules"] = rule_text(self.method, mode.seen) if mode else dict(PLAIN)
         return grad, meta
 
 

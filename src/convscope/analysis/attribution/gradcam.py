@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convscope.analysis.attribution.base import (
+    PLAIN,
     Attribution,
     AttributionError,
     AttributionMap,
@@ -59,7 +60,13 @@ class GradCAM(Attribution):
         acts = tap.value  # (B, C, h, w), as it was at the layer
         alpha = grads.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
         cam = F.relu((alpha * acts).sum(dim=1, keepdim=True))  # (B, 1, h, w)
-        meta: dict[str, object] = {"method": self.method, "target": t.tolist(), "layer": self.layer, "tensor": tap.what}
+        meta: dict[str, object] = {
+            "method": self.method,
+            "target": t.tolist(),
+            "layer": self.layer,
+            "tensor": tap.what,
+            "rules": dict(PLAIN),
+        }
         return cam, meta
 
     def attribute(

@@ -1,0 +1,62 @@
+"""Projection: one image's projections back to pixels, as `convscope project` computes them.
+
+Plain data (filled by `convscope.project.project`, drawn by `convscope.render.projection_report`):
+the layer's strongest units with their projections (ZF Fig. 1/2), and every class method for
+the top-3 classes. In Jupyter it draws itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import numpy.typing as npt
+from torch import Tensor
+
+from convscope.analysis.attribution.base import AttributionMap
+
+
+@dataclass
+class Unit:
+    """One feature map of the layer and its strongest activation's projections."""
+
+    channel: int
+    value: float  # its strongest activation on this image
+    position: tuple[int, int] | None  # (i, j) of that activation in the map; None for a dense layer
+    projections: dict[str, AttributionMap]  # method → (1, C, H, W)
+
+
+@dataclass
+class ClassMaps:
+    """Every class method for one class."""
+
+    target: int
+    name: str
+    probability: float
+    maps: dict[str, AttributionMap]  # method → (1, C, H, W) or (1, 1, H, W)
+
+
+@dataclass
+class Projection:
+    """Everything `write_projection_report` draws; displays itself in Jupyter."""
+
+    model: str
+    image_name: str
+    image: npt.NDArray[np.uint8]  # (H, W, 3) as fed
+    x: Tensor  # (1, C, H, W)
+    layer: str
+    layer_tensor: str  # which tensor of the layer: "a of block conv5 (after relu5)"
+    maps: Tensor  # (C, h, w) or (C,): the layer's activations on this image
+    units: list[Unit]
+    classes: list[ClassMaps]
+    methods: list[str]
+    rules: dict[str, dict[str, str]]  # method → activation → rule applied
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    #: set by convscope.render (which this layer may not import): Projection → HTML
+    display: ClassVar[Callable[[Projection], str] | None] = None
+
+    def _repr_html_(self) -> str | None:
+        return None if Projection.display is None else Projection.display(self)

@@ -1,0 +1,198 @@
+"""The projections report (`convscope project`): self-contained HTML, PNGs and JSON.
+
+    write_projection_report(result, "proj/")   # proj/index.html, proj/projections.json, proj/png/*.png
+
+Two sections, as the papers lay them out: the layer's strongest units, each as its feature map
+beside its strongest activation's projection by every layer method (Zeiler & Fergus Fig. 1/2);
+then every class method side by side for the top-3 classes. Opens offline (pictures inlined,
+the reports' CSP, no script). Importing this module teaches `Projection` to draw itself in Jupyter.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from convscope.analysis.attribution import Projection
+
+from .attribution import _upscale, attribution
+from .grid import grid
+from .html import page
+from .picture import Picture
+
+TITLES = {
+    "deconvnet": "deconvnet (ZF)",
+    "guided": "guided backprop",
+    "saliency": "saliency |∂/∂x|",
+    "smoothgrad": "SmoothGrad",
+    "gradcam": "Grad-CAM",
+    "guided-gradcam": "Guided Grad-CAM",
+}
+STYLE_NOTES = {
+    "rgb": "grey = 0; colour = which input channel the signal favours",
+    "magnitude": "max over channels of |value|; dark = 0",
+    "heat": "heat over the image; dark/transparent = 0",
+}
+CSS = """
+.unit{border-top:1px solid #e5e7eb;padding:8px 0}.unit:first-of-type{border-top:0}
+.unit h3,.cls h3{font-size:13px;margin:0 0 6px;font-family:ui-monospace,monospace}
+.cls{border-top:1px solid #e5e7eb;padding:8px 0}figure img.proj{width:128px;height:128px}
+.rules td,.rules th{border:1px solid #e5e7eb;padding:3px 8px;text-align:left;font-size:12px}
+.rules{border-collapse:collapse}.note{color:#555;font-size:12px}
+"""
+
+
+def _fig(pic: Picture, caption: str, name: str, png: Path | None, files: dict[str, str]) -> str:
+    if png is not None:
+        pic.save(png / f"{name}.png")
+        files[name] = f"png/{name}.png"
+    return (
+        f'<figure><img class="proj" src="{pic.data_uri()}" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _sections(p: Projection, png: Path | None, files: dict[str, str]) -> str:
+    parts: list[str] = []
+    layer_methods = [m for m in p.methods if any(m in u.projections for u in p.units)]
+    image_pic = attribution_image(p)
+    header = (
+        f"<section><h2>{html.escape(p.image_name)} → {html.escape(p.model)}</h2><div class='figs'>"
+        + _fig(image_pic, f"the input ({p.image.shape[1]}×{p.image.shape[0]})", "input", png, files)
+        + "</div><p>"
+        + "; ".join(
+            f"{html.escape(c.name)} {100 * c.probability:.1f}%" for c in p.classes
+        )
+        + "</p></section>"
+    )
+    parts.append(header)
+    if p.units:
+        units = [
+            f"<section><h2>units of {html.escape(p.layer)}</h2>"
+            f"<p class='note'>The {len(p.units)} feature maps of {html.escape(p.layer)} that fire most on"
+            f" this image ({html.escape(p.layer_tensor)}). For each, its strongest activation is projected"
+            " back to pixels with every other activation of the layer set to zero (Zeiler &amp; Fergus)."
+            f" Projections: {html.escape(STYLE_NOTES['rgb'])}.</p>"
+        ]
+        for u in p.units:
+            where = f" at (i, j) = {u.position}" if u.position is not None else ""
+            figs = []
+            if p.maps.dim() == 3:
+                fmap = grid(p.maps[u.channel : u.channel + 1], labels=False, signed=False)
+                figs.append(_fig(fmap, f"a[{u.channel}]: its feature map", f"unit{u.channel}-map", png, files))
+            for m in layer_methods:
+                figs.append(
+                    _fig(
+                        attribution(u.projections[m], image=p.image),
+                        TITLES[m],
+                        f"unit{u.channel}-{m}",
+                        png,
+                        files,
+                    )
+                )
+            units.append(
+                f"<div class='unit'><h3>map {u.channel}: max a = {u.value:.4g}{where}</h3>"
+                f"<div class='figs'>{''.join(figs)}</div></div>"
+            )
+        units.append("</section>")
+        parts.append("".join(units))
+    if p.classes:
+        cls = [
+            "<section><h2>what each class score depends on</h2>"
+            f"<p class='note'>Every class method for the top-{len(p.classes)} classes. Grad-CAM and"
+            f" Guided Grad-CAM use {html.escape(p.layer)}. Guided backprop, deconvnet and Guided"
+            f" Grad-CAM: {STYLE_NOTES['rgb']}. Saliency and SmoothGrad: {STYLE_NOTES['magnitude']}."
+            f" Grad-CAM: {STYLE_NOTES['heat']}.</p>"
+        ]
+        for c in p.classes:
+            figs = []
+            for m, amap in c.maps.items():
+                figs.append(
+                    _fig(
+                        attribution(amap, image=p.image),
+                        TITLES[m],
+                        f"class{c.target}-{m}",
+                        png,
+                        files,
+                    )
+                )
+            cls.append(
+                f"<div class='cls'><h3>class {c.target} {html.escape(c.name)}: {100 * c.probability:.1f}%</h3>"
+                f"<div class='figs'>{''.join(figs)}</div></div>"
+            )
+        cls.append("</section>")
+        parts.append("".join(cls))
+    rows = "".join(
+        f"<tr><th>{html.escape(TITLES[m])}</th><td>"
+        + (html.escape(", ".join(f"{k}: {v}" for k, v in r.items())) or "—")
+        + "</td></tr>"
+        for m, r in p.rules.items()
+    )
+    parts.append(
+        "<section><h2>rules at the activations</h2><table class='rules'>"
+        f"<tr><th>method</th><th>what passed backwards through each activation (g = dL/da)</th></tr>{rows}"
+        "</table></section>"
+    )
+    return "\n".join(parts)
+
+
+def attribution_image(p: Projection) -> Picture:
+    """The input image as fed, scaled up like the maps."""
+    return _upscale(np.ascontiguousarray(p.image), 128)
+
+
+def projection_html(p: Projection) -> str:
+    """An HTML fragment (Jupyter): both sections, pictures inlined."""
+    return f"<div>{_sections(p, None, {})}</div>"
+
+
+def write_projection_report(p: Projection, out_dir: str | Path) -> Path:
+    """Write `index.html`, `projections.json` and `png/*.png` into `out_dir`; return the HTML path."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    png = out / "png"
+    png.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    body = _sections(p, png, files)
+    header = (
+        f"<p>{html.escape(p.model)} · layer {html.escape(p.layer)} · {html.escape(p.image_name)}</p>"
+    )
+    doc = page(title=f"convscope project — {p.model}", header=header, body=body, css=CSS)
+    path = out / "index.html"
+    path.write_text(doc, encoding="utf-8")
+    summary = {
+        "model": p.model,
+        "image": p.image_name,
+        "layer": p.layer,
+        "layer_tensor": p.layer_tensor,
+        "methods": p.methods,
+        "units": [
+            {
+                "channel": u.channel,
+                "value": u.value,
+                "position": list(u.position) if u.position is not None else None,
+                "projections": {m: files.get(f"unit{u.channel}-{m}") for m in u.projections},
+            }
+            for u in p.units
+        ],
+        "classes": [
+            {
+                "target": c.target,
+                "name": c.name,
+                "probability": c.probability,
+                "maps": {m: files.get(f"class{c.target}-{m}") for m in c.maps},
+            }
+            for c in p.classes
+        ],
+        "rules": p.rules,
+        "seconds": {k: round(v, 4) for k, v in p.seconds.items()},
+    }
+    (out / "projections.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return path
+
+
+Projection.display = projection_html
