@@ -11,7 +11,16 @@ x / X / images / data and the labels under one of y / labels / targets.
 
 from __future__ import annotations
 
+import io
+import lzma
+import math
+import struct
+import tokenize
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -26,29 +35,156 @@ NPZ_LABEL_KEYS: tuple[str, ...] = ("y", "labels", "targets")
 UNLABELLED = -1  # the label given to every example when no labels are supplied
 
 
+_MAX_HEADER_BYTES = 10_000  # numpy's own limit for a header parsed without allow_pickle
+_MAX_ARRAY_BYTES = 2**48  # no shape may describe more than this, even one with a 0 in it
+_CHUNK = 2**20  # .npz members are read in chunks: memory follows the bytes really there
+# what a damaged zip can raise from zipfile and its decompressors
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    NotImplementedError,  # an unsupported compression method
+    RuntimeError,  # an encrypted member
+    ValueError,
+    OSError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    struct.error,
+)
+
+
+# what numpy's header parser (ast.literal_eval, its Python-2 tokenize fallback) can raise
+_HEADER_ERRORS = (
+    ValueError,
+    TypeError,
+    SyntaxError,
+    tokenize.TokenError,
+    RecursionError,
+    MemoryError,
+    KeyError,
+)
+
+
+def _read_npy_header(fp: BinaryIO, name: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """Parse a .npy header from ``fp`` (left at the first data byte): (shape, fortran, dtype).
+
+    The header length is checked before the header is read, and the shape and dtype before
+    any data: object dtypes (pickles) and shapes over _MAX_ARRAY_BYTES are refused.
+    """
+    magic = fp.read(8)
+    if len(magic) < 8 or magic[:6] != b"\x93NUMPY":
+        raise DataError(f"{name}: not a .npy array (no \\x93NUMPY magic)")
+    version = (magic[6], magic[7])
+    if version not in ((1, 0), (2, 0)):
+        raise DataError(f"{name}: .npy format version {version[0]}.{version[1]} is not supported")
+    length_format = "<H" if version == (1, 0) else "<I"
+    raw_length = fp.read(struct.calcsize(length_format))
+    if len(raw_length) < struct.calcsize(length_format):
+        raise DataError(f"{name}: truncated .npy header")
+    (length,) = struct.unpack(length_format, raw_length)
+    if length > _MAX_HEADER_BYTES:
+        raise DataError(
+            f"{name}: .npy header declares {length} bytes, over the limit of {_MAX_HEADER_BYTES}"
+        )
+    header = fp.read(length)
+    if len(header) < length:
+        raise DataError(f"{name}: truncated .npy header ({len(header)} of {length} bytes)")
+    parse = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns about Python-2 era headers
+            shape, fortran, dtype = parse(io.BytesIO(raw_length + header))
+    except _HEADER_ERRORS as err:
+        raise DataError(f"{name}: bad .npy header ({' '.join(str(err).split())[:200]})") from None
+    if dtype.hasobject:
+        raise DataError(
+            f"{name}: the array holds Python objects (dtype {dtype}); convscope never unpickles "
+            "data files"
+        )
+    if any(d < 0 for d in shape):
+        raise DataError(f"{name}: .npy header declares a negative dimension in {shape}")
+    if math.prod(d for d in shape if d) * max(dtype.itemsize, 1) > _MAX_ARRAY_BYTES:
+        raise DataError(f"{name}: .npy header declares shape {shape} of {dtype}, too large")
+    return tuple(shape), bool(fortran), dtype
+
+
+def _mismatch(name: str, shape: tuple[int, ...], dtype: np.dtype[Any], have: int) -> DataError:
+    need = math.prod(shape) * dtype.itemsize
+    return DataError(
+        f"{name}: header declares shape {shape} of {dtype} ({need} data bytes), "
+        f"the file holds {have}"
+    )
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    name = str(path)
+    with path.open("rb") as fh:
+        shape, fortran, dtype = _read_npy_header(fh, name)
+        offset = fh.tell()
+    have = path.stat().st_size - offset
+    if have != math.prod(shape) * dtype.itemsize:
+        raise _mismatch(name, shape, dtype, have)
+    if have == 0:
+        return np.zeros(shape, dtype=dtype)
+    order: Literal["C", "F"] = "F" if fortran else "C"
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
+
+
+def _load_npz_member(zf: zipfile.ZipFile, member: str, name: str) -> np.ndarray:
+    where = f"{name}[{member}]"
+    info = zf.getinfo(member)
+    with zf.open(info) as fp:
+        shape, fortran, dtype = _read_npy_header(fp, where)  # type: ignore[arg-type]
+        need = math.prod(shape) * dtype.itemsize
+        have = info.file_size - fp.tell()
+        if have != need:
+            raise _mismatch(where, shape, dtype, have)
+        buf = bytearray()
+        while len(buf) < need:
+            chunk = fp.read(min(_CHUNK, need - len(buf)))
+            if not chunk:
+                raise _mismatch(where, shape, dtype, len(buf))
+            buf += chunk
+    order: Literal["C", "F"] = "F" if fortran else "C"
+    return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    name = str(path)
+    with zipfile.ZipFile(path) as zf:
+        members = zf.namelist()
+        keys = {m.removesuffix(".npy"): m for m in members}
+        xkey = next((k for k in NPZ_IMAGE_KEYS if k in keys), None)
+        if xkey is None:
+            found = ", ".join(sorted(keys))[:200] or "none"
+            raise DataError(
+                f"{name}: no image array; expected one of the keys "
+                f"{', '.join(NPZ_IMAGE_KEYS)} (found {found})"
+            )
+        ykey = next((k for k in NPZ_LABEL_KEYS if k in keys), None)
+        x = _load_npz_member(zf, keys[xkey], name)
+        y = _load_npz_member(zf, keys[ykey], name) if ykey is not None else None
+    return x, y
+
+
 def _load_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a .npy (memory-mapped) or .npz file; never unpickles, refuses every damaged file."""
     if not path.is_file():
         raise DataError(f"{path}: array file not found")
     suffix = path.suffix.lower()
+    if suffix not in (".npy", ".npz"):
+        raise DataError(f"{path}: expected a .npy or .npz file, got {suffix or 'no suffix'}")
     try:
-        if suffix == ".npy":
-            return np.load(path, mmap_mode="r", allow_pickle=False), None
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                keys = list(npz.keys())
-                xkey = next((k for k in NPZ_IMAGE_KEYS if k in keys), None)
-                if xkey is None:
-                    raise DataError(
-                        f"{path}: no image array; expected one of the keys "
-                        f"{', '.join(NPZ_IMAGE_KEYS)} (found {', '.join(keys) or 'none'})"
-                    )
-                ykey = next((k for k in NPZ_LABEL_KEYS if k in keys), None)
-                return npz[xkey], (npz[ykey] if ykey is not None else None)
+        return (_load_npy(path), None) if suffix == ".npy" else _load_npz(path)
     except DataError:
         raise
-    except (ValueError, OSError, EOFError) as err:  # incl. "Object arrays cannot be loaded..."
-        raise DataError(f"{path}: cannot read numpy file ({err})") from None
-    raise DataError(f"{path}: expected a .npy or .npz file, got {suffix or 'no suffix'}")
+    except _ZIP_ERRORS as err:
+        problem = " ".join(str(err).split())[:200] or type(err).__name__
+        raise DataError(f"{path}: cannot read numpy file ({problem})") from None
 
 
 class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):

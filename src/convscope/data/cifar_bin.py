@@ -41,6 +41,7 @@ CIFAR10_CLASSES: tuple[str, ...] = (
     "truck",
 )
 _MAX_FILE_BYTES = 2**31  # no CIFAR-10 batch comes near this; refuse to read bigger files
+_MAX_META_BYTES = 2**16  # batches.meta.txt holds 10 short class names
 
 
 def read_cifar10_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +52,10 @@ def read_cifar10_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     size = p.stat().st_size
     if size > _MAX_FILE_BYTES:
         raise DataError(f"{p}: {size} bytes is too large for a CIFAR-10 batch")
-    raw = np.fromfile(p, dtype=np.uint8)  # (N * 3073,)
+    try:
+        raw = np.fromfile(p, dtype=np.uint8)  # (N * 3073,)
+    except OSError as err:
+        raise DataError(f"{p}: cannot read CIFAR-10 batch ({err.strerror or err})") from None
     if raw.size == 0 or raw.size % RECORD_BYTES:
         raise DataError(
             f"{p}: {raw.size} bytes is not a whole number of CIFAR-10 records "
@@ -89,7 +93,18 @@ def _read_meta(folder: Path) -> tuple[str, ...]:
     meta = folder / "batches.meta.txt"
     if not meta.is_file():
         return CIFAR10_CLASSES
-    names = tuple(line.strip() for line in meta.read_text(encoding="utf-8").splitlines())
+    try:
+        with meta.open("rb") as fh:
+            raw = fh.read(_MAX_META_BYTES + 1)
+    except OSError as err:
+        raise DataError(f"{meta}: cannot read class names ({err.strerror or err})") from None
+    if len(raw) > _MAX_META_BYTES:
+        raise DataError(f"{meta}: over {_MAX_META_BYTES} bytes, too large for 10 class names")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{meta}: class names are not UTF-8 text ({err.reason} at byte {err.start})") from None
+    names = tuple(line.strip() for line in text.splitlines())
     names = tuple(n for n in names if n)
     if len(names) != 10:
         raise DataError(f"{meta}: expected 10 class names, found {len(names)}")

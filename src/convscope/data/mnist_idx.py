@@ -13,6 +13,7 @@ import gzip
 import math
 import zlib
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -32,6 +33,24 @@ IDX_DTYPES: dict[int, np.dtype[np.generic]] = {
     0x0E: np.dtype(">f8"),
 }
 _MAX_DATA_BYTES = 2**33  # refuse headers declaring more than 8 GiB of data
+_MAX_DIMS = 16  # MNIST uses 1 (labels) and 3 (images); numpy itself stops at 64
+_MAX_CLASSES = 100_000  # a label is a class index; the dataset names classes "0".."n-1"
+_CHUNK = 2**20  # read in chunks: memory grows with the bytes really there, not the declared size
+
+
+class _Reader(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+def _read_at_most(f: _Reader, n: int) -> bytearray:
+    """Up to ``n`` bytes of ``f``, read in chunks (a short file never costs ``n`` bytes of memory)."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = f.read(min(_CHUNK, n - len(buf)))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -51,15 +70,23 @@ def read_idx(path: str | Path) -> np.ndarray:
                 raise DataError(f"{p}: unknown IDX dtype code 0x{code:02X}")
             if ndim == 0:
                 raise DataError(f"{p}: IDX header declares 0 dimensions")
+            if ndim > _MAX_DIMS:
+                raise DataError(
+                    f"{p}: IDX header declares {ndim} dimensions, at most {_MAX_DIMS} are supported"
+                )
             dims_raw = f.read(4 * ndim)
             if len(dims_raw) < 4 * ndim:
                 raise DataError(f"{p}: truncated IDX header (expected {ndim} dimensions)")
             shape = tuple(int(d) for d in np.frombuffer(dims_raw, dtype=">u4"))
             dtype = IDX_DTYPES[code]
             expected = math.prod(shape) * dtype.itemsize
-            if expected > _MAX_DATA_BYTES:
-                raise DataError(f"{p}: IDX header declares {expected} bytes of data, too large")
-            data = f.read(expected + 1)  # one byte more reveals trailing garbage
+            # the non-zero dimensions too: numpy refuses shapes like (0, 2**32-1, 2**32-1)
+            if max(expected, math.prod(d for d in shape if d) * dtype.itemsize) > _MAX_DATA_BYTES:
+                raise DataError(
+                    f"{p}: IDX header declares shape {shape} of {dtype.name}, over the limit "
+                    f"of {_MAX_DATA_BYTES} data bytes"
+                )
+            data = _read_at_most(f, expected + 1)  # one byte more reveals trailing garbage
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{p}: cannot read IDX data ({err})") from None
     if len(data) != expected:
@@ -92,6 +119,11 @@ class MNISTIdx(Dataset[tuple[torch.Tensor, int]]):
         if labels.shape[0] != images.shape[0]:
             raise DataError(
                 f"{labels_path}: {labels.shape[0]} labels for {images.shape[0]} images in {images_path}"
+            )
+        if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= _MAX_CLASSES):
+            raise DataError(
+                f"{labels_path}: labels must be class indices 0..{_MAX_CLASSES - 1}, found "
+                f"{int(labels.min())}..{int(labels.max())}"
             )
         self.images: np.ndarray = images  # (N, H, W) uint8
         self.labels: np.ndarray = labels.astype(np.int64)  # (N,)

@@ -92,9 +92,36 @@ def load_weights(
             f"unknown weights file type {file.suffix!r} for {file}; expected one of {known}"
         )
     state = _strip_prefix(state, "module.")
+    _check_tensors(state, file=file)
     _check_match(model, state, file=file, strict=strict)
-    model.load_state_dict(state, strict=False)  # keys and shapes were checked above
+    try:
+        model.load_state_dict(state, strict=False)  # keys, shapes and kinds were checked above
+    except (RuntimeError, TypeError, ValueError) as err:  # e.g. a dtype torch can't convert
+        reason = " ".join(str(err).split())[:300]
+        raise LoadError(f"could not load the weights in {file}: {reason}") from err
     return metadata
+
+
+def _check_tensors(state: Mapping[str, torch.Tensor], *, file: Path) -> None:
+    """Refuse tensors that can't be copied into parameters: sparse, quantized, meta, complex."""
+    for key, t in state.items():
+        problem = _tensor_problem(t)
+        if problem is not None:
+            raise LoadError(
+                f"weights in {file}: {key!r} is {problem}; convscope loads dense real CPU tensors"
+            )
+
+
+def _tensor_problem(t: torch.Tensor) -> str | None:
+    if t.layout != torch.strided:
+        return f"layout {t.layout}"
+    if t.is_quantized:
+        return "a quantized tensor"
+    if t.device.type != "cpu":
+        return f"on device {t.device.type}"
+    if t.is_complex():
+        return f"dtype {t.dtype}"
+    return None
 
 
 def save_weights(

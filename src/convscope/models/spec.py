@@ -28,8 +28,22 @@ class SpecError(ValueError):
     """A layer spec that cannot be built; the message names the line."""
 
 
-def build_spec(text: str, input_shape: tuple[int, int, int], *, max_params: int = 20_000_000) -> nn.Sequential:
-    """Parse `text` into an nn.Sequential for inputs of `input_shape` (C, H, W)."""
+MAX_NUMBER = 1_000_000  # no filter count, size, stride, padding or unit count may be larger
+
+
+def build_spec(
+    text: str,
+    input_shape: tuple[int, int, int],
+    *,
+    max_params: int = 20_000_000,
+    max_activations: int = 2**22,
+) -> nn.Sequential:
+    """Parse `text` into an nn.Sequential for inputs of `input_shape` (C, H, W).
+
+    Refused with one SpecError line: unknown words, numbers over MAX_NUMBER, more than
+    `max_params` parameters, and any layer whose output for one image holds more than
+    `max_activations` values (checked before the test forward pass allocates it).
+    """
     lines = [ln.split("#", 1)[0].strip() for part in text.splitlines() for ln in part.split(";")]
     lines = [ln for ln in lines if ln]
     if not lines:
@@ -60,7 +74,7 @@ def build_spec(text: str, input_shape: tuple[int, int, int], *, max_params: int 
             if op == "conv":
                 if flat is not None:
                     raise SpecError("conv after fc")
-                filters, size = int(rest[0]), int(rest[1])
+                filters, size = _int(rest[0]), _int(rest[1])
                 opts, act = _options(rest[2:], ("stride", "pad"))
                 stride, pad = opts.get("stride", 1), opts.get("pad", 0)
                 if filters < 1 or size < 1 or stride < 1 or pad < 0:
@@ -71,16 +85,20 @@ def build_spec(text: str, input_shape: tuple[int, int, int], *, max_params: int 
                 if act:
                     add(act, ACTIVATIONS[act]())
             elif op == "pool":
-                size = int(rest[0])
+                size = _int(rest[0])
                 opts, act = _options(rest[1:], ("stride",))
                 if act:
                     raise SpecError(f"pool takes no activation, got {act!r}")
                 stride = opts.get("stride", size)
+                if size < 1 or stride < 1:
+                    raise SpecError("pool size and stride must be ≥ 1")
                 add("pool", nn.MaxPool2d(size, stride=stride))
                 h, w = (h - size) // stride + 1, (w - size) // stride + 1
             elif op == "fc":
-                units = int(rest[0])
+                units = _int(rest[0])
                 _, act = _options(rest[1:], ())
+                if units < 1:
+                    raise SpecError("fc units must be ≥ 1")
                 if flat is None:
                     add("flatten", nn.Flatten())
                     flat = c * h * w
@@ -99,16 +117,34 @@ def build_spec(text: str, input_shape: tuple[int, int, int], *, max_params: int 
         except (IndexError, ValueError) as exc:
             if isinstance(exc, SpecError) and "parameters is more than" in str(exc):
                 raise
-            msg = exc.args[0] if isinstance(exc, SpecError) else f"cannot read {line!r}"
-            raise SpecError(f"line {n} ({line!r}): {msg}") from None
+            msg = exc.args[0] if isinstance(exc, SpecError) else f"cannot read {_show(line)}"
+            raise SpecError(f"line {n} ({_show(line)}): {msg}") from None
         if h < 1 or w < 1:
-            raise SpecError(f"line {n} ({line!r}): the maps shrink to {h}×{w}; use padding or fewer pools")
+            raise SpecError(f"line {n} ({_show(line)}): the maps shrink to {h}×{w}; use padding or fewer pools")
+        if flat is None and c * h * w > max_activations:
+            raise SpecError(
+                f"line {n} ({_show(line)}): {c}×{h}×{w} values per image is more than the limit of "
+                f"{max_activations:,}"
+            )
     if flat is None:
         raise SpecError("the spec must end with an fc layer giving the class scores")
     model = nn.Sequential(layers)
     with torch.no_grad():
         model(torch.zeros(1, *input_shape))
     return model
+
+
+def _show(line: str, limit: int = 60) -> str:
+    """The line as quoted in an error message, cut to `limit` characters."""
+    return repr(line if len(line) <= limit else line[:limit] + "…")
+
+
+def _int(word: str) -> int:
+    """A whole number of at most MAX_NUMBER in size (ValueError, reported with the line, if not)."""
+    value = int(word)
+    if abs(value) > MAX_NUMBER:
+        raise SpecError(f"{word} is too large (at most {MAX_NUMBER:,})")
+    return value
 
 
 def _options(words: list[str], allowed: tuple[str, ...]) -> tuple[dict[str, int], str | None]:
@@ -118,7 +154,7 @@ def _options(words: list[str], allowed: tuple[str, ...]) -> tuple[dict[str, int]
     while i < len(words):
         word = words[i]
         if word in allowed:
-            opts[word] = int(words[i + 1])
+            opts[word] = _int(words[i + 1])
             i += 2
         elif word in ACTIVATIONS:
             act = word
