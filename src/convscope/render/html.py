@@ -1,13 +1,17 @@
 """Pieces shared by convscope's self-contained HTML pages (inspect and diagnose reports).
 
 One stylesheet and one page frame, so every report looks alike; pictures are inlined as data
-URIs by the callers, and nothing on a page is fetched from the network.
+URIs by the callers, and nothing on a page is fetched from the network. Every page carries the
+dashboard's Content-Security-Policy in a <meta> tag (no script at all; the one <style> block
+allowed by its hash, so no inline style attribute works either), and still opens offline.
 
     doc = page(title="convscope diagnose", header="<p>model …</p>", body="<section>…</section>")
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 
 CSS = """
@@ -24,18 +28,45 @@ border:1px solid #ddd}figure img.photo{width:160px;height:160px;object-fit:conta
 .stats{font-family:ui-monospace,monospace;font-size:12px;color:#333}.warn{color:#b91c1c}
 table.gloss{border-collapse:collapse}table.gloss td,table.gloss th{border:1px solid #e5e7eb;padding:4px 8px;
 text-align:left;vertical-align:top}.bar{background:#e5e7eb;width:220px;height:12px;display:inline-block;
-vertical-align:middle}.bar span{display:block;height:12px;background:#2563eb}.pred{font-family:ui-monospace,monospace}
+vertical-align:middle}.bar rect{fill:#2563eb}.pred{font-family:ui-monospace,monospace}
 nav a{margin-right:10px;font-family:ui-monospace,monospace;font-size:12px}
 """
 
 
+def csp(style: str) -> str:
+    """The report's policy: the dashboard's (server/security.py) with its one <style> block
+    allowed by hash; no frame-ancestors, which a <meta> policy cannot carry."""
+    digest = base64.b64encode(hashlib.sha256(style.encode("utf-8")).digest()).decode("ascii")
+    return (
+        f"default-src 'self'; img-src 'self' data:; style-src 'sha256-{digest}'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'"
+    )
+
+
+def head(title: str, css: str) -> str:
+    """`<head>…</head>`: charset, the CSP <meta> (before anything it governs), title, style."""
+    return (
+        '<head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{csp(css)}">'
+        f"<title>{html.escape(title)}</title>"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<style>{css}</style></head>"
+    )
+
+
+def bar(fraction: float) -> str:
+    """A horizontal bar filled to `fraction` (0..1), as SVG: no inline style for the CSP to block."""
+    pct = 100 * min(max(fraction, 0.0), 1.0)
+    return (
+        "<svg class='bar' viewBox='0 0 100 1' preserveAspectRatio='none' aria-hidden='true'>"
+        f"<rect width='{pct:.1f}' height='1'/></svg>"
+    )
+
+
 def page(*, title: str, header: str, body: str, css: str = "") -> str:
     """A whole HTML document: `title` (plain text), `header` and `body` (HTML), extra `css`."""
-    t = html.escape(title)
     return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{t}</title>"
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<style>{CSS}{css}</style></head>\n<body><header><h1>{t}</h1>{header}</header>"
+        f'<!doctype html>\n<html lang="en">{head(title, CSS + css)}\n'
+        f"<body><header><h1>{html.escape(title)}</h1>{header}</header>"
         f"<main>\n{body}\n</main></body></html>\n"
     )

@@ -27,7 +27,7 @@ from convscope.analysis import image_gradient, map_stats
 from convscope.capture import Block, Trace
 
 from .grid import filters, grid
-from .html import CSS
+from .html import CSS, bar, head
 from .normalize import Mode
 from .picture import Picture
 
@@ -249,7 +249,7 @@ def _page(
 ) -> str:
     pred_rows = "".join(
         f"<tr class='pred'><td>{html.escape(p['name'])}{' ◀ target' if p['class'] == info.target else ''}</td>"
-        f"<td><span class='bar'><span style='width:{100 * p['probability']:.1f}%'></span></span></td>"
+        f"<td>{bar(p['probability'])}</td>"
         f"<td>{100 * p['probability']:.1f}%</td></tr>"
         for p in preds
     )
@@ -265,8 +265,7 @@ def _page(
     )
     notes = "".join(f"<p>{html.escape(n)}</p>" for n in info.notes)
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(info.title)}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
+<html lang="en">{head(info.title, CSS)}
 <body><header><h1>{html.escape(info.title)}</h1>
 <p>model <code>{html.escape(info.model)}</code> · image {html.escape(info.image_name)} ·
 normalisation per {html.escape(info.norm)} · {target}</p></header><main>
