@@ -92,6 +92,53 @@ def inspect(
 
 
 @app.command()
+def project(
+    model: ModelOpt = "zoo:convnetjs-cifar",
+    weights: Annotated[
+        str | None, typer.Option(help=".safetensors or a torch checkpoint (loaded with weights_only=True)")
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option(help="an image file, or a built-in photo name such as chelsea, astronaut, coffee")
+    ] = None,
+    layer: Annotated[
+        str | None, typer.Option(help="the layer whose feature maps are projected (default: the last conv layer)")
+    ] = None,
+    channel: Annotated[int | None, typer.Option(help="project this feature map only")] = None,
+    top: Annotated[int, typer.Option(help="project the N maps that fire most on this image")] = 9,
+    methods: Annotated[
+        list[str] | None,
+        typer.Option("--method", help="deconvnet|guided|saliency|smoothgrad|gradcam|guided-gradcam (repeatable; default: all)"),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="folder for index.html, projections.json and the PNGs")] = Path("projections"),
+    input_size: Annotated[
+        str | None, typer.Option(help="C x H x W for a model that is not from the zoo, e.g. 3x64x64")
+    ] = None,
+) -> None:
+    """Project feature maps and class scores back to pixels (deconvnet, guided backprop, Grad-CAM, ...).
+
+    Example: convscope project --model zoo:zfnet-small --layer conv5 --top 9 --out proj/
+    """
+    from convscope.project import project as run_project
+    from convscope.render.projection_report import write_projection_report
+
+    if channel is not None and top != 9:
+        raise typer.BadParameter("give --channel or --top, not both")
+    with console.status("projecting…"):
+        result = run_project(
+            model,
+            weights=weights,
+            image=image,
+            layer=layer,
+            channel=channel,
+            top=top,
+            methods=methods,
+            input_size=input_size,
+        )
+        path = write_projection_report(result, out)
+    typer.echo(f"report: {path.resolve()}")
+
+
+@app.command()
 def diagnose(
     model: ModelOpt = "zoo:convnetjs-cifar",
     weights: Annotated[
