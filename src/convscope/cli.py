@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -248,7 +249,7 @@ def demo(
     cmd = [sys.executable, "-m", "convscope", "train", "--run", str(run_dir), "--model", model, "--data", data]
     if steps is not None:
         cmd += ["--steps", str(steps)]
-    child = subprocess.Popen(cmd)
+    child = subprocess.Popen(cmd, preexec_fn=_end_with_parent())
     try:
         _wait_for_run(run_dir, child)
         port = _free_port(port)
@@ -284,13 +285,20 @@ def train(
 
     cfg = TrainConfig(model=model, data=data, steps=steps, lr=lr, batch_size=batch_size, momentum=momentum,
                       weight_decay=weight_decay, train_size=train_size)
-    trainer = Trainer(cfg, run, resume=resume)
+    started: list[Trainer] = []
+    stop_asked: list[int] = []
 
     def graceful(signum: int, frame: object) -> None:  # finish the step, close the run as "stopped"
-        trainer.stop()
+        stop_asked.append(signum)  # also while the trainer is still being built (demo's parent died)
+        if started:
+            started[0].stop()
 
     signal.signal(signal.SIGTERM, graceful)
     signal.signal(signal.SIGINT, graceful)
+    trainer = Trainer(cfg, run, resume=resume, notify=lambda line: typer.echo(f"warning: {line}", err=True))
+    started.append(trainer)
+    if stop_asked:
+        trainer.stop()
     typer.echo(f"training {model} on {data} into {run}")
     trainer.run()
 
@@ -360,6 +368,26 @@ def _wait_for_run(run_dir: Path, child: subprocess.Popen[bytes], timeout: float 
         if time.monotonic() > deadline:
             raise RuntimeError(f"the trainer did not create {run_dir} within {timeout:.0f} s")
         time.sleep(0.2)
+
+
+def _end_with_parent() -> Callable[[], None] | None:
+    """Popen's preexec_fn for demo's trainer child: on Linux the child gets SIGTERM when this
+    process dies, even by kill -9 (prctl PR_SET_PDEATHSIG), and closes its run as "stopped"
+    instead of training on as an orphan. Elsewhere None (only Ctrl-C/SIGTERM stop the child)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import os
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: no import after the fork
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG; kept across exec
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def _stop_child(proc: subprocess.Popen[bytes]) -> None:

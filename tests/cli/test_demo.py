@@ -65,3 +65,67 @@ def test_demo_serves_the_dashboard_and_stops_cleanly(tmp_path: Path, stop: signa
     assert "run kept:" in out
     meta = RunReader(tmp_path / "runs" / run_name).meta()
     assert meta["status"] == "stopped" and meta["last_step"] >= 3
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # field 4: the parent's pid
+                found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # an unreaped zombie has ended too
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+def test_kill_minus_9_of_demo_ends_its_trainer_as_stopped(tmp_path: Path) -> None:
+    """Issue 7: `kill -9` of `convscope demo` must not orphan the trainer child: it gets SIGTERM
+    from the kernel (PR_SET_PDEATHSIG), finishes its step and closes the run as "stopped"."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "convscope", "demo", "--no-browser", "--port", str(_free_port()),
+         "--runs", str(tmp_path / "runs"), "--model", "zoo:convnetjs-mnist", "--data", "builtin:digits"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    trainers: list[int] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 120
+        line = ""
+        while time.monotonic() < deadline and not line.startswith("dashboard: "):
+            line = proc.stdout.readline()
+        assert line.startswith("dashboard: "), line
+        run = tmp_path / "runs" / line.split()[1].split("run=")[1]
+        while (RunReader(run).last_step() or 0) < 1:
+            assert time.monotonic() < deadline, "the demo's trainer did not reach step 1"
+            time.sleep(0.2)
+        trainers = _children(proc.pid)
+        assert len(trainers) == 1
+        proc.kill()  # SIGKILL: no finally, no handler runs in the demo process
+        proc.wait()
+        end = time.monotonic() + 20
+        while _running(trainers[0]) and time.monotonic() < end:
+            time.sleep(0.1)
+        orphaned = _running(trainers[0])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in trainers:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert not orphaned, "the trainer kept running after its demo was killed"
+    meta = RunReader(run).meta()
+    assert meta["status"] == "stopped" and meta["last_step"] >= 1
