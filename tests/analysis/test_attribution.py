@@ -454,7 +454,7 @@ def test_every_method_cleans_up_when_the_forward_raises() -> None:
 def test_bad_input_errors_name_the_problem() -> None:
     model = _nets()["module"]
     x = _x()
-    with pytest.raises(AttributionError, match=r"unknown layer\(s\) \['conv9'\]; valid: conv1, relu1, conv2, bn2"):
+    with pytest.raises(AttributionError, match=r"unknown layer 'conv9'; valid: conv1, relu1, conv2, bn2, relu2, relu3, fc; or any module"):
         Deconvnet(model).attribute(x, layer="conv9", channel=0)
     with pytest.raises(AttributionError, match=r"channel 6 is out of range for layer 'conv2': 0\.\.5"):
         Deconvnet(model).attribute(x, layer="conv2", channel=6)

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from convscope.capture.naming import ACTIVATION_FUNCTIONS, RELU, is_inplace
+from convscope.capture.naming import ACTIVATION_FUNCTIONS, RELU, is_inplace, role, selectable_names
 from convscope.capture.probe import Block, Probe, UnknownLayerError
 
 Target = int | Tensor | list[int] | None
@@ -279,9 +279,11 @@ class Attribution:
 
         try:
             probe = Probe(self.model, layers=[tap.name], keep=(), tap=seen)
-        except UnknownLayerError as err:
+        except UnknownLayerError:
+            valid = ", ".join(selectable_names(self.model))
             raise AttributionError(
-                f"{err} (or any module name, e.g. a stage such as 'layer4')"
+                f"unknown layer {tap.name!r}; valid: {valid}; or any module name (its output),"
+                " or '<module>.<activation function>' for a functional activation"
             ) from None
         with probe:
             out: Tensor = self.model(x)
@@ -392,8 +394,6 @@ class Attribution:
 
 def _is_container(module: nn.Module) -> bool:
     """A module that is not a conv/linear/norm/activation the probe pairs into blocks."""
-    from convscope.capture.naming import role
-
     return role(module) is None
 
 
