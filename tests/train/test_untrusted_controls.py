@@ -5,6 +5,7 @@ trainer was running are refused at resume, not applied late (case 9)."""
 
 from __future__ import annotations
 
+import base64
 import pickle
 import signal
 import struct
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from safetensors.torch import save_file
 from convscope.config import TrainConfig
 from convscope.models import zoo_names
 from convscope.runs import RunReader
-from convscope.train import Trainer, watch
+from convscope.train import Recorder, Trainer, watch
 
 SMALL = dict(train_size=256, val_size=64, test_images=4, batch_size=16, val_every=5, snapshot_every=0.0)
 CHOICES = [f"zoo:{name}" for name in zoo_names()] + ["layer-spec text"]
@@ -219,3 +221,69 @@ def test_watch_refuses_a_pause_queued_before_it_started(tmp_path: Path) -> None:
     assert [c["result"] for c in reader.controls() if c["id"] == pid] == [
         {"ok": False, "error": "sent while no trainer was running"}
     ]
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width × height (1-bit grey) and holds no pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_numbers_and_pictures_out_of_range_are_refused_by_the_trainer(tmp_path: Path) -> None:
+    """Cases 5/6 on the trainer's side: rows written straight into the store with a 400-digit lr,
+    lr=1e308, a bool, a string, out-of-range values, and a 30000×30000 PNG for predict: each one
+    line, ok: false; the settings stay; training goes on."""
+    trainer = Trainer(TrainConfig(**{**SMALL, "steps": 3}), tmp_path / "run")  # type: ignore[arg-type]
+    reader = RunReader(tmp_path / "run")
+    trainer.recorder.poll_every = 0.0
+    trainer.train_step()
+    bomb = base64.b64encode(_png_header_only(30_000, 30_000)).decode()
+    big = base64.b64encode(_png_header_only(6_000, 6_000)).decode()  # under PIL's bomb limit, over the cap
+    sent = [
+        ("lr", 10**400), ("lr", 1e308), ("lr", True), ("lr", "0.1"), ("lr", 0),
+        ("momentum", 1), ("batch_size", 2.5), ("batch_size", 5000), ("weight_decay", 5),
+        ("predict", {"png_b64": bomb}), ("predict", {"png_b64": big}),
+    ]  # fmt: skip
+    ids = [reader.send_control(k, v) for k, v in sent]
+    trainer.recorder.handle_controls()
+    results = {c["id"]: c["result"] for c in reader.controls()}
+    errors = [results[i]["error"] if results[i]["ok"] is False else results[i] for i in ids]
+    assert errors[:9] == [
+        "lr=a 401-digit number is out of range: lr must be 0 < lr <= 10",
+        "lr=1e+308 is out of range: lr must be 0 < lr <= 10",
+        "lr needs a number, got bool: lr must be 0 < lr <= 10",
+        "lr needs a number, got str: lr must be 0 < lr <= 10",
+        "lr=0 is out of range: lr must be 0 < lr <= 10",
+        "momentum=1 is out of range: momentum must be 0 <= momentum < 1",
+        "batch_size=2.5 is out of range: batch_size must be an integer in 1..4096",
+        "batch_size=5000 is out of range: batch_size must be an integer in 1..4096",
+        "weight_decay=5 is out of range: weight_decay must be 0 <= weight_decay <= 1",
+    ]
+    assert errors[9].startswith("predict: Image size (900000000 pixels) exceeds limit of ")
+    assert errors[10] == "predict: a 6000×6000 picture is over 25,000,000 pixels"
+    group = trainer.opt.param_groups[0]
+    assert (group["lr"], group["momentum"], group["weight_decay"], trainer.batch_size) == (0.01, 0.9, 1e-4, 16)
+    trainer.run()
+    assert reader.meta()["status"] == "finished" and reader.last_step() == 2
+
+
+def test_any_failure_of_a_control_is_its_answer_not_the_end_of_the_run(tmp_path: Path) -> None:
+    def handler(ctrl: Any) -> dict[str, Any]:
+        raise ZeroDivisionError("division by zero\nin a handler")
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU())
+    run = Recorder(model, tmp_path / "run", on_control=handler, poll_every=0.0)
+    reader = RunReader(tmp_path / "run")
+    pid = reader.send_control("anything", 1)
+    model(torch.ones(1, 1, 5, 5)).sum().backward()
+    run.step(loss=1.0)
+    run.step(loss=1.0)
+    run.close()
+    assert [c["result"] for c in reader.controls() if c["id"] == pid] == [
+        {"ok": False, "error": "ZeroDivisionError: division by zero in a handler"}
+    ]
+    assert reader.meta()["status"] == "finished" and reader.last_step() == 1

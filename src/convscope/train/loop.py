@@ -94,6 +94,15 @@ class Data:
         return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
 
 
+# the dashboard's numeric controls and their sane bounds (an lr above 10 or a weight decay above 1
+# diverges any of these nets); the server checks the same at its edge, the trainer checks again
+CONTROL_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "lr": ("0 < lr <= 10", lambda v: 0 < v <= 10),
+    "momentum": ("0 <= momentum < 1", lambda v: 0 <= v < 1),
+    "weight_decay": ("0 <= weight_decay <= 1", lambda v: 0 <= v <= 1),
+    "batch_size": ("an integer in 1..4096", lambda v: 1 <= v <= 4096 and v == int(v)),
+}
+MAX_PREDICT_PIXELS = 25_000_000  # an uploaded picture larger than this is refused before decoding
 SPEC_OPS = ("conv", "pool", "fc", "dropout")  # the first word of a layer-spec line (models.spec)
 
 
@@ -279,12 +288,14 @@ class Trainer:
     # ---- controls ------------------------------------------------------------------------
     def _control(self, ctrl: Control) -> dict[str, Any]:
         key, value = ctrl.key, ctrl.value
-        if key in ("lr", "momentum", "weight_decay", "batch_size"):
+        if key in CONTROL_RANGES:
+            allowed, fits = CONTROL_RANGES[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{key} needs a number, got {type(value).__name__}: {key} must be {allowed}")
+            if not fits(value):  # compared before float(): a 400-digit int is refused, not overflowed
+                shown = repr(value) if len(str(value)) <= 30 else f"a {len(str(value))}-digit number"
+                raise ValueError(f"{key}={shown} is out of range: {key} must be {allowed}")
             v = float(value)
-            limits = {"lr": v > 0, "momentum": 0 <= v < 1, "weight_decay": v >= 0,
-                      "batch_size": v == int(v) and 1 <= v <= 4096}  # fmt: skip
-            if not limits[key]:
-                raise ValueError(f"{key}={value!r} is out of range")
             if key == "batch_size":
                 self.batch_size = int(v)
             else:
@@ -352,10 +363,15 @@ class Trainer:
         if not isinstance(value, dict) or not isinstance(value.get("png_b64"), str):
             raise ValueError("predict needs {'png_b64': ...}")
         raw = base64.b64decode(value["png_b64"], validate=True)
-        with Image.open(io.BytesIO(raw)) as im:
-            if im.format != "PNG":
-                raise ValueError("predict expects a PNG made by the server")
-            img = np.asarray(im.convert("RGB"))
+        try:
+            with Image.open(io.BytesIO(raw)) as im:
+                if im.format != "PNG":
+                    raise ValueError("predict expects a PNG made by the server")
+                if im.width * im.height > MAX_PREDICT_PIXELS:
+                    raise ValueError(f"predict: a {im.width}×{im.height} picture is over {MAX_PREDICT_PIXELS:,} pixels")
+                img = np.asarray(im.convert("RGB"))
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"predict: {exc}") from None
         c, h, w = self.input_shape
         x = prepare(np.ascontiguousarray(img), size=(h, w), channels=c).unsqueeze(0)  # (1, C, H, W)
         probe = self.recorder.probe

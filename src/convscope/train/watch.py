@@ -263,7 +263,9 @@ class Recorder:
         try:
             return self.on_control(ctrl) or {"ok": True}
         except (ValueError, TypeError, KeyError, RuntimeError, OSError) as exc:
-            return {"ok": False, "error": str(exc)}
+            return {"ok": False, "error": _one_line(exc)}
+        except Exception as exc:  # a control never ends the run: any failure is its answer
+            return {"ok": False, "error": f"{type(exc).__name__}: {_one_line(exc)}"}
 
     # ---- lifetime ------------------------------------------------------------------------
     def close(self, status: str = "finished") -> None:
@@ -335,6 +337,13 @@ def layer_table(trace: Trace) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, KeyError) and text.startswith("'") and text.endswith("'"):
+        text = text[1:-1]
+    return " ".join(text.split())
 
 
 def _batch_size(trace: Trace) -> int:
