@@ -22,6 +22,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from convscope.models import ZOO, zoo_names
 
@@ -408,14 +409,16 @@ def zoo() -> None:
     Example: convscope zoo
     """
     table = Table()
-    for col in ("name", "input", "classes", "weights"):
+    for col in ("name", "input", "classes", "weights", "test acc"):
         table.add_column(col, no_wrap=True)
     table.add_column("description", overflow="fold")
     for name, entry in ZOO.items():
         path = entry.weights_path
         shipped = "yes" if path is not None and path.exists() else "no"
+        # the shipped weights' accuracy on held-out built-in photo crops (scripts/train_zoo.py)
+        acc = entry.shipped_metadata().get("test_accuracy") if shipped == "yes" else None
         table.add_row(f"zoo:{name}", "×".join(map(str, entry.input_shape)), str(entry.num_classes), shipped,
-                      entry.description)
+                      "-" if acc is None else f"{float(acc):.3f}", Text(entry.description))
     Console().print(table)
 
 

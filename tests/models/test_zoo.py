@@ -75,7 +75,13 @@ def test_entries_are_frozen_and_describe_inputs() -> None:
     assert (entry.input_shape, entry.num_classes) == ((3, 32, 32), 10)
     assert entry.weights == "convnetjs-cifar.safetensors"
     assert entry.weights_path == WEIGHTS_DIR / "convnetjs-cifar.safetensors"
-    assert get_entry("tiny-vgg").weights is None and get_entry("tiny-vgg").weights_path is None
+    mnist = get_entry("convnetjs-mnist")
+    assert mnist.weights is None and mnist.weights_path is None and mnist.shipped_metadata() == {}
+    assert {n: e.weights for n, e in ZOO.items() if e.weights} == {
+        "convnetjs-cifar": "convnetjs-cifar.safetensors",
+        "tiny-vgg": "tiny-vgg.safetensors",
+        "zfnet-small": "zfnet-small.safetensors",
+    }
     with pytest.raises(AttributeError):
         entry.num_classes = 3  # type: ignore[misc]
     shapes = {n: (e.input_shape, e.num_classes) for n, e in ZOO.items()}

@@ -12,7 +12,8 @@ for the plain nets, torchvision's names (``conv1, bn1, relu, maxpool, layer1.0.c
     ((3, 32, 32), 10)
 
 Trained weights, when a net ships them, live in ``convscope/models/weights/`` under the
-file name ``ZooEntry.weights`` (see ``convscope.models.load.load_model``).
+file name ``ZooEntry.weights`` (see ``convscope.models.load.load_model``), written by
+``scripts/train_zoo.py`` with self-describing metadata (``ZooEntry.shipped_metadata()``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import safetensors
 import torch
 from torch import nn
 
@@ -281,6 +283,15 @@ class ZooEntry:
         """Where this net's shipped weights file is (or would be); None when none ship."""
         return None if self.weights is None else WEIGHTS_DIR / self.weights
 
+    def shipped_metadata(self) -> dict[str, str]:
+        """The shipped weights file's metadata (``test_accuracy``, ``classes``, ``recipe``, ...)
+        read from its header without loading tensors; {} when no file ships (or it is absent)."""
+        path = self.weights_path
+        if path is None or not path.is_file():
+            return {}
+        with safetensors.safe_open(str(path), framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+
 
 def _registry(*entries: ZooEntry) -> dict[str, ZooEntry]:
     return {entry.name: entry for entry in entries}
@@ -311,6 +322,7 @@ ZOO: dict[str, ZooEntry] = _registry(
         num_classes=10,
         description="CNN Explainer's Tiny VGG: 2× [conv3×3-ReLU ×2, pool2], fc 1690→10",
         source="https://poloclub.github.io/cnn-explainer/",
+        weights="tiny-vgg.safetensors",
     ),
     ZooEntry(
         name="zfnet-small",
@@ -319,6 +331,7 @@ ZOO: dict[str, ZooEntry] = _registry(
         num_classes=10,
         description="ZFNet's shape at 112×112: conv7×7/2, conv5×5/2, 3× conv3×3, fc6, fc7, fc8",
         source="https://arxiv.org/abs/1311.2901",
+        weights="zfnet-small.safetensors",
     ),
     ZooEntry(
         name="resnet18-shaped",
