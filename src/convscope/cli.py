@@ -234,7 +234,7 @@ def demo(
     steps: Annotated[int | None, typer.Option(help="stop training after this many steps")] = None,
     no_browser: Annotated[bool, typer.Option("--no-browser", help="do not open a browser")] = False,
     runs: Annotated[Path, typer.Option(help="folder of runs; the demo run is kept there")] = Path("runs"),
-    model: ModelOpt = "zoo:convnetjs-cifar",
+    model: Annotated[str, typer.Option("--model", "-m", help=f"a zoo net: zoo:NAME ({', '.join(zoo_names())})")] = "zoo:convnetjs-cifar",
     data: Annotated[str, typer.Option(help="builtin:photo-crops, builtin:digits, or a dataset folder")] = "builtin:photo-crops",
 ) -> None:
     """Train the built-in net on built-in data and watch it live at http://127.0.0.1:PORT.
@@ -267,7 +267,7 @@ def demo(
 @app.command()
 def train(
     run: Annotated[Path, typer.Option(help="the run folder to write (created)")],
-    model: ModelOpt = "zoo:convnetjs-cifar",
+    model: Annotated[str, typer.Option("--model", "-m", help=f"a zoo net: zoo:NAME ({', '.join(zoo_names())})")] = "zoo:convnetjs-cifar",
     data: Annotated[str, typer.Option(help="builtin:photo-crops, builtin:digits, or a dataset folder")] = "builtin:photo-crops",
     steps: Annotated[int | None, typer.Option(help="stop after this many steps (default: until Ctrl-C)")] = None,
     lr: Annotated[float, typer.Option(help="SGD learning rate")] = 0.01,
