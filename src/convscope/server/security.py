@@ -19,6 +19,7 @@ On every request, in this order:
   4. Headers on every response: `X-Content-Type-Options: nosniff`, the CSP below,
      `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`, `Cross-Origin-Resource-Policy:
      same-origin` (other sites cannot embed the pictures).
+A refused request is logged as one warning line (method, path, reason; never a query string).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -48,6 +50,7 @@ HEADERS: dict[str, str] = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+log = logging.getLogger("convscope.server")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 WILDCARDS = frozenset({"0.0.0.0", "::"})  # bind-to-all addresses
 
@@ -114,6 +117,8 @@ class Guard:
             refusal = _origin_refusal(scope, headers)
         if refusal is not None:
             status, line = refusal
+            method = scope.get("method", "WEBSOCKET")
+            log.warning("refused %s %s (%d): %s", method, scope.get("path", ""), status, line)
             await _refuse(scope, send, status, line)
             return
 

@@ -1,13 +1,21 @@
-// api.js — the page's only way to the server: URLs (with the token when the page has one),
-// JSON fetches that turn {"error": ...} answers into Error messages, and small DOM helpers.
+// api.js — the page's only way to the server: URLs, JSON fetches that turn {"error": ...}
+// answers into Error messages, and small DOM helpers.
 
-const TOKEN = new URLSearchParams(location.search).get("token");
+// A server with a token was opened as /?token=T: the answer to that request set an HttpOnly,
+// SameSite=Strict cookie (server/security.py), which every later request carries. So the token
+// leaves the address bar and the history entry here, and is never put in a URL again.
+{
+  const here = new URL(location.href);
+  if (here.searchParams.has("token")) {
+    here.searchParams.delete("token");
+    history.replaceState(history.state, "", here.pathname + here.search + here.hash);
+  }
+}
 
-/** An API URL with query parameters (undefined/null values left out) and the token. */
+/** An API URL with query parameters (undefined/null values left out). */
 export function url(path, params = {}) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null) q.set(k, String(v));
-  if (TOKEN) q.set("token", TOKEN);
   const s = q.toString();
   return s ? `${path}?${s}` : path;
 }
@@ -24,20 +32,18 @@ async function answer(res) {
 }
 
 export async function getJSON(path, params) {
-  return answer(await fetch(url(path, params), { headers: headers() }));
+  return answer(await fetch(url(path, params)));
 }
 
 export async function postJSON(path, body) {
   return answer(await fetch(url(path), {
-    method: "POST", headers: { ...headers(), "Content-Type": "application/json" }, body: JSON.stringify(body),
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   }));
 }
 
 export async function postForm(path, form) {
-  return answer(await fetch(url(path), { method: "POST", headers: headers(), body: form }));
+  return answer(await fetch(url(path), { method: "POST", body: form }));
 }
-
-function headers() { return TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {}; }
 
 export function events(run) { return new EventSource(url(runPath(run, "/events"))); }
 
@@ -54,6 +60,7 @@ export function el(spec, attrs = {}, ...children) {
     if (v === undefined || v === null || v === false) continue;
     if (k === "text") e.textContent = v;
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "style") e.style.cssText = v; // CSSOM: a style attribute would break the CSP
     else e.setAttribute(k, v === true ? "" : String(v));
   }
   for (const c of children.flat()) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : String(c));
