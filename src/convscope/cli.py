@@ -236,6 +236,7 @@ def demo(
     runs: Annotated[Path, typer.Option(help="folder of runs; the demo run is kept there")] = Path("runs"),
     model: Annotated[str, typer.Option("--model", "-m", help=f"a zoo net: zoo:NAME ({', '.join(zoo_names())})")] = "zoo:convnetjs-cifar",
     data: Annotated[str, typer.Option(help="builtin:photo-crops, builtin:digits, or a dataset folder")] = "builtin:photo-crops",
+    allow_host: Annotated[list[str] | None, typer.Option("--allow-host", help="another Host name the dashboard answers to (repeatable), e.g. this machine's name; localhost, 127.0.0.1, [::1] and --host always are")] = None,
 ) -> None:
     """Train the built-in net on built-in data and watch it live at http://127.0.0.1:PORT.
 
@@ -258,7 +259,7 @@ def demo(
         typer.echo(f"dashboard: {url}   (Ctrl-C stops training and the dashboard; the run stays in {run_dir})")
         if not no_browser:
             webbrowser.open(url)
-        _serve(runs, host="127.0.0.1", port=port, token=None)
+        _serve(runs, host="127.0.0.1", port=port, token=None, allow_hosts=tuple(allow_host or ()))
     finally:
         _stop_child(child)
     typer.echo(f"run kept: {run_dir.resolve()}")
@@ -310,6 +311,7 @@ def serve(
     host: Annotated[str, typer.Option(help="address to bind; anything but 127.0.0.1 needs a token")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port (a free one is chosen if taken)")] = 8000,
     token: Annotated[str | None, typer.Option(help="access token (generated when --host is not loopback)")] = None,
+    allow_host: Annotated[list[str] | None, typer.Option("--allow-host", help="another Host name the dashboard answers to (repeatable), e.g. this machine's name; localhost, 127.0.0.1, [::1] and --host always are")] = None,
 ) -> None:
     """Serve the dashboard over recorded runs (the trainer may be running in another process).
 
@@ -325,10 +327,10 @@ def serve(
     suffix = f"?token={token}" if token else ""
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"dashboard: http://{shown}:{port}/{suffix}")
-    _serve(runs, host=host, port=port, token=token)
+    _serve(runs, host=host, port=port, token=token, allow_hosts=tuple(allow_host or ()))
 
 
-def _serve(runs: Path, *, host: str, port: int, token: str | None) -> None:
+def _serve(runs: Path, *, host: str, port: int, token: str | None, allow_hosts: tuple[str, ...] = ()) -> None:
     """Blocking; Ctrl-C or SIGTERM ends the live streams and returns (open pages do not hold it
     up), so `demo` can stop its trainer. uvicorn re-raises the signal it caught once it has shut
     down: SIGTERM's default action would end the process before any `finally` ran."""
@@ -340,7 +342,7 @@ def _serve(runs: Path, *, host: str, port: int, token: str | None) -> None:
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        serve(runs, ServeConfig(host=host, port=port, token=token))
+        serve(runs, ServeConfig(host=host, port=port, token=token, allow_hosts=allow_hosts))
     except KeyboardInterrupt:
         typer.echo("stopped")
     finally:

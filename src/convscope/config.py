@@ -119,8 +119,8 @@ class ServeConfig:
                 or (":" in bare and not name.startswith("["))
             ):
                 raise ValueError(
-                    f"ServeConfig.allow_hosts: {name!r} is not a host name (give it without "
-                    "scheme or port, an IPv6 address in brackets: [fe80::1])"
+                    f"ServeConfig.allow_hosts: {name!r} is not a host name (give a name or "
+                    "address without scheme or port; an IPv6 address in square brackets)"
                 )
         for name in ("max_upload_bytes", "max_upload_pixels", "image_cache_items"):
             if getattr(self, name) < 1:
