@@ -234,3 +234,51 @@ def test_rebound_name_and_cross_site_page_get_nothing_through(
         "refused POST /api/runs/live/controls (403)",
     ]
     assert all(f"Origin {origin} is not this dashboard's own" in m for m in refusals[1:])
+
+
+def test_reports_open_offline_under_their_csp(browser: Any, tmp_path: Path) -> None:
+    """inspect and diagnose reports: the CSP <meta> is in force (a script is refused), their own
+    hashed <style> applies, every picture decodes, no violation, nothing leaves the file."""
+    import torch
+
+    import convscope as cs
+    from convscope.inspect import inspect
+    from convscope.models import load_model
+    from convscope.render.diagnose_report import write_diagnosis_report
+
+    model, _, _ = load_model("zoo:convnetjs-cifar")
+    diag = cs.diagnose(model, torch.zeros(8, 3, 32, 32), batch_size=8)
+    check_report(browser, Path(inspect(out=tmp_path / "rep")))
+    check_report(browser, Path(write_diagnosis_report(diag, tmp_path / "diag")))
+
+
+def check_report(browser: Any, html: Path) -> None:
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    page.add_init_script(WATCH_CSP)
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda r: requests.append(r.url))
+    try:
+        page.goto(html.as_uri())
+        page.wait_for_load_state("load")
+        policy = page.get_attribute("meta[http-equiv=Content-Security-Policy]", "content")
+        assert policy is not None and policy.startswith("default-src 'self'; img-src 'self' data:")
+        header = page.evaluate("getComputedStyle(document.querySelector('header')).backgroundColor")
+        assert header == "rgb(31, 41, 55)"  # the hashed <style> is applied
+        sizes = page.eval_on_selector_all(
+            "img", "es => es.map(e => e.complete && e.naturalWidth > 0)"
+        )
+        assert sizes and all(sizes)
+        assert page.evaluate("window.__csp") == []
+        assert all(u.startswith(("file:", "data:")) for u in requests), requests
+        # the policy is in force: an injected inline script is refused
+        page.evaluate(
+            "() => { const s = document.createElement('script'); s.textContent = 'window.__ran = 1';"
+            " document.body.append(s); }"
+        )
+        assert page.evaluate("window.__ran === undefined")
+        assert [v.split(" ")[0] for v in page.evaluate("window.__csp")] == ["script-src-elem"]
+    finally:
+        page.close()
+    assert [e for e in errors if "Content Security Policy" not in e] == []
