@@ -6,6 +6,8 @@ The app's handlers (app.py) turn it, FastAPI's own errors and anything unexpecte
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ApiError(Exception):
     """A request the server refuses: HTTP `status` and a one-line `message` for the page."""
@@ -16,3 +18,23 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = " ".join(message.split())  # one line
+
+
+#: What every route declares for its 4xx answers in the OpenAPI schema (`{"error": "one line"}`).
+#: A "4XX" entry also keeps FastAPI from declaring its own 422 body, which this app never sends
+#: (app.py turns validation errors into a 400 with one line).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": "refused: one line saying why",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"error": {"type": "string"}},
+                    "required": ["error"],
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+}

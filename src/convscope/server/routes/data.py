@@ -11,12 +11,13 @@ from convscope.runs import RunReader, list_runs
 from convscope.runs.store import RunReadOnlyError
 
 from ..controls import check_control
-from ..errors import ApiError
+from ..errors import ERROR_RESPONSES, ApiError
 from ..pictures import KINDS
 from ..state import AppState
+from . import schemas as S
 from .params import MaxPoints, Since, SinceId, Step
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
 T = TypeVar("T")
 MAX_NAMES = 256  # scalar names per request (each is one SQL parameter)
@@ -75,12 +76,12 @@ def summary(state: AppState, name: str, r: RunReader) -> dict[str, Any]:
 # ---- routes -------------------------------------------------------------------------------
 
 
-@router.get("/runs")
+@router.get("/runs", response_model=None, responses=S.ok(S.RUNS, "every run"))
 def runs(state: State) -> dict[str, Any]:
     return {"runs": list_runs(state.runs_root)}
 
 
-@router.get("/runs/{run}")
+@router.get("/runs/{run}", response_model=None, responses=S.ok(S.RUN, "one run"))
 def run(run: str, state: State) -> dict[str, Any]:
     with state.reader(run) as r:
         return summary(state, run, r)
@@ -94,7 +95,7 @@ def thin(items: list[T], max_points: int | None) -> list[T]:
     return [x for i, x in enumerate(items) if i % k == 0 or i == len(items) - 1]
 
 
-@router.get("/runs/{run}/scalars")
+@router.get("/runs/{run}/scalars", response_model=None, responses=S.ok(S.SCALARS, "scalars"))
 def scalars(
     run: str,
     state: State,
@@ -115,7 +116,7 @@ def scalars(
         }
 
 
-@router.get("/runs/{run}/stats")
+@router.get("/runs/{run}/stats", response_model=None, responses=S.ok(S.STATS, "layer stats"))
 def stats(
     run: str,
     state: State,
@@ -137,7 +138,9 @@ def stats(
     return {"last_step": last, "stats": rows}
 
 
-@router.get("/runs/{run}/snapshots")
+@router.get(
+    "/runs/{run}/snapshots", response_model=None, responses=S.ok(S.SNAPSHOTS, "snapshot series")
+)
 def snapshots(run: str, state: State) -> dict[str, Any]:
     """Every recorded snapshot series of the run's blocks: the union of their steps (the
     timeline) and, per (layer, kind), [first step, last step, count]."""
@@ -154,7 +157,11 @@ def snapshots(run: str, state: State) -> dict[str, Any]:
         return {"steps": sorted(steps), "series": series}
 
 
-@router.get("/runs/{run}/snapshot-steps")
+@router.get(
+    "/runs/{run}/snapshot-steps",
+    response_model=None,
+    responses=S.ok(S.SNAPSHOT_STEPS, "steps of one series"),
+)
 def snapshot_steps(run: str, state: State, layer: str, kind: str) -> dict[str, Any]:
     if kind not in KINDS:
         raise ApiError(400, f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
@@ -162,7 +169,9 @@ def snapshot_steps(run: str, state: State, layer: str, kind: str) -> dict[str, A
         return {"layer": layer, "kind": kind, "steps": r.snapshot_steps(layer, kind)}
 
 
-@router.get("/runs/{run}/json/{key}")
+@router.get(
+    "/runs/{run}/json/{key}", response_model=None, responses=S.ok(S.JSON_VALUE, "a json value")
+)
 def json_value(run: str, state: State, key: str, step: Step = None) -> dict[str, Any]:
     with state.reader(run) as r:
         found = r.json(key, step=step)
@@ -172,13 +181,18 @@ def json_value(run: str, state: State, key: str, step: Step = None) -> dict[str,
     return {"key": key, "step": found[0], "value": found[1]}
 
 
-@router.get("/runs/{run}/controls")
+@router.get("/runs/{run}/controls", response_model=None, responses=S.ok(S.CONTROLS, "controls"))
 def controls(run: str, state: State, since_id: SinceId = 0) -> dict[str, Any]:
     with state.reader(run) as r:
         return {"controls": [public_control(c) for c in r.controls(since_id=since_id)]}
 
 
-@router.post("/runs/{run}/controls")
+@router.post(
+    "/runs/{run}/controls",
+    response_model=None,
+    responses=S.ok(S.SENT, "the control's id"),
+    openapi_extra=S.CONTROL_BODY,
+)
 def send_control(run: str, state: State, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     with state.reader(run) as r:
         refuse_read_only(r)

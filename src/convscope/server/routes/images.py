@@ -14,12 +14,13 @@ from fastapi import APIRouter, Response
 
 from convscope.runs import RunReader
 
-from ..errors import ApiError
+from ..errors import ERROR_RESPONSES, ApiError
 from ..pictures import KINDS, NORMS, image_png, magnitude, snapshot_png, za_png
 from .data import BLOCK_KINDS, State, layer_names
 from .params import Sample, Scale, Step, TestIndex
+from .schemas import PNG
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
 IMMUTABLE = "private, max-age=31536000, immutable"
 FRESH = "no-cache"
@@ -62,7 +63,7 @@ def _png(body: bytes, step: int, exact: bool) -> Response:
     return Response(body, media_type="image/png", headers=headers)
 
 
-@router.get("/runs/{run}/image.png")
+@router.get("/runs/{run}/image.png", response_class=Response, responses=PNG)
 def snapshot_image(
     run: str,
     state: State,
@@ -96,7 +97,7 @@ def snapshot_image(
         return _png(state.pictures.get_or_make(key, make), at, exact=step == at)
 
 
-@router.get("/runs/{run}/za.png")
+@router.get("/runs/{run}/za.png", response_class=Response, responses=PNG)
 def za_image(run: str, state: State, layer: str, step: Step = None, sample: Sample = 0) -> Response:
     with state.reader(run) as r:
         at = resolve_step(r, layer, "z", step)
@@ -115,7 +116,7 @@ def za_image(run: str, state: State, layer: str, step: Step = None, sample: Samp
         return _png(state.pictures.get_or_make(key, make), at, exact=step == at)
 
 
-@router.get("/runs/{run}/test-images/{index}.png")
+@router.get("/runs/{run}/test-images/{index}.png", response_class=Response, responses=PNG)
 def test_image(run: str, state: State, index: TestIndex) -> Response:
     with state.reader(run) as r:
         at = resolve_step(r, "_test", "input", None)

@@ -5,7 +5,9 @@ route code runs -- never an OverflowError deep in SQLite (a 500).
     def scalars(since: Since = None, max_points: MaxPoints = None): ...
 
 The ranges are also in the OpenAPI schema (minimum/maximum), so the fuzz test
-(tests/fuzz/test_api_schema.py) generates values inside and outside them.
+(tests/fuzz/test_api_schema.py) generates values inside and outside them. (The BeforeValidator
+comes after Query/Path in each Annotated: it still runs first, and pydantic then writes the
+bounds as JSON Schema's minimum/maximum rather than as stray "ge"/"le" keys.)
 """
 
 from __future__ import annotations
@@ -69,41 +71,41 @@ def float_in(what: str, lo: float, hi: float) -> Callable[[Any], float]:
 
 Since = Annotated[
     int | None,
-    BeforeValidator(int_in("", -1, MAX_STEP)),
     Query(ge=-1, le=MAX_STEP, description="only steps > since (-1 or absent: all)"),
+    BeforeValidator(int_in("", -1, MAX_STEP)),
 ]
 Step = Annotated[
     int | None,
-    BeforeValidator(int_in("", 0, MAX_STEP)),
     Query(ge=0, le=MAX_STEP, description="the newest at or before this step (absent: newest)"),
+    BeforeValidator(int_in("", 0, MAX_STEP)),
 ]
 SinceId = Annotated[
     int,
-    BeforeValidator(int_in("", 0, MAX_STEP)),
     Query(ge=0, le=MAX_STEP, description="only controls with id > since_id"),
+    BeforeValidator(int_in("", 0, MAX_STEP)),
 ]
 MaxPoints = Annotated[
     int | None,
-    BeforeValidator(int_in("", 2, MAX_POINTS)),
     Query(ge=2, le=MAX_POINTS, description="thin each series to about this many points"),
+    BeforeValidator(int_in("", 2, MAX_POINTS)),
 ]
 Sample = Annotated[
     int,
-    BeforeValidator(int_in("", 0, MAX_SAMPLE)),
     Query(ge=0, le=MAX_SAMPLE, description="which image of the recorded batch"),
+    BeforeValidator(int_in("", 0, MAX_SAMPLE)),
 ]
 Scale = Annotated[
     float | None,
-    BeforeValidator(float_in("scale", 0, MAX_SCALE)),
     Query(gt=0, le=MAX_SCALE, description="with norm=global: the value drawn at full colour"),
+    BeforeValidator(float_in("scale", 0, MAX_SCALE)),
 ]
 UploadId = Annotated[
     int,
-    BeforeValidator(int_in("upload id ", 1, MAX_STEP)),
     Path(ge=1, le=MAX_STEP, description="the id POST .../uploads answered"),
+    BeforeValidator(int_in("upload id ", 1, MAX_STEP)),
 ]
 TestIndex = Annotated[
     int,
-    BeforeValidator(int_in("test image index ", 0, MAX_SAMPLE)),
     Path(ge=0, le=MAX_SAMPLE, description="index of the run's test image"),
+    BeforeValidator(int_in("test image index ", 0, MAX_SAMPLE)),
 ]

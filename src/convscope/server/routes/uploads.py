@@ -19,18 +19,24 @@ from starlette.types import Message
 
 from convscope.data import ImageError, load_image, prepare, to_chw_float
 
-from ..errors import ApiError
+from ..errors import ERROR_RESPONSES, ApiError
 from ..pictures import encode_png, image_png
 from ..state import AppState
+from . import schemas as S
 from .data import State, layer_names, refuse_read_only, send
 from .params import UploadId
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and headers around the file
 
 
-@router.post("/runs/{run}/uploads")
+@router.post(
+    "/runs/{run}/uploads",
+    response_model=None,
+    responses=S.ok(S.SENT, "the upload's id"),
+    openapi_extra=S.UPLOAD_BODY,
+)
 async def upload(run: str, state: State, request: Request) -> dict[str, Any]:
     limit = state.config.max_upload_bytes
     too_big = ApiError(413, f"the upload is over the limit of {limit:,} bytes")
@@ -105,7 +111,9 @@ def _control(
     return row, found, layers
 
 
-@router.get("/runs/{run}/uploads/{ident}")
+@router.get(
+    "/runs/{run}/uploads/{ident}", response_model=None, responses=S.ok(S.UPLOAD, "an upload")
+)
 def upload_status(run: str, state: State, ident: UploadId) -> dict[str, Any]:
     row, found, layers = _control(state, run, ident)
     result = row.get("result")
@@ -119,7 +127,7 @@ def upload_status(run: str, state: State, ident: UploadId) -> dict[str, Any]:
     return {"id": ident, "status": "pending", "step": None, "top": [], "layers": [], "error": None}
 
 
-@router.get("/runs/{run}/uploads/{ident}/image.png")
+@router.get("/runs/{run}/uploads/{ident}/image.png", response_class=Response, responses=S.PNG)
 def upload_image(run: str, state: State, ident: UploadId) -> Response:
     row, _, _ = _control(state, run, ident)
     value = row.get("value")
