@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +49,7 @@ class Recipe:
     lr: float  # base SGD learning rate; the one-cycle schedule peaks at 5 × lr
     weight_decay: float  # L2 on every parameter: smoother first-layer filters, less overfitting
     batch: int = 64  # examples per SGD step
+    first_weight_decay: float | None = None  # on the first conv's weight only; None: weight_decay
 
 
 RECIPES: dict[str, Recipe] = {
@@ -120,7 +122,8 @@ def test_crops(name: str, *, n: int, seed: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def train(name: str, *, epochs: int, n_train: int, n_test: int, lr: float, weight_decay: float,
-          batch: int, seed: int, out: Path, recipe: str) -> float:
+          batch: int, seed: int, out: Path, recipe: str,
+          first_weight_decay: float | None = None) -> float:
     """Train zoo net ``name`` as the module docstring says, write ``out``; return test accuracy."""
     entry = ZOO[name]
     c, h, w = entry.input_shape
@@ -132,7 +135,12 @@ def train(name: str, *, epochs: int, n_train: int, n_test: int, lr: float, weigh
     xte, yte = test_crops(name, n=n_test, seed=seed)
     mean, std = channel_stats(xtr)
     norm = Normalise(mean, std)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    params: list[dict[str, Any]] = [{"params": list(model.parameters())}]
+    if first_weight_decay is not None:  # the first conv's weight gets its own decay
+        first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).weight
+        rest = [p for p in model.parameters() if p is not first]
+        params = [{"params": rest}, {"params": [first], "weight_decay": first_weight_decay}]
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     steps = epochs * (len(xtr) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr * 5, total_steps=steps)
     print(f"{name}: {steps} steps of {batch}; {n_train} train crops {h}×{h}, {n_test} test crops",
@@ -189,6 +197,8 @@ def main(argv: list[str] | None = None, *, prog: str = "scripts/train_zoo.py",
     parser.add_argument("--lr", type=float, help="base SGD learning rate (one-cycle peak: 5×)")
     parser.add_argument("--weight-decay", type=float, help="L2 weight decay")
     parser.add_argument("--batch", type=int, help="examples per step")
+    parser.add_argument("--first-weight-decay", type=float,
+                        help="weight decay of the first conv's weight (default: --weight-decay)")
     parser.add_argument("--seed", type=int, default=0, help="init, shuffling, crop windows")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (bits depend on it)")
     parser.add_argument("--out", type=Path, help="default: the package's weights/<name>.safetensors")
@@ -201,15 +211,17 @@ def main(argv: list[str] | None = None, *, prog: str = "scripts/train_zoo.py",
     lr = r.lr if args.lr is None else float(args.lr)
     wd = r.weight_decay if args.weight_decay is None else float(args.weight_decay)
     batch = r.batch if args.batch is None else int(args.batch)
+    first_wd = r.first_weight_decay if args.first_weight_decay is None else args.first_weight_decay
     out = WEIGHTS_DIR / f"{net}.safetensors" if args.out is None else Path(args.out)
     torch.set_num_threads(args.threads)
     recipe = (
         f"{prog}{'' if name is not None else ' ' + net} --epochs {epochs} --train {n_train} "
         f"--test {n_test} --lr {lr} --weight-decay {wd} --batch {batch} --seed {args.seed} "
         f"--threads {args.threads}"
+        + ("" if first_wd is None else f" --first-weight-decay {first_wd}")
     )
     train(net, epochs=epochs, n_train=n_train, n_test=n_test, lr=lr, weight_decay=wd,
-          batch=batch, seed=args.seed, out=out, recipe=recipe)
+          batch=batch, seed=args.seed, out=out, recipe=recipe, first_weight_decay=first_wd)
 
 
 if __name__ == "__main__":
