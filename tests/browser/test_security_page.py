@@ -262,7 +262,9 @@ def check_report(browser: Any, html: Path) -> None:
     try:
         page.goto(html.as_uri())
         page.wait_for_load_state("load")
-        policy = page.get_attribute("meta[http-equiv=Content-Security-Policy]", "content")
+        policy = page.evaluate(
+            "document.querySelector('meta[http-equiv=Content-Security-Policy]')?.content ?? null"
+        )
         assert policy is not None and policy.startswith("default-src 'self'; img-src 'self' data:")
         header = page.evaluate("getComputedStyle(document.querySelector('header')).backgroundColor")
         assert header == "rgb(31, 41, 55)"  # the hashed <style> is applied

@@ -47,7 +47,7 @@ def _uvicorn(app: FastAPI, config: ServeConfig) -> _Server:
         host=config.host,
         port=config.port,
         log_level="warning",
-        access_log=False,
+        access_log=False,  # keep it off: uvicorn logs the raw request line, ?token= and all
         timeout_graceful_shutdown=GRACE_S,
         lifespan="on",
     )
