@@ -1,0 +1,286 @@
+"""A unit's optimal stimulus (feature visualisation, Olah et al. 2017): https://distill.pub/2017/feature-visualization/
+
+    opt = Optimize(model, layer="conv3", channel=5, mean=(0.49, 0.42, 0.39), std=(0.23, 0.21, 0.21))
+    stim = opt.run(steps=256, size=64, seed=0)
+    stim.image        # (1, 3, 64, 64) in [0, 1]: the picture that most excites feature map 5
+    stim.input        # the same after the model's normalisation (what the model is fed)
+    stim.trace        # the objective at each step; stim.activation: its value on stim.input
+
+The image is found by gradient ascent (Adam on the image's parameters only) on the feature
+map's mean activation — `a` of the block `layer` names, as `convscope.Probe` pairs blocks
+(a conv/linear, its norm or its activation name), or the output of any other module. The
+forward stops at the layer (nothing after it runs), so the fully connected head never sees
+the image and any size the convolutions accept works.
+
+Two regularisations (param.py has the image side):
+
+- `style="lucent"` (default), as Olah et al. / Lucent's `render_vis`: a Fourier
+  parameterisation scaled by 1/frequency, colour decorrelation, a sigmoid into [0, 1], and
+  at every step a randomly padded, jittered, scaled and rotated view of the image is what the
+  model sees (robustness: the picture must work wherever it lands).
+- `style="yosinski"`, as Yosinski et al. 2015 (https://arxiv.org/abs/1506.06579): plain
+  pixels, L2 decay toward the mean colour every step and a Gaussian blur every few steps,
+  clamped to [0, 1]. Their pixel-norm/contribution clipping is left out.
+
+Deterministic: every random draw (initial parameters, transforms) comes from one
+`torch.Generator` seeded with `seed`, so the same seed gives a bit-identical image on CPU.
+The model is left as it was: eval mode during the run and each module's mode restored, no
+hook left (also when the forward raises), parameters, their `.grad` and `requires_grad`
+untouched — gradients are taken with `torch.autograd.grad` with respect to the image only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from convscope.analysis.attribution.base import Attribution, AttributionError, _check_version
+from convscope.analysis.units.param import FourierImage, PixelImage, color_matrix, robust_view
+
+STYLES: tuple[str, ...] = ("lucent", "yosinski")
+STEPS = (1, 100_000)  # accepted range of `steps`
+SIZES = (8, 1024)  # accepted range of `size` (pixels a side)
+
+
+class OptimizeError(AttributionError):
+    """Bad input to `Optimize`; the message names the problem in one line."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizeConfig:
+    """The optimiser and regularisers; the defaults are Lucent's (style "lucent") and one of
+    Yosinski et al.'s settings (style "yosinski")."""
+
+    lr: float = 0.05  # Adam's step size on the image parameters (Lucent's render_vis)
+    sd: float = 0.01  # std of the random initial parameters (Lucent's), noise around grey/mean
+    # -- style "lucent" -------------------------------------------------------------------
+    decay_power: float = 1.0  # coefficient at frequency f scaled by 1/f**decay_power (Lucent: 1)
+    # colour decorrelation: "imagenet" (Lucid's matrix), "builtin" (photo crops), "none"
+    colors: str = "imagenet"
+    robust: bool | None = None  # robustness transforms; None = on for "lucent", off for "yosinski"
+    pad: int = 12  # grey (0.5) border added before the transforms, pixels (Lucent: 12)
+    jitter: int = 8  # random shift of up to this many pixels before scaling (Lucent: 8)
+    scales: tuple[float, ...] = tuple(1 + (i - 5) / 50 for i in range(11))  # 0.90..1.10 (Lucent)
+    # rotations in degrees, drawn uniformly from this list (Lucent: −10..10 and five more 0s)
+    angles: tuple[float, ...] = tuple(float(a) for a in range(-10, 11)) + (0.0,) * 5
+    jitter2: int = 4  # a second random shift after the rotation (Lucent: 4)
+    # -- style "yosinski" -----------------------------------------------------------------
+    decay: float = 1e-3  # per step x ← m + (1 − decay)(x − m), m the mean colour (their θ_decay)
+    blur_every: int = 4  # Gaussian blur every this many steps; 0 = never (their θ_b_every)
+    blur_sigma: float = 0.5  # the blur's std in pixels (their θ_b_width)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise OptimizeError(f"lr must be a positive number, got {self.lr!r}")
+        if not (math.isfinite(self.sd) and self.sd >= 0):
+            raise OptimizeError(f"sd must be a non-negative number, got {self.sd!r}")
+        if self.colors not in ("imagenet", "builtin", "none"):
+            raise OptimizeError(f"colors must be imagenet, builtin or none; got {self.colors!r}")
+        for name in ("pad", "jitter", "jitter2", "blur_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 256:
+                raise OptimizeError(f"{name} must be an int in 0..256, got {v!r}")
+        if not 0 <= self.decay < 1:
+            raise OptimizeError(f"decay must be in [0, 1), got {self.decay!r}")
+        if not (math.isfinite(self.blur_sigma) and self.blur_sigma > 0):
+            raise OptimizeError(f"blur_sigma must be a positive number, got {self.blur_sigma!r}")
+        if any(not (math.isfinite(s) and 0.25 <= s <= 4) for s in self.scales):
+            raise OptimizeError(f"scales must lie in 0.25..4, got {self.scales!r}")
+
+
+@dataclass(frozen=True)
+class Stimulus:
+    """The result of `Optimize.run`."""
+
+    image: Tensor  # (1, C, size, size) in [0, 1]: the optimal stimulus
+    input: Tensor  # (1, C, size, size): image after the model's normalisation (what it is fed)
+    trace: list[float]  # the objective at each step, on that step's transformed view
+    activation: float  # the feature map's mean activation on `input` (no transforms)
+    start: float  # the same on the initial (random) image
+    seconds: float  # wall-clock time of the run
+    # layer, channel, style, steps, size, seed, tensor (which one was tapped), silent_steps, ...
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Optimize(Attribution):
+    """Gradient ascent on one feature map's mean activation, over a regularised image."""
+
+    method = "optimize"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        layer: str,
+        channel: int,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        channels: int = 3,
+        style: str = "lucent",
+        config: OptimizeConfig | None = None,
+    ) -> None:
+        super().__init__(model)
+        if not isinstance(layer, str) or not layer:
+            raise OptimizeError(f"layer must be a layer name, got {layer!r}")
+        if isinstance(channel, bool) or not isinstance(channel, int) or channel < 0:
+            raise OptimizeError(f"channel must be a non-negative int, got {channel!r}")
+        if style not in STYLES:
+            raise OptimizeError(f"style must be one of {', '.join(STYLES)}; got {style!r}")
+        if channels not in (1, 3):
+            raise OptimizeError(f"channels must be 1 or 3, got {channels!r}")
+        self.layer, self.channel, self.style, self.channels = layer, channel, style, channels
+        self.config = config if config is not None else OptimizeConfig()
+        self._has_mean = mean is not None
+        self.mean = _per_channel("mean", mean, channels, 0.0)  # (1, C, 1, 1)
+        self.std = _per_channel("std", std, channels, 1.0)  # (1, C, 1, 1)
+        if bool((self.std <= 0).any()):
+            raise OptimizeError(f"std must be positive, got {list(std or [])}")
+
+    # ---- the objective -------------------------------------------------------------------
+    def normalise(self, image: Tensor) -> Tensor:
+        """The model's input for an image in [0, 1]: (image − mean) / std."""
+        return (image - self.mean.to(image)) / self.std.to(image)
+
+    def _objective(self, x: Tensor, seen: _SeeZ | None = None) -> tuple[Tensor, Tensor, str]:
+        """The mean of feature map `channel` of `layer` on x, the value to step on, and which
+        tensor it is (the session must be active; `seen` must be its rule). The value to step
+        on is the objective, or — when the map is all zero and is relu(z) of the last
+        activation's input z, so that no gradient flows — the mean of that z's map."""
+        if seen is not None:
+            seen.z = None
+        _, tap = self._forward(x, self.layer, stop=True)
+        assert tap is not None and tap.tensor is not None
+        _check_version(tap)
+        a = tap.tensor  # (1, K, h, w) or (1, K)
+        if a.dim() < 2 or not 0 <= self.channel < a.shape[1]:
+            raise OptimizeError(
+                f"channel {self.channel} is out of range for layer {self.layer!r}: 0..{a.shape[1] - 1}"
+                if a.dim() >= 2
+                else f"layer {self.layer!r} gives shape {tuple(a.shape)}: no channels to pick"
+            )
+        value = a[:, self.channel].mean()
+        z = seen.z if seen is not None else None
+        if z is not None and z.shape == a.shape:
+            with torch.no_grad():
+                silent = not bool(a[:, self.channel].any()) and torch.equal(a, z.clamp(min=0))
+            if silent:
+                return value, z[:, self.channel].mean(), tap.what
+        return value, value, tap.what
+
+    def activation(self, image: Tensor) -> float:
+        """The feature map's mean activation on `image` (1, C, H, W) in [0, 1], no transforms."""
+        with self._session(None), torch.no_grad():
+            value, _, _ = self._objective(self.normalise(image).to(self._dtype()))
+        return float(value)
+
+    def _dtype(self) -> torch.dtype:
+        p = next(self.model.parameters(), None)
+        return p.dtype if p is not None and p.is_floating_point() else torch.float32
+
+    def _device(self) -> torch.device:
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    # ---- the run -------------------------------------------------------------------------
+    def _image(self, size: int, generator: torch.Generator) -> FourierImage | PixelImage:
+        cfg = self.config
+        if self.style == "yosinski":
+            centre = self.mean.flatten().tolist() if self._has_mean else None  # the data's mean
+            return PixelImage(size, generator=generator, channels=self.channels, sd=cfg.sd,
+                              centre=centre)  # fmt: skip
+        colors = color_matrix(cfg.colors) if self.channels == 3 else None
+        return FourierImage(size, generator=generator, channels=self.channels, sd=cfg.sd,
+                            decay_power=cfg.decay_power, colors=colors)  # fmt: skip
+
+    def run(self, steps: int = 256, size: int = 64, seed: int = 0) -> Stimulus:
+        """Optimise for `steps` Adam steps on a size×size image from seed `seed`."""
+        _check_int("steps", steps, *STEPS)
+        _check_int("size", size, *SIZES)
+        _check_int("seed", seed, 0, 2**63 - 1)
+        cfg = self.config
+        robust = cfg.robust if cfg.robust is not None else self.style == "lucent"
+        if robust and cfg.pad + size <= cfg.jitter + cfg.jitter2 + 2:
+            raise OptimizeError(
+                f"size {size} is too small for jitter {cfg.jitter}+{cfg.jitter2} with pad {cfg.pad}"
+            )
+        t0 = time.perf_counter()
+        generator = torch.Generator().manual_seed(seed)
+        image = self._image(size, generator).to(self._device())
+        params = list(image.parameters())
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+        dtype, trace = self._dtype(), []
+        seen, silent = _SeeZ(), 0
+        with self._session(seen):
+            with torch.no_grad():
+                try:
+                    start, _, what = self._objective(self.normalise(image()).to(dtype))
+                except AttributionError as err:
+                    raise OptimizeError(str(err)) from None
+                except RuntimeError as err:  # e.g. a shape mismatch inside the model
+                    text = str(err).strip()
+                    first = text.splitlines()[0] if text else type(err).__name__
+                    raise OptimizeError(
+                        f"the model's forward failed on a {size}×{size} image: {first}"
+                    ) from None
+            for step in range(steps):
+                view = image()  # (1, C, size, size)
+                if robust:
+                    view = robust_view(view, generator=generator, pad=cfg.pad, jitter1=cfg.jitter,
+                                       scales=cfg.scales, angles=cfg.angles, jitter2=cfg.jitter2)  # fmt: skip
+                objective, push, _ = self._objective(self.normalise(view).to(dtype), seen)
+                silent += push is not objective
+                grads = torch.autograd.grad(-push, params)  # the image only: no .grad on the model
+                for p, g in zip(params, grads, strict=True):
+                    p.grad = g
+                opt.step()
+                if isinstance(image, PixelImage):
+                    image.decay_(cfg.decay)
+                    if cfg.blur_every and (step + 1) % cfg.blur_every == 0:
+                        image.blur_(cfg.blur_sigma)
+                    image.clamp_()
+                trace.append(float(objective.detach()))
+            with torch.no_grad():
+                final = image().detach().clone()  # (1, C, size, size)
+                x = self.normalise(final).to(dtype)
+                value, _, _ = self._objective(x)
+        meta = {"method": self.method, "layer": self.layer, "channel": self.channel, "style": self.style,
+                "steps": steps, "size": size, "seed": seed, "tensor": what, "robust": robust, "silent_steps": silent,
+                "colors": cfg.colors if self.style == "lucent" and self.channels == 3 else "none"}  # fmt: skip
+        return Stimulus(image=final, input=x.detach(), trace=trace, activation=float(value), start=float(start),
+                        seconds=time.perf_counter() - t0, meta=meta)  # fmt: skip
+
+
+class _SeeZ:
+    """A rule for the base's rule mode that changes nothing and keeps (a copy of, in case the
+    activation works in place) the input z of the latest activation call: at a block's `a` the
+    forward stops, so that is the block's own z."""
+
+    def __init__(self) -> None:
+        self.z: Tensor | None = None
+
+    def __call__(self, z: Tensor, y: Tensor, shown: str) -> Tensor:
+        self.z = z.clone()  # in the graph: the gradient flows through it to the layer's z
+        return y
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise OptimizeError(f"{name} must be an int in {lo}..{hi}, got {value!r}")
+
+
+def _per_channel(name: str, values: Sequence[float] | None, channels: int, fill: float) -> Tensor:
+    if values is None:
+        return torch.full((1, channels, 1, 1), fill)
+    try:
+        t = torch.as_tensor([float(v) for v in values], dtype=torch.float32)
+    except (TypeError, ValueError):
+        raise OptimizeError(f"{name} must be {channels} numbers, got {values!r}") from None
+    if t.numel() != channels or not bool(torch.isfinite(t).all()):
+        raise OptimizeError(f"{name} must be {channels} finite numbers, got {list(values)}")
+    return t.view(1, channels, 1, 1)
