@@ -31,9 +31,11 @@ from convscope.analysis.diagnose import Diagnoser
 from convscope.capture import Block, HookSet, Probe, Trace
 from convscope.capture.naming import RELU, base_name, role
 from convscope.runs import Control, RunWriter
+from convscope.train.projections import answer_projection
 
 KEEP = ("x", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")
 SNAPSHOT_KINDS = ("z", "a", "grad_z", "grad_a", "weight", "grad_weight")
+KEEP_INPUTS = 8  # snapshot inputs kept in memory for projection requests (the page shows recent ones)
 
 ControlHandler = Callable[[Control], dict[str, Any] | None]
 STALE_CONTROL = "sent while no trainer was running"
@@ -87,6 +89,7 @@ class Recorder:
         self._last_poll = -math.inf
         self._seen_passes = 0
         self._closed = False
+        self._inputs: dict[int, Tensor] = {}  # step → example 0 of its snapshot (projection requests)
         self.model = model
         self._attach(model)
         self.writer.set_meta("status", "running")
@@ -220,6 +223,9 @@ class Recorder:
         for i, (name, block) in enumerate(trace.items()):
             if i == 0 and block.x is not None:
                 self.writer.log_snapshot(step, name, "x", block.x[:1])
+                self._inputs[step] = block.x[:1].detach().clone()  # (1, C, H, W) what the page shows
+                for old in sorted(self._inputs)[:-KEEP_INPUTS]:
+                    del self._inputs[old]
             for kind in SNAPSHOT_KINDS:
                 t = block.grad_z if kind == "grad_z" else getattr(block, kind)
                 if t is None:
@@ -258,6 +264,8 @@ class Recorder:
         if ctrl.key == "resume":
             self.paused = False
             return {"ok": True}
+        if ctrl.key == "project":
+            return self._project(ctrl)
         if self.on_control is None:
             return {"ok": False, "error": f"'{ctrl.key}' needs the built-in trainer (convscope demo)"}
         try:
@@ -266,6 +274,24 @@ class Recorder:
             return {"ok": False, "error": _one_line(exc)}
         except Exception as exc:  # a control never ends the run: any failure is its answer
             return {"ok": False, "error": f"{type(exc).__name__}: {_one_line(exc)}"}
+
+    def _project(self, ctrl: Control) -> dict[str, Any]:
+        """A feature map back to pixels for the example the page shows (train/projections.py)."""
+        if not self._inputs:
+            return {"ok": False, "error": "no snapshot of an input yet: wait for the first pictures"}
+        wanted = ctrl.value.get("step") if isinstance(ctrl.value, dict) else None
+        steps = sorted(self._inputs)
+        at = steps[-1]
+        if isinstance(wanted, int) and not isinstance(wanted, bool):
+            earlier = [s for s in steps if s <= wanted]
+            at = earlier[-1] if earlier else steps[0]
+        try:
+            return answer_projection(
+                self.model, self.writer, ctrl.id, ctrl.value, self._inputs[at],
+                step=max(self.step_index - 1, 0), input_step=at,
+            )  # fmt: skip
+        except (ValueError, TypeError) as exc:
+            return {"ok": False, "error": _one_line(exc)}
 
     # ---- lifetime ------------------------------------------------------------------------
     def close(self, status: str = "finished") -> None:
