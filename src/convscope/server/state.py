@@ -3,22 +3,32 @@
 
   AppState.reader(name)     open a run of the runs root (404 for anything else)
   AppState.pictures         LRU cache of rendered PNGs
+  AppState.decodes          bounds the memory of concurrent upload decodes (DecodeBudget)
   AppState.stopping         set on shutdown: live streams end so the server can close cleanly
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from convscope.config import ServeConfig
 from convscope.runs import RunNotFoundError, RunReader
 
 from .errors import ApiError
+
+T = TypeVar("T")
+
+# memory that concurrent upload decodes may hold at once: one upload at the 25-megapixel cap
+# takes about 500 MB while it is decoded (routes/uploads.py: decode_estimate), so it decodes
+# alone; smaller ones share the budget (at most 2 at a time, one per core of a small machine)
+DECODE_BUDGET_BYTES = 512 * 2**20
 
 # a run name is one directory under the root: no separators, no dot-files, no ".."
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+=@,")
@@ -70,6 +80,76 @@ class PictureCache:
         return len(self._items)
 
 
+class DecodeBudget:
+    """Bounds the memory that image decodes (uploads) take, however many arrive at once.
+
+    Decodes run on `max_decodes` dedicated threads (not the shared request pool), so the memory
+    a decode frees is reused by the next one: with glibc, every thread that decodes keeps its
+    own malloc arena, and 8 uploads on 8 pool threads kept 8 arenas of ~300 MB each. Each
+    decode also reserves its estimated peak bytes (from the image header, before decoding) and
+    waits while running decodes hold the rest of `max_bytes` (one bigger than the budget runs
+    alone). At most `max_queued` decodes queue; past that, or after waiting `wait_s` for memory,
+    ApiError 503 ("busy, try again") -- never an out-of-memory server.
+
+        png = await budget.run(estimate, lambda: decode(data))     # in an async route
+    """
+
+    def __init__(self, *, max_bytes: int, max_decodes: int, max_queued: int, wait_s: float) -> None:
+        if max_bytes < 1 or max_decodes < 1 or max_queued < 1 or not wait_s >= 0:
+            raise ValueError(
+                "DecodeBudget needs max_bytes >= 1, max_decodes >= 1, max_queued >= 1, wait_s >= 0"
+            )
+        self.max_bytes = max_bytes
+        self.max_decodes = max_decodes
+        self.max_queued = max_queued
+        self.wait_s = wait_s
+        self._threads = ThreadPoolExecutor(max_workers=max_decodes, thread_name_prefix="decode")
+        self._cond = threading.Condition()
+        self._bytes = 0  # reserved by running decodes
+        self._active = 0
+        self._queued = 0  # submitted, not finished
+        self.peak_bytes = 0  # the most ever reserved at once (tests, the bench)
+        self.peak_active = 0
+
+    def _busy(self) -> ApiError:
+        return ApiError(
+            503, "the server is decoding other uploads and is at its memory budget: "
+            "try again in a moment",
+        )  # fmt: skip
+
+    async def run(self, nbytes: int, work: Callable[[], T]) -> T:
+        """`work()` on a decode thread once `nbytes` fit the budget; its result."""
+        with self._cond:
+            if self._queued >= self.max_queued:
+                raise self._busy()
+            self._queued += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._threads, self._reserved, max(0, nbytes), work)
+        finally:
+            with self._cond:
+                self._queued -= 1
+
+    def _fits(self, nbytes: int) -> bool:
+        return self._active == 0 or self._bytes + nbytes <= self.max_bytes
+
+    def _reserved(self, nbytes: int, work: Callable[[], T]) -> T:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._fits(nbytes), timeout=self.wait_s):
+                raise self._busy()
+            self._active += 1
+            self._bytes += nbytes
+            self.peak_bytes = max(self.peak_bytes, self._bytes)
+            self.peak_active = max(self.peak_active, self._active)
+        try:
+            return work()
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._bytes -= nbytes
+                self._cond.notify_all()
+
+
 class AppState:
     """The runs root, the config, the picture cache and what this server has seen of each run."""
 
@@ -80,6 +160,9 @@ class AppState:
         self.runs_root = root.resolve()
         self.config = config
         self.pictures = PictureCache(max_items=config.image_cache_items)
+        self.decodes = DecodeBudget(
+            max_bytes=DECODE_BUDGET_BYTES, max_decodes=2, max_queued=16, wait_s=60.0
+        )
         self.stopping = threading.Event()
 
     # ---- runs ----------------------------------------------------------------------------
