@@ -103,7 +103,9 @@ def _read_meta(folder: Path) -> tuple[str, ...]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"{meta}: class names are not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise DataError(
+            f"{meta}: class names are not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from None
     names = tuple(line.strip() for line in text.splitlines())
     names = tuple(n for n in names if n)
     if len(names) != 10:

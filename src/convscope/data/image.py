@@ -79,13 +79,16 @@ def _read_source(source: str | Path | bytes, max_bytes: int) -> tuple[str, bytes
     return name, data
 
 
-def _to_rgb(im: Image.Image) -> np.ndarray:
-    """Convert a decoded Pillow image of any mode to uint8 (H, W, 3); alpha is composited on white."""
+_BAND_PIXELS = 2**18  # conversions run over bands of rows: temporaries stay a few MiB
+
+
+def _band_to_rgb(im: Image.Image) -> np.ndarray:
+    """Convert a (small) Pillow image of any mode to uint8 (h, W, 3); alpha composited on white."""
     mode = im.mode
     if mode.startswith("I;16") or mode == "I":  # 16-bit grey (PNG, TIFF): scale 0..65535 -> 0..255
-        grey = np.asarray(im, dtype=np.float64)  # (H, W)
-        grey8 = np.rint(np.clip(grey, 0, 65535) / 257.0).astype(np.uint8)
-        return np.repeat(grey8[:, :, None], 3, axis=2)  # (H, W, 3)
+        grey = np.clip(np.asarray(im).astype(np.int64), 0, 65535)  # (h, W)
+        grey8 = ((grey + 128) // 257).astype(np.uint8)  # == rint(v / 257) for integers v
+        return np.repeat(grey8[:, :, None], 3, axis=2)  # (h, W, 3)
     if mode == "F":  # float grey: Pillow's convention, values taken as 0..255
         grey = np.asarray(im, dtype=np.float64)
         grey8 = np.rint(np.clip(np.nan_to_num(grey), 0, 255)).astype(np.uint8)
@@ -94,12 +97,26 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
         mode in ("P", "L", "RGB") and "transparency" in im.info
     )
     if not has_alpha:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()  # (H, W, 3)
-    rgba = np.asarray(im.convert("RGBA"), dtype=np.uint32)  # (H, W, 4)
-    alpha = rgba[:, :, 3:4]  # (H, W, 1) in 0..255
-    # out = rgb * a + white * (1 - a), rounded half up in integer arithmetic
-    out = (rgba[:, :, :3] * alpha + 255 * (255 - alpha) + 127) // 255  # (H, W, 3)
-    return out.astype(np.uint8)
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)  # (h, W, 3)
+    rgba = np.asarray(im.convert("RGBA"), dtype=np.uint16)  # (h, W, 4)
+    alpha = rgba[:, :, 3:4]  # (h, W, 1) in 0..255
+    # out = rgb * a + white * (1 - a), rounded half up; at most 65152, so uint16 holds it
+    return ((rgba[:, :, :3] * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """Convert a decoded Pillow image to uint8 (H, W, 3), one band of rows at a time.
+
+    Beyond Pillow's decoded image, memory is the (H, W, 3) result plus a few MiB for one
+    band's temporaries, whatever the mode (whole-image temporaries took 44 bytes per pixel).
+    """
+    width, height = im.size
+    out = np.empty((height, width, 3), dtype=np.uint8)  # (H, W, 3)
+    rows = max(1, _BAND_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        out[top:bottom] = _band_to_rgb(im.crop((0, top, width, bottom)))
+    return out
 
 
 def load_image(
