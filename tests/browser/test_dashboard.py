@@ -5,6 +5,7 @@ through the run store only. Screenshots go to /tmp/dash-*.png."""
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from urllib.parse import urljoin
 import numpy as np
 import pytest
 from PIL import Image
-from server.fakerun import FakeTrainer, fixture_writer, write_fixture_run
+from server.fakerun import FakeTrainer, fixture_writer, scalars_of, write_fixture_run
 
 from convscope.config import ServeConfig
 from convscope.runs import RunReader, RunWriter
@@ -243,7 +244,11 @@ def test_finished_run_turns_the_controls_off(page: Any) -> None:
     assert "step 2" in page.inner_text("#findings")
     assert "the learning rate may be too high" in page.inner_text("#findings")
     flag = page.locator("article.layer[data-layer=conv1] .flag")  # flagged on the layer card too
-    assert flag.count() == 1 and flag.inner_text() == "dead 3" and "1 of 4 filters dead" in flag.get_attribute("title")
+    assert (
+        flag.count() == 1
+        and flag.inner_text() == "dead 3"
+        and "1 of 4 filters dead" in flag.get_attribute("title")
+    )
     page.wait_for_selector("article.layer[data-layer=conv1] img.kind-a[src]")
     page.screenshot(path=str(SHOTS / "dash-finished.png"), full_page=True)
 
@@ -277,3 +282,58 @@ def test_token_page_and_watch_run(browser: Any, tmp_path: Path) -> None:
         writer.close()
     assert errors == []
     assert isinstance(writer, RunWriter)
+
+
+def test_controls_are_off_while_the_trainer_is_not_responding(browser: Any, tmp_path: Path) -> None:
+    """Issue 7 case 9, the page's side: a live run whose trainer stops committing and polling
+    (killed, hung) shows "trainer not responding" and its controls go off with the reason; they
+    come back when the trainer does."""
+    from playwright.sync_api import expect
+
+    writer = fixture_writer(tmp_path, "quiet")  # status running; nobody commits after step 2
+    server = DashboardServer(tmp_path, ServeConfig(port=0, poll_s=0.2, stale_after_s=1.5)).start()
+    p = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    p.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    p.on("pageerror", lambda e: errors.append(str(e)))
+    beats = threading.Event()
+
+    def trainer_is_back() -> None:
+        step = 3
+        while not beats.is_set():
+            writer.log_scalars(step, scalars_of(step))
+            writer.commit(step)
+            step += 1
+            time.sleep(0.2)
+
+    try:
+        p.goto(server.url + "#run=quiet")  # locators and expect(): no eval under the page's CSP
+        expect(p.locator("#status")).to_have_text("trainer not responding", timeout=10_000)
+        expect(p.locator("#controls-note")).to_have_attribute("data-reason", "stale")
+        for sel in (
+            "#pause-btn",
+            "#apply-lr",
+            "#ctl-lr",
+            "#zoo-apply",
+            "#spec-apply",
+            "#ckpt-save",
+        ):
+            assert p.is_disabled(sel), sel
+        note = p.inner_text("#controls-note")
+        assert note.startswith("The trainer is not responding") and "controls are off" in note
+        assert p.is_visible("#controls-note")
+        p.screenshot(path=str(SHOTS / "dash-not-responding.png"))
+
+        thread = threading.Thread(target=trainer_is_back, daemon=True)
+        thread.start()
+        expect(p.locator("#status")).to_have_text("running", timeout=10_000)
+        expect(p.locator("#apply-lr")).to_be_enabled()
+        assert not p.is_disabled("#pause-btn") and not p.is_visible("#controls-note")
+        beats.set()
+        thread.join()
+    finally:
+        beats.set()
+        p.close()
+        server.stop()
+        writer.close()
+    assert errors == []

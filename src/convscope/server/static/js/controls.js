@@ -66,19 +66,24 @@ export class Controls {
   }
 
   /** Which controls can work: all for the built-in trainer; pause/resume only for a
-   *  convscope.watch run; none for a run that has ended. */
+   *  convscope.watch run; none for a run that has ended, and none while its trainer is not
+   *  responding (a control sent then would only wait in the store for a trainer that may be
+   *  gone; a restarted trainer refuses controls older than itself). */
   enable(info) {
     const ended = ["finished", "stopped", "crashed"].includes(info.status);
+    const stale = !ended && Boolean(info.stale);
     const watch = info.meta?.trainer !== "builtin";
     const note = $("#controls-note");
     let text = "";
     if (ended) text = `This run is ${info.status}: no trainer is listening, so the controls are off.`;
+    else if (stale) text = "The trainer is not responding: it has not committed a step or read the controls for a while (it may have been stopped or killed). The controls are off until it answers again; a trainer restarted with --resume does not apply controls sent before it started.";
     else if (watch) text = "This run is recorded by convscope.watch inside your own training loop: only pause/resume reach it (the loop waits in run.step() while paused). Learning rate, momentum, batch size, weight decay, the network and checkpoints belong to your code.";
     note.hidden = !text;
     note.textContent = text;
-    $("#pause-btn").disabled = ended;
+    note.dataset.reason = ended ? "ended" : stale ? "stale" : watch ? "watch" : "";
+    $("#pause-btn").disabled = ended || stale;
     for (const e of document.querySelectorAll("#hyper input, #hyper button, #zoo-select, #zoo-apply, #spec-text, #spec-apply, #ckpt-name, #ckpt-save, #ckpt-select, #ckpt-load")) {
-      e.disabled = ended || watch;
+      e.disabled = ended || stale || watch;
     }
   }
 

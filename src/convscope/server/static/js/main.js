@@ -129,7 +129,7 @@ async function onStep(p) {
     S.snapshotStep = p.snapshot_step;
     await refreshSnapshots();
   }
-  if (statusChanged && S.info) controls.enable({ ...S.info, status: S.status });
+  if (statusChanged && S.info) controls.enable({ ...S.info, status: S.status, stale: S.stale });
   header();
 }
 
