@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) bench/capture.py
 	$(PY) bench/watch.py
 	$(PY) bench/diagnose.py
+	$(PY) bench/projections.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
