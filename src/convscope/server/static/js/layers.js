@@ -3,6 +3,7 @@
 // shown step, and its pictures: x, a = f(z), dL/da, W, dL/dW, z | a on one scale, dL/dz.
 
 import { $, $$, el, fmt, pct, runPath, setImage, url } from "./api.js";
+import { Projections } from "./projections.js";
 
 export const PANELS = [
   { kind: "x", sym: "x", name: "the block's input (example 0)" },
@@ -68,7 +69,8 @@ export class Layers {
           el("small", { text: " map: each map its own scale · layer: one scale per picture · global: one scale for the whole net" })),
         el("div.panels", {}));
       this.root.append(card);
-      this.cards.set(L.name, { card, layer: L, index: i, normSel, figures: new Map() });
+      const proj = new Projections(card, L.name, this.state);
+      this.cards.set(L.name, { card, layer: L, index: i, normSel, figures: new Map(), proj });
       this.observer.observe(card);
     });
   }
@@ -122,6 +124,7 @@ export class Layers {
           ? url(runPath(st.run, "/za.png"), { layer: name, step: at })
           : url(runPath(st.run, "/image.png"), { layer: name, kind: p.kind, step: at, norm: c.normSel.value });
         img.dataset.step = String(at);
+        if (p.kind === "a") c.proj.bind(img);
         setImage(img, src);
       });
     }

@@ -1,0 +1,164 @@
+"""Projections on the dashboard: a feature map back to pixels, computed by the side that holds
+the model (DESIGN §3 "Analyses on demand"; the answering side is convscope/train/projections.py).
+
+  GET  /api/runs/{run}/cells?layer&kind&step&norm&sample   where each map is in a picture (clicks)
+  POST /api/runs/{run}/projections  {"layer", "channel": K|null, "step"}   → {"id"} (a control row)
+  GET  /api/runs/{run}/projections/{id}                    pending | done (the units) | failed
+  GET  /api/runs/{run}/projections/{id}/{channel}/{kind}.png   kind: a | deconvnet | guided
+
+The server only queues the request and draws what the trainer stored (render.attribution: the
+projection as signed RGB, grey = 0, as Zeiler & Fergus show it).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Response
+from pydantic import BeforeValidator
+
+from convscope.render import attribution, grid
+
+from ..errors import ERROR_RESPONSES, ApiError
+from ..pictures import KINDS, NORMS, snapshot_picture
+from ..state import AppState
+from . import schemas as S
+from .data import State, layer_names, refuse_read_only, send
+from .images import load, resolve_step
+from .params import MAX_STEP, Sample, Step, int_in
+
+router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
+
+PROJECTION_KINDS = ("a", "deconvnet", "guided")
+MAX_CHANNEL = 65_535
+
+ProjectionId = Annotated[
+    int,
+    Path(ge=1, le=MAX_STEP, description="the id POST .../projections answered"),
+    BeforeValidator(int_in("projection id ", 1, MAX_STEP)),
+]
+Channel = Annotated[
+    int,
+    Path(ge=0, le=MAX_CHANNEL, description="a feature map of the projected layer"),
+    BeforeValidator(int_in("channel ", 0, MAX_CHANNEL)),
+]
+
+CELLS = S.obj({
+    "step": S.INT, "width": S.INT, "height": S.INT,
+    "cells": S.array({"type": "array", "items": S.INT, "minItems": 4, "maxItems": 4}),
+})  # fmt: skip
+UNIT = S.obj({"channel": S.INT, "value": S.NUM_OR_NULL, "position": {"type": ["array", "null"]}})
+PROJECTION = S.obj({
+    "id": S.INT, "status": {"enum": ["pending", "done", "failed"]}, "error": S.STR_OR_NULL,
+    "layer": S.STR_OR_NULL, "tensor": S.STR_OR_NULL, "step": S.INT_OR_NULL,
+    "input_step": S.INT_OR_NULL, "asked": S.INT_OR_NULL, "seconds": S.NUM_OR_NULL,
+    "budget_s": S.NUM_OR_NULL, "units": S.array(UNIT), "rules": {"type": "object"},
+})  # fmt: skip
+REQUEST_BODY: S.JSON = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": S.obj(
+                    {"layer": S.STR,
+                     "channel": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_CHANNEL},
+                     "step": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_STEP}},
+                    optional=("channel", "step"),
+                )
+            }
+        },
+    }
+}
+
+
+@router.get("/runs/{run}/cells", response_model=None, responses=S.ok(CELLS, "the picture's map boxes"))
+def cells(
+    run: str, state: State, layer: str, kind: str, step: Step = None, norm: str = "map", sample: Sample = 0
+) -> dict[str, Any]:
+    """The box [x, y, w, h] of each map in the picture image.png draws for the same arguments."""
+    if kind not in KINDS:
+        raise ApiError(400, f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
+    if norm not in NORMS:
+        raise ApiError(400, f"norm must be one of {', '.join(NORMS)}; got {norm!r}")
+    with state.reader(run) as r:
+        at = resolve_step(r, layer, kind, step)
+        t = load(r, layer, kind, at)
+    try:
+        pic = snapshot_picture(t, kind, norm="map" if norm == "global" else norm, sample=sample)
+    except ValueError as err:
+        raise ApiError(400, str(err)) from None
+    return {"step": at, "width": pic.width, "height": pic.height, "cells": [list(c) for c in pic.cells]}
+
+
+@router.post(
+    "/runs/{run}/projections",
+    response_model=None,
+    responses=S.ok(S.SENT, "the request's id"),
+    openapi_extra=REQUEST_BODY,
+)
+def request_projection(run: str, state: State, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    layer, channel, step = body.get("layer"), body.get("channel"), body.get("step")
+    for name, v, hi in (("channel", channel, MAX_CHANNEL), ("step", step, MAX_STEP)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi):
+            raise ApiError(400, f"{name} must be an integer in 0..{hi} or null")
+    with state.reader(run) as r:
+        refuse_read_only(r)
+        names = layer_names(r)
+        if not isinstance(layer, str) or layer not in names:
+            raise ApiError(400, f"unknown layer {layer!r}; this run's layers: {', '.join(names) or 'none yet'}")
+        status = str(r.meta().get("status", "running"))
+        if status not in ("running", "paused"):
+            raise ApiError(409, f"the run is {status}: no trainer is listening to project a map")
+        return {"id": send(r, "project", {"layer": layer, "channel": channel, "step": step})}
+
+
+def _row(state: AppState, run: str, ident: int) -> tuple[dict[str, Any], Any]:
+    with state.reader(run) as r:
+        row = next((c for c in r.controls(since_id=ident - 1) if c["id"] == ident), None)
+        if row is None or row["key"] != "project":
+            raise ApiError(404, f"no projection {ident} in run {run!r}")
+        return row, r.json(f"project:{ident}")
+
+
+@router.get(
+    "/runs/{run}/projections/{ident}", response_model=None, responses=S.ok(PROJECTION, "a projection")
+)
+def projection_status(run: str, state: State, ident: ProjectionId) -> dict[str, Any]:
+    row, found = _row(state, run, ident)
+    empty: dict[str, Any] = {
+        "id": ident, "status": "pending", "error": None, "layer": None, "tensor": None, "step": None,
+        "input_step": None, "asked": None, "seconds": None, "budget_s": None, "units": [], "rules": {},
+    }  # fmt: skip
+    result = row.get("result")
+    if found is not None and isinstance(found[1], dict):
+        v = found[1]
+        return {**empty, **{k: v.get(k) for k in empty if k in v}, "id": ident, "status": "done",
+                "units": v.get("units") or [], "rules": v.get("rules") or {}}  # fmt: skip
+    if isinstance(result, dict) and result.get("ok") is False:
+        return {**empty, "status": "failed", "error": str(result.get("error", "the trainer refused"))}
+    return empty
+
+
+@router.get(
+    "/runs/{run}/projections/{ident}/{channel}/{kind}.png", response_class=Response, responses=S.PNG
+)
+def projection_image(run: str, state: State, ident: ProjectionId, channel: Channel, kind: str) -> Response:
+    if kind not in PROJECTION_KINDS:
+        raise ApiError(400, f"kind must be one of {', '.join(PROJECTION_KINDS)}; got {kind!r}")
+    series = f"project:{ident}/{channel}"
+    with state.reader(run) as r:
+        found = r.snapshot(series, kind)
+        if found is None:
+            raise ApiError(404, f"no {kind!r} picture for map {channel} of projection {ident} (yet)")
+        step, t = found
+
+        def make() -> bytes:
+            if kind == "a":  # one map, no labels or notes: drawn beside its projections at their size
+                return grid(t.float(), labels=False, signed=bool((t < 0).any())).png()
+            if t.dim() == 4 and t.shape[1] == 3:  # signed RGB, grey = 0 (ZF's way)
+                return attribution(t.float(), style="rgb").png()
+            return snapshot_picture(t.float(), "grad_a", norm="map").png()  # other inputs: signed maps
+
+        body = state.pictures.get_or_make(("projection", run, ident, channel, kind, step), make)
+    return Response(body, media_type="image/png", headers={"Cache-Control": "private, max-age=31536000, immutable"})
+
