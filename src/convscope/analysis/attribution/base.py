@@ -113,11 +113,13 @@ class _Stop(Exception):
 
 
 class _RuleMode(TorchFunctionMode):
-    """Replaces each activation call by the same values with `rule`'s backward."""
+    """Replaces each activation call by the same values with `rule`'s backward (ReLU itself by
+    `relu_fn`, one fused autograd Function: no copy, no Python hook, in place when asked)."""
 
-    def __init__(self, rule: Rule) -> None:
+    def __init__(self, rule: Rule, relu_fn: type[torch.autograd.Function] | None = None) -> None:
         super().__init__()
         self.rule = rule
+        self.relu_fn = relu_fn
         self.seen: dict[str, int] = {}
 
     def __torch_function__(
@@ -132,10 +134,45 @@ class _RuleMode(TorchFunctionMode):
             return func(*args, **kwargs)
         shown = ACTIVATION_FUNCTIONS[fname]
         self.seen[shown] = self.seen.get(shown, 0) + 1
-        if is_inplace(fname, kwargs):  # same values written into z; the graph goes through the rule
+        inplace = is_inplace(fname, kwargs)
+        if self.relu_fn is not None and fname in ("relu", "relu_") and len(args) == 1 and "out" not in kwargs:
+            return self.relu_fn.apply(z, inplace)
+        if inplace:  # same values written into z; the graph goes through the rule
             y = self.rule(z, func(z.clone(), *args[1:], **kwargs), shown)
             return z.copy_(y)
         return self.rule(z, func(*args, **kwargs), shown)
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """y = max(z, 0) (in place when asked); backward [y > 0] · max(g, 0)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, inplace: bool) -> Tensor:
+        y = torch.relu_(z) if inplace else torch.relu(z)
+        if inplace:
+            ctx.mark_dirty(z)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, y, 0).clamp_(min=0), None
+
+
+class _DeconvReLU(torch.autograd.Function):
+    """y = max(z, 0) (in place when asked); backward max(g, 0), whatever z was (ZF)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, inplace: bool) -> Tensor:
+        y = torch.relu_(z) if inplace else torch.relu(z)
+        if inplace:
+            ctx.mark_dirty(z)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad.clamp(min=0), None
 
 
 class _PositiveGrad(torch.autograd.Function):
@@ -166,6 +203,8 @@ def deconvnet_rule(z: Tensor, y: Tensor, shown: str) -> Tensor:
 PLAIN = {"every activation": "plain gradient f'(z)·g"}
 #: the backward rule of each method that has one (the others are plain autograd)
 RULES: dict[str, Rule] = {"guided": guided_rule, "deconvnet": deconvnet_rule}
+#: the same rules for ReLU itself, fused into one autograd Function each
+RELU_FUNCTIONS: dict[str, type[torch.autograd.Function]] = {"guided": _GuidedReLU, "deconvnet": _DeconvReLU}
 
 
 def rule_text(method: str, seen: dict[str, int]) -> dict[str, str]:
@@ -196,9 +235,10 @@ class Attribution:
     @contextmanager
     def _session(self, rule: Rule | None) -> Iterator[_RuleMode | None]:
         """Eval mode and the rule mode for the duration; each module's mode restored after."""
-        modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        mode = _RuleMode(rule) if rule is not None else None
+        training = [m for m in self.model.modules() if m.training]
+        for m in training:
+            m.training = False
+        mode = _RuleMode(rule, RELU_FUNCTIONS.get(self.method)) if rule is not None else None
         try:
             if mode is None:
                 yield None
@@ -206,8 +246,8 @@ class Attribution:
                 with mode:
                     yield mode
         finally:
-            for m, training in modes:
-                m.training = training
+            for m in training:
+                m.training = True
 
     def _input(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
@@ -216,7 +256,7 @@ class Attribution:
             raise AttributionError(f"x must be shaped (B, C, H, W); got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise AttributionError(f"x must be a float tensor; got {x.dtype}")
-        if not bool(torch.isfinite(x).all()):
+        if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):  # the sum first: cheap
             raise AttributionError("x holds NaN or Inf values")
         return x.detach().clone().requires_grad_(True)
 
