@@ -492,6 +492,34 @@ def test_torch_legacy_storage_size_at_the_limits(work: Path, size: int) -> None:
         _weights_ok(work, ".pt", _legacy_pt_with_storage_size(size))
 
 
+def _zip_pt_with_storage_numel(numel: int) -> bytes:
+    """A zip-format torch checkpoint whose pickle declares `numel` elements for its one storage."""
+    buf = io.BytesIO()
+    torch.save({"0.bias": torch.zeros(2)}, buf)
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name.endswith("data.pkl"):
+                at = data.index(b"X\x03\x00\x00\x00cpu") + 10  # past the string and its memo PUT
+                assert data[at : at + 2] == b"K\x02"  # BININT1 2: the storage's element count
+                data = (
+                    data[:at]
+                    + b"\x8a\x09"
+                    + numel.to_bytes(9, "little", signed=True)
+                    + data[at + 2 :]
+                )
+            dst.writestr(name, data)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("numel", [3, 2**31, 2**40, 2**62, 2**63 - 1, 2**64 - 1])
+def test_torch_zip_storage_numel_at_the_limits(work: Path, numel: int) -> None:
+    with memory_bound():
+        _weights_ok(work, ".pt", _zip_pt_with_storage_numel(numel))
+
+
 # --------------------------------------------------------------------------------------
 # CIFAR-10 binary batches
 # --------------------------------------------------------------------------------------

@@ -156,7 +156,8 @@ def _read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             metadata: dict[str, str] = dict(f.metadata() or {})
             state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not a dict)
     except (safetensors.SafetensorError, OSError) as err:
-        raise LoadError(f"could not read safetensors file {file}: {err}") from err
+        reason = " ".join(str(err).split())[:300]
+        raise LoadError(f"could not read safetensors file {file}: {reason}") from err
     return state, metadata
 
 
@@ -170,7 +171,10 @@ def _read_torch_checkpoint(file: Path) -> tuple[dict[str, torch.Tensor], dict[st
             "(torch.load weights_only=True). Save a state dict, or convert it to .safetensors."
         ) from err
     except Exception as err:  # a damaged file can fail anywhere inside the unpickler
-        raise LoadError(f"could not read checkpoint {file}: {type(err).__name__}: {err}") from err
+        reason = " ".join(str(err).split())[:300]  # torch's messages can run over many lines
+        raise LoadError(
+            f"could not read checkpoint {file}: {type(err).__name__}: {reason}"
+        ) from err
     return _find_state_dict(obj, file=file)
 
 
