@@ -59,7 +59,7 @@ T = TypeVar("T")
 EXAMPLES = int(os.environ.get("CONVSCOPE_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(
     max_examples=EXAMPLES,
-    deadline=3000,  # ms per example: a loader that hangs fails here
+    deadline=10_000,  # ms per example: a loader that hangs fails here (generous: shared CI cores)
     database=None,  # write nothing into the working tree
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
