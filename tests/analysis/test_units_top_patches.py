@@ -222,6 +222,9 @@ def test_save_and_load_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-
     save_file({"w": torch.zeros(2)}, str(other))
     with pytest.raises(ValueError, match="is not a saved TopPatches result"):
         TopPatches.load(other)
+    (tmp_path / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(ValueError, match=r"is not a readable \.safetensors file"):
+        TopPatches.load(tmp_path / "junk.safetensors")
 
 
 # ---- bad input ------------------------------------------------------------------------------
@@ -270,7 +273,7 @@ def test_no_hook_and_the_model_unchanged() -> None:
     assert torch._C._len_torch_function_stack() == 0
 
 
-@pytest.mark.parametrize("fail_at", [1, 2, 3])  # the probed pass, its check by hooks, a hooked pass
+@pytest.mark.parametrize("fail_at", [1, 2, 3])  # the probed pass, probe + hooks, hooks alone
 def test_no_hook_left_when_the_forward_raises(fail_at: int) -> None:
     class Breaks(ModuleNet):
         calls = 0
@@ -284,7 +287,7 @@ def test_no_hook_left_when_the_forward_raises(fail_at: int) -> None:
     model = Breaks().train()
     before = copy.deepcopy(model)
     with pytest.raises(RuntimeError, match="boom"):
-        TopPatches(model, layers=["relu1", "relu3", "pool"]).run(images(8), batch_size=4)
+        TopPatches(model, layers=["relu1", "relu3", "pool"]).run(images(12), batch_size=4)
     assert count_hooks(model) == 0
     assert_same_model(model, before)
     assert torch._C._len_torch_function_stack() == 0

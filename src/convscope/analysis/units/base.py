@@ -9,9 +9,10 @@ its norm's or its activation's all mean the block's activation map `a` (its `z` 
 activation follows); any other module name means that module's output (first call per forward).
 
 `LayerReader` runs its first forward inside a Probe (it finds the blocks of any model, functional
-and in-place activations too), then, when every block's map comes out of a module call, reads
-the maps with plain forward hooks on those modules (a Probe watches every torch call: costly on
-a long stream) — after checking on that first batch that both ways give identical results.
+and in-place activations too). When every block's map comes out of a module call, the second
+forward runs both the Probe and plain forward hooks on those modules; if they give identical
+results, the rest run with the hooks alone (a Probe watches every torch call: costly on a long
+stream). Otherwise every forward runs inside a Probe.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class LayerReader:
         for name in self.outputs:
             self._output_plan.setdefault(modules[name], {}).setdefault(0, []).append(name)
         self._fast: dict[nn.Module, dict[int, list[str]]] | None = None  # plain hooks, once checked
+        self._trying: dict[nn.Module, dict[int, list[str]]] | None = None  # checked on the next batch
         self._checked = False
         self._trace: Trace | None = None
 
@@ -143,24 +145,28 @@ class LayerReader:
     def read(self, x: Tensor) -> dict[str, tuple[Tensor, ...]]:
         """{layer: reduce(layer, map)} for one forward of x (the caller sets no_grad / eval)."""
         if self._fast is not None:
-            return self._collect(x, self._fast, None)
+            return self._collect(x, self._fast, None)[0]
         probe = Probe(self.model, self.blocks, keep=("z", "a")) if self.blocks else None
-        got = self._collect(x, self._output_plan, probe)
-        if not self._checked:  # first batch: may plain hooks read the same maps from now on?
-            self._checked = True
-            plan = self._plan()
-            if plan is not None:
-                again = self._collect(x, plan, None)
-                if all(_same(got[n], again[n]) for n in self.layers):
-                    self._fast = plan
+        trying = self._trying
+        got, hooked = self._collect(x, trying if trying is not None else self._output_plan, probe)
+        if trying is not None:  # second batch: the plan's hooks saw the same forward as the Probe
+            self._trying, self._checked = None, True
+            if all(n in hooked and _same(got[n], hooked[n]) for n in self.blocks):
+                self._fast = trying
+        elif not self._checked:  # first batch: find the module calls, try them on the next one
+            self._trying = self._plan()
+            self._checked = self._trying is None
         return got
 
-    def _collect(self, x: Tensor, plan: dict[nn.Module, dict[int, list[str]]], probe: Probe | None) -> dict[str, tuple[Tensor, ...]]:
-        got: dict[str, tuple[Tensor, ...]] = {}
+    def _collect(
+        self, x: Tensor, plan: dict[nn.Module, dict[int, list[str]]], probe: Probe | None
+    ) -> tuple[dict[str, tuple[Tensor, ...]], dict[str, tuple[Tensor, ...]]]:
+        """One forward: ({layer: reduced map}, what the plan's hooks alone reduced)."""
+        hooked: dict[str, tuple[Tensor, ...]] = {}
 
         def take(name: str, t: Tensor) -> None:
-            if name not in got:
-                got[name] = self.reduce(name, t)
+            if name not in hooked:
+                hooked[name] = self.reduce(name, t)
 
         with _OutputHooks(plan, take):
             if probe is None:
@@ -169,12 +175,13 @@ class LayerReader:
                 with probe:
                     self.model(x)
                 self._trace = probe.trace
-                for name in self.blocks:
-                    take(name, block_map(probe.trace, name))
+        got = dict(hooked)
+        if probe is not None:
+            got |= {name: self.reduce(name, block_map(probe.trace, name)) for name in self.blocks}
         missing = [n for n in self.layers if n not in got]
         if missing:
             raise ValueError(f"layer(s) {missing} were not called in the model's forward")
-        return got
+        return got, hooked
 
     def _plan(self) -> dict[nn.Module, dict[int, list[str]]] | None:
         """The module call that outputs each block's map, from the first probed trace; None when

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, SequentialSampler
@@ -135,16 +135,19 @@ class TopPatchesResult(Mapping[str, LayerHits]):
             layers.append({"name": name, "field": h.field.as_dict()})
         meta = {"k": self.k, "inputs": self.inputs, "layers": layers}
         save_file({k: t.contiguous() for k, t in tensors.items()}, os.fspath(path),
-                  metadata={"format": FORMAT, "top_patches": json.dumps(meta)})  # fmt: skip
+                  metadata={"format": "pt", "convscope": FORMAT, "top_patches": json.dumps(meta)})  # fmt: skip
 
     @staticmethod
     def load(path: str | os.PathLike[str]) -> TopPatchesResult:
         """A result written by `save` (no pickle: safetensors and JSON only)."""
-        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
-            meta_all = f.metadata() or {}
-            if meta_all.get("format") != FORMAT:
-                raise ValueError(f"{os.fspath(path)} is not a saved TopPatches result (format {meta_all.get('format')!r})")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        try:
+            with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+                meta_all = f.metadata() or {}
+                if meta_all.get("convscope") != FORMAT:
+                    raise ValueError(f"{os.fspath(path)} is not a saved TopPatches result")
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        except SafetensorError as err:
+            raise ValueError(f"{os.fspath(path)} is not a readable .safetensors file ({err})") from None
         try:
             meta = json.loads(meta_all["top_patches"])
             k, inputs = int(meta["k"]), int(meta["inputs"])
@@ -159,10 +162,12 @@ class TopPatchesResult(Mapping[str, LayerHits]):
         return TopPatchesResult(layers, k=k, inputs=inputs)
 
 
-def _best(values: Tensor, indices: Tensor, positions: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Per row, the k largest values; equal values: lower dataset index first. All (C, m)."""
-    by_index = torch.sort(indices, dim=1, stable=True).indices  # (C, m)
-    values, indices, positions = (t.gather(1, by_index) for t in (values, indices, positions))
+def _best(values: Tensor, indices: Tensor, positions: Tensor, k: int, *, in_order: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """Per row, the k largest values; equal values: lower dataset index first. All (C, m).
+    in_order: the indices already rise along each row (a stream), no need to sort them first."""
+    if not in_order:
+        by_index = torch.sort(indices, dim=1, stable=True).indices  # (C, m)
+        values, indices, positions = (t.gather(1, by_index) for t in (values, indices, positions))
     order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, :k]  # keeps index order on ties
     return values.gather(1, order), indices.gather(1, order), positions.gather(1, order)
 
@@ -173,9 +178,8 @@ def _maxima(name: str, a: Tensor) -> tuple[Tensor, ...]:
         raise ValueError(
             f"layer {name!r} has no spatial maps (its output is {tuple(a.shape)}): top patches need (B, C, H, W) maps"
         )
-    flat = a.detach().flatten(2)  # (B, C, H*W)
-    pos = flat.argmax(dim=2)  # (B, C): the first maximum
-    return flat.gather(2, pos[..., None])[..., 0].to(torch.float64), pos
+    values, pos = a.detach().flatten(2).max(dim=2)  # (B, C) each; torch: the first maximum
+    return values.to(torch.float64), pos
 
 
 class TopPatches:
@@ -245,7 +249,7 @@ class TopPatches:
                     new = (vals, ix.expand_as(pos), pos)
                     if old is not None:
                         new = (torch.cat([old[0], vals], 1), torch.cat([old[1], new[1]], 1), torch.cat([old[2], pos], 1))
-                    state[name] = _best(*new, self.k)
+                    state[name] = _best(*new, self.k, in_order=True)  # old hits come before this batch
                 seen += b
                 if progress is not None:
                     progress(seen, total)
