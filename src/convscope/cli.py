@@ -305,6 +305,23 @@ def train(
     trainer.run()
 
 
+@app.command(hidden=True)
+def answer(
+    run: Annotated[Path, typer.Option(help="the run directory whose projection requests to answer")],
+    idle: Annotated[float, typer.Option(help="exit after this many seconds without a request")] = 60.0,
+) -> None:
+    """Answer a finished run's projection requests from its newest checkpoint (`serve` starts this).
+
+    Example: convscope answer --run runs/exp1
+    """
+    from convscope.train.worker import answer_requests
+
+    if not 0 < idle <= 3600:
+        raise typer.BadParameter("--idle must be in (0, 3600] seconds")
+    done = answer_requests(run, idle_s=idle)
+    typer.echo(f"answered {done} request(s)")
+
+
 @app.command()
 def serve(
     runs: Annotated[Path, typer.Argument(help="folder holding run folders")] = Path("runs"),

@@ -137,8 +137,12 @@ def test_refusals_from_the_trainer_and_unknown_ids(live: Any) -> None:
     assert client.get(f"/api/runs/run/projections/{ident}/0/guided.png").status_code == 404
 
 
-def test_a_finished_run_has_no_one_to_answer(live: Any) -> None:
+def test_a_finished_watch_run_has_no_one_to_answer(live: Any) -> None:
     client, rec, *_ = live
     rec.close()
     r = client.post("/api/runs/run/projections", json={"layer": "conv1", "channel": 0})
-    assert (r.status_code, r.json()) == (409, {"error": "the run is finished: no trainer is listening to project a map"})
+    assert r.status_code == 409
+    assert r.json()["error"] == (
+        "the run is finished and was recorded by watch() in your own loop: its model is not in the run,"
+        " so only your running loop can project"
+    )

@@ -84,6 +84,7 @@ def create_app(runs_root: Path, config: ServeConfig) -> FastAPI:
         yield
         state.stopping.set()  # live streams end; their watchers stop
         await broadcaster.close()
+        state.workers.stop_all()
 
     app = FastAPI(
         title="convscope dashboard",

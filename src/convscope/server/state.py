@@ -5,6 +5,7 @@
   AppState.pictures         LRU cache of rendered PNGs
   AppState.decodes          bounds the memory of concurrent upload decodes (DecodeBudget)
   AppState.stopping         set on shutdown: live streams end so the server can close cleanly
+  AppState.workers          `convscope answer` processes for runs whose trainer has ended
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from convscope.config import ServeConfig
 from convscope.runs import RunNotFoundError, RunReader
 
 from .errors import ApiError
+from .workers import Workers
 
 T = TypeVar("T")
 
@@ -164,6 +166,7 @@ class AppState:
             max_bytes=DECODE_BUDGET_BYTES, max_decodes=2, max_queued=16, wait_s=60.0
         )
         self.stopping = threading.Event()
+        self.workers = Workers()  # answer requests for runs whose trainer has ended
 
     # ---- runs ----------------------------------------------------------------------------
     def run_dir(self, name: str) -> Path:

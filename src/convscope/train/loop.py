@@ -210,7 +210,18 @@ class Trainer:
         except KeyboardInterrupt:
             status = "stopped"
         finally:
+            if status != "crashed" and self.nonfinite_step is None:
+                self._save_last()
             self.recorder.close(status)
+
+    def _save_last(self) -> None:
+        """Checkpoint "last" when the run ends: the dashboard's projections of a finished run
+        (a worker process, train/worker.py) and `--resume` start from it. A full disk is said
+        in the run's meta, not raised: the run's own data is already committed."""
+        try:
+            self.writer.save_checkpoint(self.model.state_dict(), "last")
+        except OSError as exc:
+            self.writer.set_meta("note", f"the final checkpoint could not be written: {exc}")
 
     def train_step(self) -> int:
         step = self.recorder.step_index

@@ -51,6 +51,7 @@ def answer_projection(
     step: int,
     input_step: int | None,
     budget_s: float = BUDGET_S,
+    weights: str | None = None,
 ) -> dict[str, Any]:
     """Compute, store and commit the projections; return the control's answer."""
     t0 = time.perf_counter()
@@ -89,7 +90,8 @@ def answer_projection(
         "tensor": what,
         "units": units,
         "asked": len(order),
-        "step": step,  # the weights used
+        "step": step,  # the step the answer is stored at
+        "weights": weights or f"step {step}",  # the weights used
         "input_step": input_step,  # the snapshot whose example 0 was projected
         "rules": rules,
         "seconds": round(time.perf_counter() - t0, 3),

@@ -6,7 +6,9 @@ the model (DESIGN §3 "Analyses on demand"; the answering side is convscope/trai
   GET  /api/runs/{run}/projections/{id}                    pending | done (the units) | failed
   GET  /api/runs/{run}/projections/{id}/{channel}/{kind}.png   kind: a | deconvnet | guided
 
-The server only queues the request and draws what the trainer stored (render.attribution: the
+For a run whose trainer has ended, the request starts a worker process (server/workers.py →
+`convscope answer`) that answers from the run's newest checkpoint. The server only queues the
+request and draws what the trainer or the worker stored (render.attribution: the
 projection as signed RGB, grey = 0, as Zeiler & Fergus show it).
 """
 
@@ -51,7 +53,7 @@ UNIT = S.obj({"channel": S.INT, "value": S.NUM_OR_NULL, "position": {"type": ["a
 PROJECTION = S.obj({
     "id": S.INT, "status": {"enum": ["pending", "done", "failed"]}, "error": S.STR_OR_NULL,
     "layer": S.STR_OR_NULL, "tensor": S.STR_OR_NULL, "step": S.INT_OR_NULL,
-    "input_step": S.INT_OR_NULL, "asked": S.INT_OR_NULL, "seconds": S.NUM_OR_NULL,
+    "input_step": S.INT_OR_NULL, "weights": S.STR_OR_NULL, "asked": S.INT_OR_NULL, "seconds": S.NUM_OR_NULL,
     "budget_s": S.NUM_OR_NULL, "units": S.array(UNIT), "rules": {"type": "object"},
 })  # fmt: skip
 REQUEST_BODY: S.JSON = {
@@ -106,10 +108,19 @@ def request_projection(run: str, state: State, body: Annotated[dict[str, Any], B
         names = layer_names(r)
         if not isinstance(layer, str) or layer not in names:
             raise ApiError(400, f"unknown layer {layer!r}; this run's layers: {', '.join(names) or 'none yet'}")
-        status = str(r.meta().get("status", "running"))
-        if status not in ("running", "paused"):
-            raise ApiError(409, f"the run is {status}: no trainer is listening to project a map")
-        return {"id": send(r, "project", {"layer": layer, "channel": channel, "step": step})}
+        meta = r.meta()
+        status = str(meta.get("status", "running"))
+        ended = status not in ("running", "paused")
+        if ended:  # a worker process answers from the newest checkpoint (train/worker.py)
+            if meta.get("trainer") != "builtin":
+                raise ApiError(409, f"the run is {status} and was recorded by watch() in your own loop: "
+                               "its model is not in the run, so only your running loop can project")  # fmt: skip
+            if not r.checkpoints():
+                raise ApiError(409, f"the run is {status} and has no checkpoint to project with")
+        ident = send(r, "project", {"layer": layer, "channel": channel, "step": step})
+        if ended:
+            state.workers.ensure(run, r.path)
+        return {"id": ident}
 
 
 def _row(state: AppState, run: str, ident: int) -> tuple[dict[str, Any], Any]:
@@ -127,7 +138,7 @@ def projection_status(run: str, state: State, ident: ProjectionId) -> dict[str, 
     row, found = _row(state, run, ident)
     empty: dict[str, Any] = {
         "id": ident, "status": "pending", "error": None, "layer": None, "tensor": None, "step": None,
-        "input_step": None, "asked": None, "seconds": None, "budget_s": None, "units": [], "rules": {},
+        "input_step": None, "weights": None, "asked": None, "seconds": None, "budget_s": None, "units": [], "rules": {},
     }  # fmt: skip
     result = row.get("result")
     if found is not None and isinstance(found[1], dict):

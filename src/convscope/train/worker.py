@@ -1,0 +1,157 @@
+"""The projections worker: answers the dashboard's `project` requests for a run whose trainer has
+ended, from the run's newest checkpoint (DESIGN §3 "Analyses on demand": the server never runs a
+model; `convscope serve` starts this as a separate process when such a request arrives).
+
+    python -m convscope answer --run runs/exp1        # what the server starts; exits when idle
+
+Safety as the built-in trainer's: the model is rebuilt only from a zoo name or layer-spec text
+recorded in the run (never an import path), weights only from a safetensors checkpoint that must
+fit it key for key. A run recorded by `watch()` holds the user's own model, which is not in the
+run: its projections are answered by `watch()` itself while the user's loop runs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from convscope.models import get_entry, zoo_names
+from convscope.models.spec import build_spec
+from convscope.runs import RunReader, RunWriter
+from convscope.train.projections import answer_projection
+
+IDLE_S = 60.0  # the worker exits after this long without a request
+POLL_S = 0.2  # seconds between looks at the run's control rows
+ENDED = ("finished", "stopped", "crashed")
+
+
+class WorkerError(ValueError):
+    """This run cannot be answered by a worker; the message says why in one line."""
+
+
+def rebuild(meta: dict[str, Any]) -> nn.Module:
+    """The run's model from its meta: a zoo net or layer-spec text, nothing else."""
+    model = str(meta.get("model", ""))
+    name = model.removeprefix("zoo:")
+    if name in zoo_names():
+        return get_entry(name).factory()
+    spec, shape = meta.get("spec"), meta.get("input_shape")
+    if model == "layer spec" and isinstance(spec, str) and isinstance(shape, list) and len(shape) == 3:
+        return build_spec(spec, (int(shape[0]), int(shape[1]), int(shape[2])))
+    raise WorkerError(f"the run's model {model!r} is neither a zoo net nor a layer spec: it cannot be rebuilt")
+
+
+def _newest_checkpoint(reader: RunReader) -> dict[str, Any]:
+    rows = [c for c in reader.checkpoints() if isinstance(c.get("step"), int)]
+    if not rows:
+        raise WorkerError("the run has no checkpoint to project with (save one while it trains)")
+    return max(rows, key=lambda c: (c["step"], c.get("time", 0)))
+
+
+def _first_layer(reader: RunReader) -> str:
+    found = reader.json("layers")
+    rows = found[1] if found is not None and isinstance(found[1], list) else []
+    if not rows or not isinstance(rows[0], dict) or "name" not in rows[0]:
+        raise WorkerError("the run has no layer table yet")
+    return str(rows[0]["name"])
+
+
+def check_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(meta, newest checkpoint row) of a run a worker can answer for; WorkerError otherwise."""
+    with RunReader(run_dir) as r:
+        meta = r.meta()
+        if meta.get("status") not in ENDED:
+            raise WorkerError(f"the run is {meta.get('status')}: its trainer answers its own requests")
+        if meta.get("trainer") != "builtin":
+            raise WorkerError(
+                "this run was recorded by watch() in your own loop: its model is not in the run, so "
+                "projections are answered only while your loop runs"
+            )
+        if r.read_only:
+            raise WorkerError("this run is read-only: answers cannot be stored")
+        return meta, _newest_checkpoint(r)
+
+
+def answer_requests(run_dir: str | Path, *, idle_s: float = IDLE_S, poll_s: float = POLL_S) -> int:
+    """Answer `project` rows until `idle_s` passes without one (or the process that started this
+    one ends); returns how many were answered. A run that cannot be answered has its pending
+    requests refused with the reason (the page shows it), then WorkerError."""
+    meta, ckpt = check_run(run_dir)
+    status = str(meta["status"])
+    parent = os.getppid()
+    writer = RunWriter(run_dir, resume=True)  # sets "running" for a moment: put the status back
+    answered = 0
+    try:
+        writer.set_meta("status", status)
+        last = writer.last_step or 0
+        writer.commit(last)
+        try:
+            model = _load(writer, meta, ckpt)
+            with RunReader(run_dir) as reader:
+                first = _first_layer(reader)
+        except WorkerError as err:
+            for ctrl in writer.poll_controls():
+                writer.ack_control(ctrl.id, last, result={"ok": False, "error": str(err)})
+            raise
+        with RunReader(run_dir) as reader:
+            quiet_since = time.monotonic()
+            while time.monotonic() - quiet_since < idle_s and os.getppid() == parent:
+                rows = writer.poll_controls()
+                for ctrl in rows:
+                    result = _answer(model, writer, reader, first, ctrl.id, ctrl.key, ctrl.value, last, ckpt)
+                    writer.ack_control(ctrl.id, last, result=result)
+                    answered += 1
+                if rows:
+                    quiet_since = time.monotonic()
+                else:
+                    time.sleep(poll_s)
+    finally:
+        writer.close(status)
+    return answered
+
+
+def _load(writer: RunWriter, meta: dict[str, Any], ckpt: dict[str, Any]) -> nn.Module:
+    model = rebuild(meta)
+    try:
+        state = writer.load_checkpoint(str(ckpt["name"]))
+    except Exception as exc:  # safetensors' own error types: one line, never a traceback
+        raise WorkerError(f"checkpoint {ckpt['name']!r} cannot be read: {' '.join(str(exc).split())}") from None
+    own = model.state_dict()
+    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+        raise WorkerError(f"checkpoint {ckpt['name']!r} does not fit the run's model")
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _answer(
+    model: nn.Module,
+    writer: RunWriter,
+    reader: RunReader,
+    first: str,
+    ident: int,
+    key: str,
+    value: Any,
+    last: int,
+    ckpt: dict[str, Any],
+) -> dict[str, Any]:
+    if key != "project":
+        return {"ok": False, "error": f"the run has ended: only projections are answered, not '{key}'"}
+    wanted = value.get("step") if isinstance(value, dict) else None
+    step = wanted if isinstance(wanted, int) and not isinstance(wanted, bool) else None
+    found = reader.snapshot(first, "x", step) or reader.snapshot(first, "x")
+    if found is None:
+        return {"ok": False, "error": "the run has no snapshot of an input to project"}
+    input_step, x = found
+    weights = f"checkpoint {ckpt['name']} (step {ckpt['step']})"
+    try:
+        out = answer_projection(
+            model, writer, ident, value, x.float(), step=last, input_step=input_step, weights=weights
+        )
+    except (ValueError, TypeError) as exc:
+        return {"ok": False, "error": " ".join(str(exc).split())}
+    out["checkpoint"] = str(ckpt["name"])
+    return out
