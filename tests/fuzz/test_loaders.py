@@ -468,6 +468,9 @@ VALUES = st.one_of(
     ),
     st.booleans(),
 )
+@example({k: torch.zeros(s).to_sparse() for k, s in KEYS.items()}, False)  # found: RuntimeError
+@example({k: torch.zeros(s, device="meta") for k, s in KEYS.items()}, True)  # found: RuntimeError
+@example({k: torch.zeros(s, dtype=torch.complex64) for k, s in KEYS.items()}, False)
 def test_torch_checkpoint_structured(work: Path, obj: object, legacy: bool) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf, _use_new_zipfile_serialization=not legacy)
@@ -537,6 +540,7 @@ def test_torch_zip_storage_numel_at_the_limits(work: Path, numel: int) -> None:
         st.lists(st.text(max_size=8), max_size=12).map(lambda t: "\n".join(t).encode()),
     ),
 )
+@example(bytes(3073), b"\x80 not UTF-8")  # found: UnicodeDecodeError escaped CIFAR10Bin
 def test_cifar_batches(work: Path, data: bytes, meta: bytes | None) -> None:
     folder = work / "cifar"
     folder.mkdir(exist_ok=True)
@@ -591,6 +595,14 @@ def test_idx_files(work: Path, images: bytes, labels: bytes) -> None:
     ds = loads_or_refuses(lambda: MNISTIdx(ipath, lpath), DataError)
     if ds is not None and len(ds):
         assert ds[0][0].shape[0] == 1
+
+
+def test_mnist_label_values_are_bounded(work: Path) -> None:
+    """Found: a label of 2**31 - 1 made MNISTIdx build 2**31 class names (hang, then memory)."""
+    images = _write(work, "img.idx", b"\0\0\x08\x03" + struct.pack(">III", 1, 1, 1) + b"\x07")
+    labels = _write(work, "lab.idx", b"\0\0\x0c\x01" + struct.pack(">Ii", 1, 2**31 - 1))
+    with memory_bound(), pytest.raises(DataError, match=r"labels must be class indices 0\.\.99999"):
+        MNISTIdx(images, labels)
 
 
 # --------------------------------------------------------------------------------------
