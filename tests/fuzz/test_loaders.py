@@ -46,6 +46,7 @@ from convscope.data import (
     read_cifar10_batch,
     read_idx,
 )
+from convscope.data.transforms import conform
 from convscope.models.load import LoadError, load_weights, save_weights
 from convscope.models.spec import SpecError, build_spec
 
@@ -586,6 +587,9 @@ def idx_files(draw: st.DrawFn) -> bytes:
 @given(idx_files(), idx_files())
 @example(b"\0\0\x08\x03" + struct.pack(">III", 0, 2**32 - 1, 2**32 - 1), b"\0\0\x08\x01\0\0\0\0")
 @example(b"\0\0\x08\xff" + b"\0\0\0\1" * 255 + b"\0", b"\0\0\x08\x01\0\0\0\1\0")
+@example(  # found: 0-wide images were accepted and crashed conform later
+    b"\0\0\x08\x03" + struct.pack(">III", 1, 3, 0), b"\0\0\x08\x01" + struct.pack(">I", 1) + b"\0"
+)
 def test_idx_files(work: Path, images: bytes, labels: bytes) -> None:
     ipath, lpath = _write(work, "images.idx", images), _write(work, "labels.idx", labels)
     with memory_bound():
@@ -595,6 +599,7 @@ def test_idx_files(work: Path, images: bytes, labels: bytes) -> None:
     ds = loads_or_refuses(lambda: MNISTIdx(ipath, lpath), DataError)
     if ds is not None and len(ds):
         assert ds[0][0].shape[0] == 1
+        assert conform(ds[0][0], size=(8, 8), channels=1).shape == (1, 8, 8)
 
 
 def test_mnist_label_values_are_bounded(work: Path) -> None:
@@ -679,6 +684,7 @@ def _array_ok(work: Path, name: str, data: bytes) -> None:
     if ds is not None and len(ds):
         x, label = ds[len(ds) - 1]
         assert x.dtype == torch.float32 and x.ndim == 3 and isinstance(label, int)
+        assert conform(x, size=(8, 8), channels=3).shape == (3, 8, 8)  # what open_dataset does
 
 
 def _real_npy(arr: np.ndarray) -> bytes:
@@ -703,6 +709,7 @@ def test_npy_files(work: Path, data: bytes) -> None:
 @given(
     st.one_of(st.binary(max_size=300), st.integers(0, len(REAL_NPY)).map(lambda n: REAL_NPY[:n]))
 )
+@example(_real_npy(np.zeros((2, 0, 5), np.uint8)))  # found: empty images crashed conform later
 def test_npy_random_and_truncated(work: Path, data: bytes) -> None:
     _array_ok(work, "b.npy", data)
 

@@ -216,6 +216,11 @@ class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):
                 f"{name}: image array shape {X.shape} is not (N, C, H, W), (N, H, W) or "
                 "(N, H, W, C) with C 1 or 3"
             )
+        height, width = (X.shape[1], X.shape[2]) if layout != "NCHW" else (X.shape[2], X.shape[3])
+        if height == 0 or width == 0:
+            raise DataError(
+                f"{name}: image array shape {X.shape} holds empty {height}x{width} images"
+            )
         n = X.shape[0]
         if y is not None:
             y = np.asarray(y)

@@ -112,6 +112,10 @@ class MNISTIdx(Dataset[tuple[torch.Tensor, int]]):
             raise DataError(
                 f"{images_path}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}"
             )
+        if images.shape[1] == 0 or images.shape[2] == 0:
+            raise DataError(
+                f"{images_path}: images of size {images.shape[1]}x{images.shape[2]} are empty"
+            )
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
             raise DataError(
                 f"{labels_path}: expected integer labels (N,), got {labels.dtype} {labels.shape}"
