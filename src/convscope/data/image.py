@@ -152,6 +152,8 @@ def load_image(
             ) from None
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise _fail(name, f"corrupt image header ({err})") from None
+        except Exception as err:  # a plugin's parser on hostile bytes: still one ImageError line
+            raise _fail(name, f"corrupt image header ({type(err).__name__}: {err})") from err
         with im:
             width, height = im.size
             fmt = im.format
