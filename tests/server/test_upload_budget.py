@@ -140,14 +140,14 @@ def test_budget_waits_for_memory_and_times_out() -> None:
     release = threading.Event()
 
     async def main() -> list[Any]:
-        holder = asyncio.ensure_future(budget.run(80, lambda: release.wait(5)))
+        holder = asyncio.ensure_future(budget.run(lambda: 80, lambda: release.wait(5)))
         await asyncio.sleep(0.05)
         try:
-            await budget.run(30, lambda: "never")  # 80 + 30 > 100: waits 0.2 s, then 503
+            await budget.run(lambda: 30, lambda: "never")  # 80 + 30 > 100: waits 0.2 s, then 503
         except ApiError as err:
             late: Any = (err.status, err.message)
         release.set()
-        return [await holder, late, await budget.run(30, lambda: "fits now")]
+        return [await holder, late, await budget.run(lambda: 30, lambda: "fits now")]
 
     assert asyncio.run(main()) == [True, (503, BUSY["error"]), "fits now"]
     assert (budget.peak_bytes, budget.peak_active) == (80, 1)

@@ -93,7 +93,7 @@ class DecodeBudget:
     alone). At most `max_queued` decodes queue; past that, or after waiting `wait_s` for memory,
     ApiError 503 ("busy, try again") -- never an out-of-memory server.
 
-        png = await budget.run(estimate, lambda: decode(data))     # in an async route
+        png = await budget.run(lambda: estimate(data), lambda: decode(data))   # async route
     """
 
     def __init__(self, *, max_bytes: int, max_decodes: int, max_queued: int, wait_s: float) -> None:
@@ -119,15 +119,16 @@ class DecodeBudget:
             "try again in a moment",
         )  # fmt: skip
 
-    async def run(self, nbytes: int, work: Callable[[], T]) -> T:
-        """`work()` on a decode thread once `nbytes` fit the budget; its result."""
+    async def run(self, estimate: Callable[[], int], work: Callable[[], T]) -> T:
+        """`work()` on a decode thread once its `estimate()` (peak bytes, computed on that
+        thread: reading a header is still parsing untrusted bytes) fits the budget; its result."""
         with self._cond:
             if self._queued >= self.max_queued:
                 raise self._busy()
             self._queued += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._threads, self._reserved, max(0, nbytes), work)
+            return await loop.run_in_executor(self._threads, self._reserved, estimate, work)
         finally:
             with self._cond:
                 self._queued -= 1
@@ -135,7 +136,8 @@ class DecodeBudget:
     def _fits(self, nbytes: int) -> bool:
         return self._active == 0 or self._bytes + nbytes <= self.max_bytes
 
-    def _reserved(self, nbytes: int, work: Callable[[], T]) -> T:
+    def _reserved(self, estimate: Callable[[], int], work: Callable[[], T]) -> T:
+        nbytes = max(0, int(estimate()))
         with self._cond:
             if not self._cond.wait_for(lambda: self._fits(nbytes), timeout=self.wait_s):
                 raise self._busy()

@@ -107,7 +107,8 @@ async def upload(run: str, state: State, request: Request) -> dict[str, Any]:
     shape = await run_in_threadpool(_input_shape, state, run)
     cfg = state.config
     png = await state.decodes.run(
-        decode_estimate(data, cfg.max_upload_pixels), lambda: _decode(state, data, name, shape)
+        lambda: decode_estimate(data, cfg.max_upload_pixels),
+        lambda: _decode(state, data, name, shape),
     )
     return await run_in_threadpool(_send, state, run, png, name)
 
