@@ -55,6 +55,10 @@ class TrainConfig:
     snapshot_every: float = 2.0  # seconds between tensor snapshots
     seed: int = 0  # data order and initialisation
     max_data_bytes: int = 512 * 2**20  # the in-memory training set is cut to fit this
+    evolution_checkpoints: int = 16  # checkpoints evo-NNNNNN after 1, 2, 5, 10, 20, 50, ... steps for
+    #                                  `convscope evolution` (16 reach step 100,000); 0 = none
+    evolution_max_bytes: int = 64 * 2**20  # and no more once they would pass this in total (64 MiB:
+    #                                        16 of zfnet-small's 1.8 MB; one of resnet18-shaped's 45 MB)
 
     def __post_init__(self) -> None:
         checks = {
@@ -68,6 +72,8 @@ class TrainConfig:
             "val_every": self.val_every >= 1,
             "snapshot_every": self.snapshot_every >= 0,
             "steps": self.steps is None or self.steps >= 1,
+            "evolution_checkpoints": self.evolution_checkpoints >= 0,
+            "evolution_max_bytes": self.evolution_max_bytes >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

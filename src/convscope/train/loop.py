@@ -103,6 +103,7 @@ CONTROL_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "batch_size": ("an integer in 1..4096", lambda v: 1 <= v <= 4096 and v == int(v)),
 }
 MAX_PREDICT_PIXELS = 25_000_000  # an uploaded picture larger than this is refused before decoding
+EVOLUTION_PREFIX = "evo-"  # checkpoint evo-000100 holds the weights after 100 training steps
 SPEC_OPS = ("conv", "pool", "fc", "dropout")  # the first word of a layer-spec line (models.spec)
 
 
@@ -117,6 +118,16 @@ class ModelChoiceError(ValueError):
             f"({', '.join(self.choices[:-1])}) or layer-spec text such as 'conv 8 3 pad 1 relu; pool 2; fc 10' "
             "(import paths are not accepted here)"
         )
+
+
+def is_evolution_step(done: int) -> bool:
+    """True after 1, 2, 5, 10, 20, 50, 100, ... training steps (the 1-2-5 series, log-spaced as ZF's
+    epochs 1, 2, 5, 10, 20, ... of their Fig. 4): when the trainer keeps an evolution checkpoint."""
+    if done < 1:
+        return False
+    while done % 10 == 0:
+        done //= 10
+    return done in (1, 2, 5)
 
 
 def _is_spec_text(text: str) -> bool:
@@ -168,6 +179,7 @@ class Trainer:
         self._acc_window: deque[float] = deque(maxlen=100)
         self._perm = torch.randperm(len(self.data.xtr))
         self._cursor = 0
+        self._evolution_off = config.evolution_checkpoints == 0
 
     # ---- building ------------------------------------------------------------------------
     def _build(self, spec: str) -> tuple[nn.Module, tuple[int, int, int]]:
@@ -253,7 +265,38 @@ class Trainer:
             lr=self.lr, momentum=self.momentum, batch_size=float(self.batch_size),
             weight_decay=self.weight_decay,
         )  # fmt: skip
-        return self.recorder.step(loss=loss_value, **metrics)
+        step = self.recorder.step(loss=loss_value, **metrics)
+        self._keep_evolution(step + 1)
+        return step
+
+    def _keep_evolution(self, done: int) -> None:
+        """Checkpoint evo-NNNNNN once `done` steps are committed, for `done` in 1, 2, 5, 10, ...
+        (`convscope evolution` draws them), while they fit the budget: at most
+        `evolution_checkpoints` of them, together at most `evolution_max_bytes`. The budget or a
+        full disk ends them for the run, said in meta "evolution_note"; training goes on."""
+        if self._evolution_off or self.nonfinite_step is not None or not is_evolution_step(done):
+            return
+        name = f"{EVOLUTION_PREFIX}{done:06d}"
+        state = self.model.state_dict()
+        kept = list(self.writer.checkpoint_path(name).parent.glob(f"{EVOLUTION_PREFIX}*.safetensors"))
+        used = sum(p.stat().st_size for p in kept)
+        size = sum(t.numel() * t.element_size() for t in state.values())  # + a small safetensors header
+        stop = ""
+        if len(kept) >= self.config.evolution_checkpoints:
+            stop = f"the run keeps at most {self.config.evolution_checkpoints} (TrainConfig.evolution_checkpoints)"
+        elif used + size > self.config.evolution_max_bytes:
+            stop = (
+                f"the next ({size:,} bytes) would pass {self.config.evolution_max_bytes:,} bytes in all"
+                " (TrainConfig.evolution_max_bytes)"
+            )
+        else:
+            try:
+                self.writer.save_checkpoint(state, name)
+                return
+            except OSError as exc:
+                stop = f"one could not be written: {exc}"
+        self._evolution_off = True
+        self.writer.set_meta("evolution_note", f"evolution checkpoints end before step {done}: {stop}")
 
     def _batch(self) -> tuple[Tensor, Tensor]:
         n = len(self.data.xtr)
