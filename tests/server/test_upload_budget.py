@@ -44,10 +44,10 @@ def png(side: int, mode: str = "RGB") -> bytes:
 
 
 def test_estimate_from_the_header_alone() -> None:
-    assert decode_estimate(png(1000), 25_000_000) == 1000 * 1000 * 20
-    assert decode_estimate(png(1000, "L"), 25_000_000) == 1000 * 1000 * 20
-    assert decode_estimate(png(1000, "RGBA"), 25_000_000) == 1000 * 1000 * 56
-    assert decode_estimate(png(1000)[:100], 25_000_000) == 1000 * 1000 * 20  # header is enough
+    assert decode_estimate(png(1000), 25_000_000) == 1000 * 1000 * 14
+    assert decode_estimate(png(1000, "L"), 25_000_000) == 1000 * 1000 * 14
+    assert decode_estimate(png(1000, "RGBA"), 25_000_000) == 1000 * 1000 * 14
+    assert decode_estimate(png(1000)[:100], 25_000_000) == 1000 * 1000 * 14  # header is enough
     assert decode_estimate(b"not an image", 25_000_000) == 0  # load_image will say what it is
     assert decode_estimate(png(1000), 999_999) == 0  # over the pixel cap: refused undecoded
 

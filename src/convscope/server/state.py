@@ -28,8 +28,9 @@ from .workers import Workers
 T = TypeVar("T")
 
 # memory that concurrent upload decodes may hold at once: one upload at the 25-megapixel cap
-# takes about 500 MB while it is decoded (routes/uploads.py: decode_estimate), so it decodes
-# alone; smaller ones share the budget (at most 2 at a time, one per core of a small machine)
+# is estimated at 350 MB while it is decoded (routes/uploads.py: decode_estimate), so two of
+# those never decode together; smaller ones share the budget (at most 2 at a time, one per
+# core of a small machine)
 DECODE_BUDGET_BYTES = 512 * 2**20
 
 # a run name is one directory under the root: no separators, no dot-files, no ".."
