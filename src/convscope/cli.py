@@ -141,6 +141,64 @@ def project(
 
 
 @app.command()
+def units(
+    model: ModelOpt = "zoo:convnetjs-cifar",
+    weights: Annotated[
+        str | None, typer.Option(help=".safetensors or a torch checkpoint (loaded with weights_only=True)")
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="builtin:photo-crops[:train|val|test], builtin:digits[:…], a dataset folder, or "
+                          ".npz/.npy (default: photo-crops val; digits for a 1-channel model)"),
+    ] = None,
+    layers: Annotated[
+        str | None, typer.Option(help="comma-separated layers, e.g. conv1,conv2 (default: the last conv layer)")
+    ] = None,
+    k: Annotated[int, typer.Option(help="strongest images per feature map")] = 9,
+    maps: Annotated[int, typer.Option(help="feature maps shown per layer (those with the strongest top hit)")] = 16,
+    limit: Annotated[int | None, typer.Option(help="stop after this many images")] = None,
+    batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 64,
+    stimulus_steps: Annotated[
+        int, typer.Option(help="optimisation steps for each map's optimal stimulus (0: none)")
+    ] = 128,
+    out: Annotated[Path, typer.Option(help="folder for index.html, units.json and the PNGs")] = Path("units"),
+    input_size: Annotated[
+        str | None, typer.Option(help="C x H x W for a model that is not from the zoo, e.g. 3x64x64")
+    ] = None,
+) -> None:
+    """What excites each feature map: its top-k dataset patches, their projections, its optimal stimulus.
+
+    Example: convscope units --model zoo:zfnet-small --layers conv1,conv5 --k 9 --out units/
+    """
+    import rich.progress as rp
+
+    from convscope.render.units_report import write_units_report
+    from convscope.units import units as run_units
+
+    names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
+    with rp.Progress(rp.TextColumn("streaming"), rp.BarColumn(), rp.MofNCompleteColumn(),
+                     rp.TextColumn("images"), rp.TimeRemainingColumn(), console=console,
+                     transient=True) as bar:  # fmt: skip
+        task = bar.add_task("units", total=None)
+        result = run_units(
+            model,
+            weights=weights,
+            data=data,
+            layers=names,
+            k=k,
+            maps=maps,
+            limit=limit,
+            batch_size=batch_size,
+            stimulus_steps=stimulus_steps,
+            input_size=input_size,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    with console.status("writing the report…"):
+        path = write_units_report(result, out)
+    typer.echo(f"report: {path.resolve()}")
+
+
+@app.command()
 def diagnose(
     model: ModelOpt = "zoo:convnetjs-cifar",
     weights: Annotated[
