@@ -155,7 +155,9 @@ def _read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         with safetensors.safe_open(str(file), framework="pt", device="cpu") as f:
             metadata: dict[str, str] = dict(f.metadata() or {})
             state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not a dict)
-    except (safetensors.SafetensorError, OSError) as err:
+    # TypeError/ValueError/RuntimeError: torch refusing what the header declares, e.g. a shape
+    # (0, 2**63) that safetensors accepts (0 elements) but torch's int64 sizes can't hold
+    except (safetensors.SafetensorError, OSError, TypeError, ValueError, RuntimeError) as err:
         reason = " ".join(str(err).split())[:300]
         raise LoadError(f"could not read safetensors file {file}: {reason}") from err
     return state, metadata
