@@ -322,3 +322,17 @@ def test_load_model_explicit_weights_mismatch_raises(tmp_path: Path) -> None:
     save_weights(mnist_net(0), tmp_path / "mnist.safetensors")
     with pytest.raises(LoadError, match="don't match TinyVGG"):
         load_model("zoo:tiny-vgg", weights=str(tmp_path / "mnist.safetensors"))
+
+
+def test_mismatch_message_lists_at_most_20_keys_per_kind(tmp_path: Path) -> None:
+    """A file with thousands of stray keys gives a readable message, not one naming them all."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "many.safetensors"
+    save_file({f"stray.{i}": torch.zeros(1) for i in range(5000)}, str(path))
+    with pytest.raises(LoadError) as info:
+        load_weights(nn.Linear(1, 1), path)
+    text = str(info.value)
+    assert "unexpected keys (5000): stray.0, stray.1, " in text
+    assert text.count("stray.") == 20 and text.endswith(", ... (4980 more)")
+    assert "missing keys (2): weight, bias" in text and len(text) < 1000

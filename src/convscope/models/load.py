@@ -239,15 +239,21 @@ def _check_match(
     ]
     problems: list[str] = []
     if strict and missing:
-        problems.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
+        problems.append(f"missing keys ({len(missing)}): {_first(missing, ', ')}")
     if strict and unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+        problems.append(f"unexpected keys ({len(unexpected)}): {_first(unexpected, ', ')}")
     if misshaped:
-        problems.append(f"mis-shaped keys ({len(misshaped)}): {'; '.join(misshaped)}")
+        problems.append(f"mis-shaped keys ({len(misshaped)}): {_first(misshaped, '; ')}")
     if problems:
         raise LoadError(
             f"weights in {file} don't match {type(model).__name__}:\n  " + "\n  ".join(problems)
         )
+
+
+def _first(items: list[str], sep: str, limit: int = 20) -> str:
+    """The first `limit` items joined; a file with 100,000 stray keys gives a readable message."""
+    more = f"{sep}... ({len(items) - limit} more)" if len(items) > limit else ""
+    return sep.join(item[:200] for item in items[:limit]) + more
 
 
 def _alias_present(
