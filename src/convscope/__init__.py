@@ -1,9 +1,24 @@
 """convscope: see inside convolutional networks — x, W, z = W*x + b, a = f(z) and their gradients."""
 
 from convscope import render
+from convscope.analysis import (
+    Deconvnet,
+    GradCAM,
+    GuidedBackprop,
+    GuidedGradCAM,
+    Saliency,
+    SmoothGrad,
+    TopPatches,
+    receptive_field,
+)
 from convscope.analysis.diagnose import diagnose
 from convscope.capture import Block, Probe, Trace, capture, count_hooks
 from convscope.config import CaptureConfig
+from convscope.train.watch import watch
 
-__all__ = ["Block", "CaptureConfig", "Probe", "Trace", "capture", "count_hooks", "diagnose", "render"]
+__all__ = [
+    "Block", "CaptureConfig", "Deconvnet", "GradCAM", "GuidedBackprop", "GuidedGradCAM", "Probe",
+    "Saliency", "SmoothGrad", "TopPatches", "Trace", "capture", "count_hooks", "diagnose",
+    "receptive_field", "render", "watch",
+]  # fmt: skip
 __version__ = "0.1.0"
