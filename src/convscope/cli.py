@@ -199,6 +199,55 @@ def units(
 
 
 @app.command()
+def evolution(
+    run: Annotated[Path, typer.Option(help="a run folder written by the built-in trainer (convscope train / demo)")],
+    out: Annotated[Path, typer.Option(help="folder for index.html, evolution.json and the PNGs")] = Path("evolution"),
+    layer: Annotated[
+        str | None, typer.Option(help="the layer whose feature maps are followed (default: the last conv layer)")
+    ] = None,
+    channels: Annotated[str | None, typer.Option(help="comma-separated feature maps to follow, e.g. 0,3,5")] = None,
+    top: Annotated[
+        int | None, typer.Option(help="follow the N maps with the strongest activation at the last checkpoint (default 8)")
+    ] = None,
+    images: Annotated[int | None, typer.Option(help="search only the first N held-out images (default: all)")] = None,
+) -> None:
+    """How feature maps evolve over training (Zeiler & Fergus Fig. 4): per map, its strongest
+    activation over the held-out set at each kept checkpoint, as the input patch and its deconvnet projection.
+
+    The built-in trainer keeps the checkpoints for this (evo-NNNNNN after 1, 2, 5, 10, 20, 50, ... steps).
+
+    Example: convscope evolution --run runs/exp1 --layer conv2 --top 8 --out evo/
+    """
+    import rich.progress as rp
+
+    from convscope.evolution import EvolutionError
+    from convscope.evolution import evolution as run_evolution
+    from convscope.render.evolution_report import write_evolution_report
+
+    chosen = None
+    if channels is not None:
+        parts = [c.strip() for c in channels.split(",") if c.strip()]
+        if not parts or not all(c.isdigit() for c in parts):
+            raise EvolutionError(f"--channels needs comma-separated map numbers such as 0,3,5; got {channels!r}")
+        chosen = [int(c) for c in parts]
+    with rp.Progress(rp.TextColumn("two passes over the checkpoints"), rp.BarColumn(),
+                     rp.MofNCompleteColumn(), rp.TimeRemainingColumn(), console=console, transient=True,
+                     disable=not console.is_terminal) as bar:  # fmt: skip
+        task = bar.add_task("evolution", total=None)
+        result = run_evolution(
+            run,
+            layer=layer,
+            channels=chosen,
+            top=top,
+            images=images,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    with console.status("writing the report…"):
+        path = write_evolution_report(result, out)
+    typer.echo(f"report: {path.resolve()}")
+
+
+@app.command()
 def diagnose(
     model: ModelOpt = "zoo:convnetjs-cifar",
     weights: Annotated[
