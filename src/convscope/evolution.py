@@ -101,6 +101,7 @@ def evolution(
     maps, layer_tensor = Saliency(model).layer_output(blank, layer)
     if maps.dim() != 4:
         raise EvolutionError(f"layer {layer!r} has no spatial maps ({layer_tensor} is {tuple(maps.shape)}): pick a conv layer")
+    chosen = None if channels is None else _check_channels(channels, layer, int(maps.shape[1]))
 
     data = Data(_train_config(config), shape)
     x = data.xval if images is None else data.xval[:images]  # (N, C, H, W) in [0, 1]
@@ -123,7 +124,9 @@ def evolution(
         hits.append(tp.run(x, batch_size=batch_size, transform=data.norm)[layer])
         if progress is not None:
             progress(n + 1, 2 * len(fitted))
-    chosen = _choose(hits[-1], layer, channels, 8 if top is None else top)
+    if chosen is None:  # the `top` maps with the strongest activation at the last checkpoint
+        final = hits[-1].values[:, 0]  # (C,) float64; equal values: the lower channel first
+        chosen = [int(c) for c in torch.sort(final, descending=True, stable=True).indices[: top or 8]]
 
     strips: dict[int, list[EvolutionCell]] = {c: [] for c in chosen}
     deconv = Deconvnet(model)
@@ -204,17 +207,12 @@ def _input_shape(meta: dict[str, Any]) -> tuple[int, int, int]:
     raise EvolutionError(f"the run's meta has no input shape (C, H, W): {shape!r}")
 
 
-def _choose(final: LayerHits, layer: str, channels: Sequence[int] | None, top: int) -> list[int]:
-    """The maps to follow: `channels` (checked), else the `top` strongest at the last checkpoint
-    (equal values: the lower channel first)."""
-    n = len(final)
-    if channels is not None:
-        chosen = list(dict.fromkeys(channels))
-        bad = [c for c in chosen if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n]
-        if not chosen or bad:
-            raise EvolutionError(
-                f"--channels {', '.join(map(str, bad)) or '(none)'} out of range: layer {layer!r} has feature maps 0..{n - 1}"
-            )
-        return chosen
-    final_values = final.values[:, 0]  # (C,) float64
-    return [int(c) for c in torch.sort(final_values, descending=True, stable=True).indices[:top]]
+def _check_channels(channels: Sequence[int], layer: str, n: int) -> list[int]:
+    """`channels` without repeats, each a map of the layer's n."""
+    chosen = list(dict.fromkeys(channels))
+    bad = [c for c in chosen if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n]
+    if not chosen or bad:
+        raise EvolutionError(
+            f"--channels {', '.join(map(str, bad)) or '(none)'} out of range: layer {layer!r} has feature maps 0..{n - 1}"
+        )
+    return chosen
