@@ -64,7 +64,8 @@ class OptimizeConfig:
     # colour decorrelation: "imagenet" (Lucid's matrix), "builtin" (photo crops), "none"
     colors: str = "imagenet"
     robust: bool | None = None  # robustness transforms; None = on for "lucent", off for "yosinski"
-    pad: int = 12  # grey (0.5) border added before the transforms, pixels (Lucent: 12)
+    pad: int = 12  # border added before the transforms, pixels (Lucent: 12, grey)
+    pad_mode: str = "constant"  # "constant" (grey 0.5, Lucent), "circular" or "reflect"
     jitter: int = 8  # random shift of up to this many pixels before scaling (Lucent: 8)
     scales: tuple[float, ...] = tuple(1 + (i - 5) / 50 for i in range(11))  # 0.90..1.10 (Lucent)
     # rotations in degrees, drawn uniformly from this list (Lucent: −10..10 and five more 0s)
@@ -86,6 +87,9 @@ class OptimizeConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 256:
                 raise OptimizeError(f"{name} must be an int in 0..256, got {v!r}")
+        if self.pad_mode not in ("constant", "circular", "reflect"):
+            modes = "constant, circular or reflect"
+            raise OptimizeError(f"pad_mode must be {modes}; got {self.pad_mode!r}")
         if not 0 <= self.decay < 1:
             raise OptimizeError(f"decay must be in [0, 1), got {self.decay!r}")
         if not (math.isfinite(self.blur_sigma) and self.blur_sigma > 0):
@@ -100,7 +104,7 @@ class Stimulus:
 
     image: Tensor  # (1, C, size, size) in [0, 1]: the optimal stimulus
     input: Tensor  # (1, C, size, size): image after the model's normalisation (what it is fed)
-    trace: list[float]  # the objective at each step, on that step's transformed view
+    trace: list[float]  # the objective at each step, on its transformed view (padding included)
     activation: float  # the feature map's mean activation on `input` (no transforms)
     start: float  # the same on the initial (random) image
     seconds: float  # wall-clock time of the run
@@ -170,7 +174,7 @@ class Optimize(Attribution):
             with torch.no_grad():
                 silent = not bool(a[:, self.channel].any()) and torch.equal(a, z.clamp(min=0))
             if silent:
-                return value, z[:, self.channel].mean(), tap.what
+                return value, z[:, self.channel].amax(), tap.what
         return value, value, tap.what
 
     def activation(self, image: Tensor) -> float:
@@ -205,9 +209,12 @@ class Optimize(Attribution):
         _check_int("seed", seed, 0, 2**63 - 1)
         cfg = self.config
         robust = cfg.robust if cfg.robust is not None else self.style == "lucent"
-        if robust and cfg.pad + size <= cfg.jitter + cfg.jitter2 + 2:
+        pad = cfg.pad
+        seen_px = size + 2 * pad - sum(d for d in (cfg.jitter, cfg.jitter2) if d > 1)  # pre-scale
+        if robust and seen_px < 8:
             raise OptimizeError(
-                f"size {size} is too small for jitter {cfg.jitter}+{cfg.jitter2} with pad {cfg.pad}"
+                f"size {size} leaves a {seen_px}-px view after pad {pad} and jitter"
+                f" {cfg.jitter}+{cfg.jitter2}; give a larger size or smaller jitter"
             )
         t0 = time.perf_counter()
         generator = torch.Generator().manual_seed(seed)
@@ -222,17 +229,19 @@ class Optimize(Attribution):
                     start, _, what = self._objective(self.normalise(image()).to(dtype))
                 except AttributionError as err:
                     raise OptimizeError(str(err)) from None
-                except RuntimeError as err:  # e.g. a shape mismatch inside the model
+                except RuntimeError as err:  # torch's own (a shape mismatch): said in one line
+                    if type(err) is not RuntimeError:
+                        raise  # the model's own exceptions pass as they are
                     text = str(err).strip()
-                    first = text.splitlines()[0] if text else type(err).__name__
+                    first = text.splitlines()[0] if text else "RuntimeError"
                     raise OptimizeError(
                         f"the model's forward failed on a {size}×{size} image: {first}"
-                    ) from None
+                    ) from err
             for step in range(steps):
                 view = image()  # (1, C, size, size)
                 if robust:
-                    view = robust_view(view, generator=generator, pad=cfg.pad, jitter1=cfg.jitter,
-                                       scales=cfg.scales, angles=cfg.angles, jitter2=cfg.jitter2)  # fmt: skip
+                    view = robust_view(view, generator=generator, pad=pad, jitter1=cfg.jitter,
+                                       scales=cfg.scales, angles=cfg.angles, jitter2=cfg.jitter2, pad_mode=cfg.pad_mode)  # fmt: skip
                 objective, push, _ = self._objective(self.normalise(view).to(dtype), seen)
                 silent += push is not objective
                 grads = torch.autograd.grad(-push, params)  # the image only: no .grad on the model
@@ -249,9 +258,12 @@ class Optimize(Attribution):
                 final = image().detach().clone()  # (1, C, size, size)
                 x = self.normalise(final).to(dtype)
                 value, _, _ = self._objective(x)
-        meta = {"method": self.method, "layer": self.layer, "channel": self.channel, "style": self.style,
-                "steps": steps, "size": size, "seed": seed, "tensor": what, "robust": robust, "silent_steps": silent,
-                "colors": cfg.colors if self.style == "lucent" and self.channels == 3 else "none"}  # fmt: skip
+        meta = {
+            "method": self.method, "layer": self.layer, "channel": self.channel, "style": self.style,
+            "steps": steps, "size": size, "seed": seed, "tensor": what, "silent_steps": silent,
+            "robust": robust, "pad": pad if robust else 0,
+            "colors": cfg.colors if self.style == "lucent" and self.channels == 3 else "none",
+        }  # fmt: skip
         return Stimulus(image=final, input=x.detach(), trace=trace, activation=float(value), start=float(start),
                         seconds=time.perf_counter() - t0, meta=meta)  # fmt: skip
 

@@ -174,7 +174,7 @@ def _randint(n: int, generator: torch.Generator) -> int:
 
 
 def jitter(x: Tensor, d: int, generator: torch.Generator) -> Tensor:
-    """Lucent's jitter(d): a random (H−d)×(W−d) window of x (B, C, H, W), d ≥ 1 (1 = none)."""
+    """Lucid's jitter(d), a random crop: a random (H−d)×(W−d) window of x (B, C, H, W); d ≤ 1: x."""
     if d <= 1:
         return x
     h, w = x.shape[-2:]
@@ -203,11 +203,15 @@ def robust_view(
     scales: Sequence[float],
     angles: Sequence[float],
     jitter2: int,
+    pad_mode: str = "constant",
 ) -> Tensor:
     """Lucent's standard_transforms on x (B, C, H, W) in [0, 1]: pad with grey 0.5, jitter,
     random scale, random rotation, jitter again; every draw from `generator`."""
     if pad > 0:
-        x = F.pad(x, (pad, pad, pad, pad), mode="constant", value=0.5)
+        if pad_mode == "constant":
+            x = F.pad(x, (pad, pad, pad, pad), mode="constant", value=0.5)
+        else:  # "circular": the Fourier image's own periodic continuation; "reflect"
+            x = F.pad(x, (pad, pad, pad, pad), mode=pad_mode)
     x = jitter(x, jitter1, generator)
     s = scales[_randint(len(scales), generator)] if scales else 1.0
     a = angles[_randint(len(angles), generator)] if angles else 0.0
