@@ -29,7 +29,7 @@ from .picture import Picture
 
 PAGE_PX = 1400  # the report is laid out to fit this width
 LABEL_PX = 86  # the row labels' column
-MAX_CELL_PX = 72  # a patch is shown at most this large (px, long side) ...
+MAX_CELL_PX = 96  # a patch is shown at most this large (px, long side) ...
 MIN_CELL_PX = 40  # ... and at least this large (a page with very many columns scrolls)
 
 
@@ -126,12 +126,19 @@ def _img(pic: Picture, alt: str, name: str, png: Path | None, files: dict[str, s
 
 
 def _steps(n: int) -> str:
-    return f"{n:,}"
+    return f"{n:,} step" if n == 1 else f"{n:,} steps"
+
+
+def _sign_note(evo: Evolution) -> str:
+    first = next((cells[0] for cells in evo.strips.values() if cells), None)
+    if first is not None and first.projection.shape[0] == 1:
+        return "lighter = positive, darker = negative"
+    return "colour = which input channel it favours"
 
 
 def _body(evo: Evolution, png: Path | None, files: dict[str, str]) -> str:
     cols = evo.columns
-    up = 64  # PNG long side (integer upscale, crisp); the page shows it at _cell_px
+    up = MAX_CELL_PX  # PNG long side at least (integer upscale, crisp); the page shows it at _cell_px
     intro = (
         "<section><h2>what this shows</h2><p class='note'>"
         f"For each feature map of <b>{html.escape(evo.layer)}</b> ({html.escape(evo.layer_tensor)}), its"
@@ -139,20 +146,20 @@ def _body(evo: Evolution, png: Path | None, files: dict[str, str]) -> str:
         f" with the weights of each kept checkpoint, left to right in training steps (Zeiler &amp; Fergus"
         " Fig. 4). Top row: the input patch under that activation's receptive field. Bottom row: the"
         " activation's deconvnet projection (every other activation of the layer set to zero), cropped to"
-        " the same box; grey = 0, colour = which input channel it favours, each crop on its own scale."
+        f" the same box; grey = 0, {html.escape(_sign_note(evo))}, each crop on its own scale."
         " A hatched crop is all zero: the map never fired (a dead map at that checkpoint)."
         " Below each column: the activation's value, and which held-out image it came from.</p>"
         "<table class='spec'><tr><th>run</th><td>" + html.escape(evo.run) + "</td></tr>"
         "<tr><th>model</th><td>" + html.escape(evo.model) + "</td></tr>"
         "<tr><th>checkpoints</th><td>"
-        + html.escape(", ".join(f"{c.name} ({_steps(c.steps)} steps)" for c in cols))
+        + html.escape(", ".join(f"{c.name} ({_steps(c.steps)})" for c in cols))
         + "</td></tr></table>"
         + "".join(f"<p class='note'>{html.escape(n)}</p>" for n in evo.notes)
         + "</section>"
     )
     parts = [intro]
     for ch, cells in evo.strips.items():
-        head = "<div class='lab'>steps</div>" + "".join(
+        head = "<div class='lab'>after</div>" + "".join(
             f"<div class='col'>{_steps(c.steps)}</div>" for c in cols
         )
         patches = "<div class='lab'>input patch</div>" + "".join(
