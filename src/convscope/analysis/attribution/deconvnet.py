@@ -16,24 +16,10 @@ for the whole map; `channel=None`: the whole layer).
 
 from __future__ import annotations
 
-from torch import Tensor
-
-from convscope.analysis.attribution.base import Attribution, AttributionMap, Position, Target
+from convscope.analysis.attribution.base import GradientMethod
 
 
-class Deconvnet(Attribution):
+class Deconvnet(GradientMethod):
     """The input gradient with ZF's rectification at every activation."""
 
     method = "deconvnet"
-
-    def attribute(
-        self,
-        x: Tensor,
-        target: Target = None,
-        *,
-        layer: str | None = None,
-        channel: int | None = None,
-        position: Position = None,
-    ) -> AttributionMap:
-        grad, meta = self._gradient(x, target, layer=layer, channel=channel, position=position)
-        return AttributionMap.wrap(grad, meta, x)  # (B, C, H, W)

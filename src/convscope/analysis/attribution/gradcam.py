@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convscope.analysis.attribution.base import (
-    PLAIN,
     Attribution,
     AttributionError,
     AttributionMap,
     Target,
 )
+from convscope.analysis.attribution.rules import PLAIN
 
 
 class GradCAM(Attribution):

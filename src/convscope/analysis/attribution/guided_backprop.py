@@ -12,24 +12,10 @@ hard-swish) the rule is the same idea on their own derivative, f'(z) · max(dL/d
 
 from __future__ import annotations
 
-from torch import Tensor
-
-from convscope.analysis.attribution.base import Attribution, AttributionMap, Position, Target
+from convscope.analysis.attribution.base import GradientMethod
 
 
-class GuidedBackprop(Attribution):
+class GuidedBackprop(GradientMethod):
     """The input gradient with the guided rule at every activation."""
 
     method = "guided"
-
-    def attribute(
-        self,
-        x: Tensor,
-        target: Target = None,
-        *,
-        layer: str | None = None,
-        channel: int | None = None,
-        position: Position = None,
-    ) -> AttributionMap:
-        grad, meta = self._gradient(x, target, layer=layer, channel=channel, position=position)
-        return AttributionMap.wrap(grad, meta, x)  # (B, C, H, W)
