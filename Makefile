@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) bench/watch.py
 	$(PY) bench/diagnose.py
 	$(PY) bench/projections.py
+	$(PY) bench/units.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
