@@ -19,8 +19,11 @@ What `Optimize` (optimize.py) changes and what the model sees:
   principal colour axes (luminance first). "imagenet" is Lucid's ImageNet matrix (from
   lucid/optvis/param/color.py, Apache-2.0, as Lucent copies it); "builtin" is computed here
   from convscope.data's photo crops (deterministic, no download).
-- `robust_view`: Lucent's `standard_transforms` — pad 12 px of grey, jitter 8, scale by
-  0.9..1.1, rotate by −10..10°, jitter 4 — drawn from a seeded `torch.Generator`.
+- `robust_view`: Lucent's `standard_transforms` — pad 12 px of grey, jitter 8 (here Lucid's
+  random crop), scale by 0.9..1.1, rotate by −10..10°, jitter 4 — drawn from a seeded
+  `torch.Generator`. Scale and rotation are one bilinear `grid_sample` whose outside takes
+  the border's value (the padding); "circular" padding, the Fourier image's own periodic
+  continuation, is an option.
 """
 
 from __future__ import annotations
