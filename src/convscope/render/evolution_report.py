@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .attribution import _upscale
 from .colormap import mark_constant
-from .html import page
+from .html import page, report_dir
 from .picture import Picture
 
 PAGE_PX = 1400  # the report is laid out to fit this width
@@ -234,11 +234,7 @@ def _summary(evo: Evolution, files: dict[str, str]) -> dict[str, Any]:
 
 def write_evolution_report(evo: Evolution, out_dir: str | Path) -> Path:
     """Write `index.html`, `evolution.json` and `png/*.png` into `out_dir`; return the HTML path."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
-    png = out / "png"
-    png.mkdir(parents=True, exist_ok=True)
+    out, png = report_dir(out_dir)
     files: dict[str, str] = {}
     body = _body(evo, png, files)
     header = (

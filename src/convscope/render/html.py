@@ -13,6 +13,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+from pathlib import Path
+
+from .picture import Picture
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#1c1c1c;background:#fafafa}
@@ -70,3 +73,28 @@ def page(*, title: str, header: str, body: str, css: str = "") -> str:
         f"<body><header><h1>{html.escape(title)}</h1>{header}</header>"
         f"<main>\n{body}\n</main></body></html>\n"
     )
+
+
+def report_dir(out_dir: str | Path) -> tuple[Path, Path]:
+    """A report's folder and its png/ folder, created; one clear error if `out_dir` is a file."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    png = out / "png"
+    png.mkdir(parents=True, exist_ok=True)
+    return out, png
+
+
+def picture_figure(
+    pic: Picture, caption: str, *, name: str, png: Path | None, files: dict[str, str], css: str = ""
+) -> str:
+    """`<figure>` with the picture inlined; with `png`, also saved as png/NAME.png (noted in `files`)."""
+    if png is not None:
+        pic.save(png / f"{name}.png")
+        files[name] = f"png/{name}.png"
+    cls = f' class="{css}"' if css else ""
+    return (
+        f'<figure><img{cls} src="{pic.data_uri()}" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+

@@ -20,7 +20,7 @@ from convscope.analysis.attribution import Projection
 
 from .attribution import _upscale, attribution
 from .grid import grid
-from .html import page
+from .html import page, picture_figure, report_dir
 from .picture import Picture
 
 TITLES = {
@@ -46,13 +46,7 @@ CSS = """
 
 
 def _fig(pic: Picture, caption: str, name: str, png: Path | None, files: dict[str, str]) -> str:
-    if png is not None:
-        pic.save(png / f"{name}.png")
-        files[name] = f"png/{name}.png"
-    return (
-        f'<figure><img class="proj" src="{pic.data_uri()}" alt="{html.escape(caption)}">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-    )
+    return picture_figure(pic, caption, name=name, png=png, files=files, css="proj")
 
 
 def _sections(p: Projection, png: Path | None, files: dict[str, str]) -> str:
@@ -151,11 +145,7 @@ def projection_html(p: Projection) -> str:
 
 def write_projection_report(p: Projection, out_dir: str | Path) -> Path:
     """Write `index.html`, `projections.json` and `png/*.png` into `out_dir`; return the HTML path."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
-    png = out / "png"
-    png.mkdir(parents=True, exist_ok=True)
+    out, png = report_dir(out_dir)
     files: dict[str, str] = {}
     body = _sections(p, png, files)
     header = (

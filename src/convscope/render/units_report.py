@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .html import page
+from .html import page, picture_figure, report_dir
 from .picture import Box, Picture
 
 GREY = 0.5
@@ -89,13 +89,7 @@ def stimulus_picture(chw: Any, side: int) -> Picture:
 
 
 def _fig(pic: Picture, caption: str, name: str, png: Path | None, files: dict[str, str]) -> str:
-    if png is not None:
-        pic.save(png / f"{name}.png")
-        files[name] = f"png/{name}.png"
-    return (
-        f'<figure><img class="mosaic" src="{pic.data_uri()}" alt="{html.escape(caption)}">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-    )
+    return picture_figure(pic, caption, name=name, png=png, files=files, css="mosaic")
 
 
 def _sections(u: Any, png: Path | None, files: dict[str, str]) -> str:
@@ -150,11 +144,7 @@ def units_html(u: Any) -> str:
 
 def write_units_report(u: Any, out_dir: str | Path) -> Path:
     """Write `index.html`, `units.json` and `png/*.png` into `out_dir`; return the HTML path."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
-    png = out / "png"
-    png.mkdir(parents=True, exist_ok=True)
+    out, png = report_dir(out_dir)
     files: dict[str, str] = {}
     body = _sections(u, png, files)
     header = f"<p>{html.escape(u.model)} · {html.escape(u.data)} · layers {html.escape(', '.join(u.layers))}</p>"
