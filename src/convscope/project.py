@@ -38,6 +38,7 @@ from convscope.analysis.attribution import (
     SmoothGrad,
     Unit,
 )
+from convscope.analysis.units import ReceptiveFieldError, receptive_field
 from convscope.capture import capture
 from convscope.inspect import DEFAULT_MODEL, open_image, open_model
 
@@ -90,6 +91,14 @@ def project(
     out, what = Saliency(net).layer_output(x, layer)  # validates the name
     maps = out[0]  # (C, h, w) or (C,)
     units = _units(net, x, layer, maps, channel, top, [m for m in chosen if m in LAYER_METHODS], seconds)
+    if maps.dim() == 3:  # spatial maps: zoom each unit to the input pixels it sees (ZF crop)
+        try:
+            rf = receptive_field(net, layer, loaded.input_shape)
+        except (ReceptiveFieldError, ValueError):
+            rf = None  # an op the walk does not know: the report shows whole images only
+        for u in units:
+            if rf is not None and u.position is not None:
+                u.box = rf.box(*u.position)
     top3 = probs.topk(min(3, k))
     classes = []
     for p, t in zip(top3.values.tolist(), top3.indices.tolist(), strict=True):

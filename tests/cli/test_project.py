@@ -60,7 +60,7 @@ def test_report_files(result: Projection, tmp_path: Path) -> None:
     html = write_projection_report(result, tmp_path / "p")
     doc = html.read_text()
     assert 'http-equiv="Content-Security-Policy"' in doc
-    assert doc.count("<img ") == 1 + 4 * 3 + 3 * 3  # input; 4 units × (map + 2 methods); 3 classes × 3
+    assert doc.count("<img ") == 1 + 4 * 4 + 3 * 3  # input; 4 units × (map, patch, 2 methods); 3 classes × 3
     summary = json.loads((tmp_path / "p" / "projections.json").read_text())
     assert summary["layer"] == "conv3"
     assert [u["channel"] for u in summary["units"]] == [u.channel for u in result.units]
@@ -69,12 +69,14 @@ def test_report_files(result: Projection, tmp_path: Path) -> None:
     for u in summary["units"]:
         for rel in u["projections"].values():
             with Image.open(tmp_path / "p" / rel) as im:
-                assert im.size == (128, 128)  # 32×32 scaled up by whole pixels
+                assert max(im.size) >= 128  # the field's crop, scaled up by whole pixels
+        y0, x0, y1, x1 = u["box"]
+        assert (y1 - y0, x1 - x0) <= (32, 32) and y1 > y0 and x1 > x0
 
 
 def test_notebook_display(result: Projection) -> None:
     page = result._repr_html_()
-    assert page.count("<img ") == 1 + 4 * 3 + 3 * 3
+    assert page.count("<img ") == 1 + 4 * 4 + 3 * 3
     amap = result.units[0].projections["deconvnet"]
     png = amap._repr_png_()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

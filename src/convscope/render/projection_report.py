@@ -15,10 +15,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+from torch import Tensor
 
 from convscope.analysis.attribution import Projection
 
-from .attribution import _upscale, attribution
+from .attribution import _upscale, attribution, style_of
 from .grid import grid
 from .html import page, picture_figure, report_dir
 from .picture import Picture
@@ -77,16 +78,19 @@ def _sections(p: Projection, png: Path | None, files: dict[str, str]) -> str:
             if p.maps.dim() == 3:
                 fmap = grid(p.maps[u.channel : u.channel + 1], labels=False, signed=False)
                 figs.append(_fig(fmap, f"a[{u.channel}]: its feature map", f"unit{u.channel}-map", png, files))
+            if u.box is not None:  # zoomed to the unit's receptive field, as ZF show projections
+                y0, x0, y1, x1 = u.box
+                patch = _upscale(np.ascontiguousarray(p.image[y0:y1, x0:x1]), 128)
+                figs.append(_fig(patch, f"input under its field ({y1 - y0}×{x1 - x0})", f"unit{u.channel}-patch", png, files))
             for m in layer_methods:
-                figs.append(
-                    _fig(
-                        attribution(u.projections[m], image=p.image),
-                        TITLES[m],
-                        f"unit{u.channel}-{m}",
-                        png,
-                        files,
-                    )
-                )
+                amap = u.projections[m]
+                if u.box is not None:
+                    y0, x0, y1, x1 = u.box
+                    crop = amap.as_subclass(Tensor)[:, :, y0:y1, x0:x1]
+                    pic = attribution(crop, style=style_of(amap.meta, int(amap.shape[1])))
+                else:
+                    pic = attribution(amap, image=p.image)
+                figs.append(_fig(pic, TITLES[m], f"unit{u.channel}-{m}", png, files))
             units.append(
                 f"<div class='unit'><h3>map {u.channel}: max a = {u.value:.4g}{where}</h3>"
                 f"<div class='figs'>{''.join(figs)}</div></div>"
@@ -165,6 +169,7 @@ def write_projection_report(p: Projection, out_dir: str | Path) -> Path:
                 "channel": u.channel,
                 "value": u.value,
                 "position": list(u.position) if u.position is not None else None,
+                "box": list(u.box) if u.box is not None else None,
                 "projections": {m: files.get(f"unit{u.channel}-{m}") for m in u.projections},
             }
             for u in p.units

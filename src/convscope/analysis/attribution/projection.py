@@ -26,6 +26,7 @@ class Unit:
     value: float  # its strongest activation on this image
     position: tuple[int, int] | None  # (i, j) of that activation in the map; None for a dense layer
     projections: dict[str, AttributionMap]  # method → (1, C, H, W)
+    box: tuple[int, int, int, int] | None = None  # (y0, x0, y1, x1): the unit's receptive field, clipped
 
 
 @dataclass
