@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -44,6 +44,23 @@ ModelOpt = Annotated[
     ),
 ]
 
+WeightsOpt = Annotated[
+    str | None, typer.Option(help=".safetensors or a torch checkpoint (loaded with weights_only=True)")
+]
+ImageOpt = Annotated[
+    str | None, typer.Option(help="an image file, or a built-in photo name such as chelsea, astronaut, coffee")
+]
+InputSizeOpt = Annotated[
+    str | None, typer.Option(help="C x H x W for a model that is not from the zoo, e.g. 3x64x64")
+]
+
+
+def _data_opt(default: str) -> Any:
+    return typer.Option(
+        help="builtin:photo-crops[:train|val|test], builtin:digits[:…], a dataset folder, or "
+        f".npz/.npy (default: {default}; digits for a 1-channel model)"
+    )
+
 
 @app.callback()
 def _main(
@@ -55,12 +72,8 @@ def _main(
 @app.command()
 def inspect(
     model: ModelOpt = "zoo:convnetjs-cifar",
-    weights: Annotated[
-        str | None, typer.Option(help=".safetensors or a torch checkpoint (loaded with weights_only=True)")
-    ] = None,
-    image: Annotated[
-        str | None, typer.Option(help="an image file, or a built-in photo name such as chelsea, astronaut, coffee")
-    ] = None,
+    weights: WeightsOpt = None,
+    image: ImageOpt = None,
     target: Annotated[
         int | None, typer.Option(help="class whose score is back-propagated (default: the top prediction)")
     ] = None,
@@ -69,9 +82,7 @@ def inspect(
         list[str] | None, typer.Option("--layer", help="keep only this block (repeatable)")
     ] = None,
     norm: Annotated[str, typer.Option(help="map: each map on its own scale; layer: one scale per picture")] = "map",
-    input_size: Annotated[
-        str | None, typer.Option(help="C x H x W for a model that is not from the zoo, e.g. 3x64x64")
-    ] = None,
+    input_size: InputSizeOpt = None,
 ) -> None:
     """Write a self-contained HTML report of every block for one image.
 
@@ -96,12 +107,8 @@ def inspect(
 @app.command()
 def project(
     model: ModelOpt = "zoo:convnetjs-cifar",
-    weights: Annotated[
-        str | None, typer.Option(help=".safetensors or a torch checkpoint (loaded with weights_only=True)")
-    ] = None,
-    image: Annotated[
-        str | None, typer.Option(help="an image file, or a built-in photo name such as chelsea, astronaut, coffee")
-    ] = None,
+    weights: WeightsOpt = None,
+    image: ImageOpt = None,
     layer: Annotated[
         str | None, typer.Option(help="the layer whose feature maps are projected (default: the last conv layer)")
     ] = None,
@@ -112,9 +119,7 @@ def project(
         typer.Option("--method", help="deconvnet|guided|saliency|smoothgrad|gradcam|guided-gradcam (repeatable; default: all)"),
     ] = None,
     out: Annotated[Path, typer.Option(help="folder for index.html, projections.json and the PNGs")] = Path("projections"),
-    input_size: Annotated[
-        str | None, typer.Option(help="C x H x W for a model that is not from the zoo, e.g. 3x64x64")
-    ] = None,
+    input_size: InputSizeOpt = None,
 ) -> None:
     """Project feature maps and class scores back to pixels (deconvnet, guided backprop, Grad-CAM, ...).
 
@@ -143,14 +148,8 @@ def project(
 @app.command()
 def units(
     model: ModelOpt = "zoo:convnetjs-cifar",
-    weights: Annotated[
-        str | None, typer.Option(help=".safetensors or a torch checkpoint (loaded with weights_only=True)")
-    ] = None,
-    data: Annotated[
-        str | None,
-        typer.Option(help="builtin:photo-crops[:train|val|test], builtin:digits[:…], a dataset folder, or "
-                          ".npz/.npy (default: photo-crops val; digits for a 1-channel model)"),
-    ] = None,
+    weights: WeightsOpt = None,
+    data: Annotated[str | None, _data_opt("photo-crops val")] = None,
     layers: Annotated[
         str | None, typer.Option(help="comma-separated layers, e.g. conv1,conv2 (default: the last conv layer)")
     ] = None,
@@ -162,9 +161,7 @@ def units(
         int, typer.Option(help="optimisation steps for each map's optimal stimulus (0: none)")
     ] = 128,
     out: Annotated[Path, typer.Option(help="folder for index.html, units.json and the PNGs")] = Path("units"),
-    input_size: Annotated[
-        str | None, typer.Option(help="C x H x W for a model that is not from the zoo, e.g. 3x64x64")
-    ] = None,
+    input_size: InputSizeOpt = None,
 ) -> None:
     """What excites each feature map: its top-k dataset patches, their projections, its optimal stimulus.
 
@@ -250,14 +247,8 @@ def evolution(
 @app.command()
 def diagnose(
     model: ModelOpt = "zoo:convnetjs-cifar",
-    weights: Annotated[
-        str | None, typer.Option(help=".safetensors or a torch checkpoint (loaded with weights_only=True)")
-    ] = None,
-    data: Annotated[
-        str | None,
-        typer.Option(help="builtin:photo-crops[:train|val|test], builtin:digits[:…], a dataset folder, or "
-                          ".npz/.npy (default: photo-crops; digits for a 1-channel model)"),
-    ] = None,
+    weights: WeightsOpt = None,
+    data: Annotated[str | None, _data_opt("photo-crops")] = None,
     out: Annotated[Path, typer.Option(help="folder for index.html and diagnosis.json")] = Path("diag"),
     batch_size: Annotated[int, typer.Option(help="inputs per forward pass")] = 64,
     limit: Annotated[int | None, typer.Option(help="stop after this many inputs")] = None,
@@ -273,9 +264,7 @@ def diagnose(
     gradients: Annotated[
         bool, typer.Option(help="sample gradient health with cross-entropy on the data's labels")
     ] = True,
-    input_size: Annotated[
-        str | None, typer.Option(help="C x H x W for a model that is not from the zoo, e.g. 3x64x64")
-    ] = None,
+    input_size: InputSizeOpt = None,
 ) -> None:
     """Find dead, mostly-dead, noisy and saturated filters and check gradient health over a dataset.
 
