@@ -172,13 +172,24 @@ def _best(values: Tensor, indices: Tensor, positions: Tensor, k: int, *, in_orde
     return values.gather(1, order), indices.gather(1, order), positions.gather(1, order)
 
 
-def _maxima(name: str, a: Tensor) -> tuple[Tensor, ...]:
-    """Each map's maximum and its first position in row-major order: (B, C) each."""
+def _maxima(name: str, a: Tensor, floor: Tensor | None = None) -> tuple[Tensor, ...]:
+    """Each map's maximum and its first position in row-major order: (B, C) each.
+
+    With `floor` (C,), the k-th value held so far, positions are found only where the maximum
+    beats it (ties go to the lower index, which is held already): elsewhere -1, never used."""
     if a.dim() != 4:
         raise ValueError(
             f"layer {name!r} has no spatial maps (its output is {tuple(a.shape)}): top patches need (B, C, H, W) maps"
         )
-    values, pos = a.detach().flatten(2).max(dim=2)  # (B, C) each; torch: the first maximum
+    a = a.detach()
+    if floor is None:
+        values, pos = a.flatten(2).max(dim=2)  # (B, C) each; torch: the first maximum
+        return values.to(torch.float64), pos
+    values = a.amax(dim=(2, 3))  # (B, C): the same numbers as max(dim=2)
+    pos = torch.full(values.shape, -1, dtype=torch.int64, device=a.device)
+    bi, ci = (values.to(torch.float64) > floor.to(a.device)).nonzero(as_tuple=True)
+    if bi.numel():
+        pos[bi, ci] = a[bi, ci].flatten(1).argmax(dim=1)  # first maximum, as max(dim=2) gives
     return values.to(torch.float64), pos
 
 
@@ -220,8 +231,14 @@ class TopPatches:
             )
         batches, total, _, _ = _open(data, batch_size)
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
-        reader = LayerReader(self.model, self.layers, _maxima)
         state: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+
+        def reduce(name: str, a: Tensor) -> tuple[Tensor, ...]:  # positions only where they can count
+            held = state.get(name)
+            floor = held[0][:, self.k - 1] if held is not None and held[0].shape[1] >= self.k else None
+            return _maxima(name, a, floor)
+
+        reader = LayerReader(self.model, self.layers, reduce)
         fields: dict[str, ReceptiveField] = {}
         seen, shape = 0, None
         with eval_mode(self.model), torch.no_grad():
