@@ -5,11 +5,19 @@ Run: .venv/bin/python -m pytest tests/models/test_zoo.py -q
 
 from __future__ import annotations
 
+import fnmatch
+import json
+import re
+import tomllib
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convscope.data import PHOTO_CLASSES, photo_crops
+from convscope.models import load_model
 from convscope.models.zoo import (
     WEIGHTS_DIR,
     ZOO,
@@ -400,3 +408,48 @@ def test_basic_block_matches_functional_oracle() -> None:
     assert out.shape == (2, 8, 5, 5)
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
     assert BasicBlock(8, 8).downsample is None
+
+
+# -- shipped weights --------------------------------------------------------------------
+
+TRAINED = ["tiny-vgg", "zfnet-small"]  # trained by scripts/train_zoo.py (convnetjs-cifar: train_default.py)
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_shipped_weights_reproduce_their_stated_test_accuracy(name: str) -> None:
+    """Load the shipped file as a user does; its metadata describes it, and the accuracy it
+    states is recomputed exactly on the built-in test crops it names."""
+    entry = get_entry(name)
+    model, loaded_entry, meta = load_model(f"zoo:{name}")
+    assert loaded_entry is entry and not model.training
+    assert meta == entry.shipped_metadata()
+    assert meta["model"] == f"zoo:{name}"
+    assert json.loads(meta["input_shape"]) == list(entry.input_shape)
+    assert json.loads(meta["classes"]) == list(PHOTO_CLASSES)
+    assert meta["recipe"].startswith(f"scripts/train_zoo.py {name} --epochs ")
+    assert int(meta["step"]) > 0
+    found = re.fullmatch(r"builtin:photo-crops test n=(\d+) seed=(\d+)", meta["test_set"])
+    assert found is not None, meta["test_set"]
+    n, seed = int(found[1]), int(found[2])
+    x, y = photo_crops("test", n, size=entry.input_shape[-1], seed=seed)  # (n, 3, H, W) in [0, 1]
+    mean = torch.tensor(json.loads(meta["mean"]), dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(json.loads(meta["std"]), dtype=torch.float32).view(1, 3, 1, 1)
+    with torch.no_grad():  # the script's batches of 250: same kernels, same logits
+        pred = torch.cat([model((x[i : i + 250] - mean) / std).argmax(1) for i in range(0, n, 250)])
+    accuracy = int((pred == y).sum()) / n
+    assert abs(accuracy - float(meta["test_accuracy"])) <= 1e-6
+    assert accuracy > 0.5  # ten classes: chance is 0.1
+
+
+def test_shipped_weights_are_package_data_and_small() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["convscope"]
+    shipped = [e for e in ZOO.values() if e.weights is not None]
+    assert [e.name for e in shipped] == ["convnetjs-cifar", "tiny-vgg", "zfnet-small"]
+    for entry in shipped:
+        path = entry.weights_path
+        assert path is not None and path.is_file(), path
+        assert path.parent == WEIGHTS_DIR and WEIGHTS_DIR.parent.name == "models"
+        relative = f"models/weights/{entry.weights}"
+        assert any(fnmatch.fnmatch(relative, g) for g in globs), (relative, globs)
+        assert path.stat().st_size < 5_000_000
