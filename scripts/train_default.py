@@ -1,6 +1,6 @@
 """Train the demo net's shipped weights: zoo:convnetjs-cifar on the built-in photo-crops set.
 
-    .venv/bin/python scripts/train_default.py            # about 4 minutes on 1 idle CPU core
+    .venv/bin/python scripts/train_default.py            # a few minutes on one CPU thread
     .venv/bin/python scripts/train_default.py --epochs 1 --out /tmp/w.safetensors
 
 The recipe (6 epochs of 30000 crops, lr 0.01, weight decay 2e-3, flips) and the training code
