@@ -23,7 +23,6 @@ train/models/data to analysis and render, so it sits on top.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,7 +39,7 @@ from convscope.config import TrainConfig
 from convscope.project import last_conv
 from convscope.render.evolution_report import Evolution, EvolutionCell, EvolutionColumn
 from convscope.runs import RunReader
-from convscope.train.loop import EVOLUTION_PREFIX, Data
+from convscope.train.loop import EVOLUTION_PREFIX, Data, train_config_of
 from convscope.train.worker import WorkerError, rebuild
 
 MAX_TOP = 64  # --top at most
@@ -192,12 +191,10 @@ def _state(run_dir: Path, row: dict[str, Any], model: nn.Module) -> tuple[dict[s
 
 
 def _train_config(config: dict[str, Any]) -> TrainConfig:
-    """The run's TrainConfig (keys of another convscope version left out)."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
     try:
-        return TrainConfig(**{k: v for k, v in config.items() if k in known})
-    except (TypeError, ValueError) as err:
-        raise EvolutionError(f"the run's training config cannot be read back: {err}") from None
+        return train_config_of(config)
+    except ValueError as err:
+        raise EvolutionError(str(err)) from None
 
 
 def _input_shape(meta: dict[str, Any]) -> tuple[int, int, int]:

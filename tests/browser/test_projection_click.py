@@ -65,6 +65,7 @@ def test_click_a_map_then_the_nine_strongest(browser: Any, served: DashboardServ
     )
     assert len(cells["cells"]) == 20  # conv2 of convnetjs-cifar: 20 feature maps
     x, y, w, h = cells["cells"][7]
+    img.evaluate("e => e.scrollIntoView({block: 'center'})")  # the whole picture in the viewport
     box = img.bounding_box()
     assert box is not None
     page.mouse.click(box["x"] + 1 + x + w / 2, box["y"] + 1 + y + h / 2)  # 1 px border; drawn 1:1
@@ -96,6 +97,15 @@ def test_click_a_map_then_the_nine_strongest(browser: Any, served: DashboardServ
     )
     values = [float(t.split("max a = ")[1].split(" ")[0]) for t in card.locator(".projection h4").all_inner_texts()]
     assert values == sorted(values, reverse=True)
+    first = card.locator(".projection .unit").first
+    first.locator("button.explore").click()
+    page.wait_for_function(
+        "(() => { const imgs = [...document.querySelectorAll("
+        "'article.layer[data-layer=conv2] .projection .unit .explored img')];"
+        " return imgs.length === 3 && imgs.every((i) => i.complete && i.naturalWidth > 0); })()",
+        timeout=60000,
+    )
+    assert "over 64 held-out images" in first.locator(".explored p.note").inner_text()
     card.screenshot(path=str(Path("/tmp/dash-projection.png")))
     assert page.evaluate("document.documentElement.scrollWidth") <= 1400
     page.close()

@@ -144,5 +144,29 @@ def test_a_finished_watch_run_has_no_one_to_answer(live: Any) -> None:
     assert r.status_code == 409
     assert r.json()["error"] == (
         "the run is finished and was recorded by watch() in your own loop: its model is not in the run,"
-        " so only your running loop can project"
+        " so only your running loop can answer"
     )
+
+
+def test_unit_explorer_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Net()
+    probe = torch.rand(24, 3, 16, 16)
+    rec = Recorder(model, tmp_path / "run", snapshot_every=0.0, poll_every=0.0, probe=probe)
+    x = torch.randn(2, 3, 16, 16)
+    model(x).sum().backward()
+    rec.step(loss=1.0)
+    with TestClient(create_app(tmp_path, ServeConfig()), base_url=BASE, headers={"Origin": BASE}) as client:
+        ident = client.post("/api/runs/run/units", json={"layer": "conv1", "channel": 2}).json()["id"]
+        assert client.get(f"/api/runs/run/units/{ident}").json()["status"] == "pending"
+        _answer(rec, model, x)
+        done = client.get(f"/api/runs/run/units/{ident}").json()
+        assert done["status"] == "done" and done["layer"] == "conv1" and done["channel"] == 2
+        assert len(done["hits"]) == 9 and done["probe_images"] == 24
+        for kind in ("patches", "projections", "stimulus"):
+            r = client.get(f"/api/runs/run/units/{ident}/{kind}.png")
+            assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n", kind
+        missing = client.post("/api/runs/run/units", json={"layer": "conv1"})
+        assert (missing.status_code, missing.json()) == (400, {"error": "channel must be an integer in 0..65535"})
+        assert client.get("/api/runs/run/units/999").status_code == 404
+    rec.close()

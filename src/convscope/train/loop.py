@@ -15,6 +15,7 @@ checkpoint that cannot be read is refused with one line while training goes on u
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import math
 import threading
@@ -37,6 +38,15 @@ from convscope.models import get_entry, zoo_names
 from convscope.models.spec import build_spec, spec_of
 from convscope.runs import Control
 from convscope.train.watch import Recorder
+
+
+def train_config_of(config: dict[str, Any]) -> TrainConfig:
+    """A run's TrainConfig read back from its stored config (keys of another version left out)."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        return TrainConfig(**{k: v for k, v in config.items() if k in known})
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"the run's training config cannot be read back: {err}") from None
 
 
 class Data:
@@ -173,6 +183,7 @@ class Trainer:
         self.recorder = Recorder(
             self.model, self.run_dir, config=asdict(self.config), meta=meta, resume=resume,
             snapshot_every=config.snapshot_every, on_control=self._control,
+            probe=self.data.xval, probe_transform=self.data.norm,  # the unit explorer's images
         )  # fmt: skip
         self.writer = self.recorder.writer
         self.recorder.lr = self.lr
@@ -408,6 +419,7 @@ class Trainer:
         self._acc_window.clear()
         self.nonfinite_step = None
         self.recorder.swap_model(model)
+        self.recorder.probe_images, self.recorder.probe_transform = self.data.xval, self.data.norm
         self.writer.set_meta("model", spec if "\n" not in spec else "layer spec")
         self.writer.set_meta("spec", spec_of(model))
         self.writer.set_meta("input_shape", list(shape))

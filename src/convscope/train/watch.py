@@ -32,6 +32,7 @@ from convscope.capture import Block, HookSet, Probe, Trace
 from convscope.capture.naming import RELU, base_name, role
 from convscope.runs import Control, RunWriter
 from convscope.train.projections import answer_projection
+from convscope.train.units_live import answer_unit
 
 KEEP = ("x", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")
 SNAPSHOT_KINDS = ("z", "a", "grad_z", "grad_a", "weight", "grad_weight")
@@ -56,6 +57,8 @@ class Recorder:
         meta: dict[str, Any] | None = None,
         resume: bool = False,
         on_control: ControlHandler | None = None,
+        probe: Tensor | None = None,
+        probe_transform: Callable[[Tensor], Tensor] | None = None,
         poll_every: float = 0.25,
         diagnose_every: int = 4,
         findings_every: float = 5.0,
@@ -90,6 +93,9 @@ class Recorder:
         self._seen_passes = 0
         self._closed = False
         self._inputs: dict[int, Tensor] = {}  # step → example 0 of its snapshot (projection requests)
+        # held-out images in [0, 1] (N, C, H, W) for the unit explorer, and what the model is fed
+        self.probe_images = None if probe is None else _check_probe(probe)
+        self.probe_transform: Callable[[Tensor], Tensor] = probe_transform or (lambda x: x)
         self.model = model
         self._attach(model)
         self.writer.set_meta("status", "running")
@@ -266,6 +272,8 @@ class Recorder:
             return {"ok": True}
         if ctrl.key == "project":
             return self._project(ctrl)
+        if ctrl.key == "unit":
+            return self._unit(ctrl)
         if self.on_control is None:
             return {"ok": False, "error": f"'{ctrl.key}' needs the built-in trainer (convscope demo)"}
         try:
@@ -289,6 +297,18 @@ class Recorder:
             return answer_projection(
                 self.model, self.writer, ctrl.id, ctrl.value, self._inputs[at],
                 step=max(self.step_index - 1, 0), input_step=at,
+            )  # fmt: skip
+        except (ValueError, TypeError) as exc:
+            return {"ok": False, "error": _one_line(exc)}
+
+    def _unit(self, ctrl: Control) -> dict[str, Any]:
+        """What excites one feature map over the probe images (train/units_live.py)."""
+        if self.probe_images is None:
+            return {"ok": False, "error": "the unit explorer needs probe images: watch(model, dir, probe=images)"}
+        try:
+            return answer_unit(
+                self.model, self.writer, ctrl.id, ctrl.value, self.probe_images, self.probe_transform,
+                step=max(self.step_index - 1, 0),
             )  # fmt: skip
         except (ValueError, TypeError) as exc:
             return {"ok": False, "error": _one_line(exc)}
@@ -331,13 +351,27 @@ def watch(
     config: dict[str, Any] | None = None,
     meta: dict[str, Any] | None = None,
     resume: bool = False,
+    probe: Tensor | None = None,
+    probe_transform: Callable[[Tensor], Tensor] | None = None,
 ) -> Recorder:
     """Start recording `model` into `run_dir` (statistics every `every` steps, tensor snapshots
-    every `snapshot_every` seconds). Call `.step(loss=...)` after each optimizer step."""
+    every `snapshot_every` seconds). Call `.step(loss=...)` after each optimizer step. `probe`:
+    held-out images in [0, 1] (N, C, H, W) for the dashboard's unit explorer, fed to the model
+    through `probe_transform` (e.g. your normalisation)."""
     return Recorder(
         model, run_dir, every=every, snapshot_every=snapshot_every, layers=layers,
-        config=config, meta=meta, resume=resume,
+        config=config, meta=meta, resume=resume, probe=probe, probe_transform=probe_transform,
     )  # fmt: skip
+
+
+def _check_probe(probe: Tensor) -> Tensor:
+    if not isinstance(probe, Tensor) or probe.dim() != 4 or probe.shape[0] < 1:
+        raise ValueError("probe must be images shaped (N, C, H, W)")
+    if not probe.is_floating_point() or not bool(torch.isfinite(probe).all()):
+        raise ValueError("probe must be finite float images in [0, 1]")
+    if float(probe.min()) < 0 or float(probe.max()) > 1:
+        raise ValueError("probe images must be in [0, 1] (give your normalisation as probe_transform)")
+    return probe.detach()
 
 
 def layer_table(trace: Trace) -> list[dict[str, Any]]:

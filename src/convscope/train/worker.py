@@ -22,7 +22,9 @@ from torch import nn
 from convscope.models import get_entry, zoo_names
 from convscope.models.spec import build_spec
 from convscope.runs import RunReader, RunWriter
+from convscope.train.loop import Data, train_config_of
 from convscope.train.projections import answer_projection
+from convscope.train.units_live import answer_unit
 
 IDLE_S = 60.0  # the worker exits after this long without a request
 POLL_S = 0.2  # seconds between looks at the run's control rows
@@ -138,8 +140,10 @@ def _answer(
     last: int,
     ckpt: dict[str, Any],
 ) -> dict[str, Any]:
+    if key == "unit":
+        return _answer_unit(model, writer, reader, ident, value, last, ckpt)
     if key != "project":
-        return {"ok": False, "error": f"the run has ended: only projections are answered, not '{key}'"}
+        return {"ok": False, "error": f"the run has ended: only projections and units are answered, not '{key}'"}
     wanted = value.get("step") if isinstance(value, dict) else None
     step = wanted if isinstance(wanted, int) and not isinstance(wanted, bool) else None
     found = reader.snapshot(first, "x", step) or reader.snapshot(first, "x")
@@ -155,3 +159,24 @@ def _answer(
         return {"ok": False, "error": " ".join(str(exc).split())}
     out["checkpoint"] = str(ckpt["name"])
     return out
+
+
+def _answer_unit(
+    model: nn.Module, writer: RunWriter, reader: RunReader, ident: int, value: Any, last: int, ckpt: dict[str, Any]
+) -> dict[str, Any]:
+    """The unit explorer over the run's own validation images (rebuilt from its config, as its
+    trainer made them, with its normalisation)."""
+    meta = reader.meta()
+    shape = meta.get("input_shape")
+    try:
+        if not (isinstance(shape, list) and len(shape) == 3):
+            raise ValueError("the run has no input_shape")
+        data = Data(train_config_of(reader.config()), (int(shape[0]), int(shape[1]), int(shape[2])))
+        out = answer_unit(
+            model, writer, ident, value, data.xval, data.norm, step=last,
+            weights=f"checkpoint {ckpt['name']} (step {ckpt['step']})",
+        )  # fmt: skip
+    except (ValueError, TypeError) as exc:
+        return {"ok": False, "error": " ".join(str(exc).split())}
+    return out
+

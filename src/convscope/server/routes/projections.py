@@ -100,6 +100,12 @@ def cells(
 )
 def request_projection(run: str, state: State, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     layer, channel, step = body.get("layer"), body.get("channel"), body.get("step")
+    return {"id": queue_model_request(state, run, "project", layer, channel, step)}
+
+
+def queue_model_request(state: AppState, run: str, key: str, layer: Any, channel: Any, step: Any) -> int:
+    """Check a request for the side that holds the model and queue it as control `key`; for a
+    run whose trainer has ended, start its worker (train/worker.py). Returns the control id."""
     for name, v, hi in (("channel", channel, MAX_CHANNEL), ("step", step, MAX_STEP)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi):
             raise ApiError(400, f"{name} must be an integer in 0..{hi} or null")
@@ -114,28 +120,29 @@ def request_projection(run: str, state: State, body: Annotated[dict[str, Any], B
         if ended:  # a worker process answers from the newest checkpoint (train/worker.py)
             if meta.get("trainer") != "builtin":
                 raise ApiError(409, f"the run is {status} and was recorded by watch() in your own loop: "
-                               "its model is not in the run, so only your running loop can project")  # fmt: skip
+                               "its model is not in the run, so only your running loop can answer")  # fmt: skip
             if not r.checkpoints():
-                raise ApiError(409, f"the run is {status} and has no checkpoint to project with")
-        ident = send(r, "project", {"layer": layer, "channel": channel, "step": step})
+                raise ApiError(409, f"the run is {status} and has no checkpoint to answer with")
+        ident = send(r, key, {"layer": layer, "channel": channel, "step": step})
         if ended:
             state.workers.ensure(run, r.path)
-        return {"id": ident}
+        return ident
 
 
-def _row(state: AppState, run: str, ident: int) -> tuple[dict[str, Any], Any]:
+def control_row(state: AppState, run: str, key: str, ident: int, what: str) -> tuple[dict[str, Any], Any]:
+    """Control `ident` (of `key`) and its stored answer json `KEY:ID` (None while pending); 404 else."""
     with state.reader(run) as r:
         row = next((c for c in r.controls(since_id=ident - 1) if c["id"] == ident), None)
-        if row is None or row["key"] != "project":
-            raise ApiError(404, f"no projection {ident} in run {run!r}")
-        return row, r.json(f"project:{ident}")
+        if row is None or row["key"] != key:
+            raise ApiError(404, f"no {what} {ident} in run {run!r}")
+        return row, r.json(f"{key}:{ident}")
 
 
 @router.get(
     "/runs/{run}/projections/{ident}", response_model=None, responses=S.ok(PROJECTION, "a projection")
 )
 def projection_status(run: str, state: State, ident: ProjectionId) -> dict[str, Any]:
-    row, found = _row(state, run, ident)
+    row, found = control_row(state, run, "project", ident, "projection")
     empty: dict[str, Any] = {
         "id": ident, "status": "pending", "error": None, "layer": None, "tensor": None, "step": None,
         "input_step": None, "weights": None, "asked": None, "seconds": None, "budget_s": None, "units": [], "rules": {},

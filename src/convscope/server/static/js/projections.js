@@ -1,10 +1,11 @@
 // projections.js — back to pixels from a layer card: click one feature map of the a = f(z)
 // picture, or press "projections: 9 strongest", and the side that holds the model (the trainer,
 // or watch() between two steps of your loop) projects it with the deconvnet (Zeiler & Fergus)
-// and guided backprop for the example the card shows. The server never runs the model: the
+// and guided backprop for the example the card shows; "what excites it?" on a projected map
+// opens the unit explorer: its 9 strongest held-out images, their projections, its optimal stimulus. The server never runs the model: the
 // request is a control row; this module polls until the answer is in the run store.
 
-import { el, fmt, getJSON, postJSON, runPath, url } from "./api.js";
+import { $, el, fmt, getJSON, postJSON, runPath, url } from "./api.js";
 
 const POLL_MS = 250;
 const GIVE_UP_MS = 60000;
@@ -96,12 +97,45 @@ export class Projections {
     const pic = (k, kind, alt) => el("img", { alt, src: url(runPath(run, `/projections/${r.id}/${k}/${kind}.png`)) });
     for (const u of r.units) {
       const where = u.position ? ` at (i, j) = (${u.position.join(", ")})` : "";
-      this.box.append(el("div.unit", { "data-channel": u.channel },
-        el("h4", { text: `map ${u.channel}: max a = ${fmt(u.value)}${where}` }),
+      const explore = el("button.explore", { type: "button", title: "its 9 strongest probe images, their projections and its optimal stimulus",
+        onclick: () => this.explore(run, u.channel, row) }, "what excites it?");
+      const row = el("div.unit", { "data-channel": u.channel },
+        el("h4", {}, `map ${u.channel}: max a = ${fmt(u.value)}${where} `, explore),
         el("div.figs", {},
           u.position ? el("figure", {}, pic(u.channel, "a", `a[${u.channel}]`), el("figcaption", { text: `a[${u.channel}]` })) : null,
           el("figure", {}, pic(u.channel, "deconvnet", "deconvnet projection"), el("figcaption", { text: "deconvnet (ZF)" })),
-          el("figure", {}, pic(u.channel, "guided", "guided backprop projection"), el("figcaption", { text: "guided backprop" })))));
+          el("figure", {}, pic(u.channel, "guided", "guided backprop projection"), el("figcaption", { text: "guided backprop" }))),
+        el("div.explored"));
+      this.box.append(row);
+    }
+  }
+
+  /** The unit explorer for one map: top-9 probe patches, their projections, its optimal stimulus. */
+  async explore(run, channel, row) {
+    const out = $(".explored", row);
+    const say = (text, kind = "") => { out.textContent = ""; out.append(el(`p.ack${kind ? "." + kind : ""}`, { text })); };
+    say(`finding what excites map ${channel} of ${this.layer}…`);
+    let id;
+    try { ({ id } = await postJSON(runPath(run, "/units"), { layer: this.layer, channel })); } catch (err) { say(err.message, "bad"); return; }
+    const t0 = performance.now();
+    for (;;) {
+      let r;
+      try { r = await getJSON(runPath(run, `/units/${id}`)); } catch (err) { say(err.message, "bad"); return; }
+      if (r.status === "failed") { say(r.error, "bad"); return; }
+      if (r.status === "done") {
+        out.textContent = "";
+        const size = r.field ? `${r.field.size[0]}×${r.field.size[1]} px` : "";
+        out.append(el("p.note", { text: `over ${r.probe_images} held-out images, weights of ${r.weights}; ${r.seconds} s. `
+          + `Top-${r.hits.length} activations: ${r.hits.map((h) => fmt(h.value)).join(", ")}; patches under the ${size} receptive field.` }));
+        const fig = (kind, alt, cap) => el("figure", {}, el("img", { alt, src: url(runPath(run, `/units/${id}/${kind}.png`)) }), el("figcaption", { text: cap }));
+        out.append(el("div.figs", {},
+          fig("patches", "top-9 patches", "top-9 patches"),
+          fig("projections", "their deconvnet projections", "their deconvnet projections"),
+          r.stimulus_activation === null ? null : fig("stimulus", "optimal stimulus", `optimal stimulus (mean a = ${fmt(r.stimulus_activation)})`)));
+        return;
+      }
+      if (performance.now() - t0 > GIVE_UP_MS) { say("no answer from the trainer after 60 s", "bad"); return; }
+      await new Promise((ok) => setTimeout(ok, POLL_MS));
     }
   }
 }

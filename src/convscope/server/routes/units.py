@@ -1,0 +1,91 @@
+"""The unit explorer's routes: what excites one feature map, computed by the side that holds the
+model (convscope/train/units_live.py; for an ended run the worker, train/worker.py).
+
+  POST /api/runs/{run}/units  {"layer", "channel"}      → {"id"} (a control row `unit`)
+  GET  /api/runs/{run}/units/{id}                       pending | done (hits, field, ...) | failed
+  GET  /api/runs/{run}/units/{id}/{kind}.png            kind: patches | projections | stimulus
+
+The trainer draws the mosaics (top-9 patches under the receptive field, their deconvnet
+projections, the optimal stimulus) and stores them as images; the server only encodes them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Response
+from pydantic import BeforeValidator
+
+from ..errors import ERROR_RESPONSES, ApiError
+from ..pictures import image_png
+from . import schemas as S
+from .data import State
+from .params import MAX_STEP, int_in
+from .projections import MAX_CHANNEL, control_row, queue_model_request
+
+router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
+
+UNIT_KINDS = ("patches", "projections", "stimulus")
+UnitId = Annotated[
+    int,
+    Path(ge=1, le=MAX_STEP, description="the id POST .../units answered"),
+    BeforeValidator(int_in("unit request id ", 1, MAX_STEP)),
+]
+HIT = S.obj({"value": S.NUM_OR_NULL, "index": S.INT, "position": S.array(S.INT), "box": S.array(S.INT)})
+UNIT = S.obj({
+    "id": S.INT, "status": {"enum": ["pending", "done", "failed"]}, "error": S.STR_OR_NULL,
+    "layer": S.STR_OR_NULL, "channel": S.INT_OR_NULL, "hits": S.array(HIT), "probe_images": S.INT_OR_NULL,
+    "field": {"type": ["object", "null"]}, "stimulus_activation": S.NUM_OR_NULL, "step": S.INT_OR_NULL,
+    "weights": S.STR_OR_NULL, "seconds": S.NUM_OR_NULL,
+})  # fmt: skip
+BODY: S.JSON = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": S.obj(
+                    {"layer": S.STR, "channel": {"type": "integer", "minimum": 0, "maximum": MAX_CHANNEL}}
+                )
+            }
+        },
+    }
+}
+
+
+@router.post("/runs/{run}/units", response_model=None, responses=S.ok(S.SENT, "the request's id"), openapi_extra=BODY)
+def request_unit(run: str, state: State, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    channel = body.get("channel")
+    if channel is None:
+        raise ApiError(400, f"channel must be an integer in 0..{MAX_CHANNEL}")
+    return {"id": queue_model_request(state, run, "unit", body.get("layer"), channel, None)}
+
+
+@router.get("/runs/{run}/units/{ident}", response_model=None, responses=S.ok(UNIT, "a unit"))
+def unit_status(run: str, state: State, ident: UnitId) -> dict[str, Any]:
+    row, found = control_row(state, run, "unit", ident, "unit request")
+    empty: dict[str, Any] = {
+        "id": ident, "status": "pending", "error": None, "layer": None, "channel": None, "hits": [],
+        "probe_images": None, "field": None, "stimulus_activation": None, "step": None, "weights": None,
+        "seconds": None,
+    }  # fmt: skip
+    if found is not None and isinstance(found[1], dict):
+        v = found[1]
+        return {**empty, **{k: v.get(k) for k in empty if k in v}, "id": ident, "status": "done",
+                "hits": v.get("hits") or []}  # fmt: skip
+    result = row.get("result")
+    if isinstance(result, dict) and result.get("ok") is False:
+        return {**empty, "status": "failed", "error": str(result.get("error", "the trainer refused"))}
+    return empty
+
+
+@router.get("/runs/{run}/units/{ident}/{kind}.png", response_class=Response, responses=S.PNG)
+def unit_image(run: str, state: State, ident: UnitId, kind: str) -> Response:
+    if kind not in UNIT_KINDS:
+        raise ApiError(400, f"kind must be one of {', '.join(UNIT_KINDS)}; got {kind!r}")
+    with state.reader(run) as r:
+        found = r.snapshot(f"unit:{ident}", kind)
+    if found is None:
+        raise ApiError(404, f"no {kind!r} picture for unit request {ident} (yet)")
+    step, t = found
+    body = state.pictures.get_or_make(("unit", run, ident, kind, step), lambda: image_png(t.float()[0]))
+    return Response(body, media_type="image/png", headers={"Cache-Control": "private, max-age=31536000, immutable"})

@@ -1,0 +1,113 @@
+"""Answer the dashboard's `unit` control on the side that holds the model: what excites one feature
+map, over the run's held-out probe images — its top-9 patches beside their deconvnet projections
+(ZF Fig. 2), its filter, and its optimal stimulus (Olah et al. 2017) — with the weights of now.
+
+    answer_unit(model, writer, ident, {"layer": "conv2", "channel": 5}, probe, norm, step=s)
+
+`probe` are images in [0, 1] (N, C, H, W) and `norm` what the model is fed (the built-in trainer:
+its validation images and normalisation; `watch(..., probe=...)`: images given by the user).
+Pictures are drawn here (convscope.render) and stored as (1, 3, H, W) snapshots under
+`unit:ID`, kinds `patches`, `projections`, `stimulus`; the numbers in json `unit:ID`; one commit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from convscope.analysis.attribution import AttributionError, Deconvnet
+from convscope.analysis.units import ReceptiveFieldError, TopPatches
+from convscope.analysis.units.optimize import Optimize
+from convscope.render.units_report import mosaic
+from convscope.runs import RunWriter
+from convscope.train.projections import check_request
+
+K = 9
+STIMULUS_STEPS = 96  # about 0.5-1 s on the zoo nets, one core
+MAX_PROBE = 1024  # probe images ranked per request (the first ones)
+
+
+def answer_unit(
+    model: nn.Module,
+    writer: RunWriter,
+    ident: int,
+    value: Any,
+    probe: Tensor,
+    norm: Callable[[Tensor], Tensor],
+    *,
+    step: int,
+    weights: str | None = None,
+    stimulus_steps: int = STIMULUS_STEPS,
+) -> dict[str, Any]:
+    """Compute, store and commit; return the control's answer. ValueError for a bad request."""
+    t0 = time.perf_counter()
+    layer, channel = check_request(value)
+    if channel is None:
+        raise ValueError("unit needs a channel (one feature map)")
+    images = probe[:MAX_PROBE].float()  # (N, C, H, W) in [0, 1]
+    try:
+        result = TopPatches(model, layers=[layer], k=K).run(images, transform=norm)
+    except (AttributionError, ReceptiveFieldError, KeyError) as err:
+        raise ValueError(f"unit: {' '.join(str(err).split())}") from None
+    hits_all = result[layer]
+    c = len(hits_all)
+    if not 0 <= channel < c:
+        raise ValueError(f"unit: channel {channel} is out of range for layer {layer!r}: 0..{c - 1}")
+    hits = hits_all[channel]
+    patches, projections = [], []
+    for hit in hits:
+        x = images[hit.index]
+        y0, x0, y1, x1 = hit.box
+        patches.append(x[:, y0:y1, x0:x1])
+        proj = Deconvnet(model).attribute(norm(x[None]), layer=layer, channel=channel, position=hit.position)
+        projections.append(proj.as_subclass(Tensor)[0, :, y0:y1, x0:x1])
+    field = hits_all.field.as_dict()
+    boxes = [hit.box for hit in hits]
+    positions = [hit.position for hit in hits]
+    prefix = f"unit:{ident}"
+    writer.log_snapshot(step, prefix, "patches", _chw(mosaic(patches, boxes, positions, field, signed=False).array))
+    writer.log_snapshot(step, prefix, "projections", _chw(mosaic(projections, boxes, positions, field, signed=True).array))
+    stim_act = None
+    if stimulus_steps:
+        c_in, h, _ = images.shape[1:]
+        mean, std = _mean_std(norm, int(c_in))
+        s = Optimize(model, layer=layer, channel=channel, mean=mean, std=std, channels=int(c_in)).run(
+            steps=stimulus_steps, size=int(h), seed=channel
+        )
+        writer.log_snapshot(step, prefix, "stimulus", s.image.detach().clamp(0, 1))
+        stim_act = s.activation
+    answer = {
+        "layer": layer,
+        "channel": channel,
+        "hits": [
+            {"value": h.value, "index": h.index, "position": list(h.position), "box": list(h.box)} for h in hits
+        ],
+        "probe_images": int(images.shape[0]),
+        "field": field,
+        "stimulus_activation": stim_act,
+        "step": step,
+        "weights": weights or f"step {step}",
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    writer.log_json(step, prefix, answer)
+    writer.commit(step)
+    return {"ok": True, "hits": len(hits)}
+
+
+def _chw(rgb: np.ndarray[Any, Any]) -> Tensor:
+    """A uint8 (H, W, 3) picture as a (1, 3, H, W) tensor in [0, 1] (what image.png draws)."""
+    return torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
+
+
+def _mean_std(norm: Callable[[Tensor], Tensor], channels: int) -> tuple[list[float], list[float]]:
+    """The affine normalisation `norm` applies, read off two constant images: x' = (x − mean)/std."""
+    zero = norm(torch.zeros(1, channels, 1, 1)).flatten()  # −mean/std
+    one = norm(torch.ones(1, channels, 1, 1)).flatten()  # (1 − mean)/std
+    std = 1.0 / (one - zero)
+    mean = -zero * std
+    return mean.tolist(), std.tolist()
