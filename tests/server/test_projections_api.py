@@ -163,7 +163,7 @@ def test_unit_explorer_round_trip(tmp_path: Path) -> None:
         done = client.get(f"/api/runs/run/units/{ident}").json()
         assert done["status"] == "done" and done["layer"] == "conv1" and done["channel"] == 2
         assert len(done["hits"]) == 9 and done["probe_images"] == 24
-        for kind in ("patches", "projections", "stimulus"):
+        for kind in ("patches", "projections", "filter", "stimulus"):
             r = client.get(f"/api/runs/run/units/{ident}/{kind}.png")
             assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n", kind
         missing = client.post("/api/runs/run/units", json={"layer": "conv1"})

@@ -42,7 +42,7 @@ def test_unit_answer_equals_top_patches(tmp_path: Path) -> None:
     with RunReader(tmp_path / "run") as r:
         acks = {c["id"]: c["result"] for c in r.controls()}
         _, v = r.json(f"unit:{ok}")  # type: ignore[misc]
-        kinds = {k: r.snapshot(f"unit:{ok}", k) for k in ("patches", "projections", "stimulus")}
+        kinds = {k: r.snapshot(f"unit:{ok}", k) for k in ("patches", "projections", "filter", "stimulus")}
     assert acks[ok] == {"ok": True, "hits": 9}
     assert acks[bad] == {"ok": False, "error": "unit needs a channel (one feature map)"}
     direct = TopPatches(model, layers=["conv2"], k=9).run(probe, transform=norm)["conv2"][3]
@@ -50,7 +50,7 @@ def test_unit_answer_equals_top_patches(tmp_path: Path) -> None:
     assert [h["value"] for h in v["hits"]] == [h.value for h in direct]
     assert [tuple(h["position"]) for h in v["hits"]] == [h.position for h in direct]
     assert v["probe_images"] == 40 and v["layer"] == "conv2" and v["channel"] == 3
-    assert v["stimulus_activation"] is not None
+    assert v["stimulus_activation"] is not None and v["has_filter"] is True
     for kind, found in kinds.items():
         assert found is not None, kind
         t = found[1]

@@ -7,7 +7,7 @@ map, over the run's held-out probe images — its top-9 patches beside their dec
 `probe` are images in [0, 1] (N, C, H, W) and `norm` what the model is fed (the built-in trainer:
 its validation images and normalisation; `watch(..., probe=...)`: images given by the user).
 Pictures are drawn here (convscope.render) and stored as (1, 3, H, W) snapshots under
-`unit:ID`, kinds `patches`, `projections`, `stimulus`; the numbers in json `unit:ID`; one commit.
+`unit:ID`, kinds `patches`, `projections`, `filter`, `stimulus`; the numbers in json `unit:ID`; one commit.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from torch import Tensor, nn
 from convscope.analysis.attribution import AttributionError, Deconvnet
 from convscope.analysis.units import ReceptiveFieldError, TopPatches
 from convscope.analysis.units.optimize import Optimize
+from convscope.capture import capture
+from convscope.render import filters
 from convscope.render.units_report import mosaic
 from convscope.runs import RunWriter
 from convscope.train.projections import check_request
@@ -72,6 +74,11 @@ def answer_unit(
     prefix = f"unit:{ident}"
     writer.log_snapshot(step, prefix, "patches", _chw(mosaic(patches, boxes, positions, field, signed=False).array))
     writer.log_snapshot(step, prefix, "projections", _chw(mosaic(projections, boxes, positions, field, signed=True).array))
+    weight = _filter(model, layer, norm(images[:1]))
+    has_filter = weight is not None and weight.dim() == 4
+    if weight is not None and has_filter:  # (C_out, C_in, k, k): the map's filter W
+        pic = filters(weight[channel : channel + 1], labels=False).array
+        writer.log_snapshot(step, prefix, "filter", _chw(pic))
     stim_act = None
     if stimulus_steps:
         c_in, h, _ = images.shape[1:]
@@ -90,6 +97,7 @@ def answer_unit(
         "probe_images": int(images.shape[0]),
         "field": field,
         "stimulus_activation": stim_act,
+        "has_filter": has_filter,
         "step": step,
         "weights": weights or f"step {step}",
         "seconds": round(time.perf_counter() - t0, 3),
@@ -97,6 +105,15 @@ def answer_unit(
     writer.log_json(step, prefix, answer)
     writer.commit(step)
     return {"ok": True, "hits": len(hits)}
+
+
+def _filter(model: nn.Module, layer: str, x: Tensor) -> Tensor | None:
+    """W of the conv that makes `layer`'s maps (None for a lone activation or a module output)."""
+    try:
+        trace, _ = capture(model, x, layers=[layer], keep=("weight",))
+        return trace[layer].weight
+    except (KeyError, ValueError):
+        return None
 
 
 def _chw(rgb: np.ndarray[Any, Any]) -> Tensor:

@@ -3,7 +3,7 @@ model (convscope/train/units_live.py; for an ended run the worker, train/worker.
 
   POST /api/runs/{run}/units  {"layer", "channel"}      → {"id"} (a control row `unit`)
   GET  /api/runs/{run}/units/{id}                       pending | done (hits, field, ...) | failed
-  GET  /api/runs/{run}/units/{id}/{kind}.png            kind: patches | projections | stimulus
+  GET  /api/runs/{run}/units/{id}/{kind}.png            kind: patches | projections | filter | stimulus
 
 The trainer draws the mosaics (top-9 patches under the receptive field, their deconvnet
 projections, the optimal stimulus) and stores them as images; the server only encodes them.
@@ -25,7 +25,7 @@ from .projections import MAX_CHANNEL, control_row, queue_model_request
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
-UNIT_KINDS = ("patches", "projections", "stimulus")
+UNIT_KINDS = ("patches", "projections", "filter", "stimulus")
 UnitId = Annotated[
     int,
     Path(ge=1, le=MAX_STEP, description="the id POST .../units answered"),
@@ -35,7 +35,8 @@ HIT = S.obj({"value": S.NUM_OR_NULL, "index": S.INT, "position": S.array(S.INT),
 UNIT = S.obj({
     "id": S.INT, "status": {"enum": ["pending", "done", "failed"]}, "error": S.STR_OR_NULL,
     "layer": S.STR_OR_NULL, "channel": S.INT_OR_NULL, "hits": S.array(HIT), "probe_images": S.INT_OR_NULL,
-    "field": {"type": ["object", "null"]}, "stimulus_activation": S.NUM_OR_NULL, "step": S.INT_OR_NULL,
+    "field": {"type": ["object", "null"]}, "stimulus_activation": S.NUM_OR_NULL,
+    "has_filter": {"type": ["boolean", "null"]}, "step": S.INT_OR_NULL,
     "weights": S.STR_OR_NULL, "seconds": S.NUM_OR_NULL,
 })  # fmt: skip
 BODY: S.JSON = {
@@ -65,7 +66,7 @@ def unit_status(run: str, state: State, ident: UnitId) -> dict[str, Any]:
     row, found = control_row(state, run, "unit", ident, "unit request")
     empty: dict[str, Any] = {
         "id": ident, "status": "pending", "error": None, "layer": None, "channel": None, "hits": [],
-        "probe_images": None, "field": None, "stimulus_activation": None, "step": None, "weights": None,
+        "probe_images": None, "field": None, "stimulus_activation": None, "has_filter": None, "step": None, "weights": None,
         "seconds": None,
     }  # fmt: skip
     if found is not None and isinstance(found[1], dict):

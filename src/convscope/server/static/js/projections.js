@@ -131,6 +131,7 @@ export class Projections {
         out.append(el("div.figs", {},
           fig("patches", "top-9 patches", "top-9 patches"),
           fig("projections", "their deconvnet projections", "their deconvnet projections"),
+          r.has_filter ? fig("filter", "its filter W", "its filter W") : null,
           r.stimulus_activation === null ? null : fig("stimulus", "optimal stimulus", `optimal stimulus (mean a = ${fmt(r.stimulus_activation)})`)));
         return;
       }
