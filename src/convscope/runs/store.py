@@ -187,6 +187,14 @@ def _dumps(what: str, value: object) -> str:
         raise type(exc)(f"{what} must be JSON-serialisable: {exc}") from exc
 
 
+def _loads_or_none(text: str) -> Any:
+    """JSON written by anything (a control row is not trusted): None when it cannot be read."""
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError, RecursionError):
+        return None
+
+
 def _name(what: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{what} must be a non-empty string, got {value!r}")
@@ -657,7 +665,15 @@ class RunWriter:
                     "heartbeat",
                 )  # fmt: skip
                 self._heartbeat = now
-        return [Control(i, k, json.loads(v), t) for i, k, v, t in rows]
+        controls, unreadable = [], []
+        for i, k, v, t in rows:
+            try:  # a row written by anything: undecodable JSON (or a 5,000-digit number) is refused, once
+                controls.append(Control(i, k, json.loads(v), t))
+            except (ValueError, TypeError, RecursionError):
+                unreadable.append(i)
+        for i in unreadable:
+            self.ack_control(i, self._last_step or 0, {"ok": False, "error": "the control's value is not readable JSON"})
+        return controls
 
     def ack_control(
         self, control_id: int, step: int, result: Mapping[str, Any] | None = None
@@ -1018,8 +1034,8 @@ class RunReader:
             (since_id,),
         )
         return [
-            {"id": i, "key": k, "value": json.loads(v), "time": t, "applied_step": a,
-             "result": None if r is None else json.loads(r)}
+            {"id": i, "key": k, "value": _loads_or_none(v), "time": t, "applied_step": a,
+             "result": None if r is None else _loads_or_none(r)}
             for i, k, v, t, a, r in rows
         ]  # fmt: skip
 
