@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -134,3 +135,17 @@ class ServeConfig:
         for name in ("poll_s", "heartbeat_s", "stale_after_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ServeConfig.{name} must be > 0, got {getattr(self, name)}")
+
+
+MAX_LR = 10.0  # an lr above this diverges any of the zoo nets in a few steps
+MAX_WEIGHT_DECAY = 1.0
+MAX_BATCH = 4096
+#: the dashboard's numeric controls and their sane bounds: the server checks them at its edge (a
+#: 400 with the text), the trainer again on what it reads from the store (ok: false with the text)
+CONTROL_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "lr": (f"0 < lr <= {MAX_LR:g}", lambda v: 0 < v <= MAX_LR),
+    "momentum": ("0 <= momentum < 1", lambda v: 0 <= v < 1),
+    "weight_decay": (f"0 <= weight_decay <= {MAX_WEIGHT_DECAY:g}", lambda v: 0 <= v <= MAX_WEIGHT_DECAY),
+    "batch_size": (f"an integer in 1..{MAX_BATCH}", lambda v: 1 <= v <= MAX_BATCH and v == int(v)),
+}
+

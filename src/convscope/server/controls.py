@@ -21,14 +21,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from convscope.config import CONTROL_RANGES
+
 from .errors import ApiError
 
 NUMERIC = ("lr", "momentum", "batch_size", "weight_decay")
-MAX_LR = 10.0
-MAX_WEIGHT_DECAY = 1.0
 KEYS = ("pause", "resume", *NUMERIC, "model", "save_checkpoint", "load_checkpoint")
 WATCH_KEYS = ("pause", "resume")  # what a convscope.watch run obeys
-MAX_BATCH = 4096
 MAX_SPEC_CHARS = 20_000
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # as the run store allows
 ZOO_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # what a zoo name looks like: no ':', '/', '.'
@@ -74,12 +73,7 @@ def check_control(
     return name
 
 
-RANGES = {
-    "lr": f"0 < lr <= {MAX_LR:g}",
-    "momentum": "0 <= momentum < 1",
-    "batch_size": f"an integer in 1..{MAX_BATCH}",
-    "weight_decay": f"0 <= weight_decay <= {MAX_WEIGHT_DECAY:g}",
-}
+RANGES = {key: text for key, (text, _) in CONTROL_RANGES.items()}
 
 
 def _number(key: str, value: Any) -> float | int:
@@ -90,15 +84,7 @@ def _number(key: str, value: Any) -> float | int:
     if isinstance(value, int) and abs(value) > 2**53:  # no float can hold it exactly, or at all
         raise ApiError(400, f"{allowed}; got an integer of {len(str(abs(value)))} digits")
     v = float(value)
-    ok = (
-        math.isfinite(v)
-        and {
-            "lr": lambda: 0 < v <= MAX_LR,
-            "momentum": lambda: 0 <= v < 1,
-            "batch_size": lambda: v == int(v) and 1 <= v <= MAX_BATCH,
-            "weight_decay": lambda: 0 <= v <= MAX_WEIGHT_DECAY,
-        }[key]()
-    )
+    ok = math.isfinite(v) and CONTROL_RANGES[key][1](v)
     if not ok:
         raise ApiError(400, f"{allowed}; got {value!r}")
     return int(v) if key == "batch_size" else v

@@ -32,7 +32,7 @@ from PIL import Image
 from safetensors import SafetensorError
 from torch import Tensor, nn
 
-from convscope.config import TrainConfig
+from convscope.config import CONTROL_RANGES, TrainConfig
 from convscope.data import PHOTO_CLASSES, digits, open_dataset, photo_crops, prepare
 from convscope.models import get_entry, zoo_names
 from convscope.models.spec import build_spec, spec_of
@@ -104,14 +104,6 @@ class Data:
         return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
 
 
-# the dashboard's numeric controls and their sane bounds (an lr above 10 or a weight decay above 1
-# diverges any of these nets); the server checks the same at its edge, the trainer checks again
-CONTROL_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
-    "lr": ("0 < lr <= 10", lambda v: 0 < v <= 10),
-    "momentum": ("0 <= momentum < 1", lambda v: 0 <= v < 1),
-    "weight_decay": ("0 <= weight_decay <= 1", lambda v: 0 <= v <= 1),
-    "batch_size": ("an integer in 1..4096", lambda v: 1 <= v <= 4096 and v == int(v)),
-}
 MAX_PREDICT_PIXELS = 25_000_000  # an uploaded picture larger than this is refused before decoding
 EVOLUTION_PREFIX = "evo-"  # checkpoint evo-000100 holds the weights after 100 training steps
 SPEC_OPS = ("conv", "pool", "fc", "dropout")  # the first word of a layer-spec line (models.spec)
