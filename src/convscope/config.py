@@ -42,7 +42,7 @@ class CaptureConfig:
 class TrainConfig:
     """The built-in trainer (`convscope demo` / `convscope train`)."""
 
-    model: str = "zoo:convnetjs-cifar"  # zoo:NAME, path/file.py:Class or package.module:factory
+    model: str = "zoo:convnetjs-cifar"  # zoo:NAME or layer-spec text (never an import path: see README Security)
     data: str = "builtin:photo-crops"  # builtin:photo-crops, builtin:digits, or a dataset folder/file
     train_size: int = 20_000  # training examples (generated, or the first N of a dataset)
     val_size: int = 1_000  # validation examples

@@ -317,6 +317,7 @@ def test_controls_are_off_while_the_trainer_is_not_responding(browser: Any, tmp_
             "#zoo-apply",
             "#spec-apply",
             "#ckpt-save",
+            "#upload-btn",
         ):
             assert p.is_disabled(sel), sel
         note = p.inner_text("#controls-note")
@@ -328,6 +329,7 @@ def test_controls_are_off_while_the_trainer_is_not_responding(browser: Any, tmp_
         thread.start()
         expect(p.locator("#status")).to_have_text("running", timeout=10_000)
         expect(p.locator("#apply-lr")).to_be_enabled()
+        expect(p.locator("#upload-btn")).to_be_enabled()
         assert not p.is_disabled("#pause-btn") and not p.is_visible("#controls-note")
         beats.set()
         thread.join()
