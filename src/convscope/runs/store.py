@@ -713,9 +713,16 @@ class RunWriter:
         """Where checkpoint `name` lives: checkpoints/NAME.safetensors (name validated)."""
         return self.path / CHECKPOINT_DIR / f"{_check_checkpoint_name(name)}.safetensors"
 
-    def save_checkpoint(self, state_dict: Mapping[str, torch.Tensor], name: str) -> Path:
+    def save_checkpoint(
+        self, state_dict: Mapping[str, torch.Tensor], name: str, metadata: Mapping[str, str] | None = None
+    ) -> Path:
         """Write `state_dict` to checkpoints/NAME.safetensors atomically (temp file, fsync,
-        rename) and record it (table checkpoints, meta "last_checkpoint"); returns the path."""
+        rename) and record it (table checkpoints, meta "last_checkpoint"); returns the path.
+        `metadata` (str → str) goes into the file beside `convscope_step`, so the checkpoint
+        describes itself (model, input_shape, mean, std, classes: what `load_model` reads)."""
+        extra = dict(metadata or {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
+            raise TypeError("checkpoint metadata must map str to str (JSON text for lists)")
         from safetensors.torch import save_file
 
         final = self.checkpoint_path(name)
@@ -739,7 +746,7 @@ class RunWriter:
             final.parent.mkdir(exist_ok=True)
             tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
             try:
-                save_file(tensors, str(tmp), metadata={"convscope_step": str(step)})
+                save_file(tensors, str(tmp), metadata={**extra, "convscope_step": str(step), "step": str(step)})
                 fd = os.open(tmp, os.O_RDONLY)
                 try:
                     os.fsync(fd)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import json
 import math
 import threading
 from collections import deque
@@ -229,12 +230,28 @@ class Trainer:
                 self._save_last()
             self.recorder.close(status)
 
+    def checkpoint_metadata(self) -> dict[str, str]:
+        """What a checkpoint needs to describe itself (DESIGN §3): the model (a zoo name or layer
+        spec), input shape, the input normalisation and the class names — `convscope inspect
+        --weights` and the other commands read them back."""
+        name = self.model_spec.strip().removeprefix("zoo:")
+        spec = spec_of(self.model)
+        return {
+            "model": f"zoo:{name}" if name in zoo_names() else "layer spec",
+            **({"spec": spec} if spec else {}),
+            "input_shape": json.dumps(list(self.input_shape)),
+            "mean": json.dumps([round(float(v), 5) for v in self.data.mean]),
+            "std": json.dumps([round(float(v), 5) for v in self.data.std]),
+            "classes": json.dumps(self.data.classes),
+            "trained_on": self.config.data,
+        }
+
     def _save_last(self) -> None:
         """Checkpoint "last" when the run ends: the dashboard's projections of a finished run
         (a worker process, train/worker.py) and `--resume` start from it. A full disk is said
         in the run's meta, not raised: the run's own data is already committed."""
         try:
-            self.writer.save_checkpoint(self.model.state_dict(), "last")
+            self.writer.save_checkpoint(self.model.state_dict(), "last", self.checkpoint_metadata())
         except OSError as exc:
             self.writer.set_meta("note", f"the final checkpoint could not be written: {exc}")
 
@@ -294,7 +311,7 @@ class Trainer:
             )
         else:
             try:
-                self.writer.save_checkpoint(state, name)
+                self.writer.save_checkpoint(state, name, self.checkpoint_metadata())
                 return
             except OSError as exc:
                 stop = f"one could not be written: {exc}"
@@ -364,7 +381,7 @@ class Trainer:
             return {"ok": True, key: v}
         if key == "save_checkpoint":
             name = str(value or f"step-{self.recorder.step_index}")
-            path = self.writer.save_checkpoint(self.model.state_dict(), name)
+            path = self.writer.save_checkpoint(self.model.state_dict(), name, self.checkpoint_metadata())
             return {"ok": True, "name": name, "path": str(path)}
         if key == "load_checkpoint":
             return self._load_checkpoint(str(value))
