@@ -274,11 +274,11 @@ class Attribution:
             i, j = position
             if not (0 <= i < h and 0 <= j < w):
                 raise AttributionError(f"position {position} is outside layer {tap.name!r}'s {h}×{w} maps")
-            ii = torch.full((b,), i, dtype=torch.long)
-            jj = torch.full((b,), j, dtype=torch.long)
+            ii = torch.full((b,), i, dtype=torch.long, device=a.device)
+            jj = torch.full((b,), j, dtype=torch.long, device=a.device)
         else:
             raise AttributionError(f"position must be 'max', an (i, j) pair or None; got {position!r}")
-        rows = torch.arange(b)
+        rows = torch.arange(b, device=a.device)
         seed[rows, channel, ii, jj] = maps[rows, ii, jj]
         return seed
 
