@@ -80,3 +80,18 @@ def test_cli(tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: unknown layer(s) ['nope']; valid: conv1,")
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_results_display_themselves_in_a_notebook() -> None:
+    from convscope.analysis.units.optimize import Optimize
+    from convscope.models import load_model
+
+    model, _, _ = load_model("zoo:convnetjs-cifar")
+    x = torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    result = TopPatches(model, layers=["conv1"], k=2).run(x)
+    page = result._repr_html_()
+    top = result["conv1"][0]
+    assert "conv1: 16 maps, field 5×5 px" in page
+    assert f"<tr><td>0</td><td>{top[0].value:.3g}, {top[1].value:.3g}</td><td>{top[0].index}, {top[1].index}</td></tr>" in page
+    png = Optimize(model, layer="conv2", channel=1).run(steps=2, size=32, seed=0)._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -126,6 +126,20 @@ class Stimulus:
     # layer, channel, style, steps, size, seed, tensor (which one was tapped), silent_steps, ...
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def _repr_png_(self) -> bytes:
+        """Jupyter: the stimulus as a picture (scaled up by whole pixels to >= 128 px)."""
+        import io
+
+        from PIL import Image
+
+        arr = (self.image[0].detach().clamp(0, 1) * 255).round().to(torch.uint8)  # (C, S, S)
+        rgb = arr.expand(3, -1, -1) if arr.shape[0] == 1 else arr
+        f = max(1, -(-128 // max(rgb.shape[1:])))
+        hwc = rgb.permute(1, 2, 0).repeat_interleave(f, 0).repeat_interleave(f, 1).contiguous().numpy()
+        buf = io.BytesIO()
+        Image.fromarray(hwc).save(buf, format="PNG")
+        return buf.getvalue()
+
 
 class Optimize(Attribution):
     """Gradient ascent on one feature map's mean activation, over a regularised image."""

@@ -103,6 +103,25 @@ class TopPatchesResult(Mapping[str, LayerHits]):
     def __repr__(self) -> str:
         return f"TopPatchesResult(layers={list(self.layers)}, k={self.k}, inputs={self.inputs})"
 
+    def _repr_html_(self) -> str:
+        """Jupyter: per layer, each map's strongest values and their dataset indices (the
+        patches themselves need the data: `convscope units` or `cs.render` draw them)."""
+        import html
+
+        parts = [f"<p>top-{self.k} over {self.inputs:,} inputs</p>"]
+        for name, hits in self.layers.items():
+            rows = "".join(
+                f"<tr><td>{c}</td><td>{', '.join(f'{v:.3g}' for v in hits.values[c].tolist())}</td>"
+                f"<td>{', '.join(str(i) for i in hits.indices[c].tolist())}</td></tr>"
+                for c in range(len(hits))
+            )
+            parts.append(
+                f"<details><summary>{html.escape(name)}: {len(hits)} maps, field {hits.field.size[0]}×"
+                f"{hits.field.size[1]} px</summary><table><tr><th>map</th><th>values</th><th>images</th></tr>"
+                f"{rows}</table></details>"
+            )
+        return "".join(parts)
+
     def merge(self, other: TopPatchesResult) -> TopPatchesResult:
         """The result of both parts' data together (exact: parts over disjoint dataset indices)."""
         if not isinstance(other, TopPatchesResult):
