@@ -42,6 +42,7 @@ from convscope.analysis.occlusion.incremental import Incremental, IncrementalUns
 from convscope.capture import capture
 
 METHODS = ("incremental", "full")
+Window = tuple[int, int, int, int, int, int]  # channels c0:c1, rows r0:r1, columns q0:q1 occluded
 
 
 @dataclass
@@ -100,14 +101,14 @@ class Occlusion(Attribution):
             logits = self.model(x)
             t = self._targets(logits, target)  # (B,)
             for i in range(b):
-                masks = list(_masks(x.shape[1:], win, step))  # (C, H, W) bool windows
-                scores, how = self._occluded(x[i : i + 1], base[i : i + 1], masks, method, batch, None)
+                wins = _windows(x.shape[1:], win, step)
+                scores, how = self._occluded(x[i : i + 1], base[i : i + 1], wins, method, batch, None)
                 diff = logits[i, t[i]] - scores[0][:, t[i]]  # (M,)
                 total = torch.zeros_like(x[i])
                 count = torch.zeros_like(x[i])
-                for m, d in zip(masks, diff, strict=True):
-                    total += d * m
-                    count += m
+                for (c0, c1, r0, r1, q0, q1), d in zip(wins, diff, strict=True):
+                    total[c0:c1, r0:r1, q0:q1] += d
+                    count[c0:c1, r0:r1, q0:q1] += 1
                 out[i] = total / count
                 meta.update(how)
         meta["target"] = t.tolist()
@@ -140,9 +141,9 @@ class Occlusion(Attribution):
             raise AttributionError(f"window {window} is larger than the {h}×{w} image")
         grey = _baseline(baseline, c, normalize, x.dtype)  # (C,)
         base = grey.view(1, c, 1, 1).expand_as(x)
-        masks = list(_masks((c, h, w), (c, window, window), (c, stride, stride)))
-        rows = sorted({int(m.any(dim=(0, 2)).nonzero()[0]) for m in masks})
-        cols = sorted({int(m.any(dim=(0, 1)).nonzero()[0]) for m in masks})
+        masks = _windows((c, h, w), (c, window, window), (c, stride, stride))
+        rows = sorted({m[2] for m in masks})
+        cols = sorted({m[4] for m in masks})
         t0 = time.perf_counter()
         channel = clean_feature = None
         projection = None
@@ -189,7 +190,7 @@ class Occlusion(Attribution):
         self,
         x: Tensor,
         base: Tensor,
-        masks: list[Tensor],
+        masks: list[Window],
         method: str | None,
         batch: int,
         tap: tuple[str | None, int | None] | None,
@@ -211,11 +212,12 @@ class Occlusion(Attribution):
         return self._full(x, base, masks, batch, layer, channel), how
 
     def _full(
-        self, x: Tensor, base: Tensor, masks: list[Tensor], batch: int, layer: str | None, channel: int | None
+        self, x: Tensor, base: Tensor, masks: list[Window], batch: int, layer: str | None, channel: int | None
     ) -> tuple[Tensor, Tensor | None]:
         outs, feats = [], []
         for chunk in _chunks(masks, batch):
-            m = torch.stack(chunk)  # (N, C, H, W)
+            _, c, h, w = x.shape
+            m = _mask(chunk, c, torch.zeros(len(chunk), 1, dtype=torch.long), h, w)  # (N, C, H, W)
             xb = torch.where(m, base, x)  # (N, C, H, W)
             out, tap = self._forward(xb, layer, stop=False)
             assert out is not None
@@ -230,7 +232,7 @@ class Occlusion(Attribution):
         self,
         x: Tensor,
         base: Tensor,
-        masks: list[Tensor],
+        masks: list[Window],
         batch: int,
         layer: str | None,
         channel: int | None,
@@ -241,15 +243,17 @@ class Occlusion(Attribution):
         node = self._layer_node(engine, x, layer) if layer is not None else None
         outs, feats, fallback = [], [], set()
         for i, chunk in enumerate(_chunks(masks, batch)):
-            m = torch.stack(chunk)  # (N, C, H, W) bool
-            r0, c0, hh, ww = _box(m)
-            rows = torch.tensor(r0)
-            cols = torch.tensor(c0)
-            xb = torch.where(m, base, x)  # (N, C, H, W): only the boxes are read below
-            nn_ = torch.arange(len(chunk))[:, None, None]
-            rr = rows[:, None] + torch.arange(hh)
-            cc = cols[:, None] + torch.arange(ww)
-            patch = xb[nn_, :, rr[:, :, None], cc[:, None, :]].permute(0, 3, 1, 2)  # (N, C, hh, ww)
+            _, c, h, w = x.shape
+            hh = max(r1 - r0 for _, _, r0, r1, _, _ in chunk)  # one box size for the batch
+            ww = max(q1 - q0 for _, _, _, _, q0, q1 in chunk)
+            rows = torch.tensor([min(r0, h - hh) for _, _, r0, _, _, _ in chunk])  # (N,) box corners
+            cols = torch.tensor([min(q0, w - ww) for _, _, _, _, q0, _ in chunk])
+            m = _mask(chunk, c, rows[:, None], hh, ww, cols[:, None])  # (N, C, hh, ww)
+            rr = rows[:, None] + torch.arange(hh)  # (N, hh)
+            cc = cols[:, None] + torch.arange(ww)  # (N, ww)
+            clean = x[0][:, rr[:, :, None], cc[:, None, :]].permute(1, 0, 2, 3)  # (N, C, hh, ww)
+            grey = base[0][:, rr[:, :, None], cc[:, None, :]].permute(1, 0, 2, 3)  # (N, C, hh, ww)
+            patch = torch.where(m, grey, clean)  # (N, C, hh, ww)
             out, kept = engine.run(patch.contiguous(), rows, cols, keep=(node,) if node is not None else ())
             fallback.update(engine.fallback_nodes)
             if i == 0:  # a cheap guard against a wrong map: the first positions against full forwards
@@ -299,32 +303,31 @@ def _counts(dims: tuple[int, ...], win: tuple[int, ...], step: tuple[int, ...]) 
     return [math.ceil((d - w) / s) + 1 for d, w, s in zip(dims, win, step, strict=True)]
 
 
-def _masks(dims: torch.Size | tuple[int, ...], win: tuple[int, int, int], step: tuple[int, int, int]) -> Iterator[Tensor]:
-    """Captum's windows in row-major order: (C, H, W) bool masks, the last one cut at the border."""
+def _windows(dims: torch.Size | tuple[int, ...], win: tuple[int, int, int], step: tuple[int, int, int]) -> list[Window]:
+    """Captum's windows in row-major order, each (c0, c1, r0, r1, q0, q1), the last one cut at the border."""
     counts = _counts(tuple(dims), win, step)
+    out = []
     for a in range(counts[0]):
         for i in range(counts[1]):
             for j in range(counts[2]):
-                m = torch.zeros(tuple(dims), dtype=torch.bool)
-                m[a * step[0] : a * step[0] + win[0], i * step[1] : i * step[1] + win[1], j * step[2] : j * step[2] + win[2]] = True
-                yield m
+                c0, r0, q0 = a * step[0], i * step[1], j * step[2]
+                out.append((c0, min(c0 + win[0], dims[0]), r0, min(r0 + win[1], dims[1]), q0, min(q0 + win[2], dims[2])))
+    return out
 
 
-def _box(m: Tensor) -> tuple[list[int], list[int], int, int]:
-    """Each mask's top-left (rows, cols) and one common (h, w) covering every mask, inside the image."""
-    _, _, h, w = m.shape
-    rows_any = m.any(dim=(1, 3))  # (N, H)
-    cols_any = m.any(dim=(1, 2))  # (N, W)
-    r_first = rows_any.float().argmax(dim=1)
-    c_first = cols_any.float().argmax(dim=1)
-    hh = int(rows_any.sum(dim=1).max())
-    ww = int(cols_any.sum(dim=1).max())
-    r0 = r_first.clamp(max=h - hh).tolist()
-    c0 = c_first.clamp(max=w - ww).tolist()
-    return r0, c0, hh, ww
+def _mask(wins: list[Window], c: int, top: Tensor, h: int, w: int, left: Tensor | None = None) -> Tensor:
+    """(N, C, h, w) bool: which cells of each window's view (rows top[n] + 0..h, cols left[n] + 0..w) it occludes."""
+    t = torch.tensor(wins)  # (N, 6)
+    ch = torch.arange(c)
+    rr = top + torch.arange(h)  # (N, h)
+    cc = (top * 0 if left is None else left) + torch.arange(w)  # (N, w)
+    mc = (ch >= t[:, :1]) & (ch < t[:, 1:2])  # (N, C)
+    mr = (rr >= t[:, 2:3]) & (rr < t[:, 3:4])  # (N, h)
+    mq = (cc >= t[:, 4:5]) & (cc < t[:, 5:6])  # (N, w)
+    return mc[:, :, None, None] & mr[:, None, :, None] & mq[:, None, None, :]
 
 
-def _chunks(items: list[Tensor], n: int) -> Iterator[list[Tensor]]:
+def _chunks(items: list[Window], n: int) -> Iterator[list[Window]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
 
