@@ -6,5 +6,6 @@
 
 from convscope.analysis.occlusion.incremental import Incremental, IncrementalUnsupported
 from convscope.analysis.occlusion.occlusion import METHODS, Occlusion, Sensitivity
+from convscope.analysis.occlusion.result import OcclusionResult
 
-__all__ = ["METHODS", "Incremental", "IncrementalUnsupported", "Occlusion", "Sensitivity"]
+__all__ = ["METHODS", "Incremental", "IncrementalUnsupported", "Occlusion", "OcclusionResult", "Sensitivity"]
