@@ -105,7 +105,18 @@ def test_click_a_map_then_the_nine_strongest(browser: Any, served: DashboardServ
         " return imgs.length === 4 && imgs.every((i) => i.complete && i.naturalWidth > 0); })()",
         timeout=60000,
     )
-    assert "over 64 held-out images" in first.locator(".explored p.note").inner_text()
+    note = first.locator(".explored p.note").inner_text()
+    assert "over 64 held-out images" in note
+    first.locator(".explored input.live").check()  # live: the trainer answers again as it learns
+    page.wait_for_function(
+        "(before) => { const n = document.querySelector("
+        "'article.layer[data-layer=conv2] .projection .unit .explored p.note');"
+        " return n && n.textContent !== before; }",
+        arg=note,
+        timeout=60000,
+    )
+    assert first.locator(".explored input.live").is_checked()
+    assert first.locator(".explored img.stimulus").count() == 1  # kept from the first answer
     card.screenshot(path=str(Path("/tmp/dash-projection.png")))
     assert page.evaluate("document.documentElement.scrollWidth") <= 1400
     page.close()

@@ -80,7 +80,7 @@ def answer_unit(
         pic = filters(weight[channel : channel + 1], labels=False).array
         writer.log_snapshot(step, prefix, "filter", _chw(pic))
     stim_act = None
-    if stimulus_steps:
+    if stimulus_steps and value.get("stimulus", True) is not False:
         c_in, h, _ = images.shape[1:]
         mean, std = _mean_std(norm, int(c_in))
         s = Optimize(model, layer=layer, channel=channel, mean=mean, std=std, channels=int(c_in)).run(

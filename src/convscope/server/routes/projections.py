@@ -103,7 +103,9 @@ def request_projection(run: str, state: State, body: Annotated[dict[str, Any], B
     return {"id": queue_model_request(state, run, "project", layer, channel, step)}
 
 
-def queue_model_request(state: AppState, run: str, key: str, layer: Any, channel: Any, step: Any) -> int:
+def queue_model_request(
+    state: AppState, run: str, key: str, layer: Any, channel: Any, step: Any, extra: dict[str, Any] | None = None
+) -> int:
     """Check a request for the side that holds the model and queue it as control `key`; for a
     run whose trainer has ended, start its worker (train/worker.py). Returns the control id."""
     for name, v, hi in (("channel", channel, MAX_CHANNEL), ("step", step, MAX_STEP)):
@@ -123,7 +125,7 @@ def queue_model_request(state: AppState, run: str, key: str, layer: Any, channel
                                "its model is not in the run, so only your running loop can answer")  # fmt: skip
             if not r.checkpoints():
                 raise ApiError(409, f"the run is {status} and has no checkpoint to answer with")
-        ident = send(r, key, {"layer": layer, "channel": channel, "step": step})
+        ident = send(r, key, {"layer": layer, "channel": channel, "step": step, **(extra or {})})
         if ended:
             state.workers.ensure(run, r.path)
         return ident

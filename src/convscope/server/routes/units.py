@@ -1,7 +1,8 @@
 """The unit explorer's routes: what excites one feature map, computed by the side that holds the
 model (convscope/train/units_live.py; for an ended run the worker, train/worker.py).
 
-  POST /api/runs/{run}/units  {"layer", "channel"}      → {"id"} (a control row `unit`)
+  POST /api/runs/{run}/units  {"layer", "channel", "stimulus"?}  → {"id"} (a control row `unit`;
+                              "stimulus": false skips the optimal stimulus: the page's live refresh)
   GET  /api/runs/{run}/units/{id}                       pending | done (hits, field, ...) | failed
   GET  /api/runs/{run}/units/{id}/{kind}.png            kind: patches | projections | filter | stimulus
 
@@ -45,7 +46,9 @@ BODY: S.JSON = {
         "content": {
             "application/json": {
                 "schema": S.obj(
-                    {"layer": S.STR, "channel": {"type": "integer", "minimum": 0, "maximum": MAX_CHANNEL}}
+                    {"layer": S.STR, "channel": {"type": "integer", "minimum": 0, "maximum": MAX_CHANNEL},
+                     "stimulus": {"type": "boolean"}},
+                    optional=("stimulus",),
                 )
             }
         },
@@ -55,10 +58,13 @@ BODY: S.JSON = {
 
 @router.post("/runs/{run}/units", response_model=None, responses=S.ok(S.SENT, "the request's id"), openapi_extra=BODY)
 def request_unit(run: str, state: State, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
-    channel = body.get("channel")
+    channel, stimulus = body.get("channel"), body.get("stimulus", True)
     if channel is None:
         raise ApiError(400, f"channel must be an integer in 0..{MAX_CHANNEL}")
-    return {"id": queue_model_request(state, run, "unit", body.get("layer"), channel, None)}
+    if not isinstance(stimulus, bool):
+        raise ApiError(400, "stimulus must be true or false")
+    extra = {"stimulus": stimulus}
+    return {"id": queue_model_request(state, run, "unit", body.get("layer"), channel, None, extra)}
 
 
 @router.get("/runs/{run}/units/{ident}", response_model=None, responses=S.ok(UNIT, "a unit"))

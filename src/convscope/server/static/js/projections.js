@@ -9,6 +9,7 @@ import { $, el, fmt, getJSON, postJSON, runPath, url } from "./api.js";
 
 const POLL_MS = 250;
 const GIVE_UP_MS = 60000;
+const LIVE_MS = 3000; // the unit explorer's live refresh
 const cellCache = new Map(); // picture URL → {width, height, cells}
 
 /** The channel under a click on a grid picture (cells from the server: the picture's own layout). */
@@ -110,29 +111,43 @@ export class Projections {
     }
   }
 
-  /** The unit explorer for one map: top-9 probe patches, their projections, its optimal stimulus. */
-  async explore(run, channel, row) {
+  /** The unit explorer for one map: top-9 probe patches, their projections, its filter and optimal
+   *  stimulus. "live" asks again every few seconds (without the stimulus): the top-9 change as the
+   *  net learns; each answer costs the trainer about one pass over its probe images. */
+  async explore(run, channel, row, refresh = false) {
     const out = $(".explored", row);
     const say = (text, kind = "") => { out.textContent = ""; out.append(el(`p.ack${kind ? "." + kind : ""}`, { text })); };
-    say(`finding what excites map ${channel} of ${this.layer}…`);
+    const ticket = (row.dataset.exploreTicket = String(Number(row.dataset.exploreTicket || 0) + (refresh ? 0 : 1)));
+    if (!refresh) say(`finding what excites map ${channel} of ${this.layer}…`);
     let id;
-    try { ({ id } = await postJSON(runPath(run, "/units"), { layer: this.layer, channel })); } catch (err) { say(err.message, "bad"); return; }
+    try { ({ id } = await postJSON(runPath(run, "/units"), { layer: this.layer, channel, stimulus: !refresh })); } catch (err) { say(err.message, "bad"); return; }
     const t0 = performance.now();
     for (;;) {
       let r;
       try { r = await getJSON(runPath(run, `/units/${id}`)); } catch (err) { say(err.message, "bad"); return; }
       if (r.status === "failed") { say(r.error, "bad"); return; }
       if (r.status === "done") {
+        if (row.dataset.exploreTicket !== ticket) return; // a newer request took over
+        const stim = $("img.stimulus", out);
+        const live = $("input.live", out)?.checked ?? false;
         out.textContent = "";
+        out.append(el("label.live-toggle", {}, el("input.live", { type: "checkbox", checked: live,
+          onchange: (e) => { if (e.target.checked) setTimeout(() => this.explore(run, channel, row, true), LIVE_MS); } }),
+        " live: ask again every few seconds as the net learns"));
         const size = r.field ? `${r.field.size[0]}×${r.field.size[1]} px` : "";
         out.append(el("p.note", { text: `over ${r.probe_images} held-out images, weights of ${r.weights}; ${r.seconds} s. `
           + `Top-${r.hits.length} activations: ${r.hits.map((h) => fmt(h.value)).join(", ")}; patches under the ${size} receptive field.` }));
         const fig = (kind, alt, cap) => el("figure", {}, el("img", { alt, src: url(runPath(run, `/units/${id}/${kind}.png`)) }), el("figcaption", { text: cap }));
+        const stimFig = r.stimulus_activation === null
+          ? (stim ? el("figure", {}, stim, el("figcaption", { text: "optimal stimulus (from the first answer)" })) : null)
+          : fig("stimulus", "optimal stimulus", `optimal stimulus (mean a = ${fmt(r.stimulus_activation)})`);
+        if (stimFig) $("img", stimFig).classList.add("stimulus");
         out.append(el("div.figs", {},
           fig("patches", "top-9 patches", "top-9 patches"),
           fig("projections", "their deconvnet projections", "their deconvnet projections"),
           r.has_filter ? fig("filter", "its filter W", "its filter W") : null,
-          r.stimulus_activation === null ? null : fig("stimulus", "optimal stimulus", `optimal stimulus (mean a = ${fmt(r.stimulus_activation)})`)));
+          stimFig));
+        if (live) setTimeout(() => { if ($("input.live", out)?.checked) this.explore(run, channel, row, true); }, LIVE_MS);
         return;
       }
       if (performance.now() - t0 > GIVE_UP_MS) { say("no answer from the trainer after 60 s", "bad"); return; }
