@@ -196,6 +196,50 @@ def units(
 
 
 @app.command()
+def embed(
+    model: ModelOpt = "zoo:convnetjs-cifar",
+    weights: WeightsOpt = None,
+    data: Annotated[str | None, _data_opt("photo-crops val")] = None,
+    layer: Annotated[
+        str | None, typer.Option(help="the layer whose codes are mapped (default: the one before the classifier)")
+    ] = None,
+    n: Annotated[int | None, typer.Option("--n", help="images mapped (default: 5000, or all of a smaller dataset)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the image sample, PCA and t-SNE (same seed, same map)")] = 0,
+    perplexity: Annotated[float, typer.Option(help="t-SNE perplexity (needs at least 3 × perplexity + 1 images)")] = 30.0,
+    side: Annotated[int | None, typer.Option(help="the grid's side (default: the largest square the images fill)")] = None,
+    batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 64,
+    out: Annotated[Path, typer.Option(help="folder for index.html, embedding.json and the PNGs")] = Path("embed"),
+    input_size: InputSizeOpt = None,
+) -> None:
+    """t-SNE of a layer's codes over a dataset: a scatter of thumbnails and a grid, framed by class.
+
+    Example: convscope embed --model zoo:zfnet-small --layer fc7 --n 5000 --out embed/
+    """
+    import rich.progress as rp
+
+    from convscope.embed import embed as run_embed
+    from convscope.render.embedding_report import write_embedding_report
+
+    with rp.Progress(rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
+                     rp.TextColumn("images"), rp.TimeRemainingColumn(), console=console,
+                     transient=True) as bar:  # fmt: skip
+        task = bar.add_task("codes", total=None)
+
+        def progress(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+            if total is not None and done >= total:
+                bar.update(task, description="PCA and t-SNE of the codes…")
+
+        result = run_embed(model, weights=weights, data=data, layer=layer, n=n, seed=seed, perplexity=perplexity,
+                           side=side, batch_size=batch_size, input_size=input_size, progress=progress)  # fmt: skip
+    with console.status("writing the report…"):
+        path = write_embedding_report(result, out)
+    r = result.result
+    typer.echo(f"{r.n} codes of layer {r.layer} ({r.codes.shape[1]} numbers each, {r.codes_bytes / 2**20:.1f} MiB as float16)")
+    typer.echo(f"report: {path.resolve()}")
+
+
+@app.command()
 def evolution(
     run: Annotated[Path, typer.Option(help="a run folder written by the built-in trainer (convscope train / demo)")],
     out: Annotated[Path, typer.Option(help="folder for index.html, evolution.json and the PNGs")] = Path("evolution"),
