@@ -146,6 +146,51 @@ def project(
 
 
 @app.command()
+def occlusion(
+    model: ModelOpt = "zoo:convnetjs-cifar",
+    weights: WeightsOpt = None,
+    image: ImageOpt = None,
+    layer: Annotated[
+        str | None, typer.Option(help="the layer whose strongest feature map is followed (default: the last conv layer)")
+    ] = None,
+    window: Annotated[int | None, typer.Option(help="side of the grey square, pixels (default: a seventh of the image)")] = None,
+    stride: Annotated[int | None, typer.Option(help="step between positions, pixels (default: half the window)")] = None,
+    target: Annotated[int | None, typer.Option(help="the class whose probability is mapped (default: the predicted one)")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="incremental|full (default: incremental, exact, where the model allows it)")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="occluder positions per pass")] = 64,
+    out: Annotated[Path, typer.Option(help="folder for index.html, occlusion.json and the PNGs")] = Path("occlusion"),
+    input_size: InputSizeOpt = None,
+) -> None:
+    """What a prediction depends on: slide a grey square over the image (Zeiler & Fergus Fig. 7).
+
+    Example: convscope occlusion --model zoo:zfnet-small --image chelsea:test --layer conv5 --window 16 --stride 8 --out occ/
+    """
+    import rich.progress as rp
+
+    from convscope.occlusion import occlusion as run_occlusion
+    from convscope.render.occlusion_report import write_occlusion_report
+
+    with rp.Progress(rp.TextColumn("occluding"), rp.BarColumn(), rp.MofNCompleteColumn(),
+                     rp.TextColumn("positions"), rp.TimeRemainingColumn(), console=console,
+                     transient=True) as bar:  # fmt: skip
+        task = bar.add_task("occlusion", total=None)
+        result = run_occlusion(model, weights=weights, image=image, layer=layer, window=window, stride=stride,
+                               target=target, input_size=input_size, method=method, batch=batch_size,
+                               progress=lambda done, total: bar.update(task, completed=done, total=total))  # fmt: skip
+    with console.status("writing the report…"):
+        path = write_occlusion_report(result, out)
+    g = result.grid
+    typer.echo(
+        f"{len(g.rows) * len(g.cols)} positions of a {g.window}px square, {g.meta.get('method')};"
+        f" p({result.classes[g.target]}) {float(g.probability.min()):.3f}–{float(g.probability.max()):.3f}"
+        f" (unoccluded {g.clean_probability:.3f})"
+    )
+    typer.echo(f"report: {path.resolve()}")
+
+
+@app.command()
 def units(
     model: ModelOpt = "zoo:convnetjs-cifar",
     weights: WeightsOpt = None,
@@ -206,7 +251,7 @@ def embed(
     n: Annotated[int | None, typer.Option("--n", help="images mapped (default: 5000, or all of a smaller dataset)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the image sample, PCA and t-SNE (same seed, same map)")] = 0,
     perplexity: Annotated[float, typer.Option(help="t-SNE perplexity (needs at least 3 × perplexity + 1 images)")] = 30.0,
-    side: Annotated[int | None, typer.Option(help="the grid's side (default: the largest square the images fill)")] = None,
+    side: Annotated[int | None, typer.Option(help="the grid's side (default: 40, or the largest square fewer images fill)")] = None,
     batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 64,
     out: Annotated[Path, typer.Option(help="folder for index.html, embedding.json and the PNGs")] = Path("embed"),
     input_size: InputSizeOpt = None,

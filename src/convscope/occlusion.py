@@ -16,6 +16,7 @@ render, so it sits on top.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -46,6 +47,7 @@ def occlusion(
     input_size: str | None = None,
     method: str | None = None,
     batch: int = 64,
+    progress: Callable[[int, int], None] | None = None,
 ) -> OcclusionResult:
     """Compute the occlusion maps of one image (see the module docstring)."""
     loaded = open_model(model, weights=weights, input_size=input_size)
@@ -76,6 +78,7 @@ def occlusion(
         normalize=normalize,
         method=method,
         batch=batch,
+        progress=progress,
     )
     return OcclusionResult(
         model=model,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ from convscope.analysis.occlusion.incremental import Incremental, IncrementalUns
 from convscope.capture import capture
 
 METHODS = ("incremental", "full")
+Progress = Callable[[int, int], None]  # (positions done, positions in all)
 Window = tuple[int, int, int, int, int, int]  # channels c0:c1, rows r0:r1, columns q0:q1 occluded
 
 
@@ -127,9 +128,11 @@ class Occlusion(Attribution):
         normalize: tuple[list[float], list[float]] | None = None,
         method: str | None = None,
         batch: int = 64,
+        progress: Progress | None = None,
     ) -> Sensitivity:
         """The (P, Q) maps for one image x (1, C, H, W). `baseline="grey"`: 0.5 in pixel space,
-        mapped through `normalize=(mean, std)` when the model's input is normalised."""
+        mapped through `normalize=(mean, std)` when the model's input is normalised.
+        `progress(done, total)` is called after each batch of positions."""
         x = self._input(x).detach()
         if x.shape[0] != 1:
             raise AttributionError(f"sensitivity takes one image (1, C, H, W); got a batch of {x.shape[0]}")
@@ -161,7 +164,7 @@ class Occlusion(Attribution):
             tgt = int(logits.argmax()) if target is None else int(target)
             if not 0 <= tgt < k:
                 raise AttributionError(f"target {target} is out of range: the model has classes 0..{k - 1}")
-            scores, how = self._occluded(x, base, masks, method, batch, (layer, channel))
+            scores, how = self._occluded(x, base, masks, method, batch, (layer, channel), progress)
         probs = torch.softmax(scores[0], dim=1)  # (M, K)
         p, q = len(rows), len(cols)
         how["seconds"] = time.perf_counter() - t0
@@ -194,6 +197,7 @@ class Occlusion(Attribution):
         method: str | None,
         batch: int,
         tap: tuple[str | None, int | None] | None,
+        progress: Progress | None = None,
     ) -> tuple[tuple[Tensor, Tensor | None], dict[str, Any]]:
         """Outputs (M, K) and the tapped map's totals (M,) for each occluder mask; how they ran."""
         if method is not None and method not in METHODS:
@@ -204,15 +208,22 @@ class Occlusion(Attribution):
         how: dict[str, Any] = {"method": "full", "positions": len(masks), "batch": batch}
         if method != "full":
             try:
-                return self._incremental(x, base, masks, batch, layer, channel, how), how
+                return self._incremental(x, base, masks, batch, layer, channel, how, progress), how
             except IncrementalUnsupported as e:
                 if method == "incremental":
                     raise AttributionError(f"incremental occlusion does not apply: {e}") from None
                 how["incremental"] = f"not used: {e}"
-        return self._full(x, base, masks, batch, layer, channel), how
+        return self._full(x, base, masks, batch, layer, channel, progress), how
 
     def _full(
-        self, x: Tensor, base: Tensor, masks: list[Window], batch: int, layer: str | None, channel: int | None
+        self,
+        x: Tensor,
+        base: Tensor,
+        masks: list[Window],
+        batch: int,
+        layer: str | None,
+        channel: int | None,
+        progress: Progress | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         outs, feats = [], []
         for chunk in _chunks(masks, batch):
@@ -226,6 +237,8 @@ class Occlusion(Attribution):
                 _check_version(tap)
                 assert tap.tensor is not None and channel is not None
                 feats.append(tap.tensor[:, channel].reshape(len(chunk), -1).sum(dim=1))
+            if progress is not None:
+                progress(sum(len(o) for o in outs), len(masks))
         return torch.cat(outs), torch.cat(feats) if feats else None
 
     def _incremental(
@@ -237,6 +250,7 @@ class Occlusion(Attribution):
         layer: str | None,
         channel: int | None,
         how: dict[str, Any],
+        progress: Progress | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         leaves = frozenset({layer}) if layer is not None and self._is_container_layer(layer) else frozenset()
         engine = Incremental(self.model, x, leaves=leaves)
@@ -265,6 +279,8 @@ class Occlusion(Attribution):
                 assert channel is not None
                 full = engine.full(node, kept[node], len(chunk))  # (N, C', ...)
                 feats.append(full[:, channel].reshape(len(chunk), -1).sum(dim=1))
+            if progress is not None:
+                progress(sum(len(o) for o in outs), len(masks))
         how["method"] = "incremental"
         how["full_tensors_from"] = sorted(fallback)
         return torch.cat(outs), torch.cat(feats) if feats else None
