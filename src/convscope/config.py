@@ -149,3 +149,5 @@ CONTROL_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "batch_size": (f"an integer in 1..{MAX_BATCH}", lambda v: 1 <= v <= MAX_BATCH and v == int(v)),
 }
 
+EVOLUTION_PREFIX = "evo-"  # the built-in trainer's checkpoint evo-000100 holds the weights after 100 steps
+

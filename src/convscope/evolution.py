@@ -35,11 +35,11 @@ from torch import Tensor, nn
 
 from convscope.analysis.attribution import Deconvnet, Saliency
 from convscope.analysis.units import LayerHits, TopPatches
-from convscope.config import TrainConfig
+from convscope.config import EVOLUTION_PREFIX, TrainConfig
 from convscope.project import last_conv
 from convscope.render.evolution_report import Evolution, EvolutionCell, EvolutionColumn
 from convscope.runs import RunReader
-from convscope.train.loop import EVOLUTION_PREFIX, Data, train_config_of
+from convscope.train.loop import Data, train_config_of
 from convscope.train.worker import WorkerError, rebuild
 
 MAX_TOP = 64  # --top at most

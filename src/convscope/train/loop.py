@@ -33,7 +33,7 @@ from PIL import Image
 from safetensors import SafetensorError
 from torch import Tensor, nn
 
-from convscope.config import CONTROL_RANGES, TrainConfig
+from convscope.config import CONTROL_RANGES, EVOLUTION_PREFIX, TrainConfig
 from convscope.data import PHOTO_CLASSES, digits, open_dataset, photo_crops, prepare
 from convscope.models import get_entry, zoo_names
 from convscope.models.spec import build_spec, spec_of
@@ -106,7 +106,6 @@ class Data:
 
 
 MAX_PREDICT_PIXELS = 25_000_000  # an uploaded picture larger than this is refused before decoding
-EVOLUTION_PREFIX = "evo-"  # checkpoint evo-000100 holds the weights after 100 training steps
 SPEC_OPS = ("conv", "pool", "fc", "dropout")  # the first word of a layer-spec line (models.spec)
 
 

@@ -7,7 +7,8 @@ map, over the run's held-out probe images — its top-9 patches beside their dec
 `probe` are images in [0, 1] (N, C, H, W) and `norm` what the model is fed (the built-in trainer:
 its validation images and normalisation; `watch(..., probe=...)`: images given by the user).
 Pictures are drawn here (convscope.render) and stored as (1, 3, H, W) snapshots under
-`unit:ID`, kinds `patches`, `projections`, `filter`, `stimulus`; the numbers in json `unit:ID`; one commit.
+`unit:ID`, kinds `patches`, `projections`, `filter`, `activations` (the map on the first probe
+images now), `evolution` (ZF Fig. 4 strip from the run's evo-* checkpoints), `stimulus`; the numbers in json `unit:ID`; one commit.
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ from convscope.analysis.attribution import AttributionError, Deconvnet
 from convscope.analysis.units import ReceptiveFieldError, TopPatches
 from convscope.analysis.units.optimize import Optimize
 from convscope.capture import capture
-from convscope.render import filters
+from convscope.config import EVOLUTION_PREFIX
+from convscope.render import Picture, filters, grid
 from convscope.render.units_report import mosaic
-from convscope.runs import RunWriter
+from convscope.runs import RunReader, RunWriter
 from convscope.train.projections import check_request
 
 K = 9
 STIMULUS_STEPS = 96  # about 0.5-1 s on the zoo nets, one core
 MAX_PROBE = 1024  # probe images ranked per request (the first ones)
+ACTIVATION_IMAGES = 8  # the map's live activation is shown on this many probe images
+EVOLUTION_IMAGES = 256  # the evolution strip ranks the first probe images at each checkpoint
+MAX_EVOLUTION = 16  # checkpoints in the strip (the newest)
 
 
 def answer_unit(
@@ -79,8 +84,13 @@ def answer_unit(
     if weight is not None and has_filter:  # (C_out, C_in, k, k): the map's filter W
         pic = filters(weight[channel : channel + 1], labels=False).array
         writer.log_snapshot(step, prefix, "filter", _chw(pic))
+    maps, _ = Deconvnet(model).layer_output(norm(images[:ACTIVATION_IMAGES]), layer)  # (n, C, h, w)
+    if maps.dim() == 4:  # its activation map on the first probe images, now
+        writer.log_snapshot(step, prefix, "activations", _chw(grid(maps[:, channel : channel + 1].transpose(0, 1), labels=False, signed=False).array))
+    first_answer = value.get("stimulus", True) is not False
+    evo_steps = _evolution(model, writer, layer, channel, images, norm, field, prefix, step) if first_answer else []
     stim_act = None
-    if stimulus_steps and value.get("stimulus", True) is not False:
+    if stimulus_steps and first_answer:
         c_in, h, _ = images.shape[1:]
         mean, std = _mean_std(norm, int(c_in))
         s = Optimize(model, layer=layer, channel=channel, mean=mean, std=std, channels=int(c_in)).run(
@@ -98,6 +108,7 @@ def answer_unit(
         "field": field,
         "stimulus_activation": stim_act,
         "has_filter": has_filter,
+        "evolution_steps": evo_steps,
         "step": step,
         "weights": weights or f"step {step}",
         "seconds": round(time.perf_counter() - t0, 3),
@@ -105,6 +116,46 @@ def answer_unit(
     writer.log_json(step, prefix, answer)
     writer.commit(step)
     return {"ok": True, "hits": len(hits)}
+
+
+def _evolution(
+    model: nn.Module, writer: RunWriter, layer: str, channel: int, images: Tensor,
+    norm: Callable[[Tensor], Tensor], field: dict[str, Any], prefix: str, step: int,
+) -> list[int]:
+    """ZF Fig. 4 for this map: its strongest activation over the first probe images with the
+    weights of each kept `evo-*` checkpoint, as a strip (input patches over their projections).
+    The live model's weights are swapped for each checkpoint and restored exactly after."""
+    with RunReader(writer.path) as r:
+        rows = sorted((c for c in r.checkpoints() if str(c["name"]).startswith(EVOLUTION_PREFIX)), key=lambda c: c["step"])
+    if not rows:
+        return []
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    probe = images[:EVOLUTION_IMAGES]
+    patches: list[Picture] = []
+    projections: list[Picture] = []
+    steps: list[int] = []
+    try:
+        for row in rows[-MAX_EVOLUTION:]:
+            state = writer.load_checkpoint(str(row["name"]))
+            if set(state) != set(saved) or any(state[k].shape != saved[k].shape for k in saved):
+                continue  # saved before a change of model
+            with torch.no_grad():
+                model.load_state_dict(state)
+            (hit,) = TopPatches(model, layers=[layer], k=1).run(probe, transform=norm)[layer][channel]
+            x = probe[hit.index]
+            y0, x0, y1, x1 = hit.box
+            proj = Deconvnet(model).attribute(norm(x[None]), layer=layer, channel=channel, position=hit.position)
+            crop = proj.as_subclass(Tensor)[0, :, y0:y1, x0:x1]
+            patches.append(mosaic([x[:, y0:y1, x0:x1]], [hit.box], [hit.position], field, signed=False))
+            projections.append(mosaic([crop], [hit.box], [hit.position], field, signed=True))
+            steps.append(int(row["step"]) + 1)  # weight updates the checkpoint holds
+    finally:
+        with torch.no_grad():
+            model.load_state_dict(saved)
+    if steps:
+        strip = Picture.vstack([Picture.hstack(patches, pad=4), Picture.hstack(projections, pad=4)], pad=4)
+        writer.log_snapshot(step, prefix, "evolution", _chw(strip.array))
+    return steps
 
 
 def _filter(model: nn.Module, layer: str, x: Tensor) -> Tensor | None:

@@ -4,7 +4,7 @@ model (convscope/train/units_live.py; for an ended run the worker, train/worker.
   POST /api/runs/{run}/units  {"layer", "channel", "stimulus"?}  → {"id"} (a control row `unit`;
                               "stimulus": false skips the optimal stimulus: the page's live refresh)
   GET  /api/runs/{run}/units/{id}                       pending | done (hits, field, ...) | failed
-  GET  /api/runs/{run}/units/{id}/{kind}.png            kind: patches | projections | filter | stimulus
+  GET  /api/runs/{run}/units/{id}/{kind}.png            kind: patches | projections | filter | activations | evolution | stimulus
 
 The trainer draws the mosaics (top-9 patches under the receptive field, their deconvnet
 projections, the optimal stimulus) and stores them as images; the server only encodes them.
@@ -26,7 +26,7 @@ from .projections import MAX_CHANNEL, control_row, queue_model_request
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
-UNIT_KINDS = ("patches", "projections", "filter", "stimulus")
+UNIT_KINDS = ("patches", "projections", "filter", "activations", "evolution", "stimulus")
 UnitId = Annotated[
     int,
     Path(ge=1, le=MAX_STEP, description="the id POST .../units answered"),
@@ -37,7 +37,7 @@ UNIT = S.obj({
     "id": S.INT, "status": {"enum": ["pending", "done", "failed"]}, "error": S.STR_OR_NULL,
     "layer": S.STR_OR_NULL, "channel": S.INT_OR_NULL, "hits": S.array(HIT), "probe_images": S.INT_OR_NULL,
     "field": {"type": ["object", "null"]}, "stimulus_activation": S.NUM_OR_NULL,
-    "has_filter": {"type": ["boolean", "null"]}, "step": S.INT_OR_NULL,
+    "has_filter": {"type": ["boolean", "null"]}, "evolution_steps": S.array(S.INT), "step": S.INT_OR_NULL,
     "weights": S.STR_OR_NULL, "seconds": S.NUM_OR_NULL,
 })  # fmt: skip
 BODY: S.JSON = {
@@ -72,13 +72,13 @@ def unit_status(run: str, state: State, ident: UnitId) -> dict[str, Any]:
     row, found = control_row(state, run, "unit", ident, "unit request")
     empty: dict[str, Any] = {
         "id": ident, "status": "pending", "error": None, "layer": None, "channel": None, "hits": [],
-        "probe_images": None, "field": None, "stimulus_activation": None, "has_filter": None, "step": None, "weights": None,
+        "probe_images": None, "field": None, "stimulus_activation": None, "has_filter": None, "evolution_steps": [], "step": None, "weights": None,
         "seconds": None,
     }  # fmt: skip
     if found is not None and isinstance(found[1], dict):
         v = found[1]
         return {**empty, **{k: v.get(k) for k in empty if k in v}, "id": ident, "status": "done",
-                "hits": v.get("hits") or []}  # fmt: skip
+                "hits": v.get("hits") or [], "evolution_steps": v.get("evolution_steps") or []}  # fmt: skip
     result = row.get("result")
     if isinstance(result, dict) and result.get("ok") is False:
         return {**empty, "status": "failed", "error": str(result.get("error", "the trainer refused"))}

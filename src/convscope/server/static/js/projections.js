@@ -146,7 +146,15 @@ export class Projections {
           fig("patches", "top-9 patches", "top-9 patches"),
           fig("projections", "their deconvnet projections", "their deconvnet projections"),
           r.has_filter ? fig("filter", "its filter W", "its filter W") : null,
+          fig("activations", "its map on the first probe images", "its map now, on the first 8 probe images"),
           stimFig));
+        const evo = r.evolution_steps.length ? r.evolution_steps : (row.dataset.evoSteps ? JSON.parse(row.dataset.evoSteps) : []);
+        if (r.evolution_steps.length) { row.dataset.evoSteps = JSON.stringify(r.evolution_steps); row.dataset.evoId = String(id); }
+        if (evo.length) {
+          out.append(el("figure.evolution", {},
+            el("img", { alt: "evolution strip", src: url(runPath(run, `/units/${row.dataset.evoId}/evolution.png`)) }),
+            el("figcaption", { text: `its strongest probe image over training (Zeiler & Fergus Fig. 4): after ${evo.join(", ")} steps — patches above, deconvnet projections below` })));
+        }
         if (live) setTimeout(() => { if ($("input.live", out)?.checked) this.explore(run, channel, row, true); }, LIVE_MS);
         return;
       }
