@@ -441,6 +441,32 @@ def print_report(results: list[dict[str, Any]], mem: list[dict[str, Any]], est: 
             print(r["profile"])
 
 
+def stimulus_rows(units: int, *, steps: int) -> list[dict[str, Any]]:
+    """Optimal stimulus (Optimize, Lucent style): CPU and wall seconds per unit for `steps` steps,
+    on the shipped trained nets at 64² (convnetjs-cifar, fully convolutional up to conv3) and
+    112² (zfnet-small, its own input size)."""
+    from convscope.analysis.units.optimize import Optimize
+    from convscope.inspect import open_model
+
+    rows = []
+    print(f"optimal stimulus, {steps} steps, {units} units per layer:", flush=True)
+    for spec, layer, size in (("zoo:convnetjs-cifar", "conv3", 64), ("zoo:zfnet-small", "conv5", 112)):
+        loaded = open_model(spec)
+        cpu, wall = [], []
+        for ch in range(units):
+            c0, w0 = time.process_time(), time.perf_counter()
+            Optimize(loaded.model, layer=layer, channel=ch, mean=loaded.mean, std=loaded.std).run(
+                steps=steps, size=size, seed=0
+            )
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - w0)
+        row = {"model": spec, "layer": layer, "size": size, "steps": steps, "units": units,
+               "cpu_s_per_unit": round(statistics.median(cpu), 3), "wall_s_per_unit": round(statistics.median(wall), 3)}  # fmt: skip
+        print(f"  {spec} {layer} at {size}²: {row['cpu_s_per_unit']} s CPU, {row['wall_s_per_unit']} s wall per unit (median)", flush=True)
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument(
@@ -460,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="also cProfile one top-k pass per net")
     ap.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     ap.add_argument("--memory-child", nargs=2, metavar=("N", "WHAT"), help=argparse.SUPPRESS)
+    ap.add_argument("--stimulus-units", type=int, default=4,
+                    help="units per net for the optimal-stimulus timing (256 steps); 0 = none")  # fmt: skip
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -498,12 +526,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     mem = memory_rows(sizes, torch.get_num_threads()) if sizes else []
     est = imagenet_estimate(results, mem)
+    stim = stimulus_rows(args.stimulus_units, steps=32 if args.quick else 256) if args.stimulus_units else []
     meta["wall_s"] = round(time.perf_counter() - t0, 1)
     meta["load_after"] = load_average()
     print_report(results, mem, est, meta)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        json.dumps({"meta": meta, "results": results, "memory": mem, "imagenet": est}, indent=1)
+        json.dumps({"meta": meta, "results": results, "memory": mem, "imagenet": est, "stimulus": stim}, indent=1)
         + "\n"
     )
     print(f"wrote {args.out} ({meta['wall_s']} s)")
