@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) bench/diagnose.py
 	$(PY) bench/projections.py
 	$(PY) bench/units.py
+	$(PY) bench/embed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -32,6 +32,7 @@ from convscope.inspect import DEFAULT_MODEL, open_model
 from convscope.render.embedding_report import embedding_html
 
 DEFAULT_N = 5000
+DEFAULT_SIDE = 40  # the grid's side at most by default (1,600 cells, as cnnembed's 40×40)
 NEIGHBOURS = 10  # k of the k-nearest-neighbour label agreement stated in the report
 
 
@@ -68,7 +69,7 @@ def embed(
     progress: Callable[[int, int | None], None] | None = None,
 ) -> Embed:
     """Codes, t-SNE, grid and thumbnails (see the module docstring). n: images (default: 5,000,
-    or all of a smaller dataset); side: the grid's side (default: the largest square the images fill)."""
+    or all of a smaller dataset); side: the grid's side (default: 40, or the largest square fewer images fill)."""
     import time
 
     loaded = open_model(model, weights=weights, input_size=input_size)
@@ -86,7 +87,7 @@ def embed(
         dataset, n=n, seed=seed, batch_size=batch_size, transform=norm, progress=progress, perplexity=perplexity
     )
     if side is None:
-        side = max(1, int(np.sqrt(result.n)))
+        side = max(1, min(DEFAULT_SIDE, int(np.sqrt(result.n))))
     seconds = dict(result.seconds)
     t0 = time.perf_counter()
     cells = result.grid(side)

@@ -23,6 +23,7 @@ from sklearn.decomposition import PCA
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from convscope.analysis import embedding
 from convscope.analysis.embedding import Embedding, snap_to_grid
 from convscope.capture import UnknownLayerError, count_hooks
 
@@ -179,7 +180,7 @@ def test_a_sequential_dataloader_gives_its_first_n() -> None:
     assert torch.equal(emb.codes, _codes(X)[:70].half())
 
 
-def test_bad_input_one_clear_error() -> None:
+def test_bad_input_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     X, y = data(40)
     m = Tiny()
     with pytest.raises(UnknownLayerError, match=r"unknown layer\(s\) \['fc7'\]; valid: conv1, relu1, fc; or any module name \(its output: pool, flatten\)"):
@@ -202,6 +203,10 @@ def test_bad_input_one_clear_error() -> None:
     emb = e.run((X, y), n=40, perplexity=5)
     with pytest.raises(ValueError, match="side must be an int from 1 to 1000"):
         emb.grid(0)
+    with monkeypatch.context() as mp:
+        mp.setattr(embedding, "MAX_COST", 100)
+        with pytest.raises(ValueError, match=r"a 2×2 grid over 40 images needs a 4 × 40 cost matrix, more than 100 entries"):
+            emb.grid(2)
     with pytest.raises(ValueError, match=r"codes must be a tensor shaped \(m, 8\), got \(3, 5\)"):
         emb.transform(torch.zeros(3, 5))
     big = Tiny()

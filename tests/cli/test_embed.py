@@ -128,7 +128,7 @@ def test_cli_with_only_out(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "2000 codes of layer flatten (320 numbers each, 1.2 MiB as float16)" in done.stdout
     summary = json.loads((tmp_path / "e" / "embedding.json").read_text())
-    assert summary["n"] == 2000 and summary["grid"]["side"] == 44 and summary["model"] == "zoo:convnetjs-cifar"
+    assert summary["n"] == 2000 and summary["grid"]["side"] == 40 and summary["model"] == "zoo:convnetjs-cifar"
     assert summary["neighbour_agreement"] > 0.5  # the trained net's codes cluster by photo
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped]  # (scipy comes with scikit-learn)
+from scipy.spatial.distance import cdist  # type: ignore[import-untyped]
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -35,6 +36,7 @@ from convscope.analysis.units.base import LayerReader, eval_mode, split_layers
 
 PCA_DIMS = 50  # codes are reduced to this many dimensions before t-SNE (as cnnembed / openTSNE advise)
 MAX_SIDE = 1000  # grid side at most (a million cells)
+MAX_COST = 50_000_000  # cells × images in the grid's cost matrix at most (400 MB of float64)
 FLOAT16_MAX = 65504.0
 
 
@@ -91,6 +93,11 @@ class EmbeddingResult:
         Returns (side, side) int64: the row of xy/labels/indices in each cell."""
         if isinstance(side, bool) or not isinstance(side, int) or not 1 <= side <= MAX_SIDE:
             raise ValueError(f"side must be an int from 1 to {MAX_SIDE}, got {side!r}")
+        if side * side * self.n > MAX_COST:
+            raise ValueError(
+                f"a {side}×{side} grid over {self.n:,} images needs a {side * side:,} × {self.n:,} cost matrix,"
+                f" more than {MAX_COST:,} entries: use a smaller side or fewer images"
+            )
         return snap_to_grid(self.xy, side)
 
 
@@ -101,7 +108,7 @@ def snap_to_grid(xy: npt.NDArray[np.float64], side: int) -> npt.NDArray[np.int64
     unit = (pts - lo) / np.where(span > 0, span, 1.0)  # (n, 2) in [0, 1]
     r, c = np.divmod(np.arange(side * side), side)  # (side²,) cell row, column
     centres = np.stack([(c + 0.5) / side, 1 - (r + 0.5) / side], 1)  # (side², 2) as (x, y)
-    cost = ((centres[:, None, :] - unit[None, :, :]) ** 2).sum(-1)  # (side², n)
+    cost = cdist(centres, unit, "sqeuclidean")  # (side², n)
     cells, rows = linear_sum_assignment(cost)
     out = np.full(side * side, -1, dtype=np.int64)
     out[cells] = rows
