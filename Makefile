@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) bench/projections.py
 	$(PY) bench/units.py
 	$(PY) bench/embed.py
+	$(PY) bench/occlusion.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,145 @@
+"""Occlusion benchmark: exact incremental inference vs Captum's Occlusion and batched full forwards.
+
+    make bench                                        # = ... then .venv/bin/python bench/occlusion.py
+    .venv/bin/python bench/occlusion.py               # the full run (several minutes on 2 busy cores)
+    .venv/bin/python bench/occlusion.py --quick       # one round: a smoke run
+    .venv/bin/python bench/occlusion.py --only zfnet-small
+    .venv/bin/python bench/occlusion.py --threads 0   # torch's own thread count (default here: 1)
+
+Issue 13, "Speed". One image per net, random init, eval mode, target class 3, a 16×16 window
+over all 3 channels, stride 8, baseline 0.5 — zoo:resnet18-shaped at 3×224×224 (27 × 27 = 729
+positions), zoo:zfnet-small at 3×112×112 (169), zoo:tiny-vgg at 3×64×64 (49). Three contenders,
+timed interleaved in the same run (bench/_timing.py rotates the start):
+
+    incremental  Occlusion(model).attribute(x, (3, 16, 16), (3, 8, 8), 0.5, 3, method="incremental", batch=B)
+    full         Occlusion(model).attribute(..., method="full", batch=B)      batched full forwards
+    captum       captum.attr.Occlusion(model).attribute(x, sliding_window_shapes=(3, 16, 16),
+                     strides=(3, 8, 8), baselines=0.5, target=3, perturbations_per_eval=P)
+
+B = 128 positions per pass for ours; P for Captum: the fastest of a few values tried once first
+(printed). Before timing, both of ours are checked against Captum on the same input (max abs
+difference ≤ 1e-4 of the map; the bench stops if not), so a fast wrong answer cannot be
+measured. Reported: median seconds per call (wall and this process's CPU), and the ratios
+captum/incremental and full/incremental. Goals (issue 13): ≥ 2× vs Captum on the ResNet,
+≥ 4× on zfnet-small and tiny-vgg (the incremental method's FLOP bound on the ResNet is about
+2.2×). Torch threads: 1 by default. The load average before and after is printed. Results go to
+bench/results/occlusion.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import captum
+import torch
+from _timing import Contender, compare, git_commit, load_average
+from captum.attr import Occlusion as CaptumOcclusion
+
+from convscope.analysis.occlusion import Occlusion
+from convscope.models import resolve_model
+
+NETS = {"resnet18-shaped": 224, "zfnet-small": 112, "tiny-vgg": 64}
+GOALS = {"resnet18-shaped": 2.0, "zfnet-small": 4.0, "tiny-vgg": 4.0}
+WINDOW, STRIDE, BASELINE, TARGET, BATCH = (3, 16, 16), (3, 8, 8), 0.5, 3, 128
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one round (a smoke run)")
+    ap.add_argument("--only", choices=list(NETS), help="one net only")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = load_average()
+    print(f"load average before: {load_before}; torch {torch.__version__}, captum {captum.__version__},"
+          f" {torch.get_num_threads()} thread(s)", flush=True)  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    for name, size in NETS.items():
+        if args.only and name != args.only:
+            continue
+        rows.append(bench_net(name, size, quick=args.quick))
+    load_after = load_average()
+    print(f"load average after: {load_after}")
+    print()
+    print(f"{'net':<16} {'positions':>9} {'incremental s':>13} {'full s':>8} {'captum s':>9} "
+          f"{'captum/inc':>10} {'full/inc':>8} {'cpu captum/inc':>14}  goal")  # fmt: skip
+    for r in rows:
+        ok = "met" if r["captum_over_incremental"] >= GOALS[r["net"]] else "MISSED"
+        print(f"{r['net']:<16} {r['positions']:>9} {r['incremental_s']:>13.3f} {r['full_s']:>8.3f} {r['captum_s']:>9.3f} "
+              f"{r['captum_over_incremental']:>10.2f} {r['full_over_incremental']:>8.2f} "
+              f"{r['cpu_captum_over_incremental']:>14.2f}  ≥{GOALS[r['net']]:.0f}× {ok}")  # fmt: skip
+    out = Path(__file__).resolve().parent / "results" / "occlusion.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "commit": git_commit(),
+        "machine": platform.platform(), "threads": torch.get_num_threads(),
+        "load_before": load_before, "load_after": load_after, "results": rows,
+    }, indent=2))  # fmt: skip
+    print(f"results: {out}")
+    return 0
+
+
+def bench_net(name: str, size: int, *, quick: bool) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model, _ = resolve_model(f"zoo:{name}")
+    model.eval()
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    kwargs: dict[str, Any] = {"sliding_window_shapes": WINDOW, "strides": STRIDE, "baselines": BASELINE, "target": TARGET}
+
+    # Captum's perturbations_per_eval: the fastest of a few, each tried once
+    tried: dict[int, float] = {}
+    ref = None
+    for p in (32, 128) if not quick else (128,):
+        t0 = time.perf_counter()
+        ref = CaptumOcclusion(model).attribute(x, perturbations_per_eval=p, **kwargs)
+        tried[p] = time.perf_counter() - t0
+    best = min(tried, key=lambda p: tried[p])
+    assert ref is not None
+    occ = Occlusion(model)
+    checks = {}
+    for method in ("incremental", "full"):
+        got = occ.attribute(x, method=method, batch=BATCH, **kwargs)
+        diff = float((got.as_subclass(torch.Tensor) - ref).abs().max())
+        checks[method] = diff
+        if diff > 1e-4:
+            sys.exit(f"{name}: {method} differs from Captum by {diff:.3g} > 1e-4; not timing a wrong answer")
+        if method == "incremental":
+            assert got.meta["method"] == "incremental", got.meta
+            full_from = got.meta.get("full_tensors_from")
+    positions = int(got.meta["positions"])
+    print(f"{name} {size}²: {positions} positions; captum perturbations_per_eval tried {tried} → {best};"
+          f" max |ours − captum| {checks}; incremental ran full tensors from {full_from}", flush=True)  # fmt: skip
+
+    contenders = [
+        Contender("incremental", lambda: occ.attribute(x, method="incremental", batch=BATCH, **kwargs)),
+        Contender("full", lambda: occ.attribute(x, method="full", batch=BATCH, **kwargs)),
+        Contender("captum", lambda: CaptumOcclusion(model).attribute(x, perturbations_per_eval=best, **kwargs)),
+    ]
+    timings = compare(contenders, repeats=1 if quick else 3, warmup=0, min_repeats=1 if quick else 3)
+    inc, full, cap = (timings[k] for k in ("incremental", "full", "captum"))
+    row = {
+        "net": name, "input": [3, size, size], "positions": positions, "batch": BATCH,
+        "captum_perturbations_per_eval": best, "captum_tried_s": tried, "max_abs_diff_vs_captum": checks,
+        "incremental_full_tensors_from": full_from,
+        "incremental_s": inc.median, "full_s": full.median, "captum_s": cap.median,
+        "cpu_incremental_s": inc.cpu_median, "cpu_full_s": full.cpu_median, "cpu_captum_s": cap.cpu_median,
+        "captum_over_incremental": cap.median / inc.median, "full_over_incremental": full.median / inc.median,
+        "cpu_captum_over_incremental": cap.cpu_median / inc.cpu_median,
+        "spread": max(inc.spread, full.spread, cap.spread), "load": load_average(),
+    }  # fmt: skip
+    print(f"  incremental {inc.median:.3f} s, full {full.median:.3f} s, captum {cap.median:.3f} s →"
+          f" captum/incremental {row['captum_over_incremental']:.2f}×, full/incremental {row['full_over_incremental']:.2f}×"
+          f" (CPU {row['cpu_captum_over_incremental']:.2f}×); load {row['load']}", flush=True)  # fmt: skip
+    return row
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
