@@ -20,6 +20,7 @@ import pytest
 import torch
 from _helpers import assert_same_model
 from sklearn.decomposition import PCA
+from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -167,7 +168,8 @@ def test_grid_places_corners_where_they_are() -> None:
 def test_sklearn_fallback_when_opentsne_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "openTSNE", None)  # import openTSNE → ImportError
     X, y = data(40)
-    emb = Embedding(Tiny(), layer="flatten").run((X, y), n=40, seed=0, perplexity=5)
+    with threadpool_limits(1):  # scikit-learn's OpenMP threads against torch's: 10× slower on a busy machine
+        emb = Embedding(Tiny(), layer="flatten").run((X, y), n=40, seed=0, perplexity=5)
     assert emb.method.startswith("sklearn TSNE") and emb.xy.shape == (40, 2)
     with pytest.raises(ValueError, match="placing new points into a map needs openTSNE"):
         emb.transform(emb.codes)
