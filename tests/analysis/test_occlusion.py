@@ -110,6 +110,19 @@ def test_incremental_on_a_user_net_names_where_it_used_full_tensors() -> None:
     assert engine.fallback_nodes == ["gap"]  # global pooling: from there on, full tensors
 
 
+def test_a_module_swapped_between_calls_is_traced_again() -> None:
+    model = zoo("convnetjs-cifar")
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    occ = Occlusion(model)
+    first = occ.sensitivity(x, window=8, stride=8, target=1)
+    model.conv2 = nn.Conv2d(16, 20, 3, padding=1)  # the cached trace still calls the old conv2
+    second = occ.sensitivity(x, window=8, stride=8, target=1)
+    assert second.meta["method"] == "incremental"
+    _, prob, _ = _brute(model, x, 8, 8, torch.full((3,), 0.5), 1, None, None)
+    torch.testing.assert_close(second.probability, prob, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(first.probability, second.probability)
+
+
 def test_untraceable_model_falls_back_to_full_forwards_and_says_so() -> None:
     class Dynamic(nn.Module):
         def __init__(self) -> None:

@@ -65,7 +65,13 @@ class Incremental:
     """A model traced by torch.fx, its clean pass kept, run incrementally for occluded batches."""
 
     def __init__(
-        self, model: nn.Module, x: Tensor, *, leaves: frozenset[str] = frozenset(), dense: float = 0.5
+        self,
+        model: nn.Module,
+        x: Tensor,
+        *,
+        leaves: frozenset[str] = frozenset(),
+        dense: float = 0.5,
+        traced: fx.GraphModule | None = None,
     ) -> None:
         if x.dim() != 4 or x.shape[0] != 1:
             raise IncrementalUnsupported(f"x must be one image (1, C, H, W); got {tuple(x.shape)}")
@@ -75,11 +81,13 @@ class Incremental:
             def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
                 return qualname in leaves or super().is_leaf_module(m, qualname)
 
-        try:
-            graph = _Tracer().trace(model)
-        except Exception as e:  # torch.fx raises many kinds (TraceError, TypeError, ...) on dynamic code
-            raise IncrementalUnsupported(f"torch.fx cannot trace the model ({type(e).__name__}: {e})") from None
-        self.gm = fx.GraphModule(model, graph)
+        if traced is None:  # `traced`: an earlier Incremental's .gm (the clean pass below checks it still fits)
+            try:
+                graph = _Tracer().trace(model)
+            except Exception as e:  # torch.fx raises many kinds (TraceError, TypeError, ...) on dynamic code
+                raise IncrementalUnsupported(f"torch.fx cannot trace the model ({type(e).__name__}: {e})") from None
+            traced = fx.GraphModule(model, graph)
+        self.gm = traced
         self.modules = dict(self.gm.named_modules())
         self.nodes = list(self.gm.graph.nodes)
         if sum(n.op == "placeholder" for n in self.nodes) != 1:
@@ -138,15 +146,14 @@ class Incremental:
     def _step(self, node: fx.Node, vals: dict[fx.Node, Value], n_pos: int, fallback: list[str]) -> Value:
         mod = self.modules.get(str(node.target)) if node.op == "call_module" else None
         kinds = {vals[a].kind for a in _args(node)}
-        if "full" not in kinds:
-            window = _window_op(mod) if mod is not None else None
-            if window is not None and len(node.args) == 1 and not node.kwargs:
-                return self._windowed(node, vals, n_pos, *window)
-            if _is_elementwise(node, mod):
-                got = self._elementwise(node, vals, n_pos)
-                if got is not None:
-                    return got
-        if kinds != {"full"}:
+        window = _window_op(mod) if mod is not None else None
+        if window is not None and len(node.args) == 1 and not node.kwargs:
+            return self._windowed(node, vals, n_pos, *window)
+        if _is_elementwise(node, mod):
+            got = self._elementwise(node, vals, n_pos) if "full" not in kinds else self._generic(node, vals, n_pos)
+            if got is not None:
+                return got
+        if kinds != {"full"}:  # an op it cannot restrict (global pooling, flatten, unknown): full tensors from here
             fallback.append(node.name)
         return self._generic(node, vals, n_pos)
 

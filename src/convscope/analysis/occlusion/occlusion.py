@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, fx
+from torch import Tensor, fx, nn
 
 from convscope.analysis.attribution.base import (
     Attribution,
@@ -71,6 +71,10 @@ class Occlusion(Attribution):
     """Slide an occluder over the image; record what the model says at each position."""
 
     method = "occlusion"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self._traced: dict[frozenset[str], fx.GraphModule] = {}
 
     # ---- Captum's verb -----------------------------------------------------------------------
     def attribute(
@@ -253,7 +257,13 @@ class Occlusion(Attribution):
         progress: Progress | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         leaves = frozenset({layer}) if layer is not None and self._is_container_layer(layer) else frozenset()
-        engine = Incremental(self.model, x, leaves=leaves)
+        try:  # traced once per Occlusion object; each call checks the trace still gives model(x)
+            engine = Incremental(self.model, x, leaves=leaves, traced=self._traced.get(leaves))
+        except IncrementalUnsupported:
+            if self._traced.pop(leaves, None) is None:
+                raise
+            engine = Incremental(self.model, x, leaves=leaves)  # the model changed since: trace again
+        self._traced[leaves] = engine.gm
         node = self._layer_node(engine, x, layer) if layer is not None else None
         outs, feats, fallback = [], [], set()
         for i, chunk in enumerate(_chunks(masks, batch)):
