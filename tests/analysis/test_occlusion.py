@@ -284,6 +284,16 @@ def test_no_hook_left_and_modes_restored_also_when_the_forward_raises() -> None:
     assert count_hooks(model) == 0
 
 
+def test_attribute_bad_windows_are_one_clear_error() -> None:
+    model = zoo("convnetjs-cifar")
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(AttributionError, match=r"need 1 <= window <= size and 1 <= stride <= window"):
+        Occlusion(model).attribute(x, sliding_window_shapes=(3, 4, 4), strides=(3, 8, 8))
+    with pytest.raises(AttributionError, match=r"must be an int or \(channels, height, width\)"):
+        Occlusion(model).attribute(x, sliding_window_shapes=(4, 4))  # type: ignore[arg-type]
+    assert count_hooks(model) == 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

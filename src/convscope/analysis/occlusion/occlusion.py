@@ -232,7 +232,7 @@ class Occlusion(Attribution):
         outs, feats = [], []
         for chunk in _chunks(masks, batch):
             _, c, h, w = x.shape
-            m = _mask(chunk, c, torch.zeros(len(chunk), 1, dtype=torch.long), h, w)  # (N, C, H, W)
+            m = _mask(chunk, c, torch.zeros(len(chunk), 1, dtype=torch.long), h, w).to(x.device)  # (N, C, H, W)
             xb = torch.where(m, base, x)  # (N, C, H, W)
             out, tap = self._forward(xb, layer, stop=False)
             assert out is not None
@@ -272,9 +272,9 @@ class Occlusion(Attribution):
             ww = max(q1 - q0 for _, _, _, _, q0, q1 in chunk)
             rows = torch.tensor([min(r0, h - hh) for _, _, r0, _, _, _ in chunk])  # (N,) box corners
             cols = torch.tensor([min(q0, w - ww) for _, _, _, _, q0, _ in chunk])
-            m = _mask(chunk, c, rows[:, None], hh, ww, cols[:, None])  # (N, C, hh, ww)
-            rr = rows[:, None] + torch.arange(hh)  # (N, hh)
-            cc = cols[:, None] + torch.arange(ww)  # (N, ww)
+            m = _mask(chunk, c, rows[:, None], hh, ww, cols[:, None]).to(x.device)  # (N, C, hh, ww)
+            rr = (rows[:, None] + torch.arange(hh)).to(x.device)  # (N, hh)
+            cc = (cols[:, None] + torch.arange(ww)).to(x.device)  # (N, ww)
             clean = x[0][:, rr[:, :, None], cc[:, None, :]].permute(1, 0, 2, 3)  # (N, C, hh, ww)
             grey = base[0][:, rr[:, :, None], cc[:, None, :]].permute(1, 0, 2, 3)  # (N, C, hh, ww)
             patch = torch.where(m, grey, clean)  # (N, C, hh, ww)
