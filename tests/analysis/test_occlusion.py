@@ -222,7 +222,7 @@ def _brute(
         ("zfnet-small", "conv5", 16, 16),
         ("tiny-vgg", "conv2_1", 16, 8),
         ("convnetjs-cifar", "conv2", 8, 4),
-        ("resnet18-shaped", "layer1.1.relu#1", 8, 4),  # the shared ReLU's second call: the block's a
+        ("resnet18-shaped", "layer1.1.relu#1", 8, 6),  # the shared ReLU's second call: the block's a
         ("resnet18-shaped", "layer3", 8, 6),  # a container: its output
     ],
 )
