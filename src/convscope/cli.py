@@ -160,6 +160,10 @@ def occlusion(
         str | None, typer.Option(help="incremental|full (default: incremental, exact, where the model allows it)")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="occluder positions per pass")] = 64,
+    approx: Annotated[
+        float | None,
+        typer.Option(help="APPROXIMATE: each conv/pool recomputes at most this fraction of its map (0-1); the error against exact is measured and shown"),
+    ] = None,
     out: Annotated[Path, typer.Option(help="folder for index.html, occlusion.json and the PNGs")] = Path("occlusion"),
     input_size: InputSizeOpt = None,
 ) -> None:
@@ -177,7 +181,7 @@ def occlusion(
                      transient=True) as bar:  # fmt: skip
         task = bar.add_task("occlusion", total=None)
         result = run_occlusion(model, weights=weights, image=image, layer=layer, window=window, stride=stride,
-                               target=target, input_size=input_size, method=method, batch=batch_size,
+                               target=target, input_size=input_size, method=method, batch=batch_size, approx=approx,
                                progress=lambda done, total: bar.update(task, completed=done, total=total))  # fmt: skip
     with console.status("writing the report…"):
         path = write_occlusion_report(result, out)
@@ -187,6 +191,9 @@ def occlusion(
         f" p({result.classes[g.target]}) {float(g.probability.min()):.3f}–{float(g.probability.max()):.3f}"
         f" (unoccluded {g.clean_probability:.3f})"
     )
+    err = g.meta.get("approx_error")
+    if isinstance(err, dict):
+        typer.echo(f"approximation vs exact: max |Δp| {err['max_abs_probability']:.4f}, top-10% IoU {err['top10_iou']:.2f}")
     typer.echo(f"report: {path.resolve()}")
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 
 from convscope.analysis.attribution import AttributionError
-from convscope.analysis.occlusion import Occlusion, OcclusionResult
+from convscope.analysis.occlusion import Occlusion, OcclusionResult, approx_error
 from convscope.inspect import DEFAULT_MODEL, open_image, open_model
 from convscope.project import last_conv
 from convscope.render.occlusion_report import write_occlusion_report
@@ -48,6 +48,7 @@ def occlusion(
     method: str | None = None,
     batch: int = 64,
     progress: Callable[[int, int], None] | None = None,
+    approx: float | None = None,
 ) -> OcclusionResult:
     """Compute the occlusion maps of one image (see the module docstring)."""
     loaded = open_model(model, weights=weights, input_size=input_size)
@@ -68,7 +69,8 @@ def occlusion(
     names = loaded.classes if len(loaded.classes) == k else [f"class {i}" for i in range(k)]
     normalize = (loaded.mean, loaded.std) if loaded.mean is not None and loaded.std is not None else None
     t0 = time.perf_counter()
-    grid = Occlusion(net).sensitivity(
+    occ = Occlusion(net)
+    grid = occ.sensitivity(
         x,
         window=window,
         stride=stride,
@@ -79,7 +81,15 @@ def occlusion(
         method=method,
         batch=batch,
         progress=progress,
+        approx=approx,
     )
+    seconds = {"occlusion": time.perf_counter() - t0}
+    if approx is not None:  # the approximation's error, measured against the exact maps
+        t1 = time.perf_counter()
+        exact = occ.sensitivity(x, window=window, stride=stride, baseline="grey", target=grid.target,
+                                layer=layer, normalize=normalize, batch=batch)  # fmt: skip
+        seconds["exact (to measure the error)"] = time.perf_counter() - t1
+        grid.meta["approx_error"] = approx_error(grid, exact)
     return OcclusionResult(
         model=model,
         image_name=image_name,
@@ -88,5 +98,5 @@ def occlusion(
         classes=names,
         clean_probs=probs,
         grid=grid,
-        seconds={"occlusion": time.perf_counter() - t0},
+        seconds=seconds,
     )

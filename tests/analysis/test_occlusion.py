@@ -19,7 +19,12 @@ from _helpers import assert_same_model
 from torch import Tensor, nn
 
 from convscope.analysis.attribution import AttributionError, Deconvnet
-from convscope.analysis.occlusion import Incremental, IncrementalUnsupported, Occlusion
+from convscope.analysis.occlusion import (
+    Incremental,
+    IncrementalUnsupported,
+    Occlusion,
+    approx_error,
+)
 from convscope.analysis.occlusion.incremental import Value, paste
 from convscope.capture import count_hooks
 from convscope.models import resolve_model
@@ -250,6 +255,48 @@ def test_sensitivity_equals_a_brute_force_loop(name: str, layer: str, window: in
     assert full.feature is not None
     torch.testing.assert_close(full.feature, feat, rtol=1e-4, atol=1e-4)
     assert_same_model(model, plain)
+
+
+def test_approximate_mode_is_opt_in_says_so_and_its_error_is_measured() -> None:
+    model = zoo("zfnet-small")
+    x = torch.rand(1, 3, 112, 112, generator=torch.Generator().manual_seed(6))
+    occ = Occlusion(model)
+    exact = occ.sensitivity(x, window=16, stride=16, target=2, layer="conv5")
+    assert exact.meta["method"] == "incremental"
+    # τ close to 1 truncates nothing: the exact maps
+    whole = occ.sensitivity(x, window=16, stride=16, target=2, layer="conv5", approx=0.99)
+    assert whole.meta["method"] == "approximate (tau=0.99)"
+    torch.testing.assert_close(whole.probability, exact.probability, rtol=1e-5, atol=1e-7)
+    assert approx_error(whole, exact)["top10_iou"] == 1.0
+    # a small τ drops part of each projective field: a different map, its error measured
+    rough = occ.sensitivity(x, window=16, stride=16, target=2, layer="conv5", approx=0.2)
+    err = approx_error(rough, exact)
+    assert err["max_abs_probability"] == float((rough.probability - exact.probability).abs().max()) > 0
+    assert 0.0 <= err["top10_iou"] <= 1.0 and 0.0 <= err["label_agreement"] <= 1.0
+    assert occ.sensitivity(x, window=16, stride=16, target=2).meta["method"] == "incremental"  # not sticky
+    for bad in (0.0, 1.0, -0.5, True):
+        with pytest.raises(AttributionError, match=r"approx must be a fraction in \(0, 1\)"):
+            occ.sensitivity(x, window=16, stride=16, approx=bad)  # type: ignore[arg-type]
+    with pytest.raises(AttributionError, match="approx needs the incremental method"):
+        occ.sensitivity(x, window=16, stride=16, approx=0.5, method="full")
+
+
+def test_approx_error_by_hand() -> None:
+    from convscope.analysis.occlusion import Sensitivity
+
+    def grid(p: list[float], labels: list[int]) -> Sensitivity:
+        return Sensitivity(
+            feature=None, probability=torch.tensor(p).view(2, 5), label=torch.tensor(labels).view(2, 5),
+            projection=None, rows=[0, 1], cols=[0, 1, 2, 3, 4], window=1, stride=1, baseline=torch.zeros(1),
+            target=0, layer=None, channel=None, clean_probability=1.0, clean_feature=None,
+        )  # fmt: skip
+
+    exact = grid([0.9, 0.1, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.95, 0.85], [0] * 10)
+    approx = grid([0.9, 0.2, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.95, 0.05], [0] * 9 + [1])
+    # top 10% = the 1 lowest position: exact → index 1, approx → index 9: IoU 0; |Δp| max 0.8
+    assert approx_error(approx, exact) == pytest.approx(
+        {"max_abs_probability": 0.8, "top10_iou": 0.0, "label_agreement": 0.9}
+    )
 
 
 def test_grey_baseline_goes_through_the_normalisation() -> None:

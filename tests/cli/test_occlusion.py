@@ -96,6 +96,17 @@ def test_cli_on_the_trained_zfnet_small(tmp_path: Path) -> None:
     assert len(summary["probability"]) == 7 and summary["layer"] == "conv5"
 
 
+def test_job_approx_measures_its_error_against_exact(tmp_path: Path) -> None:
+    r = occlusion(approx=0.3)
+    g = r.grid
+    assert g.meta["method"] == "approximate (tau=0.3)"
+    err = g.meta["approx_error"]
+    exact = occlusion().grid
+    assert err["max_abs_probability"] == pytest.approx(float((g.probability - exact.probability).abs().max()), abs=1e-6)
+    doc = write_occlusion_report(r, tmp_path / "a").read_text()
+    assert "APPROXIMATE: against the exact maps, max |Δp| = " in doc
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -131,6 +131,12 @@ def _sections(r: OcclusionResult, png: Path | None, files: dict[str, str]) -> st
     how_text = f"{how} ({len(prob.flat)} positions, {g.meta.get('seconds', 0):.2f} s)"
     if how == "incremental" and full_from:
         how_text += f"; full tensors from node(s) {', '.join(full_from)} on (not restrictable there)"
+    err = g.meta.get("approx_error")
+    if isinstance(err, dict):
+        how_text += (
+            f"; APPROXIMATE: against the exact maps, max |Δp| = {err['max_abs_probability']:.4f},"
+            f" top-10% region IoU = {err['top10_iou']:.2f}, labels agree at {100 * err['label_agreement']:.0f}%"
+        )
     if "incremental" in g.meta:
         how_text += f"; incremental {g.meta['incremental']}"
     return (
@@ -190,7 +196,7 @@ def write_occlusion_report(r: OcclusionResult, out_dir: str | Path) -> Path:
         "probability": g.probability.tolist(),
         "label": g.label.tolist(),
         "classes": r.classes,
-        "meta": {k: v for k, v in g.meta.items() if isinstance(v, str | int | float | list)},
+        "meta": {k: v for k, v in g.meta.items() if isinstance(v, str | int | float | list | dict)},
         "files": files,
         "seconds": {k: round(v, 4) for k, v in r.seconds.items()},
     }

@@ -5,7 +5,7 @@
 """
 
 from convscope.analysis.occlusion.incremental import Incremental, IncrementalUnsupported
-from convscope.analysis.occlusion.occlusion import METHODS, Occlusion, Sensitivity
+from convscope.analysis.occlusion.occlusion import METHODS, Occlusion, Sensitivity, approx_error
 from convscope.analysis.occlusion.result import OcclusionResult
 
-__all__ = ["METHODS", "Incremental", "IncrementalUnsupported", "Occlusion", "OcclusionResult", "Sensitivity"]
+__all__ = ["METHODS", "Incremental", "IncrementalUnsupported", "Occlusion", "OcclusionResult", "Sensitivity", "approx_error"]

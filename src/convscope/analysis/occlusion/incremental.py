@@ -22,6 +22,7 @@ caller then runs plain batched full forwards.
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,7 @@ class Incremental:
         leaves: frozenset[str] = frozenset(),
         dense: float = 0.5,
         traced: fx.GraphModule | None = None,
+        tau: float | None = None,
     ) -> None:
         if x.dim() != 4 or x.shape[0] != 1:
             raise IncrementalUnsupported(f"x must be one image (1, C, H, W); got {tuple(x.shape)}")
@@ -110,6 +112,9 @@ class Incremental:
         #: past this fraction of a map's area, a region is computed as the whole map (gathering
         #: windows costs more than the few outputs it saves; measured on resnet18-shaped at 224²)
         self.dense = dense
+        #: None: exact. A fraction τ: APPROXIMATE — each conv/pool recomputes at most τ of its
+        #: output side (Krypton's projective-field threshold), the rest is read from the clean pass
+        self.tau = tau
         self._padded: dict[tuple[fx.Node, int, int, float], Tensor] = {}
 
     def node_for(self, module_name: str, call: int = 0) -> fx.Node | None:
@@ -199,6 +204,9 @@ class Incremental:
         h, w = v.t.shape[-2:]
         r0, ho = _affected(v.r, h, k[0], s[0], p[0], d[0], h_out)
         c0, wo = _affected(v.c, w, k[1], s[1], p[1], d[1], w_out)
+        if self.tau is not None:  # APPROXIMATE (Krypton's projective-field threshold): keep the centre
+            r0, ho = _truncate(r0, ho, self.tau, h_out)
+            c0, wo = _truncate(c0, wo, self.tau, w_out)
         if ho * wo > self.dense * h_out * w_out:  # (nearly) the whole map changes: a plain batched call
             return self._generic(node, vals, n_pos)
         lr, lc = (ho - 1) * s[0] + d[0] * (k[0] - 1) + 1, (wo - 1) * s[1] + d[1] * (k[1] - 1) + 1
@@ -344,6 +352,14 @@ def _affected(start: Tensor, h: int, k: int, s: int, p: int, d: int, size: int) 
     n = int((hi - lo + 1).max())
     n = max(1, min(n, size))
     return lo.clamp(max=size - n), n
+
+
+def _truncate(start: Tensor, n: int, tau: float, size: int) -> tuple[Tensor, int]:
+    """At most ceil(τ · size) outputs, centred on the changed region (approximate mode)."""
+    cap = max(1, math.ceil(tau * size))
+    if n <= cap:
+        return start, n
+    return (start + (n - cap) // 2).clamp(min=0, max=size - cap), cap
 
 
 def _union(regions: list[tuple[Tensor, int]], size: int) -> tuple[Tensor, int]:

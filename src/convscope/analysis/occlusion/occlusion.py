@@ -75,6 +75,7 @@ class Occlusion(Attribution):
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
         self._traced: dict[frozenset[str], fx.GraphModule] = {}
+        self._tau: float | None = None  # sensitivity(approx=τ) for the duration of the call
 
     # ---- Captum's verb -----------------------------------------------------------------------
     def attribute(
@@ -133,10 +134,18 @@ class Occlusion(Attribution):
         method: str | None = None,
         batch: int = 64,
         progress: Progress | None = None,
+        approx: float | None = None,
     ) -> Sensitivity:
         """The (P, Q) maps for one image x (1, C, H, W). `baseline="grey"`: 0.5 in pixel space,
         mapped through `normalize=(mean, std)` when the model's input is normalised.
-        `progress(done, total)` is called after each batch of positions."""
+        `progress(done, total)` is called after each batch of positions. `approx=τ` (0 < τ < 1):
+        APPROXIMATE incremental inference (each conv/pool recomputes at most τ of its output side);
+        see `approx_error` for its error against the exact maps."""
+        if approx is not None and (isinstance(approx, bool) or not 0.0 < float(approx) < 1.0):
+            raise AttributionError(f"approx must be a fraction in (0, 1); got {approx!r}")
+        if approx is not None and method == "full":
+            raise AttributionError("approx needs the incremental method, not method='full'")
+        self._tau = approx
         x = self._input(x).detach()
         if x.shape[0] != 1:
             raise AttributionError(f"sensitivity takes one image (1, C, H, W); got a batch of {x.shape[0]}")
@@ -210,11 +219,12 @@ class Occlusion(Attribution):
             raise AttributionError(f"batch must be a positive integer; got {batch!r}")
         layer, channel = tap if tap is not None else (None, None)
         how: dict[str, Any] = {"method": "full", "positions": len(masks), "batch": batch}
+        tau = self._tau if tap is not None else None
         if method != "full":
             try:
-                return self._incremental(x, base, masks, batch, layer, channel, how, progress), how
+                return self._incremental(x, base, masks, batch, layer, channel, how, progress, tau), how
             except IncrementalUnsupported as e:
-                if method == "incremental":
+                if method == "incremental" or tau is not None:
                     raise AttributionError(f"incremental occlusion does not apply: {e}") from None
                 how["incremental"] = f"not used: {e}"
         return self._full(x, base, masks, batch, layer, channel, progress), how
@@ -255,14 +265,15 @@ class Occlusion(Attribution):
         channel: int | None,
         how: dict[str, Any],
         progress: Progress | None = None,
+        tau: float | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         leaves = frozenset({layer}) if layer is not None and self._is_container_layer(layer) else frozenset()
         try:  # traced once per Occlusion object; each call checks the trace still gives model(x)
-            engine = Incremental(self.model, x, leaves=leaves, traced=self._traced.get(leaves))
+            engine = Incremental(self.model, x, leaves=leaves, traced=self._traced.get(leaves), tau=tau)
         except IncrementalUnsupported:
             if self._traced.pop(leaves, None) is None:
                 raise
-            engine = Incremental(self.model, x, leaves=leaves)  # the model changed since: trace again
+            engine = Incremental(self.model, x, leaves=leaves, tau=tau)  # the model changed since: trace again
         self._traced[leaves] = engine.gm
         node = self._layer_node(engine, x, layer) if layer is not None else None
         outs, feats, fallback = [], [], set()
@@ -280,7 +291,7 @@ class Occlusion(Attribution):
             patch = torch.where(m, grey, clean)  # (N, C, hh, ww)
             out, kept = engine.run(patch.contiguous(), rows, cols, keep=(node,) if node is not None else ())
             fallback.update(engine.fallback_nodes)
-            if i == 0:  # a cheap guard against a wrong map: the first positions against full forwards
+            if i == 0 and tau is None:  # a cheap guard against a wrong map: the first positions against full forwards
                 ref, _ = self._full(x, base, chunk[:2], 2, None, None)
                 if not torch.allclose(out[:2], ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()) + 1e-5):
                     raise IncrementalUnsupported("its first outputs differ from full forwards")
@@ -291,7 +302,7 @@ class Occlusion(Attribution):
                 feats.append(full[:, channel].reshape(len(chunk), -1).sum(dim=1))
             if progress is not None:
                 progress(sum(len(o) for o in outs), len(masks))
-        how["method"] = "incremental"
+        how["method"] = "incremental" if tau is None else f"approximate (tau={tau})"
         how["full_tensors_from"] = sorted(fallback)
         return torch.cat(outs), torch.cat(feats) if feats else None
 
@@ -316,6 +327,21 @@ class Occlusion(Attribution):
         if node is None or not isinstance(got, Tensor) or got.shape != want.shape or not torch.equal(got, want):
             raise IncrementalUnsupported(f"layer {layer!r} is not a module call in the traced graph")
         return node
+
+
+def approx_error(approx: Sensitivity, exact: Sensitivity) -> dict[str, float]:
+    """Krypton's measures of an approximate map against the exact one: the largest absolute
+    difference of the probability maps, and the overlap (intersection over union) of their
+    top-10% regions — the positions where occluding lowers the probability most."""
+    a, e = approx.probability.flatten(), exact.probability.flatten()
+    k = max(1, math.ceil(0.1 * e.numel()))
+    low_a = set(a.argsort(stable=True)[:k].tolist())
+    low_e = set(e.argsort(stable=True)[:k].tolist())
+    return {
+        "max_abs_probability": float((a - e).abs().max()),
+        "top10_iou": len(low_a & low_e) / len(low_a | low_e),
+        "label_agreement": float((approx.label == exact.label).float().mean()),
+    }
 
 
 def _triple(v: int | tuple[int, ...], what: str) -> tuple[int, int, int]:
@@ -380,4 +406,4 @@ def _baseline(
     return value
 
 
-__all__ = ["METHODS", "Occlusion", "Sensitivity"]
+__all__ = ["METHODS", "Occlusion", "Sensitivity", "approx_error"]
