@@ -16,6 +16,10 @@ timed interleaved in the same run (bench/_timing.py rotates the start):
     captum       captum.attr.Occlusion(model).attribute(x, sliding_window_shapes=(3, 16, 16),
                      strides=(3, 8, 8), baselines=0.5, target=3, perturbations_per_eval=P)
 
+Then the APPROXIMATE mode (opt-in; Occlusion.sensitivity(approx=τ), τ = 0.3 and 0.5, layer =
+the last conv / layer4) against the exact sensitivity on the same image, timed interleaved, with
+its error against exact (max |Δp|, top-10% region IoU, label agreement); goal ≥ 10× vs Captum.
+
 B = 128 positions per pass for ours; P for Captum: the fastest of a few values tried once first
 (printed). Before timing, both of ours are checked against Captum on the same input (max abs
 difference ≤ 1e-4 of the map; the bench stops if not), so a fast wrong answer cannot be
@@ -42,7 +46,7 @@ import torch
 from _timing import Contender, compare, git_commit, load_average
 from captum.attr import Occlusion as CaptumOcclusion
 
-from convscope.analysis.occlusion import Occlusion
+from convscope.analysis.occlusion import Occlusion, approx_error
 from convscope.models import resolve_model
 
 NETS = {"resnet18-shaped": 224, "zfnet-small": 112, "tiny-vgg": 64}
@@ -135,10 +139,39 @@ def bench_net(name: str, size: int, *, quick: bool) -> dict[str, Any]:
         "cpu_captum_over_incremental": cap.cpu_median / inc.cpu_median,
         "spread": max(inc.spread, full.spread, cap.spread), "load": load_average(),
     }  # fmt: skip
+    row["approx"] = bench_approx(name, model, x, quick=quick, captum_s=cap.median)
     print(f"  incremental {inc.median:.3f} s, full {full.median:.3f} s, captum {cap.median:.3f} s →"
           f" captum/incremental {row['captum_over_incremental']:.2f}×, full/incremental {row['full_over_incremental']:.2f}×"
           f" (CPU {row['cpu_captum_over_incremental']:.2f}×); load {row['load']}", flush=True)  # fmt: skip
     return row
+
+
+LAYERS = {"resnet18-shaped": "layer4", "zfnet-small": "conv5", "tiny-vgg": "conv2_2"}
+
+
+def bench_approx(name: str, model: torch.nn.Module, x: torch.Tensor, *, quick: bool, captum_s: float) -> list[dict[str, Any]]:
+    """Approximate sensitivity vs exact sensitivity: time and error."""
+    occ = Occlusion(model)
+    kw: dict[str, Any] = {"window": 16, "stride": 8, "target": TARGET, "layer": LAYERS[name], "batch": BATCH}
+    exact = occ.sensitivity(x, **kw)
+    rows = []
+    for tau in (0.3, 0.5):
+        approx = occ.sensitivity(x, approx=tau, **kw)
+        err = approx_error(approx, exact)
+        t = compare(
+            [Contender("exact", lambda: occ.sensitivity(x, **kw)),
+             Contender("approx", lambda tau=tau: occ.sensitivity(x, approx=tau, **kw))],
+            repeats=1 if quick else 3, warmup=0, min_repeats=1 if quick else 3,
+        )  # fmt: skip
+        r = {"tau": tau, "exact_s": t["exact"].median, "approx_s": t["approx"].median,
+             "exact_over_approx": t["exact"].median / t["approx"].median,
+             "captum_over_approx": captum_s / t["approx"].median, "error": err}  # fmt: skip
+        print(f"  approximate τ={tau}: {r['approx_s']:.3f} s vs exact sensitivity {r['exact_s']:.3f} s"
+              f" ({r['exact_over_approx']:.2f}×; vs Captum's attribute {r['captum_over_approx']:.2f}×, goal ≥10×);"
+              f" error: max |Δp| {err['max_abs_probability']:.4f}, top-10% IoU {err['top10_iou']:.2f},"
+              f" labels agree {100 * err['label_agreement']:.0f}%", flush=True)  # fmt: skip
+        rows.append(r)
+    return rows
 
 
 if __name__ == "__main__":
