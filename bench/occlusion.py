@@ -28,6 +28,15 @@ captum/incremental and full/incremental. Goals (issue 13): ≥ 2× vs Captum on 
 ≥ 4× on zfnet-small and tiny-vgg (the incremental method's FLOP bound on the ResNet is about
 2.2×). Torch threads: 1 by default. The load average before and after is printed. Results go to
 bench/results/occlusion.json.
+
+Measured here (2 cores shared with other work, load 0.6–2.7; three full runs on commits
+be4fb38..3cb9ed7): resnet18-shaped captum/incremental 2.34–2.50× then 2.10× (goal ≥ 2× met; full
+forwards at B = 128 are slower than Captum at P = 32); zfnet-small 2.72–2.84× (goal 4× MISSED: the
+exact method's conv MAC bound for a mid-image 16 px occluder is 2.55× — conv3–conv5 at 7×7 change
+entirely); tiny-vgg 1.33–2.05× (goal 4× MISSED: MAC bound 7.3×, but 49 positions take 12–20 ms and
+the fixed costs — trace check, clean pass, per-node Python — dominate). Approximate mode: 1.0–1.6×
+faster than exact (goal 10× MISSED); on these random-init nets p barely moves (max |Δp| ≈ 0), so
+its error shows only in the top-10% IoU (0.06–0.72).
 """
 
 from __future__ import annotations
