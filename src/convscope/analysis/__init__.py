@@ -11,6 +11,7 @@ from convscope.analysis.attribution import (
     SmoothGrad,
 )
 from convscope.analysis.image_gradient import image_gradient
+from convscope.analysis.occlusion import Occlusion
 from convscope.analysis.stats import MapStats, block_stats, map_stats
 from convscope.analysis.units import Hit, TopPatches, TopPatchesResult, receptive_field
 
@@ -21,6 +22,7 @@ __all__ = [
     "GuidedGradCAM",
     "Hit",
     "MapStats",
+    "Occlusion",
     "Saliency",
     "SmoothGrad",
     "TopPatches",

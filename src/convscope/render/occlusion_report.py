@@ -117,11 +117,14 @@ def _sections(r: OcclusionResult, png: Path | None, files: dict[str, str]) -> st
         f" — {counts[k]} of {labels.size} positions</li>"
         for k in shown
     )
-    scale = _fig(legend(0.0, 1.0, signed=False, title="probability"), "colour scale of (d)", "scale-d", png, files)
+    scale = picture_figure(  # at its own size: scaled down, its small text would blur
+        legend(0.0, 1.0, signed=False, title="probability"), "colour scale of (d)", name="scale-d", png=png, files=files
+    )
     if g.feature is not None:
         lo, hi = min(float(g.feature.min()), 0.0), float(g.feature.max())
         if hi > lo:
-            scale = _fig(legend(lo, hi, signed=lo < 0, title="total activation"), "colour scale of (b)", "scale-b", png, files) + scale
+            bar = legend(lo, hi, signed=lo < 0, title="total activation")
+            scale = picture_figure(bar, "colour scale of (b)", name="scale-b", png=png, files=files) + scale
     top = r.clean_probs.topk(min(3, r.clean_probs.shape[0]))
     preds = "; ".join(
         f"{html.escape(r.classes[int(t)])} {100 * float(p):.1f}%" for p, t in zip(top.values, top.indices, strict=True)
