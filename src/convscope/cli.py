@@ -15,7 +15,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,6 +54,25 @@ ImageOpt = Annotated[
 InputSizeOpt = Annotated[
     str | None, typer.Option(help="C x H x W for a model that is not from the zoo, e.g. 3x64x64")
 ]
+
+
+@contextmanager
+def _progress(what: str, unit: str = "") -> Iterator[Callable[..., None]]:
+    """The progress bar (with ETA, on stderr) every long job shows: yields update(done, total,
+    description=None)."""
+    import rich.progress as rp
+
+    columns: list[Any] = [rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn()]
+    if unit:
+        columns.append(rp.TextColumn(unit))
+    columns.append(rp.TimeRemainingColumn())
+    with rp.Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(done: int, total: int | None, description: str | None = None) -> None:
+            bar.update(task, completed=done, total=total, description=description)
+
+        yield update
 
 
 def _data_opt(default: str) -> Any:
@@ -171,18 +191,14 @@ def occlusion(
 
     Example: convscope occlusion --model zoo:zfnet-small --image chelsea:test --layer conv5 --window 16 --stride 8 --out occ/
     """
-    import rich.progress as rp
 
     from convscope.occlusion import occlusion as run_occlusion
     from convscope.render.occlusion_report import write_occlusion_report
 
-    with rp.Progress(rp.TextColumn("occluding"), rp.BarColumn(), rp.MofNCompleteColumn(),
-                     rp.TextColumn("positions"), rp.TimeRemainingColumn(), console=console,
-                     transient=True) as bar:  # fmt: skip
-        task = bar.add_task("occlusion", total=None)
+    with _progress("occluding", "positions") as progress:
         result = run_occlusion(model, weights=weights, image=image, layer=layer, window=window, stride=stride,
                                target=target, input_size=input_size, method=method, batch=batch_size, approx=approx,
-                               progress=lambda done, total: bar.update(task, completed=done, total=total))  # fmt: skip
+                               progress=progress)  # fmt: skip
     with console.status("writing the report…"):
         path = write_occlusion_report(result, out)
     g = result.grid
@@ -219,16 +235,12 @@ def units(
 
     Example: convscope units --model zoo:zfnet-small --layers conv1,conv5 --k 9 --out units/
     """
-    import rich.progress as rp
 
     from convscope.render.units_report import write_units_report
     from convscope.units import units as run_units
 
     names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
-    with rp.Progress(rp.TextColumn("streaming"), rp.BarColumn(), rp.MofNCompleteColumn(),
-                     rp.TextColumn("images"), rp.TimeRemainingColumn(), console=console,
-                     transient=True) as bar:  # fmt: skip
-        task = bar.add_task("units", total=None)
+    with _progress("streaming", "images") as progress:
         result = run_units(
             model,
             weights=weights,
@@ -240,7 +252,7 @@ def units(
             batch_size=batch_size,
             stimulus_steps=stimulus_steps,
             input_size=input_size,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=progress,
         )
     with console.status("writing the report…"):
         path = write_units_report(result, out)
@@ -267,20 +279,15 @@ def embed(
 
     Example: convscope embed --model zoo:zfnet-small --layer fc7 --n 5000 --out embed/
     """
-    import rich.progress as rp
 
     from convscope.embed import embed as run_embed
     from convscope.render.embedding_report import write_embedding_report
 
-    with rp.Progress(rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
-                     rp.TextColumn("images"), rp.TimeRemainingColumn(), console=console,
-                     transient=True) as bar:  # fmt: skip
-        task = bar.add_task("codes", total=None)
+    with _progress("codes", "images") as update:
 
         def progress(done: int, total: int | None) -> None:
-            bar.update(task, completed=done, total=total)
-            if total is not None and done >= total:
-                bar.update(task, description="PCA and t-SNE of the codes…")
+            last = total is not None and done >= total
+            update(done, total, "PCA and t-SNE of the codes…" if last else None)
 
         result = run_embed(model, weights=weights, data=data, layer=layer, n=n, seed=seed, perplexity=perplexity,
                            side=side, batch_size=batch_size, input_size=input_size, progress=progress)  # fmt: skip
@@ -311,7 +318,6 @@ def evolution(
 
     Example: convscope evolution --run runs/exp1 --layer conv2 --top 8 --out evo/
     """
-    import rich.progress as rp
 
     from convscope.evolution import EvolutionError
     from convscope.evolution import evolution as run_evolution
@@ -323,17 +329,14 @@ def evolution(
         if not parts or not all(c.isdigit() for c in parts):
             raise EvolutionError(f"--channels needs comma-separated map numbers such as 0,3,5; got {channels!r}")
         chosen = [int(c) for c in parts]
-    with rp.Progress(rp.TextColumn("two passes over the checkpoints"), rp.BarColumn(),
-                     rp.MofNCompleteColumn(), rp.TimeRemainingColumn(), console=console, transient=True,
-                     disable=not console.is_terminal) as bar:  # fmt: skip
-        task = bar.add_task("evolution", total=None)
+    with _progress("two passes over the checkpoints") as progress:
         result = run_evolution(
             run,
             layer=layer,
             channels=chosen,
             top=top,
             images=images,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=progress,
         )
     with console.status("writing the report…"):
         path = write_evolution_report(result, out)
@@ -370,7 +373,6 @@ def diagnose(
 
     Example: convscope diagnose --model zoo:convnetjs-cifar --data builtin:photo-crops --out diag/
     """
-    import rich.progress as rp
     import torch
 
     from convscope.analysis.diagnose import diagnose as run_diagnose
@@ -392,10 +394,7 @@ def diagnose(
     if gradients and loaded.classes and data_classes and data_classes != loaded.classes:
         gradients = False
         notes.append("Gradient health is off: the data's classes are not the model's, so its labels mean nothing to the loss.")
-    with rp.Progress(rp.TextColumn("diagnosing"), rp.BarColumn(), rp.MofNCompleteColumn(),
-                     rp.TextColumn("inputs"), rp.TimeRemainingColumn(), console=console,
-                     transient=True) as bar:  # fmt: skip
-        task = bar.add_task("diagnose", total=None)
+    with _progress("diagnosing", "inputs") as progress:
         diag = run_diagnose(
             loaded.model,
             dataset,
@@ -407,7 +406,7 @@ def diagnose(
             gradients=None if gradients else False,
             transform=None if mean is None or std is None else (lambda x: (x - mean) / std),
             data_name=spec,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=progress,
         )
     diag.notes += notes
     path = write_diagnosis_report(diag, out, model=model)
