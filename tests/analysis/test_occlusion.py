@@ -25,7 +25,7 @@ from convscope.analysis.occlusion import (
     Occlusion,
     approx_error,
 )
-from convscope.analysis.occlusion.incremental import Value, paste
+from convscope.analysis.occlusion.region import Value, paste
 from convscope.capture import count_hooks
 from convscope.models import resolve_model
 

@@ -22,33 +22,18 @@ caller then runs plain batched full forwards.
 
 from __future__ import annotations
 
-import math
 import operator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from convscope.analysis.occlusion.region import Value, affected, gather, paste, truncate, union
+
 
 class IncrementalUnsupported(RuntimeError):
     """The model cannot be run layer by layer here (the message says why)."""
-
-
-@dataclass
-class Value:
-    """One node's value for a batch of N occluder positions.
-
-    kind "clean": equal to the clean pass for every position (nothing stored);
-    "patch": equal to the clean pass except the (N, C, h, w) tensor `t` at rows r[n].., cols c[n]..;
-    "full": `t` is the whole batched value (N, ...).
-    """
-
-    kind: str
-    t: Tensor | None = None
-    r: Tensor | None = None  # (N,) row starts of the patch (kind "patch")
-    c: Tensor | None = None  # (N,) column starts
 
 
 _ELEMENTWISE_MODULES = (
@@ -202,11 +187,11 @@ class Incremental:
         if v.kind == "full" or v.t is None or v.r is None or v.c is None:
             return self._generic(node, vals, n_pos)
         h, w = v.t.shape[-2:]
-        r0, ho = _affected(v.r, h, k[0], s[0], p[0], d[0], h_out)
-        c0, wo = _affected(v.c, w, k[1], s[1], p[1], d[1], w_out)
+        r0, ho = affected(v.r, h, k[0], s[0], p[0], d[0], h_out)
+        c0, wo = affected(v.c, w, k[1], s[1], p[1], d[1], w_out)
         if self.tau is not None:  # APPROXIMATE (Krypton's projective-field threshold): keep the centre
-            r0, ho = _truncate(r0, ho, self.tau, h_out)
-            c0, wo = _truncate(c0, wo, self.tau, w_out)
+            r0, ho = truncate(r0, ho, self.tau, h_out)
+            c0, wo = truncate(c0, wo, self.tau, w_out)
         if ho * wo > self.dense * h_out * w_out:  # (nearly) the whole map changes: a plain batched call
             return self._generic(node, vals, n_pos)
         lr, lc = (ho - 1) * s[0] + d[0] * (k[0] - 1) + 1, (wo - 1) * s[1] + d[1] * (k[1] - 1) + 1
@@ -234,8 +219,8 @@ class Incremental:
             if a not in self.const and self.clean[a].shape != shape:
                 return None  # broadcasting between maps: not a plain elementwise op
         h_map, w_map = shape[-2:]
-        r0, hu = _union([(q.r, q.t.shape[-2]) for q in patches if q.r is not None and q.t is not None], h_map)
-        c0, wu = _union([(q.c, q.t.shape[-1]) for q in patches if q.c is not None and q.t is not None], w_map)
+        r0, hu = union([(q.r, q.t.shape[-2]) for q in patches if q.r is not None and q.t is not None], h_map)
+        c0, wu = union([(q.c, q.t.shape[-1]) for q in patches if q.c is not None and q.t is not None], w_map)
         if hu * wu > self.dense * h_map * w_map:  # (nearly) the whole map: a plain batched call
             return self._generic(node, vals, n_pos)
 
@@ -343,61 +328,3 @@ def _is_elementwise(node: fx.Node, mod: nn.Module | None) -> bool:
     if node.op == "call_function":
         return node.target in _ELEMENTWISE_FUNCTIONS
     return node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
-
-
-def _affected(start: Tensor, h: int, k: int, s: int, p: int, d: int, size: int) -> tuple[Tensor, int]:
-    """Output starts (N,) and one common length of the outputs changed by input rows [start, start + h)."""
-    lo = torch.div(start + p - d * (k - 1) + s - 1, s, rounding_mode="floor").clamp(min=0)  # ceil
-    hi = torch.div(start + h - 1 + p, s, rounding_mode="floor").clamp(max=size - 1)
-    n = int((hi - lo + 1).max())
-    n = max(1, min(n, size))
-    return lo.clamp(max=size - n), n
-
-
-def _truncate(start: Tensor, n: int, tau: float, size: int) -> tuple[Tensor, int]:
-    """At most ceil(τ · size) outputs, centred on the changed region (approximate mode)."""
-    cap = max(1, math.ceil(tau * size))
-    if n <= cap:
-        return start, n
-    return (start + (n - cap) // 2).clamp(min=0, max=size - cap), cap
-
-
-def _union(regions: list[tuple[Tensor, int]], size: int) -> tuple[Tensor, int]:
-    """Starts (N,) and one common length covering every region [r, r + h)."""
-    lo = torch.stack([r for r, _ in regions]).amin(dim=0)
-    hi = torch.stack([r + h for r, h in regions]).amax(dim=0)
-    n = min(int((hi - lo).max()), size)
-    return lo.clamp(min=0, max=size - n), n
-
-
-def gather(clean: Tensor, v: Value, r0: Tensor, c0: Tensor, lr: int, lc: int, pad: tuple[int, int]) -> Tensor:
-    """Rows r0[n] .. r0[n] + lr, cols c0[n] .. c0[n] + lc of each position's map.
-
-    clean: (1, C, H', W'), the clean map already padded by `pad` (rows, cols); the window
-    coordinates are in that padded frame; v: the value (clean or patch, in the unpadded frame).
-    Returns (N, C, lr, lc). Plain slices per position (faster here than one advanced-index gather).
-    """
-    rows, cols = r0.tolist(), c0.tolist()
-    out = torch.stack([clean[0, :, r : r + lr, c : c + lc] for r, c in zip(rows, cols, strict=True)])
-    if v.kind == "patch":
-        assert v.t is not None and v.r is not None and v.c is not None
-        h, w = v.t.shape[-2:]
-        for n, (r, c, pr, pc) in enumerate(zip(rows, cols, v.r.tolist(), v.c.tolist(), strict=True)):
-            top, left = pr + pad[0] - r, pc + pad[1] - c  # the patch's corner in the window
-            y0, y1 = max(top, 0), min(top + h, lr)
-            x0, x1 = max(left, 0), min(left + w, lc)
-            if y0 < y1 and x0 < x1:
-                out[n, :, y0:y1, x0:x1] = v.t[n, :, y0 - top : y1 - top, x0 - left : x1 - left]
-    return out  # (N, C, lr, lc)
-
-
-def paste(clean: Tensor, v: Value) -> Tensor:
-    """The full batched maps (N, C, H, W): the clean map with each position's patch written in."""
-    assert v.t is not None and v.r is not None and v.c is not None
-    n_pos, _, h, w = v.t.shape
-    full = clean.expand(n_pos, *clean.shape[1:]).clone()  # (N, C, H, W)
-    rr = v.r[:, None] + torch.arange(h)  # (N, h)
-    cc = v.c[:, None] + torch.arange(w)  # (N, w)
-    n = torch.arange(n_pos)[:, None, None]
-    full[n, :, rr[:, :, None], cc[:, None, :]] = v.t.permute(0, 2, 3, 1)
-    return full
