@@ -217,6 +217,23 @@ def refuse_read_only(r: RunReader) -> None:
                        "it can be viewed, not controlled")  # fmt: skip
 
 
+def control_row(r: RunReader, run: str, key: str, ident: int, what: str) -> dict[str, Any]:
+    """Control `ident` of the run when it is a `key` request (a projection, a unit, an upload);
+    404 naming it as `what` else."""
+    row = next((c for c in r.controls(since_id=ident - 1) if c["id"] == ident), None)
+    if row is None or row["key"] != key:
+        raise ApiError(404, f"no {what} {ident} in run {run!r}")
+    return row
+
+
+def refusal(row: dict[str, Any], default: str) -> str | None:
+    """The trainer's one line when it refused control `row` (result ok: false), else None."""
+    result = row.get("result")
+    if isinstance(result, dict) and result.get("ok") is False:
+        return str(result.get("error", default))
+    return None
+
+
 def send(r: RunReader, key: str, value: Any) -> int:
     """Queue control `key` in the run (also the upload route's `predict`); 409 when the run
     cannot be written."""

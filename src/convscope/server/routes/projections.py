@@ -25,7 +25,7 @@ from ..errors import ERROR_RESPONSES, ApiError
 from ..pictures import KINDS, NORMS, snapshot_picture
 from ..state import AppState
 from . import schemas as S
-from .data import State, layer_names, refuse_read_only, send
+from .data import State, control_row, layer_names, refusal, refuse_read_only, send
 from .images import load, resolve_step
 from .params import MAX_STEP, Sample, Step, int_in
 
@@ -131,32 +131,32 @@ def queue_model_request(
         return ident
 
 
-def control_row(state: AppState, run: str, key: str, ident: int, what: str) -> tuple[dict[str, Any], Any]:
-    """Control `ident` (of `key`) and its stored answer json `KEY:ID` (None while pending); 404 else."""
-    with state.reader(run) as r:
-        row = next((c for c in r.controls(since_id=ident - 1) if c["id"] == ident), None)
-        if row is None or row["key"] != key:
-            raise ApiError(404, f"no {what} {ident} in run {run!r}")
-        return row, r.json(f"{key}:{ident}")
+def request_status(ident: int, row: dict[str, Any], answer: Any, empty: dict[str, Any]) -> dict[str, Any]:
+    """A model request's status shaped like `empty` (its pending answer): "done" with the fields
+    of the stored `answer` (lists and objects never null), or "failed" with the trainer's line."""
+    if answer is not None and isinstance(answer[1], dict):
+        v = answer[1]
+        done = {k: v[k] for k in empty if k in v}
+        done.update({k: v.get(k) or d for k, d in empty.items() if isinstance(d, list | dict)})
+        return {**empty, **done, "id": ident, "status": "done"}
+    error = refusal(row, "the trainer refused")
+    if error is not None:
+        return {**empty, "status": "failed", "error": error}
+    return empty
 
 
 @router.get(
     "/runs/{run}/projections/{ident}", response_model=None, responses=S.ok(PROJECTION, "a projection")
 )
 def projection_status(run: str, state: State, ident: ProjectionId) -> dict[str, Any]:
-    row, found = control_row(state, run, "project", ident, "projection")
+    with state.reader(run) as r:
+        row = control_row(r, run, "project", ident, "projection")
+        answer = r.json(f"project:{ident}")
     empty: dict[str, Any] = {
         "id": ident, "status": "pending", "error": None, "layer": None, "tensor": None, "step": None,
         "input_step": None, "weights": None, "asked": None, "seconds": None, "budget_s": None, "units": [], "rules": {},
     }  # fmt: skip
-    result = row.get("result")
-    if found is not None and isinstance(found[1], dict):
-        v = found[1]
-        return {**empty, **{k: v.get(k) for k in empty if k in v}, "id": ident, "status": "done",
-                "units": v.get("units") or [], "rules": v.get("rules") or {}}  # fmt: skip
-    if isinstance(result, dict) and result.get("ok") is False:
-        return {**empty, "status": "failed", "error": str(result.get("error", "the trainer refused"))}
-    return empty
+    return request_status(ident, row, answer, empty)
 
 
 @router.get(

@@ -20,9 +20,9 @@ from pydantic import BeforeValidator
 from ..errors import ERROR_RESPONSES, ApiError
 from ..pictures import image_png
 from . import schemas as S
-from .data import State
+from .data import State, control_row
 from .params import MAX_STEP, int_in
-from .projections import MAX_CHANNEL, control_row, queue_model_request
+from .projections import MAX_CHANNEL, queue_model_request, request_status
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
@@ -69,20 +69,15 @@ def request_unit(run: str, state: State, body: Annotated[dict[str, Any], Body()]
 
 @router.get("/runs/{run}/units/{ident}", response_model=None, responses=S.ok(UNIT, "a unit"))
 def unit_status(run: str, state: State, ident: UnitId) -> dict[str, Any]:
-    row, found = control_row(state, run, "unit", ident, "unit request")
+    with state.reader(run) as r:
+        row = control_row(r, run, "unit", ident, "unit request")
+        answer = r.json(f"unit:{ident}")
     empty: dict[str, Any] = {
         "id": ident, "status": "pending", "error": None, "layer": None, "channel": None, "hits": [],
-        "probe_images": None, "field": None, "stimulus_activation": None, "has_filter": None, "evolution_steps": [], "step": None, "weights": None,
-        "seconds": None,
+        "probe_images": None, "field": None, "stimulus_activation": None, "has_filter": None, "evolution_steps": [],
+        "step": None, "weights": None, "seconds": None,
     }  # fmt: skip
-    if found is not None and isinstance(found[1], dict):
-        v = found[1]
-        return {**empty, **{k: v.get(k) for k in empty if k in v}, "id": ident, "status": "done",
-                "hits": v.get("hits") or [], "evolution_steps": v.get("evolution_steps") or []}  # fmt: skip
-    result = row.get("result")
-    if isinstance(result, dict) and result.get("ok") is False:
-        return {**empty, "status": "failed", "error": str(result.get("error", "the trainer refused"))}
-    return empty
+    return request_status(ident, row, answer, empty)
 
 
 @router.get("/runs/{run}/units/{ident}/{kind}.png", response_class=Response, responses=S.PNG)

@@ -28,12 +28,13 @@ from starlette.types import Message
 
 from convscope.data import ImageError, load_image, prepare, to_chw_float
 from convscope.data.image import ALLOWED_FORMATS
+from convscope.runs import RunReader
 
 from ..errors import ERROR_RESPONSES, ApiError
 from ..pictures import encode_png, image_png
 from ..state import AppState
 from . import schemas as S
-from .data import State, layer_names, refuse_read_only, send
+from .data import State, control_row, layer_names, refusal, refuse_read_only, send
 from .params import UploadId
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
@@ -144,41 +145,38 @@ def _send(state: AppState, run: str, png: bytes, name: str) -> dict[str, Any]:
         return {"id": send(r, "predict", {"png_b64": b64, "name": name})}
 
 
-def _control(
-    state: AppState, run: str, ident: int
-) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
-    with state.reader(run) as r:
-        row = next((c for c in r.controls(since_id=ident - 1) if c["id"] == ident), None)
-        if row is None or row["key"] != "predict":
-            raise ApiError(404, f"no upload {ident} in run {run!r}")
-        found = r.json(f"upload:{ident}")
-        layers = []
-        for name in layer_names(r):
-            kinds = [k for k in ("a", "z") if r.snapshot_steps(f"upload:{ident}/{name}", k)]
-            if kinds:
-                layers.append({"name": name, "kinds": kinds})
-    return row, found, layers
+def _layers(r: RunReader, ident: int) -> list[dict[str, Any]]:
+    """The blocks whose maps the trainer stored for upload `ident`, with their kinds."""
+    layers = []
+    for name in layer_names(r):
+        kinds = [k for k in ("a", "z") if r.snapshot_steps(f"upload:{ident}/{name}", k)]
+        if kinds:
+            layers.append({"name": name, "kinds": kinds})
+    return layers
 
 
 @router.get(
     "/runs/{run}/uploads/{ident}", response_model=None, responses=S.ok(S.UPLOAD, "an upload")
 )
 def upload_status(run: str, state: State, ident: UploadId) -> dict[str, Any]:
-    row, found, layers = _control(state, run, ident)
-    result = row.get("result")
-    if found is not None:
-        value = found[1] if isinstance(found[1], dict) else {}
-        return {"id": ident, "status": "done", "step": found[0], "top": value.get("top", []),
-                "layers": layers, "error": None}  # fmt: skip
-    if isinstance(result, dict) and result.get("ok") is False:
+    with state.reader(run) as r:
+        row = control_row(r, run, "predict", ident, "upload")
+        found = r.json(f"upload:{ident}")
+        if found is not None:
+            value = found[1] if isinstance(found[1], dict) else {}
+            return {"id": ident, "status": "done", "step": found[0], "top": value.get("top", []),
+                    "layers": _layers(r, ident), "error": None}  # fmt: skip
+    error = refusal(row, "the trainer refused the image")
+    if error is not None:
         return {"id": ident, "status": "failed", "step": row.get("applied_step"), "top": [],
-                "layers": [], "error": str(result.get("error", "the trainer refused the image"))}  # fmt: skip
+                "layers": [], "error": error}  # fmt: skip
     return {"id": ident, "status": "pending", "step": None, "top": [], "layers": [], "error": None}
 
 
 @router.get("/runs/{run}/uploads/{ident}/image.png", response_class=Response, responses=S.PNG)
 def upload_image(run: str, state: State, ident: UploadId) -> Response:
-    row, _, _ = _control(state, run, ident)
+    with state.reader(run) as r:
+        row = control_row(r, run, "predict", ident, "upload")
     value = row.get("value")
     try:
         raw = base64.b64decode(str(value["png_b64"]), validate=True)  # type: ignore[index]
