@@ -640,15 +640,10 @@ def main() -> None:
     except Exception as exc:
         if _state["debug"]:
             raise
-        console.print(f"[red]error:[/red] {_one_line(exc)}", highlight=False, soft_wrap=True)
+        from convscope.train.watch import one_line
+
+        console.print(f"[red]error:[/red] {one_line(exc)}", highlight=False, soft_wrap=True)
         sys.exit(2)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, KeyError) and text.startswith("'") and text.endswith("'"):
-        text = text[1:-1]
-    return " ".join(text.split())
 
 
 if __name__ == "__main__":

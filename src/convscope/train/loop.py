@@ -38,7 +38,7 @@ from convscope.data import PHOTO_CLASSES, digits, open_dataset, photo_crops, pre
 from convscope.models import get_entry, zoo_names
 from convscope.models.spec import build_spec, spec_of
 from convscope.runs import Control
-from convscope.train.watch import Recorder
+from convscope.train.watch import Recorder, one_line
 
 
 def train_config_of(config: dict[str, Any]) -> TrainConfig:
@@ -138,6 +138,29 @@ def _is_spec_text(text: str) -> bool:
     return bool(first) and first.split()[0].lower() in SPEC_OPS
 
 
+def build_allowed(spec: str, input_shape: tuple[int, int, int] | None) -> tuple[nn.Module, tuple[int, int, int]]:
+    """A zoo net (`NAME` or `zoo:NAME`) or layer-spec text — nothing else: `spec` may come from a
+    row in the run store, so it is never imported (ModelChoiceError otherwise). The trainer and
+    the projections worker build models only through this."""
+    text = spec.strip()
+    name = text.removeprefix("zoo:")
+    if name in zoo_names():
+        entry = get_entry(name)
+        return entry.factory().train(), entry.input_shape
+    if not _is_spec_text(text):
+        raise ModelChoiceError(spec)
+    if input_shape is None:
+        raise ValueError("a layer spec needs an input shape: start from a zoo net")
+    return build_spec(text, input_shape), input_shape
+
+
+def state_mismatch(own: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[list[str], list[str]]:
+    """(keys missing or different in shape/dtype, keys not in the model): both empty when `state`
+    fits `own` key for key (checked before any weight is copied)."""
+    bad = sorted(k for k in own if k not in state or state[k].shape != own[k].shape or state[k].dtype != own[k].dtype)
+    return bad, sorted(k for k in state if k not in own)
+
+
 class Trainer:
     """Runs until `config.steps` or `stop()`; everything goes through a `Recorder` into the run store.
 
@@ -186,19 +209,7 @@ class Trainer:
 
     # ---- building ------------------------------------------------------------------------
     def _build(self, spec: str) -> tuple[nn.Module, tuple[int, int, int]]:
-        """A zoo net (`NAME` or `zoo:NAME`) or layer-spec text — nothing else: `spec` may come
-        from a row in the run store, so it is never imported (ModelChoiceError otherwise)."""
-        text = spec.strip()
-        name = text.removeprefix("zoo:")
-        if name in zoo_names():
-            entry = get_entry(name)
-            return entry.factory().train(), entry.input_shape
-        if not _is_spec_text(text):
-            raise ModelChoiceError(spec)
-        shape = getattr(self, "input_shape", None)
-        if shape is None:
-            raise ValueError("a layer spec needs an input shape: start from a zoo net")
-        return build_spec(text, shape), shape
+        return build_allowed(spec, getattr(self, "input_shape", None))
 
     def _optimizer(self) -> torch.optim.SGD:
         return torch.optim.SGD(
@@ -400,13 +411,8 @@ class Trainer:
         except FileNotFoundError:
             raise  # "no checkpoint NAME in DIR" says it already
         except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError) as exc:
-            reason = " ".join(str(exc).split()) or type(exc).__name__
-            raise ValueError(f"checkpoint {name!r} cannot be read: {reason}") from None
-        own = self.model.state_dict()
-        bad = sorted(
-            k for k in own if k not in state or state[k].shape != own[k].shape or state[k].dtype != own[k].dtype
-        )
-        extra = sorted(k for k in state if k not in own)
+            raise ValueError(f"checkpoint {name!r} cannot be read: {one_line(exc)}") from None
+        bad, extra = state_mismatch(self.model.state_dict(), state)
         if bad or extra:
             parts = ([f"missing or different: {', '.join(bad[:5])}"] if bad else []) + (
                 [f"not in this model: {', '.join(extra[:5])}"] if extra else []

@@ -279,9 +279,9 @@ class Recorder:
         try:
             return self.on_control(ctrl) or {"ok": True}
         except (ValueError, TypeError, KeyError, RuntimeError, OSError) as exc:
-            return {"ok": False, "error": _one_line(exc)}
+            return {"ok": False, "error": one_line(exc)}
         except Exception as exc:  # a control never ends the run: any failure is its answer
-            return {"ok": False, "error": f"{type(exc).__name__}: {_one_line(exc)}"}
+            return {"ok": False, "error": f"{type(exc).__name__}: {one_line(exc)}"}
 
     def _project(self, ctrl: Control) -> dict[str, Any]:
         """A feature map back to pixels for the example the page shows (train/projections.py)."""
@@ -299,7 +299,7 @@ class Recorder:
                 step=max(self.step_index - 1, 0), input_step=at,
             )  # fmt: skip
         except (ValueError, TypeError) as exc:
-            return {"ok": False, "error": _one_line(exc)}
+            return {"ok": False, "error": one_line(exc)}
 
     def _unit(self, ctrl: Control) -> dict[str, Any]:
         """What excites one feature map over the probe images (train/units_live.py)."""
@@ -311,7 +311,7 @@ class Recorder:
                 step=max(self.step_index - 1, 0),
             )  # fmt: skip
         except (ValueError, TypeError) as exc:
-            return {"ok": False, "error": _one_line(exc)}
+            return {"ok": False, "error": one_line(exc)}
 
     # ---- lifetime ------------------------------------------------------------------------
     def close(self, status: str = "finished") -> None:
@@ -399,7 +399,8 @@ def layer_table(trace: Trace) -> list[dict[str, Any]]:
     return rows
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception as the one line convscope shows (KeyError's quotes dropped, whitespace folded)."""
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, KeyError) and text.startswith("'") and text.endswith("'"):
         text = text[1:-1]

@@ -19,12 +19,11 @@ from typing import Any
 
 from torch import nn
 
-from convscope.models import get_entry, zoo_names
-from convscope.models.spec import build_spec
 from convscope.runs import RunReader, RunWriter
-from convscope.train.loop import Data, train_config_of
+from convscope.train.loop import Data, build_allowed, state_mismatch, train_config_of
 from convscope.train.projections import answer_projection
 from convscope.train.units_live import answer_unit
+from convscope.train.watch import one_line
 
 IDLE_S = 60.0  # the worker exits after this long without a request
 POLL_S = 0.2  # seconds between looks at the run's control rows
@@ -36,15 +35,16 @@ class WorkerError(ValueError):
 
 
 def rebuild(meta: dict[str, Any]) -> nn.Module:
-    """The run's model from its meta: a zoo net or layer-spec text, nothing else."""
+    """The run's model from its meta: a zoo net or layer-spec text, built as its trainer did."""
     model = str(meta.get("model", ""))
-    name = model.removeprefix("zoo:")
-    if name in zoo_names():
-        return get_entry(name).factory()
     spec, shape = meta.get("spec"), meta.get("input_shape")
     if model == "layer spec" and isinstance(spec, str) and isinstance(shape, list) and len(shape) == 3:
-        return build_spec(spec, (int(shape[0]), int(shape[1]), int(shape[2])))
-    raise WorkerError(f"the run's model {model!r} is neither a zoo net nor a layer spec: it cannot be rebuilt")
+        model = spec
+    dims = (int(shape[0]), int(shape[1]), int(shape[2])) if isinstance(shape, list) and len(shape) == 3 else None
+    try:
+        return build_allowed(model, dims)[0]
+    except ValueError as err:  # ModelChoiceError included
+        raise WorkerError(f"the run's model cannot be rebuilt: {one_line(err)}") from None
 
 
 def _newest_checkpoint(reader: RunReader) -> dict[str, Any]:
@@ -91,20 +91,20 @@ def answer_requests(run_dir: str | Path, *, idle_s: float = IDLE_S, poll_s: floa
         writer.set_meta("status", status)
         last = writer.last_step or 0
         writer.commit(last)
-        try:
-            model = _load(writer, meta, ckpt)
-            with RunReader(run_dir) as reader:
-                first = _first_layer(reader)
-        except WorkerError as err:
-            for ctrl in writer.poll_controls():
-                writer.ack_control(ctrl.id, last, result={"ok": False, "error": str(err)})
-            raise
         with RunReader(run_dir) as reader:
+            try:
+                model = _load(writer, meta, ckpt)
+                first = _first_layer(reader)
+            except WorkerError as err:
+                for ctrl in writer.poll_controls():
+                    writer.ack_control(ctrl.id, last, result={"ok": False, "error": str(err)})
+                raise
+            probe = _Probe(reader)
             quiet_since = time.monotonic()
             while time.monotonic() - quiet_since < idle_s and os.getppid() == parent:
                 rows = writer.poll_controls()
                 for ctrl in rows:
-                    result = _answer(model, writer, reader, first, ctrl.id, ctrl.key, ctrl.value, last, ckpt)
+                    result = _answer(model, writer, reader, probe, first, ctrl.id, ctrl.key, ctrl.value, last, ckpt)
                     writer.ack_control(ctrl.id, last, result=result)
                     answered += 1
                 if rows:
@@ -121,9 +121,9 @@ def _load(writer: RunWriter, meta: dict[str, Any], ckpt: dict[str, Any]) -> nn.M
     try:
         state = writer.load_checkpoint(str(ckpt["name"]))
     except Exception as exc:  # safetensors' own error types: one line, never a traceback
-        raise WorkerError(f"checkpoint {ckpt['name']!r} cannot be read: {' '.join(str(exc).split())}") from None
-    own = model.state_dict()
-    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+        raise WorkerError(f"checkpoint {ckpt['name']!r} cannot be read: {one_line(exc)}") from None
+    bad, extra = state_mismatch(model.state_dict(), state)
+    if bad or extra:
         raise WorkerError(f"checkpoint {ckpt['name']!r} does not fit the run's model")
     model.load_state_dict(state)
     return model.eval()
@@ -133,6 +133,7 @@ def _answer(
     model: nn.Module,
     writer: RunWriter,
     reader: RunReader,
+    probe: _Probe,
     first: str,
     ident: int,
     key: str,
@@ -141,7 +142,7 @@ def _answer(
     ckpt: dict[str, Any],
 ) -> dict[str, Any]:
     if key == "unit":
-        return _answer_unit(model, writer, reader, ident, value, last, ckpt)
+        return _answer_unit(model, writer, probe, ident, value, last, ckpt)
     if key != "project":
         return {"ok": False, "error": f"the run has ended: only projections and units are answered, not '{key}'"}
     wanted = value.get("step") if isinstance(value, dict) else None
@@ -156,27 +157,37 @@ def _answer(
             model, writer, ident, value, x.float(), step=last, input_step=input_step, weights=weights
         )
     except (ValueError, TypeError) as exc:
-        return {"ok": False, "error": " ".join(str(exc).split())}
+        return {"ok": False, "error": one_line(exc)}
     out["checkpoint"] = str(ckpt["name"])
     return out
 
 
+class _Probe:
+    """The run's validation images and normalisation, rebuilt from its config (as its trainer
+    made them) on the first unit request and kept for the worker's life."""
+
+    def __init__(self, reader: RunReader) -> None:
+        self.reader = reader
+        self._data: Data | None = None
+
+    def data(self) -> Data:
+        if self._data is None:
+            shape = self.reader.meta().get("input_shape")
+            if not (isinstance(shape, list) and len(shape) == 3):
+                raise ValueError("the run has no input_shape")
+            self._data = Data(train_config_of(self.reader.config()), (int(shape[0]), int(shape[1]), int(shape[2])))
+        return self._data
+
+
 def _answer_unit(
-    model: nn.Module, writer: RunWriter, reader: RunReader, ident: int, value: Any, last: int, ckpt: dict[str, Any]
+    model: nn.Module, writer: RunWriter, probe: _Probe, ident: int, value: Any, last: int, ckpt: dict[str, Any]
 ) -> dict[str, Any]:
-    """The unit explorer over the run's own validation images (rebuilt from its config, as its
-    trainer made them, with its normalisation)."""
-    meta = reader.meta()
-    shape = meta.get("input_shape")
+    """The unit explorer over the run's own validation images, with its normalisation."""
     try:
-        if not (isinstance(shape, list) and len(shape) == 3):
-            raise ValueError("the run has no input_shape")
-        data = Data(train_config_of(reader.config()), (int(shape[0]), int(shape[1]), int(shape[2])))
-        out = answer_unit(
+        data = probe.data()
+        return answer_unit(
             model, writer, ident, value, data.xval, data.norm, step=last,
             weights=f"checkpoint {ckpt['name']} (step {ckpt['step']})",
         )  # fmt: skip
     except (ValueError, TypeError) as exc:
-        return {"ok": False, "error": " ".join(str(exc).split())}
-    return out
-
+        return {"ok": False, "error": one_line(exc)}
