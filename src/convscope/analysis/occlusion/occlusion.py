@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,11 +39,18 @@ from convscope.analysis.attribution.base import (
 )
 from convscope.analysis.attribution.deconvnet import Deconvnet
 from convscope.analysis.occlusion.incremental import Incremental, IncrementalUnsupported
+from convscope.analysis.occlusion.windows import (
+    Window,
+    baseline_value,
+    chunks,
+    mask,
+    triple,
+    windows,
+)
 from convscope.capture import capture
 
 METHODS = ("incremental", "full")
 Progress = Callable[[int, int], None]  # (positions done, positions in all)
-Window = tuple[int, int, int, int, int, int]  # channels c0:c1, rows r0:r1, columns q0:q1 occluded
 
 
 @dataclass
@@ -91,8 +98,8 @@ class Occlusion(Attribution):
     ) -> AttributionMap:
         """Captum's `Occlusion.attribute` (one input tensor): a map shaped like x."""
         x = self._input(x).detach()  # (B, C, H, W)
-        win = _triple(sliding_window_shapes, "sliding_window_shapes")
-        step = _triple(strides, "strides")
+        win = triple(sliding_window_shapes, "sliding_window_shapes")
+        step = triple(strides, "strides")
         for i, (d, w, s) in enumerate(zip(x.shape[1:], win, step, strict=True)):
             if not 1 <= w <= d or s < 1 or (s > w and w < d):  # as Captum: no pixel left uncovered
                 raise AttributionError(
@@ -106,8 +113,8 @@ class Occlusion(Attribution):
         with self._session(None), torch.no_grad():
             logits = self.model(x)
             t = self._targets(logits, target)  # (B,)
+            wins = windows(x.shape[1:], win, step)
             for i in range(b):
-                wins = _windows(x.shape[1:], win, step)
                 scores, how = self._occluded(x[i : i + 1], base[i : i + 1], wins, method, batch, None)
                 diff = logits[i, t[i]] - scores[0][:, t[i]]  # (M,)
                 total = torch.zeros_like(x[i])
@@ -155,9 +162,9 @@ class Occlusion(Attribution):
                 raise AttributionError(f"{name} must be a positive integer; got {v!r}")
         if window > min(h, w):
             raise AttributionError(f"window {window} is larger than the {h}×{w} image")
-        grey = _baseline(baseline, c, normalize, x.dtype)  # (C,)
+        grey = baseline_value(baseline, c, normalize, x.dtype)  # (C,)
         base = grey.view(1, c, 1, 1).expand_as(x)
-        masks = _windows((c, h, w), (c, window, window), (c, stride, stride))
+        masks = windows((c, h, w), (c, window, window), (c, stride, stride))
         rows = sorted({m[2] for m in masks})
         cols = sorted({m[4] for m in masks})
         t0 = time.perf_counter()
@@ -240,9 +247,9 @@ class Occlusion(Attribution):
         progress: Progress | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         outs, feats = [], []
-        for chunk in _chunks(masks, batch):
-            _, c, h, w = x.shape
-            m = _mask(chunk, c, torch.zeros(len(chunk), 1, dtype=torch.long), h, w).to(x.device)  # (N, C, H, W)
+        _, c, h, w = x.shape
+        for chunk in chunks(masks, batch):
+            m = mask(chunk, c, torch.zeros(len(chunk), 1, dtype=torch.long), h, w).to(x.device)  # (N, C, H, W)
             xb = torch.where(m, base, x)  # (N, C, H, W)
             out, tap = self._forward(xb, layer, stop=False)
             assert out is not None
@@ -277,13 +284,13 @@ class Occlusion(Attribution):
         self._traced[leaves] = engine.gm
         node = self._layer_node(engine, x, layer) if layer is not None else None
         outs, feats, fallback = [], [], set()
-        for i, chunk in enumerate(_chunks(masks, batch)):
-            _, c, h, w = x.shape
+        _, c, h, w = x.shape
+        for i, chunk in enumerate(chunks(masks, batch)):
             hh = max(r1 - r0 for _, _, r0, r1, _, _ in chunk)  # one box size for the batch
             ww = max(q1 - q0 for _, _, _, _, q0, q1 in chunk)
             rows = torch.tensor([min(r0, h - hh) for _, _, r0, _, _, _ in chunk])  # (N,) box corners
             cols = torch.tensor([min(q0, w - ww) for _, _, _, _, q0, _ in chunk])
-            m = _mask(chunk, c, rows[:, None], hh, ww, cols[:, None]).to(x.device)  # (N, C, hh, ww)
+            m = mask(chunk, c, rows[:, None], hh, ww, cols[:, None]).to(x.device)  # (N, C, hh, ww)
             rr = (rows[:, None] + torch.arange(hh)).to(x.device)  # (N, hh)
             cc = (cols[:, None] + torch.arange(ww)).to(x.device)  # (N, ww)
             clean = x[0][:, rr[:, :, None], cc[:, None, :]].permute(1, 0, 2, 3)  # (N, C, hh, ww)
@@ -342,68 +349,6 @@ def approx_error(approx: Sensitivity, exact: Sensitivity) -> dict[str, float]:
         "top10_iou": len(low_a & low_e) / len(low_a | low_e),
         "label_agreement": float((approx.label == exact.label).float().mean()),
     }
-
-
-def _triple(v: int | tuple[int, ...], what: str) -> tuple[int, int, int]:
-    t = (v, v, v) if isinstance(v, int) else tuple(v)
-    if len(t) != 3 or not all(isinstance(i, int) and not isinstance(i, bool) for i in t):
-        raise AttributionError(f"{what} must be an int or (channels, height, width); got {v!r}")
-    return int(t[0]), int(t[1]), int(t[2])
-
-
-def _counts(dims: tuple[int, ...], win: tuple[int, ...], step: tuple[int, ...]) -> list[int]:
-    return [math.ceil((d - w) / s) + 1 for d, w, s in zip(dims, win, step, strict=True)]
-
-
-def _windows(dims: torch.Size | tuple[int, ...], win: tuple[int, int, int], step: tuple[int, int, int]) -> list[Window]:
-    """Captum's windows in row-major order, each (c0, c1, r0, r1, q0, q1), the last one cut at the border."""
-    counts = _counts(tuple(dims), win, step)
-    out = []
-    for a in range(counts[0]):
-        for i in range(counts[1]):
-            for j in range(counts[2]):
-                c0, r0, q0 = a * step[0], i * step[1], j * step[2]
-                out.append((c0, min(c0 + win[0], dims[0]), r0, min(r0 + win[1], dims[1]), q0, min(q0 + win[2], dims[2])))
-    return out
-
-
-def _mask(wins: list[Window], c: int, top: Tensor, h: int, w: int, left: Tensor | None = None) -> Tensor:
-    """(N, C, h, w) bool: which cells of each window's view (rows top[n] + 0..h, cols left[n] + 0..w) it occludes."""
-    t = torch.tensor(wins)  # (N, 6)
-    ch = torch.arange(c)
-    rr = top + torch.arange(h)  # (N, h)
-    cc = (top * 0 if left is None else left) + torch.arange(w)  # (N, w)
-    mc = (ch >= t[:, :1]) & (ch < t[:, 1:2])  # (N, C)
-    mr = (rr >= t[:, 2:3]) & (rr < t[:, 3:4])  # (N, h)
-    mq = (cc >= t[:, 4:5]) & (cc < t[:, 5:6])  # (N, w)
-    return mc[:, :, None, None] & mr[:, None, :, None] & mq[:, None, None, :]
-
-
-def _chunks(items: list[Window], n: int) -> Iterator[list[Window]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
-
-
-def _baseline(
-    baseline: str | float | Tensor, c: int, normalize: tuple[list[float], list[float]] | None, dtype: torch.dtype
-) -> Tensor:
-    """The occluder's value per input channel (C,)."""
-    if isinstance(baseline, str):
-        if baseline != "grey":
-            raise AttributionError(f"baseline must be 'grey', a number or a (C,) tensor; got {baseline!r}")
-        value = torch.full((c,), 0.5, dtype=dtype)
-        if normalize is not None:
-            mean, std = (torch.as_tensor(v, dtype=dtype) for v in normalize)
-            value = (value - mean) / std
-        return value
-    if isinstance(baseline, bool):
-        raise AttributionError(f"baseline must be 'grey', a number or a (C,) tensor; got {baseline!r}")
-    value = torch.as_tensor(baseline, dtype=dtype)
-    if value.dim() == 0:
-        value = value.expand(c).clone()
-    if value.shape != (c,) or not bool(torch.isfinite(value).all()):
-        raise AttributionError(f"baseline must be one finite number or one per input channel ({c}); got {baseline!r}")
-    return value
 
 
 __all__ = ["METHODS", "Occlusion", "Sensitivity", "approx_error"]
