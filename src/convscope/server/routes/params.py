@@ -5,9 +5,9 @@ route code runs -- never an OverflowError deep in SQLite (a 500).
     def scalars(since: Since = None, max_points: MaxPoints = None): ...
 
 The ranges are also in the OpenAPI schema (minimum/maximum), so the fuzz test
-(tests/fuzz/test_api_schema.py) generates values inside and outside them. (The BeforeValidator
-comes after Query/Path in each Annotated: it still runs first, and pydantic then writes the
-bounds as JSON Schema's minimum/maximum rather than as stray "ge"/"le" keys.)
+(tests/fuzz/test_api_schema.py) generates values inside and outside them. (`int_param` puts
+the BeforeValidator after the Query/Path bounds: it still runs first, and pydantic then writes
+the bounds as JSON Schema's minimum/maximum rather than as stray "ge"/"le" keys.)
 """
 
 from __future__ import annotations
@@ -69,43 +69,28 @@ def float_in(what: str, lo: float, hi: float) -> Callable[[Any], float]:
     return check
 
 
-Since = Annotated[
-    int | None,
-    Query(ge=-1, le=MAX_STEP, description="only steps > since (-1 or absent: all)"),
-    BeforeValidator(int_in("", -1, MAX_STEP)),
-]
-Step = Annotated[
-    int | None,
-    Query(ge=0, le=MAX_STEP, description="the newest at or before this step (absent: newest)"),
-    BeforeValidator(int_in("", 0, MAX_STEP)),
-]
-SinceId = Annotated[
-    int,
-    Query(ge=0, le=MAX_STEP, description="only controls with id > since_id"),
-    BeforeValidator(int_in("", 0, MAX_STEP)),
-]
-MaxPoints = Annotated[
-    int | None,
-    Query(ge=2, le=MAX_POINTS, description="thin each series to about this many points"),
-    BeforeValidator(int_in("", 2, MAX_POINTS)),
-]
-Sample = Annotated[
-    int,
-    Query(ge=0, le=MAX_SAMPLE, description="which image of the recorded batch"),
-    BeforeValidator(int_in("", 0, MAX_SAMPLE)),
-]
+def int_param(where: Callable[..., Any], lo: int, hi: int, description: str, *, what: str = "") -> Any:
+    """`Query(...)` or `Path(...)` metadata for an int in lo..hi: the range in the OpenAPI
+    schema, and `int_in`'s check (the BeforeValidator, appended after the bounds) before any
+    other. `what` names a path parameter in the error."""
+    info = where(ge=lo, le=hi, description=description)
+    info.metadata.append(BeforeValidator(int_in(what, lo, hi)))
+    return info
+
+
+Since = Annotated[int | None, int_param(Query, -1, MAX_STEP, "only steps > since (-1 or absent: all)")]
+Step = Annotated[int | None, int_param(Query, 0, MAX_STEP, "the newest at or before this step (absent: newest)")]
+SinceId = Annotated[int, int_param(Query, 0, MAX_STEP, "only controls with id > since_id")]
+MaxPoints = Annotated[int | None, int_param(Query, 2, MAX_POINTS, "thin each series to about this many points")]
+Sample = Annotated[int, int_param(Query, 0, MAX_SAMPLE, "which image of the recorded batch")]
 Scale = Annotated[
     float | None,
     Query(gt=0, le=MAX_SCALE, description="with norm=global: the value drawn at full colour"),
     BeforeValidator(float_in("scale", 0, MAX_SCALE)),
 ]
 UploadId = Annotated[
-    int,
-    Path(ge=1, le=MAX_STEP, description="the id POST .../uploads answered"),
-    BeforeValidator(int_in("upload id ", 1, MAX_STEP)),
+    int, int_param(Path, 1, MAX_STEP, "the id POST .../uploads answered", what="upload id ")
 ]
 TestIndex = Annotated[
-    int,
-    Path(ge=0, le=MAX_SAMPLE, description="index of the run's test image"),
-    BeforeValidator(int_in("test image index ", 0, MAX_SAMPLE)),
+    int, int_param(Path, 0, MAX_SAMPLE, "index of the run's test image", what="test image index ")
 ]

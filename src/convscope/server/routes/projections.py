@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Response
-from pydantic import BeforeValidator
 
 from convscope.render import attribution, grid
 
@@ -27,7 +26,7 @@ from ..state import AppState
 from . import schemas as S
 from .data import State, control_row, layer_names, refusal, refuse_read_only, send
 from .images import load, resolve_step
-from .params import MAX_STEP, Sample, Step, int_in
+from .params import MAX_STEP, Sample, Step, int_param
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
@@ -35,14 +34,10 @@ PROJECTION_KINDS = ("a", "deconvnet", "guided")
 MAX_CHANNEL = 65_535
 
 ProjectionId = Annotated[
-    int,
-    Path(ge=1, le=MAX_STEP, description="the id POST .../projections answered"),
-    BeforeValidator(int_in("projection id ", 1, MAX_STEP)),
+    int, int_param(Path, 1, MAX_STEP, "the id POST .../projections answered", what="projection id ")
 ]
 Channel = Annotated[
-    int,
-    Path(ge=0, le=MAX_CHANNEL, description="a feature map of the projected layer"),
-    BeforeValidator(int_in("channel ", 0, MAX_CHANNEL)),
+    int, int_param(Path, 0, MAX_CHANNEL, "a feature map of the projected layer", what="channel ")
 ]
 
 CELLS = S.obj({

@@ -15,22 +15,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Response
-from pydantic import BeforeValidator
 
 from ..errors import ERROR_RESPONSES, ApiError
 from ..pictures import image_png
 from . import schemas as S
 from .data import State, control_row
-from .params import MAX_STEP, int_in
+from .params import MAX_STEP, int_param
 from .projections import MAX_CHANNEL, queue_model_request, request_status
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
 UNIT_KINDS = ("patches", "projections", "filter", "activations", "evolution", "stimulus")
 UnitId = Annotated[
-    int,
-    Path(ge=1, le=MAX_STEP, description="the id POST .../units answered"),
-    BeforeValidator(int_in("unit request id ", 1, MAX_STEP)),
+    int, int_param(Path, 1, MAX_STEP, "the id POST .../units answered", what="unit request id ")
 ]
 HIT = S.obj({"value": S.NUM_OR_NULL, "index": S.INT, "position": S.array(S.INT), "box": S.array(S.INT)})
 UNIT = S.obj({
