@@ -38,6 +38,7 @@ from convscope.analysis.attribution import (
     SmoothGrad,
     Unit,
 )
+from convscope.analysis.attribution.projection import strongest_units
 from convscope.analysis.units import ReceptiveFieldError, receptive_field
 from convscope.capture import capture
 from convscope.inspect import DEFAULT_MODEL, open_image, open_model
@@ -145,22 +146,9 @@ def _units(
     methods: list[str],
     seconds: dict[str, float],
 ) -> list[Unit]:
-    c = maps.shape[0]
     spatial = maps.dim() == 3
-    peak = maps.reshape(c, -1).amax(dim=1)  # (C,)
-    if channel is not None:
-        if isinstance(channel, bool) or not 0 <= channel < c:
-            raise AttributionError(f"--channel {channel} is out of range for layer {layer!r}: 0..{c - 1}")
-        order = [channel]
-    else:
-        order = peak.argsort(descending=True, stable=True)[:top].tolist()
     units = []
-    for ch in order:
-        pos: tuple[int, int] | None = None
-        if spatial:
-            w = maps.shape[2]
-            i, j = divmod(int(maps[ch].reshape(-1).argmax()), w)
-            pos = (i, j)
+    for ch, value, pos in strongest_units(maps, top=top, channel=channel, layer=layer, what="--channel"):
         projections: dict[str, AttributionMap] = {}
         for m in methods:
             t0 = time.perf_counter()
@@ -172,5 +160,5 @@ def _units(
             else:
                 projections[m] = Saliency(net).attribute(x, abs=True, **where)
             seconds[f"{m} (unit)"] = seconds.get(f"{m} (unit)", 0.0) + time.perf_counter() - t0
-        units.append(Unit(ch, float(peak[ch]), pos, projections))
+        units.append(Unit(ch, value, pos, projections))
     return units

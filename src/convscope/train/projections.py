@@ -20,6 +20,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from convscope.analysis.attribution import AttributionError, Deconvnet, GuidedBackprop
+from convscope.analysis.attribution.projection import strongest_units
 from convscope.runs import RunWriter
 
 TOP = 9  # ZF Fig. 1/2: the 9 strongest
@@ -61,35 +62,31 @@ def answer_projection(
         maps, what = Deconvnet(model).layer_output(x, layer)  # (1, C, h, w) or (1, F)
     except AttributionError as err:
         raise ValueError(str(err)) from None
-    c = maps.shape[1]
-    if channel is not None and channel >= c:
-        raise ValueError(f"project: channel {channel} is out of range for layer {layer!r}: 0..{c - 1}")
+    try:
+        chosen = strongest_units(maps[0], top=TOP, channel=channel, layer=layer, what="project: channel")
+    except AttributionError as err:
+        raise ValueError(str(err)) from None
     spatial = maps.dim() == 4
-    peaks = maps[0].reshape(c, -1).amax(dim=1)  # (C,)
-    order = [channel] if channel is not None else peaks.argsort(descending=True, stable=True)[:TOP].tolist()
     prefix = f"project:{ident}"
     units: list[dict[str, Any]] = []
     rules: dict[str, dict[str, str]] = {}
-    for k in order:
+    for k, value, pos in chosen:
         if units and time.perf_counter() - t0 > budget_s:
             break
         position = "max" if spatial else None
         deconv = Deconvnet(model).attribute(x, layer=layer, channel=k, position=position)
         guided = GuidedBackprop(model).attribute(x, layer=layer, channel=k, position=position)
         rules = {"deconvnet": deconv.meta["rules"], "guided": guided.meta["rules"]}
-        pos = None
         if spatial:
-            w = maps.shape[3]
-            pos = list(divmod(int(maps[0, k].reshape(-1).argmax()), w))
             writer.log_snapshot(step, f"{prefix}/{k}", "a", maps[:, k : k + 1])  # (1, 1, h, w)
         writer.log_snapshot(step, f"{prefix}/{k}", "deconvnet", deconv.as_subclass(Tensor))
         writer.log_snapshot(step, f"{prefix}/{k}", "guided", guided.as_subclass(Tensor))
-        units.append({"channel": k, "value": float(peaks[k]), "position": pos})
+        units.append({"channel": k, "value": value, "position": None if pos is None else list(pos)})
     result = {
         "layer": layer,
         "tensor": what,
         "units": units,
-        "asked": len(order),
+        "asked": len(chosen),
         "step": step,  # the step the answer is stored at
         "weights": weights or f"step {step}",  # the weights used
         "input_step": input_step,  # the snapshot whose example 0 was projected
@@ -99,4 +96,4 @@ def answer_projection(
     }
     writer.log_json(step, prefix, result)
     writer.commit(step)
-    return {"ok": True, "units": len(units), "asked": len(order)}
+    return {"ok": True, "units": len(units), "asked": len(chosen)}

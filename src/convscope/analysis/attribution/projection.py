@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from torch import Tensor
 
-from convscope.analysis.attribution.base import AttributionMap
+from convscope.analysis.attribution.base import AttributionError, AttributionMap
 
 
 @dataclass
@@ -61,3 +61,25 @@ class Projection:
 
     def _repr_html_(self) -> str | None:
         return None if Projection.display is None else Projection.display(self)
+
+
+def strongest_units(
+    maps: Tensor, *, top: int, channel: int | None, layer: str, what: str = "channel"
+) -> list[tuple[int, float, tuple[int, int] | None]]:
+    """(channel, its maximum, (i, j) of it or None for a dense layer) for one `channel`, or the
+    `top` maps with the largest maximum, strongest first (ties: the lower channel). `maps` is one
+    example's (C, h, w) or (C,); `what` names the channel in the out-of-range error."""
+    c = maps.shape[0]
+    peak = maps.reshape(c, -1).amax(dim=1)  # (C,)
+    if channel is not None:
+        if isinstance(channel, bool) or not 0 <= channel < c:
+            raise AttributionError(f"{what} {channel} is out of range for layer {layer!r}: 0..{c - 1}")
+        order = [channel]
+    else:
+        order = peak.argsort(descending=True, stable=True)[:top].tolist()
+    out = []
+    for k in order:
+        pos = divmod(int(maps[k].reshape(-1).argmax()), maps.shape[2]) if maps.dim() == 3 else None
+        out.append((k, float(peak[k]), pos))
+    return out
+
