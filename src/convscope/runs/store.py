@@ -187,6 +187,12 @@ def _dumps(what: str, value: object) -> str:
         raise type(exc)(f"{what} must be JSON-serialisable: {exc}") from exc
 
 
+def _cannot_write(exc: BaseException | None) -> bool:
+    """SQLite said it cannot open or write the file (SQLITE_CANTOPEN / SQLITE_READONLY)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY)
+
+
 def _loads_or_none(text: str) -> Any:
     """JSON written by anything (a control row is not trusted): None when it cannot be read."""
     try:
@@ -869,13 +875,7 @@ class RunReader:
     def _cannot_create_wal(self, exc: RunCorruptError) -> bool:
         """True when opening failed because SQLite could not create the -shm/-wal files beside
         a WAL database: SQLITE_CANTOPEN (or READONLY) on a directory this process cannot write."""
-        cause = exc.__cause__
-        code = getattr(cause, "sqlite_errorcode", None)
-        cant = isinstance(code, int) and code & 0xFF in (
-            sqlite3.SQLITE_CANTOPEN,
-            sqlite3.SQLITE_READONLY,
-        )
-        return cant and not os.access(self.path, os.W_OK)
+        return _cannot_write(exc.__cause__) and not os.access(self.path, os.W_OK)
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         args = tuple(params)
@@ -1023,11 +1023,7 @@ class RunReader:
         try:
             return _retry(lambda: _write_txn(conn, body), "send_control")
         except sqlite3.OperationalError as exc:
-            code = getattr(exc, "sqlite_errorcode", None)
-            if isinstance(code, int) and code & 0xFF in (
-                sqlite3.SQLITE_READONLY,
-                sqlite3.SQLITE_CANTOPEN,
-            ):
+            if _cannot_write(exc):
                 raise RunReadOnlyError(f"{self._db} cannot be written: {exc}") from exc
             raise
         finally:
