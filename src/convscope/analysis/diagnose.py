@@ -32,7 +32,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
 
 from convscope.analysis.gradient_health import (
     ASSUMED_LR,
@@ -49,11 +48,11 @@ from convscope.analysis.gradient_health import (
     update_ratio,
 )
 from convscope.analysis.smoothness import NOISY_ROUGHNESS, roughness
+from convscope.analysis.stream import Progress as Progress
+from convscope.analysis.stream import open_batches, split_batch
 from convscope.capture import HookSet, Probe, Trace, logits_of
 from convscope.capture.naming import NON_NEGATIVE, base_name, role
-from convscope.data.arrays import UNLABELLED
 
-DEFAULT_BATCH = 64  # inputs per forward pass when data is a Dataset or tensors
 GRAD_BATCHES = 4  # gradient health is sampled on this many batches (backward costs ~2 forwards)
 MAP_BATCHES = 4  # mean maps and zero shares come from this many batches (each costs 2 passes over a)
 SEVERITIES = ("high", "medium", "low")  # most serious first
@@ -65,7 +64,8 @@ _RELU_FAMILY = frozenset({"ReLU", "relu", "ReLU6", "relu6", "Hardtanh", "hardtan
 _NOT_DATA = "(weights only: does not depend on the data)"
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-Progress = Callable[[int, int | None], None]
+# embedding.py still imports Progress, _open, _split from here; new code imports analysis.stream
+_open, _split = open_batches, split_batch
 
 
 # ------------------------------------------------------------------------------ results
@@ -684,7 +684,7 @@ def diagnose(
         raise TypeError(f"loss_fn must be callable as loss_fn(logits, y), got {type(loss_fn).__name__}")
     if gradients is False and loss_fn is not None:
         raise ValueError("loss_fn is given but gradients=False: drop one of them")
-    batches, total, name, per_batch = _open(data, batch_size)
+    batches, total, name, per_batch = open_batches(data, batch_size)
     if limit is not None:
         total = limit if total is None else min(total, limit)
     plan = _plan(total, per_batch, grad_batches)
@@ -904,46 +904,10 @@ def _chosen(step: int, plan: set[int] | None, k: int | None) -> bool:
     return step < k if plan is None else step in plan
 
 
-def _open(data: Any, batch_size: int | None) -> tuple[Iterable[Any], int | None, str, int | None]:
-    """(batches, number of inputs or None, a name for the data, inputs per batch or None)."""
-    if isinstance(data, DataLoader):
-        if batch_size is not None:
-            raise ValueError("a DataLoader brings its own batch size: leave batch_size unset")
-        total = len(data.dataset) if hasattr(data.dataset, "__len__") else None
-        per = data.batch_size if data.batch_sampler is not None and data.batch_size else None
-        return data, total, f"a DataLoader over {type(data.dataset).__name__}", per
-    bs = batch_size or DEFAULT_BATCH
-    if isinstance(data, Tensor):
-        _check_x(data)
-        return _slices(data, None, bs), int(data.shape[0]), "the given tensor", bs
-    if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-        X, y = data
-        _check_x(X)
-        if y.shape[:1] != X.shape[:1]:
-            raise ValueError(f"X and y differ in length: {tuple(X.shape)} and {tuple(y.shape)}")
-        return _slices(X, y, bs), int(X.shape[0]), "the given (X, y) tensors", bs
-    if isinstance(data, Dataset):
-        total = len(data) if hasattr(data, "__len__") else None
-        return DataLoader(data, batch_size=bs, shuffle=False), total, f"a {type(data).__name__}", bs
-    raise TypeError(
-        f"data must be a Dataset, a DataLoader, an (X, y) pair of tensors or a tensor X, got {type(data).__name__}"
-    )
-
-
-def _check_x(X: Tensor) -> None:
-    if X.dim() < 2 or not X.dtype.is_floating_point:
-        raise ValueError(f"X must be a float tensor (N, C, H, W), got {X.dtype} {tuple(X.shape)}")
-
-
-def _slices(X: Tensor, y: Tensor | None, bs: int) -> Iterator[tuple[Tensor, Tensor | None]]:
-    for i in range(0, X.shape[0], bs):
-        yield X[i : i + bs], None if y is None else y[i : i + bs]
-
-
 def _limited(batches: Iterable[Any], limit: int | None) -> Iterator[tuple[Tensor, Tensor | None]]:
     seen = 0
     for batch in batches:
-        x, y = _split(batch)
+        x, y = split_batch(batch)
         if limit is not None and seen + x.shape[0] > limit:
             x = x[: limit - seen]
             y = None if y is None else y[: limit - seen]
@@ -953,21 +917,6 @@ def _limited(batches: Iterable[Any], limit: int | None) -> Iterator[tuple[Tensor
         seen += int(x.shape[0])
         if limit is not None and seen >= limit:
             return
-
-
-def _split(batch: Any) -> tuple[Tensor, Tensor | None]:
-    """(x, y) of a batch; y is None without labels, also when every label is UNLABELLED (-1,
-    what convscope's array datasets give unlabelled images)."""
-    if isinstance(batch, Tensor):
-        return batch, None
-    if isinstance(batch, tuple | list) and batch and isinstance(batch[0], Tensor):
-        y = batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None
-        if y is not None and not y.dtype.is_floating_point and bool((y == UNLABELLED).all()):
-            y = None
-        return batch[0], y
-    raise TypeError(
-        f"each batch must be a tensor x or a pair (x, y), got {type(batch).__name__}"
-    )
 
 
 def _json_safe(obj: Any) -> Any:

@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, SequentialSampler
 
-from convscope.analysis.diagnose import Progress, _open, _split
+from convscope.analysis.stream import Progress, open_batches, split_batch
 from convscope.analysis.units.base import LayerReader, eval_mode, split_layers
 from convscope.analysis.units.receptive_field import ReceptiveField, box, receptive_fields
 
@@ -248,7 +248,7 @@ class TopPatches:
                 f"the DataLoader draws with a {type(data.sampler).__name__}: hits are numbered by position in"
                 " the stream, so give a sequential one (shuffle=False), e.g. over a Subset with first_index"
             )
-        batches, total, _, _ = _open(data, batch_size)
+        batches, total, _, _ = open_batches(data, batch_size)
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
         state: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
 
@@ -262,7 +262,7 @@ class TopPatches:
         seen, shape = 0, None
         with eval_mode(self.model), torch.no_grad():
             for batch in batches:
-                x, _ = _split(batch)
+                x, _ = split_batch(batch)
                 x = x.to(device)
                 if transform is not None:
                     x = transform(x)
