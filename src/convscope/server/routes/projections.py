@@ -25,7 +25,7 @@ from ..pictures import KINDS, NORMS, snapshot_picture
 from ..state import AppState
 from . import schemas as S
 from .data import State, control_row, layer_names, refusal, refuse_read_only, send
-from .images import load, resolve_step
+from .images import IMMUTABLE, load, resolve_step
 from .params import MAX_STEP, Sample, Step, int_param
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
@@ -175,5 +175,5 @@ def projection_image(run: str, state: State, ident: ProjectionId, channel: Chann
             return snapshot_picture(t.float(), "grad_a", norm="map").png()  # other inputs: signed maps
 
         body = state.pictures.get_or_make(("projection", run, ident, channel, kind, step), make)
-    return Response(body, media_type="image/png", headers={"Cache-Control": "private, max-age=31536000, immutable"})
+    return Response(body, media_type="image/png", headers={"Cache-Control": IMMUTABLE})
 

@@ -20,6 +20,7 @@ from ..errors import ERROR_RESPONSES, ApiError
 from ..pictures import image_png
 from . import schemas as S
 from .data import State, control_row
+from .images import IMMUTABLE
 from .params import MAX_STEP, int_param
 from .projections import MAX_CHANNEL, queue_model_request, request_status
 
@@ -87,4 +88,4 @@ def unit_image(run: str, state: State, ident: UnitId, kind: str) -> Response:
         raise ApiError(404, f"no {kind!r} picture for unit request {ident} (yet)")
     step, t = found
     body = state.pictures.get_or_make(("unit", run, ident, kind, step), lambda: image_png(t.float()[0]))
-    return Response(body, media_type="image/png", headers={"Cache-Control": "private, max-age=31536000, immutable"})
+    return Response(body, media_type="image/png", headers={"Cache-Control": IMMUTABLE})

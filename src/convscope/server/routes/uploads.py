@@ -35,6 +35,7 @@ from ..pictures import encode_png, image_png
 from ..state import AppState
 from . import schemas as S
 from .data import State, control_row, layer_names, refusal, refuse_read_only, send
+from .images import IMMUTABLE
 from .params import UploadId
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
@@ -184,4 +185,4 @@ def upload_image(run: str, state: State, ident: UploadId) -> Response:
     except (TypeError, KeyError, ValueError, ImageError):
         raise ApiError(404, f"upload {ident} has no readable image") from None
     return Response(image_png(x), media_type="image/png",
-                    headers={"Cache-Control": "private, max-age=31536000, immutable"})  # fmt: skip
+                    headers={"Cache-Control": IMMUTABLE})  # fmt: skip
