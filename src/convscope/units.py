@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from convscope.analysis.attribution import AttributionError, Deconvnet
-from convscope.analysis.units import TopPatches, TopPatchesResult
+from convscope.analysis.attribution import AttributionError
+from convscope.analysis.units import TopPatches, TopPatchesResult, crops
 from convscope.data import open_dataset
 from convscope.inspect import DEFAULT_MODEL, LoadedModel, open_model
 from convscope.project import last_conv
@@ -136,14 +136,12 @@ def _image(dataset: Any, index: int) -> Tensor:
 def _unit(net: Any, dataset: Any, norm: Callable[[Tensor], Tensor], layer: str, ch: int, hits: list[Any]) -> UnitHits:
     patches, projections = [], []
     for hit in hits:
-        x = _image(dataset, hit.index)
-        y0, x0, y1, x1 = hit.box
-        patches.append(x[:, y0:y1, x0:x1])
         try:
-            proj = Deconvnet(net).attribute(norm(x[None]), layer=layer, channel=ch, position=hit.position)
+            patch, proj = crops(net, _image(dataset, hit.index), hit, layer=layer, channel=ch, transform=norm)
         except AttributionError as err:
             raise ValueError(f"projecting map {ch} of {layer}: {err}") from None
-        projections.append(proj.as_subclass(Tensor)[0, :, y0:y1, x0:x1])
+        patches.append(patch)
+        projections.append(proj)
     return UnitHits(
         channel=ch,
         values=[hit.value for hit in hits],

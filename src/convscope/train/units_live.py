@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from convscope.analysis.attribution import AttributionError, Deconvnet
-from convscope.analysis.units import ReceptiveFieldError, TopPatches
+from convscope.analysis.units import ReceptiveFieldError, TopPatches, crops
 from convscope.analysis.units.optimize import Optimize
 from convscope.capture import capture
 from convscope.config import EVOLUTION_PREFIX
@@ -68,11 +68,9 @@ def answer_unit(
     hits = hits_all[channel]
     patches, projections = [], []
     for hit in hits:
-        x = images[hit.index]
-        y0, x0, y1, x1 = hit.box
-        patches.append(x[:, y0:y1, x0:x1])
-        proj = Deconvnet(model).attribute(norm(x[None]), layer=layer, channel=channel, position=hit.position)
-        projections.append(proj.as_subclass(Tensor)[0, :, y0:y1, x0:x1])
+        patch, proj = crops(model, images[hit.index], hit, layer=layer, channel=channel, transform=norm)
+        patches.append(patch)
+        projections.append(proj)
     field = hits_all.field.as_dict()
     boxes = [hit.box for hit in hits]
     positions = [hit.position for hit in hits]
@@ -142,12 +140,9 @@ def _evolution(
             with torch.no_grad():
                 model.load_state_dict(state)
             (hit,) = TopPatches(model, layers=[layer], k=1).run(probe, transform=norm)[layer][channel]
-            x = probe[hit.index]
-            y0, x0, y1, x1 = hit.box
-            proj = Deconvnet(model).attribute(norm(x[None]), layer=layer, channel=channel, position=hit.position)
-            crop = proj.as_subclass(Tensor)[0, :, y0:y1, x0:x1]
-            patches.append(mosaic([x[:, y0:y1, x0:x1]], [hit.box], [hit.position], field, signed=False))
-            projections.append(mosaic([crop], [hit.box], [hit.position], field, signed=True))
+            patch, proj = crops(model, probe[hit.index], hit, layer=layer, channel=channel, transform=norm)
+            patches.append(mosaic([patch], [hit.box], [hit.position], field, signed=False))
+            projections.append(mosaic([proj], [hit.box], [hit.position], field, signed=True))
             steps.append(int(row["step"]) + 1)  # weight updates the checkpoint holds
     finally:
         with torch.no_grad():

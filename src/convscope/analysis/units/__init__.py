@@ -7,9 +7,9 @@ from convscope.analysis.units.receptive_field import (
     receptive_field,
     receptive_fields,
 )
-from convscope.analysis.units.top_patches import Hit, LayerHits, TopPatches, TopPatchesResult
+from convscope.analysis.units.top_patches import Hit, LayerHits, TopPatches, TopPatchesResult, crops
 
 __all__ = [
     "Hit", "LayerHits", "ReceptiveField", "ReceptiveFieldError", "TopPatches", "TopPatchesResult",
-    "box", "receptive_field", "receptive_fields",
+    "box", "crops", "receptive_field", "receptive_fields",
 ]  # fmt: skip

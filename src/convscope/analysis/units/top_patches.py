@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, SequentialSampler
 
+from convscope.analysis.attribution import Deconvnet
 from convscope.analysis.stream import Progress, open_batches, split_batch
 from convscope.analysis.units.base import LayerReader, eval_mode, split_layers
 from convscope.analysis.units.receptive_field import ReceptiveField, box, receptive_fields
@@ -179,6 +180,19 @@ class TopPatchesResult(Mapping[str, LayerHits]):
         except (KeyError, TypeError, ValueError, json.JSONDecodeError) as err:
             raise ValueError(f"{os.fspath(path)}: malformed TopPatches result ({err})") from None
         return TopPatchesResult(layers, k=k, inputs=inputs)
+
+
+def crops(
+    model: nn.Module, image: Tensor, hit: Hit, *, layer: str, channel: int,
+    transform: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """A hit's input patch and its deconvnet projection (ZF Fig. 2), both cut to the hit's box:
+    (C, h, w) each. image: the hit's image (C, H, W) as ranked; transform: as given to `run`
+    (what the model is fed). AttributionError when the layer cannot be projected."""
+    y0, x0, y1, x1 = hit.box
+    x = image[None] if transform is None else transform(image[None])  # (1, C, H, W)
+    proj = Deconvnet(model).attribute(x, layer=layer, channel=channel, position=hit.position)
+    return image[:, y0:y1, x0:x1], proj.as_subclass(Tensor)[0, :, y0:y1, x0:x1]
 
 
 def _best(values: Tensor, indices: Tensor, positions: Tensor, k: int, *, in_order: bool = False) -> tuple[Tensor, Tensor, Tensor]:
