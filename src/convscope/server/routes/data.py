@@ -22,6 +22,7 @@ router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 T = TypeVar("T")
 MAX_NAMES = 256  # scalar names per request (each is one SQL parameter)
 BLOCK_KINDS = ("x", "conv", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")
+LISTENING = ("running", "paused")  # run statuses whose trainer still polls the controls
 
 
 def dash(request: Request) -> AppState:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Response
 from convscope.runs import RunReader
 
 from ..errors import ERROR_RESPONSES, ApiError
-from ..pictures import KINDS, NORMS, image_png, magnitude, snapshot_png, za_png
+from ..pictures import KINDS, NORMS, Norm, image_png, magnitude, snapshot_png, za_png
 from .data import BLOCK_KINDS, State, layer_names
 from .params import Sample, Scale, Step, TestIndex
 from .schemas import PNG
@@ -37,6 +37,16 @@ def resolve_step(r: RunReader, layer: str, kind: str, step: int | None) -> int:
     if i == 0:
         raise ApiError(404, f"no {kind!r} snapshot of layer {layer!r} at or before step {step}")
     return steps[i - 1]
+
+
+def check_picture(kind: str, norm: str) -> Norm:
+    """`norm` once `kind` and `norm` are ones a picture is drawn with (image.png and its
+    cells), else 400."""
+    if kind not in KINDS:
+        raise ApiError(400, f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
+    if norm not in NORMS:
+        raise ApiError(400, f"norm must be one of {', '.join(NORMS)}; got {norm!r}")
+    return norm
 
 
 def load(r: RunReader, layer: str, kind: str, step: int) -> torch.Tensor:
@@ -74,10 +84,7 @@ def snapshot_image(
     sample: Sample = 0,
     scale: Scale = None,
 ) -> Response:
-    if kind not in KINDS:
-        raise ApiError(400, f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
-    if norm not in NORMS:
-        raise ApiError(400, f"norm must be one of {', '.join(NORMS)}; got {norm!r}")
+    drawn = check_picture(kind, norm)
     if scale is not None and norm != "global":
         raise ApiError(400, "scale goes with norm=global only")
     with state.reader(run) as r:
@@ -89,7 +96,7 @@ def snapshot_image(
             if norm == "global" and s is None:
                 s = global_scale(r, kind, at) if kind in BLOCK_KINDS else (magnitude(t) or 1.0)
             try:
-                return snapshot_png(t, kind, norm=norm, scale=s, sample=sample)
+                return snapshot_png(t, kind, norm=drawn, scale=s, sample=sample)
             except ValueError as err:  # e.g. sample out of range, NaN in a diverged run
                 raise ApiError(400, str(err)) from None
 

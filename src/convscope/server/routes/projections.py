@@ -21,11 +21,11 @@ from fastapi import APIRouter, Body, Path, Response
 from convscope.render import attribution, grid
 
 from ..errors import ERROR_RESPONSES, ApiError
-from ..pictures import KINDS, NORMS, snapshot_picture
+from ..pictures import snapshot_picture
 from ..state import AppState
 from . import schemas as S
-from .data import State, control_row, layer_names, refusal, refuse_read_only, send
-from .images import IMMUTABLE, load, resolve_step
+from .data import LISTENING, State, control_row, layer_names, refusal, refuse_read_only, send
+from .images import IMMUTABLE, check_picture, load, resolve_step
 from .params import MAX_STEP, Sample, Step, int_param
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
@@ -73,15 +73,12 @@ def cells(
     run: str, state: State, layer: str, kind: str, step: Step = None, norm: str = "map", sample: Sample = 0
 ) -> dict[str, Any]:
     """The box [x, y, w, h] of each map in the picture image.png draws for the same arguments."""
-    if kind not in KINDS:
-        raise ApiError(400, f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
-    if norm not in NORMS:
-        raise ApiError(400, f"norm must be one of {', '.join(NORMS)}; got {norm!r}")
+    drawn = check_picture(kind, norm)
     with state.reader(run) as r:
         at = resolve_step(r, layer, kind, step)
         t = load(r, layer, kind, at)
     try:
-        pic = snapshot_picture(t, kind, norm="map" if norm == "global" else norm, sample=sample)
+        pic = snapshot_picture(t, kind, norm="map" if drawn == "global" else drawn, sample=sample)
     except ValueError as err:
         raise ApiError(400, str(err)) from None
     return {"step": at, "width": pic.width, "height": pic.height, "cells": [list(c) for c in pic.cells]}
@@ -113,7 +110,7 @@ def queue_model_request(
             raise ApiError(400, f"unknown layer {layer!r}; this run's layers: {', '.join(names) or 'none yet'}")
         meta = r.meta()
         status = str(meta.get("status", "running"))
-        ended = status not in ("running", "paused")
+        ended = status not in LISTENING
         if ended:  # a worker process answers from the newest checkpoint (train/worker.py)
             if meta.get("trainer") != "builtin":
                 raise ApiError(409, f"the run is {status} and was recorded by watch() in your own loop: "

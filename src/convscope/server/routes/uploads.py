@@ -34,7 +34,7 @@ from ..errors import ERROR_RESPONSES, ApiError
 from ..pictures import encode_png, image_png
 from ..state import AppState
 from . import schemas as S
-from .data import State, control_row, layer_names, refusal, refuse_read_only, send
+from .data import LISTENING, State, control_row, layer_names, refusal, refuse_read_only, send
 from .images import IMMUTABLE
 from .params import UploadId
 
@@ -117,7 +117,7 @@ def _input_shape(state: AppState, run: str) -> tuple[int, int, int]:
             raise ApiError(
                 409, "predictions for an upload need the built-in trainer (convscope demo)"
             )
-        if status not in ("running", "paused"):
+        if status not in LISTENING:
             raise ApiError(409, f"the run is {status}: no trainer is listening")
         shape = meta.get("input_shape")
         if not (
