@@ -13,7 +13,6 @@ Importing this module teaches `Embed` to draw itself in Jupyter.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from .html import page, picture_figure, report_dir
+from .html import picture_figure, write_report
 from .picture import Box, Picture
 
 # matplotlib's tab10, then tab20's light tones: class c gets PALETTE[c % len(PALETTE)]
@@ -152,14 +151,23 @@ def embedding_html(e: Any) -> str:
 
 def write_embedding_report(e: Any, out_dir: str | Path) -> Path:
     """Write `index.html`, `embedding.json` and `png/{scatter,grid}.png` into `out_dir`; return the HTML path."""
-    out, png = report_dir(out_dir)
-    files: dict[str, str] = {}
-    body = _body(e, png, files)
     r = e.result
     header = f"<p>{html.escape(e.model)} · {html.escape(e.data)} · layer {html.escape(r.layer)} · {r.n:,} images</p>"
-    path = out / "index.html"
-    path.write_text(page(title=f"convscope embed — {e.model}", header=header, body=body, css=CSS), encoding="utf-8")
-    summary = {
+    return write_report(
+        out_dir,
+        title=f"convscope embed — {e.model}",
+        header=header,
+        css=CSS,
+        body=lambda png, files: _body(e, png, files),
+        json_name="embedding.json",
+        summary=lambda files: _summary(e, files),
+        indent=None,
+    )
+
+
+def _summary(e: Any, files: dict[str, str]) -> dict[str, Any]:
+    r = e.result
+    return {
         "model": e.model,
         "data": e.data,
         "layer": r.layer,
@@ -179,5 +187,3 @@ def write_embedding_report(e: Any, out_dir: str | Path) -> Path:
         "pictures": files,
         "seconds": {k: round(v, 3) for k, v in e.seconds.items()},
     }
-    (out / "embedding.json").write_text(json.dumps(summary), encoding="utf-8")
-    return path

@@ -13,7 +13,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .picture import Picture
 
@@ -98,3 +101,24 @@ def picture_figure(
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
 
+
+def write_report(
+    out_dir: str | Path,
+    *,
+    title: str,
+    header: str,
+    body: Callable[[Path, dict[str, str]], str],
+    json_name: str,
+    summary: Callable[[dict[str, str]], Any],
+    css: str = "",
+    indent: int | None = 2,
+) -> Path:
+    """A report folder: `index.html` (a `page` around `body(png, files)`, which saves its PNGs into
+    png/ and notes them in `files`), `json_name` (`summary(files)` as JSON); the HTML path."""
+    out, png = report_dir(out_dir)
+    files: dict[str, str] = {}
+    text = body(png, files)
+    path = out / "index.html"
+    path.write_text(page(title=title, header=header, body=text, css=css), encoding="utf-8")
+    (out / json_name).write_text(json.dumps(summary(files), indent=indent), encoding="utf-8")
+    return path

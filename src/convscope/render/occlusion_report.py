@@ -15,8 +15,8 @@ position: cell (i, j) = the square whose top-left corner is (rows[i], cols[j]). 
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +26,7 @@ from convscope.analysis.occlusion import OcclusionResult
 from .attribution import attribution
 from .colormap import apply
 from .grid import legend
-from .html import page, picture_figure, report_dir
+from .html import picture_figure, write_report
 from .overlay import overlay
 from .picture import Box, Picture
 
@@ -169,18 +169,25 @@ def occlusion_html(r: OcclusionResult) -> str:
 
 def write_occlusion_report(r: OcclusionResult, out_dir: str | Path) -> Path:
     """Write `index.html`, `occlusion.json` and `png/*.png` into `out_dir`; return the HTML path."""
-    out, png = report_dir(out_dir)
-    files: dict[str, str] = {}
-    body = _sections(r, png, files)
     g = r.grid
     header = (
         f"<p>{html.escape(r.model)} · layer {html.escape(str(g.layer))} · {html.escape(r.image_name)}"
         f" · window {g.window} stride {g.stride}</p>"
     )
-    doc = page(title=f"convscope occlusion — {r.model}", header=header, body=body, css=CSS)
-    path = out / "index.html"
-    path.write_text(doc, encoding="utf-8")
-    summary = {
+    return write_report(
+        out_dir,
+        title=f"convscope occlusion — {r.model}",
+        header=header,
+        css=CSS,
+        body=lambda png, files: _sections(r, png, files),
+        json_name="occlusion.json",
+        summary=lambda files: _summary(r, files),
+    )
+
+
+def _summary(r: OcclusionResult, files: dict[str, str]) -> dict[str, Any]:
+    g = r.grid
+    return {
         "model": r.model,
         "image": r.image_name,
         "layer": g.layer,
@@ -203,8 +210,6 @@ def write_occlusion_report(r: OcclusionResult, out_dir: str | Path) -> Path:
         "files": files,
         "seconds": {k: round(v, 4) for k, v in r.seconds.items()},
     }
-    (out / "occlusion.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return path
 
 
 OcclusionResult.display = occlusion_html
