@@ -31,7 +31,7 @@ from scipy.spatial.distance import cdist  # type: ignore[import-untyped]
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from convscope.analysis.diagnose import Progress, _open, _split
+from convscope.analysis.stream import Progress, open_batches, split_batch
 from convscope.analysis.units.base import LayerReader, eval_mode, split_layers
 
 PCA_DIMS = 50  # codes are reduced to this many dimensions before t-SNE (as cnnembed / openTSNE advise)
@@ -182,7 +182,7 @@ class Embedding:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if isinstance(data, DataLoader):
             batch_size = None
-        batches, total, _, _ = _open(data, batch_size)
+        batches, total, _, _ = open_batches(data, batch_size)
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
         reader = LayerReader(self.model, [self.layer], lambda name, a: (a.detach().flatten(1).to("cpu", torch.float16),))
         codes: Tensor | None = None
@@ -190,7 +190,7 @@ class Embedding:
         seen = 0
         with eval_mode(self.model), torch.no_grad():
             for batch in batches:
-                x, y = _split(batch)
+                x, y = split_batch(batch)
                 x = x.to(device)
                 if transform is not None:
                     x = transform(x)
