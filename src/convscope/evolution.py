@@ -33,8 +33,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from convscope.analysis.attribution import Deconvnet, Saliency
-from convscope.analysis.units import LayerHits, TopPatches
+from convscope.analysis.attribution import Saliency
+from convscope.analysis.units import LayerHits, TopPatches, crops
 from convscope.config import EVOLUTION_PREFIX, TrainConfig
 from convscope.project import last_conv
 from convscope.render.evolution_report import Evolution, EvolutionCell, EvolutionColumn
@@ -128,18 +128,14 @@ def evolution(
         chosen = [int(c) for c in torch.sort(final, descending=True, stable=True).indices[: top or 8]]
 
     strips: dict[int, list[EvolutionCell]] = {c: [] for c in chosen}
-    deconv = Deconvnet(model)
     for n, ((_, state), layer_hits) in enumerate(zip(fitted, hits, strict=True)):
         model.load_state_dict(state)
         for c in chosen:
             hit = layer_hits[c][0]
-            y0, x0, y1, x1 = hit.box
-            xi = data.norm(x[hit.index : hit.index + 1])  # (1, C, H, W)
-            proj = deconv.attribute(xi, layer=layer, channel=c, position=hit.position)  # (1, C, H, W)
+            patch, proj = crops(model, x[hit.index], hit, layer=layer, channel=c, transform=data.norm)
             strips[c].append(EvolutionCell(
                 value=hit.value, index=hit.index, position=hit.position, box=hit.box,
-                patch=x[hit.index, :, y0:y1, x0:x1].clone(),
-                projection=proj.as_subclass(Tensor)[0, :, y0:y1, x0:x1].clone(),
+                patch=patch.clone(), projection=proj.clone(),
             ))  # fmt: skip
         if progress is not None:
             progress(len(fitted) + n + 1, 2 * len(fitted))
