@@ -16,6 +16,7 @@ module ties models and data to it and to the report, so it sits on top, like `un
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from convscope.analysis.embedding import Embedding, EmbeddingResult
+from convscope.analysis.units.base import eval_mode
 from convscope.capture import HookSet, capture
 from convscope.data import open_dataset
 from convscope.inspect import DEFAULT_MODEL, open_model
@@ -70,8 +72,6 @@ def embed(
 ) -> Embed:
     """Codes, t-SNE, grid and thumbnails (see the module docstring). n: images (default: 5,000,
     or all of a smaller dataset); side: the grid's side (default: 40, or the largest square fewer images fill)."""
-    import time
-
     loaded = open_model(model, weights=weights, input_size=input_size)
     net = loaded.model
     c, h, w = loaded.input_shape
@@ -110,14 +110,8 @@ def before_classifier(model: nn.Module, x: Tensor) -> str:
         for name, m in model.named_modules():
             if name and not any(True for _ in m.children()):
                 hooks.add(m.register_forward_hook(lambda mod, a, o, name=name: calls.append((name, mod))))
-        with torch.no_grad():
-            training = [m for m in model.modules() if m.training]
-            model.eval()
-            try:
-                model(x)
-            finally:
-                for m in training:
-                    m.training = True
+        with eval_mode(model), torch.no_grad():
+            model(x)
     finally:
         hooks.release()
     last = max((i for i, (_, m) in enumerate(calls) if isinstance(m, nn.Linear)), default=None)
