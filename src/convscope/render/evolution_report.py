@@ -13,7 +13,6 @@ inlined, the reports' CSP, no script.
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from torch import Tensor
 
 from .attribution import _upscale
 from .colormap import mark_constant
-from .html import page, report_dir
+from .html import write_report
 from .picture import Picture
 
 PAGE_PX = 1400  # the report is laid out to fit this width
@@ -234,15 +233,16 @@ def _summary(evo: Evolution, files: dict[str, str]) -> dict[str, Any]:
 
 def write_evolution_report(evo: Evolution, out_dir: str | Path) -> Path:
     """Write `index.html`, `evolution.json` and `png/*.png` into `out_dir`; return the HTML path."""
-    out, png = report_dir(out_dir)
-    files: dict[str, str] = {}
-    body = _body(evo, png, files)
     header = (
         f"<p>{html.escape(evo.model)} · layer {html.escape(evo.layer)} · {len(evo.strips)} feature maps ·"
         f" {len(evo.columns)} checkpoints · {html.escape(evo.run)}</p>"
     )
-    doc = page(title=f"convscope evolution — {evo.layer}", header=header, body=body, css=_css(len(evo.columns)))
-    path = out / "index.html"
-    path.write_text(doc, encoding="utf-8")
-    (out / "evolution.json").write_text(json.dumps(_summary(evo, files), indent=2), encoding="utf-8")
-    return path
+    return write_report(
+        out_dir,
+        title=f"convscope evolution — {evo.layer}",
+        header=header,
+        css=_css(len(evo.columns)),
+        body=lambda png, files: _body(evo, png, files),
+        json_name="evolution.json",
+        summary=lambda files: _summary(evo, files),
+    )

@@ -11,8 +11,8 @@ the reports' CSP, no script). Importing this module teaches `Projection` to draw
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -21,7 +21,7 @@ from convscope.analysis.attribution import Projection
 
 from .attribution import _upscale, attribution, style_of
 from .grid import grid
-from .html import page, picture_figure, report_dir
+from .html import picture_figure, write_report
 from .picture import Picture
 
 TITLES = {
@@ -149,16 +149,22 @@ def projection_html(p: Projection) -> str:
 
 def write_projection_report(p: Projection, out_dir: str | Path) -> Path:
     """Write `index.html`, `projections.json` and `png/*.png` into `out_dir`; return the HTML path."""
-    out, png = report_dir(out_dir)
-    files: dict[str, str] = {}
-    body = _sections(p, png, files)
     header = (
         f"<p>{html.escape(p.model)} · layer {html.escape(p.layer)} · {html.escape(p.image_name)}</p>"
     )
-    doc = page(title=f"convscope project — {p.model}", header=header, body=body, css=CSS)
-    path = out / "index.html"
-    path.write_text(doc, encoding="utf-8")
-    summary = {
+    return write_report(
+        out_dir,
+        title=f"convscope project — {p.model}",
+        header=header,
+        css=CSS,
+        body=lambda png, files: _sections(p, png, files),
+        json_name="projections.json",
+        summary=lambda files: _summary(p, files),
+    )
+
+
+def _summary(p: Projection, files: dict[str, str]) -> dict[str, Any]:
+    return {
         "model": p.model,
         "image": p.image_name,
         "layer": p.layer,
@@ -186,8 +192,6 @@ def write_projection_report(p: Projection, out_dir: str | Path) -> Path:
         "rules": p.rules,
         "seconds": {k: round(v, 4) for k, v in p.seconds.items()},
     }
-    (out / "projections.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return path
 
 
 Projection.display = projection_html

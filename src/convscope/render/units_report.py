@@ -12,7 +12,6 @@ Importing this module teaches `Units` to draw itself in Jupyter.
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .html import page, picture_figure, report_dir
+from .html import picture_figure, write_report
 from .picture import Box, Picture
 
 GREY = 0.5
@@ -144,13 +143,20 @@ def units_html(u: Any) -> str:
 
 def write_units_report(u: Any, out_dir: str | Path) -> Path:
     """Write `index.html`, `units.json` and `png/*.png` into `out_dir`; return the HTML path."""
-    out, png = report_dir(out_dir)
-    files: dict[str, str] = {}
-    body = _sections(u, png, files)
     header = f"<p>{html.escape(u.model)} · {html.escape(u.data)} · layers {html.escape(', '.join(u.layers))}</p>"
-    path = out / "index.html"
-    path.write_text(page(title=f"convscope units — {u.model}", header=header, body=body, css=CSS), encoding="utf-8")
-    summary = {
+    return write_report(
+        out_dir,
+        title=f"convscope units — {u.model}",
+        header=header,
+        css=CSS,
+        body=lambda png, files: _sections(u, png, files),
+        json_name="units.json",
+        summary=lambda files: _summary(u, files),
+    )
+
+
+def _summary(u: Any, files: dict[str, str]) -> dict[str, Any]:
+    return {
         "model": u.model,
         "data": u.data,
         "inputs": u.inputs,
@@ -176,5 +182,3 @@ def write_units_report(u: Any, out_dir: str | Path) -> Path:
         },
         "seconds": {k: round(v, 3) for k, v in u.seconds.items()},
     }
-    (out / "units.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return path
