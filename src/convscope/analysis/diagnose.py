@@ -48,8 +48,7 @@ from convscope.analysis.gradient_health import (
     update_ratio,
 )
 from convscope.analysis.smoothness import NOISY_ROUGHNESS, roughness
-from convscope.analysis.stream import Progress as Progress
-from convscope.analysis.stream import open_batches, split_batch
+from convscope.analysis.stream import Progress, open_batches, split_batch
 from convscope.capture import HookSet, Probe, Trace, logits_of
 from convscope.capture.naming import NON_NEGATIVE, base_name, role
 
@@ -64,8 +63,6 @@ _RELU_FAMILY = frozenset({"ReLU", "relu", "ReLU6", "relu6", "Hardtanh", "hardtan
 _NOT_DATA = "(weights only: does not depend on the data)"
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-# embedding.py still imports Progress, _open, _split from here; new code imports analysis.stream
-_open, _split = open_batches, split_batch
 
 
 # ------------------------------------------------------------------------------ results
