@@ -45,6 +45,20 @@ export async function postForm(path, form) {
   return answer(await fetch(url(path), { method: "POST", body: form }));
 }
 
+/** Poll a request for the trainer (GET `path`: pending | done | failed) every `everyMs` until it
+ *  is answered: the answer (done or failed), null once `current()` turns false (a newer request
+ *  took over), an Error saying `late` after `giveUpMs`. */
+export async function awaitAnswer(path, { everyMs, giveUpMs, late, current = () => true }) {
+  const t0 = performance.now();
+  while (current()) {
+    const r = await getJSON(path);
+    if (r.status !== "pending") return r;
+    if (performance.now() - t0 > giveUpMs) throw new Error(late);
+    await new Promise((ok) => setTimeout(ok, everyMs));
+  }
+  return null;
+}
+
 export function events(run) { return new EventSource(url(runPath(run, "/events"))); }
 
 // ---- DOM ------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // marked), your own uploaded image (its top-3 and every layer's maps once the trainer
 // answered), and the findings list.
 
-import { $, el, getJSON, postForm, runPath, say, url } from "./api.js";
+import { $, awaitAnswer, el, postForm, runPath, say, url } from "./api.js";
 import { uploadPanels } from "./layers.js";
 
 const POLL_MS = 400;
@@ -99,15 +99,14 @@ export class Upload {
       return;
     }
     state.textContent = `sent (#${id}), waiting for the trainer…`;
-    const until = Date.now() + WAIT_S * 1000;
-    while (ticket === this.ticket) {
-      let r;
-      try { r = await getJSON(runPath(st.run, `/uploads/${id}`)); } catch (err) { state.className = "ack bad"; state.textContent = err.message; return; }
-      if (r.status === "done") { this.show(st.run, id, r); state.className = "ack ok"; state.textContent = `✓ answered at step ${r.step}`; return; }
-      if (r.status === "failed") { state.className = "ack bad"; state.textContent = `the trainer could not: ${r.error}`; return; }
-      if (Date.now() > until) { state.className = "ack bad"; state.textContent = "no answer from the trainer in 60 s (paused? not responding?)"; return; }
-      await new Promise((ok) => setTimeout(ok, POLL_MS));
-    }
+    let r;
+    try {
+      r = await awaitAnswer(runPath(st.run, `/uploads/${id}`), { everyMs: POLL_MS, giveUpMs: WAIT_S * 1000,
+        late: "no answer from the trainer in 60 s (paused? not responding?)", current: () => ticket === this.ticket });
+    } catch (err) { state.className = "ack bad"; state.textContent = err.message; return; }
+    if (r === null) return;
+    if (r.status === "done") { this.show(st.run, id, r); state.className = "ack ok"; state.textContent = `✓ answered at step ${r.step}`; return; }
+    state.className = "ack bad"; state.textContent = `the trainer could not: ${r.error}`;
   }
 
   show(run, id, r) {

@@ -5,7 +5,7 @@
 // opens the unit explorer: its 9 strongest held-out images, their projections, its optimal stimulus. The server never runs the model: the
 // request is a control row; this module polls until the answer is in the run store.
 
-import { $, el, fmt, getJSON, postJSON, runPath, url } from "./api.js";
+import { $, awaitAnswer, el, fmt, getJSON, postJSON, runPath, url } from "./api.js";
 
 const POLL_MS = 250;
 const GIVE_UP_MS = 60000;
@@ -78,15 +78,14 @@ export class Projections {
         layer: this.layer, channel, step: Number.isFinite(step) ? step : (st.stepA ?? null),
       }));
     } catch (err) { this.status(err.message, "bad"); return; }
-    const t0 = performance.now();
-    while (ticket === this.ticket) {
-      let r;
-      try { r = await getJSON(runPath(st.run, `/projections/${id}`)); } catch (err) { this.status(err.message, "bad"); return; }
-      if (r.status === "done") { if (ticket === this.ticket) this.show(st.run, r); return; }
-      if (r.status === "failed") { this.status(r.error, "bad"); return; }
-      if (performance.now() - t0 > GIVE_UP_MS) { this.status("no answer from the trainer after 60 s (paused or not responding?)", "bad"); return; }
-      await new Promise((ok) => setTimeout(ok, POLL_MS));
-    }
+    let r;
+    try {
+      r = await awaitAnswer(runPath(st.run, `/projections/${id}`), { everyMs: POLL_MS, giveUpMs: GIVE_UP_MS,
+        late: "no answer from the trainer after 60 s (paused or not responding?)", current: () => ticket === this.ticket });
+    } catch (err) { this.status(err.message, "bad"); return; }
+    if (r === null) return;
+    if (r.status === "failed") { this.status(r.error, "bad"); return; }
+    if (ticket === this.ticket) this.show(st.run, r);
   }
 
   show(run, r) {
@@ -121,46 +120,40 @@ export class Projections {
     if (!refresh) say(`finding what excites map ${channel} of ${this.layer}…`);
     let id;
     try { ({ id } = await postJSON(runPath(run, "/units"), { layer: this.layer, channel, stimulus: !refresh })); } catch (err) { say(err.message, "bad"); return; }
-    const t0 = performance.now();
-    for (;;) {
-      let r;
-      try { r = await getJSON(runPath(run, `/units/${id}`)); } catch (err) { say(err.message, "bad"); return; }
-      if (r.status === "failed") { say(r.error, "bad"); return; }
-      if (r.status === "done") {
-        if (row.dataset.exploreTicket !== ticket) return; // a newer request took over
-        const stim = $("img.stimulus", out);
-        const live = $("input.live", out)?.checked ?? false;
-        out.textContent = "";
-        out.append(el("label.live-toggle", {}, el("input.live", { type: "checkbox", checked: live,
-          onchange: (e) => { if (e.target.checked) setTimeout(() => this.explore(run, channel, row, true), LIVE_MS); } }),
-        " live: ask again every few seconds as the net learns"));
-        const size = r.field ? `${r.field.size[0]}×${r.field.size[1]} px` : "";
-        out.append(el("p.note", { text: `over ${r.probe_images} held-out images, weights of ${r.weights}; ${r.seconds} s. `
-          + `Top-${r.hits.length} activations: ${r.hits.map((h) => fmt(h.value)).join(", ")}; patches under the ${size} receptive field.` }));
-        const fig = (kind, alt, cap) => el("figure", {}, el("img", { alt, src: url(runPath(run, `/units/${id}/${kind}.png`)) }), el("figcaption", { text: cap }));
-        const stimFig = r.stimulus_activation === null
-          ? (stim ? el("figure", {}, stim, el("figcaption", { text: "optimal stimulus (from the first answer)" })) : null)
-          : fig("stimulus", "optimal stimulus", `optimal stimulus (mean a = ${fmt(r.stimulus_activation)})`);
-        if (stimFig) $("img", stimFig).classList.add("stimulus");
-        out.append(el("div.figs", {},
-          fig("patches", "top-9 patches", "top-9 patches"),
-          fig("projections", "their deconvnet projections", "their deconvnet projections"),
-          r.has_filter ? fig("filter", "its filter W", "its filter W") : null,
-          fig("activations", "its map on the first probe images", "its map now, on the first 8 probe images"),
-          stimFig));
-        const evo = r.evolution_steps.length ? r.evolution_steps : (row.dataset.evoSteps ? JSON.parse(row.dataset.evoSteps) : []);
-        if (r.evolution_steps.length) { row.dataset.evoSteps = JSON.stringify(r.evolution_steps); row.dataset.evoId = String(id); }
-        if (evo.length) {
-          out.append(el("figure.evolution", {},
-            el("img", { alt: "evolution strip", src: url(runPath(run, `/units/${row.dataset.evoId}/evolution.png`)) }),
-            el("figcaption", { text: `its strongest probe image over training (Zeiler & Fergus Fig. 4): after ${evo.join(", ")} steps — patches above, deconvnet projections below` })));
-        }
-        if (live) setTimeout(() => { if ($("input.live", out)?.checked) this.explore(run, channel, row, true); }, LIVE_MS);
-        return;
-      }
-      if (performance.now() - t0 > GIVE_UP_MS) { say("no answer from the trainer after 60 s", "bad"); return; }
-      await new Promise((ok) => setTimeout(ok, POLL_MS));
+    let r;
+    try {
+      r = await awaitAnswer(runPath(run, `/units/${id}`), { everyMs: POLL_MS, giveUpMs: GIVE_UP_MS, late: "no answer from the trainer after 60 s" });
+    } catch (err) { say(err.message, "bad"); return; }
+    if (r.status === "failed") { say(r.error, "bad"); return; }
+    if (row.dataset.exploreTicket !== ticket) return; // a newer request took over
+    const stim = $("img.stimulus", out);
+    const live = $("input.live", out)?.checked ?? false;
+    out.textContent = "";
+    out.append(el("label.live-toggle", {}, el("input.live", { type: "checkbox", checked: live,
+      onchange: (e) => { if (e.target.checked) setTimeout(() => this.explore(run, channel, row, true), LIVE_MS); } }),
+    " live: ask again every few seconds as the net learns"));
+    const size = r.field ? `${r.field.size[0]}×${r.field.size[1]} px` : "";
+    out.append(el("p.note", { text: `over ${r.probe_images} held-out images, weights of ${r.weights}; ${r.seconds} s. `
+      + `Top-${r.hits.length} activations: ${r.hits.map((h) => fmt(h.value)).join(", ")}; patches under the ${size} receptive field.` }));
+    const fig = (kind, alt, cap) => el("figure", {}, el("img", { alt, src: url(runPath(run, `/units/${id}/${kind}.png`)) }), el("figcaption", { text: cap }));
+    const stimFig = r.stimulus_activation === null
+      ? (stim ? el("figure", {}, stim, el("figcaption", { text: "optimal stimulus (from the first answer)" })) : null)
+      : fig("stimulus", "optimal stimulus", `optimal stimulus (mean a = ${fmt(r.stimulus_activation)})`);
+    if (stimFig) $("img", stimFig).classList.add("stimulus");
+    out.append(el("div.figs", {},
+      fig("patches", "top-9 patches", "top-9 patches"),
+      fig("projections", "their deconvnet projections", "their deconvnet projections"),
+      r.has_filter ? fig("filter", "its filter W", "its filter W") : null,
+      fig("activations", "its map on the first probe images", "its map now, on the first 8 probe images"),
+      stimFig));
+    const evo = r.evolution_steps.length ? r.evolution_steps : (row.dataset.evoSteps ? JSON.parse(row.dataset.evoSteps) : []);
+    if (r.evolution_steps.length) { row.dataset.evoSteps = JSON.stringify(r.evolution_steps); row.dataset.evoId = String(id); }
+    if (evo.length) {
+      out.append(el("figure.evolution", {},
+        el("img", { alt: "evolution strip", src: url(runPath(run, `/units/${row.dataset.evoId}/evolution.png`)) }),
+        el("figcaption", { text: `its strongest probe image over training (Zeiler & Fergus Fig. 4): after ${evo.join(", ")} steps — patches above, deconvnet projections below` })));
     }
+    if (live) setTimeout(() => { if ($("input.live", out)?.checked) this.explore(run, channel, row, true); }, LIVE_MS);
   }
 }
 
