@@ -80,7 +80,7 @@ def embed(
     size = len(dataset)  # type: ignore[arg-type]
     if n is None:
         n = min(DEFAULT_N, size)
-    norm = _normaliser(loaded.mean, loaded.std)
+    norm = loaded.normalize
     if layer is None:
         layer = before_classifier(net, norm(_image(dataset, 0)[None]))
     result = Embedding(net, layer=layer).run(
@@ -140,14 +140,6 @@ def neighbour_agreement(xy: npt.NDArray[np.float64], labels: npt.NDArray[np.int6
     agree = float((lab[idx[:, 1:]] == lab[:, None]).mean())
     share = np.bincount(lab) / len(lab)
     return agree, float((share**2).sum())
-
-
-def _normaliser(mean: list[float] | None, std: list[float] | None) -> Callable[[Tensor], Tensor]:
-    if mean is None or std is None:
-        return lambda x: x
-    m = torch.tensor(mean).view(1, -1, 1, 1)  # (1, C, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
-    return lambda x: (x - m) / s
 
 
 def _image(dataset: Any, index: int) -> Tensor:

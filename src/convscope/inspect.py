@@ -46,11 +46,16 @@ class LoadedModel:
         c, h, w = self.input_shape
         x = prepare(img, size=(h, w), channels=c)  # (C, H, W) in [0, 1]
         shown = (x.permute(1, 2, 0).expand(h, w, 3) * 255).round().to(torch.uint8).numpy()
-        if self.mean is not None and self.std is not None:
-            mean = torch.tensor(self.mean).view(-1, 1, 1)
-            std = torch.tensor(self.std).view(-1, 1, 1)
-            x = (x - mean) / std
-        return x.unsqueeze(0), np.ascontiguousarray(shown)
+        return self.normalize(x.unsqueeze(0)), np.ascontiguousarray(shown)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """Images in [0, 1] (B, C, H, W) → what the model is fed: (x − mean) / std when the
+        weights state them, else x unchanged."""
+        if self.mean is None or self.std is None:
+            return x
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)  # (1, C, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return (x - mean) / std
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:

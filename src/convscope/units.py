@@ -93,7 +93,7 @@ def units(
     dataset = open_dataset(spec, size=(h, w), channels=c)
     if limit is not None and limit < len(dataset):  # type: ignore[arg-type]
         dataset = torch.utils.data.Subset(dataset, range(limit))
-    norm = _normaliser(loaded)
+    norm = loaded.normalize
     if not layers:
         probe_x = norm(_image(dataset, 0)[None])
         layers = [last_conv(net, probe_x)]
@@ -117,14 +117,6 @@ def units(
         _stimuli(loaded, out, stimulus_steps)
         seconds["optimal stimuli"] = time.perf_counter() - t0
     return Units(model=model, data=spec, inputs=result.inputs, k=k, layers=out, fields=fields, seconds=seconds)
-
-
-def _normaliser(loaded: LoadedModel) -> Callable[[Tensor], Tensor]:
-    if loaded.mean is None or loaded.std is None:
-        return lambda x: x
-    mean = torch.tensor(loaded.mean).view(1, -1, 1, 1)  # (1, C, 1, 1)
-    std = torch.tensor(loaded.std).view(1, -1, 1, 1)
-    return lambda x: (x - mean) / std
 
 
 def _image(dataset: Any, index: int) -> Tensor:

@@ -310,7 +310,7 @@ class Attribution:
             else:
                 _, tap = self._forward(xg, layer, stop=True)
                 assert tap is not None and tap.tensor is not None
-                _check_version(tap)
+                check_version(tap)
                 seed = self._seed(tap.tensor, tap, channel, position)
                 if not bool(seed.any()):  # nothing to project: the answer is exactly zero
                     grad = torch.zeros_like(xg)
@@ -343,7 +343,7 @@ def _is_container(module: nn.Module) -> bool:
     return role(module) is None
 
 
-def _check_version(tap: _Tap) -> None:
+def check_version(tap: _Tap) -> None:
     assert tap.tensor is not None
     if tap.tensor._version != tap.version:
         raise AttributionError(

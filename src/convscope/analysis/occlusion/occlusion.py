@@ -34,8 +34,8 @@ from convscope.analysis.attribution.base import (
     AttributionError,
     AttributionMap,
     Target,
-    _check_version,
     _is_container,
+    check_version,
 )
 from convscope.analysis.attribution.deconvnet import Deconvnet
 from convscope.analysis.occlusion.incremental import Incremental, IncrementalUnsupported
@@ -255,7 +255,7 @@ class Occlusion(Attribution):
             assert out is not None
             outs.append(out)
             if tap is not None:
-                _check_version(tap)
+                check_version(tap)
                 assert tap.tensor is not None and channel is not None
                 feats.append(tap.tensor[:, channel].reshape(len(chunk), -1).sum(dim=1))
             if progress is not None:

@@ -54,7 +54,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from convscope.analysis.attribution.base import Attribution, AttributionError, _check_version
+from convscope.analysis.attribution.base import Attribution, AttributionError, check_version
 from convscope.analysis.units.param import FourierImage, PixelImage, color_matrix, robust_view
 
 STYLES: tuple[str, ...] = ("lucent", "yosinski")
@@ -189,7 +189,7 @@ class Optimize(Attribution):
             seen.z = None
         _, tap = self._forward(x, self.layer, stop=True)
         assert tap is not None and tap.tensor is not None
-        _check_version(tap)
+        check_version(tap)
         a = tap.tensor  # (1, K, h, w) or (1, K)
         if a.dim() < 2 or not 0 <= self.channel < a.shape[1]:
             raise OptimizeError(
