@@ -1032,10 +1032,15 @@ class RunReader:
     def controls(self, since_id: int = 0) -> list[dict[str, Any]]:
         """[{"id", "key", "value", "time", "applied_step", "result"}] with id > since_id;
         result is None until the trainer acknowledges."""
-        rows = self._rows(
-            "SELECT id, key, value, time, applied_step, result FROM controls WHERE id > ? ORDER BY id",
-            (since_id,),
-        )
+        return self._control_rows("id > ? ORDER BY id", since_id)
+
+    def control(self, ident: int) -> dict[str, Any] | None:
+        """Control `ident` alone (as in `controls`), or None: a status poll reads one row."""
+        found = self._control_rows("id = ?", ident)
+        return found[0] if found else None
+
+    def _control_rows(self, where: str, arg: int) -> list[dict[str, Any]]:
+        rows = self._rows(f"SELECT id, key, value, time, applied_step, result FROM controls WHERE {where}", (arg,))
         return [
             {"id": i, "key": k, "value": _loads_or_none(v), "time": t, "applied_step": a,
              "result": None if r is None else _loads_or_none(r)}

@@ -221,7 +221,7 @@ def refuse_read_only(r: RunReader) -> None:
 def control_row(r: RunReader, run: str, key: str, ident: int, what: str) -> dict[str, Any]:
     """Control `ident` of the run when it is a `key` request (a projection, a unit, an upload);
     404 naming it as `what` else."""
-    row = next((c for c in r.controls(since_id=ident - 1) if c["id"] == ident), None)
+    row = r.control(ident)
     if row is None or row["key"] != key:
         raise ApiError(404, f"no {what} {ident} in run {run!r}")
     return row
