@@ -202,6 +202,8 @@ class Trainer:
         )  # fmt: skip
         self.writer = self.recorder.writer
         self.recorder.lr = self.lr
+        self.recorder.probe_labels = self.data.yval  # the snapshots' fixed image is xval[0]
+        self._describe_input()
         self._acc_window: deque[float] = deque(maxlen=100)
         self._perm = torch.randperm(len(self.data.xtr))
         self._cursor = 0
@@ -239,6 +241,11 @@ class Trainer:
             if status != "crashed" and self.nonfinite_step is None:
                 self._save_last()
             self.recorder.close(status)
+
+    def _describe_input(self) -> None:
+        """The input normalisation in the run's meta: the page draws x as the colour image."""
+        self.writer.set_meta("input_mean", [round(float(v), 5) for v in self.data.mean])
+        self.writer.set_meta("input_std", [round(float(v), 5) for v in self.data.std])
 
     def checkpoint_metadata(self) -> dict[str, str]:
         """What a checkpoint needs to describe itself (DESIGN §3): the model (a zoo name or layer
@@ -434,6 +441,8 @@ class Trainer:
         self.nonfinite_step = None
         self.recorder.swap_model(model)
         self.recorder.probe_images, self.recorder.probe_transform = self.data.xval, self.data.norm
+        self.recorder.probe_labels = self.data.yval
+        self._describe_input()
         self.writer.set_meta("model", spec if "\n" not in spec else "layer spec")
         self.writer.set_meta("spec", spec_of(model))
         self.writer.set_meta("input_shape", list(shape))
