@@ -267,7 +267,7 @@ function drawCharts() {
   const [dx, dy] = align(statSeries(charts.dead.names, "dead_fraction"));
   charts.dead.set(dx, dy);
   const marks = S.restarts.map((r) => ({ step: r.step, label: `restart: ${r.model}`, kind: "restart" }));
-  if (S.stepA !== null && S.steps.length) marks.push({ step: S.stepA, label: S.compare ? "A" : "shown", kind: "a" });
+  if (S.stepA !== null && S.steps.length && (!S.live || S.compare)) marks.push({ step: S.stepA, label: S.compare ? "A" : "shown", kind: "a" });
   if (S.compare && S.stepB !== null && S.steps.length) marks.push({ step: S.stepB, label: "B", kind: "b" });
   for (const c of Object.values(charts)) c.setMarks(marks);
 }
