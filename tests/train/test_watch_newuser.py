@@ -132,7 +132,7 @@ def test_live_diagnosis_says_when_the_measured_ratio_stays_too_high(tmp_path: Pa
     rec.close()
     assert min(ratios[:5]) > 1e-2  # the oracle: the ratio the recorder measures, by hand
     with RunReader(tmp_path / "run") as r:
-        step, rows = r.json("findings")  # type: ignore[misc]
+        _, rows = r.json("findings")  # type: ignore[misc]
     held = [f for f in rows if f["kind"] == "update_ratio" and f["layer"] == "0"]
     assert len(held) == 1 and held[0]["evidence"]["measured"] is True
     assert held[0]["message"].startswith("0's measured update/weight ratio ‖ΔW‖/‖W‖ has stayed above 0.01 for")
@@ -161,7 +161,35 @@ def test_trainer_leaves_and_comes_back_to_its_zoo_net_and_describes_its_input(tm
         trainer.train_step()
         row = reader.control(ident)
         assert row is not None and row["result"] == {"ok": True, "model": name}
-    assert [row["name"] for row in reader.json("layers")[1]][0] == "conv1"  # type: ignore[index]
+    assert next(row["name"] for row in reader.json("layers")[1]) == "conv1"  # type: ignore[index]
     assert trainer.input_shape == (3, 32, 32) and reader.meta()["model"] == "convnetjs-cifar"
+    trainer.recorder.close("stopped")
+    reader.close()
+
+
+def test_saving_over_a_name_keeps_both_and_a_load_says_its_step(tmp_path: Path) -> None:
+    """Item 4's second half: a taken checkpoint name is versioned, never overwritten; a load says
+    which step's weights it loaded."""
+    trainer = Trainer(TrainConfig(**SMALL), tmp_path / "run")  # type: ignore[arg-type]
+    reader = RunReader(tmp_path / "run")
+    trainer.train_step()
+    first = reader.send_control("save_checkpoint", "mine")
+    trainer.recorder.handle_controls()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train_step()
+    trainer.train_step()
+    second = reader.send_control("save_checkpoint", "mine")
+    trainer.recorder.handle_controls()
+    a, b = reader.control(first), reader.control(second)
+    assert a is not None and b is not None
+    assert a["result"] == {"ok": True, "name": "mine", "path": str(tmp_path / "run/checkpoints/mine.safetensors"), "step": 0}
+    assert b["result"] == {"ok": True, "name": "mine-2", "asked": "mine", "step": 2,
+                           "path": str(tmp_path / "run/checkpoints/mine-2.safetensors")}  # fmt: skip
+    load = reader.send_control("load_checkpoint", "mine")
+    trainer.recorder.handle_controls()
+    row = reader.control(load)
+    assert row is not None and row["result"] == {"ok": True, "name": "mine", "step": 0}
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # the first save was not overwritten
     trainer.recorder.close("stopped")
     reader.close()

@@ -17,7 +17,11 @@ import math
 from dataclasses import dataclass
 
 from convscope.analysis.diagnose import Finding
-from convscope.analysis.gradient_health import TYPICAL_UPDATE_RATIO, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW
+from convscope.analysis.gradient_health import (
+    TYPICAL_UPDATE_RATIO,
+    UPDATE_RATIO_HIGH,
+    UPDATE_RATIO_LOW,
+)
 
 HOLD_STEPS = 100  # measured steps in a row outside the range before it is a finding
 

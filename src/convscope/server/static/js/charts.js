@@ -32,7 +32,8 @@ export class Chart {
       { label: ylabel, size: 56, labelSize: 14, values: log ? (u, vals) => vals.map((v) => (v === null || v === undefined ? "" : v.toExponential(0))) : undefined },
     ];
     if (this.series.some((s) => s.y2)) {
-      scales.y2 = {};
+      // a range also while the series has no point yet (uPlot's axis code fails on an empty scale)
+      scales.y2 = { range: (u, min, max) => (min === null || max === null ? [0, 1] : window.uPlot.rangeNum(min, max, 0.1, true)) };
       axes.push({ scale: "y2", side: 1, label: y2label, size: 56, labelSize: 14, grid: { show: false } });
     }
     const opts = {
@@ -79,7 +80,7 @@ export class Chart {
     this._marksKey = key;
     this.marks = marks;
     this.el.dataset.marks = key; // what the browser tests read
-    if (this.plot) this.plot.redraw(false, false);
+    if (this.plot && this.data[0].length) this.plot.redraw(false, true); // (an empty plot has no axes to draw yet)
   }
 
   destroy() {

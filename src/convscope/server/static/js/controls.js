@@ -148,6 +148,13 @@ export class Controls {
         const got = String(c.result.model ?? c.value);
         ack.className = "ack ok";
         ack.textContent = `✓ restarted with ${got.includes("\n") ? "the edited layer spec" : got.replace(/^zoo:/, "")} at step ${c.applied_step}`;
+      } else if (c.key === "save_checkpoint" && c.result.name) {
+        const taken = c.result.asked ? ` ("${c.result.asked}" was taken: both are kept)` : "";
+        ack.className = "ack ok";
+        ack.textContent = `✓ saved as ${c.result.name}, the weights of step ${c.result.step ?? "?"}${taken}`;
+      } else if (c.key === "load_checkpoint" && c.result.name) {
+        ack.className = "ack ok";
+        ack.textContent = `✓ loaded ${c.result.name}: the weights of step ${c.result.step ?? "?"}, training goes on from them`;
       } else {
         ack.className = "ack ok";
         ack.textContent = `✓ applied at step ${c.applied_step}`;

@@ -76,6 +76,12 @@ function classesNote(info) {
   const shape = Array.isArray(info?.meta?.input_shape) ? info.meta.input_shape : null;
   const size = shape ? `${shape[1]}×${shape[2]}` : "small";
   if (!classes.length) return "The network answers with one of the classes it was trained on.";
+  if (info?.meta?.dataset === "builtin:photo-crops") {
+    return `This network knows ${classes.length} classes only, and they are ${classes.length} photos: ${classes.join(", ")}. `
+      + `It says which photo a small crop (${size} px) comes from. The held-out crops below come from parts of those photos `
+      + `it never trained on. A whole photo — even one of these ${classes.length}, shrunk to ${size} — or your own picture is `
+      + `out of distribution: the net still picks one of the ${classes.length}, and its confidence then means little.`;
+  }
   return `This network knows ${classes.length} classes only: ${classes.join(", ")}. It learned them from ${size} `
     + "crops; the held-out crops below are images of the kind it was trained on, which it never saw while training. "
     + `A whole photo (a person, a street, a room) is out of distribution: the net still picks one of these ${classes.length} `
