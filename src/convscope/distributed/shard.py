@@ -1,0 +1,102 @@
+"""Which part of the data a rank streams: contiguous shards with no padding (torchrun).
+
+`DistributedSampler` pads the last shard with repeats so every rank gets as many inputs; a
+repeated input would be counted twice in a dead-filter tally and could fill two top-k slots.
+Here rank r of w gets inputs [N·r/w, N·(r+1)/w) — shards differ in length by at most one, and
+hits keep their dataset indices (`first_index`), so merged results equal one process's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
+
+
+@dataclass(frozen=True)
+class World:
+    """The running process group: this process's rank and the number of ranks."""
+
+    rank: int
+    size: int
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that writes reports and runs."""
+        return self.rank == 0
+
+
+def world() -> World | None:
+    """The initialised process group with more than one rank, else None (one process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    size = dist.get_world_size()
+    return World(dist.get_rank(), size) if size > 1 else None
+
+
+def init_from_env() -> World | None:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR in the
+    environment): gloo on CPU, nccl when this rank has a GPU. None when not launched by torchrun."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    if not dist.is_available():
+        raise RuntimeError("torchrun started convscope but this torch build has no torch.distributed")
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available() and "LOCAL_RANK" in os.environ
+        if cuda:
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return world()
+
+
+def bounds(n: int, rank: int, size: int) -> tuple[int, int]:
+    """[start, stop) of rank's contiguous shard of n inputs."""
+    if size < 1 or not 0 <= rank < size:
+        raise ValueError(f"rank {rank} is not in a world of {size}")
+    if n < 0:
+        raise ValueError(f"the data has a negative length {n}")
+    return n * rank // size, n * (rank + 1) // size
+
+
+def shard(data: Any, w: World) -> tuple[Any, int]:
+    """(this rank's part of data, the dataset index of its first input). data as the analyses
+    take it: a Dataset with a length, a sequential DataLoader, an (X, y) pair of tensors or X."""
+    if isinstance(data, DataLoader):
+        if not isinstance(data.sampler, SequentialSampler) or data.batch_sampler is None:
+            raise ValueError(
+                "under torchrun give a Dataset or a sequential DataLoader (shuffle=False): each rank"
+                f" takes a contiguous shard of it, got a DataLoader drawing with {type(data.sampler).__name__}"
+            )
+        start, stop = bounds(_length(data.dataset), w.rank, w.size)
+        part = DataLoader(
+            Subset(data.dataset, range(start, stop)), batch_size=data.batch_size, shuffle=False,
+            num_workers=data.num_workers, collate_fn=data.collate_fn, pin_memory=data.pin_memory,
+            drop_last=data.drop_last,
+        )
+        return part, start
+    if isinstance(data, Tensor):
+        start, stop = bounds(int(data.shape[0]), w.rank, w.size)
+        return data[start:stop], start
+    if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        start, stop = bounds(int(data[0].shape[0]), w.rank, w.size)
+        return (data[0][start:stop], data[1][start:stop]), start
+    if isinstance(data, Dataset):
+        start, stop = bounds(_length(data), w.rank, w.size)
+        return Subset(data, range(start, stop)), start
+    raise TypeError(
+        f"data must be a Dataset, a DataLoader, an (X, y) pair of tensors or a tensor X, got {type(data).__name__}"
+    )
+
+
+def _length(ds: Any) -> int:
+    try:
+        return len(ds)
+    except TypeError:
+        raise ValueError(
+            f"under torchrun the data must have a length to be split among ranks; {type(ds).__name__} has none"
+        ) from None
