@@ -100,9 +100,8 @@ def _main(
             f"`convscope {ctx.invoked_subcommand}` runs in one process; under torchrun use one of {', '.join(DISTRIBUTED)}"
         )
     w = init_from_env()  # under torchrun: join the process group, each rank streams its shard
-    if w is not None:
-        if not w.main:  # rank 0 alone prints and writes
-            console.quiet = True
+    if w is not None and not w.main:  # rank 0 alone prints and writes
+        console.quiet = True
 
 
 def _main_rank() -> bool:

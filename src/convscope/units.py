@@ -105,8 +105,8 @@ def units(
         TopPatches(net, layers=layers, k=k), dataset, batch_size=batch_size, transform=norm, progress=progress
     )
     seconds["top-k pass"] = time.perf_counter() - t0
-    w = world()
-    if w is not None and not w.main:  # rank 0 alone draws and writes
+    rank = world()
+    if rank is not None and not rank.main:  # rank 0 alone draws and writes
         return Units(model=model, data=spec, inputs=result.inputs, k=k, layers={}, fields={}, seconds=seconds)
     out: dict[str, list[UnitHits]] = {}
     fields: dict[str, dict[str, Any]] = {}
