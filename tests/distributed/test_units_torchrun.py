@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def test_shards_are_contiguous_disjoint_and_cover_everything() -> None:
         for size in (1, 2, 3, 8):
             spans = [bounds(n, r, size) for r in range(size)]
             assert spans[0][0] == 0 and spans[-1][1] == n
-            assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
             assert max(b - a for a, b in spans) - min(b - a for a, b in spans) <= 1
     X, y = data(7)
     part, start = shard((X, y), World(1, 2))
