@@ -8,7 +8,7 @@ import torch.distributed as dist
 from torch import nn
 
 from convscope.analysis.units import TopPatches
-from convscope.distributed import init_from_env, top_patches
+from convscope.distributed import batch_bounds, init_from_env, top_patches
 
 
 def net() -> nn.Module:
@@ -19,8 +19,9 @@ def net() -> nn.Module:
 def data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     X = torch.rand(n, 3, 20, 20, generator=g)
-    if n >= 4:  # a tie across the two shards: the merge must break it as one process does
-        X[n // 2 - 1] = X[n // 2]
+    cut = batch_bounds(n, 4, 1, 2)[0]  # rank 1's first input (batches of 4)
+    if 0 < cut < n:  # a tie across the two shards: the merge must break it as one process does
+        X[cut - 1] = X[cut]
     return X, torch.arange(n) % 3
 
 

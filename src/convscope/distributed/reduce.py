@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from convscope.analysis.stream import Progress
+from convscope.analysis.stream import DEFAULT_BATCH, Progress
 from convscope.analysis.units import LayerHits, TopPatches, TopPatchesResult
 from convscope.distributed.shard import World, shard, world
 
@@ -69,10 +69,13 @@ def top_patches(
     w = world()
     if w is None:
         return tp.run(data, batch_size, progress, first_index=first_index, transform=transform)
-    part, start = shard(data, w)
+    part, start = shard(data, w, batch_size or DEFAULT_BATCH)
     sizes = gather_rows(torch.tensor([_count(part)], dtype=torch.int64))
     if bool((sizes == 0).any()):
-        raise ValueError(f"{int(sizes.sum())} inputs cannot feed {w.size} ranks: give at least one input per rank")
+        raise ValueError(
+            f"{int(sizes.sum())} inputs in batches of {batch_size or DEFAULT_BATCH} cannot feed {w.size} ranks:"
+            " give at least one batch per rank (or a smaller batch size)"
+        )
     mine = tp.run(part, batch_size, progress, first_index=first_index + start, transform=transform)
     return _gather_hits(mine, w)
 

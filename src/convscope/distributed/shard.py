@@ -2,8 +2,11 @@
 
 `DistributedSampler` pads the last shard with repeats so every rank gets as many inputs; a
 repeated input would be counted twice in a dead-filter tally and could fill two top-k slots.
-Here rank r of w gets inputs [N·r/w, N·(r+1)/w) — shards differ in length by at most one, and
-hits keep their dataset indices (`first_index`), so merged results equal one process's.
+Here the data is cut into the batches one process would read (`batch` inputs each) and rank r of
+w streams the contiguous batches [B·r/w, B·(r+1)/w): no input twice, shards differ by at most one
+batch, every batch holds the same inputs as in one process (so a convolution rounds alike and
+per-batch numbers such as ‖dL/dW‖ are the same), and results keep dataset indices
+(`first_index`): merged, they equal one process's.
 """
 
 from __future__ import annotations
@@ -63,16 +66,25 @@ def bounds(n: int, rank: int, size: int) -> tuple[int, int]:
     return n * rank // size, n * (rank + 1) // size
 
 
-def shard(data: Any, w: World) -> tuple[Any, int]:
-    """(this rank's part of data, the dataset index of its first input). data as the analyses
-    take it: a Dataset with a length, a sequential DataLoader, an (X, y) pair of tensors or X."""
+def batch_bounds(n: int, batch: int, rank: int, size: int) -> tuple[int, int]:
+    """[start, stop) of the inputs in rank's contiguous run of whole batches of n inputs."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    b0, b1 = bounds(-(-n // batch), rank, size)
+    return min(b0 * batch, n), min(b1 * batch, n)
+
+
+def shard(data: Any, w: World, batch: int) -> tuple[Any, int]:
+    """(this rank's part of data, the dataset index of its first input), cut at whole batches of
+    `batch` inputs (a DataLoader's own batch size wins). data as the analyses take it: a Dataset
+    with a length, a sequential DataLoader, an (X, y) pair of tensors or X."""
     if isinstance(data, DataLoader):
         if not isinstance(data.sampler, SequentialSampler) or data.batch_sampler is None:
             raise ValueError(
                 "under torchrun give a Dataset or a sequential DataLoader (shuffle=False): each rank"
                 f" takes a contiguous shard of it, got a DataLoader drawing with {type(data.sampler).__name__}"
             )
-        start, stop = bounds(_length(data.dataset), w.rank, w.size)
+        start, stop = batch_bounds(_length(data.dataset), data.batch_size or 1, w.rank, w.size)
         part = DataLoader(
             Subset(data.dataset, range(start, stop)), batch_size=data.batch_size, shuffle=False,
             num_workers=data.num_workers, collate_fn=data.collate_fn, pin_memory=data.pin_memory,
@@ -80,13 +92,13 @@ def shard(data: Any, w: World) -> tuple[Any, int]:
         )
         return part, start
     if isinstance(data, Tensor):
-        start, stop = bounds(int(data.shape[0]), w.rank, w.size)
+        start, stop = batch_bounds(int(data.shape[0]), batch, w.rank, w.size)
         return data[start:stop], start
     if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-        start, stop = bounds(int(data[0].shape[0]), w.rank, w.size)
+        start, stop = batch_bounds(int(data[0].shape[0]), batch, w.rank, w.size)
         return (data[0][start:stop], data[1][start:stop]), start
     if isinstance(data, Dataset):
-        start, stop = bounds(_length(data), w.rank, w.size)
+        start, stop = batch_bounds(_length(data), batch, w.rank, w.size)
         return Subset(data, range(start, stop)), start
     raise TypeError(
         f"data must be a Dataset, a DataLoader, an (X, y) pair of tensors or a tensor X, got {type(data).__name__}"
