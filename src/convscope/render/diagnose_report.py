@@ -63,7 +63,7 @@ padding:3px 8px;text-align:right;white-space:nowrap}table.layers th:first-child,
 font-family:ui-monospace,monospace}table.layers td.flag{color:#b91c1c;font-weight:600}
 .count{display:inline-block;min-width:70px;font-weight:600}.ok{color:#15803d}
 .untrained{border:1px solid #d97706;background:#fffbeb;padding:8px 12px;margin:8px 0}
-ul.members{font-size:13px;margin:4px 0}
+ul.members{font-size:13px;margin:4px 0;columns:3 320px}
 """
 
 
@@ -137,7 +137,7 @@ def _finding_box(group: FindingGroup, layers: dict[str, LayerSummary]) -> str:
     first = group.findings[0]
     if len(group.findings) == 1:
         return _finding(first, layers.get(first.layer))
-    items = "".join(f"<li><code>{_e(g.layer)}</code>: {_e(g.summary)}</li>" for g in group.findings)
+    items = "".join(f"<li><code>{_e(g.layer)}</code>: {_e(_member(g))}</li>" for g in group.findings)
     evidence = json.dumps({g.layer: g.evidence for g in group.findings}, indent=1, default=str)
     s = layers.get(first.layer)
     figs = _finding_pictures(first, s) if s is not None else ""
@@ -150,6 +150,21 @@ def _finding_box(group: FindingGroup, layers: dict[str, LayerSummary]) -> str:
         f"<details><summary>all {len(group.layers)} layers</summary><ul class='members'>{items}</ul></details>"
         f"<details><summary>evidence</summary><pre>{_e(evidence)}</pre></details>{shown}{figs}</div>"
     )
+
+
+def _member(f: Finding) -> str:
+    """A group member's own numbers, short (its full summary is in diagnosis.json)."""
+    ev = f.evidence
+    if f.kind == "update_ratio" and isinstance(ev.get("update_ratio"), float):
+        return f"update ratio {ev['update_ratio']:.1e}"
+    if f.kind.endswith("_gradient"):
+        if "factor" not in ev:
+            return "‖dL/dW‖ is NaN or Inf"
+        return f"‖dL/dW‖/‖W‖ {_sci(ev.get('relative_grad'))}, {ev['factor']:.1e}× that of {ev.get('compared_with')}"
+    if f.filters and "filters_in_layer" in ev:
+        shown = ", ".join(f"#{i}" for i in f.filters[:6]) + (", …" if len(f.filters) > 6 else "")
+        return f"{len(f.filters)} of {ev['filters_in_layer']} filters ({shown})"
+    return f.summary
 
 
 def _finding(f: Finding, layer: LayerSummary | None) -> str:
