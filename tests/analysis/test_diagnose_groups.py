@@ -135,3 +135,13 @@ def test_a_caller_who_knows_the_weights_are_untrained_says_why() -> None:
     d = diagnose(net, torch.rand(3, 1, 2, 2), untrained="no weights were loaded")
     assert d.untrained == "no weights were loaded"
     assert diagnose(net, torch.rand(3, 1, 2, 2)).untrained is None  # too small to judge by the weights
+
+
+def test_a_diagnosis_without_groups_is_grouped_by_the_report(tmp_path: Path) -> None:
+    d = diagnose(deep_net(12), (torch.rand(10, 3, 6, 6), torch.arange(10)), data_name="x")
+    assert len(d.groups) < len(d.findings)
+    expected = [g.summary for g in d.groups]
+    d.groups = []  # e.g. a Diagnosis put together by hand
+    html = write_diagnosis_report(d, tmp_path, model="deep").read_text()
+    assert html.count("<div class='finding ") == len(expected)
+    assert f"{len(d.findings)} finding(s) in {len(expected)} row(s)" in html

@@ -30,6 +30,7 @@ from convscope.analysis.diagnose import (
     Finding,
     FindingGroup,
     LayerSummary,
+    group_findings,
 )
 
 from .grid import filters, grid
@@ -94,7 +95,7 @@ def render_page(d: Diagnosis, *, model: str, title: str) -> str:
     body = [
         _summary(d),
         "<section id='findings'><h2>Findings</h2>"
-        + ("".join(_finding_box(group, layers) for group in d.groups)
+        + ("".join(_finding_box(group, layers) for group in _groups(d))
            or "<p class='ok'>Nothing to report on this data: no dead, mostly-dead, noisy or saturated "
               "filters and no gradient flag with the thresholds below.</p>")
         + "</section>",
@@ -121,7 +122,8 @@ def _summary(d: Diagnosis) -> str:
         if d.untrained
         else ""
     )
-    rows = f" in {len(d.groups)} row(s)" if len(d.groups) < len(d.findings) else ""
+    n = len(_groups(d))
+    rows = f" in {n} row(s)" if n < len(d.findings) else ""
     return (
         "<section id='summary'><h2>Summary</h2>"
         f"{untrained}<p>{len(d.findings)} finding(s){rows} {badges}</p>"
@@ -129,6 +131,14 @@ def _summary(d: Diagnosis) -> str:
         "<p>Every finding holds <b>on this data</b> only (except the filter roughness, which reads "
         "the weights alone): advice says what <i>may</i> be the cause.</p></section>"
     )
+
+
+def _groups(d: Diagnosis) -> list[FindingGroup]:
+    """The diagnosis' groups; for a Diagnosis built by hand without them, its findings grouped here."""
+    if d.groups or not d.findings:
+        return d.groups
+    scope = f"on this data ({d.inputs:,} inputs of {d.data})"
+    return group_findings(d.findings, {s.name: s.kind for s in d.layers}, scope=scope)
 
 
 def _finding_box(group: FindingGroup, layers: dict[str, LayerSummary]) -> str:
