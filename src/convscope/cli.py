@@ -402,8 +402,10 @@ def diagnose(
     """
     import torch
 
-    from convscope.analysis.diagnose import diagnose as run_diagnose
     from convscope.data import open_dataset
+    from convscope.distributed import (
+        diagnose as run_diagnose,  # each torchrun rank streams its shard
+    )
     from convscope.inspect import open_model
     from convscope.render.diagnose_report import write_diagnosis_report
 
@@ -432,6 +434,8 @@ def diagnose(
             classes=loaded.classes or None,
             untrained=_untrained(model, weights, loaded.metadata),
         )
+    if not _main_rank():
+        return
     path = write_diagnosis_report(diag, out, model=model)
     if diag.untrained:
         console.print(f"[bold]weights look untrained[/bold]: {diag.untrained}", highlight=False, soft_wrap=True)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from convscope.analysis.stream import DEFAULT_BATCH, Progress
 from convscope.analysis.units import LayerHits, TopPatches, TopPatchesResult
-from convscope.distributed.shard import World, shard, world
+from convscope.distributed.shard import World, length_of, shard, world
 
 
 def all_sum(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -70,7 +70,7 @@ def top_patches(
     if w is None:
         return tp.run(data, batch_size, progress, first_index=first_index, transform=transform)
     part, start = shard(data, w, batch_size or DEFAULT_BATCH)
-    sizes = gather_rows(torch.tensor([_count(part)], dtype=torch.int64))
+    sizes = gather_rows(torch.tensor([length_of(part)], dtype=torch.int64))
     if bool((sizes == 0).any()):
         raise ValueError(
             f"{int(sizes.sum())} inputs in batches of {batch_size or DEFAULT_BATCH} cannot feed {w.size} ranks:"
@@ -78,14 +78,6 @@ def top_patches(
         )
     mine = tp.run(part, batch_size, progress, first_index=first_index + start, transform=transform)
     return _gather_hits(mine, w)
-
-
-def _count(part: Any) -> int:
-    if isinstance(part, Tensor):
-        return int(part.shape[0])
-    if isinstance(part, tuple):
-        return int(part[0].shape[0])
-    return len(part.dataset) if hasattr(part, "dataset") else len(part)
 
 
 def _gather_hits(mine: TopPatchesResult, w: World) -> TopPatchesResult:

@@ -112,3 +112,29 @@ def _length(ds: Any) -> int:
         raise ValueError(
             f"under torchrun the data must have a length to be split among ranks; {type(ds).__name__} has none"
         ) from None
+
+
+def length_of(data: Any) -> int:
+    """The number of inputs of data as `shard` takes it."""
+    if isinstance(data, Tensor):
+        return int(data.shape[0])
+    if isinstance(data, tuple | list):
+        return int(data[0].shape[0])
+    return _length(data.dataset if isinstance(data, DataLoader) else data)
+
+
+def head(data: Any, limit: int) -> Any:
+    """data's first `limit` inputs (all of them when it has fewer), in the same form."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    n = min(limit, length_of(data))
+    if isinstance(data, Tensor):
+        return data[:n]
+    if isinstance(data, tuple | list):
+        return (data[0][:n], data[1][:n])
+    if isinstance(data, DataLoader):
+        return DataLoader(
+            Subset(data.dataset, range(n)), batch_size=data.batch_size, shuffle=False, num_workers=data.num_workers,
+            collate_fn=data.collate_fn, pin_memory=data.pin_memory, drop_last=data.drop_last,
+        )  # fmt: skip
+    return Subset(data, range(n))
