@@ -13,6 +13,7 @@ export class Controls {
     this.state = getState;
     this.sent = new Map(); // control id -> ack element
     this.rows = new Map(); // control id -> row of the log
+    this.early = new Map(); // control id -> its answer that arrived before send() knew the id
     this.latest = () => null;
     this.info = null;
     this.shownModel = null;
@@ -128,7 +129,8 @@ export class Controls {
       ack.textContent = `sent (#${id}), waiting for the trainer…`;
       ack.dataset.id = String(id);
       this.sent.set(id, ack);
-      this.log({ id, key, value, applied_step: null, result: null });
+      const early = this.early.get(id); // answered on the live channel before this POST returned
+      if (early) this.update([early]); else this.log({ id, key, value, applied_step: null, result: null });
     } catch (err) {
       ack.className = "ack bad";
       ack.textContent = `refused: ${err.message}${this.revert(key)}`;
@@ -140,7 +142,12 @@ export class Controls {
     for (const c of controls) {
       this.log(c);
       const ack = this.sent.get(c.id);
-      if (!ack || c.result === null || c.result === undefined) continue;
+      if (c.result === null || c.result === undefined) continue;
+      if (!ack) { // maybe ours, with its POST still on the way: kept for send() (the last few)
+        this.early.set(c.id, c);
+        for (const old of [...this.early.keys()].slice(0, -20)) this.early.delete(old);
+        continue;
+      }
       if (c.result.ok === false) {
         ack.className = "ack bad";
         ack.textContent = `refused by the trainer: ${c.result.error || "?"}${this.revert(c.key)}`;
@@ -182,6 +189,7 @@ export class Controls {
 
   reset() {
     this.sent.clear();
+    this.early.clear();
     this.rows.clear();
     $("#ctl-log").textContent = "";
     for (const a of document.querySelectorAll("#controls .ack")) { a.textContent = ""; a.className = "ack"; }
