@@ -27,7 +27,7 @@ import math
 import statistics
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -163,6 +163,12 @@ class Diagnosis:
     lr_assumed: bool  # True when lr was not given and ASSUMED_LR stood in
     gradients: str  # how gradient health was measured, or why not
     notes: list[str] = field(default_factory=list)
+
+    #: set by convscope.render (which this layer may not import): Diagnosis → HTML for Jupyter
+    display: ClassVar[Callable[[Diagnosis], str] | None] = None
+
+    def _repr_html_(self) -> str | None:
+        return None if Diagnosis.display is None else Diagnosis.display(self)
 
     def layer(self, name: str) -> LayerSummary:
         for s in self.layers:
