@@ -33,11 +33,12 @@ from .picture import Picture
 from .report import PANELS
 
 CELL_WIDTH = 880  # px: a notebook cell's usual width; no fragment is wider
-PANEL_WIDTH = 280  # px: the widest a Block's panel is shown (wider pictures are scaled down)
+PANEL_WIDTH = 220  # px: the widest a Block's panel is shown (wider pictures are scaled down)
 THUMB_MAPS = 16  # a Trace row shows at most this many maps of a
 THUMB_CELL = 14  # px per map in a Trace row's thumbnail
 FLEX = "display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start"
 CAPTION = "font-size:12px;line-height:1.3;max-width:{w}px"
+GRADS = ("grad_weight", "grad_z", "grad_a")
 
 
 def _img(pic: Picture, alt: str, width: int | None = None) -> str:
@@ -96,23 +97,21 @@ def block_html(block: Block) -> str:
     its attribute and its meaning (DESIGN.md §1); example 0 of the batch."""
     figs = []
     missing = []
+    no_grads = all(getattr(block, f) is None for f in GRADS)
     for field, symbol, caption, _ in PANELS:
         pic = block_picture(block, field)
         if pic is None:
-            t = getattr(block, field)
-            if t is not None:
+            if getattr(block, field) is not None:
                 missing.append(f"{symbol} (NaN/Inf, not drawn)")
-            elif field in ("grad_weight", "grad_z", "grad_a"):
+            elif field in GRADS and no_grads:
                 missing.append(symbol)
             continue
         figs.append(_figure(pic, symbol, field, caption, PANEL_WIDTH))
     title = " → ".join(html.escape(n) for n in block.members)
     notes = ""
     if missing:
-        notes += (
-            f"<p style='font-size:12px;color:#555'>not recorded: {html.escape(', '.join(missing))}"
-            " (run the backward inside the probe to get gradients)</p>"
-        )
+        why = " (run the backward inside the probe to get gradients)" if no_grads else ""
+        notes += f"<p style='font-size:12px;color:#555'>not recorded: {html.escape(', '.join(missing))}{why}</p>"
     if block.stale:
         notes += f"<p style='color:#b91c1c'>overwritten in place, not shown: {html.escape(', '.join(sorted(block.stale)))}</p>"
     return (
