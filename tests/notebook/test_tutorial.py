@@ -64,6 +64,7 @@ def test_the_feature_map_tutorial_runs_and_shows_its_pictures(tmp_path: Path) ->
     assert all(c.execution_count is not None for c in code)
     outputs = [o for c in code for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    assert not [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr"]  # no warning
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "a == relu(z): True" in text
     by_source = {c.source.strip().splitlines()[-1]: c for c in code}
@@ -73,7 +74,7 @@ def test_the_feature_map_tutorial_runs_and_shows_its_pictures(tmp_path: Path) ->
         return next(o for o in by_source[last_line].outputs if o.output_type == "execute_result")
 
     # the input picture, the trace's table (one thumbnail per block), conv1's seven panels
-    assert images_in(result("cs.render.Picture(shown)                          # the image the net sees (32×32)")) == 1
+    assert images_in(result("cs.render.Picture(shown.repeat(4, 0).repeat(4, 1))  # the image the net sees: 32×32, drawn 4× larger")) == 1
     assert images_in(result("trace")) == 4  # conv1, conv2, conv3, fc
     block = result("b")
     assert images_in(block) == 7
