@@ -125,6 +125,7 @@ class Probe:
         self._mode: _FunctionWatch | None = None
         self._active = False
         self._backward_ran = False
+        self._params_hooked = False  # dL/dW hooks go on at the first pass with grad enabled
         self._stack: list[str] = []
         self._reset_pass()
 
@@ -152,7 +153,6 @@ class Probe:
                     )
                 )
             self._hooks.add(optim_hooks.register_optimizer_step_pre_hook(self._before_step))
-            self._hook_parameters()
         except BaseException:
             self._hooks.release()
             raise
@@ -174,6 +174,7 @@ class Probe:
             self._leave_mode()
         finally:
             self._active = False
+            self._params_hooked = False
             self._stack.clear()
             self._hooks.release()
             self._check_versions()
@@ -210,6 +211,9 @@ class Probe:
         self._trace = Trace()
         self.passes += 1
         self._first_call = None if first is self.model else first
+        if not self._params_hooked and torch.is_grad_enabled():
+            self._params_hooked = True
+            self._hook_parameters()
         self._mode = _FunctionWatch(self)
         self._mode.__enter__()  # type: ignore[no-untyped-call]
 
@@ -446,7 +450,7 @@ class Probe:
         cfg = self.config
         if cfg.device is not None or cfg.dtype is not None:
             moved = d.to(device=cfg.device, dtype=cfg.dtype)
-            if moved.untyped_storage().data_ptr() != d.untyped_storage().data_ptr():
+            if _storage(moved) != _storage(d):
                 setattr(block, name, moved)  # already a copy: nothing can overwrite it
                 return
         setattr(block, name, d)
@@ -468,8 +472,8 @@ class Probe:
                 g = g.to(device=cfg.device, dtype=cfg.dtype)
             if slot == "a":
                 block.grad_a = g
-            else:
-                block._grads[slot] = g
+            elif slot == block._z_source:  # dL/dconv of a block with a norm is not kept:
+                block._grads[slot] = g  # holding it would only cost memory
 
         self._hooks.add(t.register_hook(store))
 
@@ -614,7 +618,8 @@ def _no_dispatch() -> AbstractContextManager[None]:
 
 
 def _storage(t: Tensor) -> int:
-    return int(t.untyped_storage().data_ptr())
+    """The address of `t`'s storage (views of one storage agree), without building a storage object."""
+    return int(t.data_ptr()) - t.storage_offset() * t.element_size()
 
 
 def _tensors(items: list[Any]) -> Iterator[Tensor]:
