@@ -619,7 +619,7 @@ def _no_dispatch() -> AbstractContextManager[None]:
 
 def _storage(t: Tensor) -> int:
     """The address of `t`'s storage (views of one storage agree), without building a storage object."""
-    return int(t.data_ptr()) - t.storage_offset() * t.element_size()
+    return int(t.data_ptr() - t.storage_offset() * t.element_size())
 
 
 def _tensors(items: list[Any]) -> Iterator[Tensor]:
