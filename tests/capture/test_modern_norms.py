@@ -363,3 +363,14 @@ def test_densenet_final_functional_inplace_relu_holds_x_and_z(train: bool) -> No
     assert torch.equal(final.x, final.z) and torch.equal(final.a, torch.relu(final.z))
     assert trace["features.denseblock1.denselayer1.relu1"].kind == "activation"  # after a concat
     assert trace["features.denseblock1.denselayer1.norm2"] is trace["features.denseblock1.denselayer1.conv1"]
+
+
+def test_diagnose_counts_the_channels_of_a_channels_last_block() -> None:
+    from convscope.analysis.diagnose import diagnose
+
+    model = ConvNeXt().eval()
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 3, (16,))
+    layers = {s.name: s for s in diagnose(model, (x, y), batch_size=8).layers}  # two batches
+    fc1 = layers["stage.0.fc1"].as_dict()
+    assert (fc1["kind"], fc1["activation"], fc1["filters"]) == ("conv", "GELU", 16)
+    assert count_hooks(model) == 0
