@@ -9,8 +9,9 @@ over C, so its x, conv, z, a and their gradients are shown as (B, C, H, W) views
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -54,6 +55,12 @@ class Block:
     _grads: dict[str, Tensor] = field(default_factory=dict, repr=False)
     _z_source: str = field(default="conv", repr=False)  # which recorded tensor is z
     _view_versions: dict[str, int] = field(default_factory=dict, repr=False)
+
+    #: set by convscope.render (capture may not import it): Block → HTML, so it draws itself in Jupyter
+    display: ClassVar[Callable[[Block], str] | None] = None
+
+    def _repr_html_(self) -> str | None:
+        return None if Block.display is None else Block.display(self)
 
     @property
     def weight(self) -> Tensor | None:
@@ -140,3 +147,9 @@ class Trace(Mapping[str, Block]):
 
     def __repr__(self) -> str:
         return f"Trace({list(self._blocks)})"
+
+    #: set by convscope.render (capture may not import it): Trace → HTML (its block table) for Jupyter
+    display: ClassVar[Callable[[Trace], str] | None] = None
+
+    def _repr_html_(self) -> str | None:
+        return None if Trace.display is None else Trace.display(self)
