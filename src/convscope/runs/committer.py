@@ -32,7 +32,7 @@ import numpy as np
 
 from convscope.runs.codec import Encoded, pack
 from convscope.runs.pruning import Pruner
-from convscope.runs.schema import RETRY_S, connect_rw, retry, write_txn
+from convscope.runs.schema import RETRY_S, bound_wal, connect_rw, retry, write_txn
 from convscope.runs.values import sql_real
 
 FAILED_RETRY_S = 1.0  # a failed transaction is tried again after this
@@ -80,6 +80,7 @@ class Committer:
         self.db_step = last_step  # the last step in the database
         self.txn_seconds: collections.deque[float] = collections.deque(maxlen=10_000)
         self._conn = connect_rw(db)
+        bound_wal(self._conn, pruner.retention.budget_bytes)
         self.pruner.load(self._conn)
         self._cond = threading.Condition()
         self._queue: list[Batch] = []

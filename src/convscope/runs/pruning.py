@@ -27,6 +27,7 @@ from convscope.runs.schema import PAGE_SIZE, used_bytes
 Series = tuple[str, str]  # (layer, kind)
 SLACK = 0.02  # budget thinning frees this share of the budget beyond what is needed (hysteresis)
 ROUNDS = 4  # thinning rounds per transaction (bytes freed are measured after each)
+MARGIN = 4 * PAGE_SIZE  # b-tree and index pages a transaction's inserts may add beyond their rows
 _USABLE = PAGE_SIZE - 4  # bytes of a payload per overflow page
 _LOCAL_MAX = PAGE_SIZE - 35  # a row this small stays in its b-tree leaf
 _LOCAL_MIN = (
@@ -35,11 +36,13 @@ _LOCAL_MIN = (
 
 
 def row_bytes(blob: int) -> int:
-    """Database bytes a snapshot row of a `blob`-byte payload takes (SQLite's overflow rule), plus
-    its key columns and index entry: what deleting it gives back, roughly."""
+    """Database bytes a snapshot row of a `blob`-byte payload takes (SQLite's overflow rule; rows
+    that stay in a leaf share its page, appended rows fill pages), plus its key columns and index
+    entry: what inserting it costs and deleting it gives back, roughly."""
     payload = blob + 64
     if payload <= _LOCAL_MAX:
-        return payload + 48
+        per_page = max(1, (PAGE_SIZE - 8) // (payload + 12))  # cells and their pointers
+        return PAGE_SIZE // per_page + 48
     local = _LOCAL_MIN + (payload - _LOCAL_MIN) % _USABLE
     if local > _LOCAL_MAX:
         local = _LOCAL_MIN
@@ -93,7 +96,7 @@ class Pruner:
         budget = self.retention.budget_bytes
         over = False
         for _ in range(ROUNDS):
-            coming = other_bytes + sum(row_bytes(b) for rows in new.values() for _, b in rows)
+            coming = MARGIN + other_bytes + sum(row_bytes(b) for rows in new.values() for _, b in rows)
             need = used_bytes(conn) + coming - budget
             over = need > 0
             if not over:

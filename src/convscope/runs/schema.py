@@ -171,6 +171,14 @@ def connect_rw(db: Path) -> sqlite3.Connection:
     return conn
 
 
+def bound_wal(conn: sqlite3.Connection, budget: int) -> None:
+    """Keep the -wal file beside run.sqlite to about 1/16 of the byte budget (at most 16 MiB
+    between checkpoints with the 1 GB default; SQLite checkpoints every N pages written)."""
+    pages = max(16, min(1000, budget // PAGE_SIZE // 16))
+    conn.execute(f"PRAGMA wal_autocheckpoint={pages}")
+    conn.execute(f"PRAGMA journal_size_limit={min(WAL_LIMIT, pages * PAGE_SIZE)}")
+
+
 def check_schema(conn: sqlite3.Connection, db: Path) -> None:
     try:
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()

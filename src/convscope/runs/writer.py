@@ -93,9 +93,9 @@ class RunWriter:
         if (
             isinstance(write_every, bool)
             or not isinstance(write_every, int | float)
-            or not 0 <= write_every <= 10
+            or not 0 <= write_every <= 3600
         ):
-            raise ValueError(f"write_every must be between 0 and 10 seconds, got {write_every!r}")
+            raise ValueError(f"write_every must be between 0 and 3600 seconds, got {write_every!r}")
         config_rows = json_mapping("config", config or {})
         meta_rows = json_mapping("meta", meta or {})
         for key in meta_rows:
