@@ -10,7 +10,8 @@ append instead of zlib and a transaction.
 - A transaction holds whole batches only: a reader never sees half a step.
 - The first batch after a quiet spell is written at once; while batches keep coming, one
   transaction per `every` seconds holds them all. `kill -9` loses what was submitted since the last
-  transaction: at most `every` seconds plus one transaction.
+  transaction: `every` seconds plus one transaction (more only when snapshots come faster than
+  the thread compresses them: then `submit` waits while MAX_QUEUE_BYTES of them are queued).
 - A failed transaction (a lock held past RETRY_S, a full disk) keeps its batches queued and is
   tried again a second later; the error is raised once by the next `RunWriter` call.
 - Within one process a reader sees what the writer committed: `sync_local(run_dir)` (called by
@@ -36,6 +37,7 @@ from convscope.runs.schema import RETRY_S, bound_wal, connect_rw, retry, write_t
 from convscope.runs.values import sql_real
 
 FAILED_RETRY_S = 1.0  # a failed transaction is tried again after this
+MAX_QUEUE_BYTES = 256 * 2**20  # submit waits while the snapshots queued take more (back-pressure)
 _LIVE: weakref.WeakValueDictionary[str, Committer] = weakref.WeakValueDictionary()
 _LIVE_LOCK = threading.Lock()
 
@@ -59,6 +61,11 @@ class Batch:
 
     def has_step_data(self) -> bool:
         return bool(self.scalars or self.stats or self.snapshots or self.json)
+
+    def nbytes(self) -> int:
+        return sum(
+            a.nbytes if isinstance(a, np.ndarray) else len(a.data) for a in self.snapshots.values()
+        )
 
 
 def sync_local(run_dir: str) -> None:
@@ -84,7 +91,7 @@ class Committer:
         self.pruner.load(self._conn)
         self._cond = threading.Condition()
         self._queue: list[Batch] = []
-        self._queued = self._written = self._wanted = self._failures = 0
+        self._queued = self._written = self._wanted = self._failures = self._queue_bytes = 0
         self._error: BaseException | None = None
         self._due = 0.0  # monotonic time before which no new transaction starts
         self._stopping = False
@@ -102,9 +109,17 @@ class Committer:
         if self._thread is None:
             self._write([batch])
             return
-        with self._cond:
+        size = batch.nbytes()
+        with self._cond:  # a writer thread far behind (a huge snapshot every step) slows commit
+            while (
+                self._queue_bytes > MAX_QUEUE_BYTES
+                and self._error is None
+                and self._thread.is_alive()
+            ):
+                self._cond.wait()
             self._queue.append(batch)
             self._queued += 1
+            self._queue_bytes += size
             self._cond.notify_all()
 
     def behind(self) -> bool:
@@ -185,6 +200,7 @@ class Committer:
                 continue
             with self._cond:
                 del self._queue[: len(batches)]
+                self._queue_bytes = sum(b.nbytes() for b in self._queue)
                 self._written += len(batches)
                 self._error = None
                 self._due = start + self.every
