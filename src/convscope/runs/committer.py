@@ -38,6 +38,7 @@ from convscope.runs.values import sql_real
 
 FAILED_RETRY_S = 1.0  # a failed transaction is tried again after this
 MAX_QUEUE_BYTES = 256 * 2**20  # submit waits while the snapshots queued take more (back-pressure)
+TXN_BYTES = 32 * 2**20  # a transaction takes queued batches up to this many bytes of snapshots
 _LIVE: weakref.WeakValueDictionary[str, Committer] = weakref.WeakValueDictionary()
 _LIVE_LOCK = threading.Lock()
 
@@ -181,10 +182,22 @@ class Committer:
                     if self._stopping:
                         return None
                     if now >= self._due:
-                        return list(self._queue)
+                        return self._take()
                 elif self._stopping or self._wanted > self._written or now >= self._due:
-                    return list(self._queue)
+                    return self._take()
                 self._cond.wait(max(self._due - now, 0.001))
+
+    def _take(self) -> list[Batch]:
+        """The queue's first batches, up to TXN_BYTES of snapshots (at least one batch): a writer
+        thread that fell behind catches up in transactions of bounded length."""
+        taken: list[Batch] = []
+        size = 0
+        for batch in self._queue:
+            size += batch.nbytes()
+            if taken and size > TXN_BYTES:
+                break
+            taken.append(batch)
+        return taken
 
     def _run(self) -> None:
         while (batches := self._next()) is not None:
@@ -203,7 +216,7 @@ class Committer:
                 self._queue_bytes = sum(b.nbytes() for b in self._queue)
                 self._written += len(batches)
                 self._error = None
-                self._due = start + self.every
+                self._due = start + self.every if not self._queue else 0.0  # behind: go on
                 self._cond.notify_all()
 
     def _write(self, batches: list[Batch]) -> None:
