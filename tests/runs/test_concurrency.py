@@ -86,7 +86,8 @@ def test_reader_thread_never_sees_half_a_step(tmp_path: Path) -> None:
         try:
             for step in range(steps):
                 write_step(w, step)
-                w.commit(step)
+                w.commit(step)  # returns at once (the writer thread writes it)
+                time.sleep(0.005)  # the training step: the reader gets to poll meanwhile
                 for c in w.poll_controls():
                     w.ack_control(c.id, step, result={"ok": True, "echo": c.value})
         except BaseException as exc:  # handed to the main thread's assert
