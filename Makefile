@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) bench/embed.py
 	$(PY) bench/occlusion.py
 	$(PY) bench/store.py
+	$(PY) bench/distributed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
