@@ -515,6 +515,7 @@ def train(
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay")] = _TRAIN.weight_decay,
     train_size: Annotated[int, typer.Option(help="training examples")] = _TRAIN.train_size,
     resume: Annotated[bool, typer.Option(help="append to an existing run")] = False,
+    run_budget_mb: Annotated[float, typer.Option("--run-budget-mb", help="the run's size budget in MB: past it, old snapshots of the biggest tensors are thinned (scalars and stats are kept)")] = 1000.0,
 ) -> None:
     """Run the built-in trainer into a run folder (watch it with `convscope serve`).
 
@@ -523,7 +524,7 @@ def train(
     from convscope.train import Trainer
 
     cfg = TrainConfig(model=model, data=data, steps=steps, lr=lr, batch_size=batch_size, momentum=momentum,
-                      weight_decay=weight_decay, train_size=train_size)
+                      weight_decay=weight_decay, train_size=train_size, run_budget_bytes=int(run_budget_mb * 10**6))
     started: list[Trainer] = []
     stop_asked: list[int] = []
 

@@ -63,6 +63,8 @@ class TrainConfig:
     #                                  `convscope evolution` (16 reach step 100,000); 0 = none
     evolution_max_bytes: int = 64 * 2**20  # and no more once they would pass this in total (64 MiB:
     #                                        16 of zfnet-small's 1.8 MB; one of resnet18-shaped's 45 MB)
+    run_budget_bytes: int = 10**9  # run.sqlite's byte budget (1 GB, >= 1 MiB): past it the oldest snapshots of
+    #                                the biggest tensors are thinned; scalars and stats are never dropped
 
     def __post_init__(self) -> None:
         checks = {  # setting -> (holds, the allowed range as said in the error)
@@ -74,6 +76,7 @@ class TrainConfig:
             "steps": (self.steps is None or self.steps >= 1, "steps >= 1 (or None: until stopped)"),
             "evolution_checkpoints": (self.evolution_checkpoints >= 0, "evolution_checkpoints >= 0"),
             "evolution_max_bytes": (self.evolution_max_bytes >= 0, "evolution_max_bytes >= 0"),
+            "run_budget_bytes": (self.run_budget_bytes >= 2**20, "run_budget_bytes >= 1048576 (1 MiB)"),
         }
         for key, (allowed, fits) in CONTROL_RANGES.items():  # the dashboard's controls: one range each
             checks[key] = (fits(getattr(self, key)), allowed)

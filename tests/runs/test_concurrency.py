@@ -1,6 +1,7 @@
 """One writer, many readers: a reader polling from another thread or another process never sees
 half a step; controls cross over while the writer commits; `kill -9` of the writer loses only the
-step it was writing and leaves a database that opens, passes integrity_check and resumes."""
+steps its writer thread had not written yet (never one it reported written) and leaves a database
+that opens, passes integrity_check and resumes."""
 
 from __future__ import annotations
 
@@ -85,7 +86,8 @@ def test_reader_thread_never_sees_half_a_step(tmp_path: Path) -> None:
         try:
             for step in range(steps):
                 write_step(w, step)
-                w.commit(step)
+                w.commit(step)  # returns at once (the writer thread writes it)
+                time.sleep(0.005)  # the training step: the reader gets to poll meanwhile
                 for c in w.poll_controls():
                     w.ack_control(c.id, step, result={"ok": True, "echo": c.value})
         except BaseException as exc:  # handed to the main thread's assert
@@ -134,19 +136,19 @@ while True:
     for c in w.poll_controls():
         w.ack_control(c.id, step, result={"ok": True, "echo": c.value})
     w.commit(step)
-    print(step, flush=True)
+    print(step, w.written_step if w.written_step is not None else -1, flush=True)
     step += 1
 """
 
 
-def test_kill_9_loses_only_the_open_step(tmp_path: Path) -> None:
+def test_kill_9_loses_only_unwritten_steps(tmp_path: Path) -> None:
     run = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(run), str(Path(__file__).parent)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # the child imports torch: slow on a loaded machine
         while not (run / "run.sqlite").exists():
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             assert time.monotonic() < deadline, "the child never created its run"
@@ -171,17 +173,17 @@ def test_kill_9_loses_only_the_open_step(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert proc.stdout is not None
-    printed = [int(s) for s in proc.stdout.read().split()]
+    lines = [tuple(int(n) for n in line.split()) for line in proc.stdout.read().splitlines()]
+    printed, written = [c for c, _ in lines], [w for _, w in lines]
 
     with sqlite3.connect(f"{(run / 'run.sqlite').as_uri()}?mode=ro", uri=True) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     conn.close()
     r = RunReader(run)
     last = r.last_step()
-    assert last is not None and last in (
-        printed[-1],
-        printed[-1] + 1,
-    )  # killed before or after print
+    # every step the writer thread had reported written survived; nothing past the last commit
+    assert last is not None and written[-1] <= last <= printed[-1] + 1  # (+1: killed before print)
+    assert any(w < c for c, w in lines)  # the writer thread really was behind at times
     assert check_complete(r) == last
     assert max(s for s, _ in r.scalars(["loss"])["loss"]) == last  # nothing of the open step
     assert max(row["step"] for row in r.layer_stats()) == last

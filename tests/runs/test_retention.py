@@ -65,7 +65,8 @@ def test_2000_snapshot_steps_stay_bounded(tmp_path: Path) -> None:
     z = r.snapshot_steps("conv1", "z")
     assert len(z) <= 400 and z[0] == 0
     assert z[-200:] == list(range(1401, 1999, 3))
-    for s in (0, 1500, 1999):  # the kept rows still hold their own values
+    # (which older steps survive depends on how the writer thread batched the commits)
+    for s in (0, older[len(older) // 2], 1999):  # the kept rows still hold their own values
         got = r.snapshot("conv1", "a", s)
         assert got is not None and got[0] == s and got[1].tolist() == [float(s)] * 2
     r.close()

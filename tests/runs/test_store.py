@@ -25,7 +25,7 @@ from convscope.runs import (
     RunSchemaError,
     RunWriter,
     list_runs,
-    store,
+    writer,
 )
 
 
@@ -382,7 +382,7 @@ def test_is_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     time.sleep(0.05)
     assert r.is_stale(0.01)  # "trainer not responding": no commit for more than 0.01 s
     assert r.meta()["status"] == "running"
-    monkeypatch.setattr(store, "HEARTBEAT_S", 0.0)  # (1 s by default)
+    monkeypatch.setattr(writer, "HEARTBEAT_S", 0.0)  # (1 s by default)
     before = r.meta()["updated"]
     w.poll_controls()  # a paused trainer that still polls is alive
     assert r.meta()["updated"] > before and not r.is_stale(1.0)

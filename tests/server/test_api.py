@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,16 @@ def meta_of(path: Path) -> dict[str, Any]:
         return r.meta()
 
 
+def pages_in_use(path: Path) -> int:
+    """Bytes of run.sqlite's pages in use, read with plain sqlite3 (the oracle of "size.bytes")."""
+    conn = sqlite3.connect(f"{(path / 'run.sqlite').as_uri()}?mode=ro", uri=True)
+    try:
+        (n,), (free,), (size,) = (conn.execute(f"PRAGMA {p}").fetchone() for p in ("page_count", "freelist_count", "page_size"))
+    finally:
+        conn.close()
+    return int((n - free) * size)
+
+
 def png_array(body: bytes) -> np.ndarray:
     im = Image.open(io.BytesIO(body))
     assert im.format == "PNG"
@@ -95,6 +106,7 @@ def test_run_summary(client: TestClient, root: Path) -> None:
     m = meta_of(root / "fix")
     res = client.get("/api/runs/fix")
     assert res.status_code == 200
+    files = [root / "fix" / n for n in ("run.sqlite", "run.sqlite-wal")]
     assert res.json() == {
         "name": "fix",
         "meta": {
@@ -104,6 +116,7 @@ def test_run_summary(client: TestClient, root: Path) -> None:
             "schema_version": 1,
             "created": m["created"],
             "updated": m["updated"],
+            "budget_bytes": 10**9,  # the default byte budget
         },
         "config": CONFIG,
         "layers": LAYERS,
@@ -113,6 +126,8 @@ def test_run_summary(client: TestClient, root: Path) -> None:
         "stale": False,
         "checkpoints": [],
         "has_test_images": True,
+        "size": {"bytes": pages_in_use(root / "fix"), "budget_bytes": 10**9, "over_budget": False,
+                 "file_bytes": sum(f.stat().st_size for f in files if f.exists()), "thinned": []},
     }
 
 

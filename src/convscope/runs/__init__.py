@@ -1,8 +1,9 @@
 """convscope.runs: the run store between the training side and the serving side
 (docs/run-store.md). `RunWriter` records a run, `RunReader` reads it from any process,
-`list_runs` lists a folder of runs, `Retention` bounds the snapshots a run keeps."""
+`list_runs` lists a folder of runs, `Retention` bounds the snapshots a run keeps (a cap per
+series and a byte budget, 1 GB by default)."""
 
-from convscope.runs.retention import Retention, thin_steps
+from convscope.runs.retention import DEFAULT_BUDGET, Retention, thin_steps
 from convscope.runs.store import (
     SCHEMA_VERSION,
     Control,
@@ -11,6 +12,7 @@ from convscope.runs.store import (
     RunExistsError,
     RunNotFoundError,
     RunReader,
+    RunReadOnlyError,
     RunSchemaError,
     RunStoreError,
     RunWriter,
@@ -18,6 +20,7 @@ from convscope.runs.store import (
 )
 
 __all__ = [
+    "DEFAULT_BUDGET",
     "SCHEMA_VERSION",
     "Control",
     "Retention",
@@ -25,6 +28,7 @@ __all__ = [
     "RunCorruptError",
     "RunExistsError",
     "RunNotFoundError",
+    "RunReadOnlyError",
     "RunReader",
     "RunSchemaError",
     "RunStoreError",

@@ -3,6 +3,8 @@ zlib-compressed, little-endian, with dtype, shape and a power-of-two scale besid
 
     enc = encode(tensor)              # Encoded(dtype="float16", shape=(1, 16, 32, 32), scale_exp=3, data=b"...")
     decode(enc.dtype, enc.shape, enc.scale_exp, enc.data)   # float32 tensor, same shape
+    pack(prepare(tensor)) == encode(tensor)   # the two halves: `prepare` checks and copies (the
+                                              # caller's thread), `pack` compresses (the writer thread)
 
 The rule ("never lose a value silently"):
 - NaN/Inf anywhere, or a finite |value| > 65504 (float16's max) -> float32, values as they are.
@@ -42,8 +44,16 @@ class Encoded:
     data: bytes
 
 
-def _as_float32(value: object) -> np.ndarray:
-    """`value` (torch.Tensor or numpy array; float, int or bool) as a C-contiguous float32 array."""
+def prepare(value: object) -> np.ndarray:
+    """`value` (torch.Tensor or numpy array; float, int or bool) as a float32 array of its own
+    (never a view of the caller's memory: the caller may change its tensor right after), with every
+    check `encode` makes; what is left for `pack` cannot fail."""
+    return _as_float32(value, copy=True)
+
+
+def _as_float32(value: object, *, copy: bool = False) -> np.ndarray:
+    """`value` (torch.Tensor or numpy array; float, int or bool) as a C-contiguous float32 array
+    (`copy`: never sharing memory with `value`; the numpy and 64-bit paths always copy)."""
     if isinstance(value, torch.Tensor):
         t = value.detach()
         if t.is_complex():
@@ -51,7 +61,7 @@ def _as_float32(value: object) -> np.ndarray:
         if t.dtype in (torch.float64, torch.int64, torch.int32, torch.uint64, torch.uint32):
             arr = t.to("cpu", torch.float64).numpy()
         else:
-            return np.ascontiguousarray(t.to("cpu", torch.float32).numpy())
+            return np.ascontiguousarray(t.to("cpu", torch.float32, copy=copy).numpy())
     elif isinstance(value, np.ndarray):
         if value.dtype.kind not in "fiub":
             raise TypeError(f"snapshot arrays must be real numbers, got dtype {value.dtype}")
@@ -73,7 +83,11 @@ def _as_float32(value: object) -> np.ndarray:
 
 def encode(value: object) -> Encoded:
     """Encode a tensor or array (see the module docstring for the dtype rule)."""
-    v = _as_float32(value)
+    return pack(_as_float32(value))
+
+
+def pack(v: np.ndarray) -> Encoded:
+    """Encode a float32 array from `prepare` (float16 when lossless, zlib)."""
     shape = tuple(int(n) for n in v.shape)
     f16 = _to_float16(v)
     if f16 is None:

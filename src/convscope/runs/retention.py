@@ -1,22 +1,33 @@
 """Retention: which snapshot steps of one (layer, kind) series a run keeps, so a run's size stays
-bounded however long it trains.
+bounded however long it trains: a cap per series, and a byte budget for the whole run.
 
-    r = Retention(keep_recent=200, max_snapshots_per_series=400)
-    r.select(steps)    # the steps to keep: all if there are <= 400, else the newest 200 plus
-                       # older ones thinned log-spaced back in time (the oldest step always kept)
+    r = Retention(keep_recent=200, max_snapshots_per_series=400, budget_bytes=10**9)
+    r.select(steps)          # the steps to keep: all if there are <= 400, else the newest 200 plus
+                             # older ones thinned log-spaced back in time (the oldest step always kept)
+    r.select_n(steps, 12)    # the same rule for 12 steps (the newest always kept)
+    share_cuts({("conv1", "weight"): (40, 4_000_000), ("conv1", "a"): (40, 400_000)}, 1_000_000)
+                             # {("conv1", "weight"): 30}: the snapshot counts that free 1 MB, biggest first
 
-The writer (`RunWriter.commit`) calls `select` on a series as soon as it holds more than
-`max_snapshots_per_series` snapshots; thinning goes down to `thin_to` (a little below the cap) so
-it runs about once per `max - thin_to` new snapshots rather than at every commit. Scalars, layer
-statistics and JSON values are small and kept whole.
+The writer calls `select` on a series as soon as it holds more than `max_snapshots_per_series`
+snapshots; thinning goes down to `thin_to` (a little below the cap) so it runs about once per
+`max - thin_to` new snapshots rather than at every commit. When the database would pass
+`budget_bytes`, `share_cuts` says how many snapshots each series keeps: the series holding the most
+bytes (big tensors: W and dL/dW of wide layers) are thinned first, down to a common byte level; a
+series of small tensors below that level keeps every step. Scalars, layer statistics and JSON
+values are never dropped.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
+
+DEFAULT_BUDGET = 10**9  # bytes (1 GB) a run's database may hold; scalars and stats never dropped
+MIN_BUDGET = 2**20  # an empty run's tables take ~0.3 MB of 16 KiB pages
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,9 +36,10 @@ class Retention:
 
     keep_recent: int = 200  # every snapshot of the newest N snapshot steps is kept
     max_snapshots_per_series: int = 400  # a series never holds more than this after a commit
+    budget_bytes: int = DEFAULT_BUDGET  # run.sqlite's pages in use stay under this (1 GB)
 
     def __post_init__(self) -> None:
-        for name in ("keep_recent", "max_snapshots_per_series"):
+        for name in ("keep_recent", "max_snapshots_per_series", "budget_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"Retention.{name} must be an int, got {type(value).__name__}")
@@ -39,6 +51,10 @@ class Retention:
             raise ValueError(
                 f"Retention.keep_recent must be in [0, max_snapshots_per_series="
                 f"{self.max_snapshots_per_series}], got {self.keep_recent}"
+            )
+        if self.budget_bytes < MIN_BUDGET:
+            raise ValueError(
+                f"Retention.budget_bytes must be >= {MIN_BUDGET} (1 MiB), got {self.budget_bytes}"
             )
 
     @property
@@ -55,6 +71,42 @@ class Retention:
         if len(ordered) <= self.max_snapshots_per_series:
             return ordered
         return thin_steps(ordered, keep_recent=self.keep_recent, limit=self.thin_to)
+
+    def select_n(self, steps: Iterable[int], n: int) -> list[int]:
+        """At most `n` >= 1 of `steps` by the same rule, for a series thinned to fit the budget: the
+        newest min(keep_recent, n // 2) (at least the newest one) and older ones log-spaced."""
+        if n < 1:
+            raise ValueError(f"a thinned series keeps at least 1 snapshot, got n={n}")
+        return thin_steps(steps, keep_recent=max(1, min(self.keep_recent, n // 2)), limit=n)
+
+
+def share_cuts(series: Mapping[K, tuple[int, int]], free: int) -> dict[K, int]:
+    """How many snapshots each series keeps so that about `free` bytes are freed, biggest first.
+
+    `series` maps a key to (snapshot count, bytes). Every series holding more bytes than a common
+    level L is cut down to L (its count scaled by L / bytes, rounded down, at least 1); L is the
+    highest level that frees `free` bytes, or 0 (one snapshot per series) when nothing higher
+    does. Returns {key: new count} for the series that lose snapshots. Counts scale bytes by the
+    series' mean snapshot size, so the caller measures what was freed and asks again if short."""
+    if free <= 0:
+        return {}
+    ranked = sorted(series.items(), key=lambda kv: -kv[1][1])  # stable: ties keep their order
+    sizes = [b for _, (_, b) in ranked]
+    level, total = 0.0, 0
+    for j, b in enumerate(sizes, start=1):
+        total += b
+        level = (total - free) / j
+        if level >= (sizes[j] if j < len(sizes) else 0):
+            break
+    level = max(level, 0.0)
+    cuts: dict[K, int] = {}
+    for key, (count, nbytes) in ranked:
+        if nbytes <= level or count <= 1:
+            continue
+        keep = max(1, math.floor(count * level / nbytes))
+        if keep < count:
+            cuts[key] = keep
+    return cuts
 
 
 def thin_steps(steps: Iterable[int], *, keep_recent: int, limit: int) -> list[int]:

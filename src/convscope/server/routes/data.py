@@ -71,6 +71,7 @@ def summary(state: AppState, name: str, r: RunReader) -> dict[str, Any]:
         "stale": r.is_stale(state.config.stale_after_s),
         "checkpoints": r.checkpoints(),
         "has_test_images": bool(r.snapshot_steps("_test", "input")),
+        "size": r.storage(),
     }
 
 

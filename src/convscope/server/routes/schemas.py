@@ -53,11 +53,16 @@ RUNS = obj({"runs": array(obj({
     "name": STR, "status": STR_OR_NULL, "last_step": INT_OR_NULL, "model": ANY,
     "created": NUM_OR_NULL, "error": STR_OR_NULL,
 }))})  # fmt: skip
+STORAGE = obj({
+    "bytes": INT, "file_bytes": INT, "budget_bytes": INT_OR_NULL, "over_budget": {"type": "boolean"},
+    "thinned": array(obj({"layer": STR, "kind": STR, "dropped": INT, "by_retention": INT,
+                          "by_budget": INT})),
+})  # fmt: skip  # RunReader.storage(): the run's size against its byte budget
 RUN = obj({
     "name": STR, "meta": {"type": "object"}, "config": {"type": "object"}, "layers": ANY,
     "layers_step": INT_OR_NULL, "last_step": INT_OR_NULL, "status": STR,
     "stale": {"type": "boolean"}, "checkpoints": array(CHECKPOINT),
-    "has_test_images": {"type": "boolean"},
+    "has_test_images": {"type": "boolean"}, "size": STORAGE,
 })  # fmt: skip
 POINT = {"type": "array", "items": NUM_OR_NULL, "minItems": 2, "maxItems": 2}  # [step, value]
 SCALARS = obj({"last_step": INT_OR_NULL,

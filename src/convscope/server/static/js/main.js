@@ -87,6 +87,7 @@ function applyInfo(info) {
   const option = [...$("#run-select").options].find((o) => o.value === info.name);
   if (option) option.textContent = `${info.name} — ${info.status}${info.meta?.model ? ` — ${info.meta.model}` : ""}`;
   $("#model").textContent = `${info.meta?.model ?? "?"}${info.meta?.trainer === "watch" ? " · recorded by convscope.watch" : ""}`;
+  sizeLine(info.size);
   layers.build(info.layers || []);
   buildCharts(info.layers || []);
   controls.show(info, latest);
@@ -206,6 +207,19 @@ function draw() {
 }
 
 // ---- header ------------------------------------------------------------------------------------
+// the run's size against its byte budget (RunReader.storage): what was thinned is said, not hidden
+function sizeLine(size) {
+  const el = $("#size");
+  if (!size) return;
+  const mb = (b) => `${(b / 1e6).toFixed(b < 1e7 ? 1 : 0)} MB`;
+  const cut = size.thinned.filter((t) => t.by_budget > 0);
+  const note = size.over_budget ? " · over budget: one snapshot per series kept"
+    : cut.length ? ` · ${cut.length} snapshot series thinned to fit` : "";
+  el.textContent = `run ${mb(size.bytes)}${size.budget_bytes ? ` of ${mb(size.budget_bytes)} budget` : ""}${note}`;
+  el.title = size.thinned.map((t) => `${t.layer} ${t.kind}: ${t.dropped} older snapshots dropped`
+    + ` (${t.by_budget} for the budget, ${t.by_retention} past the per-series cap)`).join("\n");
+}
+
 function header() {
   const pill = $("#status");
   const status = S.stale ? "trainer not responding" : S.status || "?";
