@@ -202,6 +202,7 @@ class Trainer:
         )  # fmt: skip
         self.writer = self.recorder.writer
         self.recorder.lr = self.lr
+        self.recorder.probe_labels = self.data.yval
         self._acc_window: deque[float] = deque(maxlen=100)
         self._perm = torch.randperm(len(self.data.xtr))
         self._cursor = 0
@@ -434,6 +435,7 @@ class Trainer:
         self.nonfinite_step = None
         self.recorder.swap_model(model)
         self.recorder.probe_images, self.recorder.probe_transform = self.data.xval, self.data.norm
+        self.recorder.probe_labels = self.data.yval
         self.writer.set_meta("model", spec if "\n" not in spec else "layer spec")
         self.writer.set_meta("spec", spec_of(model))
         self.writer.set_meta("input_shape", list(shape))
