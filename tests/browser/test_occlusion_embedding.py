@@ -6,7 +6,6 @@ hides a class), and a checkpoint is placed into the same map. Screenshots: /tmp/
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from collections.abc import Callable, Iterator
