@@ -12,7 +12,7 @@ Every function takes torch tensors or numpy arrays and returns a `Picture` (PNG,
 shows itself in Jupyter), except `normalize`, which returns the numbers behind the colours.
 """
 
-from . import occlusion_report, projection_report
+from . import embedding_report, occlusion_report, projection_report
 from .attribution import attribution
 from .grid import filters, grid, legend
 from .normalize import Normalized, normalize
@@ -20,6 +20,6 @@ from .overlay import overlay
 from .picture import Box, Picture
 
 __all__ = [
-    "Box", "Normalized", "Picture", "attribution", "filters", "grid", "legend", "normalize",
+    "Box", "Normalized", "Picture", "attribution", "embedding_report", "filters", "grid", "legend", "normalize",
     "occlusion_report", "overlay", "projection_report",
 ]  # fmt: skip
