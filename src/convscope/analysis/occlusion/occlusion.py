@@ -38,6 +38,7 @@ from convscope.analysis.attribution.base import (
     check_version,
 )
 from convscope.analysis.attribution.deconvnet import Deconvnet
+from convscope.analysis.occlusion.drilldown import drill_down
 from convscope.analysis.occlusion.incremental import Incremental, IncrementalUnsupported
 from convscope.analysis.occlusion.windows import (
     Window,
@@ -153,7 +154,9 @@ class Occlusion(Attribution):
         """The (P, Q) maps for one image x (1, C, H, W). `baseline="grey"`: 0.5 in pixel space,
         mapped through `normalize=(mean, std)` when the model's input is normalised.
         `progress(done, total)` is called after each batch of positions. `approx=τ` (0 < τ < 1):
-        APPROXIMATE incremental inference (each conv/pool recomputes at most τ of its output side);
+        APPROXIMATE incremental inference (each conv/pool recomputes at most τ of its output side)
+        with Krypton's adaptive drill-down (a coarse pass over every other position, then a fine
+        pass only where the coarse map changes; drilldown.py);
         see `approx_error` for its error against the exact maps."""
         if approx is not None and (isinstance(approx, bool) or not 0.0 < float(approx) < 1.0):
             raise AttributionError(f"approx must be a fraction in (0, 1); got {approx!r}")
@@ -191,7 +194,18 @@ class Occlusion(Attribution):
             tgt = int(logits.argmax()) if target is None else int(target)
             if not 0 <= tgt < k:
                 raise AttributionError(f"target {target} is out of range: the model has classes 0..{k - 1}")
-            scores, how = self._occluded(x, base, masks, method, batch, (layer, channel), progress)
+            if approx is None:
+                scores, how = self._occluded(x, base, masks, method, batch, (layer, channel), progress)
+            else:  # APPROXIMATE: Krypton's adaptive drill-down over positions, each pass thresholded by τ
+                passes: dict[str, Any] = {}
+
+                def run(ks: list[int]) -> tuple[Tensor, Tensor | None]:
+                    out, h = self._occluded(x, base, [masks[i] for i in ks], method, batch, (layer, channel), progress)
+                    passes.update(h)
+                    return out
+
+                scores, counts = drill_down(run, len(rows), len(cols), tgt)
+                how = {**passes, **counts, "positions": len(masks)}
         probs = torch.softmax(scores[0], dim=1)  # (M, K)
         p, q = len(rows), len(cols)
         how["seconds"] = time.perf_counter() - t0
