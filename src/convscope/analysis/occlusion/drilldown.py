@@ -30,6 +30,18 @@ def _coarse(n: int) -> list[int]:
     return sorted({*range(0, n, 2), n - 1})
 
 
+def _brackets(coarse: list[int], n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """For each of n indices: the rank of the coarse index at or before it, at or after it, and
+    the interpolation weight of the latter (0 on a coarse index)."""
+    at = torch.tensor(coarse)
+    idx = torch.arange(n)
+    lo = torch.searchsorted(at, idx, right=True) - 1  # (n,)
+    hi = torch.searchsorted(at, idx, right=False)  # (n,)
+    span = (at[hi] - at[lo]).to(torch.float32)
+    w = torch.where(span > 0, (idx - at[lo]).to(torch.float32) / span.clamp(min=1), torch.zeros(n))
+    return lo, hi, w
+
+
 def drill_down(run: Callable[[list[int]], Scores], p: int, q: int, target: int) -> tuple[Scores, dict[str, int]]:
     """The (P·Q, K) scores and (P·Q,) totals of the grid (row-major), computing positions through
     `run(flat indices)` only where needed; and how many positions ran in each pass."""
@@ -42,33 +54,25 @@ def drill_down(run: Callable[[list[int]], Scores], p: int, q: int, target: int) 
     prob_c = torch.softmax(lc, dim=-1)[..., target]  # (Pc, Qc)
     label_c = lc.argmax(dim=-1)
     gate = max(DRILL * float(prob_c.max() - prob_c.min()), FLOOR)
-    rank_r = {r: a for a, r in enumerate(ri)}
-    rank_c = {c: a for a, c in enumerate(ci)}
-    logits = torch.empty(p * q, k, dtype=logits_c.dtype)
-    feats = None if fc is None else torch.empty(p * q, dtype=fc.dtype)
-    fine: list[int] = []
-    for i in range(p):
-        a0 = max(a for a, r in enumerate(ri) if r <= i)
-        a1 = min(a for a, r in enumerate(ri) if r >= i)
-        wi = 0.0 if a1 == a0 else (i - ri[a0]) / (ri[a1] - ri[a0])
-        for j in range(q):
-            flat = i * q + j
-            if i in rank_r and j in rank_c:
-                logits[flat] = lc[rank_r[i], rank_c[j]]
-                if feats is not None and fc is not None:
-                    feats[flat] = fc[rank_r[i], rank_c[j]]
-                continue
-            b0 = max(b for b, c in enumerate(ci) if c <= j)
-            b1 = min(b for b, c in enumerate(ci) if c >= j)
-            wj = 0.0 if b1 == b0 else (j - ci[b0]) / (ci[b1] - ci[b0])
-            near = [(a0, b0), (a0, b1), (a1, b0), (a1, b1)]
-            ps = [float(prob_c[a, b]) for a, b in near]
-            if max(ps) - min(ps) > gate or len({int(label_c[a, b]) for a, b in near}) > 1:
-                fine.append(flat)
-            w = [(1 - wi) * (1 - wj), (1 - wi) * wj, wi * (1 - wj), wi * wj]
-            logits[flat] = sum(wk * lc[a, b] for wk, (a, b) in zip(w, near, strict=True))  # type: ignore[assignment]
-            if feats is not None and fc is not None:
-                feats[flat] = sum(wk * fc[a, b] for wk, (a, b) in zip(w, near, strict=True))  # type: ignore[assignment]
+    r0, r1, wr = _brackets(ri, p)  # (P,) coarse rows above/below each row, and the weight of the lower one
+    c0, c1, wc = _brackets(ci, q)
+    corners = [(r0[:, None], c0[None, :]), (r0[:, None], c1[None, :]), (r1[:, None], c0[None, :]), (r1[:, None], c1[None, :])]
+    wi, wj = wr[:, None], wc[None, :]
+    weights = [(1 - wi) * (1 - wj), (1 - wi) * wj, wi * (1 - wj), wi * wj]  # each (P, Q)
+    logits = torch.stack([w[..., None] * lc[a, b] for w, (a, b) in zip(weights, corners, strict=True)]).sum(0)  # (P, Q, K) bilinear
+    ps = torch.stack([prob_c[a, b] for a, b in corners])  # (4, P, Q)
+    labs = torch.stack([label_c[a, b] for a, b in corners])  # (4, P, Q)
+    is_coarse = torch.zeros(p, q, dtype=torch.bool)
+    is_coarse[torch.tensor(ri)[:, None], torch.tensor(ci)[None, :]] = True
+    drill = ((ps.amax(0) - ps.amin(0)) > gate) | (labs.amax(0) != labs.amin(0))
+    fine = torch.nonzero((drill & ~is_coarse).flatten()).flatten().tolist()
+    logits = logits.reshape(p * q, k).to(logits_c.dtype)  # exact at the coarse cells (weight 1 on themselves)
+    feats = None
+    if fc is not None:
+        feats = torch.stack([w * fc[a, b] for w, (a, b) in zip(weights, corners, strict=True)]).sum(0).reshape(p * q).to(fc.dtype)
+    logits[torch.tensor(coarse)] = logits_c  # the coarse cells as computed (not re-summed)
+    if feats is not None and feats_c is not None:
+        feats[torch.tensor(coarse)] = feats_c
     if fine:
         logits_f, feats_f = run(fine)
         logits[fine] = logits_f

@@ -91,6 +91,8 @@ class Occlusion(Attribution):
         super().__init__(model)
         self._traced: dict[frozenset[str], fx.GraphModule] = {}
         self._tau: float | None = None  # sensitivity(approx=τ) for the duration of the call
+        # the drill-down's passes share one engine (same image, layer, τ) for the duration of the call
+        self._engines: dict[tuple[frozenset[str], str | None], tuple[Incremental, fx.Node | None]] | None = None
 
     # ---- Captum's verb -----------------------------------------------------------------------
     def attribute(
@@ -204,7 +206,11 @@ class Occlusion(Attribution):
                     passes.update(h)
                     return out
 
-                scores, counts = drill_down(run, len(rows), len(cols), tgt)
+                self._engines = {}
+                try:
+                    scores, counts = drill_down(run, len(rows), len(cols), tgt)
+                finally:
+                    self._engines = None
                 how = {**passes, **counts, "positions": len(masks)}
         probs = torch.softmax(scores[0], dim=1)  # (M, K)
         p, q = len(rows), len(cols)
@@ -296,14 +302,20 @@ class Occlusion(Attribution):
         tau: float | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         leaves = frozenset({layer}) if layer is not None and self._is_container_layer(layer) else frozenset()
-        try:  # traced once per Occlusion object; each call checks the trace still gives model(x)
-            engine = Incremental(self.model, x, leaves=leaves, traced=self._traced.get(leaves), tau=tau)
-        except IncrementalUnsupported:
-            if self._traced.pop(leaves, None) is None:
-                raise
-            engine = Incremental(self.model, x, leaves=leaves, tau=tau)  # the model changed since: trace again
-        self._traced[leaves] = engine.gm
-        node = self._layer_node(engine, x, layer) if layer is not None else None
+        cached = self._engines.get((leaves, layer)) if self._engines is not None else None
+        if cached is not None:  # the drill-down's second pass: the same image, engine and layer node
+            engine, node = cached
+        else:
+            try:  # traced once per Occlusion object; each call checks the trace still gives model(x)
+                engine = Incremental(self.model, x, leaves=leaves, traced=self._traced.get(leaves), tau=tau)
+            except IncrementalUnsupported:
+                if self._traced.pop(leaves, None) is None:
+                    raise
+                engine = Incremental(self.model, x, leaves=leaves, tau=tau)  # the model changed since: trace again
+            self._traced[leaves] = engine.gm
+            node = self._layer_node(engine, x, layer) if layer is not None else None
+            if self._engines is not None:
+                self._engines[(leaves, layer)] = (engine, node)
         outs, feats, fallback = [], [], set()
         _, c, h, w = x.shape
         for i, chunk in enumerate(chunks(masks, batch)):
@@ -331,6 +343,7 @@ class Occlusion(Attribution):
             if progress is not None:
                 progress(sum(len(o) for o in outs), len(masks))
         how["method"] = "incremental" if tau is None else f"approximate (tau={tau})"
+        how["macs"] = how.get("macs", 0) + engine.macs  # conv/linear multiply-accumulates over all positions
         how["full_tensors_from"] = sorted(fallback)
         return torch.cat(outs), torch.cat(feats) if feats else None
 
