@@ -145,6 +145,9 @@ def _sections(r: OcclusionResult, png: Path | None, files: dict[str, str]) -> st
     how_text = f"{how} ({len(prob.flat)} positions, {g.meta.get('seconds', 0):.2f} s)"
     if how == "incremental" and full_from:
         how_text += f"; full tensors from node(s) {', '.join(full_from)} on (not restrictable there)"
+    if "coarse_positions" in g.meta:  # the drill-down (analysis/occlusion/drilldown.py)
+        how_text += (f"; drill-down computed {g.meta['coarse_positions']} coarse + {g.meta['fine_positions']} fine"
+                     f" positions, the other {len(prob.flat) - g.meta['coarse_positions'] - g.meta['fine_positions']} interpolated")  # fmt: skip
     err = g.meta.get("approx_error")
     if isinstance(err, dict):
         how_text += (
