@@ -61,12 +61,11 @@ class EmbeddingResult:
     pca_components: Tensor | None = None  # (k, D) float32
     tsne: Any = None  # openTSNE's TSNEEmbedding (None with the scikit-learn fallback)
 
-    #: set by convscope.render.embedding_report (which this layer may not import): result → HTML
+    #: set by convscope.render (which this layer may not import): EmbeddingResult → HTML for Jupyter
     display: ClassVar[Callable[[EmbeddingResult], str] | None] = None
 
     def _repr_html_(self) -> str | None:
-        draw = EmbeddingResult.display
-        return None if draw is None else draw(self)
+        return None if EmbeddingResult.display is None else EmbeddingResult.display(self)
 
     @property
     def n(self) -> int:

@@ -7,8 +7,7 @@ t-SNE position, framed in its class colour; drawn in a seeded random order so no
 lies on top) and the grid (the map snapped to side×side cells by linear assignment, one image per
 cell, same frames). A class legend with counts, and the k-nearest-neighbour label agreement of the
 map beside its chance level, so "do the classes cluster?" has a number. Opens offline.
-Importing this module (convscope.render does) teaches `EmbeddingResult` to draw itself in Jupyter
-(`Embed`, with its thumbnails, draws the full report).
+Importing this module teaches `Embed` to draw itself in Jupyter.
 """
 
 from __future__ import annotations
@@ -20,8 +19,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
-
-from convscope.analysis.embedding import EmbeddingResult
 
 from .html import picture_figure, write_report
 from .picture import Box, Picture
@@ -190,17 +187,3 @@ def _summary(e: Any, files: dict[str, str]) -> dict[str, Any]:
         "pictures": files,
         "seconds": {k: round(v, 3) for k, v in e.seconds.items()},
     }
-
-
-def map_html(r: EmbeddingResult) -> str:
-    """An HTML fragment (Jupyter) for a bare map (no images at hand): each point a dot in its class colour."""
-    n = r.n
-    dots = np.zeros((n, 2, 2, 3), dtype=np.uint8)
-    for i, c in enumerate(np.asarray(r.labels, dtype=np.int64)):
-        dots[i] = colour(int(c))
-    pic = scatter(r.xy, dots, r.labels, canvas=480, thumb=4)
-    fig = picture_figure(pic, f"{r.layer} codes of {n:,} images, t-SNE ({r.method}); frame = class", name="map", png=None, files={}, css="map")
-    return f"<div><style>{CSS}</style>{fig}{legend(r.labels, r.classes)}</div>"
-
-
-EmbeddingResult.display = map_html

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from convscope.analysis.occlusion import OcclusionResult, Sensitivity
+from convscope.analysis.occlusion import OcclusionResult
 
 from .attribution import attribution
 from .colormap import apply
@@ -228,22 +228,5 @@ def _summary(r: OcclusionResult, files: dict[str, str]) -> dict[str, Any]:
 
 
 
-def sensitivity_html(g: Sensitivity) -> str:
-    """An HTML fragment (Jupyter) for the bare maps: (b) when there is a layer, (d), (e)."""
-    figs = []
-    if g.feature is not None:
-        feat = g.feature.numpy().astype(np.float64)
-        figs.append(picture_figure(heat(feat, min(float(feat.min()), 0.0), float(feat.max())),
-                                   f"(b) total activation of map {g.channel} of {g.layer}", name="b", png=None, files={}, css="panel"))  # fmt: skip
-    prob = g.probability.numpy().astype(np.float64)
-    figs.append(picture_figure(heat(prob, 0.0, 1.0), f"(d) p(class {g.target}) per position, 0 (dark) – 1 (yellow);"
-                               f" unoccluded {g.clean_probability:.3f}", name="d", png=None, files={}, css="panel"))  # fmt: skip
-    figs.append(picture_figure(labels_picture(g.label.numpy().astype(np.int64)), "(e) most probable class per position",
-                               name="e", png=None, files={}, css="panel"))  # fmt: skip
-    how = html.escape(str(g.meta.get("method", "")))
-    return (f"<div><style>{CSS}</style><p>{len(prob.flat)} positions of a {g.window}px square, stride {g.stride}, {how}</p>"
-            f"<div style='display:flex;gap:12px;flex-wrap:wrap'>{''.join(figs)}</div></div>")
-
 
 OcclusionResult.display = occlusion_html
-Sensitivity.display = sensitivity_html

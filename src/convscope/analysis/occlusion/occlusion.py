@@ -74,12 +74,11 @@ class Sensitivity:
     clean_feature: float | None  # total activation of the map, unoccluded
     meta: dict[str, Any] = field(default_factory=dict)  # method, fallback, seconds, tensor
 
-    #: set by convscope.render.occlusion_report (which this layer may not import): maps → HTML
+    #: set by convscope.render (which this layer may not import): Sensitivity → HTML for Jupyter
     display: ClassVar[Callable[[Sensitivity], str] | None] = None
 
     def _repr_html_(self) -> str | None:
-        draw = Sensitivity.display
-        return None if draw is None else draw(self)
+        return None if Sensitivity.display is None else Sensitivity.display(self)
 
 
 class Occlusion(Attribution):
