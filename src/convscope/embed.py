@@ -23,19 +23,22 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from convscope.analysis.embedding import Embedding, EmbeddingResult
-from convscope.analysis.units.base import eval_mode
-from convscope.capture import HookSet, capture
+from convscope.analysis.embedding import (
+    Embedding,
+    EmbeddingResult,
+    before_classifier,
+    neighbour_agreement,
+)
 from convscope.data import open_dataset
 from convscope.inspect import DEFAULT_MODEL, open_model
 from convscope.render.embedding_report import embedding_html
 
+__all__ = ["Embed", "before_classifier", "embed", "neighbour_agreement"]
+
 DEFAULT_N = 5000
 DEFAULT_SIDE = 40  # the grid's side at most by default (1,600 cells, as cnnembed's 40×40)
-NEIGHBOURS = 10  # k of the k-nearest-neighbour label agreement stated in the report
 
 
 @dataclass
@@ -98,48 +101,6 @@ def embed(
         result.classes = list(loaded.classes)
     return Embed(model=model, data=spec, result=result, thumbs=thumbs, side=side, cells=cells,
                  agreement=agreement, chance=chance, seconds=seconds)  # fmt: skip
-
-
-def before_classifier(model: nn.Module, x: Tensor) -> str:
-    """The layer before the classifier: the last module called before the model's last nn.Linear
-    call that is not a Dropout (an activation's name becomes its block's: relu7 → fc7). One
-    forward of x with plain forward hooks, removed after (also when it raises)."""
-    calls: list[tuple[str, nn.Module]] = []
-    hooks = HookSet()
-    try:
-        for name, m in model.named_modules():
-            if name and not any(True for _ in m.children()):
-                hooks.add(m.register_forward_hook(lambda mod, a, o, name=name: calls.append((name, mod))))
-        with eval_mode(model), torch.no_grad():
-            model(x)
-    finally:
-        hooks.release()
-    last = max((i for i, (_, m) in enumerate(calls) if isinstance(m, nn.Linear)), default=None)
-    if last is None:
-        raise ValueError("the model has no nn.Linear classifier: name the layer with --layer")
-    before = [name for name, m in calls[:last] if not isinstance(m, nn.Dropout | nn.Dropout2d)]
-    if not before:
-        raise ValueError("nothing runs before the model's classifier: name the layer with --layer")
-    chosen = before[-1]
-    trace, _ = capture(model, x, keep=())
-    for block in trace.values():
-        if block.act_name == chosen:
-            return block.name
-    return chosen
-
-
-def neighbour_agreement(xy: npt.NDArray[np.float64], labels: npt.NDArray[np.int64]) -> tuple[float | None, float | None]:
-    """(mean share of each labelled point's k nearest map neighbours with its label, that share by chance)."""
-    from sklearn.neighbors import NearestNeighbors
-
-    keep = labels >= 0
-    if keep.sum() <= NEIGHBOURS:
-        return None, None
-    pts, lab = xy[keep], labels[keep]
-    _, idx = NearestNeighbors(n_neighbors=NEIGHBOURS + 1).fit(pts).kneighbors(pts)  # (m, k+1), self first
-    agree = float((lab[idx[:, 1:]] == lab[:, None]).mean())
-    share = np.bincount(lab) / len(lab)
-    return agree, float((share**2).sum())
 
 
 def _image(dataset: Any, index: int) -> Tensor:

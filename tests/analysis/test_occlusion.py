@@ -263,11 +263,13 @@ def test_approximate_mode_is_opt_in_says_so_and_its_error_is_measured() -> None:
     occ = Occlusion(model)
     exact = occ.sensitivity(x, window=16, stride=16, target=2, layer="conv5")
     assert exact.meta["method"] == "incremental"
-    # τ close to 1 truncates nothing: the exact maps
+    # τ close to 1 truncates nothing: every position the drill-down computed is exact
     whole = occ.sensitivity(x, window=16, stride=16, target=2, layer="conv5", approx=0.99)
     assert whole.meta["method"] == "approximate (tau=0.99)"
-    torch.testing.assert_close(whole.probability, exact.probability, rtol=1e-5, atol=1e-7)
-    assert approx_error(whole, exact)["top10_iou"] == 1.0
+    m = whole.meta
+    assert m["positions"] == 49 and m["coarse_positions"] == 16 and 0 <= m["fine_positions"] <= 33
+    coarse = [0, 2, 4, 6]  # every other row and column of the 7 × 7 grid (6 is also the last)
+    torch.testing.assert_close(whole.probability[coarse][:, coarse], exact.probability[coarse][:, coarse], rtol=1e-5, atol=1e-7)
     # a small τ drops part of each projective field: a different map, its error measured
     rough = occ.sensitivity(x, window=16, stride=16, target=2, layer="conv5", approx=0.2)
     err = approx_error(rough, exact)
@@ -358,3 +360,29 @@ def test_bad_input_is_one_clear_error(kwargs: dict[str, object], message: str) -
     with pytest.raises(AttributionError, match=message):
         Occlusion(model).sensitivity(torch.rand(1, 3, 32, 32), **kwargs)  # type: ignore[arg-type]
     assert count_hooks(model) == 0
+
+
+def test_drill_down_by_hand() -> None:
+    """A 3 × 3 grid: the corners run first; the centre and edges are interpolated where the corners
+    agree and computed where they do not."""
+    from convscope.analysis.occlusion.drilldown import drill_down
+
+    asked: list[list[int]] = []
+    true = torch.tensor([[0.0, 1.0], [0.2, 1.0], [0.0, 1.0], [0.0, 1.0], [5.0, 5.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.002]])
+
+    def run(ks: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        asked.append(ks)
+        return true[ks], true[ks, 0] * 10
+
+    (logits, feats), counts = drill_down(run, 3, 3, target=1)
+    assert asked == [[0, 2, 6, 8]]  # the corners agree on the label and within FLOOR on p: no fine pass
+    assert counts == {"coarse_positions": 4, "fine_positions": 0}
+    torch.testing.assert_close(logits[4], true[[0, 2, 6, 8]].mean(0))  # the centre: their mean
+    torch.testing.assert_close(logits[1], (true[0] + true[2]) / 2)  # top edge: between its two corners (not 0.2)
+    assert feats is not None and float(feats[1]) == 0.0 and float(feats[4]) == 0.0
+    true[8] = torch.tensor([3.0, 0.0])  # one corner now predicts class 0: its neighbourhood is computed
+    asked.clear()
+    (logits, _), counts = drill_down(run, 3, 3, target=1)
+    assert asked == [[0, 2, 6, 8], [4, 5, 7]]
+    torch.testing.assert_close(logits[[4, 5, 7]], true[[4, 5, 7]])
+    torch.testing.assert_close(logits[1], (true[0] + true[2]) / 2)

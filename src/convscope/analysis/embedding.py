@@ -33,11 +33,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from convscope.analysis.stream import Progress, open_batches, split_batch
 from convscope.analysis.units.base import LayerReader, eval_mode, split_layers
+from convscope.capture import HookSet, capture
 
 PCA_DIMS = 50  # codes are reduced to this many dimensions before t-SNE (as cnnembed / openTSNE advise)
 MAX_SIDE = 1000  # grid side at most (a million cells)
 MAX_COST = 50_000_000  # cells × images in the grid's cost matrix at most (400 MB of float64)
 FLOAT16_MAX = 65504.0
+NEIGHBOURS = 10  # k of the k-nearest-neighbour label agreement (neighbour_agreement)
 
 
 @dataclass
@@ -179,6 +181,16 @@ class Embedding:
             pca_mean=mean, pca_components=comps, tsne=tsne,
         )  # fmt: skip
 
+    def codes(
+        self, data: Any, n: int, *, transform: Callable[[Tensor], Tensor] | None = None, batch_size: int | None = 64
+    ) -> tuple[Tensor, npt.NDArray[np.int64]]:
+        """(n, D) float16 codes of the data's first n images and their (n,) labels (-1: none), without
+        the map: e.g. the same images at another checkpoint, for `EmbeddingResult.transform`."""
+        codes, labels = self._codes(data, n, batch_size, transform, None)
+        if len(codes) < n:
+            raise ValueError(f"the data gave {len(codes)} images, fewer than n={n}")
+        return codes, labels
+
     def _codes(
         self, data: Any, n: int, batch_size: int | None, transform: Callable[[Tensor], Tensor] | None,
         progress: Progress | None,
@@ -279,3 +291,45 @@ def _tsne(low: npt.NDArray[np.float32], perplexity: float, seed: int) -> tuple[n
         n_components=2, perplexity=perplexity, random_state=seed, n_jobs=1, negative_gradient_method="auto"
     ).fit(low)
     return np.asarray(emb, dtype=np.float64), f"openTSNE {openTSNE.__version__}", emb
+
+
+def before_classifier(model: nn.Module, x: Tensor) -> str:
+    """The layer before the classifier: the last module called before the model's last nn.Linear
+    call that is not a Dropout (an activation's name becomes its block's: relu7 → fc7). One
+    forward of x with plain forward hooks, removed after (also when it raises)."""
+    calls: list[tuple[str, nn.Module]] = []
+    hooks = HookSet()
+    try:
+        for name, m in model.named_modules():
+            if name and not any(True for _ in m.children()):
+                hooks.add(m.register_forward_hook(lambda mod, a, o, name=name: calls.append((name, mod))))
+        with eval_mode(model), torch.no_grad():
+            model(x)
+    finally:
+        hooks.release()
+    last = max((i for i, (_, m) in enumerate(calls) if isinstance(m, nn.Linear)), default=None)
+    if last is None:
+        raise ValueError("the model has no nn.Linear classifier: name the layer with --layer")
+    before = [name for name, m in calls[:last] if not isinstance(m, nn.Dropout | nn.Dropout2d)]
+    if not before:
+        raise ValueError("nothing runs before the model's classifier: name the layer with --layer")
+    chosen = before[-1]
+    trace, _ = capture(model, x, keep=())
+    for block in trace.values():
+        if block.act_name == chosen:
+            return block.name
+    return chosen
+
+
+def neighbour_agreement(xy: npt.NDArray[np.float64], labels: npt.NDArray[np.int64]) -> tuple[float | None, float | None]:
+    """(mean share of each labelled point's k nearest map neighbours with its label, that share by chance)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    keep = labels >= 0
+    if keep.sum() <= NEIGHBOURS:
+        return None, None
+    pts, lab = xy[keep], labels[keep]
+    _, idx = NearestNeighbors(n_neighbors=NEIGHBOURS + 1).fit(pts).kneighbors(pts)  # (m, k+1), self first
+    agree = float((lab[idx[:, 1:]] == lab[:, None]).mean())
+    share = np.bincount(lab) / len(lab)
+    return agree, float((share**2).sum())

@@ -93,23 +93,34 @@ def _swatch(i: int) -> str:
     )
 
 
+def panels(r: OcclusionResult) -> dict[str, tuple[Picture, str]]:
+    """ZF Fig. 7's panels, in order: name → (picture, caption). Names: a-input, b-feature (with a
+    layer), c-projection (with a layer), d-probability, d-overlay, e-labels. The report and the
+    dashboard's occlusion answer (convscope.train.occlusion_live) draw the same pictures."""
+    g = r.grid
+    tname = r.classes[g.target]
+    prob = g.probability.numpy().astype(np.float64)
+    out: dict[str, tuple[Picture, str]] = {}
+    occ_pic, (y, x) = occluded_image(r)
+    out["a-input"] = (occ_pic, f"(a) the input, {g.window}×{g.window} grey occluder where p({tname}) is lowest (top-left y={y}, x={x})")
+    if g.feature is not None:
+        feat = g.feature.numpy().astype(np.float64)
+        lo, hi = float(feat.min()), float(feat.max())
+        out["b-feature"] = (heat(feat, min(lo, 0.0), hi), f"(b) total activation of map {g.channel} of {g.layer} (unoccluded: {g.clean_feature:.4g})")
+    if g.projection is not None:
+        out["c-projection"] = (attribution(g.projection, size=SIZE), f"(c) deconvnet projection of map {g.channel}'s strongest activation (unoccluded image)")
+    out["d-probability"] = (heat(prob, 0.0, 1.0), f"(d) p({tname}) per occluder position, scale 0 (dark) – 1 (yellow); unoccluded: {g.clean_probability:.3f}")
+    out["d-overlay"] = (_fit(overlay(r.image, prob, alpha=0.6)), f"(d) p({tname}) over the image (this map's own range {prob.min():.3f}–{prob.max():.3f}; dark = low)")
+    out["e-labels"] = (labels_picture(g.label.numpy().astype(np.int64)), "(e) most probable label per occluder position")
+    return out
+
+
 def _sections(r: OcclusionResult, png: Path | None, files: dict[str, str]) -> str:
     g = r.grid
     tname = r.classes[g.target]
     prob = g.probability.numpy().astype(np.float64)
     labels = g.label.numpy().astype(np.int64)
-    figs: list[str] = []
-    occ_pic, (y, x) = occluded_image(r)
-    figs.append(_fig(occ_pic, f"(a) the input, {g.window}×{g.window} grey occluder where p({tname}) is lowest (top-left y={y}, x={x})", "a-input", png, files))
-    if g.feature is not None:
-        feat = g.feature.numpy().astype(np.float64)
-        lo, hi = float(feat.min()), float(feat.max())
-        figs.append(_fig(heat(feat, min(lo, 0.0), hi), f"(b) total activation of map {g.channel} of {g.layer} (unoccluded: {g.clean_feature:.4g})", "b-feature", png, files))
-    if g.projection is not None:
-        figs.append(_fig(attribution(g.projection, size=SIZE), f"(c) deconvnet projection of map {g.channel}'s strongest activation (unoccluded image)", "c-projection", png, files))
-    figs.append(_fig(heat(prob, 0.0, 1.0), f"(d) p({tname}) per occluder position, scale 0 (dark) – 1 (yellow); unoccluded: {g.clean_probability:.3f}", "d-probability", png, files))
-    figs.append(_fig(_fit(overlay(r.image, prob, alpha=0.6)), f"(d) p({tname}) over the image (this map's own range {prob.min():.3f}–{prob.max():.3f}; dark = low)", "d-overlay", png, files))
-    figs.append(_fig(labels_picture(labels), "(e) most probable label per occluder position", "e-labels", png, files))
+    figs = [_fig(pic, caption, name, png, files) for name, (pic, caption) in panels(r).items()]
     shown = sorted({int(k) for k in np.unique(labels)} | {g.target})
     counts = {k: int((labels == k).sum()) for k in shown}
     legend_items = "".join(
@@ -134,6 +145,9 @@ def _sections(r: OcclusionResult, png: Path | None, files: dict[str, str]) -> st
     how_text = f"{how} ({len(prob.flat)} positions, {g.meta.get('seconds', 0):.2f} s)"
     if how == "incremental" and full_from:
         how_text += f"; full tensors from node(s) {', '.join(full_from)} on (not restrictable there)"
+    if "coarse_positions" in g.meta:  # the drill-down (analysis/occlusion/drilldown.py)
+        how_text += (f"; drill-down computed {g.meta['coarse_positions']} coarse + {g.meta['fine_positions']} fine"
+                     f" positions, the other {len(prob.flat) - g.meta['coarse_positions'] - g.meta['fine_positions']} interpolated")  # fmt: skip
     err = g.meta.get("approx_error")
     if isinstance(err, dict):
         how_text += (
@@ -210,6 +224,9 @@ def _summary(r: OcclusionResult, files: dict[str, str]) -> dict[str, Any]:
         "files": files,
         "seconds": {k: round(v, 4) for k, v in r.seconds.items()},
     }
+
+
+
 
 
 OcclusionResult.display = occlusion_html

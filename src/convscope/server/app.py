@@ -65,7 +65,7 @@ from convscope.config import ServeConfig
 from .errors import ApiError
 from .events import Broadcaster
 from .jsonsafe import SafeJSONResponse
-from .routes import data, images, projections, units, uploads
+from .routes import data, embedding, images, occlusion, projections, units, uploads
 from .security import HEADERS, Guard
 from .state import AppState
 
@@ -105,6 +105,8 @@ def create_app(runs_root: Path, config: ServeConfig) -> FastAPI:
     app.include_router(uploads.router)
     app.include_router(projections.router)
     app.include_router(units.router)
+    app.include_router(occlusion.router)
+    app.include_router(embedding.router)
     app.include_router(broadcaster.router())
 
     @app.get("/", include_in_schema=False)

@@ -36,6 +36,8 @@ from convscope.analysis.update_hold import UpdateHold
 from convscope.capture import Block, HookSet, Probe, Trace
 from convscope.capture.naming import RELU, base_name, role
 from convscope.runs import Control, RunWriter
+from convscope.train.embedding_live import answer_embedding
+from convscope.train.occlusion_live import answer_occlusion
 from convscope.train.projections import answer_projection
 from convscope.train.units_live import answer_unit
 
@@ -323,6 +325,8 @@ class Recorder:
             return self._project(ctrl)
         if ctrl.key == "unit":
             return self._unit(ctrl)
+        if ctrl.key in ("occlude", "embed"):
+            return self._analysis(ctrl)
         if self.on_control is None:
             return {"ok": False, "error": f"'{ctrl.key}' needs the built-in trainer (convscope demo)"}
         try:
@@ -359,6 +363,20 @@ class Recorder:
                 self.model, self.writer, ctrl.id, ctrl.value, self.probe_images, self.probe_transform,
                 step=max(self.step_index - 1, 0),
             )  # fmt: skip
+        except (ValueError, TypeError) as exc:
+            return {"ok": False, "error": one_line(exc)}
+
+    def _analysis(self, ctrl: Control) -> dict[str, Any]:
+        """Occlusion panels of an image (train/occlusion_live.py); the held-out images' t-SNE map
+        (train/embedding_live.py, needs probe images; labels when `probe_labels` is set)."""
+        step = max(self.step_index - 1, 0)
+        try:
+            if ctrl.key == "occlude":
+                return answer_occlusion(self.model, self.writer, ctrl.id, ctrl.value, self.probe_transform, step=step)
+            if self.probe_images is None:
+                return {"ok": False, "error": "the embedding needs probe images: watch(model, dir, probe=images)"}
+            return answer_embedding(self.model, self.writer, ctrl.id, ctrl.value, self.probe_images,
+                                    self.probe_transform, self.probe_labels, step=step)  # fmt: skip
         except (ValueError, TypeError) as exc:
             return {"ok": False, "error": one_line(exc)}
 

@@ -20,7 +20,9 @@ from typing import Any
 from torch import nn
 
 from convscope.runs import RunReader, RunWriter
+from convscope.train.embedding_live import answer_embedding
 from convscope.train.loop import Data, build_allowed, state_mismatch, train_config_of
+from convscope.train.occlusion_live import answer_occlusion
 from convscope.train.projections import answer_projection
 from convscope.train.units_live import answer_unit
 from convscope.train.watch import one_line
@@ -143,8 +145,10 @@ def _answer(
 ) -> dict[str, Any]:
     if key == "unit":
         return _answer_unit(model, writer, probe, ident, value, last, ckpt)
+    if key in ("occlude", "embed"):
+        return _answer_analysis(model, writer, probe, ident, key, value, last, ckpt)
     if key != "project":
-        return {"ok": False, "error": f"the run has ended: only projections and units are answered, not '{key}'"}
+        return {"ok": False, "error": f"the run has ended: only projections, units, occlusion and embeddings are answered, not '{key}'"}
     wanted = value.get("step") if isinstance(value, dict) else None
     step = wanted if isinstance(wanted, int) and not isinstance(wanted, bool) else None
     found = reader.snapshot(first, "x", step) or reader.snapshot(first, "x")
@@ -189,5 +193,19 @@ def _answer_unit(
             model, writer, ident, value, data.xval, data.norm, step=last,
             weights=f"checkpoint {ckpt['name']} (step {ckpt['step']})",
         )  # fmt: skip
+    except (ValueError, TypeError) as exc:
+        return {"ok": False, "error": one_line(exc)}
+
+
+def _answer_analysis(
+    model: nn.Module, writer: RunWriter, probe: _Probe, ident: int, key: str, value: Any, last: int, ckpt: dict[str, Any]
+) -> dict[str, Any]:
+    """Occlusion panels (train/occlusion_live.py) or the held-out t-SNE map (train/embedding_live.py)."""
+    weights = f"checkpoint {ckpt['name']} (step {ckpt['step']})"
+    try:
+        data = probe.data()
+        if key == "occlude":
+            return answer_occlusion(model, writer, ident, value, data.norm, step=last, weights=weights)
+        return answer_embedding(model, writer, ident, value, data.xval, data.norm, data.yval, step=last, weights=weights)
     except (ValueError, TypeError) as exc:
         return {"ok": False, "error": one_line(exc)}

@@ -101,6 +101,7 @@ class Incremental:
         #: output side (Krypton's projective-field threshold), the rest is read from the clean pass
         self.tau = tau
         self._padded: dict[tuple[fx.Node, int, int, float], Tensor] = {}
+        self.macs = 0  # multiply-accumulates of the conv and linear layers computed so far (the FLOP count)
 
     def node_for(self, module_name: str, call: int = 0) -> fx.Node | None:
         """The `call`-th call_module node of `module_name` (a shared ReLU is called twice)."""
@@ -161,7 +162,9 @@ class Incremental:
 
         args = fx.node.map_arg(node.args, arg)
         kwargs = fx.node.map_arg(node.kwargs, arg)
-        return Value("full", _call(self.gm, self.modules, node, args, kwargs))
+        out = _call(self.gm, self.modules, node, args, kwargs)
+        self.macs += macs(self.modules.get(str(node.target)) if node.op == "call_module" else None, out)
+        return Value("full", out)
 
     def full(self, node: fx.Node, v: Value, n_pos: int) -> Any:
         """The value as full batched tensors (N, ...)."""
@@ -199,6 +202,7 @@ class Incremental:
         win = gather(padded, v, r0 * s[0], c0 * s[1], lr, lc, p)  # (N, C, lr, lc)
         mod = self.modules[str(node.target)]
         out = _apply_unpadded(mod, win)  # (N, C', ho, wo)
+        self.macs += macs(mod, out)
         assert out.shape[-2:] == (ho, wo), (out.shape, ho, wo, h_in, w_in)
         return Value("patch", out, r0, c0)
 
@@ -271,6 +275,18 @@ def _call(gm: fx.GraphModule, modules: dict[str, nn.Module], node: fx.Node, args
     if node.op == "get_attr":
         return getattr(gm, str(node.target))
     raise IncrementalUnsupported(f"node {node.name}: op {node.op} is not supported")
+
+
+def macs(mod: nn.Module | None, out: Any) -> int:
+    """Multiply-accumulates a conv or linear module spent on `out` (0 for anything else)."""
+    if not isinstance(out, Tensor):
+        return 0
+    if isinstance(mod, nn.Conv2d):
+        kh, kw = _pair(mod.kernel_size)
+        return out.numel() * (mod.in_channels // mod.groups) * kh * kw
+    if isinstance(mod, nn.Linear):
+        return out.numel() * mod.in_features
+    return 0
 
 
 def _pair(v: Any) -> tuple[int, int]:

@@ -38,6 +38,7 @@ from convscope.analysis.attribution.base import (
     check_version,
 )
 from convscope.analysis.attribution.deconvnet import Deconvnet
+from convscope.analysis.occlusion.drilldown import drill_down
 from convscope.analysis.occlusion.incremental import Incremental, IncrementalUnsupported
 from convscope.analysis.occlusion.windows import (
     Window,
@@ -89,6 +90,8 @@ class Occlusion(Attribution):
         super().__init__(model)
         self._traced: dict[frozenset[str], fx.GraphModule] = {}
         self._tau: float | None = None  # sensitivity(approx=τ) for the duration of the call
+        # the drill-down's passes share one engine (same image, layer, τ) for the duration of the call
+        self._engines: dict[tuple[frozenset[str], str | None], tuple[Incremental, fx.Node | None]] | None = None
 
     # ---- Captum's verb -----------------------------------------------------------------------
     def attribute(
@@ -152,7 +155,9 @@ class Occlusion(Attribution):
         """The (P, Q) maps for one image x (1, C, H, W). `baseline="grey"`: 0.5 in pixel space,
         mapped through `normalize=(mean, std)` when the model's input is normalised.
         `progress(done, total)` is called after each batch of positions. `approx=τ` (0 < τ < 1):
-        APPROXIMATE incremental inference (each conv/pool recomputes at most τ of its output side);
+        APPROXIMATE incremental inference (each conv/pool recomputes at most τ of its output side)
+        with Krypton's adaptive drill-down (a coarse pass over every other position, then a fine
+        pass only where the coarse map changes; drilldown.py);
         see `approx_error` for its error against the exact maps."""
         if approx is not None and (isinstance(approx, bool) or not 0.0 < float(approx) < 1.0):
             raise AttributionError(f"approx must be a fraction in (0, 1); got {approx!r}")
@@ -190,7 +195,22 @@ class Occlusion(Attribution):
             tgt = int(logits.argmax()) if target is None else int(target)
             if not 0 <= tgt < k:
                 raise AttributionError(f"target {target} is out of range: the model has classes 0..{k - 1}")
-            scores, how = self._occluded(x, base, masks, method, batch, (layer, channel), progress)
+            if approx is None:
+                scores, how = self._occluded(x, base, masks, method, batch, (layer, channel), progress)
+            else:  # APPROXIMATE: Krypton's adaptive drill-down over positions, each pass thresholded by τ
+                passes: dict[str, Any] = {}
+
+                def run(ks: list[int]) -> tuple[Tensor, Tensor | None]:
+                    out, h = self._occluded(x, base, [masks[i] for i in ks], method, batch, (layer, channel), progress)
+                    passes.update(h)
+                    return out
+
+                self._engines = {}
+                try:
+                    scores, counts = drill_down(run, len(rows), len(cols), tgt)
+                finally:
+                    self._engines = None
+                how = {**passes, **counts, "positions": len(masks)}
         probs = torch.softmax(scores[0], dim=1)  # (M, K)
         p, q = len(rows), len(cols)
         how["seconds"] = time.perf_counter() - t0
@@ -281,14 +301,20 @@ class Occlusion(Attribution):
         tau: float | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         leaves = frozenset({layer}) if layer is not None and self._is_container_layer(layer) else frozenset()
-        try:  # traced once per Occlusion object; each call checks the trace still gives model(x)
-            engine = Incremental(self.model, x, leaves=leaves, traced=self._traced.get(leaves), tau=tau)
-        except IncrementalUnsupported:
-            if self._traced.pop(leaves, None) is None:
-                raise
-            engine = Incremental(self.model, x, leaves=leaves, tau=tau)  # the model changed since: trace again
-        self._traced[leaves] = engine.gm
-        node = self._layer_node(engine, x, layer) if layer is not None else None
+        cached = self._engines.get((leaves, layer)) if self._engines is not None else None
+        if cached is not None:  # the drill-down's second pass: the same image, engine and layer node
+            engine, node = cached
+        else:
+            try:  # traced once per Occlusion object; each call checks the trace still gives model(x)
+                engine = Incremental(self.model, x, leaves=leaves, traced=self._traced.get(leaves), tau=tau)
+            except IncrementalUnsupported:
+                if self._traced.pop(leaves, None) is None:
+                    raise
+                engine = Incremental(self.model, x, leaves=leaves, tau=tau)  # the model changed since: trace again
+            self._traced[leaves] = engine.gm
+            node = self._layer_node(engine, x, layer) if layer is not None else None
+            if self._engines is not None:
+                self._engines[(leaves, layer)] = (engine, node)
         outs, feats, fallback = [], [], set()
         _, c, h, w = x.shape
         for i, chunk in enumerate(chunks(masks, batch)):
@@ -316,6 +342,7 @@ class Occlusion(Attribution):
             if progress is not None:
                 progress(sum(len(o) for o in outs), len(masks))
         how["method"] = "incremental" if tau is None else f"approximate (tau={tau})"
+        how["macs"] = how.get("macs", 0) + engine.macs  # conv/linear multiply-accumulates over all positions
         how["full_tensors_from"] = sorted(fallback)
         return torch.cat(outs), torch.cat(feats) if feats else None
 

@@ -1,0 +1,98 @@
+// occlusion.js — what a prediction depends on (Zeiler & Fergus 2013, Fig. 7) for your uploaded
+// image or a test image: a grey square slides over it and, per position, the side that holds the
+// model (the trainer, or the worker of an ended run) records (b) the total activation of the
+// layer's strongest feature map, (d) the probability of the class, (e) the most probable label;
+// (c) is that map's deconvnet projection. The server never runs the model: the request is a
+// control row (`occlude`), this module polls until the answer is in the run store, then draws
+// the panels it stored. Mounted in #occlusion-box.
+
+import { $, awaitAnswer, el, getJSON, postJSON, runPath, url } from "./api.js";
+
+const POLL_MS = 300;
+const GIVE_UP_MS = 120000;
+
+class OcclusionView {
+  constructor(box) {
+    this.box = box;
+    this.ticket = 0;
+    this.image = el("select", { id: "occ-image", "aria-label": "image to occlude" });
+    this.layer = el("select", { id: "occ-layer", "aria-label": "layer whose strongest map is panel (b)" });
+    this.window = el("input", { id: "occ-window", type: "number", min: 1, max: 64, placeholder: "auto", "aria-label": "occluder side (pixels)" });
+    this.stride = el("input", { id: "occ-stride", type: "number", min: 1, max: 64, placeholder: "auto", "aria-label": "occluder stride (pixels)" });
+    this.go = el("button", { id: "occ-go", type: "button", onclick: () => this.ask() }, "occlude");
+    this.state = el("span.ack", { id: "occ-state" });
+    this.out = el("div", { id: "occ-result", "aria-live": "polite" });
+    box.append(
+      el("h2", {}, "Occlusion ", el("small", { text: "what the prediction depends on — Zeiler & Fergus Fig. 7" })),
+      el("div.row", {},
+        el("label", {}, "image ", this.image), el("label", {}, "layer ", this.layer),
+        el("label", {}, "window ", this.window), el("label", {}, "stride ", this.stride), this.go, this.state),
+      el("p.note", { text: "upload an image above (\"Your own image\") to occlude it, or pick a test image. The trainer (or, for an ended run, a worker from its newest checkpoint) computes the maps; the grey square is 0.5 in pixel space." }),
+      this.out);
+    for (const ev of ["focus", "pointerdown"]) this.image.addEventListener(ev, () => this.refresh());
+    $("#run-select").addEventListener("change", () => { this.ticket++; this.out.textContent = ""; this.state.textContent = ""; this.refresh(); });
+    this.refresh();
+    setInterval(() => { if (!this.image.options.length) this.refresh(); }, 3000);
+  }
+
+  get run() { return $("#run-select").value; }
+
+  async refresh() {
+    const run = this.run;
+    if (!run || this.busy) return;
+    this.busy = true;
+    try {
+      const [src, info] = await Promise.all([getJSON(runPath(run, "/occlusion-images")), getJSON(runPath(run))]);
+      if (run !== this.run) return;
+      const keep = this.image.value;
+      const opts = [...src.uploads.map((u) => el("option", { value: `upload:${u.id}`, text: `upload #${u.id}: ${u.name}` })),
+        ...Array.from({ length: src.tests }, (_, k) => el("option", { value: `test:${k}`, text: `test image ${k}` }))];
+      this.image.replaceChildren(...opts);
+      if (keep && opts.some((o) => o.value === keep)) this.image.value = keep;
+      const names = (info.layers || []).map((l) => l.name);
+      const layer = this.layer.value;
+      this.layer.replaceChildren(el("option", { value: "", text: "last conv (default)" }), ...names.map((n) => el("option", { value: n, text: n })));
+      if (names.includes(layer)) this.layer.value = layer;
+    } catch { /* the next focus tries again */ } finally { this.busy = false; }
+  }
+
+  status(text, kind) { this.state.className = `ack ${kind}`; this.state.textContent = text; }
+
+  async ask() {
+    const run = this.run;
+    const [kind, id] = (this.image.value || "").split(":");
+    if (!run || !kind) { this.status("no image to occlude yet: upload one or wait for the test images", "bad"); return; }
+    const body = { [kind]: Number(id), layer: this.layer.value || null };
+    for (const [k, input] of [["window", this.window], ["stride", this.stride]]) if (input.value) body[k] = Number(input.value);
+    const ticket = ++this.ticket;
+    this.status("sent, waiting for the side that holds the model…", "wait");
+    let r;
+    try {
+      const { id: ident } = await postJSON(runPath(run, "/occlusions"), body);
+      r = await awaitAnswer(runPath(run, `/occlusions/${ident}`), { everyMs: POLL_MS, giveUpMs: GIVE_UP_MS,
+        late: "no answer in 120 s (paused? not responding?)", current: () => ticket === this.ticket });
+      if (r === null) return;
+      if (r.status !== "done") { this.status(`could not: ${r.error}`, "bad"); return; }
+      this.show(run, r);
+      this.status(`✓ ${r.positions} positions in ${r.seconds} s (${r.method}) · ${r.weights}`, "ok");
+    } catch (err) { this.status(err.message, "bad"); }
+  }
+
+  show(run, r) {
+    const figs = r.panels.map((p) => el("figure.panel.occ-panel", { "data-kind": p.kind, style: "width:226px" },
+      el("img", { src: url(runPath(run, `/occlusions/${r.id}/${p.kind}.png`)), alt: p.caption, width: 224 }),
+      el("figcaption", { text: p.caption })));
+    const legend = el("ul.occ-legend", { style: "list-style:none;padding:0;font-size:12px" }, ...r.legend.map((c) => el("li", {},
+      el("span.swatch", { style: `display:inline-block;width:12px;height:12px;margin-right:6px;vertical-align:middle;background:${c.colour}` }),
+      `${c.name}${c.class === r.target ? " (the class in (d))" : ""} — ${c.positions} of ${r.positions} positions`)));
+    const top = r.top.map(([, name, p]) => `${name} ${(100 * p).toFixed(1)}%`).join("; ");
+    const worst = Math.min(...r.probability.flat());
+    this.out.replaceChildren(
+      el("p", { text: `${r.image} → unoccluded: ${top}. p(${r.target_name}) falls from ${r.clean_probability.toFixed(3)} to ${worst.toFixed(3)} where the square hurts most; layer ${r.layer}, map ${r.channel}, window ${r.window}, stride ${r.stride}.` }),
+      el("div.occ-figs", { style: "display:flex;flex-wrap:wrap;gap:12px" }, ...figs), legend,
+      el("p.note", { text: "Each cell of (b), (d), (e) is one position of the grey square (top-left corner at rows × cols of the stride). Dark in (d): covering that part lowers the class probability — the model depends on it." }));
+  }
+}
+
+const box = $("#occlusion-box");
+if (box) new OcclusionView(box);
