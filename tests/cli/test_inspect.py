@@ -140,6 +140,28 @@ def test_loaded_model_keeps_no_hooks(tmp_path: Path) -> None:
     assert report["blocks"][0]["out_shape"] == [10, 62, 62] and report["target"] == 3
 
 
+def test_all_channels_draws_every_filter_and_threads_are_restored(tmp_path: Path) -> None:
+    """conv3 of the trained demo net: W is 20 × 20 × 5 × 5. By default the 16 filters of largest
+    ‖W‖ over input channels 0-15, and the report names the 4 filters and 4 inputs left out;
+    with all_channels every one. The oracle ranks the shipped weights itself."""
+    threads = torch.get_num_threads()
+    w = open_model("zoo:convnetjs-cifar").model.conv3.weight.detach()  # type: ignore[union-attr]
+    norms = w.flatten(1).norm(dim=1)
+    order = torch.argsort(norms, descending=True, stable=True).tolist()
+    inspect(out=tmp_path / "some", target=0)
+    inspect(out=tmp_path / "all", target=0, all_channels=True)
+    assert torch.get_num_threads() == threads
+    some = json.loads((tmp_path / "some" / "report.json").read_text())["blocks"][2]["filters"]["weight"]
+    every = json.loads((tmp_path / "all" / "report.json").read_text())["blocks"][2]["filters"]["weight"]
+    assert some["order"] == order[:16] and every["order"] == order
+    cut = f"{norms[order[16]]:.3g}"
+    assert some["left_out"] == f"4 filters with ‖W‖ ≤ {cut} and input channels 16–19 of every filter"
+    assert every["left_out"] == "" and every["shown"].startswith("all filters, ranked by ‖W‖")
+    with pytest.raises(ValueError, match="out of range"):
+        inspect(out=tmp_path / "bad", target=99)
+    assert torch.get_num_threads() == threads
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
