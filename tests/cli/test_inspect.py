@@ -111,7 +111,7 @@ def test_resnet18_shaped_at_224_meets_the_size_goals_and_ranks_filters_exactly(t
     a_maps = block["maps"]["a"]
     assert a_maps["of"] == 512 and len(a_maps["channels"]) == 64 and a_maps["fields"] == ["z", "a", "grad_z", "grad_a"]
     page = (tmp_path / "rep" / block["page"]).read_text()
-    assert "left out: the other 448, each weaker than map" in page and "--all-channels" in page
+    assert "left out: the other 448, none stronger than map" in page and "--all-channels" in page
 
 
 def test_user_model_exact_numbers_and_grey_image(tmp_path: Path) -> None:

@@ -138,7 +138,8 @@ def test_report_files_pages_and_what_is_left_out(tmp_path: Path) -> None:
     assert x_png.shape == (160, 160, 3) and tuple(x_png[0, 0]) == (255, 0, 0)
     assert tuple(x_png[0, 40]) == (0, 0, 0)
     page0 = (rep / b0["page"]).read_text()
-    assert "left out: the other 16, each weaker than map" in page0
+    assert ("<b>z, a = f(z), dL/dz</b> show 64 of 80 maps: the strongest by mean value of <b>a = f(z)</b>,"
+            " strongest first; left out: the other 16, none stronger than map") in page0
     assert "left out: 16 filters with ‖W‖ ≤" in page0 and "--all-channels" in page0
     for page in [html_path, *sorted((rep / "blocks").glob("*.html"))]:
         text = page.read_text()

@@ -215,9 +215,10 @@ def _map_orders(v: BlockView, info: ReportInput, meta: dict[str, Any], cuts: lis
         names = ", ".join(_SYMBOL[f] for f in drawn)
         meta.setdefault("maps", {})[ref] = {"fields": drawn, "channels": idx, "of": int(t.shape[0]),
                                             "ranked_by": f"{how} of {ref}"}
-        cuts.append(f"<b>{html.escape(names)}</b> show {len(idx)} of {t.shape[0]} maps: the strongest by "
+        verb, unit = "shows" if len(drawn) == 1 else "show", "units" if t.dim() == 1 else "maps"
+        cuts.append(f"<b>{html.escape(names)}</b> {verb} {len(idx)} of {t.shape[0]} {unit}: the strongest by "
                     f"{how} of <b>{_SYMBOL[ref]}</b>, strongest first; left out: the other "
-                    f"{t.shape[0] - len(idx)}, each weaker than map {idx[-1]}.")
+                    f"{t.shape[0] - len(idx)}, none stronger than {unit[:-1]} {idx[-1]}.")
     return orders
 
 
