@@ -368,8 +368,10 @@ def diagnose(
         float, typer.Option(help="mostly dead = all-zero map on at least this fraction of the inputs")
     ] = 0.99,
     gradients: Annotated[
-        bool, typer.Option(help="sample gradient health with cross-entropy on the data's labels")
-    ] = True,
+        bool | None,
+        typer.Option(help="sample gradient health with cross-entropy on the data's labels "
+                          "(default: when they fit the model's head; --gradients: always)"),
+    ] = None,
     input_size: InputSizeOpt = None,
 ) -> None:
     """Find dead, mostly-dead, noisy and saturated filters and check gradient health over a dataset.
@@ -396,11 +398,6 @@ def diagnose(
     if loaded.mean is not None and loaded.std is not None:
         mean = torch.tensor(loaded.mean).view(1, -1, 1, 1)  # (1, C, 1, 1)
         std = torch.tensor(loaded.std).view(1, -1, 1, 1)
-    notes = []
-    data_classes = list(getattr(dataset, "classes", ()) or ())
-    if gradients and loaded.classes and data_classes and data_classes != loaded.classes:
-        gradients = False
-        notes.append("Gradient health is off: the data's classes are not the model's, so its labels mean nothing to the loss.")
     with _progress("diagnosing", "inputs") as progress:
         diag = run_diagnose(
             loaded.model,
@@ -410,20 +407,34 @@ def diagnose(
             limit=limit,
             lr=lr,
             mostly_dead=mostly_dead,
-            gradients=None if gradients else False,
+            gradients=gradients,
             transform=None if mean is None or std is None else (lambda x: (x - mean) / std),
             data_name=spec,
             progress=progress,
+            classes=loaded.classes or None,
+            untrained=_untrained(model, weights, loaded.metadata),
         )
-    diag.notes += notes
     path = write_diagnosis_report(diag, out, model=model)
-    for f in diag.findings[:8]:
-        console.print(f"[bold]{f.severity:>6}[/bold] {f.summary}", highlight=False, soft_wrap=True)
-    if len(diag.findings) > 8:
-        console.print(f"… and {len(diag.findings) - 8} more in the report", highlight=False)
+    if diag.untrained:
+        console.print(f"[bold]weights look untrained[/bold]: {diag.untrained}", highlight=False, soft_wrap=True)
+    console.print(f"gradient health: {diag.gradients}", highlight=False, soft_wrap=True)
+    for g in diag.groups[:8]:
+        console.print(f"[bold]{g.severity:>6}[/bold] {g.summary}", highlight=False, soft_wrap=True)
+    if len(diag.groups) > 8:
+        console.print(f"… and {len(diag.groups) - 8} more in the report", highlight=False)
     if not diag.findings:
         console.print("no findings on this data", highlight=False)
     typer.echo(f"report: {path.resolve()}")
+
+
+def _untrained(model: str, weights: str | None, metadata: dict[str, str]) -> str | None:
+    """Why the model is untrained as far as the CLI can tell: no weights were loaded (None: some
+    were; diagnose still checks for a default initialisation itself)."""
+    if weights is not None or metadata:
+        return None
+    if model.startswith("zoo:"):
+        return f"no weights were given (--weights) and none ship with {model}: it is at its random initialisation"
+    return f"no weights were given (--weights): unless {model} sets its own, it is at its random initialisation"
 
 
 @app.command()
