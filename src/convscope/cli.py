@@ -229,6 +229,8 @@ def occlusion(
         result = run_occlusion(model, weights=weights, image=image, layer=layer, window=window, stride=stride,
                                target=target, input_size=input_size, method=method, batch=batch_size, approx=approx,
                                progress=progress)  # fmt: skip
+    if not _main_rank():
+        return
     with console.status("writing the report…"):
         path = write_occlusion_report(result, out)
     g = result.grid
