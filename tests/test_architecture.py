@@ -15,7 +15,7 @@ ALLOWED: dict[str, set[str]] = {
     "data": {"config"},
     "capture": {"config"},
     "analysis": {"config", "capture", "data", "models"},
-    "render": {"config", "capture", "analysis"},
+    "render": {"config", "analysis"},  # never capture: render draws tensors, not Blocks/Traces
     "runs": {"config", "capture", "analysis", "render"},
     "distributed": {"config", "capture", "analysis", "data", "models"},
     "train": {"config", "capture", "analysis", "render", "runs", "data", "models", "distributed"},
@@ -70,3 +70,19 @@ def test_render_knows_nothing_of_nn_module() -> None:
                 assert not (node.module == "torch" and any(a.name == "nn" for a in node.names)), path
             if isinstance(node, ast.Attribute):
                 assert node.attr != "Module", path
+
+
+def test_render_never_imports_capture() -> None:
+    """Issue 8: render takes plain data (tensors, spec text, statistics) built above it; the
+    command layer (inspect.py, cli.py) turns a Trace into that data. Checked for every render
+    module, with the offending line named."""
+    found = []
+    for path in sorted((PKG / "render").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names] if isinstance(node, ast.Import)
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )  # fmt: skip
+            found += [f"{path.name}:{node.lineno} {n}" for n in names if n.startswith("convscope.capture")]
+    assert found == []

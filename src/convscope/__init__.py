@@ -1,6 +1,9 @@
 """convscope: see inside convolutional networks — x, W, z = W*x + b, a = f(z) and their gradients."""
 
-from convscope import render
+from convscope import (
+    display,  # noqa: F401  (sets the Jupyter display of Block and Trace)
+    render,
+)
 from convscope.analysis import (
     Deconvnet,
     GradCAM,

@@ -128,8 +128,14 @@ def inspect(
     ] = None,
     norm: Annotated[str, typer.Option(help="map: each map on its own scale; layer: one scale per picture")] = "map",
     input_size: InputSizeOpt = None,
+    all_channels: Annotated[
+        bool,
+        typer.Option(help="draw every map, filter and input channel (default: the 64 strongest maps per"
+                     " picture; of W and dL/dW the 16 filters with the largest norm over input channels"
+                     " 0-15); large and slow on deep nets"),
+    ] = False,
 ) -> None:
-    """Write a self-contained HTML report of every block for one image.
+    """Write an HTML report for one image: an overview page and a page per block, PNGs beside them.
 
     Example: convscope inspect --model zoo:convnetjs-cifar --image chelsea --out report/
     """
@@ -145,6 +151,7 @@ def inspect(
             layers=layers,
             norm=norm,  # type: ignore[arg-type]
             input_size=input_size,
+            all_channels=all_channels,
         )
     typer.echo(f"report: {path.resolve()}")
 

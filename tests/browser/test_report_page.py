@@ -1,8 +1,9 @@
 """The inspect report opened in a real browser: every picture decodes, no console error, no request
-leaves the machine, and the screenshot is not blank."""
+leaves the machine, no page is wider than the window, and the screenshot is not blank."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,30 +16,92 @@ from convscope.inspect import inspect
 pytestmark = pytest.mark.browser
 
 
-def test_report_renders_in_chromium(browser: Any, tmp_path: Path) -> None:
-    html = inspect(out=tmp_path / "rep")
+# 50 conv blocks and a classifier: a deep net whose report must stay usable (issue 8 §3)
+DEEP_PY = """
+from torch import nn
+
+class Deep(nn.Module):
+    def __init__(self):
+        super().__init__()
+        layers = [nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()]
+        for _ in range(49):
+            layers += [nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+"""
+
+
+def _open(browser: Any, path: Path) -> tuple[Any, list[str], list[str]]:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     requests: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("request", lambda r: requests.append(r.url))
-    page.goto(html.as_uri())
+    page.goto(path.as_uri())
     page.wait_for_load_state("load")
-    sizes = page.eval_on_selector_all(
-        "img", "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])"
-    )
-    assert len(sizes) >= 25
+    return page, errors, requests
+
+
+def _all_pictures(page: Any) -> list[list[Any]]:
+    """Every <img> once loaded (lazy ones made eager first): [complete, naturalWidth, naturalHeight]."""
+    page.eval_on_selector_all("img", "els => els.forEach(e => { e.loading = 'eager'; })")
+    sizes: list[list[Any]] = []
+    for _ in range(100):
+        sizes = page.eval_on_selector_all(
+            "img", "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])"
+        )
+        if all(ok for ok, _, _ in sizes):
+            break
+        time.sleep(0.1)
+    return sizes
+
+
+def _width(page: Any) -> tuple[int, int]:
+    return tuple(page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]"))  # type: ignore[return-value]
+
+
+def test_report_renders_in_chromium(browser: Any, tmp_path: Path) -> None:
+    html = inspect(out=tmp_path / "rep")
+    page, errors, requests = _open(browser, html)
+    sizes = _all_pictures(page)
+    assert len(sizes) >= 8
     assert all(ok and w > 0 and h > 0 for ok, w, h in sizes), sizes
-    assert errors == []
-    assert all(u.startswith(("file:", "data:")) for u in requests), requests
-    assert page.locator("section.block").count() == 4
+    assert page.locator("section.ov").count() == 4  # the overview: one entry per block
     assert "activation map = feature map" in page.inner_text("#glossary")
+    assert _width(page)[0] <= _width(page)[1]
     shot = tmp_path / "report.png"
     page.screenshot(path=str(shot), full_page=False)
     arr = np.asarray(Image.open(shot).convert("RGB"))
     assert arr.std() > 20  # not a blank page
+    page.locator("section.ov h3 a").first.click()  # to the first block's own page
+    page.wait_for_load_state("load")
+    assert page.url.endswith("/blocks/00_conv1.html")
+    sizes = _all_pictures(page)
+    assert len(sizes) == 7 and all(ok and w > 0 for ok, w, _ in sizes), sizes
+    assert page.locator("figure").count() == 7  # x, W, z, a, dL/dW, dL/dz, dL/da
+    assert errors == []
+    assert all(u.startswith(("file:", "data:")) for u in requests), requests
     page.close()
+
+
+def test_fifty_block_report_fits_the_window(browser: Any, tmp_path: Path) -> None:
+    """Navigation wraps: no page is wider than a 1400 px window, the overview or a block's."""
+    (tmp_path / "deep.py").write_text(DEEP_PY)
+    html = inspect(f"{tmp_path / 'deep.py'}:Deep", input_size="3x32x32", out=tmp_path / "rep")
+    blocks = sorted((tmp_path / "rep" / "blocks").glob("*.html"))
+    assert len(blocks) == 51 and blocks[-1].name == "50_fc.html"
+    for path in [html, blocks[0], blocks[25], blocks[-1]]:
+        page, errors, requests = _open(browser, path)
+        sizes = _all_pictures(page)
+        assert sizes and all(ok and w > 0 for ok, w, _ in sizes), (path.name, sizes)
+        scroll_w, inner_w = _width(page)
+        assert inner_w == 1400 and scroll_w <= inner_w, (path.name, scroll_w)
+        assert errors == [] and all(u.startswith("file:") for u in requests), (errors, requests)
+        page.close()
 
 
 def test_diagnose_report_renders_in_chromium(browser: Any, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 from PIL import Image
 
 from convscope.capture import count_hooks
-from convscope.inspect import inspect, open_model
+from convscope.inspect import inspect, open_image, open_model
 
 NET_PY = '''
 import torch
@@ -40,6 +41,14 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _page_bytes(page: Path) -> int:
+    """A page's size as a browser loads it: the HTML and every picture it shows."""
+    text = page.read_text()
+    return len(text.encode()) + sum(
+        (page.parent / src).stat().st_size for src in set(re.findall(r"<img src='([^']+)'", text))
+    )
+
+
 def test_default_inspect_writes_a_complete_report(tmp_path: Path) -> None:
     html = inspect(out=tmp_path / "rep")
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
@@ -48,18 +57,61 @@ def test_default_inspect_writes_a_complete_report(tmp_path: Path) -> None:
     assert report["blocks"][0]["spec"]["formula"] == "16 × 3 × 5 × 5 + 16 = 1,216"
     assert report["blocks"][0]["out_shape"] == [16, 32, 32]
     assert report["blocks"][0]["activation"] == "relu1"
+    assert [b["page"] for b in report["blocks"]] == [
+        "blocks/00_conv1.html", "blocks/01_conv2.html", "blocks/02_conv3.html", "blocks/03_fc.html"
+    ]  # fmt: skip
     for b in report["blocks"][:3]:
         assert set(b["pictures"]) == {"x", "weight", "z", "a", "grad_weight", "grad_z", "grad_a"}
-        for rel in b["pictures"].values():
+        for rel in [*b["pictures"].values(), b["strip"]["file"]]:
             with Image.open(tmp_path / "rep" / rel) as im:
                 assert im.format == "PNG" and im.width > 40
+        assert (tmp_path / "rep" / b["page"]).is_file()
     probs = [p["probability"] for p in report["predictions"]]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-6
     assert report["target"] == report["predictions"][0]["class"]
     text = html.read_text()
     assert "activation map = feature map" in text and "∂x/∂u" in text and "dL/dW" in text
     assert "http://" not in text and "https://" not in text  # self-contained: nothing to fetch
-    assert text.count("<img src='data:image/png;base64,") >= 20
+    assert "data:image" not in text and text.count("<img src='png/") >= 8  # files beside the page
+    # x of block 1 is the RGB image: drawn in its own colours (the image as fed, scaled up 5×)
+    x_png = np.asarray(Image.open(tmp_path / "rep" / report["blocks"][0]["pictures"]["x"]).convert("RGB"))
+    shown = np.asarray(Image.open(tmp_path / "rep" / "png" / "input.png").convert("RGB"))
+    assert x_png.shape == (160, 160, 3) and np.array_equal(x_png, shown)
+    # x of block 2 (pooled ReLU output, >= 0) on the sequential scale: no white diverging centre
+    page2 = (tmp_path / "rep" / report["blocks"][1]["page"]).read_text()
+    assert "<code>.x</code> — input of the block (sequential: dark = 0)" in page2
+    assert "<code>.z</code> — pre-activation (diverging: blue &lt; 0, white = 0, red &gt; 0)" in page2
+    for page in [html, *(tmp_path / "rep" / "blocks").glob("*.html")]:
+        assert "summed over" not in page.read_text()  # one image: no batch to sum over
+
+
+def test_resnet18_shaped_at_224_meets_the_size_goals_and_ranks_filters_exactly(tmp_path: Path) -> None:
+    """Issue 8 §3: the overview page ≤ 2 MB, a page per block, deep W and dL/dW drawn as the 16
+    filters of largest norm (oracle: the model's own weight and plain autograd's gradient)."""
+    torch.manual_seed(0)
+    html = inspect("zoo:resnet18-shaped", out=tmp_path / "rep", target=3)
+    torch.manual_seed(0)
+    loaded = open_model("zoo:resnet18-shaped")
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert len(report["blocks"]) == 29 and _page_bytes(html) <= 2_000_000
+    assert sorted(p.name for p in (tmp_path / "rep" / "blocks").iterdir()) == sorted(
+        Path(b["page"]).name for b in report["blocks"]
+    )
+    block = next(b for b in report["blocks"] if b["name"] == "layer4.0.conv1")
+    conv = loaded.model.layer4[0].conv1  # type: ignore[index,union-attr]
+    x, _ = loaded.to_input(open_image(None, 3)[0])
+    loaded.model.zero_grad()
+    loaded.model(x)[0, 3].backward()
+    for fld, t in (("weight", conv.weight), ("grad_weight", conv.weight.grad)):
+        norms = t.detach().flatten(1).norm(dim=1)
+        assert block["filters"][fld]["order"] == torch.argsort(norms, descending=True, stable=True)[:16].tolist()
+        assert block["filters"][fld]["left_out"].startswith("496 filters with ‖")
+        assert block["filters"][fld]["left_out"].endswith("and input channels 16–255 of every filter")
+    # 512 output maps: the 64 with the largest mean a are drawn, strongest first
+    a_maps = block["maps"]["a"]
+    assert a_maps["of"] == 512 and len(a_maps["channels"]) == 64 and a_maps["fields"] == ["z", "a", "grad_z", "grad_a"]
+    page = (tmp_path / "rep" / block["page"]).read_text()
+    assert "left out: the other 448, none stronger than map" in page and "--all-channels" in page
 
 
 def test_user_model_exact_numbers_and_grey_image(tmp_path: Path) -> None:
@@ -86,6 +138,28 @@ def test_loaded_model_keeps_no_hooks(tmp_path: Path) -> None:
     assert count_hooks(loaded.model) == 0
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["blocks"][0]["out_shape"] == [10, 62, 62] and report["target"] == 3
+
+
+def test_all_channels_draws_every_filter_and_threads_are_restored(tmp_path: Path) -> None:
+    """conv3 of the trained demo net: W is 20 × 20 × 5 × 5. By default the 16 filters of largest
+    ‖W‖ over input channels 0-15, and the report names the 4 filters and 4 inputs left out;
+    with all_channels every one. The oracle ranks the shipped weights itself."""
+    threads = torch.get_num_threads()
+    w = open_model("zoo:convnetjs-cifar").model.conv3.weight.detach()  # type: ignore[union-attr]
+    norms = w.flatten(1).norm(dim=1)
+    order = torch.argsort(norms, descending=True, stable=True).tolist()
+    inspect(out=tmp_path / "some", target=0)
+    inspect(out=tmp_path / "all", target=0, all_channels=True)
+    assert torch.get_num_threads() == threads
+    some = json.loads((tmp_path / "some" / "report.json").read_text())["blocks"][2]["filters"]["weight"]
+    every = json.loads((tmp_path / "all" / "report.json").read_text())["blocks"][2]["filters"]["weight"]
+    assert some["order"] == order[:16] and every["order"] == order
+    cut = f"{norms[order[16]]:.3g}"
+    assert some["left_out"] == f"4 filters with ‖W‖ ≤ {cut} and input channels 16–19 of every filter"
+    assert every["left_out"] == "" and every["shown"].startswith("all filters, ranked by ‖W‖")
+    with pytest.raises(ValueError, match="out of range"):
+        inspect(out=tmp_path / "bad", target=99)
+    assert torch.get_num_threads() == threads
 
 
 @pytest.mark.parametrize(

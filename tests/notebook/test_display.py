@@ -27,8 +27,9 @@ from convscope.analysis.embedding import EmbeddingResult
 from convscope.analysis.occlusion import OcclusionResult
 from convscope.analysis.occlusion.occlusion import Sensitivity
 from convscope.capture import Block, Trace
+from convscope.display import block_picture
 from convscope.render.embedding_report import colour
-from convscope.render.notebook import block_picture, embedding_picture
+from convscope.render.notebook import embedding_picture
 from convscope.render.occlusion_report import heat, labels_picture
 
 IMG = re.compile(r"""<img src=["']data:image/png;base64,([A-Za-z0-9+/=]+)["']""")
