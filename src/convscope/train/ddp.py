@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from convscope.analysis import block_stats
 from convscope.capture import Probe, Trace
 from convscope.capture.naming import RELU
+from convscope.train.ddp_hooks import Item, LightHooks, a_items, g_items, g_raw, z_items
 from convscope.train.watch import Recorder, _batch_size, _number
 
 FOLLOWER_KEEP = ("z", "a", "grad_a")  # what a rank > 0 needs for its share of the statistics
@@ -85,38 +86,41 @@ class Partials:
     def __init__(self) -> None:
         self.sums: list[Tensor] = []
         self.maxes: list[Tensor] = []
+        self._factors: dict[bool, list[float]] = {True: [], False: []}  # per element
+        self._squares: list[int] = []  # elements of the SUM buffer that are norms to square
         self.plan: list[tuple[str, list[tuple[str, bool, int]]]] = []  # block → [(key, is_sum, size)]
 
     def add(self, name: str, a: Tensor | None, z: Tensor | None, g: Tensor | None, *, relu: bool, batch: int) -> None:
-        items: list[tuple[str, bool, int]] = []
-
-        def put(key: str, is_sum: bool, t: Tensor) -> None:
-            t = t.detach().reshape(-1).double()
-            (self.sums if is_sum else self.maxes).append(t)
-            items.append((key, is_sum, t.numel()))
-
+        """A block's share from its recorded tensors (ddp_hooks computes the same in hooks)."""
+        items: list[Item] = []
         if a is not None:
-            if a.dim() >= 2:
-                dims = (0, *range(2, a.dim()))
-                put("hi", False, a.amax(dim=dims))  # (C,) per-channel max
-                if not (relu and z is not None):  # a = max(z, 0): a map is all zero iff its max is 0
-                    put("-lo", False, -a.amin(dim=dims))
-            else:
-                lo, hi = torch.aminmax(a)
-                put("-a_min", False, -lo)
-                put("a_max", False, hi)
-            put("a_sum", True, a.sum(dtype=torch.float64))
-            put("a_n", True, torch.tensor(float(a.numel())))
+            items += a_items(a.detach(), relu and z is not None)
         if z is not None:
-            lo, hi = torch.aminmax(z)
-            put("-z_min", False, -lo)
-            put("z_max", False, hi)
-        if g is not None:  # dL_local/da · B_local: divided by B_global after the reduction
-            lo, hi = torch.aminmax(g)
-            put("-g_min", False, -lo * batch)
-            put("g_max", False, hi * batch)
-            put("g_sq", True, (torch.linalg.vector_norm(g, dtype=torch.float64) * batch).square())
-        self.plan.append((name, items))
+            items += z_items(z.detach())
+        if g is not None:
+            items += g_items(g_raw(g.detach()), batch)
+        self.add_items(name, items)
+
+    def add_items(self, name: str, items: list[Item]) -> None:
+        plan: list[tuple[str, bool, int]] = []
+        for key, is_sum, t, factor in items:
+            n = t.numel()
+            if is_sum and key.endswith("_sq"):
+                self._squares.append(len(self._factors[True]))
+            (self.sums if is_sum else self.maxes).append(t.reshape(-1))
+            self._factors[is_sum] += [factor] * n
+            plan.append((key, is_sum, n))
+        self.plan.append((name, plan))
+
+    def buffer(self, is_sum: bool) -> Tensor:
+        """The SUM or MAX part as one float64 vector, factors applied (a few ops for all blocks)."""
+        parts = self.sums if is_sum else self.maxes
+        if not parts:
+            return torch.zeros(0, dtype=torch.float64)
+        v = torch.cat(parts).double()
+        if is_sum and self._squares:
+            v[self._squares] = v[self._squares].square()
+        return v * torch.tensor(self._factors[is_sum], dtype=torch.float64)
 
     def finish(self, sums: Tensor, maxes: Tensor, batch: int) -> dict[str, dict[str, float]]:
         """Each block's statistics from the reduced buffers (`batch` = the global batch size)."""
@@ -175,16 +179,16 @@ class Exchange:
         self.paused, self.loss, self.batch, self.stats = paused, loss, batch, stats
 
 
-def exchange(paused: bool, loss: float | None, batch: int, parts: Partials | None) -> Exchange:
-    """The step's collectives: one SUM all_reduce (head + sums) and, on statistics steps, one MAX."""
+def exchange(paused: bool, loss: float | None, batch: int, parts: Partials | None, *, finish: bool) -> Exchange:
+    """The step's collectives: one SUM all_reduce (head + sums) and, on statistics steps, one MAX.
+    `finish`: turn the reduced buffers into statistics (rank 0; the others only contribute)."""
     dev = _device()
     head = torch.tensor([float(paused), (loss or 0.0) * batch, batch if loss is not None else 0, batch], dtype=torch.float64)
-    sums = torch.cat([head, *parts.sums]) if parts is not None else head
-    sums = sums.to(dev)
+    sums = (torch.cat([head, parts.buffer(True)]) if parts is not None else head).to(dev)
     works = [dist.all_reduce(sums, async_op=True)]
     maxes = None
     if parts is not None and parts.maxes:
-        maxes = torch.cat(parts.maxes).to(dev)
+        maxes = parts.buffer(False).to(dev)
         works.append(dist.all_reduce(maxes, op=dist.ReduceOp.MAX, async_op=True))
     for w in works:
         assert w is not None
@@ -193,7 +197,7 @@ def exchange(paused: bool, loss: float | None, batch: int, parts: Partials | Non
     h = sums[:HEAD].tolist()
     total = int(h[3])
     stats = {}
-    if parts is not None:
+    if parts is not None and finish:
         stats = parts.finish(sums[HEAD:], maxes.cpu() if maxes is not None else sums[:0], max(total, 1))
     return Exchange(h[0] > 0, h[1] / h[2] if h[2] > 0 else None, total, stats)
 
@@ -252,7 +256,8 @@ class DDPRecorder(Recorder):
             trace = self.probe.trace if self.probe.passes > self._seen_passes else None
             batch = _batch_size(trace) if trace is not None else 0
             stats_step = trace is not None and self.step_index % self.every == 0
-            got = exchange(self.paused, mine, batch, partials(trace, batch) if stats_step and trace is not None else None)
+            parts = partials(trace, batch) if stats_step and trace is not None else None
+            got = exchange(self.paused, mine, batch, parts, finish=True)
             self._reduced = got.stats
             self._examples += got.batch - batch  # Recorder.step adds this rank's batch: count the global one
             step = super().step(loss=got.loss, **metrics)
@@ -322,6 +327,7 @@ class Follower(Recorder):
         self.paused = False
         self._closed = False
         self._seen_passes = 0
+        self.light: LightHooks | None = None  # after the first probed pass (ddp_hooks.py)
         self.probe = Probe(self.model, layers, keep=FOLLOWER_KEEP)
         self.probe.__enter__()
 
@@ -331,19 +337,41 @@ class Follower(Recorder):
         mine = None if loss is None else _number("loss", loss)
         for k, v in metrics.items():
             _number(k, v)
-        trace = self.probe.trace if self.probe.passes > self._seen_passes else None
-        self._seen_passes = self.probe.passes
-        batch = _batch_size(trace) if trace is not None else 0
-        stats_step = trace is not None and self.step_index % self.every == 0
-        got = exchange(False, mine, batch, partials(trace, batch) if stats_step and trace is not None else None)
+        wanted = self.step_index % self.every == 0
+        parts: Partials | None = None
+        batch = 0
+        if self.light is not None:
+            if self.light.fresh:
+                batch = self.light.batch
+                if wanted:
+                    parts = Partials()
+                    for name, items in self.light.take():
+                        parts.add_items(name, items)
+                self.light.fresh = False
+        elif self.probe.passes > self._seen_passes:
+            self._seen_passes = self.probe.passes
+            trace = self.probe.trace
+            batch = _batch_size(trace)
+            parts = partials(trace, batch) if wanted else None
+            self._lighten(trace)
+        got = exchange(False, mine, batch, parts, finish=False)
         step = self.step_index
         self.step_index += 1
+        if self.light is not None:
+            self.light.active = self.step_index % self.every == 0
         paused = got.paused
         while paused:
             self.paused = True
             paused = _flag(False)
         self.paused = False
         return step
+
+    def _lighten(self, trace: Trace) -> None:
+        """Swap the full probe for module hooks once the blocks are known (when they can be)."""
+        plan = LightHooks.plan(self.model, trace)
+        if plan is not None:
+            self.probe.close()
+            self.light = LightHooks(self.model, plan)
 
     def handle_controls(self) -> None:
         """Rank 0 reads the controls; this rank follows them in `step()`."""
@@ -354,7 +382,11 @@ class Follower(Recorder):
     def close(self, status: str = "finished") -> None:
         if not self._closed:
             self._closed = True
-            self.probe.close()
+            try:
+                self.probe.close()
+            finally:
+                if self.light is not None:
+                    self.light.close()
 
     def __enter__(self) -> Follower:
         return self
