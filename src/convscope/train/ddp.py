@@ -21,10 +21,10 @@ losses and `examples` counts the global batch; other metrics, timings and exampl
 
 Rank 0 alone opens and writes the run; snapshots come from its batch and it alone answers projection
 and unit requests (running the unwrapped module, which never syncs). The other ranks open no store
-and write nothing: they keep z, a and dL/da of each block and join one all_reduce per step (two on
-statistics steps). Controls are read by rank 0 and the pause flag rides in that all_reduce, so a pause
-from the page pauses every rank and resume resumes them all. A failed collective (a rank died) or
-torchrun's SIGTERM closes the run as "crashed". Every rank must run its forward and backward before
+and write nothing: after one probed pass they compute their share in module hooks (ddp_hooks.py) and
+join one small all_gather per step. Controls are read by rank 0 and the pause flag rides in that
+all_gather, so a pause from the page pauses every rank and resume resumes them all. A failed
+collective (a rank died) or torchrun's SIGTERM closes the run as "crashed". Every rank must run its forward and backward before
 each `step()` (DDP does) and watch the same layers. Buffers live on the GPU under nccl, on the CPU
 otherwise (gloo is what the tests run).
 """
@@ -81,7 +81,7 @@ def _device() -> torch.device:
 # ---- statistics from per-rank partials -------------------------------------------------------
 class Partials:
     """One rank's share of every block's statistics as a SUM part and a MAX part (minima are kept
-    negated, so one MAX all_reduce serves both). The same model gives the same layout on every rank."""
+    negated, so one MAX serves both). The same model gives the same layout on every rank."""
 
     def __init__(self) -> None:
         self.sums: list[Tensor] = []
@@ -180,26 +180,30 @@ class Exchange:
 
 
 def exchange(paused: bool, loss: float | None, batch: int, parts: Partials | None, *, finish: bool) -> Exchange:
-    """The step's collectives: one SUM all_reduce (head + sums) and, on statistics steps, one MAX.
+    """The step's one collective: an all_gather of [head, SUM part, MAX part] (a few hundred
+    numbers), summed and maxed here; one gloo call costs this rank more CPU than the arithmetic.
     `finish`: turn the reduced buffers into statistics (rank 0; the others only contribute)."""
     dev = _device()
     head = torch.tensor([float(paused), (loss or 0.0) * batch, batch if loss is not None else 0, batch], dtype=torch.float64)
-    sums = (torch.cat([head, parts.buffer(True)]) if parts is not None else head).to(dev)
-    works = [dist.all_reduce(sums, async_op=True)]
-    maxes = None
-    if parts is not None and parts.maxes:
-        maxes = parts.buffer(False).to(dev)
-        works.append(dist.all_reduce(maxes, op=dist.ReduceOp.MAX, async_op=True))
-    for w in works:
-        assert w is not None
-        w.wait()
-    sums = sums.cpu()
-    h = sums[:HEAD].tolist()
+    n_sum = 0
+    pieces = [head]
+    if parts is not None:
+        pieces += [parts.buffer(True), parts.buffer(False)]
+        n_sum = pieces[1].numel()
+    mine = torch.cat(pieces).to(dev)
+    every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, mine)
+    if not finish:  # a follower needs only rank 0's pause flag
+        return Exchange(bool(every[0][0].item() > 0), None, 0, {})
+    table = torch.stack(every).cpu()
+    h = table[:, :HEAD].sum(0).tolist()
     total = int(h[3])
     stats = {}
-    if parts is not None and finish:
-        stats = parts.finish(sums[HEAD:], maxes.cpu() if maxes is not None else sums[:0], max(total, 1))
-    return Exchange(h[0] > 0, h[1] / h[2] if h[2] > 0 else None, total, stats)
+    if parts is not None:
+        sums = table[:, HEAD : HEAD + n_sum].sum(0)
+        maxes = table[:, HEAD + n_sum :].amax(0)
+        stats = parts.finish(sums, maxes, max(total, 1))
+    return Exchange(bool(table[0, 0].item() > 0), h[1] / h[2] if h[2] > 0 else None, total, stats)
 
 
 def _flag(paused: bool) -> bool:
@@ -270,7 +274,7 @@ class DDPRecorder(Recorder):
         return step
 
     def handle_controls(self) -> None:
-        """Controls are polled by `step()` before its all_reduce (so every rank pauses together)."""
+        """Controls are polled by `step()` before its all_gather (so every rank pauses together)."""
 
     def _poll(self) -> None:
         for ctrl in self.writer.poll_controls():
