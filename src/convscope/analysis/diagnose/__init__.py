@@ -36,13 +36,13 @@ from .result import (
     FindingGroup,
     LayerSummary,
 )
-from .run import GRAD_BATCHES, MAP_BATCHES, LossFn, diagnose
+from .run import GRAD_BATCHES, MAP_BATCHES, LossFn, Part, diagnose
 from .tally import Diagnoser
 from .tap import _Tap as _Tap
 from .untrained import default_init
 
 __all__ = [
     "GRAD_BATCHES", "KINDS", "MAP_BATCHES", "SEVERITIES", "THRESHOLD_TEXT", "Diagnoser", "Diagnosis",
-    "Finding", "FindingGroup", "LabelFit", "LayerSummary", "LossFn", "default_init", "diagnose", "findings",
+    "Finding", "FindingGroup", "LabelFit", "LayerSummary", "LossFn", "Part", "default_init", "diagnose", "findings",
     "group_findings",
 ]  # fmt: skip

@@ -13,6 +13,7 @@ over the data.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,6 +33,19 @@ GRAD_BATCHES = 4  # gradient health is sampled on this many batches (backward co
 MAP_BATCHES = 4  # mean maps and zero shares come from this many batches (each costs 2 passes over a)
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+Combine = Callable[[dict[str, tuple[str, Tensor]]], dict[str, Tensor]]
+
+
+@dataclass(frozen=True)
+class Part:
+    """This process's share of a stream split among processes (convscope.distributed): where it
+    sits in the whole stream, and `combine`, which gives every process the numbers of all parts
+    from each one's {key: (op, tensor)} (op "sum", "max", "min" or "owner:KEY", Diagnoser._state)."""
+
+    first_batch: int  # index of this part's first batch in the whole stream
+    first_input: int  # dataset index of its first input
+    total: int | None  # inputs in the whole stream (the sampling plans spread over it)
+    combine: Combine
 
 # ------------------------------------------------------------------------------ the stream
 def diagnose(
@@ -52,6 +66,7 @@ def diagnose(
     progress: Progress | None = None,
     classes: Sequence[str] | None = None,
     untrained: str | None = None,
+    part: Part | None = None,
 ) -> Diagnosis:
     """Stream `data` through `model` and diagnose its filters.
 
@@ -70,7 +85,8 @@ def diagnose(
     transform: applied to each batch x (e.g. input normalisation). progress(done, total): called
     after each batch. classes: the class names of the model's outputs when known (e.g. from
     its checkpoint). untrained: why the weights are untrained when the caller knows (e.g. none
-    were loaded); otherwise a default initialisation is detected (untrained.py).
+    were loaded); otherwise a default initialisation is detected (untrained.py). part: this
+    process streams one part of a larger stream (`convscope.distributed.diagnose` sets it).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"diagnose needs an nn.Module, got {type(model).__name__}")
@@ -87,9 +103,11 @@ def diagnose(
     batches, total, name, per_batch = open_batches(data, batch_size)
     if limit is not None:
         total = limit if total is None else min(total, limit)
-    plan = _plan(total, per_batch, grad_batches)
-    map_plan = _plan(total, per_batch, MAP_BATCHES)
+    whole = total if part is None else part.total
+    plan = _plan(whole, per_batch, grad_batches)
+    map_plan = _plan(whole, per_batch, MAP_BATCHES)
     diag = Diagnoser(mostly_dead=mostly_dead, noisy=noisy, lr=lr, data=data_name or name)
+    diag.offset = 0 if part is None else part.first_input
     params = [w for m in model.modules() if (w := leader_weight(m)) is not None and w.requires_grad]
     modes = {m: m.training for m in model.modules()}
     fit = None if loss_fn is not None else LabelFit(model_classes=classes, data_classes=_classes_of(data))
@@ -98,7 +116,8 @@ def diagnose(
     try:
         model.eval()
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        stream = enumerate(_limited(batches, limit))
+        first_batch = 0 if part is None else part.first_batch
+        stream = enumerate(_limited(batches, limit), start=first_batch)
         tap: _Tap | None = None
 
         def step_batch(step: int, x: Tensor, y: Tensor | None, probe: Probe | None) -> None:
@@ -129,7 +148,7 @@ def diagnose(
         with Probe(model, layers, keep=("a", "weight", "grad_weight")) as probe:
             for step, (x, y) in stream:
                 step_batch(step, x, y, probe)
-                if step == 0:
+                if step == first_batch:
                     tap = _Tap.of(model, probe.trace, diag)
                     if tap is not None:
                         run.blocks_of = tap.blocks_of_weight
@@ -141,6 +160,8 @@ def diagnose(
     finally:
         for m, mode in modes.items():
             m.training = mode
+    if part is not None:
+        labelled = _combine(part, diag, run, fit, labelled)
     if diag.inputs == 0:
         raise ValueError("the data has no inputs: nothing to diagnose")
     doubt = fit.final() if fit is not None and run.graded else None
@@ -178,6 +199,33 @@ def diagnose(
             f"({MAP_BATCHES} batches spread over the data); dead counts, maxima and top inputs from all."
         )
     return result
+
+
+def _combine(part: Part, diag: Diagnoser, run: _Run, fit: LabelFit | None, labelled: bool) -> bool:
+    """Every part's counts on every process (the parts ran the same model over disjoint
+    batches); returns whether any part had labels."""
+    big = 2**62
+    first = part.combine({
+        "skip": ("max", torch.tensor([int(run.skip is not None)])),
+        "labelled": ("max", torch.tensor([int(labelled)])),
+        "lo": ("min", torch.tensor([big if fit is None or fit.lo is None else fit.lo])),
+        "hi": ("max", torch.tensor([-big if fit is None or fit.hi is None else fit.hi])),
+        "outputs": ("max", torch.tensor([-1 if fit is None or fit.outputs is None else fit.outputs])),
+    })  # fmt: skip
+    if fit is not None:
+        lo, hi, outputs = (int(first[k].item()) for k in ("lo", "hi", "outputs"))
+        fit.lo, fit.hi = (None, None) if lo == big else (lo, hi)
+        fit.outputs = None if outputs < 0 else outputs
+    if int(first["skip"].item()) and run.skip is None:  # another part found labels that do not fit
+        run.skip_gradients((fit.final() if fit is not None else None) or "the labels of another part do not fit the model's outputs")
+    state = diag._state()
+    state["loss_sum"] = ("sum", torch.tensor([run.loss_sum], dtype=torch.float64))
+    state["graded"] = ("sum", torch.tensor([run.graded, run.graded_inputs]))
+    combined = part.combine(state)
+    run.loss_sum = float(combined.pop("loss_sum").item())
+    run.graded, run.graded_inputs = (int(v) for v in combined.pop("graded").tolist())
+    diag._load(combined)
+    return bool(first["labelled"].item())
 
 
 class _Run:

@@ -67,6 +67,36 @@ class _Tally:
         self.grad_batches = 0
         self.grad_nonfinite = 0
 
+    def state(self) -> dict[str, tuple[str, Tensor]]:
+        """The running numbers with their combine op (see Diagnoser._state)."""
+        f64 = torch.float64
+        out: dict[str, tuple[str, Tensor]] = {
+            "inputs": ("sum", torch.tensor([self.inputs])),
+            "detail_inputs": ("sum", torch.tensor([self.detail_inputs])),
+            "sat_values": ("sum", torch.tensor([self.sat_values])),
+            "grad_sum": ("sum", torch.tensor([self.grad_sum], dtype=f64)),
+            "grad_batches": ("sum", torch.tensor([self.grad_batches])),
+            "grad_nonfinite": ("sum", torch.tensor([self.grad_nonfinite])),
+        }
+        for key in ("zero_inputs", "nonfinite_inputs", "zero_values", "saturated", "map_sum"):
+            v = getattr(self, key)
+            if v is not None:
+                out[key] = ("sum", v)
+        if self.top_val is not None:
+            assert self.top_map is not None and self.top_input is not None
+            out["top_val"] = ("max", self.top_val)
+            out["top_map"] = ("owner:top_val", self.top_map)
+            out["top_input"] = ("owner:top_val", self.top_input)
+        return out
+
+    def load(self, combined: dict[str, Tensor]) -> None:
+        for key in ("inputs", "detail_inputs", "sat_values", "grad_batches", "grad_nonfinite"):
+            setattr(self, key, int(combined[key].item()))
+        self.grad_sum = float(combined["grad_sum"].item())
+        for key in ("zero_inputs", "nonfinite_inputs", "zero_values", "saturated", "map_sum", "top_val", "top_map", "top_input"):
+            if key in combined:
+                setattr(self, key, combined[key])
+
     def add_weight(self, w: Tensor) -> None:
         key = (w.data_ptr(), w._version)
         if key != self._weight_key:  # new, or written in place since: copy again
@@ -172,6 +202,7 @@ class Diagnoser:
         self.lr = lr
         self.data = data
         self.inputs = 0
+        self.offset = 0  # dataset index of the first input counted (a part of a larger stream)
         self.notes: list[str] = []
         self.gradients = "not measured"
         self._tallies: dict[str, _Tally] = {}
@@ -198,15 +229,30 @@ class Diagnoser:
                 t.add_grad(block.grad_weight)
             a = block.a
             if a is not None and a.dim() >= 2 and block.activation is not None:
-                t.add_maps(a, self.inputs, detail=detail)
+                t.add_maps(a, self.offset + self.inputs, detail=detail)
         self.inputs += inputs
 
     def _add_maps(self, name: str, a: Tensor, *, detail: bool) -> None:
         """Count one block's maps of the current pass (the tap's path; observe() does it from a trace)."""
-        self._tallies[name].add_maps(a, self.inputs, detail=detail)
+        self._tallies[name].add_maps(a, self.offset + self.inputs, detail=detail)
 
     def _add_grad(self, name: str, g: Tensor) -> None:
         self._tallies[name].add_grad(g)
+
+    def _state(self) -> dict[str, tuple[str, Tensor]]:
+        """Every count of this Diagnoser with how parts of one stream combine it ("sum", "max",
+        "min", or "owner:KEY": the value of the part holding KEY's maximum, the first such part
+        on a tie), for `combine` (convscope.distributed); `_load` takes the combined values."""
+        out: dict[str, tuple[str, Tensor]] = {"inputs": ("sum", torch.tensor([self.inputs]))}
+        for name, t in self._tallies.items():
+            for key, (op, v) in t.state().items():
+                out[f"{name}\x00{key}"] = (op, v)
+        return out
+
+    def _load(self, combined: dict[str, Tensor]) -> None:
+        self.inputs = int(combined["inputs"].item())
+        for name, t in self._tallies.items():
+            t.load({key.split("\x00", 1)[1]: v for key, v in combined.items() if key.startswith(f"{name}\x00")})
 
     def _drop_gradients(self) -> None:
         """Forget every gradient number so far (the labels turned out not to fit the model)."""
