@@ -438,7 +438,15 @@ def watch(
     """Start recording `model` into `run_dir` (statistics every `every` steps, tensor snapshots
     every `snapshot_every` seconds). Call `.step(loss=...)` after each optimizer step. `probe`:
     held-out images in [0, 1] (N, C, H, W) for the dashboard's unit explorer, fed to the model
-    through `probe_transform` (e.g. your normalisation)."""
+    through `probe_transform` (e.g. your normalisation). Under torchrun (a process group of more
+    than one rank) call it on every rank: rank 0 records the global batch's statistics (train/ddp.py)."""
+    from convscope.train.ddp import watch_ddp, world  # ddp.py builds on this module
+
+    if (where := world()) is not None:
+        return watch_ddp(
+            model, run_dir, where[0], every=every, snapshot_every=snapshot_every, layers=layers,
+            config=config, meta=meta, resume=resume, probe=probe, probe_transform=probe_transform,
+        )  # fmt: skip
     return Recorder(
         model, run_dir, every=every, snapshot_every=snapshot_every, layers=layers,
         config=config, meta=meta, resume=resume, probe=probe, probe_transform=probe_transform,
