@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) bench/embed.py
 	$(PY) bench/occlusion.py
 	$(PY) bench/distributed.py
+	$(PY) bench/page.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
