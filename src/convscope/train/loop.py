@@ -202,6 +202,8 @@ class Trainer:
         )  # fmt: skip
         self.writer = self.recorder.writer
         self.recorder.lr = self.lr
+        self.recorder.probe_labels = self.data.yval  # the snapshots' fixed image is xval[0]
+        self._describe_input()
         self._acc_window: deque[float] = deque(maxlen=100)
         self._perm = torch.randperm(len(self.data.xtr))
         self._cursor = 0
@@ -239,6 +241,11 @@ class Trainer:
             if status != "crashed" and self.nonfinite_step is None:
                 self._save_last()
             self.recorder.close(status)
+
+    def _describe_input(self) -> None:
+        """The input normalisation in the run's meta: the page draws x as the colour image."""
+        self.writer.set_meta("input_mean", [round(float(v), 5) for v in self.data.mean])
+        self.writer.set_meta("input_std", [round(float(v), 5) for v in self.data.std])
 
     def checkpoint_metadata(self) -> dict[str, str]:
         """What a checkpoint needs to describe itself (DESIGN §3): the model (a zoo name or layer
@@ -389,10 +396,13 @@ class Trainer:
                 for group in self.opt.param_groups:
                     group[key] = v
             return {"ok": True, key: v}
-        if key == "save_checkpoint":
-            name = str(value or f"step-{self.recorder.step_index}")
+        if key == "save_checkpoint":  # a taken name is versioned (NAME-2, NAME-3, ...): nothing is overwritten
+            asked = str(value or f"step-{self.recorder.step_index}")
+            name = next(n for n in (asked, *(f"{asked}-{i}" for i in range(2, 10_000)))
+                        if not self.writer.checkpoint_path(n).exists())  # fmt: skip
             path = self.writer.save_checkpoint(self.model.state_dict(), name, self.checkpoint_metadata())
-            return {"ok": True, "name": name, "path": str(path)}
+            return {"ok": True, "name": name, "path": str(path), "step": _checkpoint_step(path),
+                    **({"asked": asked} if name != asked else {})}  # fmt: skip
         if key == "load_checkpoint":
             return self._load_checkpoint(str(value))
         if key == "model":
@@ -420,7 +430,7 @@ class Trainer:
             raise ValueError(f"checkpoint {name!r} does not fit this model ({'; '.join(parts)})")
         self.model.load_state_dict(state)
         self.nonfinite_step = None
-        return {"ok": True, "name": name}
+        return {"ok": True, "name": name, "step": _checkpoint_step(self.writer.checkpoint_path(name))}
 
     def _restart(self, spec: str) -> dict[str, Any]:
         model, shape = self._build(spec)
@@ -434,6 +444,8 @@ class Trainer:
         self.nonfinite_step = None
         self.recorder.swap_model(model)
         self.recorder.probe_images, self.recorder.probe_transform = self.data.xval, self.data.norm
+        self.recorder.probe_labels = self.data.yval
+        self._describe_input()
         self.writer.set_meta("model", spec if "\n" not in spec else "layer spec")
         self.writer.set_meta("spec", spec_of(model))
         self.writer.set_meta("input_shape", list(shape))
@@ -476,3 +488,13 @@ class Trainer:
         self.writer.commit(step)
         return {"ok": True, **result}
 
+
+def _checkpoint_step(path: Path) -> int | None:
+    """The training step a checkpoint's weights are from (its metadata `step`), None if unsaid."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return int((f.metadata() or {}).get("step", ""))
+    except (ValueError, OSError, SafetensorError):
+        return None
