@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) bench/occlusion.py
 	$(PY) bench/store.py
 	$(PY) bench/distributed.py
+	$(PY) bench/page.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

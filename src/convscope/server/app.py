@@ -86,6 +86,7 @@ def create_app(runs_root: Path, config: ServeConfig) -> FastAPI:
         state.stopping.set()  # live streams end; their watchers stop
         await broadcaster.close()
         state.workers.stop_all()
+        state.readers.close()
 
     app = FastAPI(
         title="convscope dashboard",

@@ -12,7 +12,10 @@ what changed out to every client, so 20 open pages cost the trainer's disk no mo
   problem   {"error"}             the store could not be read this time (the watcher keeps trying)
   ": ping"  a comment line every `heartbeat_s` seconds of silence (keeps proxies from closing)
 
-A client that falls behind (its queue full) is dropped; EventSource reconnects by itself.
+Each event is serialised once and the same bytes go to every client. The watcher asks the
+store's `PRAGMA data_version` first (readers.py) and re-reads nothing when no commit happened
+since its last poll (only liveness, which changes with time). A client that falls behind (its
+queue full) is dropped; EventSource reconnects by itself.
 On shutdown (`AppState.stopping`) every stream ends, so the server can close cleanly.
 """
 
@@ -26,6 +29,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
+
+from convscope.runs import RunReader
 
 from .jsonsafe import dumps
 from .routes.data import layer_names, public_control
@@ -43,48 +48,63 @@ class RunWatcher:
     def __init__(self, state: AppState, run: str) -> None:
         self.state = state
         self.run = run
-        self.queues: set[asyncio.Queue[Event | None]] = set()
+        self.queues: set[asyncio.Queue[str | None]] = set()  # serialised events
         self.task: asyncio.Task[None] | None = None
         self.current: dict[str, Any] | None = None  # last "step" payload
         self._last: int | None = None
         self._ctrl_floor = 0  # controls with id > floor may still change
         self._ctrl_seen: dict[int, Any] = {}  # id -> (applied_step, result) sent
         self._json_steps: dict[str, int | None] = {}
+        self._version: int | None = None  # the store's data_version at the last full poll
+        self.full_polls = 0  # polls that re-read the store (tests)
 
     def poll(self) -> list[Event]:
+        with self.state.open_run(self.run) as run:
+            version = run.version()
+            if version == self._version and self.current is not None:  # no commit since
+                stale = run.reader.is_stale(self.state.config.stale_after_s)
+                if stale == self.current.get("stale"):
+                    return []
+                self.current = {**self.current, "stale": stale}
+                return [("step", self.current)]
+            events = self._poll(run.reader)
+            self._version = version  # read before the data: a commit in between shows next time
+            self.full_polls += 1
+            return events
+
+    def _poll(self, r: RunReader) -> list[Event]:
         events: list[Event] = []
-        with self.state.reader(self.run) as r:
-            meta = r.meta()
-            last = r.last_step()
-            status = str(meta.get("status", "running"))
-            ctrls = r.controls(since_id=self._ctrl_floor)
-            changed = [
-                c for c in ctrls if self._ctrl_seen.get(c["id"]) != (c["applied_step"], c["result"])
-            ]
-            for c in changed:
-                self._ctrl_seen[c["id"]] = (c["applied_step"], c["result"])
-            open_ids = [c["id"] for c in ctrls if c["applied_step"] is None and c["result"] is None]
-            if ctrls:
-                self._ctrl_floor = (min(open_ids) - 1) if open_ids else max(c["id"] for c in ctrls)
-            first_poll = self.current is None
-            if last != self._last and not first_poll:
-                since = self._last if self._last is not None else -1
-                scalars = r.scalars(since=since)
-                if any(scalars.values()):
-                    events.append(
-                        ("scalars", {"since": since, "last_step": last, "scalars": scalars})
-                    )
-                stats = r.layer_stats(since=since)
-                if stats:
-                    events.append(("stats", {"since": since, "last_step": last, "stats": stats}))
-            if last != self._last or first_poll:
-                self._json_steps = {
-                    k: (None if (f := r.json(k)) is None else f[0]) for k in JSON_KEYS
-                }
-            snapshot_step = self._snapshot_step(r) if (last != self._last or first_poll) else (
-                self.current or {}).get("snapshot_step")  # fmt: skip
-            self._last = last
-            stale = r.is_stale(self.state.config.stale_after_s)
+        meta = r.meta()
+        last = r.last_step()
+        status = str(meta.get("status", "running"))
+        ctrls = r.controls(since_id=self._ctrl_floor)
+        changed = [
+            c for c in ctrls if self._ctrl_seen.get(c["id"]) != (c["applied_step"], c["result"])
+        ]
+        for c in changed:
+            self._ctrl_seen[c["id"]] = (c["applied_step"], c["result"])
+        open_ids = [c["id"] for c in ctrls if c["applied_step"] is None and c["result"] is None]
+        if ctrls:
+            self._ctrl_floor = (min(open_ids) - 1) if open_ids else max(c["id"] for c in ctrls)
+        first_poll = self.current is None
+        if last != self._last and not first_poll:
+            since = self._last if self._last is not None else -1
+            scalars = r.scalars(since=since)
+            if any(scalars.values()):
+                events.append(
+                    ("scalars", {"since": since, "last_step": last, "scalars": scalars})
+                )
+            stats = r.layer_stats(since=since)
+            if stats:
+                events.append(("stats", {"since": since, "last_step": last, "stats": stats}))
+        if last != self._last or first_poll:
+            self._json_steps = {
+                k: (None if (f := r.json(k)) is None else f[0]) for k in JSON_KEYS
+            }
+        snapshot_step = self._snapshot_step(r) if (last != self._last or first_poll) else (
+            self.current or {}).get("snapshot_step")  # fmt: skip
+        self._last = last
+        stale = r.is_stale(self.state.config.stale_after_s)
         payload = {"last_step": last, "status": status, "stale": stale,
                    "snapshot_step": snapshot_step, "json": dict(self._json_steps)}  # fmt: skip
         if changed and not first_poll:  # before "step": an answer shows before the status it caused
@@ -111,8 +131,9 @@ class RunWatcher:
                 events = await run_in_threadpool(self.poll)
             except Exception as err:  # the run vanished or the store is busy: tell, keep trying
                 events = [("problem", {"error": " ".join(str(err).split())[:300]})]
+            frames = [_sse(*ev) for ev in events]  # once, whatever the number of clients
             for q in list(self.queues):
-                for ev in events:
+                for ev in frames:
                     if q.full():  # too slow: drop it (its EventSource reconnects)
                         self.queues.discard(q)
                         while not q.empty():
@@ -146,7 +167,7 @@ class Broadcaster:
         return router
 
     async def stream(self, run: str) -> AsyncIterator[str]:
-        queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
+        queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
         async with self._lock:  # one watcher per run, also when pages connect at once
             watcher = self.watchers.get(run)
             if watcher is None or watcher.task is None or watcher.task.done():
@@ -175,7 +196,7 @@ class Broadcaster:
                 if ev is None:  # dropped for falling behind
                     return
                 quiet_since = time.monotonic()
-                yield _sse(*ev)
+                yield ev
         finally:
             watcher.queues.discard(queue)
 

@@ -1,7 +1,8 @@
 """Everything one dashboard app holds between requests: no module-global state (one AppState per
 `create_app`, reachable as `request.app.state.dash`).
 
-  AppState.reader(name)     open a run of the runs root (404 for anything else)
+  AppState.reader(name)     the shared reader of a run of the runs root (404 for anything else)
+  AppState.open_run(name)   the same run as an OpenRun: its reader, data_version, memo (readers.py)
   AppState.pictures         LRU cache of rendered PNGs
   AppState.decodes          bounds the memory of concurrent upload decodes (DecodeBudget)
   AppState.stopping         set on shutdown: live streams end so the server can close cleanly
@@ -23,6 +24,7 @@ from convscope.config import ServeConfig
 from convscope.runs import RunNotFoundError, RunReader
 
 from .errors import ApiError
+from .readers import OpenRun, Readers
 from .workers import Workers
 
 T = TypeVar("T")
@@ -168,6 +170,7 @@ class AppState:
         self.decodes = DecodeBudget(
             max_bytes=DECODE_BUDGET_BYTES, max_decodes=2, max_queued=16, wait_s=60.0
         )
+        self.readers = Readers()  # one RunReader per run, reused by every request
         self.stopping = threading.Event()
         self.workers = Workers()  # answer requests for runs whose trainer has ended
 
@@ -182,14 +185,21 @@ class AppState:
         return path
 
     @contextmanager
-    def reader(self, name: str) -> Iterator[RunReader]:
-        """A reader of run `name`, closed after use (one per request: cheap, nothing shared)."""
+    def open_run(self, name: str) -> Iterator[OpenRun]:
+        """Run `name` as this app's shared OpenRun (opened on first use, then reused)."""
         path = self.run_dir(name)
         try:
-            r = RunReader(path)
-        except RunNotFoundError:
+            run = self.readers.acquire(name, path)
+        except (RunNotFoundError, FileNotFoundError):
             raise ApiError(404, f"{name!r} is not a convscope run (no run.sqlite)") from None
         try:
-            yield r
+            yield run
         finally:
-            r.close()
+            self.readers.release(run)
+
+    @contextmanager
+    def reader(self, name: str) -> Iterator[RunReader]:
+        """The reader of run `name`, shared by every request (RunReader is thread-safe; each
+        query sees the latest commit)."""
+        with self.open_run(name) as run:
+            yield run.reader

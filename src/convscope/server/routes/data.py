@@ -145,18 +145,24 @@ def stats(
 )
 def snapshots(run: str, state: State) -> dict[str, Any]:
     """Every recorded snapshot series of the run's blocks: the union of their steps (the
-    timeline) and, per (layer, kind), [first step, last step, count]."""
-    with state.reader(run) as r:
-        blocks = set(layer_names(r))
-        series: dict[str, dict[str, list[int]]] = {}
-        steps: set[int] = set()
-        for layer, kind in r.snapshot_series():
-            if layer in blocks and kind in BLOCK_KINDS:
-                found = r.snapshot_steps(layer, kind)
-                if found:
-                    series.setdefault(layer, {})[kind] = [found[0], found[-1], len(found)]
-                    steps.update(found)
-        return {"steps": sorted(steps), "series": series}
+    timeline) and, per (layer, kind), [first step, last step, count]. Computed once per commit
+    of the trainer, however many pages ask (every open page asks after each new snapshot)."""
+    with state.open_run(run) as opened:
+        return opened.memo(("snapshots",), snapshot_index)
+
+
+def snapshot_index(r: RunReader) -> dict[str, Any]:
+    """The answer of GET /snapshots."""
+    blocks = set(layer_names(r))
+    series: dict[str, dict[str, list[int]]] = {}
+    steps: set[int] = set()
+    for layer, kind in r.snapshot_series():
+        if layer in blocks and kind in BLOCK_KINDS:
+            found = r.snapshot_steps(layer, kind)
+            if found:
+                series.setdefault(layer, {})[kind] = [found[0], found[-1], len(found)]
+                steps.update(found)
+    return {"steps": sorted(steps), "series": series}
 
 
 @router.get(
