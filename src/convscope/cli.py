@@ -303,7 +303,9 @@ def embed(
     layer: Annotated[
         str | None, typer.Option(help="the layer whose codes are mapped (default: the one before the classifier)")
     ] = None,
-    n: Annotated[int | None, typer.Option("--n", help="images mapped (default: 5000, or all of a smaller dataset)")] = None,
+    n: Annotated[int | None, typer.Option(
+        "--n", "--images", help="images mapped (default: 5000, or all of a smaller dataset); under torchrun write --images"
+    )] = None,
     seed: Annotated[int, typer.Option(help="seed of the image sample, PCA and t-SNE (same seed, same map)")] = 0,
     perplexity: Annotated[float, typer.Option(help="t-SNE perplexity (needs at least 3 × perplexity + 1 images)")] = 30.0,
     side: Annotated[int | None, typer.Option(help="the grid's side (default: 40, or the largest square fewer images fill)")] = None,
@@ -327,6 +329,8 @@ def embed(
 
         result = run_embed(model, weights=weights, data=data, layer=layer, n=n, seed=seed, perplexity=perplexity,
                            side=side, batch_size=batch_size, input_size=input_size, progress=progress)  # fmt: skip
+    if result is None:  # another torchrun rank: rank 0 writes
+        return
     with console.status("writing the report…"):
         path = write_embedding_report(result, out)
     r = result.result

@@ -32,6 +32,7 @@ from convscope.analysis.embedding import (
     neighbour_agreement,
 )
 from convscope.data import open_dataset
+from convscope.distributed import embedding
 from convscope.inspect import DEFAULT_MODEL, open_model
 from convscope.render.embedding_report import embedding_html
 
@@ -72,9 +73,10 @@ def embed(
     batch_size: int = 64,
     input_size: str | None = None,
     progress: Callable[[int, int | None], None] | None = None,
-) -> Embed:
+) -> Embed | None:
     """Codes, t-SNE, grid and thumbnails (see the module docstring). n: images (default: 5,000,
-    or all of a smaller dataset); side: the grid's side (default: 40, or the largest square fewer images fill)."""
+    or all of a smaller dataset); side: the grid's side (default: 40, or the largest square fewer images fill).
+    Under torchrun each rank computes the codes of its share; rank 0 gets the result, the others None."""
     loaded = open_model(model, weights=weights, input_size=input_size)
     net = loaded.model
     c, h, w = loaded.input_shape
@@ -86,9 +88,12 @@ def embed(
     norm = loaded.normalize
     if layer is None:
         layer = before_classifier(net, norm(_image(dataset, 0)[None]))
-    result = Embedding(net, layer=layer).run(
-        dataset, n=n, seed=seed, batch_size=batch_size, transform=norm, progress=progress, perplexity=perplexity
-    )
+    result = embedding(
+        Embedding(net, layer=layer), dataset, n=n, seed=seed, batch_size=batch_size, transform=norm,
+        progress=progress, perplexity=perplexity,
+    )  # fmt: skip
+    if result is None:  # another torchrun rank: rank 0 maps and writes
+        return None
     if side is None:
         side = max(1, min(DEFAULT_SIDE, int(np.sqrt(result.n))))
     seconds = dict(result.seconds)

@@ -37,3 +37,15 @@ def test_local_folders_pass(tmp_path: Path) -> None:
     check_local("/mnt/home/local/runs", MOUNTS)
     check_local("/work/runs", MOUNTS)
     check_local(tmp_path / "not-made-yet" / "run")  # this machine's real /proc/mounts
+
+
+def test_the_run_writer_refuses_a_network_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import convscope.runs.mounts as mounts
+    from convscope.runs import RunWriter
+
+    fake = f"/dev/sda1 / ext4 rw 0 0\nserver:/export {tmp_path} nfs4 rw 0 0\n"
+    real = mounts.mount_of
+    monkeypatch.setattr(mounts, "mount_of", lambda path, text=None: real(path, fake))
+    with pytest.raises(ValueError, match="network file system \\(nfs4"):
+        RunWriter(tmp_path / "run", config={}, meta={})
+    assert not (tmp_path / "run").exists()  # nothing made

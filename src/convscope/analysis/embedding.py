@@ -148,6 +148,17 @@ class Embedding:
         """Codes of n images of `data` (a Dataset of x or (x, y), an (X, y) pair of tensors, X
         alone, or a sequential DataLoader: its first n images), PCA, t-SNE. transform: applied
         to each batch x (e.g. normalisation). progress(done, total) after each batch."""
+        data, indices = self.sample(data, n, seed, perplexity=perplexity)
+        t0 = time.perf_counter()
+        codes, labels = self._codes(data, n, batch_size, transform, progress)
+        if len(codes) < n:
+            raise ValueError(f"the data gave {len(codes)} images, fewer than n={n}")
+        return self.fit(codes, labels, indices, class_names(data), seed=seed, perplexity=perplexity,
+                        seconds={"codes": time.perf_counter() - t0})  # fmt: skip
+
+    def sample(self, data: Any, n: int, seed: int, *, perplexity: float = 30.0) -> tuple[Any, npt.NDArray[np.int64]]:
+        """(the n images `run` maps, as data of the same kind, and their (n,) dataset indices): a
+        seeded random sample, sorted by index (all of the data when n is its size)."""
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         if isinstance(perplexity, bool) or not isinstance(perplexity, int | float) or not 1 <= perplexity <= 1000:
@@ -162,12 +173,14 @@ class Embedding:
                 f"{n} images are too few for perplexity {perplexity:g}: t-SNE needs at least {need}"
                 " (3 × perplexity + 1); give more images or a lower perplexity"
             )
-        data, indices = _sample(data, n, size, seed)
-        t0 = time.perf_counter()
-        codes, labels = self._codes(data, n, batch_size, transform, progress)
-        if len(codes) < n:
-            raise ValueError(f"the data gave {len(codes)} images, fewer than n={n}")
-        indices = indices if indices is not None else np.arange(n, dtype=np.int64)
+        sampled, indices = _sample(data, n, size, seed)
+        return sampled, indices if indices is not None else np.arange(n, dtype=np.int64)
+
+    def fit(
+        self, codes: Tensor, labels: npt.NDArray[np.int64], indices: npt.NDArray[np.int64], classes: list[str],
+        *, seed: int, perplexity: float, seconds: dict[str, float] | None = None,
+    ) -> EmbeddingResult:  # fmt: skip
+        """The map of (n, D) codes: PCA to 50 dimensions, then t-SNE to 2 (seeded)."""
         t1 = time.perf_counter()
         mean, comps, low = _pca(codes, seed)  # (D,), (k, D), (n, k)
         t2 = time.perf_counter()
@@ -175,18 +188,19 @@ class Embedding:
         t3 = time.perf_counter()
         return EmbeddingResult(
             layer=self.layer, xy=xy, labels=labels, indices=indices, codes=codes,
-            codes_bytes=codes.numel() * codes.element_size(), classes=_classes(data), method=method,
+            codes_bytes=codes.numel() * codes.element_size(), classes=classes, method=method,
             perplexity=float(perplexity), seed=seed,
-            seconds={"codes": t1 - t0, "pca": t2 - t1, "tsne": t3 - t2},
+            seconds={**(seconds or {}), "pca": t2 - t1, "tsne": t3 - t2},
             pca_mean=mean, pca_components=comps, tsne=tsne,
         )  # fmt: skip
 
     def codes(
-        self, data: Any, n: int, *, transform: Callable[[Tensor], Tensor] | None = None, batch_size: int | None = 64
-    ) -> tuple[Tensor, npt.NDArray[np.int64]]:
+        self, data: Any, n: int, *, transform: Callable[[Tensor], Tensor] | None = None, batch_size: int | None = 64,
+        progress: Progress | None = None,
+    ) -> tuple[Tensor, npt.NDArray[np.int64]]:  # fmt: skip
         """(n, D) float16 codes of the data's first n images and their (n,) labels (-1: none), without
         the map: e.g. the same images at another checkpoint, for `EmbeddingResult.transform`."""
-        codes, labels = self._codes(data, n, batch_size, transform, None)
+        codes, labels = self._codes(data, n, batch_size, transform, progress)
         if len(codes) < n:
             raise ValueError(f"the data gave {len(codes)} images, fewer than n={n}")
         return codes, labels
@@ -258,7 +272,8 @@ def _sample(data: Any, n: int, size: int | None, seed: int) -> tuple[Any, npt.ND
     return data, None
 
 
-def _classes(data: Any) -> list[str]:
+def class_names(data: Any) -> list[str]:
+    """The class names data states (its own, a Subset's or a DataLoader's dataset's), else []."""
     inner = data.dataset if isinstance(data, Subset | DataLoader) else data
     names = getattr(inner, "classes", None)
     return [str(c) for c in names] if isinstance(names, list | tuple) else []

@@ -9,11 +9,12 @@ writes. Without an initialised process group every function here is the single-p
 """
 
 from convscope.distributed.diagnose import diagnose
+from convscope.distributed.embedding import embedding
 from convscope.distributed.occlusion import DistributedOcclusion
 from convscope.distributed.reduce import all_sum, gather_rows, merge_top_patches, top_patches
 from convscope.distributed.shard import World, batch_bounds, bounds, init_from_env, shard, world
 
 __all__ = [
-    "DistributedOcclusion", "World", "all_sum", "batch_bounds", "bounds", "diagnose", "gather_rows", "init_from_env", "merge_top_patches", "shard",
+    "DistributedOcclusion", "World", "all_sum", "batch_bounds", "bounds", "diagnose", "embedding", "gather_rows", "init_from_env", "merge_top_patches", "shard",
     "top_patches", "world",
 ]  # fmt: skip

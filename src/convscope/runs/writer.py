@@ -42,6 +42,7 @@ import torch
 from convscope.runs import checkpoints, controls
 from convscope.runs.codec import prepare
 from convscope.runs.committer import Batch, Committer
+from convscope.runs.mounts import check_local
 from convscope.runs.pruning import Pruner
 from convscope.runs.retention import Retention
 from convscope.runs.schema import (
@@ -104,6 +105,7 @@ class RunWriter:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(f"run directory {self.path} is a file")
+        check_local(self.path)  # SQLite's WAL needs one host: no network file system
         self._db = self.path / DB_NAME
         if self._db.exists() and not resume:
             raise RunExistsError(
