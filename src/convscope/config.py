@@ -55,6 +55,7 @@ class TrainConfig:
     val_every: int = 100  # steps between validation passes
     snapshot_every: float = 2.0  # seconds between tensor snapshots
     seed: int = 0  # data order and initialisation
+    threads: int = 0  # torch threads; 0 = from the cores free now, one left to the server (train/threads.py)
     max_data_bytes: int = 512 * 2**20  # the in-memory training set is cut to fit this
     evolution_checkpoints: int = 16  # checkpoints evo-NNNNNN after 1, 2, 5, 10, 20, 50, ... steps for
     #                                  `convscope evolution` (16 reach step 100,000); 0 = none
@@ -75,6 +76,7 @@ class TrainConfig:
             "steps": self.steps is None or self.steps >= 1,
             "evolution_checkpoints": self.evolution_checkpoints >= 0,
             "evolution_max_bytes": self.evolution_max_bytes >= 0,
+            "threads": self.threads >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

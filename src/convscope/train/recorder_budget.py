@@ -64,7 +64,7 @@ class Budget:
     """Plans each step's optional work within `share` of the step time (None: no limit)."""
 
     share: float | None = 0.03
-    snapshot_every: float = 2.0  # seconds between snapshots, when they fit
+    snapshot_every: float = 2.0  # seconds between snapshots, when they fit (0: every step, whatever it costs)
     every: int = 1  # statistics only on steps that are a multiple of this
     diagnose_every: int = 4  # steps between live-diagnosis samples (0 = never)
     stats_pool: float = 0.0  # seconds of recorder time the statistics may still spend
@@ -83,6 +83,7 @@ class Budget:
     )
     _diagnosis: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     _estimates: dict[str, float] = field(default_factory=dict)
+    _planned: tuple[bool, bool] = (False, False)  # the step being run: (statistics wanted, snapshot due)
 
     def __post_init__(self) -> None:
         if self.share is not None and not 0 < self.share < 1:
@@ -125,12 +126,16 @@ class Budget:
         self._update_estimates()
         train = max((loop_s or 0.0) - overhead, 0.0)
         cost = own_s + overhead
+        wanted, due = self._planned
+        self._planned = (False, False)
         for t in (self.total, self.window):
             t.steps += 1
             t.train_s += train
             t.cost_s += cost
             t.stats_steps += kind != PLAIN
+            t.stats_skipped += wanted and kind == PLAIN
             t.snapshots += kind == SNAPSHOT
+            t.snapshots_late += due and kind != SNAPSHOT
         if self.share is None:
             return
         base = own_s if kind == PLAIN else min(self._estimates["base"], own_s)
@@ -162,7 +167,7 @@ class Budget:
         """What step `step` (the next one) records, decided at `now` (seconds)."""
         due = self.last_snapshot is None or now - self.last_snapshot >= self.snapshot_every
         wanted = step % self.every == 0
-        if self.share is None:
+        if self.share is None or self.snapshot_every == 0:  # no budget, or a snapshot every step asked
             kind = SNAPSHOT if due else STATS if wanted else PLAIN
         elif self.last_snapshot is None:
             kind = SNAPSHOT  # the first step: the layer table, a first picture, first costs
@@ -172,9 +177,7 @@ class Budget:
             kind = STATS
         else:
             kind = PLAIN
-        for t in (self.total, self.window):
-            t.stats_skipped += wanted and kind == PLAIN
-            t.snapshots_late += due and kind != SNAPSHOT
+        self._planned = (wanted, due)
         return kind
 
     def diagnose(self, step: int) -> bool:

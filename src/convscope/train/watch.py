@@ -105,6 +105,7 @@ class Recorder:
         self._returned: float | None = None  # CPU clock when step() last returned: the loop's time starts
         self._last_poll = self._last_commit = self._last_report = -math.inf
         self._closed = False
+        self._quiet = 0  # depth of unobserved() blocks
         self._inputs: dict[int, Tensor] = {}  # step → example 0 of its snapshot (projection requests)
         # held-out images in [0, 1] (N, C, H, W) for the unit explorer, and what the model is fed
         self.probe_images = None if probe is None else _check_probe(probe)
@@ -167,6 +168,8 @@ class Recorder:
     def _arm(self, plan: str) -> None:
         """Have the probe `plan` needs in place for the next forward (none for a plain step)."""
         self._plan = plan
+        if self._quiet:
+            return  # inside unobserved(): armed when it ends
         wanted = None if plan == PLAIN else self.probe if plan == SNAPSHOT else self._stats_probe
         if wanted is self._armed:
             return
@@ -185,10 +188,12 @@ class Recorder:
     def _unobserved(self) -> Iterator[None]:
         """No probe during the block (controls, a trainer's validation); the plan is kept."""
         self._disarm()
+        self._quiet += 1
         try:
             yield
         finally:
-            if not self._closed:
+            self._quiet -= 1
+            if not self._closed and not self._quiet:
                 self._arm(self._plan)  # the plan of now (a restart in the block may have set it)
 
     def unobserved(self) -> Any:
@@ -198,9 +203,8 @@ class Recorder:
     @contextmanager
     def probing(self) -> Iterator[Probe]:
         """`with recorder.probing() as probe:` every field of a forward in the block is kept."""
-        with self._unobserved():
-            with self.probe as probe:
-                yield probe
+        with self._unobserved(), self.probe as probe:
+            yield probe
 
     def swap_model(self, model: nn.Module) -> None:
         """Record `model` from now on (the built-in trainer's restart); live diagnosis starts afresh."""
