@@ -43,6 +43,7 @@ from convscope.train.threads import choose_threads
 from convscope.train.watch import Recorder, one_line
 
 THREADS_RECHECK_S = 30.0  # seconds of training between looks at the cores free
+VAL_SHARE = 0.03  # validation passes may take at most this share of the training time
 
 
 def train_config_of(config: dict[str, Any]) -> TrainConfig:
@@ -215,6 +216,9 @@ class Trainer:
         self.writer.set_meta("threads", self.threads)
         self.recorder.lr = self.lr
         self._weights = _weights(self.model)
+        self._val_cost: float | None = None  # CPU seconds of the last validation pass
+        self._trained_since_val = 0.0  # CPU seconds of training steps since then
+        self._val_note = ""
         self._acc_window: deque[float] = deque(maxlen=100)
         self._perm = torch.randperm(len(self.data.xtr))
         self._cursor = 0
@@ -299,11 +303,15 @@ class Trainer:
         if self._threads_checked and time.monotonic() - self._threads_checked[0] >= THREADS_RECHECK_S:
             self._set_threads()
             self.writer.set_meta("threads", self.threads)
-        if step % self.config.val_every == 0:
+        started = time.process_time()
+        if step % self.config.val_every == 0 and self._val_affordable():
             with self.recorder.unobserved():  # not a training pass: no probe, no statistics
                 metrics["val_acc"] = self._validate(step)
+            self._val_cost, self._trained_since_val = time.process_time() - started, 0.0
+            started = time.process_time()
         xb, yb = self._batch()
-        self.model.train()
+        if not self.model.training:
+            self.model.train()
         out = self.model(self.data.norm(xb))
         loss = F.cross_entropy(out, yb)
         self.opt.zero_grad(set_to_none=True)
@@ -331,7 +339,22 @@ class Trainer:
         )  # fmt: skip
         step = self.recorder.step(loss=loss_value, **metrics)
         self._keep_evolution(step + 1)
+        self._trained_since_val += time.process_time() - started
         return step
+
+    def _val_affordable(self) -> bool:
+        """A validation pass every `val_every` steps, unless it would cost more than VAL_SHARE of
+        the training time since the last one: then at the next multiple of `val_every` that fits
+        (said in meta "validation")."""
+        if self._val_cost is None or self._val_cost <= VAL_SHARE * self._trained_since_val:
+            return True
+        every = self.config.val_every
+        note = (f"validation ({len(self.data.xval):,} images, {self._val_cost:.2f} s of CPU) less often than every "
+                f"{every} steps, to keep it within {VAL_SHARE:.0%} of the training time")  # fmt: skip
+        if note != self._val_note:
+            self._val_note = note
+            self.writer.set_meta("validation", note)
+        return False
 
     def _keep_evolution(self, done: int) -> None:
         """Checkpoint evo-NNNNNN once `done` steps are committed, for `done` in 1, 2, 5, 10, ...
@@ -466,6 +489,7 @@ class Trainer:
         self.model, self.input_shape, self.model_spec = model, shape, spec
         self._weights = _weights(model)
         self.opt = self._optimizer()
+        self._val_cost = None  # a new net: validated at the next multiple of val_every
         self._acc_window.clear()
         self.nonfinite_step = None
         self.recorder.swap_model(model)
