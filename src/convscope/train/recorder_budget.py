@@ -83,6 +83,7 @@ class Budget:
     )
     _diagnosis: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     _estimates: dict[str, float] = field(default_factory=dict)
+    _warm: set[str] = field(default_factory=set)  # kinds whose first (one-time) step has been seen
     _planned: tuple[bool, bool] = (False, False)  # the step being run: (statistics wanted, snapshot due)
 
     def __post_init__(self) -> None:
@@ -119,8 +120,10 @@ class Budget:
                 self._overhead[kind].append(overhead)
         if kind == PLAIN:
             self._plain_own.append(own_s)
-        else:
+        elif kind in self._warm:
             self._own[kind].append(own_s - diagnosis_s)
+        else:  # a kind's first step pays one-time costs (first probe pass, layer table): not an estimate
+            self._warm.add(kind)
         if diagnosis_s:
             self._diagnosis.append(diagnosis_s)
         self._update_estimates()
@@ -171,8 +174,8 @@ class Budget:
             kind = SNAPSHOT if due else STATS if wanted else PLAIN
         elif self.last_snapshot is None:
             kind = SNAPSHOT  # the first step: the layer table, a first picture, first costs
-        elif due and self.picture_pool >= self.estimate(SNAPSHOT) - self.estimate(STATS):
-            kind = SNAPSHOT
+        elif due and self.picture_pool >= self.estimate(SNAPSHOT) - self.estimate(STATS) and self.stats_pool >= 0:
+            kind = SNAPSHOT  # its pictures from the picture pool, its statistics from the other
         elif wanted and self.stats_pool >= self.estimate(STATS):
             kind = STATS
         else:

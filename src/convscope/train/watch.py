@@ -106,6 +106,7 @@ class Recorder:
         self._last_poll = self._last_commit = self._last_report = -math.inf
         self._closed = False
         self._quiet = 0  # depth of unobserved() blocks
+        self._carried = 0.0  # CPU seconds of the last plan and arm, charged to the next step
         self._inputs: dict[int, Tensor] = {}  # step → example 0 of its snapshot (projection requests)
         # held-out images in [0, 1] (N, C, H, W) for the unit explorer, and what the model is fed
         self.probe_images = None if probe is None else _check_probe(probe)
@@ -287,9 +288,12 @@ class Recorder:
             t0 = self._cpu()
             self.handle_controls()
             controls_s = self._cpu() - t0
+        before_plan = self._cpu()
+        own = before_plan - start - controls_s + self._carried
+        self.budget.observe(plan, loop_s, own, diagnosis_s)  # charged before the next plan reads the pools
         self._arm(self.budget.plan(self.step_index, self._clock()))
         self._returned = self._cpu()
-        self.budget.observe(plan, loop_s, self._returned - start - controls_s, diagnosis_s)
+        self._carried = self._returned - before_plan  # planning and arming: charged with the next step
         return step
 
     def _timing_scalars(self, scalars: dict[str, float], now: float) -> None:
