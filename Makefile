@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) bench/units.py
 	$(PY) bench/embed.py
 	$(PY) bench/occlusion.py
+	$(PY) bench/distributed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -11,9 +11,9 @@ from convscope.analysis import (
     TopPatches,
     receptive_field,
 )
-from convscope.analysis.diagnose import diagnose
 from convscope.capture import Block, Probe, Trace, capture, count_hooks
 from convscope.config import CaptureConfig
+from convscope.distributed import diagnose  # split among torchrun ranks when a process group is up
 from convscope.train.watch import watch
 
 __all__ = [

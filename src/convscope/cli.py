@@ -11,6 +11,7 @@ Errors are one line on stderr and exit code 2; `--debug` shows the traceback.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -82,11 +83,33 @@ def _data_opt(default: str) -> Any:
     )
 
 
+# the commands that split their data among torchrun's ranks (convscope.distributed)
+DISTRIBUTED = ("diagnose", "units", "embed", "occlusion")
+
+
 @app.callback()
 def _main(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks on errors")] = False,
 ) -> None:
     _state["debug"] = debug
+    from convscope.distributed import init_from_env
+
+    if "WORLD_SIZE" in os.environ and ctx.invoked_subcommand not in DISTRIBUTED:
+        raise ValueError(
+            f"`convscope {ctx.invoked_subcommand}` runs in one process; under torchrun use one of {', '.join(DISTRIBUTED)}"
+        )
+    w = init_from_env()  # under torchrun: join the process group, each rank streams its shard
+    if w is not None and not w.main:  # rank 0 alone prints and writes
+        console.quiet = True
+
+
+def _main_rank() -> bool:
+    """False on torchrun's ranks other than 0: they stream their shard and write nothing."""
+    from convscope.distributed import world
+
+    w = world()
+    return w is None or w.main
 
 
 @app.command()
@@ -199,6 +222,8 @@ def occlusion(
         result = run_occlusion(model, weights=weights, image=image, layer=layer, window=window, stride=stride,
                                target=target, input_size=input_size, method=method, batch=batch_size, approx=approx,
                                progress=progress)  # fmt: skip
+    if not _main_rank():
+        return
     with console.status("writing the report…"):
         path = write_occlusion_report(result, out)
     g = result.grid
@@ -254,6 +279,8 @@ def units(
             input_size=input_size,
             progress=progress,
         )
+    if not _main_rank():
+        return
     with console.status("writing the report…"):
         path = write_units_report(result, out)
     typer.echo(f"report: {path.resolve()}")
@@ -361,8 +388,10 @@ def diagnose(
         float, typer.Option(help="mostly dead = all-zero map on at least this fraction of the inputs")
     ] = 0.99,
     gradients: Annotated[
-        bool, typer.Option(help="sample gradient health with cross-entropy on the data's labels")
-    ] = True,
+        bool | None,
+        typer.Option(help="sample gradient health with cross-entropy on the data's labels "
+                          "(default: when they fit the model's head; --gradients: always)"),
+    ] = None,
     input_size: InputSizeOpt = None,
 ) -> None:
     """Find dead, mostly-dead, noisy and saturated filters and check gradient health over a dataset.
@@ -375,8 +404,10 @@ def diagnose(
     """
     import torch
 
-    from convscope.analysis.diagnose import diagnose as run_diagnose
     from convscope.data import open_dataset
+    from convscope.distributed import (
+        diagnose as run_diagnose,  # each torchrun rank streams its shard
+    )
     from convscope.inspect import open_model
     from convscope.render.diagnose_report import write_diagnosis_report
 
@@ -389,11 +420,6 @@ def diagnose(
     if loaded.mean is not None and loaded.std is not None:
         mean = torch.tensor(loaded.mean).view(1, -1, 1, 1)  # (1, C, 1, 1)
         std = torch.tensor(loaded.std).view(1, -1, 1, 1)
-    notes = []
-    data_classes = list(getattr(dataset, "classes", ()) or ())
-    if gradients and loaded.classes and data_classes and data_classes != loaded.classes:
-        gradients = False
-        notes.append("Gradient health is off: the data's classes are not the model's, so its labels mean nothing to the loss.")
     with _progress("diagnosing", "inputs") as progress:
         diag = run_diagnose(
             loaded.model,
@@ -403,20 +429,36 @@ def diagnose(
             limit=limit,
             lr=lr,
             mostly_dead=mostly_dead,
-            gradients=None if gradients else False,
+            gradients=gradients,
             transform=None if mean is None or std is None else (lambda x: (x - mean) / std),
             data_name=spec,
             progress=progress,
+            classes=loaded.classes or None,
+            untrained=_untrained(model, weights, loaded.metadata),
         )
-    diag.notes += notes
+    if not _main_rank():
+        return
     path = write_diagnosis_report(diag, out, model=model)
-    for f in diag.findings[:8]:
-        console.print(f"[bold]{f.severity:>6}[/bold] {f.summary}", highlight=False, soft_wrap=True)
-    if len(diag.findings) > 8:
-        console.print(f"… and {len(diag.findings) - 8} more in the report", highlight=False)
+    if diag.untrained:
+        console.print(f"[bold]weights look untrained[/bold]: {diag.untrained}", highlight=False, soft_wrap=True)
+    console.print(f"gradient health: {diag.gradients}", highlight=False, soft_wrap=True)
+    for g in diag.groups[:8]:
+        console.print(f"[bold]{g.severity:>6}[/bold] {g.summary}", highlight=False, soft_wrap=True)
+    if len(diag.groups) > 8:
+        console.print(f"… and {len(diag.groups) - 8} more in the report", highlight=False)
     if not diag.findings:
         console.print("no findings on this data", highlight=False)
     typer.echo(f"report: {path.resolve()}")
+
+
+def _untrained(model: str, weights: str | None, metadata: dict[str, str]) -> str | None:
+    """Why the model is untrained as far as the CLI can tell: no weights were loaded (None: some
+    were; diagnose still checks for a default initialisation itself)."""
+    if weights is not None or metadata:
+        return None
+    if model.startswith("zoo:"):
+        return f"no weights were given (--weights) and none ship with {model}: it is at its random initialisation"
+    return f"no weights were given (--weights): unless {model} sets its own, it is at its random initialisation"
 
 
 @app.command()
@@ -637,13 +679,24 @@ def main() -> None:
     and exit code 2 (the traceback only with --debug)."""
     try:
         app()
+    except SystemExit:
+        _leave_group()
+        raise
     except Exception as exc:
+        _leave_group()
         if _state["debug"]:
             raise
         from convscope.train.watch import one_line
 
         console.print(f"[red]error:[/red] {one_line(exc)}", highlight=False, soft_wrap=True)
         sys.exit(2)
+
+
+def _leave_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

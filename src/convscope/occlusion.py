@@ -21,7 +21,8 @@ from collections.abc import Callable
 import torch
 
 from convscope.analysis.attribution import AttributionError
-from convscope.analysis.occlusion import Occlusion, OcclusionResult, approx_error
+from convscope.analysis.occlusion import OcclusionResult, approx_error
+from convscope.distributed import DistributedOcclusion
 from convscope.inspect import DEFAULT_MODEL, open_image, open_model
 from convscope.project import last_conv
 from convscope.render.occlusion_report import write_occlusion_report
@@ -69,7 +70,7 @@ def occlusion(
     names = loaded.classes if len(loaded.classes) == k else [f"class {i}" for i in range(k)]
     normalize = (loaded.mean, loaded.std) if loaded.mean is not None and loaded.std is not None else None
     t0 = time.perf_counter()
-    occ = Occlusion(net)
+    occ = DistributedOcclusion(net)  # under torchrun each rank runs a share of the positions
     grid = occ.sensitivity(
         x,
         window=window,

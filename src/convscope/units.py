@@ -27,6 +27,7 @@ from torch import Tensor
 from convscope.analysis.attribution import AttributionError
 from convscope.analysis.units import TopPatches, TopPatchesResult, crops
 from convscope.data import open_dataset
+from convscope.distributed import top_patches, world
 from convscope.inspect import DEFAULT_MODEL, LoadedModel, open_model
 from convscope.project import last_conv
 from convscope.render.units_report import units_html
@@ -99,10 +100,14 @@ def units(
         layers = [last_conv(net, probe_x)]
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    result: TopPatchesResult = TopPatches(net, layers=layers, k=k).run(
-        dataset, batch_size=batch_size, transform=norm, progress=progress
+    # under torchrun each rank streams its shard and every rank gets the merged hits
+    result: TopPatchesResult = top_patches(
+        TopPatches(net, layers=layers, k=k), dataset, batch_size=batch_size, transform=norm, progress=progress
     )
     seconds["top-k pass"] = time.perf_counter() - t0
+    rank = world()
+    if rank is not None and not rank.main:  # rank 0 alone draws and writes
+        return Units(model=model, data=spec, inputs=result.inputs, k=k, layers={}, fields={}, seconds=seconds)
     out: dict[str, list[UnitHits]] = {}
     fields: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()

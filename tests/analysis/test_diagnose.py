@@ -421,10 +421,11 @@ def test_no_hook_left_and_model_unchanged_when_the_forward_raises(labels: bool) 
     model.calls = plain.calls = 0
     assert_same_model(model, plain)
     assert model.training and all(p.grad is None for p in model.parameters())
-    # a bad loss is an error too, with the same guarantees
+    # a bad loss is an error too when gradients are asked for, with the same guarantees
+    # (without gradients=True such labels skip gradient health: test_diagnose_labels.py)
     model.at = 0
     with pytest.raises(ValueError, match="labels of a batch run from 2 to 3 but the model has 2 outputs"):
-        diagnose(model, (x, torch.arange(8)), batch_size=2)
+        diagnose(model, (x, torch.arange(8)), batch_size=2, gradients=True)
     assert count_hooks(model) == 0 and model.training
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -92,13 +93,14 @@ def test_builtin_net_on_builtin_data(tmp_path: Path) -> None:
     assert [layer["filters"] for layer in doc["layers"]] == [16, 20, 20, 10]
     assert doc["layers"][0]["roughness"] is not None and len(doc["layers"][0]["roughness"]) == 16
     assert "cross-entropy against the labels" in doc["gradients"]
-    # a colour model on the digits: the classes differ, so no gradient health, and the note says why
+    assert doc["untrained"] is None  # the shipped weights are trained
+    # a colour model on the digits: the classes differ, so no gradient health, and one line says why
     res = CliRunner().invoke(app, ["diagnose", "--data", "builtin:digits:val", "--limit", "64",
                                    "--out", str(tmp_path / "digits")])  # fmt: skip
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "digits" / "diagnosis.json").read_text())
-    assert doc["gradients"] == "off (gradients=False)"
-    assert any("the data's classes are not the model's" in n for n in doc["notes"])
+    assert doc["gradients"].startswith("not measured: the data's classes (0, 1, 2, 3, … 10 in all) are not the model's")
+    assert all(layer["grad_batches"] == 0 for layer in doc["layers"])
 
 
 @pytest.mark.parametrize(
@@ -108,7 +110,7 @@ def test_builtin_net_on_builtin_data(tmp_path: Path) -> None:
         (["--model", "zoo:nope"], "unknown zoo model 'nope'"),
         (["--layer", "conv9", "--data", "builtin:digits:val"], "unknown layer"),
         (["--mostly-dead", "2", "--data", "builtin:digits:val"], "mostly_dead must be a fraction in (0, 1]"),
-        (["--model", "net.py:Net", "--input-size", "1x2x2", "--data", "imgs.npz", "--batch-size", "5"],
+        (["--model", "net.py:Net", "--input-size", "1x2x2", "--data", "imgs.npz", "--batch-size", "5", "--gradients"],
          "labels of a batch run from 0 to 4 but the model has 2 outputs"),
     ],
 )
@@ -120,6 +122,43 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: s
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
     assert message in lines[0] and "Traceback" not in res.stderr
+
+
+def test_a_head_that_does_not_match_the_labels_skips_gradient_health_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "wide.py").write_text(NET_PY.replace("nn.Linear(3, 2)", "nn.Linear(3, 1000)"))
+    x = np.random.default_rng(0).random((20, 1, 2, 2), dtype=np.float32)
+    np.savez(tmp_path / "imgs.npz", x=x, y=np.arange(20) % 10)
+    res = run_cli("diagnose", "--model", "wide.py:Net", "--input-size", "1x2x2", "--data", "imgs.npz",
+                  "--out", "diag", cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    skip = (
+        "not measured: the labels seen span 0…9 (10 classes) but the model has 1000 outputs and neither names "
+        "its classes, so the labels may not mean the model's classes (gradients=True / --gradients measures anyway)"
+    )
+    doc = json.loads((tmp_path / "diag" / "diagnosis.json").read_text())
+    assert doc["gradients"] == skip and all(layer["grad_batches"] == 0 for layer in doc["layers"])
+    assert doc["layers"][0]["dead"] == [1]  # dead filters still counted
+    assert doc["untrained"] == "no weights were given (--weights): unless wide.py:Net sets its own, it is at its random initialisation"
+    text = " ".join(res.stderr.split())
+    assert text.count("gradient health: " + skip) == 1 and "weights look untrained: no weights were given" in text
+    assert escape(skip) in (tmp_path / "diag" / "index.html").read_text()
+    # --gradients measures anyway and says what it doubts
+    res = run_cli("diagnose", "--model", "wide.py:Net", "--input-size", "1x2x2", "--data", "imgs.npz",
+                  "--out", "forced", "--gradients", cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "forced" / "diagnosis.json").read_text())
+    assert doc["gradients"].startswith("cross-entropy against the labels") and "measured as asked although" in doc["gradients"]
+
+
+def test_a_zoo_net_without_weights_is_said_to_be_untrained(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["diagnose", "--model", "zoo:convnetjs-mnist", "--limit", "40",
+                                   "--out", str(tmp_path / "d")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "d" / "diagnosis.json").read_text())
+    reason = "no weights were given (--weights) and none ship with zoo:convnetjs-mnist: it is at its random initialisation"
+    assert doc["untrained"] == reason
+    assert doc["gradients"].startswith("cross-entropy against the labels")  # 10 digit classes, 10 outputs
+    assert "The weights look untrained:" in (tmp_path / "d" / "index.html").read_text()
 
 
 def test_help_has_an_example(tmp_path: Path) -> None:

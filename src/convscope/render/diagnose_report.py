@@ -1,6 +1,8 @@
 """The diagnose report: one self-contained HTML page (pictures inlined, no network) plus diagnosis.json.
 
-For each finding of a `Diagnosis`: its summary with the numbers, the advice, the evidence, and
+First whether the weights look untrained (then the findings describe a random initialisation).
+For each finding group of a `Diagnosis` (repeats of one kind in layers of one kind are one row,
+every layer listed under it): its summary with the numbers, the advice, the evidence, and
 pictures of the offending filters next to healthy ones of the same layer — their weights W, each
 filter's activation map a on the input where it responds most, and its mean map over the data
 (maps of one picture share one scale, so a weak filter looks weak; an all-zero map is drawn
@@ -22,7 +24,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from convscope.analysis.diagnose import THRESHOLD_TEXT, Diagnosis, Finding, LayerSummary
+from convscope.analysis.diagnose import (
+    THRESHOLD_TEXT,
+    Diagnosis,
+    Finding,
+    FindingGroup,
+    LayerSummary,
+    group_findings,
+)
 
 from .grid import filters, grid
 from .html import page
@@ -54,6 +63,8 @@ table.layers{border-collapse:collapse;font-size:13px}table.layers th,table.layer
 padding:3px 8px;text-align:right;white-space:nowrap}table.layers th:first-child,table.layers td:first-child{text-align:left;
 font-family:ui-monospace,monospace}table.layers td.flag{color:#b91c1c;font-weight:600}
 .count{display:inline-block;min-width:70px;font-weight:600}.ok{color:#15803d}
+.untrained{border:1px solid #d97706;background:#fffbeb;padding:8px 12px;margin:8px 0}
+ul.members{font-size:13px;margin:4px 0;columns:3 320px}
 """
 
 
@@ -84,7 +95,7 @@ def render_page(d: Diagnosis, *, model: str, title: str) -> str:
     body = [
         _summary(d),
         "<section id='findings'><h2>Findings</h2>"
-        + ("".join(_finding_box(group, layers) for group in _grouped(d.findings))
+        + ("".join(_finding_box(group, layers) for group in _groups(d))
            or "<p class='ok'>Nothing to report on this data: no dead, mostly-dead, noisy or saturated "
               "filters and no gradient flag with the thresholds below.</p>")
         + "</section>",
@@ -103,44 +114,67 @@ def _summary(d: Diagnosis) -> str:
         f"<span class='count'><span class='sev {sev}'>{sev}</span>{n}</span>" for sev, n in counts.items()
     )
     notes = "".join(f"<p>{_e(n)}</p>" for n in d.notes)
+    untrained = (
+        f"<div class='untrained' id='untrained'><b>The weights look untrained:</b> {_e(d.untrained)}. "
+        "At a random initialisation noisy first-layer filters and gradient flags are expected: the "
+        "findings below describe the initialisation, not training. Load trained weights (--weights) "
+        "to diagnose a trained model.</div>"
+        if d.untrained
+        else ""
+    )
+    n = len(_groups(d))
+    rows = f" in {n} row(s)" if n < len(d.findings) else ""
     return (
         "<section id='summary'><h2>Summary</h2>"
-        f"<p>{len(d.findings)} finding(s) {badges}</p>"
+        f"{untrained}<p>{len(d.findings)} finding(s){rows} {badges}</p>"
         f"<p>Gradient health: {_e(d.gradients)}.</p>{notes}"
         "<p>Every finding holds <b>on this data</b> only (except the filter roughness, which reads "
         "the weights alone): advice says what <i>may</i> be the cause.</p></section>"
     )
 
 
-def _grouped(findings: list[Finding]) -> list[list[Finding]]:
-    """Findings in order, those of a whole-layer kind (no filters to show) merged by kind and
-    severity, so one learning rate does not fill the page with a box per layer."""
-    groups: list[list[Finding]] = []
-    where: dict[tuple[str, str], list[Finding]] = {}
-    for f in findings:
-        key = (f.kind, f.severity)
-        if f.kind not in TAG and key in where:
-            where[key].append(f)
-            continue
-        groups.append([f])
-        if f.kind not in TAG:
-            where[key] = groups[-1]
-    return groups
+def _groups(d: Diagnosis) -> list[FindingGroup]:
+    """The diagnosis' groups; for a Diagnosis built by hand without them, its findings grouped here."""
+    if d.groups or not d.findings:
+        return d.groups
+    scope = f"on this data ({d.inputs:,} inputs of {d.data})"
+    return group_findings(d.findings, {s.name: s.kind for s in d.layers}, scope=scope)
 
 
-def _finding_box(group: list[Finding], layers: dict[str, LayerSummary]) -> str:
-    if len(group) == 1:
-        return _finding(group[0], layers.get(group[0].layer))
-    f = group[0]
-    names = ", ".join(g.layer for g in group)
-    items = "".join(f"<li>{_e(g.summary)}</li>" for g in group)
-    evidence = json.dumps({g.layer: g.evidence for g in group}, indent=1, default=str)
+def _finding_box(group: FindingGroup, layers: dict[str, LayerSummary]) -> str:
+    """A group of one is its finding; a larger one is its summary, every member in a folded list,
+    and the pictures of its first (most serious, earliest) member."""
+    first = group.findings[0]
+    if len(group.findings) == 1:
+        return _finding(first, layers.get(first.layer))
+    items = "".join(f"<li><code>{_e(g.layer)}</code>: {_e(_member(g))}</li>" for g in group.findings)
+    evidence = json.dumps({g.layer: g.evidence for g in group.findings}, indent=1, default=str)
+    s = layers.get(first.layer)
+    figs = _finding_pictures(first, s) if s is not None else ""
+    shown = f"<p class='stats'>pictures: <code>{_e(first.layer)}</code>, the first of them</p>" if figs else ""
     return (
-        f"<div class='finding {f.severity}' id='{_e(f.kind)}-{_e(f.layer)}'>"
-        f"<h3><span class='sev {f.severity}'>{f.severity}</span>{_e(KIND_TITLE.get(f.kind, f.kind))} · "
-        f"<code>{_e(names)}</code></h3><ul>{items}</ul><p class='advice'>{_e(f.advice)}</p>"
-        f"<details><summary>evidence</summary><pre>{_e(evidence)}</pre></details></div>"
+        f"<div class='finding {group.severity}' id='{_e(group.kind)}-{_e(first.layer)}'>"
+        f"<h3><span class='sev {group.severity}'>{group.severity}</span>{_e(KIND_TITLE.get(group.kind, group.kind))} · "
+        f"{len(group.layers)} {_e(group.layer_kind)} layers</h3><p>{_e(group.summary)}</p>"
+        f"<p class='advice'>{_e(group.advice)}</p>"
+        f"<details><summary>all {len(group.layers)} layers</summary><ul class='members'>{items}</ul></details>"
+        f"<details><summary>evidence</summary><pre>{_e(evidence)}</pre></details>{shown}{figs}</div>"
     )
+
+
+def _member(f: Finding) -> str:
+    """A group member's own numbers, short (its full summary is in diagnosis.json)."""
+    ev = f.evidence
+    if f.kind == "update_ratio" and isinstance(ev.get("update_ratio"), float):
+        return f"update ratio {ev['update_ratio']:.1e}"
+    if f.kind.endswith("_gradient"):
+        if "factor" not in ev:
+            return "‖dL/dW‖ is NaN or Inf"
+        return f"‖dL/dW‖/‖W‖ {_sci(ev.get('relative_grad'))}, {ev['factor']:.1e}× that of {ev.get('compared_with')}"
+    if f.filters and "filters_in_layer" in ev:
+        shown = ", ".join(f"#{i}" for i in f.filters[:6]) + (", …" if len(f.filters) > 6 else "")
+        return f"{len(f.filters)} of {ev['filters_in_layer']} filters ({shown})"
+    return f.summary
 
 
 def _finding(f: Finding, layer: LayerSummary | None) -> str:
