@@ -103,6 +103,8 @@ class ServeConfig:
     heartbeat_s: float = 15.0  # a comment line on the live channel when nothing else was sent
     stale_after_s: float = 15.0  # a live run whose trainer has not committed or polled controls
     #                              for this long is shown as "trainer not responding"
+    embed: bool = False  # let pages on this machine (a Jupyter notebook: cs.show) frame the page;
+    #                      False (the CLI): frame-ancestors 'none' and X-Frame-Options: DENY
 
     def __post_init__(self) -> None:
         if not self.host:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +58,12 @@ class EmbeddingResult:
     pca_mean: Tensor | None = None  # (D,) float32
     pca_components: Tensor | None = None  # (k, D) float32
     tsne: Any = None  # openTSNE's TSNEEmbedding (None with the scikit-learn fallback)
+
+    #: set by convscope.render (which this layer may not import): EmbeddingResult → HTML for Jupyter
+    display: ClassVar[Callable[[EmbeddingResult], str] | None] = None
+
+    def _repr_html_(self) -> str | None:
+        return None if EmbeddingResult.display is None else EmbeddingResult.display(self)
 
     @property
     def n(self) -> int:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.optim.optimizer as optim_hooks
@@ -80,6 +80,12 @@ class Block:
     _grads: dict[str, Tensor] = field(default_factory=dict, repr=False)
     _z_source: str = field(default="conv", repr=False)  # which recorded tensor is z
     _view_versions: dict[str, int] = field(default_factory=dict, repr=False)
+
+    #: set by convscope.render (capture may not import it): Block → HTML, so it draws itself in Jupyter
+    display: ClassVar[Callable[[Block], str] | None] = None
+
+    def _repr_html_(self) -> str | None:
+        return None if Block.display is None else Block.display(self)
 
     @property
     def weight(self) -> Tensor | None:
@@ -166,6 +172,12 @@ class Trace(Mapping[str, Block]):
 
     def __repr__(self) -> str:
         return f"Trace({list(self._blocks)})"
+
+    #: set by convscope.render (capture may not import it): Trace → HTML (its block table) for Jupyter
+    display: ClassVar[Callable[[Trace], str] | None] = None
+
+    def _repr_html_(self) -> str | None:
+        return None if Trace.display is None else Trace.display(self)
 
 
 class _FunctionWatch(TorchFunctionMode):

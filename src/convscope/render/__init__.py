@@ -8,11 +8,14 @@
     render.attribution(GuidedBackprop(model).attribute(x, 3))   # a projection, drawn as its paper does
     render.normalize(maps, mode="layer", signed=False)
 
+Importing it also teaches the results of capture and analysis (Trace, Block, Diagnosis,
+occlusion grids, attribution maps, ...) to draw themselves in Jupyter (render/notebook.py).
+
 Every function takes torch tensors or numpy arrays and returns a `Picture` (PNG, data URI,
 shows itself in Jupyter), except `normalize`, which returns the numbers behind the colours.
 """
 
-from . import occlusion_report, projection_report
+from . import diagnose_report, notebook, occlusion_report, projection_report
 from .attribution import attribution
 from .grid import filters, grid, legend
 from .normalize import Normalized, normalize
@@ -20,6 +23,6 @@ from .overlay import overlay
 from .picture import Box, Picture
 
 __all__ = [
-    "Box", "Normalized", "Picture", "attribution", "filters", "grid", "legend", "normalize",
-    "occlusion_report", "overlay", "projection_report",
+    "Box", "Normalized", "Picture", "attribution", "diagnose_report", "filters", "grid", "legend",
+    "normalize", "notebook", "occlusion_report", "overlay", "projection_report",
 ]  # fmt: skip

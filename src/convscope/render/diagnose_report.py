@@ -11,6 +11,8 @@ CS231n's ~1e-3 update/weight ratio, the first layer's filters with their roughne
 threshold used.
 
     write_diagnosis_report(diag, "diag/", model="zoo:convnetjs-cifar")   # diag/index.html, diag/diagnosis.json
+
+Importing this module teaches `Diagnosis` to draw itself in Jupyter (`diagnosis_html`).
 """
 
 from __future__ import annotations
@@ -91,6 +93,16 @@ def render_page(d: Diagnosis, *, model: str, title: str) -> str:
     header = (
         f"<p>model <code>{_e(model)}</code> · data {_e(d.data)} · {d.inputs:,} inputs · {_e(lr)}</p>"
     )
+    return page(title=title, header=header, body=_body(d), css=CSS)
+
+
+def diagnosis_html(d: Diagnosis) -> str:
+    """An HTML fragment (Jupyter): the report's sections, pictures inlined."""
+    lr = f"lr {d.lr:g}" + (" (assumed)" if d.lr_assumed else "")
+    return f"<div><p>data {_e(d.data)} · {d.inputs:,} inputs · {_e(lr)}</p>{_body(d)}</div>"
+
+
+def _body(d: Diagnosis) -> str:
     layers = {s.name: s for s in d.layers}
     body = [
         _summary(d),
@@ -104,7 +116,7 @@ def render_page(d: Diagnosis, *, model: str, title: str) -> str:
         _first_layer(d),
         _thresholds(d),
     ]  # fmt: skip
-    return page(title=title, header=header, body="\n".join(body), css=CSS)
+    return "\n".join(body)
 
 
 # ------------------------------------------------------------------------------ sections
@@ -394,3 +406,6 @@ def _flag(on: bool) -> str:
 
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
+
+
+Diagnosis.display = diagnosis_html

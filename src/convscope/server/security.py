@@ -18,7 +18,10 @@ On every request, in this order:
      preflight, and the server answers none). Forms, uploads and plain text -> 403.
   4. Headers on every response: `X-Content-Type-Options: nosniff`, the CSP below,
      `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`, `Cross-Origin-Resource-Policy:
-     same-origin` (other sites cannot embed the pictures).
+     same-origin` (other sites cannot embed the pictures). With `config.embed` (the server that
+     `cs.show` starts for a notebook) the CSP's `frame-ancestors` names the loopback origins
+     (EMBED_ANCESTORS) instead of 'none' and X-Frame-Options is left out (it cannot name them);
+     steps 1-3 are the same.
 A refused request is logged as one warning line (method, path, reason; never a query string).
 """
 
@@ -49,6 +52,14 @@ HEADERS: dict[str, str] = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Resource-Policy": "same-origin",
+}
+#: Who may frame an embedded server's page: itself and pages served from this machine, any port
+#: (a Jupyter notebook; an `http:` source also matches `https:`). A CSP host-source cannot name an
+#: IPv6 literal, so a notebook opened at http://[::1]:PORT cannot frame it.
+EMBED_ANCESTORS = "'self' http://localhost:* http://127.0.0.1:*"
+EMBED_HEADERS: dict[str, str] = {
+    **{k: v for k, v in HEADERS.items() if k != "X-Frame-Options"},
+    "Content-Security-Policy": CSP.replace("frame-ancestors 'none'", f"frame-ancestors {EMBED_ANCESTORS}"),
 }
 log = logging.getLogger("convscope.server")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -94,6 +105,7 @@ class Guard:
         self.app = app
         self.config = config
         self.hosts = allowed_hosts(config)
+        self.headers = EMBED_HEADERS if config.embed else HEADERS
         self.token = config.token.encode() if config.token else None
         # the cookie holds a value derived from the token, never the token itself
         self.cookie_value = (
@@ -119,15 +131,19 @@ class Guard:
             status, line = refusal
             method = scope.get("method", "WEBSOCKET")
             log.warning("refused %s %s (%d): %s", method, scope.get("path", ""), status, line)
-            await _refuse(scope, send, status, line)
+            await _refuse(scope, send, status, line, self.headers)
             return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 out = MutableHeaders(scope=message)
-                for k, v in HEADERS.items():
+                for k, v in self.headers.items():
                     if k not in out:
                         out[k] = v
+                if self.headers is EMBED_HEADERS:  # a handler that set the CLI's headers itself
+                    out["Content-Security-Policy"] = EMBED_HEADERS["Content-Security-Policy"]
+                    if "X-Frame-Options" in out:
+                        del out["X-Frame-Options"]
                 if set_cookie is not None:
                     out.append("set-cookie", set_cookie)
             await send(message)
@@ -233,13 +249,13 @@ def _port(scope: Scope, fallback: int) -> int:
     return int(server[1]) if server and server[1] is not None else fallback
 
 
-async def _refuse(scope: Scope, send: Send, status: int, line: str) -> None:
+async def _refuse(scope: Scope, send: Send, status: int, line: str, headers: Mapping[str, str]) -> None:
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008, "reason": line[:120]})
         return
     body = json.dumps({"error": line}).encode()
     head = {
-        **HEADERS,
+        **headers,
         "content-type": "application/json",
         "content-length": str(len(body)),
         "cache-control": "no-store",

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -440,6 +440,20 @@ class Recorder:
             )  # fmt: skip
         except (ValueError, TypeError) as exc:
             return {"ok": False, "error": one_line(exc)}
+
+    # ---- notebook ------------------------------------------------------------------------
+    #: set by convscope.notebook (the training side may not import the server): run dir → dashboard
+    dashboard: ClassVar[Callable[..., Any] | None] = None
+
+    def show(self, **kwargs: Any) -> Any:
+        """This run's live dashboard in a Jupyter cell (`convscope.show`): one background server per
+        recorder, started on the first call; keep stepping in the same kernel and it follows."""
+        if Recorder.dashboard is None:
+            raise RuntimeError("run.show() needs convscope.notebook: import convscope first")
+        shown = getattr(self, "_shown", None)
+        if shown is None or not shown.running:
+            shown = self._shown = Recorder.dashboard(self.writer.path, **kwargs)
+        return shown
 
     # ---- lifetime ------------------------------------------------------------------------
     def close(self, status: str = "finished") -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -157,6 +158,12 @@ class Diagnosis:
     notes: list[str] = field(default_factory=list)
     groups: list[FindingGroup] = field(default_factory=list)  # the findings, repeats merged per layer kind
     untrained: str | None = None  # why the weights look untrained (random initialisation); None: they don't
+
+    #: set by convscope.render (which this layer may not import): Diagnosis → HTML for Jupyter
+    display: ClassVar[Callable[[Diagnosis], str] | None] = None
+
+    def _repr_html_(self) -> str | None:
+        return None if Diagnosis.display is None else Diagnosis.display(self)
 
     def layer(self, name: str) -> LayerSummary:
         for s in self.layers:

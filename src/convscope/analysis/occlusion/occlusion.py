@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, fx, nn
@@ -72,6 +72,12 @@ class Sensitivity:
     clean_probability: float  # of `target`, unoccluded
     clean_feature: float | None  # total activation of the map, unoccluded
     meta: dict[str, Any] = field(default_factory=dict)  # method, fallback, seconds, tensor
+
+    #: set by convscope.render (which this layer may not import): Sensitivity → HTML for Jupyter
+    display: ClassVar[Callable[[Sensitivity], str] | None] = None
+
+    def _repr_html_(self) -> str | None:
+        return None if Sensitivity.display is None else Sensitivity.display(self)
 
 
 class Occlusion(Attribution):
