@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from convscope.config import TrainConfig
 from convscope.models import ZOO, zoo_names
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="See inside convolutional networks: x, W, z = W*x + b, a = f(z) and their gradients.",
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 console = Console(stderr=True)
 _state = {"debug": False}
@@ -498,24 +500,26 @@ def demo(
     typer.echo(f"run kept: {run_dir.resolve()}")
 
 
+_TRAIN = TrainConfig()  # the built-in trainer's defaults, shown by `train --help`
+
+
 @app.command()
 def train(
     run: Annotated[Path, typer.Option(help="the run folder to write (created)")],
     model: Annotated[str, typer.Option("--model", "-m", help=f"a zoo net: zoo:NAME ({', '.join(zoo_names())})")] = "zoo:convnetjs-cifar",
     data: Annotated[str, typer.Option(help="builtin:photo-crops, builtin:digits, or a dataset folder")] = "builtin:photo-crops",
     steps: Annotated[int | None, typer.Option(help="stop after this many steps (default: until Ctrl-C)")] = None,
-    lr: Annotated[float, typer.Option(help="SGD learning rate")] = 0.01,
-    batch_size: Annotated[int, typer.Option(help="examples per step")] = 32,
-    momentum: Annotated[float, typer.Option(help="SGD momentum")] = 0.9,
-    weight_decay: Annotated[float, typer.Option(help="L2 weight decay")] = 1e-4,
-    train_size: Annotated[int, typer.Option(help="training examples")] = 20_000,
+    lr: Annotated[float, typer.Option(help="SGD learning rate")] = _TRAIN.lr,
+    batch_size: Annotated[int, typer.Option(help="examples per step")] = _TRAIN.batch_size,
+    momentum: Annotated[float, typer.Option(help="SGD momentum")] = _TRAIN.momentum,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay")] = _TRAIN.weight_decay,
+    train_size: Annotated[int, typer.Option(help="training examples")] = _TRAIN.train_size,
     resume: Annotated[bool, typer.Option(help="append to an existing run")] = False,
 ) -> None:
     """Run the built-in trainer into a run folder (watch it with `convscope serve`).
 
     Example: convscope train --run runs/exp1 --steps 2000 --lr 0.02
     """
-    from convscope.config import TrainConfig
     from convscope.train import Trainer
 
     cfg = TrainConfig(model=model, data=data, steps=steps, lr=lr, batch_size=batch_size, momentum=momentum,
@@ -530,7 +534,12 @@ def train(
 
     signal.signal(signal.SIGTERM, graceful)
     signal.signal(signal.SIGINT, graceful)
-    trainer = Trainer(cfg, run, resume=resume, notify=lambda line: typer.echo(f"warning: {line}", err=True))
+    from convscope.runs.store import RunExistsError
+
+    try:
+        trainer = Trainer(cfg, run, resume=resume, notify=lambda line: typer.echo(f"warning: {line}", err=True))
+    except RunExistsError:
+        raise ValueError(f"{run} already holds a run: pass --resume to continue it, or choose a new --run folder") from None
     started.append(trainer)
     if stop_asked:
         trainer.stop()
@@ -672,6 +681,17 @@ def zoo() -> None:
         table.add_row(f"zoo:{name}", "×".join(map(str, entry.input_shape)), str(entry.num_classes), shipped,
                       "-" if acc is None else f"{float(acc):.3f}", Text(entry.description))
     Console().print(table)
+
+
+def _short_helps() -> None:
+    """Each command's line in `convscope --help` is its docstring's first paragraph, whole (click
+    would cut it at the terminal's width with "...")."""
+    for cmd in app.registered_commands:
+        if cmd.short_help is None and cmd.callback is not None and cmd.callback.__doc__:
+            cmd.short_help = " ".join(cmd.callback.__doc__.strip().split("\n\n")[0].split())
+
+
+_short_helps()
 
 
 def main() -> None:

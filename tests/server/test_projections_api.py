@@ -99,8 +99,14 @@ def test_click_to_projection_round_trip(live: Any) -> None:
         assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_top_nine_is_every_map_of_a_small_layer(live: Any) -> None:
+def test_top_nine_is_every_map_of_a_small_layer(live: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     client, rec, model, x = live
+    # all six maps, however loaded the machine: the 2 s budget per request would stop early
+    import functools
+    import sys
+
+    watch_module = sys.modules[Recorder.__module__]  # (convscope.train.watch is also a function's name)
+    monkeypatch.setattr(watch_module, "answer_projection", functools.partial(watch_module.answer_projection, budget_s=600.0))
     ident = client.post("/api/runs/run/projections", json={"layer": "conv1", "channel": None}).json()["id"]
     _answer(rec, model, x)
     done = client.get(f"/api/runs/run/projections/{ident}").json()

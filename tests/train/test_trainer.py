@@ -55,7 +55,9 @@ def test_controls_reach_the_trainer(tmp_path: Path) -> None:
     trainer.train_step()
     reader.send_control("load_checkpoint", "mine")
     trainer.train_step()
-    assert _answer(reader, "load_checkpoint")["result"] == {"ok": True, "name": "mine"}
+    step = _answer(reader, "save_checkpoint")["result"]["step"]
+    assert isinstance(step, int)  # a load says which step's weights it loaded
+    assert _answer(reader, "load_checkpoint")["result"] == {"ok": True, "name": "mine", "step": step}
 
     # an uploaded image: predictions and maps come back
     buf = io.BytesIO()

@@ -188,8 +188,9 @@ def test_controls_sent_while_no_trainer_ran_are_refused_at_resume(tmp_path: Path
         assert rows[i]["result"] == {"ok": False, "error": "sent while no trainer was running"}
         assert rows[i]["applied_step"] == 3
     assert rows[fresh]["result"] == {"ok": True, "momentum": 0.5}
-    assert resumed.lr == 0.01 and resumed.opt.param_groups[0]["lr"] == 0.01
-    assert [v for s, v in reader.scalars(names=["lr"])["lr"] if s >= 3] == [0.01, 0.01, 0.01]
+    lr = TrainConfig.lr  # the default: the stale lr control was not applied
+    assert resumed.lr == lr and resumed.opt.param_groups[0]["lr"] == lr
+    assert [v for s, v in reader.scalars(names=["lr"])["lr"] if s >= 3] == [lr, lr, lr]
 
 
 def test_watch_refuses_a_pause_queued_before_it_started(tmp_path: Path) -> None:
@@ -266,7 +267,8 @@ def test_numbers_and_pictures_out_of_range_are_refused_by_the_trainer(tmp_path: 
     assert errors[9].startswith("predict: Image size (900000000 pixels) exceeds limit of ")
     assert errors[10] == "predict: a 6000×6000 picture is over 25,000,000 pixels"
     group = trainer.opt.param_groups[0]
-    assert (group["lr"], group["momentum"], group["weight_decay"], trainer.batch_size) == (0.01, 0.9, 1e-4, 16)
+    d = TrainConfig
+    assert (group["lr"], group["momentum"], group["weight_decay"], trainer.batch_size) == (d.lr, d.momentum, d.weight_decay, 16)
     trainer.run()
     assert reader.meta()["status"] == "finished" and reader.last_step() == 2
 

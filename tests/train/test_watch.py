@@ -57,7 +57,7 @@ def test_watch_records_exact_scalars_stats_and_snapshots(tmp_path: Path) -> None
     sc = r.scalars()
     assert [s for s, _ in sc["loss"]] == [0, 1, 2]
     assert [v for _, v in sc["loss"]] == pytest.approx(losses, abs=1e-6)
-    assert [v for _, v in sc["acc"]] == [0.5, 0.5, 0.5]
+    assert [v for _, v in sc["train_acc"]] == [0.5, 0.5, 0.5]  # acc= is the training accuracy
     assert [v for _, v in sc["examples"]] == [4.0, 8.0, 12.0]
     stats = [row for row in r.layer_stats(layer="0")]
     assert [row["step"] for row in stats] == [0, 1, 2]

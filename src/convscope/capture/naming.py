@@ -104,7 +104,9 @@ class LayerSpec:
     formula: str  # e.g. "16 × 3 × 5 × 5 + 16 = 1,216"
 
     @staticmethod
-    def of(module: nn.Module) -> LayerSpec:
+    def of(module: nn.Module, *, channels_last: bool = False) -> LayerSpec:
+        """The spec of a conv or linear module (of any module: its type and parameter count).
+        `channels_last`: a Linear applied to (B, H, W, C), described as the 1×1 conv it is."""
         name = type(module).__name__
         if isinstance(module, _ConvNd):
             w_shape = tuple(module.weight.shape)  # (C_out, C_in/groups, k, k)
@@ -120,6 +122,19 @@ class LayerSpec:
                 groups=module.groups,
                 params=sum(p.numel() for p in (module.weight, module.bias) if p is not None),
                 formula=_formula(w_shape, module.out_channels if has_bias else 0),
+            )
+        if isinstance(module, nn.Linear) and channels_last:
+            has_bias = module.bias is not None
+            return LayerSpec(
+                type=name,
+                in_channels=module.in_features,
+                out_channels=module.out_features,
+                kernel_size=(1, 1),
+                stride=(1, 1),
+                padding=(0, 0),
+                groups=1,
+                params=module.weight.numel() + (module.out_features if has_bias else 0),
+                formula=_formula((*module.weight.shape, 1, 1), module.out_features if has_bias else 0),
             )
         if isinstance(module, nn.Linear):
             has_bias = module.bias is not None

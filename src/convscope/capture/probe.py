@@ -15,13 +15,12 @@ and every in-place op, so a kept tensor is copied just before something writes i
 
 from __future__ import annotations
 
-import warnings
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.optim.optimizer as optim_hooks
@@ -29,6 +28,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from convscope.capture.hooks import HookSet
+from convscope.capture.layout import CHANNELS_LAST, Perm, after_permute, permute_dims
 from convscope.capture.naming import (
     ACTIVATION_FUNCTIONS,
     LayerSpec,
@@ -39,146 +39,10 @@ from convscope.capture.naming import (
     role,
     selectable_names,
 )
+from convscope.capture.trace import Block, Trace, UnknownLayerError
 from convscope.config import FIELDS, CaptureConfig
 
-_HELD = ("x", "conv", "z", "a", "weight", "bias")
-
-
-class UnknownLayerError(KeyError):
-    """A layer name that the model does not have."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-@dataclass(eq=False)
-class Block:
-    """One block `conv|linear → (norm) → activation`, or a lone activation, as recorded in one pass.
-
-    Tensors are detached; a field is None when it was not kept or does not apply (no
-    gradients under `torch.no_grad()`, no `conv`/`weight` for a lone activation).
-    """
-
-    name: str  # the leader's call name, or the activation's for a lone activation
-    kind: str  # "conv" | "linear" | "activation"
-    spec: LayerSpec | None = None  # the leader's layer spec
-    norm_name: str | None = None
-    norm_type: str | None = None
-    act_name: str | None = None
-    activation: str | None = None  # "ReLU", "relu", "tanh", ...
-    x: Tensor | None = None  # (B, C_in, H, W) or (B, F_in)
-    conv: Tensor | None = None  # (B, C_out, H', W'): W*x + b before any norm
-    z: Tensor | None = None  # (B, C_out, H', W'): what enters the activation
-    a: Tensor | None = None  # (B, C_out, H', W'): activation map = feature map
-    _weight: Tensor | None = field(default=None, repr=False)  # (C_out, C_in/groups, k, k) or (F_out, F_in)
-    _bias: Tensor | None = field(default=None, repr=False)  # (C_out,)
-    grad_weight: Tensor | None = None  # dL/dW, same shape as weight
-    grad_bias: Tensor | None = None
-    grad_a: Tensor | None = None
-    stale: set[str] = field(default_factory=set)  # fields overwritten in place by an unseen op
-    _kept: bool = field(default=False, repr=False)
-    _grads: dict[str, Tensor] = field(default_factory=dict, repr=False)
-    _z_source: str = field(default="conv", repr=False)  # which recorded tensor is z
-    _view_versions: dict[str, int] = field(default_factory=dict, repr=False)
-
-    #: set by convscope.render (capture may not import it): Block → HTML, so it draws itself in Jupyter
-    display: ClassVar[Callable[[Block], str] | None] = None
-
-    def _repr_html_(self) -> str | None:
-        return None if Block.display is None else Block.display(self)
-
-    @property
-    def weight(self) -> Tensor | None:
-        """W as used in the forward (None, with `stale`, if it was since changed in place)."""
-        return self._param_view("weight")
-
-    @weight.setter
-    def weight(self, value: Tensor | None) -> None:
-        self._weight = value
-        self._view_versions.pop("weight", None)
-
-    @property
-    def bias(self) -> Tensor | None:
-        """b as used in the forward."""
-        return self._param_view("bias")
-
-    @bias.setter
-    def bias(self, value: Tensor | None) -> None:
-        self._bias = value
-        self._view_versions.pop("bias", None)
-
-    def _param_view(self, name: str) -> Tensor | None:
-        t: Tensor | None = getattr(self, f"_{name}")
-        version = self._view_versions.get(name)
-        if t is not None and version is not None and t._version != version:
-            setattr(self, f"_{name}", None)
-            self._view_versions.pop(name)
-            self.stale.add(name)
-            warnings.warn(
-                f"{self.name}.{name} was changed in place after the probe closed (an optimizer step"
-                " outside the probe?); run the backward and the step inside the probe to keep it",
-                stacklevel=3,
-            )
-            return None
-        return t
-
-    @property
-    def grad_z(self) -> Tensor | None:
-        """dL/dz."""
-        return self._grads.get(self._z_source)
-
-    @property
-    def members(self) -> tuple[str, ...]:
-        """Names of the calls that make up this block."""
-        names = [self.name]
-        names += [n for n in (self.norm_name, self.act_name) if n and n != self.name]
-        return tuple(names)
-
-    @property
-    def out_shape(self) -> tuple[int, ...] | None:
-        """Per-example output size (C, H, W) or (F,)."""
-        for t in (self.a, self.z, self.conv):
-            if t is not None:
-                return tuple(t.shape[1:])
-        return None
-
-
-class Trace(Mapping[str, Block]):
-    """Blocks of one forward pass, in call order, by block name; member names (the norm's or
-    the activation's name) find their block too."""
-
-    def __init__(self) -> None:
-        self._blocks: dict[str, Block] = {}
-        self._alias: dict[str, str] = {}
-
-    def _add(self, block: Block) -> None:
-        self._blocks[block.name] = block
-
-    def _alias_to(self, member: str, block: Block) -> None:
-        self._alias[member] = block.name
-
-    def __getitem__(self, name: str) -> Block:
-        key = name if name in self._blocks else self._alias.get(name)
-        if key is None:
-            valid = ", ".join(self._blocks) or "(none: did a forward run inside the probe?)"
-            raise UnknownLayerError(f"no block named {name!r} in this trace; blocks: {valid}")
-        return self._blocks[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._blocks)
-
-    def __len__(self) -> int:
-        return len(self._blocks)
-
-    def __repr__(self) -> str:
-        return f"Trace({list(self._blocks)})"
-
-    #: set by convscope.render (capture may not import it): Trace → HTML (its block table) for Jupyter
-    display: ClassVar[Callable[[Trace], str] | None] = None
-
-    def _repr_html_(self) -> str | None:
-        return None if Trace.display is None else Trace.display(self)
-
+__all__ = ["Block", "Probe", "Trace", "UnknownLayerError"]
 
 class _FunctionWatch(TorchFunctionMode):
     """Routes every torch function called during the probed forward to the probe."""
@@ -261,6 +125,7 @@ class Probe:
         self._mode: _FunctionWatch | None = None
         self._active = False
         self._backward_ran = False
+        self._params_hooked = False  # dL/dW hooks go on at the first pass with grad enabled
         self._stack: list[str] = []
         self._reset_pass()
 
@@ -288,7 +153,6 @@ class Probe:
                     )
                 )
             self._hooks.add(optim_hooks.register_optimizer_step_pre_hook(self._before_step))
-            self._hook_parameters()
         except BaseException:
             self._hooks.release()
             raise
@@ -310,6 +174,7 @@ class Probe:
             self._leave_mode()
         finally:
             self._active = False
+            self._params_hooked = False
             self._stack.clear()
             self._hooks.release()
             self._check_versions()
@@ -330,32 +195,53 @@ class Probe:
     # ---- passes, module hooks -----------------------------------------------------------
     def _reset_pass(self) -> None:
         self._calls: dict[str, int] = {}
-        self._open: Block | None = None
-        self._open_tensor: Tensor | None = None
-        self._open_version = -1
-        self._pending_act: tuple[Block, str, bool] | None = None
-        self._param_blocks: dict[int, list[tuple[Block, str]]] = {}
+        self._open: Block | None = None  # the block whose output may still meet a norm/activation
+        self._open_views: list[tuple[Tensor, int, Perm]] = []  # its output (and permuted views of it)
+        self._open_leader: _Leader | None = None  # the open block's leader call, not kept (yet)
+        self._norm: _NormCall | None = None  # a norm of the open block, while its forward runs
+        self._pending_act: tuple[Block, str, bool, Perm] | None = None  # (block, name, is a module, to_first)
+        self._param_blocks: dict[int, list[tuple[Block, str, bool]]] = {}
+        self._first_call: nn.Module | None = None  # what started a pass outside model.forward
+
+    def _start_pass(self, first: nn.Module) -> None:
+        self._leave_mode()
+        self._check_versions()
+        self._reset_pass()
+        self._stack.clear()
+        self._trace = Trace()
+        self.passes += 1
+        self._first_call = None if first is self.model else first
+        if not self._params_hooked and torch.is_grad_enabled():
+            self._params_hooked = True
+            self._hook_parameters()
+        self._mode = _FunctionWatch(self)
+        self._mode.__enter__()  # type: ignore[no-untyped-call]
 
     def _pre_hook(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
-        if module is self.model:
-            self._leave_mode()
-            self._check_versions()
-            self._reset_pass()
-            self._stack.clear()
-            self._trace = Trace()
-            self.passes += 1
-            self._mode = _FunctionWatch(self)
-            self._mode.__enter__()  # type: ignore[no-untyped-call]
-        if self._mode is None:  # a submodule called on its own, outside the model's forward
-            return
+        # A pass is one call of the model, or — for other entry points such as
+        # `model.forward_features(x)` — starts at the first call of any of its modules when no
+        # pass is running, and runs until the next pass or the probe's end; calling that first
+        # module again from outside every module starts the next pass.
+        if module is self.model or (
+            not self._stack and (self._mode is None or module is self._first_call)
+        ):
+            self._start_pass(module)
         self._stack.append(self._names.get(id(module), "?"))
-        if self._roles.get(id(module)) == "activation":
+        r = self._roles.get(id(module))
+        if r == "activation":
             inp = _first_tensor(args, kwargs)
             if inp is not None:
                 with _no_dispatch():
                     self._activation_before(self._call_name(self._stack[-1]), module, inp)
+        elif r == "norm" and self._norm is None and self._open is not None:
+            inp = _first_tensor(args, kwargs)
+            to_first = self._open_match(inp) if inp is not None else _NO_MATCH
+            if inp is not None and to_first is not _NO_MATCH:
+                name = self._call_name(self._stack[-1])
+                shape = tuple(inp.shape)
+                self._norm = _NormCall(self._open, module, name, to_first, shape)  # type: ignore[arg-type]
 
     def _post_hook(
         self,
@@ -374,10 +260,12 @@ class Probe:
                 inp = _first_tensor(args, kwargs)
                 if r == "leader" and inp is not None:
                     self._leader_after(module, inp, output)
-                elif r == "norm" and inp is not None:
-                    self._norm_after(module, inp, output)
+                elif r == "norm" and self._norm is not None and self._norm.module is module:
+                    self._norm_after(self._norm, output)
                 elif r == "activation":
                     self._activation_after(output)
+        if self._norm is not None and self._norm.module is module:
+            self._norm = None
         if module is self.model:
             self._leave_mode()
 
@@ -392,25 +280,48 @@ class Probe:
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         fname = getattr(func, "__name__", "")
-        if self._held and is_inplace(fname, kwargs):
-            self._copy_before_write(args, kwargs)
-        if (
+        act = (
             fname in ACTIVATION_FUNCTIONS
             and args
             and isinstance(args[0], Tensor)
             and not self._inside_activation_module()
-        ):
+        )
+        if act:  # before any copy on write: an in-place activation's input is kept first
             parent = self._stack[-1] if self._stack else ""
             name = self._call_name(functional_name(parent, fname))
             self._activation_before(name, None, args[0], shown=ACTIVATION_FUNCTIONS[fname])
-            out = func(*args, **kwargs)
+        if self._held and is_inplace(fname, kwargs):
+            self._copy_before_write(args, kwargs)
+        out = func(*args, **kwargs)
+        if act:
             if isinstance(out, Tensor):
                 self._activation_after(out)
-            return out
-        return func(*args, **kwargs)
+        elif self._open_views and fname in _FOLLOWED and args and isinstance(out, Tensor):
+            self._follow(fname, args, kwargs, out)
+        return out
 
     def _inside_activation_module(self) -> bool:
         return bool(self._stack) and self._pending_act is not None and self._pending_act[2]
+
+    def _follow(self, fname: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: Tensor) -> None:
+        """`out` is a permuted (or contiguous) copy of the open block's output: a norm or an
+        activation applied to it still belongs to the block (ConvNeXt's channels-last LayerNorm)."""
+        to_first = self._open_match(args[0])
+        if to_first is _NO_MATCH:
+            return
+        if fname == "permute":
+            dims = permute_dims(args, kwargs, out.dim())
+            if dims is None:
+                return
+            to_first = after_permute(to_first, dims)  # type: ignore[arg-type]
+        self._open_views.append((out, out._version, to_first))  # type: ignore[arg-type]
+
+    def _open_match(self, t: Tensor) -> Perm | object:
+        """`to_first` of `t` if it is (a followed view of) the open block's output, untouched."""
+        for view, version, to_first in self._open_views:
+            if t is view and t._version == version:
+                return to_first
+        return _NO_MATCH
 
     # ---- recording ----------------------------------------------------------------------
     def _call_name(self, name: str) -> str:
@@ -425,79 +336,108 @@ class Probe:
 
     def _leader_after(self, module: nn.Module, inp: Tensor, out: Tensor) -> None:
         name = self._call_name(self._names.get(id(module), "?"))
-        spec = _spec_of(module)
-        kind = "linear" if isinstance(module, nn.Linear) else "conv"
-        block = Block(name=name, kind=kind, spec=spec)
-        self._open, self._open_tensor, self._open_version = block, out, out._version
-        block._kept = self._wanted(name)
-        if not block._kept:
-            return
+        # a Linear over (B, H, W, C) is a 1×1 conv over C: shown channels-first
+        last = isinstance(module, nn.Linear) and inp.dim() == 4
+        spec = _spec_of(module, last)
+        kind = "linear" if isinstance(module, nn.Linear) and not last else "conv"
+        block = Block(name=name, kind=kind, spec=spec, channels_last=last)
+        to_first: Perm = CHANNELS_LAST if last else None
+        self._open, self._open_views = block, [(out, out._version, to_first)]
+        leader = _Leader(block, module, inp, inp._version, out, out._version, to_first)
+        self._open_leader = None
+        if self._wanted(name):
+            self._adopt(block, leader)
+        else:
+            self._open_leader = leader
+
+    def _adopt(self, block: Block, leader: _Leader | None = None) -> None:
+        """Keep `block` (a member of it is wanted): its leader's tensors too, if still intact."""
+        block._kept = True
         self.trace._add(block)
-        self._keep(block, "x", inp)
-        self._keep(block, "conv", out)
-        self._keep(block, "z", out)
-        self._keep(block, "weight", getattr(module, "weight", None))
-        self._keep(block, "bias", getattr(module, "bias", None))
+        if leader is None:
+            leader, self._open_leader = self._open_leader, None
+            if leader is None or leader.block is not block:
+                return
+        module, to_first = leader.module, leader.to_first
+        if leader.inp._version == leader.inp_version:
+            self._keep(block, "x", _permuted(leader.inp, to_first))
+        if leader.out._version == leader.out_version:
+            self._keep(block, "conv", _permuted(leader.out, to_first))
+            if block._z_source == "conv":
+                self._keep(block, "z", _permuted(leader.out, to_first))
+            self._grad_hook(block, "conv", leader.out, to_first)
         for pname in ("weight", "bias"):
             p = getattr(module, pname, None)
             if isinstance(p, Tensor):
-                self._param_blocks.setdefault(id(p), []).append((block, f"grad_{pname}"))
-        self._grad_hook(block, "conv", out)
+                as_conv = block.channels_last and pname == "weight"
+                self._keep(block, pname, p[:, :, None, None] if as_conv else p)
+                self._param_blocks.setdefault(id(p), []).append((block, f"grad_{pname}", as_conv))
 
-    def _norm_after(self, module: nn.Module, inp: Tensor, out: Tensor) -> None:
+    def _norm_after(self, call: _NormCall, out: Tensor) -> None:
+        """The norm of the open block returned without calling an activation: z is its output."""
         block = self._open
-        if block is None or inp is not self._open_tensor or inp._version != self._open_version:
-            return  # a norm that does not follow a conv/linear directly: not part of a block
-        name = self._call_name(self._names.get(id(module), "?"))
-        block.norm_name, block.norm_type = name, type(module).__name__
-        self._open_tensor, self._open_version = out, out._version
-        if not block._kept:
-            if self._wanted(name):
-                block._kept = True
-                self.trace._add(block)
-            else:
-                return
-        self.trace._alias_to(name, block)
+        if call.fused or block is None or call.block is not block:
+            return  # fused norm + activation: already recorded as the block's z and a
+        block.norm_name, block.norm_type = call.name, type(call.module).__name__
+        to_first = call.to_first if tuple(out.shape) == call.shape else None
+        self._open_views = [(out, out._version, to_first)]
         block._z_source = "norm"
-        self._keep(block, "z", out)
-        self._grad_hook(block, "norm", out)
+        if not block._kept:
+            if not self._wanted(call.name):
+                return
+            self._adopt(block)
+        self.trace._alias_to(call.name, block)
+        self._keep(block, "z", _permuted(out, to_first))
+        self._grad_hook(block, "norm", out, to_first)
 
     def _activation_before(
         self, name: str, module: nn.Module | None, inp: Tensor, *, shown: str | None = None
     ) -> None:
-        """Pair the activation with the open block when its input is that block's output,
-        untouched; else start a lone-activation block. Runs before the op (it may be in place)."""
+        """Pair the activation with the open block when its input is that block's output
+        (or its norm's, for a norm whose own forward calls the activation), untouched; else
+        start a lone-activation block. Runs before the op (it may be in place)."""
         shown = shown or type(module).__name__
         block = self._open
-        paired = (
-            block is not None and inp is self._open_tensor and inp._version == self._open_version
+        norm = self._norm
+        fused = (
+            norm is not None and not norm.fused and norm.block is block and tuple(inp.shape) == norm.shape
         )
-        if not paired or block is None:
+        to_first: Perm | object = norm.to_first if fused and norm else self._open_match(inp)
+        if block is None or to_first is _NO_MATCH:
             block = Block(name=name, kind="activation", spec=None)
             block._z_source = "input"
-            block._kept = self._wanted(name)
-            if block._kept:
+            to_first = None
+            if self._wanted(name):
+                block._kept = True
                 self.trace._add(block)
                 self._keep(block, "x", inp)
                 self._keep(block, "z", inp)
-                self._grad_hook(block, "input", inp)
-        elif not block._kept and self._wanted(name):
-            block._kept = True
-            self.trace._add(block)
+                self._grad_hook(block, "input", inp, None)
+        else:
+            if fused and norm is not None:  # z is what the norm's forward hands its activation
+                norm.fused = True
+                block.norm_name, block.norm_type = norm.name, type(norm.module).__name__
+                block._z_source = "norm"
+            if not block._kept and self._wanted(name, block.norm_name):
+                self._adopt(block)
+            if block._kept:
+                self.trace._alias_to(name, block)
+                if fused and block.norm_name:
+                    self.trace._alias_to(block.norm_name, block)
+                    self._keep(block, "z", _permuted(inp, to_first))  # type: ignore[arg-type]
+                    self._grad_hook(block, "norm", inp, to_first)  # type: ignore[arg-type]
         block.act_name, block.activation = name, shown
-        if paired and block._kept:
-            self.trace._alias_to(name, block)
-        self._open, self._open_tensor = None, None
-        self._pending_act = (block, name, module is not None)
+        self._open, self._open_views, self._open_leader = None, [], None
+        self._pending_act = (block, name, module is not None, to_first)  # type: ignore[assignment]
 
     def _activation_after(self, out: Tensor) -> None:
         pending, self._pending_act = self._pending_act, None
         if pending is None:
             return
-        block = pending[0]
+        block, _, _, to_first = pending
         if block._kept:
-            self._keep(block, "a", out)
-            self._grad_hook(block, "a", out)
+            self._keep(block, "a", _permuted(out, to_first))
+            self._grad_hook(block, "a", out, to_first)
 
     def _keep(self, block: Block, name: str, t: Tensor | None) -> None:
         if t is None:
@@ -510,13 +450,13 @@ class Probe:
         cfg = self.config
         if cfg.device is not None or cfg.dtype is not None:
             moved = d.to(device=cfg.device, dtype=cfg.dtype)
-            if moved.untyped_storage().data_ptr() != d.untyped_storage().data_ptr():
+            if _storage(moved) != _storage(d):
                 setattr(block, name, moved)  # already a copy: nothing can overwrite it
                 return
         setattr(block, name, d)
         self._held.setdefault(_storage(d), []).append((weakref.ref(block), name, d._version))
 
-    def _grad_hook(self, block: Block, slot: str, t: Tensor) -> None:
+    def _grad_hook(self, block: Block, slot: str, t: Tensor, to_first: Perm) -> None:
         if not t.requires_grad:
             return
         wanted = "grad_a" if slot == "a" else "grad_z"
@@ -526,12 +466,14 @@ class Probe:
 
         def store(grad: Tensor) -> None:
             g = grad.detach()
+            if to_first is not None:
+                g = g.permute(to_first)
             if cfg.device is not None or cfg.dtype is not None:
                 g = g.to(device=cfg.device, dtype=cfg.dtype)
             if slot == "a":
                 block.grad_a = g
-            else:
-                block._grads[slot] = g
+            elif slot == block._z_source:  # dL/dconv of a block with a norm is not kept:
+                block._grads[slot] = g  # holding it would only cost memory
 
         self._hooks.add(t.register_hook(store))
 
@@ -558,9 +500,9 @@ class Probe:
             cfg = self.config
             if cfg.device is not None or cfg.dtype is not None:
                 g = g.to(device=cfg.device, dtype=cfg.dtype)
-            for block, fname in targets:
+            for block, fname, as_conv in targets:
                 if fname in self.config.keep:
-                    setattr(block, fname, g)
+                    setattr(block, fname, g[:, :, None, None] if as_conv else g)
 
         return store
 
@@ -573,7 +515,7 @@ class Probe:
             entries = self._held.pop(_storage(t), None)
             if not entries:
                 continue
-            copies: dict[int, Tensor] = {}
+            copies: dict[tuple[Any, ...], Tensor] = {}  # views alike (x and z of one tensor) share a copy
             for ref, name, _ in entries:
                 block = ref()
                 if block is None:
@@ -581,7 +523,7 @@ class Probe:
                 current = getattr(block, name)
                 if current is None:
                     continue
-                key = id(current)
+                key = (current.storage_offset(), tuple(current.shape), current.stride(), current.dtype)
                 if key not in copies:
                     copies[key] = current.clone()
                 setattr(block, name, copies[key])
@@ -621,19 +563,53 @@ class Probe:
                 del self._held[key]
 
 
-_SPECS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], LayerSpec]] = weakref.WeakKeyDictionary()
+_SPECS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], bool, LayerSpec]] = (
+    weakref.WeakKeyDictionary()
+)
+_NO_MATCH = object()  # `_open_match`: not the open block's output
+_FOLLOWED = frozenset({"permute", "contiguous"})  # ops whose result stays the open block's output
 
 
-def _spec_of(module: nn.Module) -> LayerSpec:
+@dataclass
+class _Leader:
+    """A conv/linear call whose block is not kept (yet): kept if a later member is wanted."""
+
+    block: Block
+    module: nn.Module
+    inp: Tensor
+    inp_version: int
+    out: Tensor
+    out_version: int
+    to_first: Perm
+
+
+@dataclass
+class _NormCall:
+    """A norm module called on the open block's output, while its forward runs."""
+
+    block: Block
+    module: nn.Module
+    name: str
+    to_first: Perm  # of its input
+    shape: tuple[int, ...]  # of its input
+    fused: bool = False  # its own forward called an activation (timm's BatchNormAct2d)
+
+
+def _spec_of(module: nn.Module, channels_last: bool = False) -> LayerSpec:
     """LayerSpec.of, remembered per module while its weight keeps its shape."""
     w = getattr(module, "weight", None)
     shape = tuple(w.shape) if isinstance(w, Tensor) else ()
     hit = _SPECS.get(module)
-    if hit is not None and hit[0] == shape:
-        return hit[1]
-    spec = LayerSpec.of(module)
-    _SPECS[module] = (shape, spec)
+    if hit is not None and hit[0] == shape and hit[1] == channels_last:
+        return hit[2]
+    spec = LayerSpec.of(module, channels_last=channels_last)
+    _SPECS[module] = (shape, channels_last, spec)
     return spec
+
+
+def _permuted(t: Tensor, to_first: Perm) -> Tensor:
+    """`t` channels-first (a view)."""
+    return t if to_first is None else t.permute(to_first)
 
 
 def _no_dispatch() -> AbstractContextManager[None]:
@@ -642,7 +618,8 @@ def _no_dispatch() -> AbstractContextManager[None]:
 
 
 def _storage(t: Tensor) -> int:
-    return int(t.untyped_storage().data_ptr())
+    """The address of `t`'s storage (views of one storage agree), without building a storage object."""
+    return int(t.data_ptr() - t.storage_offset() * t.element_size())
 
 
 def _tensors(items: list[Any]) -> Iterator[Tensor]:

@@ -25,6 +25,7 @@ Routes (JSON unless said otherwise; every error is 4xx/5xx with {"error": "one l
         norm=global uses `scale`, else max |v| of that kind over all the run's layers at that step
   GET  /api/runs/{run}/za.png?layer=&step=&sample=0  z | a side by side on one 0-centred scale
   GET  /api/runs/{run}/test-images/{i}.png           test image i (snapshot "_test"/"input")
+  GET  /api/runs/{run}/colour.png?layer=&step=        the first block's x as the picture (un-normalised)
   GET  /api/runs/{run}/json/{key}?step=              {"key","step","value"} (predictions,
                                                       findings, layers, upload:ID, ...)
   GET  /api/runs/{run}/controls?since_id=0           {"controls": [{"id","key","value","time",

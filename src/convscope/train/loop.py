@@ -215,6 +215,8 @@ class Trainer:
         self.writer = self.recorder.writer
         self.writer.set_meta("threads", self.threads)
         self.recorder.lr = self.lr
+        self.recorder.probe_labels = self.data.yval  # the snapshots' fixed image is xval[0]
+        self._describe_input()
         self._weights = _weights(self.model)
         self._val_cost: float | None = None  # CPU seconds of the last validation pass
         self._trained_since_val = 0.0  # CPU seconds of training steps since then
@@ -271,6 +273,11 @@ class Trainer:
             if status != "crashed" and self.nonfinite_step is None:
                 self._save_last()
             self.recorder.close(status)
+
+    def _describe_input(self) -> None:
+        """The input normalisation in the run's meta: the page draws x as the colour image."""
+        self.writer.set_meta("input_mean", [round(float(v), 5) for v in self.data.mean])
+        self.writer.set_meta("input_std", [round(float(v), 5) for v in self.data.std])
 
     def checkpoint_metadata(self) -> dict[str, str]:
         """What a checkpoint needs to describe itself (DESIGN §3): the model (a zoo name or layer
@@ -447,10 +454,13 @@ class Trainer:
                 for group in self.opt.param_groups:
                     group[key] = v
             return {"ok": True, key: v}
-        if key == "save_checkpoint":
-            name = str(value or f"step-{self.recorder.step_index}")
+        if key == "save_checkpoint":  # a taken name is versioned (NAME-2, NAME-3, ...): nothing is overwritten
+            asked = str(value or f"step-{self.recorder.step_index}")
+            name = next(n for n in (asked, *(f"{asked}-{i}" for i in range(2, 10_000)))
+                        if not self.writer.checkpoint_path(n).exists())  # fmt: skip
             path = self.writer.save_checkpoint(self.model.state_dict(), name, self.checkpoint_metadata())
-            return {"ok": True, "name": name, "path": str(path)}
+            return {"ok": True, "name": name, "path": str(path), "step": _checkpoint_step(path),
+                    **({"asked": asked} if name != asked else {})}  # fmt: skip
         if key == "load_checkpoint":
             return self._load_checkpoint(str(value))
         if key == "model":
@@ -478,7 +488,7 @@ class Trainer:
             raise ValueError(f"checkpoint {name!r} does not fit this model ({'; '.join(parts)})")
         self.model.load_state_dict(state)
         self.nonfinite_step = None
-        return {"ok": True, "name": name}
+        return {"ok": True, "name": name, "step": _checkpoint_step(self.writer.checkpoint_path(name))}
 
     def _restart(self, spec: str) -> dict[str, Any]:
         model, shape = self._build(spec)
@@ -494,6 +504,8 @@ class Trainer:
         self.nonfinite_step = None
         self.recorder.swap_model(model)
         self.recorder.probe_images, self.recorder.probe_transform = self.data.xval, self.data.norm
+        self.recorder.probe_labels = self.data.yval
+        self._describe_input()
         self.writer.set_meta("model", spec if "\n" not in spec else "layer spec")
         self.writer.set_meta("spec", spec_of(model))
         self.writer.set_meta("input_shape", list(shape))
@@ -535,3 +547,13 @@ class Trainer:
         self.writer.commit(step)
         return {"ok": True, **result}
 
+
+def _checkpoint_step(path: Path) -> int | None:
+    """The training step a checkpoint's weights are from (its metadata `step`), None if unsaid."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return int((f.metadata() or {}).get("step", ""))
+    except (ValueError, OSError, SafetensorError):
+        return None

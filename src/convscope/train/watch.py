@@ -7,6 +7,9 @@
         run.step(loss=loss, acc=acc)               # after the optimizer step
     run.close()                                     # or use `with cs.watch(...) as run:`
 
+`acc=` (or `train_acc=`) is the training accuracy the page draws, `val_acc=` the validation
+accuracy; any other keyword is kept as a scalar of that name.
+
 Then `convscope serve runs/` from another process. Each `step()` records the loss and scalars of
 the step; per-layer statistics, tensor snapshots (every `snapshot_every` seconds) and live-
 diagnosis samples are planned within `budget` (default 3%) of the step time, measured as the run
@@ -28,9 +31,11 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convscope.analysis.diagnose import Diagnoser
+from convscope.analysis.update_hold import UpdateHold
 from convscope.capture import Block, HookSet, Probe, Trace
 from convscope.capture.naming import RELU, base_name, role
 from convscope.runs import Control, RunWriter
@@ -111,6 +116,9 @@ class Recorder:
         # held-out images in [0, 1] (N, C, H, W) for the unit explorer, and what the model is fed
         self.probe_images = None if probe is None else _check_probe(probe)
         self.probe_transform: Callable[[Tensor], Tensor] = probe_transform or (lambda x: x)
+        self.probe_labels: Tensor | None = None  # their classes, when known (dL/da of the snapshots)
+        self._snapshot_source = ""  # "probe" (a fixed held-out image) or "batch" (example 0)
+        self._held = UpdateHold()  # measured update/weight ratios held outside [1e-4, 1e-2]
         self.model = model
         self._attach(model)
         self.writer.set_meta("status", "running")
@@ -214,6 +222,7 @@ class Recorder:
         self._window = Diagnoser(data="recent training batches", lr=self.lr)
         self._window_start = self._clock()
         self._first_seen = {}
+        self._held.reset()
 
     def _forward_starts(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         if not torch.is_grad_enabled():
@@ -242,6 +251,10 @@ class Recorder:
         now = self._clock()
         loop_s = None if self._returned is None else start - self._returned
         step, plan = self.step_index, self._plan
+        if "acc" in metrics:  # the README's name for the training accuracy
+            if "train_acc" in metrics:
+                raise ValueError("give the training accuracy once: acc= or train_acc=, not both")
+            metrics["train_acc"] = metrics.pop("acc")
         scalars: dict[str, float] = {k: _number(k, v) for k, v in metrics.items()}
         if loss is not None:
             scalars["loss"] = _number("loss", loss)
@@ -322,13 +335,16 @@ class Recorder:
             )  # fmt: skip
         for name, stats in fused_stats(rows).items():
             self.writer.log_layer_stats(step, name, stats)
+            if stats.get("update_ratio") is not None:
+                self._held.observe(step, name, float(stats["update_ratio"]))
 
     def _publish_findings(self, step: int) -> None:
         """The live diagnosis of the last window of sampled batches → json `findings`; each
         finding carries the step it first appeared (and kept appearing) at."""
         found = self._window.result().findings
-        if self.lr is None:  # the real ratio is plotted live; an estimate from an assumed lr would mislead
-            found = [f for f in found if f.kind != "update_ratio"]
+        # the measured ratio (held for a while) replaces the lr·‖dL/dW‖/‖W‖ estimate, which
+        # ignores momentum; with no lr known the estimate would come from an assumed lr
+        found = [f for f in found if f.kind != "update_ratio"] + self._held.findings()
         seen: dict[tuple[str, str, tuple[int, ...]], int] = {}
         rows = []
         for f in found:
@@ -347,15 +363,48 @@ class Recorder:
         w = getattr(module, "weight", None)
         return w if isinstance(w, Tensor) else None
 
+    def _probe_trace(self) -> Trace | None:
+        """x, z, a, dL/dz, dL/da of the first probe image (the same held-out image at every
+        snapshot, so steps compare like for like), in eval mode, with the loss on its label (or
+        the model's top class); no parameter's .grad is touched. None without probe images, or
+        when the model's output is not (1, classes) scores."""
+        if self.probe_images is None:
+            return None
+        x = self.probe_transform(self.probe_images[:1]).detach().requires_grad_(True)
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.enable_grad():
+                out = self.model(x)
+                labels = self.probe_labels
+                target = labels[:1] if labels is not None else out.detach().argmax(1)
+                torch.autograd.grad(F.cross_entropy(out, target), x)
+            return self.probe.trace
+        except (RuntimeError, ValueError, TypeError, IndexError):
+            self.probe_images = None  # not a classifier of these images: example 0 of the batch it is
+            return None
+        finally:
+            self.model.train(was)
+            self._armed_passes = self.probe.passes
+
     def _snapshot(self, step: int, trace: Trace) -> None:
+        fixed = self._probe_trace()
+        source = "probe" if fixed is not None else "batch"
+        if source != self._snapshot_source:  # the page says which image its maps are of
+            self.writer.set_meta("snapshot_example", source)
+            self._snapshot_source = source
         for i, (name, block) in enumerate(trace.items()):
-            if i == 0 and block.x is not None:
-                self.writer.log_snapshot(step, name, "x", block.x[:1])
-                self._inputs[step] = block.x[:1].detach().clone()  # (1, C, H, W) what the page shows
+            maps = fixed.get(name) if fixed is not None else block  # x, z, a and their gradients
+            if maps is None:
+                maps = block
+            if i == 0 and maps.x is not None:
+                self.writer.log_snapshot(step, name, "x", maps.x[:1])
+                self._inputs[step] = maps.x[:1].detach().clone()  # (1, C, H, W) what the page shows
                 for old in sorted(self._inputs)[:-KEEP_INPUTS]:
                     del self._inputs[old]
             for kind in SNAPSHOT_KINDS:
-                t = block.grad_z if kind == "grad_z" else getattr(block, kind)
+                src = block if kind in ("weight", "grad_weight") else maps  # W, dL/dW: the training step's
+                t = src.grad_z if kind == "grad_z" else getattr(src, kind)
                 if t is None:
                     continue
                 if kind not in ("weight", "grad_weight"):

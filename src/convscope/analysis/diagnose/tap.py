@@ -40,7 +40,7 @@ class _Tap:
     @staticmethod
     def of(model: nn.Module, trace: Trace, diag: Diagnoser) -> _Tap | None:
         """A tap for the blocks of `trace`, or None when one is out of its reach (a functional
-        activation, a block without its map)."""
+        activation, a block without its map, a channels-last block)."""
         modules = dict(model.named_modules())
         targets: dict[str, nn.Module] = {}
         by_call: dict[str, str] = {}
@@ -50,6 +50,8 @@ class _Tap:
             w = leader_weight(leader) if leader is not None else None
             if w is not None:
                 weights.setdefault(id(w), []).append(name)
+            if block.channels_last:
+                return None  # its module outputs are (B, H, W, C): the Probe shows them channels-first
             if block.activation is None:
                 continue  # no map to count (e.g. the last linear layer): weights/gradients only
             act = modules.get(base_name(block.act_name or ""))

@@ -139,3 +139,38 @@ def test_image(run: str, state: State, index: TestIndex) -> Response:
 
         body = state.pictures.get_or_make(("test", run, at, index), make)
     return _png(body, at, exact=False)
+
+
+def unnormalised(x: torch.Tensor, meta: dict[str, object]) -> torch.Tensor:
+    """A model input (C, H, W) back to an image in [0, 1]: x·std + mean with the run's meta
+    `input_mean`/`input_std` (the built-in trainer writes them); without them, one min-max
+    scale for all channels (the colours keep their relations, the contrast is stretched)."""
+    mean, std = meta.get("input_mean"), meta.get("input_std")
+    c = x.shape[0]
+    if isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == c:
+        try:
+            m = torch.tensor([float(v) for v in mean]).view(c, 1, 1)
+            s = torch.tensor([float(v) for v in std]).view(c, 1, 1)
+        except (TypeError, ValueError):
+            pass
+        else:
+            return (x.float() * s + m).clamp(0, 1)
+    lo, hi = float(x.min()), float(x.max())
+    return (x.float() - lo) / (hi - lo) if hi > lo else torch.zeros_like(x, dtype=torch.float32)
+
+
+@router.get("/runs/{run}/colour.png", response_class=Response, responses=PNG)
+def colour_image(run: str, state: State, layer: str, step: Step = None) -> Response:
+    """The first block's input x (an RGB or grey image) as the picture itself, not as channels."""
+    with state.reader(run) as r:
+        at = resolve_step(r, layer, "x", step)
+        meta = r.meta()
+
+        def make() -> bytes:
+            x = load(r, layer, "x", at)
+            if x.dim() != 4 or x.shape[1] not in (1, 3):
+                raise ApiError(400, f"x of {layer!r} is not an image batch (N, 1 or 3, H, W): {tuple(x.shape)}")
+            return image_png(unnormalised(x[0], meta))
+
+        key = ("colour", run, layer, at)
+        return _png(state.pictures.get_or_make(key, make), at, exact=step == at)

@@ -1,38 +1,51 @@
 // charts.js — the four time-series charts (uPlot, vendored in /static/vendor/uplot/): loss,
 // accuracy, update-to-weight ratio per layer (log axis, reference line at 1e-3) and dead fraction.
+// Every chart draws vertical marks (marks.js): restarts with another net, the scrubbed step.
+
+import { marksPlugin } from "./marks.js";
 
 const COLORS = ["#2456a6", "#d1495b", "#2a9d55", "#e09f3e", "#7b4fb0", "#1f9bb5", "#8c564b", "#c44fa0", "#6b7b2a", "#555"];
 const STEP_INCRS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 2e6, 5e6]; // whole steps only
 const MAX_POINTS = 4000; // drawn points per series; longer histories are strided (the last point kept)
 
 export class Chart {
-  /** el: container; series: [{label, color?, dash?}]; opts: {log, y: [min, max] | null, ylabel} */
+  /** el: container; series: [{label, color?, dash?, width?, points?, y2?}] (y2: on the second,
+   *  right-hand axis); opts: {log, y: [min, max] | null, ylabel, y2label} */
   constructor(el, series, opts = {}) {
     this.el = el;
     this.series = series;
     this.opts = opts;
     this.plot = null;
+    this.marks = []; // [{step, label, kind: "restart" | "a" | "b"}]
     this.data = [[], ...series.map(() => [])];
   }
 
+  width() { return Math.max(160, this.el.clientWidth || 300); } // never wider than its card
+
   _build() {
-    const { log = false, y = null, ylabel = "" } = this.opts;
-    const width = Math.max(300, this.el.clientWidth || 500);
+    const { log = false, y = null, ylabel = "", y2label = "" } = this.opts;
     const yScale = log ? { distr: 3, log: 10 } : {};
     if (y) yScale.range = () => y;
+    const scales = { x: { time: false }, y: yScale };
+    const axes = [
+      { label: "step", size: 36, labelSize: 14, incrs: STEP_INCRS },
+      { label: ylabel, size: 56, labelSize: 14, values: log ? (u, vals) => vals.map((v) => (v === null || v === undefined ? "" : v.toExponential(0))) : undefined },
+    ];
+    if (this.series.some((s) => s.y2)) {
+      // a range also while the series has no point yet (uPlot's axis code fails on an empty scale)
+      scales.y2 = { range: (u, min, max) => (min === null || max === null ? [0, 1] : window.uPlot.rangeNum(min, max, 0.1, true)) };
+      axes.push({ scale: "y2", side: 1, label: y2label, size: 56, labelSize: 14, grid: { show: false } });
+    }
     const opts = {
-      width, height: 200,
+      width: this.width(), height: 200,
       legend: { live: true },
       cursor: { drag: { x: true, y: false } },
-      scales: { x: { time: false }, y: yScale },
-      axes: [
-        { label: "step", size: 36, labelSize: 14, incrs: STEP_INCRS },
-        { label: ylabel, size: 56, labelSize: 14, values: log ? (u, vals) => vals.map((v) => (v === null || v === undefined ? "" : v.toExponential(0))) : undefined },
-      ],
+      scales, axes,
+      plugins: [marksPlugin(() => this.marks)],
       series: [
         { label: "step" },
         ...this.series.map((s, i) => ({
-          label: s.label, stroke: s.color || COLORS[i % COLORS.length], width: s.width || 1.5,
+          label: s.label, stroke: s.color || COLORS[i % COLORS.length], width: s.width || 1.5, scale: s.y2 ? "y2" : "y",
           dash: s.dash, spanGaps: true, points: { show: s.points ?? false, size: 5 },
           value: (u, v) => (v === null || v === undefined ? "–" : (log ? v.toExponential(2) : Number(v.toPrecision(4)))),
         })),
@@ -57,7 +70,17 @@ export class Chart {
   }
 
   resize() {
-    if (this.plot) this.plot.setSize({ width: Math.max(300, this.el.clientWidth), height: 200 });
+    if (this.plot) this.plot.setSize({ width: this.width(), height: 200 });
+  }
+
+  /** Vertical marks: [{step, label, kind}] (redrawn at once). */
+  setMarks(marks) {
+    const key = JSON.stringify(marks);
+    if (key === this._marksKey) return;
+    this._marksKey = key;
+    this.marks = marks;
+    this.el.dataset.marks = key; // what the browser tests read
+    if (this.plot && this.data[0].length) this.plot.redraw(false, true); // (an empty plot has no axes to draw yet)
   }
 
   destroy() {

@@ -13,6 +13,10 @@ export class Controls {
     this.state = getState;
     this.sent = new Map(); // control id -> ack element
     this.rows = new Map(); // control id -> row of the log
+    this.early = new Map(); // control id -> its answer that arrived before send() knew the id
+    this.latest = () => null;
+    this.info = null;
+    this.shownModel = null;
     $("#pause-btn").addEventListener("click", () => {
       const paused = this.state().status === "paused";
       this.send(paused ? "resume" : "pause", true, $("#pause-state"));
@@ -25,6 +29,10 @@ export class Controls {
       };
       $(`#apply-${key}`).addEventListener("click", go);
       input.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); go(); } });
+      input.addEventListener("input", () => { // a new value: the last answer no longer applies to it
+        const ack = $(`#ack-${key}`);
+        if (!ack.classList.contains("wait")) { ack.textContent = ""; ack.className = "ack"; }
+      });
     }
     $("#zoo-apply").addEventListener("click", () => this.send("model", $("#zoo-select").value, $("#ack-model")));
     $("#spec-apply").addEventListener("click", () => this.send("model", $("#spec-text").value, $("#ack-model")));
@@ -39,21 +47,41 @@ export class Controls {
   /** Show the run: fill inputs with the current values, the zoo, the spec, the checkpoints. */
   show(info, latest) {
     const meta = info.meta || {};
+    this.latest = latest;
+    this.info = info;
     for (const key of HYPER) {
       const input = $(`#ctl-${key}`);
-      const v = latest(key) ?? info.config?.[key];
-      if (document.activeElement !== input && v !== undefined && v !== null) input.value = String(v);
+      const v = this.effective(key);
+      if (document.activeElement !== input && v !== null) input.value = String(v);
     }
     const zoo = Array.isArray(meta.zoo) ? meta.zoo : [];
     const sel = $("#zoo-select");
-    sel.textContent = "";
     const current = String(meta.model || "").replace(/^zoo:/, "");
-    for (const name of zoo) sel.append(el("option", { value: name, text: name, selected: name === current }));
+    const chosen = sel.value; // the user's choice stays while the net it was shown for trains
+    sel.textContent = "";
+    for (const name of zoo) sel.append(el("option", { value: name, text: name }));
     if (!zoo.length) sel.append(el("option", { value: "", text: "(the trainer lists no zoo nets)" }));
+    sel.value = current !== this.shownModel || !zoo.includes(chosen) ? current : chosen;
+    this.shownModel = current;
     const spec = $("#spec-text");
     if (document.activeElement !== spec) spec.value = meta.spec || "";
     this.checkpoints(info.checkpoints || []);
     this.enable(info);
+  }
+
+  /** The value of a setting the trainer uses now (its last logged scalar, else the run's config). */
+  effective(key) {
+    const v = this.latest(key) ?? this.info?.config?.[key];
+    return v === undefined || v === null ? null : v;
+  }
+
+  /** A refused value leaves its field: the field shows the value still in effect again. */
+  revert(key) {
+    if (!HYPER.includes(key)) return "";
+    const v = this.effective(key);
+    if (v === null) return "";
+    $(`#ctl-${key}`).value = String(v);
+    return ` — still ${v}`;
   }
 
   checkpoints(list) {
@@ -101,10 +129,11 @@ export class Controls {
       ack.textContent = `sent (#${id}), waiting for the trainer…`;
       ack.dataset.id = String(id);
       this.sent.set(id, ack);
-      this.log({ id, key, value, applied_step: null, result: null });
+      const early = this.early.get(id); // answered on the live channel before this POST returned
+      if (early) this.update([early]); else this.log({ id, key, value, applied_step: null, result: null });
     } catch (err) {
       ack.className = "ack bad";
-      ack.textContent = err.message;
+      ack.textContent = `refused: ${err.message}${this.revert(key)}`;
     }
   }
 
@@ -113,13 +142,30 @@ export class Controls {
     for (const c of controls) {
       this.log(c);
       const ack = this.sent.get(c.id);
-      if (!ack || c.result === null || c.result === undefined) continue;
+      if (c.result === null || c.result === undefined) continue;
+      if (!ack) { // maybe ours, with its POST still on the way: kept for send() (the last few)
+        this.early.set(c.id, c);
+        for (const old of [...this.early.keys()].slice(0, -20)) this.early.delete(old);
+        continue;
+      }
       if (c.result.ok === false) {
         ack.className = "ack bad";
-        ack.textContent = `refused by the trainer: ${c.result.error || "?"}`;
+        ack.textContent = `refused by the trainer: ${c.result.error || "?"}${this.revert(c.key)}`;
+      } else if (c.key === "model") {
+        const got = String(c.result.model ?? c.value);
+        ack.className = "ack ok";
+        ack.textContent = `✓ restarted with ${got.includes("\n") ? "the edited layer spec" : got.replace(/^zoo:/, "")} at step ${c.applied_step}`;
+      } else if (c.key === "save_checkpoint" && c.result.name) {
+        const taken = c.result.asked ? ` ("${c.result.asked}" was taken: both are kept)` : "";
+        ack.className = "ack ok";
+        ack.textContent = `✓ saved as ${c.result.name}, the weights of step ${c.result.step ?? "?"}${taken}`;
+      } else if (c.key === "load_checkpoint" && c.result.name) {
+        ack.className = "ack ok";
+        ack.textContent = `✓ loaded ${c.result.name}: the weights of step ${c.result.step ?? "?"}, training goes on from them`;
       } else {
         ack.className = "ack ok";
         ack.textContent = `✓ applied at step ${c.applied_step}`;
+        if (HYPER.includes(c.key)) $(`#ctl-${c.key}`).value = String(c.value);
       }
       this.sent.delete(c.id);
     }
@@ -143,6 +189,7 @@ export class Controls {
 
   reset() {
     this.sent.clear();
+    this.early.clear();
     this.rows.clear();
     $("#ctl-log").textContent = "";
     for (const a of document.querySelectorAll("#controls .ack")) { a.textContent = ""; a.className = "ack"; }

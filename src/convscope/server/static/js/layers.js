@@ -6,15 +6,24 @@ import { $, $$, el, fmt, pct, runPath, setImage, url } from "./api.js";
 import { Projections } from "./projections.js";
 
 export const PANELS = [
-  { kind: "x", sym: "x", name: "the block's input (example 0)" },
-  { kind: "a", sym: "a = f(z)", name: "activation maps = feature maps (example 0)" },
-  { kind: "grad_a", sym: "dL/da", name: "activation gradients (example 0)" },
+  { kind: "colour", sym: "x", name: "the input image as a picture", first: true },
+  { kind: "x", sym: "x", name: "the block's input, channel by channel", example: true },
+  { kind: "a", sym: "a = f(z)", name: "activation maps = feature maps", example: true },
+  { kind: "grad_a", sym: "dL/da", name: "activation gradients", example: true },
   { kind: "weight", sym: "W", name: "filters (weights)" },
   { kind: "grad_weight", sym: "dL/dW", name: "weight gradients, summed over the batch" },
-  { kind: "za", sym: "z | a", name: "pre-activation z and a = f(z) on one 0-centred scale" },
-  { kind: "z", sym: "z", name: "output with no activation after it (for the last layer: the class scores)" },
-  { kind: "grad_z", sym: "dL/dz", name: "gradient at the pre-activation (example 0)" },
+  { kind: "za", sym: "z | a", name: "pre-activation z and a = f(z) on one 0-centred scale", example: true },
+  { kind: "z", sym: "z", name: "output with no activation after it (for the last layer: the class scores)", example: true },
+  { kind: "grad_z", sym: "dL/dz", name: "gradient at the pre-activation", example: true },
 ];
+
+/** Which image the maps are of (meta snapshot_example): a fixed held-out image, or example 0
+ *  of each training batch (a different image at every step). */
+export function exampleText(meta) {
+  return meta?.snapshot_example === "probe"
+    ? " (a held-out image, the same at every step)"
+    : " (example 0 of the training batch: a different image at each step)";
+}
 
 const dims = (v) => (Array.isArray(v) ? v.join(" × ") : v ?? "–");
 
@@ -90,8 +99,10 @@ export class Layers {
     const kinds = st.series[name] || {};
     const panels = $(".panels", c.card);
     const wanted = PANELS.filter((p) =>
-      p.kind === "za" ? kinds.z && kinds.a : p.kind === "z" ? kinds.z && !kinds.a : kinds[p.kind],
+      p.kind === "za" ? kinds.z && kinds.a : p.kind === "z" ? kinds.z && !kinds.a
+        : p.kind === "colour" ? kinds.x && c.index === 0 : kinds[p.kind],
     );
+    const which = exampleText(st.info?.meta);
     if (!wanted.length) {
       if (!panels.textContent) panels.append(el("p.note", { text: "no pictures recorded for this layer (yet)" }));
       this.stats(c, st);
@@ -101,9 +112,9 @@ export class Layers {
     const steps = st.compare ? [st.stepA, st.stepB] : [st.stepA];
     for (const p of wanted) {
       let fig = c.figures.get(p.kind);
-      if (!fig || fig.dataset.pairs !== String(steps.length)) {
-        const nfig = el("figure.panel", { "data-kind": p.kind, "data-pairs": steps.length },
-          el("figcaption", {}, el("span.sym", { text: p.sym }), p.name),
+      if (!fig || fig.dataset.pairs !== String(steps.length) || (p.example && fig.dataset.which !== which)) {
+        const nfig = el("figure.panel", { "data-kind": p.kind, "data-pairs": steps.length, "data-which": p.example ? which : null },
+          el("figcaption", {}, el("span.sym", { text: p.sym }), p.name, p.example ? el("span.example", { text: which }) : null),
           el("div.pair", {}, ...steps.map((_, j) => el("div", {},
             steps.length > 1 ? el("span.which", { text: "" }) : null,
             el(`img.kind-${p.kind}`, { alt: `${p.sym} of ${name}`, "data-slot": j })))));
@@ -111,7 +122,7 @@ export class Layers {
         fig = nfig;
         c.figures.set(p.kind, fig);
       }
-      const series = p.kind === "za" ? kinds.z : kinds[p.kind];
+      const series = p.kind === "za" ? kinds.z : p.kind === "colour" ? kinds.x : kinds[p.kind];
       steps.forEach((step, j) => {
         const img = fig.querySelector(`img[data-slot="${j}"]`);
         const which = img.previousElementSibling;
@@ -122,6 +133,7 @@ export class Layers {
         if (!load) return;
         const src = p.kind === "za"
           ? url(runPath(st.run, "/za.png"), { layer: name, step: at })
+          : p.kind === "colour" ? url(runPath(st.run, "/colour.png"), { layer: name, step: at })
           : url(runPath(st.run, "/image.png"), { layer: name, kind: p.kind, step: at, norm: c.normSel.value });
         img.dataset.step = String(at);
         if (p.kind === "a") c.proj.bind(img);

@@ -7,6 +7,7 @@ import { align, Chart } from "./charts.js";
 import { Controls } from "./controls.js";
 import { Layers } from "./layers.js";
 import { showFindings, showPredictions, Upload } from "./predictions.js";
+import { ema, windowMean, windowRate } from "./smooth.js";
 
 const S = {
   run: null, info: null, status: null, stale: false, lastStep: null,
@@ -14,6 +15,7 @@ const S = {
   stats: new Map(), // layer -> [{step, layer, ...}] in step order
   steps: [], series: {}, stepA: null, stepB: null, compare: false, live: true,
   json: {}, snapshotStep: undefined,
+  restarts: [], // [{step, model}]: the trainer restarted with another net before `step`
 };
 window.convscope = S; // for the curious (and the browser tests)
 
@@ -51,7 +53,7 @@ async function openRun(name) {
   if (source) source.close();
   source = null;
   Object.assign(S, { run: name, info: null, status: null, stale: false, lastStep: null, scalars: new Map(), stats: new Map(),
-    steps: [], series: {}, stepA: null, stepB: null, live: true, json: {}, snapshotStep: undefined });
+    steps: [], series: {}, stepA: null, stepB: null, live: true, json: {}, snapshotStep: undefined, restarts: [] });
   $("#live").checked = true;
   controls.reset();
   upload.reset();
@@ -88,13 +90,17 @@ function applyInfo(info) {
   layers.build(info.layers || []);
   buildCharts(info.layers || []);
   controls.show(info, latest);
+  upload.offer(info);
   header();
 }
 
 async function loadAll(gen) {
   const params = { max_points: HISTORY_POINTS }; // a long run's history arrives thinned; live points come whole
-  const [sc, st] = await Promise.all([getJSON(runPath(S.run, "/scalars"), params), getJSON(runPath(S.run, "/stats"), params)]);
+  const [sc, st, ctl] = await Promise.all([getJSON(runPath(S.run, "/scalars"), params),
+    getJSON(runPath(S.run, "/stats"), params), getJSON(runPath(S.run, "/controls"))]);
   if (gen !== generation) return;
+  S.restarts = [];
+  noteRestarts(ctl.controls);
   S.scalars = new Map();
   S.stats = new Map();
   merge(sc.scalars);
@@ -122,7 +128,7 @@ async function onStep(p) {
       S.json[key] = p.json[key];
       const found = await getJSON(runPath(S.run, `/json/${key}`));
       if (gen !== generation) return;
-      if (key === "predictions") showPredictions(S.run, found); else showFindings(found);
+      if (key === "predictions") { showPredictions(S.run, found); upload.crops(S.run, found); } else showFindings(found);
     }
   }
   if (p.snapshot_step !== S.snapshotStep) {
@@ -135,11 +141,29 @@ async function onStep(p) {
 
 async function onControls(p) {
   controls.update(p.controls);
+  if (noteRestarts(p.controls)) schedule();
   if (p.controls.some((c) => c.result && ["save_checkpoint", "load_checkpoint"].includes(c.key))) {
     const info = await getJSON(runPath(S.run));
     controls.checkpoints(info.checkpoints || []);
   }
 }
+
+/** Restarts with another net, from the answered `model` controls; true when one was new. */
+function noteRestarts(rows) {
+  let added = false;
+  for (const c of rows || []) {
+    if (c.key !== "model" || !c.result || c.result.ok === false || c.applied_step === null) continue;
+    if (S.restarts.some((r) => r.id === c.id)) continue;
+    const model = String(c.result.model ?? c.value);
+    S.restarts.push({ id: c.id, step: c.applied_step, model: model.includes("\n") ? "layer spec" : model.replace(/^zoo:/, "") });
+    added = true;
+  }
+  S.restarts.sort((a, b) => a.step - b.step);
+  return added;
+}
+
+/** The step the current net started at (0 without a restart): per-net numbers count from it. */
+function netStart() { return S.restarts.length ? S.restarts[S.restarts.length - 1].step : -Infinity; }
 
 function merge(scalars) {
   for (const [name, pts] of Object.entries(scalars || {})) {
@@ -161,11 +185,11 @@ function mergeStats(rows) {
   }
 }
 
-function latest(name) {
+function latest(name, since = -Infinity) {
   const m = S.scalars.get(name);
   if (!m || !m.size) return null;
   let best = -Infinity, v = null;
-  for (const [s, x] of m) if (s > best) { best = s; v = x; }
+  for (const [s, x] of m) if (s > best && s >= since) { best = s; v = x; }
   return v;
 }
 
@@ -192,14 +216,19 @@ function header() {
   $("#step").textContent = S.lastStep ?? "–";
   $("#examples").textContent = int(latest("examples"));
   const ms = (v) => (v === null ? "–" : `${fmt(v, 3)} ms`);
-  $("#fwd").textContent = ms(latest("fwd_ms_per_example"));
-  $("#bwd").textContent = ms(latest("bwd_ms_per_example"));
-  $("#eps").textContent = int(latest("examples_per_s"));
-  $("#loss").textContent = fmt(latest("loss"));
-  $("#wd-loss").textContent = fmt(latest("wd_loss"));
-  $("#train-acc").textContent = pct(latest("train_acc"));
-  $("#val-acc").textContent = pct(latest("val_acc"));
+  const since = netStart(); // numbers of the net now training only (a restart starts them afresh)
+  $("#fwd").textContent = ms(windowMean(S.scalars.get("fwd_ms_per_example"), undefined, since));
+  $("#bwd").textContent = ms(windowMean(S.scalars.get("bwd_ms_per_example"), undefined, since));
+  $("#eps").textContent = int(windowRate(S.scalars.get("examples"), S.scalars.get("examples_per_s"), undefined, since));
+  $("#loss").textContent = fmt(latest("loss", since));
+  $("#loss-ema").textContent = fmt(latest("loss", since) === null ? null : [...ema(S.scalars.get("loss"), undefined, S.restarts.map((r) => r.step))].at(-1)?.[1]);
+  $("#wd-loss").textContent = fmt(latest("wd_loss", since));
+  $("#train-acc").textContent = pct(latest("train_acc", since));
+  $("#val-acc").textContent = pct(latest("val_acc", since));
   $("#cur-lr").textContent = fmt(latest("lr"));
+  $("#cur-momentum").textContent = fmt(latest("momentum") ?? S.info?.config?.momentum ?? null);
+  $("#cur-batch").textContent = int(latest("batch_size") ?? S.info?.config?.batch_size ?? null);
+  $("#cur-wd").textContent = fmt(latest("weight_decay") ?? S.info?.config?.weight_decay ?? null);
 }
 
 // ---- charts ------------------------------------------------------------------------------------
@@ -208,7 +237,8 @@ function buildCharts(layerList) {
   const names = layerList.filter((L) => L.kind !== "activation").map((L) => L.name);
   const deadNames = layerList.map((L) => L.name);
   charts = {
-    loss: new Chart($("#chart-loss"), [{ label: "loss L" }, { label: "weight-decay loss" }], { ylabel: "loss" }),
+    loss: new Chart($("#chart-loss"), [{ label: "loss L", color: "#9fb6d9", width: 1 }, { label: "loss L, smoothed", color: "#2456a6", width: 2 },
+      { label: "weight-decay loss (right axis)", color: "#d1495b", y2: true }], { ylabel: "loss L", y2label: "weight-decay loss" }),
     acc: new Chart($("#chart-acc"), [{ label: "training" }, { label: "validation", points: true }], { y: [0, 1], ylabel: "accuracy" }),
     ratio: new Chart($("#chart-ratio"), [...names.map((label) => ({ label })), { label: "1e-3 (healthy)", color: "#888", dash: [6, 4], width: 1 }],
       { log: true, ylabel: "‖ΔW‖ / ‖W‖" }),
@@ -228,7 +258,7 @@ function statSeries(names, key) {
 
 function drawCharts() {
   if (!charts.loss) return;
-  const [lx, ly] = align([S.scalars.get("loss"), S.scalars.get("wd_loss")]);
+  const [lx, ly] = align([S.scalars.get("loss"), ema(S.scalars.get("loss"), undefined, S.restarts.map((r) => r.step)), S.scalars.get("wd_loss")]);
   charts.loss.set(lx, ly);
   const [ax, ay] = align([S.scalars.get("train_acc"), S.scalars.get("val_acc")]);
   charts.acc.set(ax, ay);
@@ -236,6 +266,10 @@ function drawCharts() {
   charts.ratio.set(rx, [...ry, rx.map(() => 1e-3)]);
   const [dx, dy] = align(statSeries(charts.dead.names, "dead_fraction"));
   charts.dead.set(dx, dy);
+  const marks = S.restarts.map((r) => ({ step: r.step, label: `restart: ${r.model}`, kind: "restart" }));
+  if (S.stepA !== null && S.steps.length && (!S.live || S.compare)) marks.push({ step: S.stepA, label: S.compare ? "A" : "shown", kind: "a" });
+  if (S.compare && S.stepB !== null && S.steps.length) marks.push({ step: S.stepB, label: "B", kind: "b" });
+  for (const c of Object.values(charts)) c.setMarks(marks);
 }
 
 // ---- timeline ----------------------------------------------------------------------------------
@@ -270,6 +304,7 @@ function timeline() {
   b.value = String(S.steps.indexOf(S.stepB));
   labels();
   layers.refresh();
+  drawCharts();
 }
 
 function labels() {
@@ -298,6 +333,7 @@ $("#compare").addEventListener("change", (e) => {
   $("#timeline-b").hidden = $("#timeline-step-b").hidden = !S.compare;
   labels();
   layers.refresh();
+  drawCharts();
 });
 $("#norm-all").addEventListener("change", (e) => layers.setNormAll(e.target.value));
 $("#run-select").addEventListener("change", (e) => {
@@ -305,5 +341,11 @@ $("#run-select").addEventListener("change", (e) => {
   openRun(e.target.value).catch((err) => say(err.message));
 });
 window.addEventListener("resize", () => { for (const c of Object.values(charts)) c.resize(); });
+// the sticky timeline sits right under the header, however tall the header is
+new ResizeObserver(() => {
+  document.documentElement.style.setProperty("--header-h", `${Math.ceil($("#top").getBoundingClientRect().height)}px`);
+}).observe($("#top"));
+// a chart follows its card's width (a column can change without the window resizing)
+new ResizeObserver(() => { for (const c of Object.values(charts)) c.resize(); }).observe($("#training"));
 
 loadRuns().then(openRun).catch((err) => say(err.message));

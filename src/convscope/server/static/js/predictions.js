@@ -68,21 +68,74 @@ export function showFindings(found) {
   }
 }
 
+const HELDOUT = 8; // held-out crops offered before "your own file"
+
+/** What the net knows, said plainly above the image picker (and why a whole photo fails). */
+function classesNote(info) {
+  const classes = Array.isArray(info?.meta?.classes) ? info.meta.classes : [];
+  const shape = Array.isArray(info?.meta?.input_shape) ? info.meta.input_shape : null;
+  const size = shape ? `${shape[1]}×${shape[2]}` : "small";
+  if (!classes.length) return "The network answers with one of the classes it was trained on.";
+  if (info?.meta?.dataset === "builtin:photo-crops") {
+    return `This network knows ${classes.length} classes only, and they are ${classes.length} photos: ${classes.join(", ")}. `
+      + `It says which photo a small crop (${size} px) comes from. The held-out crops below come from parts of those photos `
+      + `it never trained on. A whole photo — even one of these ${classes.length}, shrunk to ${size} — or your own picture is `
+      + `out of distribution: the net still picks one of the ${classes.length}, and its confidence then means little.`;
+  }
+  return `This network knows ${classes.length} classes only: ${classes.join(", ")}. It learned them from ${size} `
+    + "crops; the held-out crops below are images of the kind it was trained on, which it never saw while training. "
+    + `A whole photo (a person, a street, a room) is out of distribution: the net still picks one of these ${classes.length} `
+    + "classes, and its confidence then means little.";
+}
+
 export class Upload {
   constructor(getState) {
     this.state = getState;
     this.ticket = 0;
-    $("#upload-form").addEventListener("submit", (e) => { e.preventDefault(); this.go(); });
+    $("#upload-form").addEventListener("submit", (e) => { e.preventDefault(); this.go($("#upload-file").files[0]); });
   }
 
-  reset() { this.ticket++; $("#upload-result").textContent = ""; $("#upload-maps").textContent = ""; $("#upload-state").textContent = ""; }
+  reset() {
+    this.ticket++;
+    for (const id of ["#upload-result", "#upload-maps", "#upload-state", "#heldout"]) $(id).textContent = "";
+    $("#heldout").dataset.key = "";
+  }
 
-  async go() {
+  /** What the net knows, said above the picker. */
+  offer(info) {
+    $("#classes-note").textContent = classesNote(info);
+  }
+
+  /** The run's held-out crops (the test images of its predictions) as buttons: a click sends
+   *  that crop, as an upload would. */
+  crops(run, found) {
+    const box = $("#heldout");
+    const list = found && Array.isArray(found.value) ? found.value.slice(0, HELDOUT) : [];
+    const key = `${run}:${list.map((p) => p.index).join(",")}`;
+    if (box.dataset.key === key) return; // the same crops: keep the buttons
+    box.dataset.key = key;
+    box.textContent = "";
+    if (!list.length) return;
+    box.append(el("span.note", { text: "held-out crops:" }));
+    for (const p of list) {
+      const src = url(runPath(run, `/test-images/${p.index}.png`));
+      const btn = el("button.crop", { type: "button", title: `predict this held-out crop (a ${p.label_name})`, "data-index": p.index },
+        el("img", { src, alt: `held-out crop ${p.index}: ${p.label_name}`, width: 48, height: 48 }));
+      btn.addEventListener("click", async () => {
+        try {
+          const blob = await (await fetch(src)).blob();
+          await this.go(new File([blob], `heldout-${p.index}.png`, { type: "image/png" }));
+        } catch (err) { say(err.message); }
+      });
+      box.append(btn);
+    }
+  }
+
+  async go(file) {
     const st = this.state();
-    const file = $("#upload-file").files[0];
     const state = $("#upload-state");
     if (!st.run) return;
-    if (!file) { say("choose an image file first"); return; }
+    if (!file) { say("choose an image file first (or click a held-out crop)"); return; }
     const ticket = ++this.ticket;
     const form = new FormData();
     form.append("image", file, file.name);
@@ -113,7 +166,7 @@ export class Upload {
     $("#upload-result").append(
       el("figure.panel", {}, el("figcaption", {}, el("span.sym", { text: "x" }), "as the network sees it"),
         el("img", { src: url(runPath(run, `/uploads/${id}/image.png`)), alt: "your image, resized for the network" })),
-      el("div", { style: "flex:1 1 420px" }, el("h3", { text: "top-3 classes" }), top3(r.top || [], null)));
+      el("div", { style: "flex:1 1 420px" }, el("h3", { text: "top-3 of the classes it knows" }), top3(r.top || [], null)));
     $("#upload-maps").append(...uploadPanels(run, id, r.layers || []));
   }
 }

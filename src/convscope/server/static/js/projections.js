@@ -92,7 +92,7 @@ export class Projections {
     this.box.textContent = "";
     const partial = r.units.length < r.asked ? ` — stopped after ${r.units.length} of ${r.asked} within its ${r.budget_s} s budget` : "";
     this.box.append(el("p.note", { text:
-      `${r.tensor}: example 0 of step ${r.input_step}, weights of ${r.weights || `step ${r.step}`}; ${r.seconds} s${partial}.`
+      `${r.tensor}: the image the maps showed at step ${r.input_step}, weights of ${r.weights || `step ${r.step}`}; ${r.seconds} s${partial}.`
       + " Projections: grey = 0, colour = which input channel the signal favours." }));
     const pic = (k, kind, alt) => el("img", { alt, src: url(runPath(run, `/projections/${r.id}/${k}/${kind}.png`)) });
     for (const u of r.units) {
