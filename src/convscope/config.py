@@ -58,6 +58,7 @@ class TrainConfig:
     val_every: int = 100  # steps between validation passes
     snapshot_every: float = 2.0  # seconds between tensor snapshots
     seed: int = 0  # data order and initialisation
+    threads: int = 0  # torch threads; 0 = from the cores free now, one left to the server (train/threads.py)
     max_data_bytes: int = 512 * 2**20  # the in-memory training set is cut to fit this
     evolution_checkpoints: int = 16  # checkpoints evo-NNNNNN after 1, 2, 5, 10, 20, 50, ... steps for
     #                                  `convscope evolution` (16 reach step 100,000); 0 = none
@@ -77,6 +78,7 @@ class TrainConfig:
             "evolution_checkpoints": (self.evolution_checkpoints >= 0, "evolution_checkpoints >= 0"),
             "evolution_max_bytes": (self.evolution_max_bytes >= 0, "evolution_max_bytes >= 0"),
             "run_budget_bytes": (self.run_budget_bytes >= 2**20, "run_budget_bytes >= 1048576 (1 MiB)"),
+            "threads": (self.threads >= 0, "threads >= 0 (0: from the cores free)"),
         }
         for key, (allowed, fits) in CONTROL_RANGES.items():  # the dashboard's controls: one range each
             checks[key] = (fits(getattr(self, key)), allowed)

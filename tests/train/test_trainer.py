@@ -107,7 +107,7 @@ def test_kill_minus_9_keeps_every_committed_step(tmp_path: Path) -> None:
     loss_steps = [s for s, _ in r.scalars(names=["loss"])["loss"]]
     assert loss_steps == list(range(last + 1))  # every committed step, nothing after
     stats_steps = sorted({row["step"] for row in r.layer_stats(layer="conv1")})
-    assert stats_steps == list(range(last + 1))
+    assert stats_steps[0] == 0 and set(stats_steps) <= set(loss_steps)  # as often as the budget allows
     step, a = r.snapshot("conv1", "a")
     assert step <= last and torch.isfinite(a).all()
     assert r.meta()["status"] == "running"  # it never said otherwise: it was killed

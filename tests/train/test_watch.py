@@ -32,7 +32,7 @@ def test_watch_records_exact_scalars_stats_and_snapshots(tmp_path: Path) -> None
     xs = [torch.randn(4, 1, 4, 4) for _ in range(3)]
     ys = [torch.tensor([0, 1, 2, 1]) for _ in range(3)]
     losses, expected_stats = [], []
-    with watch(model, tmp_path / "run", snapshot_every=0.0) as run:
+    with watch(model, tmp_path / "run", snapshot_every=0.0, budget=None) as run:  # everything, every step
         for x, y in zip(xs, ys, strict=True):
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad()
@@ -123,7 +123,7 @@ def test_live_findings_flag_a_dead_filter_with_the_step_it_appeared(tmp_path: Pa
     with torch.no_grad():
         model[0].bias[1] = -100.0  # filter 1 can never fire on inputs of this size
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # nothing changes: the finding must persist
-    run = watch(model, tmp_path / "run")
+    run = watch(model, tmp_path / "run", budget=None)  # a diagnosis sample every step
     run.diagnose_every, run.findings_every = 1, 0.0
     x, y = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
     for _ in range(3):

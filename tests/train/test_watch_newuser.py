@@ -125,7 +125,7 @@ def test_update_hold_flags_a_ratio_held_out_of_range_and_nothing_else() -> None:
 def test_live_diagnosis_says_when_the_measured_ratio_stays_too_high(tmp_path: Path) -> None:
     model = _net()
     opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)  # far too large for this net
-    rec = Recorder(model, tmp_path / "run", snapshot_every=1e9, diagnose_every=1, findings_every=0.0)
+    rec = Recorder(model, tmp_path / "run", snapshot_every=1e9, diagnose_every=1, findings_every=0.0, budget=None)
     rec._held.hold = 5
     rec.lr = 0.5
     ratios = []

@@ -49,7 +49,7 @@ from convscope.analysis import block_stats
 from convscope.capture import Probe, Trace
 from convscope.capture.naming import RELU
 from convscope.train.ddp_hooks import Item, LightHooks, a_items, g_items, g_raw, z_items
-from convscope.train.watch import Recorder, _batch_size, _number
+from convscope.train.watch import Recorder, _number
 
 FOLLOWER_KEEP = ("z", "a", "grad_a")  # what a rank > 0 needs for its share of the statistics
 HOLD_S = 0.1  # seconds between the heartbeat all_reduces while paused
@@ -257,7 +257,8 @@ class DDPRecorder(Recorder):
             if now - self._poll_at >= self.poll_every:
                 self._poll_at = now
                 self._poll()
-            trace = self.probe.trace if self.probe.passes > self._seen_passes else None
+            armed = self._armed  # the probe Recorder armed for this step (stats or snapshot)
+            trace = armed.trace if armed is not None and armed.passes > self._armed_passes else None
             batch = _batch_size(trace) if trace is not None else 0
             stats_step = trace is not None and self.step_index % self.every == 0
             parts = partials(trace, batch) if stats_step and trace is not None else None
@@ -327,13 +328,17 @@ class Follower(Recorder):
         # Recorder.__init__ is not called: it would open the run
         self.model = unwrap(model)
         self.step_index = start
-        self.every = every
+        self._every = every
         self.paused = False
         self._closed = False
         self._seen_passes = 0
         self.light: LightHooks | None = None  # after the first probed pass (ddp_hooks.py)
         self.probe = Probe(self.model, layers, keep=FOLLOWER_KEEP)
         self.probe.__enter__()
+
+    @property
+    def every(self) -> int:
+        return self._every
 
     def step(self, loss: float | Tensor | None = None, **metrics: float | Tensor) -> int:
         if self._closed:
@@ -397,6 +402,14 @@ class Follower(Recorder):
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def _batch_size(trace: Trace) -> int:
+    for block in trace.values():
+        for t in (block.x, block.a, block.z):
+            if t is not None and t.dim() >= 1:
+                return int(t.shape[0])
+    return 0
 
 
 def watch_ddp(model: nn.Module, run_dir: str | Path, rank: int, **kwargs: Any) -> Recorder:

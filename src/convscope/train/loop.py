@@ -20,6 +20,7 @@ import io
 import json
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict
@@ -38,7 +39,11 @@ from convscope.data import PHOTO_CLASSES, digits, open_dataset, photo_crops, pre
 from convscope.models import get_entry, zoo_names
 from convscope.models.spec import build_spec, spec_of
 from convscope.runs import Control
+from convscope.train.threads import choose_threads
 from convscope.train.watch import Recorder, one_line
+
+THREADS_RECHECK_S = 30.0  # seconds of training between looks at the cores free
+VAL_SHARE = 0.03  # validation passes may take at most this share of the training time
 
 
 def train_config_of(config: dict[str, Any]) -> TrainConfig:
@@ -154,6 +159,11 @@ def build_allowed(spec: str, input_shape: tuple[int, int, int] | None) -> tuple[
     return build_spec(text, input_shape), input_shape
 
 
+def _weights(model: nn.Module) -> list[Tensor]:
+    """The parameters weight decay's loss reads (every `*weight`)."""
+    return [p for n, p in model.named_parameters() if n.endswith("weight")]
+
+
 def state_mismatch(own: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[list[str], list[str]]:
     """(keys missing or different in shape/dtype, keys not in the model): both empty when `state`
     fits `own` key for key (checked before any weight is copied)."""
@@ -180,6 +190,8 @@ class Trainer:
         self.notify = notify
         self.nonfinite_step: int | None = None  # the first step with a NaN/Inf loss (since the last restart)
         torch.manual_seed(config.seed)
+        self._threads_checked: tuple[float, float] | None = None  # (wall, CPU) at the last look
+        self._set_threads()
         self.model_spec = config.model
         self.model, self.input_shape = self._build(config.model)
         self.data = Data(config, self.input_shape)
@@ -201,13 +213,33 @@ class Trainer:
             probe=self.data.xval, probe_transform=self.data.norm,  # the unit explorer's images
         )  # fmt: skip
         self.writer = self.recorder.writer
+        self.writer.set_meta("threads", self.threads)
         self.recorder.lr = self.lr
         self.recorder.probe_labels = self.data.yval  # the snapshots' fixed image is xval[0]
         self._describe_input()
+        self._weights = _weights(self.model)
+        self._val_cost: float | None = None  # CPU seconds of the last validation pass
+        self._trained_since_val = 0.0  # CPU seconds of training steps since then
+        self._val_note = ""
         self._acc_window: deque[float] = deque(maxlen=100)
         self._perm = torch.randperm(len(self.data.xtr))
         self._cursor = 0
         self._evolution_off = config.evolution_checkpoints == 0
+
+    # ---- threads (train/threads.py) ------------------------------------------------------
+    def _set_threads(self) -> None:
+        """Set torch's thread count from the cores free now; again every THREADS_RECHECK_S of
+        training (the load of other processes changes), counting this process's own CPU use."""
+        own = 0.0
+        wall, cpu = time.monotonic(), time.process_time()
+        if self._threads_checked is not None:
+            wall0, cpu0 = self._threads_checked
+            own = (cpu - cpu0) / max(wall - wall0, 1e-9)  # cores this process kept busy since
+        self._threads_checked = (wall, cpu)
+        n = choose_threads(self.config.threads, own=own)
+        if n is not None and n != torch.get_num_threads():
+            torch.set_num_threads(n)
+        self.threads = torch.get_num_threads()
 
     # ---- building ------------------------------------------------------------------------
     def _build(self, spec: str) -> tuple[nn.Module, tuple[int, int, int]]:
@@ -275,10 +307,18 @@ class Trainer:
     def train_step(self) -> int:
         step = self.recorder.step_index
         metrics: dict[str, float] = {}
-        if step % self.config.val_every == 0:
-            metrics["val_acc"] = self._validate(step)
+        if self._threads_checked and time.monotonic() - self._threads_checked[0] >= THREADS_RECHECK_S:
+            self._set_threads()
+            self.writer.set_meta("threads", self.threads)
+        started = time.process_time()
+        if step % self.config.val_every == 0 and self._val_affordable():
+            with self.recorder.unobserved():  # not a training pass: no probe, no statistics
+                metrics["val_acc"] = self._validate(step)
+            self._val_cost, self._trained_since_val = time.process_time() - started, 0.0
+            started = time.process_time()
         xb, yb = self._batch()
-        self.model.train()
+        if not self.model.training:
+            self.model.train()
         out = self.model(self.data.norm(xb))
         loss = F.cross_entropy(out, yb)
         self.opt.zero_grad(set_to_none=True)
@@ -292,10 +332,12 @@ class Trainer:
                     f"step {step}: the loss is {loss_value} (not finite); training goes on but the weights are "
                     f"ruined: try a smaller learning rate (now {self.lr:g}) or load a checkpoint"
                 )
-        self._acc_window.append(float((out.detach().argmax(1) == yb).float().mean()))
         with torch.no_grad():
-            weights = [p for n, p in self.model.named_parameters() if n.endswith("weight")]
-            sq = float(torch.stack([w.square().sum() for w in weights]).sum()) if weights else 0.0
+            right = (out.argmax(1) == yb).sum().float()
+            norms = torch._foreach_norm(self._weights) if self._weights else []  # ‖W‖ of all layers, one call
+            hits, *w_norms = torch.stack([right, *norms]).tolist()  # one host transfer
+        sq = sum(v * v for v in w_norms)
+        self._acc_window.append(hits / len(yb))
         metrics.update(
             train_acc=sum(self._acc_window) / len(self._acc_window),
             wd_loss=0.5 * self.weight_decay * sq,
@@ -304,7 +346,22 @@ class Trainer:
         )  # fmt: skip
         step = self.recorder.step(loss=loss_value, **metrics)
         self._keep_evolution(step + 1)
+        self._trained_since_val += time.process_time() - started
         return step
+
+    def _val_affordable(self) -> bool:
+        """A validation pass every `val_every` steps, unless it would cost more than VAL_SHARE of
+        the training time since the last one: then at the next multiple of `val_every` that fits
+        (said in meta "validation")."""
+        if self._val_cost is None or self._val_cost <= VAL_SHARE * self._trained_since_val:
+            return True
+        every = self.config.val_every
+        note = (f"validation ({len(self.data.xval):,} images, {self._val_cost:.2f} s of CPU) less often than every "
+                f"{every} steps, to keep it within {VAL_SHARE:.0%} of the training time")  # fmt: skip
+        if note != self._val_note:
+            self._val_note = note
+            self.writer.set_meta("validation", note)
+        return False
 
     def _keep_evolution(self, done: int) -> None:
         """Checkpoint evo-NNNNNN once `done` steps are committed, for `done` in 1, 2, 5, 10, ...
@@ -342,9 +399,10 @@ class Trainer:
             self._perm, self._cursor = torch.randperm(n), 0
         idx = self._perm[self._cursor : self._cursor + b]
         self._cursor += b
-        xb = self.data.xtr[idx].clone()  # (B, C, H, W)
-        flip = torch.rand(b) < 0.5
-        xb[flip] = xb[flip].flip(-1)
+        xb = self.data.xtr[idx]  # (B, C, H, W): indexing copies, the flip may write into it
+        flip = (torch.rand(b) < 0.5).nonzero().squeeze(1)
+        if len(flip):
+            xb[flip] = xb[flip].flip(-1)
         return xb, self.data.ytr[idx]
 
     @torch.no_grad()
@@ -439,7 +497,9 @@ class Trainer:
             self.writer.log_snapshot(self.recorder.step_index, "_test", "input", self.data.xtest)
             self._perm, self._cursor = torch.randperm(len(self.data.xtr)), 0
         self.model, self.input_shape, self.model_spec = model, shape, spec
+        self._weights = _weights(model)
         self.opt = self._optimizer()
+        self._val_cost = None  # a new net: validated at the next multiple of val_every
         self._acc_window.clear()
         self.nonfinite_step = None
         self.recorder.swap_model(model)
@@ -466,11 +526,10 @@ class Trainer:
             raise ValueError(f"predict: {exc}") from None
         c, h, w = self.input_shape
         x = prepare(np.ascontiguousarray(img), size=(h, w), channels=c).unsqueeze(0)  # (1, C, H, W)
-        probe = self.recorder.probe
         was = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad():
+            with self.recorder.probing() as probe, torch.no_grad():
                 probs = torch.softmax(self.model(self.data.norm(x)), dim=1)[0]
             trace = probe.trace
         finally:

@@ -10,18 +10,22 @@
 `acc=` (or `train_acc=`) is the training accuracy the page draws, `val_acc=` the validation
 accuracy; any other keyword is kept as a scalar of that name.
 
-Then `convscope serve runs/` from another process. Each `step()` writes one committed step to
-the run store (scalars, per-layer statistics; tensor snapshots every `snapshot_every` seconds)
-— the store is the only thing the dashboard sees. Pause from the dashboard works here too;
-the other controls need the built-in trainer. Controls sent while no trainer was running (e.g.
-before a resume) are refused when the recorder starts, not applied late.
+Then `convscope serve runs/` from another process. Each `step()` records the loss and scalars of
+the step; per-layer statistics, tensor snapshots (every `snapshot_every` seconds) and live-
+diagnosis samples are planned within `budget` (default 3%) of the step time, measured as the run
+goes (train/recorder_budget.py), and what was skipped is written to the run (json "recording").
+Steps are committed together every `commit_every` seconds (a `kill -9` loses at most that much;
+a reader never sees half a step) — the store is the only thing the dashboard sees. Pause from the
+dashboard works here too; the other controls need the built-in trainer. Controls sent while no
+trainer was running (e.g. before a resume) are refused when the recorder starts, not applied late.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
@@ -30,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convscope.analysis import block_stats
 from convscope.analysis.diagnose import Diagnoser
 from convscope.analysis.update_hold import UpdateHold
 from convscope.capture import Block, HookSet, Probe, Trace
@@ -39,18 +42,22 @@ from convscope.runs import Control, RunWriter
 from convscope.train.embedding_live import answer_embedding
 from convscope.train.occlusion_live import answer_occlusion
 from convscope.train.projections import answer_projection
+from convscope.train.recorder_budget import PLAIN, SNAPSHOT, Budget
+from convscope.train.stats import StatsInput, fused_stats
 from convscope.train.units_live import answer_unit
 
-KEEP = ("x", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")
+KEEP = ("x", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")  # a snapshot step's probe
+STATS_KEEP = ("z", "a", "grad_a", "weight", "grad_weight")  # a statistics step's: what fused_stats reads
 SNAPSHOT_KINDS = ("z", "a", "grad_z", "grad_a", "weight", "grad_weight")
 KEEP_INPUTS = 8  # snapshot inputs kept in memory for projection requests (the page shows recent ones)
+REPORT_EVERY = 2.0  # seconds between json "recording" rows (what was recorded and skipped)
 
 ControlHandler = Callable[[Control], dict[str, Any] | None]
 STALE_CONTROL = "sent while no trainer was running"
 
 
 class Recorder:
-    """Writes one committed step per `step()` call; see the module docstring."""
+    """Records one step per `step()` call; see the module docstring."""
 
     def __init__(
         self,
@@ -69,6 +76,10 @@ class Recorder:
         poll_every: float = 0.25,
         diagnose_every: int = 4,
         findings_every: float = 5.0,
+        budget: float | None = 0.03,
+        commit_every: float = 0.25,
+        clock: Callable[[], float] = time.perf_counter,
+        cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"watch needs an nn.Module, got {type(model).__name__}")
@@ -76,29 +87,33 @@ class Recorder:
             raise ValueError(f"every must be >= 1, got {every}")
         if snapshot_every < 0:
             raise ValueError(f"snapshot_every must be >= 0 seconds, got {snapshot_every}")
+        if commit_every < 0:
+            raise ValueError(f"commit_every must be >= 0 seconds, got {commit_every}")
+        self.budget = Budget(budget, snapshot_every=snapshot_every, every=every, diagnose_every=diagnose_every)
         info = {"model": type(model).__name__, "trainer": "watch", **(meta or {})}
         self.writer = RunWriter(run_dir, config=config or {}, meta=info, resume=resume)
         last = self.writer.last_step if resume else None
         self.step_index = 0 if last is None else last + 1
         self._refuse_stale_controls()
-        self.every = every
-        self.snapshot_every = snapshot_every
         self.poll_every = poll_every
+        self.commit_every = commit_every  # seconds between commits (0: every step)
         self.on_control = on_control
-        self.diagnose_every = diagnose_every  # steps between live-diagnosis samples (0 = off)
         self.findings_every = findings_every  # seconds per live-diagnosis window
         self.lr: float | None = None  # the SGD learning rate, when known (live update-ratio findings)
+        self._clock = clock  # wall: timestamps, intervals, rates
+        self._cpu = cpu_clock  # the budget's: CPU seconds of this process (preemption is no cost)
         self._window = Diagnoser(data="recent training batches")
-        self._window_start = time.perf_counter()
+        self._window_start = clock()
         self._first_seen: dict[tuple[str, str, tuple[int, ...]], int] = {}
         self.paused = False
         self._layers = layers
         self._examples = 0
         self._last_step_time: float | None = None
-        self._last_snapshot = -math.inf
-        self._last_poll = -math.inf
-        self._seen_passes = 0
+        self._returned: float | None = None  # CPU clock when step() last returned: the loop's time starts
+        self._last_poll = self._last_commit = self._last_report = -math.inf
         self._closed = False
+        self._quiet = 0  # depth of unobserved() blocks
+        self._carried = 0.0  # CPU seconds of the last plan and arm, charged to the next step
         self._inputs: dict[int, Tensor] = {}  # step → example 0 of its snapshot (projection requests)
         # held-out images in [0, 1] (N, C, H, W) for the unit explorer, and what the model is fed
         self.probe_images = None if probe is None else _check_probe(probe)
@@ -110,23 +125,47 @@ class Recorder:
         self._attach(model)
         self.writer.set_meta("status", "running")
 
+    @property
+    def every(self) -> int:
+        return self.budget.every
+
+    @property
+    def snapshot_every(self) -> float:
+        return self.budget.snapshot_every
+
+    @property
+    def diagnose_every(self) -> int:
+        """Steps between live-diagnosis samples (0 = off)."""
+        return self.budget.diagnose_every
+
+    @diagnose_every.setter
+    def diagnose_every(self, value: int) -> None:
+        self.budget.diagnose_every = value
+
     # ---- model attach/detach (a restart swaps the model) ---------------------------------
     def _attach(self, model: nn.Module) -> None:
+        """Timing hooks stay on the model; a probe is entered only before the steps it records."""
         self.model = model
         self._modules = dict(model.named_modules())
-        self.probe = Probe(model, self._layers, keep=KEEP)
+        self.probe = Probe(model, self._layers, keep=KEEP)  # snapshot steps (and probing())
+        self._stats_probe = Probe(model, self._layers, keep=STATS_KEEP)
+        self._armed: Probe | None = None
+        self._plan = PLAIN
         self._timing = HookSet()
         self._t: dict[str, float] = {}
-        self._layers_written = False
+        self._batch = 0
+        self._passes = 0
         self._seen_passes = 0
-        self.probe.__enter__()
+        self._layers_written = False
         try:
-            self._timing.add(model.register_forward_pre_hook(self._mark("fwd_start")))
+            self._timing.add(model.register_forward_pre_hook(self._forward_starts))
             self._timing.add(model.register_forward_hook(self._mark("fwd_end"), always_call=True))
             first = next((m for m in model.modules() if role(m) == "leader"), None)
             weight = getattr(first, "weight", None)
             if isinstance(weight, Tensor) and weight.requires_grad:
                 self._timing.add(weight.register_hook(self._grad_mark))
+            self.budget.last_snapshot = None  # a (new) model's first step: layer table and pictures
+            self._arm(SNAPSHOT)
         except BaseException:
             self._detach()
             raise
@@ -135,35 +174,85 @@ class Recorder:
         try:
             self._timing.release()
         finally:
-            self.probe.close()
+            self._disarm()
+
+    def _arm(self, plan: str) -> None:
+        """Have the probe `plan` needs in place for the next forward (none for a plain step)."""
+        self._plan = plan
+        if self._quiet:
+            return  # inside unobserved(): armed when it ends
+        wanted = None if plan == PLAIN else self.probe if plan == SNAPSHOT else self._stats_probe
+        if wanted is self._armed:
+            return
+        self._disarm()
+        if wanted is not None:
+            wanted.__enter__()
+            self._armed = wanted
+            self._armed_passes = wanted.passes
+
+    def _disarm(self) -> None:
+        armed, self._armed = self._armed, None
+        if armed is not None:
+            armed.close()
+
+    @contextmanager
+    def _unobserved(self) -> Iterator[None]:
+        """No probe during the block (controls, a trainer's validation); the plan is kept."""
+        self._disarm()
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
+            if not self._closed and not self._quiet:
+                self._arm(self._plan)  # the plan of now (a restart in the block may have set it)
+
+    def unobserved(self) -> Any:
+        """`with recorder.unobserved():` model calls in the block are not recorded (validation)."""
+        return self._unobserved()
+
+    @contextmanager
+    def probing(self) -> Iterator[Probe]:
+        """`with recorder.probing() as probe:` every field of a forward in the block is kept."""
+        with self._unobserved(), self.probe as probe:
+            yield probe
 
     def swap_model(self, model: nn.Module) -> None:
         """Record `model` from now on (the built-in trainer's restart); live diagnosis starts afresh."""
         self._detach()
         self._attach(model)
         self._window = Diagnoser(data="recent training batches", lr=self.lr)
-        self._window_start = time.perf_counter()
+        self._window_start = self._clock()
         self._first_seen = {}
         self._held.reset()
 
+    def _forward_starts(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if not torch.is_grad_enabled():
+            return  # an evaluation pass (validation): not a training step's
+        self._t["fwd_start"] = self._clock()
+        self._passes += 1
+        x = args[0] if args and isinstance(args[0], Tensor) else None
+        self._batch = int(x.shape[0]) if x is not None and x.dim() >= 1 else 0
+
     def _mark(self, key: str) -> Callable[..., None]:
         def hook(*_: Any) -> None:
-            self._t[key] = time.perf_counter()
+            if torch.is_grad_enabled():
+                self._t[key] = self._clock()
 
         return hook
 
     def _grad_mark(self, grad: Tensor) -> None:
-        self._t["bwd_end"] = time.perf_counter()
+        self._t["bwd_end"] = self._clock()
 
     # ---- the one call in the user's loop -------------------------------------------------
     def step(self, loss: float | Tensor | None = None, **metrics: float | Tensor) -> int:
         """Record the step that just ran (call after `optimizer.step()`); returns its index."""
         if self._closed:
             raise RuntimeError("this recorder is closed")
-        now = time.perf_counter()
-        step = self.step_index
-        trace = self.probe.trace if self.probe.passes > self._seen_passes else None
-        self._seen_passes = self.probe.passes
+        start = self._cpu()
+        now = self._clock()
+        loop_s = None if self._returned is None else start - self._returned
+        step, plan = self.step_index, self._plan
         if "acc" in metrics:  # the README's name for the training accuracy
             if "train_acc" in metrics:
                 raise ValueError("give the training accuracy once: acc= or train_acc=, not both")
@@ -171,52 +260,85 @@ class Recorder:
         scalars: dict[str, float] = {k: _number(k, v) for k, v in metrics.items()}
         if loss is not None:
             scalars["loss"] = _number("loss", loss)
-        if trace is not None:
-            batch = _batch_size(trace)
-            self._examples += batch
+        armed = self._armed
+        trace = armed.trace if armed is not None and armed.passes > self._armed_passes else None
+        if armed is not None:
+            self._armed_passes = armed.passes
+        if self._passes > self._seen_passes:
+            self._seen_passes = self._passes
+            self._examples += self._batch
             scalars["examples"] = float(self._examples)
-            t = self._t
-            if "fwd_start" in t and "fwd_end" in t and batch:
-                scalars["fwd_ms_per_example"] = 1e3 * (t["fwd_end"] - t["fwd_start"]) / batch
-                if t.get("bwd_end", 0.0) > t["fwd_end"]:
-                    scalars["bwd_ms_per_example"] = 1e3 * (t["bwd_end"] - t["fwd_end"]) / batch
-            if self._last_step_time is not None and now > self._last_step_time:
-                scalars["examples_per_s"] = batch / (now - self._last_step_time)
+            self._timing_scalars(scalars, now)
+        diagnosis_s = 0.0
+        if trace is None:
+            plan = PLAIN  # nothing was captured (no forward, or only no-grad ones)
+        else:
             if not self._layers_written:
                 self.writer.log_json(step, "layers", layer_table(trace))
                 self._layers_written = True
-            if step % self.every == 0:
-                self._log_stats(step, trace)
-            if now - self._last_snapshot >= self.snapshot_every:
+            self._log_stats(step, trace)
+            if plan == SNAPSHOT:
                 self._snapshot(step, trace)
-                self._last_snapshot = now
-            if self.diagnose_every and step % self.diagnose_every == 0:
+                self.budget.last_snapshot = now
+            if self.budget.diagnose(step):
+                t0 = self._cpu()
                 self._window.observe(trace, detail=False)
                 if now - self._window_start >= self.findings_every:
                     self._publish_findings(step)
+                diagnosis_s = self._cpu() - t0
         if scalars:
             self.writer.log_scalars(step, scalars)
-        self.writer.commit(step)
+        del trace
         self.step_index = step + 1
-        self._last_step_time = time.perf_counter()
-        if self._last_step_time - self._last_poll >= self.poll_every:
-            self._last_poll = self._last_step_time
+        done = self._clock()
+        if plan == SNAPSHOT or done - self._last_commit >= self.commit_every:
+            self._commit(done)
+        if done - self._last_report >= REPORT_EVERY:
+            self._last_report = done
+            self.writer.log_json(step, "recording", self.budget.report())
+        self._last_step_time = done
+        controls_s = 0.0
+        if done - self._last_poll >= self.poll_every:
+            self._last_poll = done
+            t0 = self._cpu()
             self.handle_controls()
+            controls_s = self._cpu() - t0
+        before_plan = self._cpu()
+        own = before_plan - start - controls_s + self._carried
+        self.budget.observe(plan, loop_s, own, diagnosis_s)  # charged before the next plan reads the pools
+        self._arm(self.budget.plan(self.step_index, self._clock()))
+        self._returned = self._cpu()
+        self._carried = self._returned - before_plan  # planning and arming: charged with the next step
         return step
 
+    def _timing_scalars(self, scalars: dict[str, float], now: float) -> None:
+        t, batch = self._t, self._batch
+        if "fwd_start" in t and "fwd_end" in t and batch:
+            scalars["fwd_ms_per_example"] = 1e3 * (t["fwd_end"] - t["fwd_start"]) / batch
+            if t.get("bwd_end", 0.0) > t["fwd_end"]:
+                scalars["bwd_ms_per_example"] = 1e3 * (t["bwd_end"] - t["fwd_end"]) / batch
+        if self._last_step_time is not None and now > self._last_step_time and batch:
+            scalars["examples_per_s"] = batch / (now - self._last_step_time)
+
+    def _commit(self, now: float) -> None:
+        self.writer.commit(self.step_index - 1)
+        self._last_commit = now
+
     def _log_stats(self, step: int, trace: Trace) -> None:
+        rows = []
         for name, block in trace.items():
             used = block.weight  # W as used in this step's forward (copied before the optimizer step)
             current = self._current_weight(block)  # W after the step
             if current is None or used is None or current.shape != used.shape:
                 current, used = used, None
-            with torch.no_grad():
-                relu = block.activation in RELU
-                stats = block_stats(block.a, block.z, block.grad_a, current, block.grad_weight, used, relu=relu)
-            if stats:
-                self.writer.log_layer_stats(step, name, stats)
-                if stats.get("update_ratio") is not None:
-                    self._held.observe(step, name, float(stats["update_ratio"]))
+            rows.append(
+                StatsInput(name, block.a, block.z, block.grad_a, current, block.grad_weight, used,
+                           relu=block.activation in RELU)
+            )  # fmt: skip
+        for name, stats in fused_stats(rows).items():
+            self.writer.log_layer_stats(step, name, stats)
+            if stats.get("update_ratio") is not None:
+                self._held.observe(step, name, float(stats["update_ratio"]))
 
     def _publish_findings(self, step: int) -> None:
         """The live diagnosis of the last window of sampled batches → json `findings`; each
@@ -234,7 +356,7 @@ class Recorder:
         self._first_seen = seen  # a finding that went away starts afresh if it comes back
         self.writer.log_json(step, "findings", rows)
         self._window = Diagnoser(data="recent training batches", lr=self.lr)
-        self._window_start = time.perf_counter()
+        self._window_start = self._clock()
 
     def _current_weight(self, block: Block) -> Tensor | None:
         if block.kind == "activation":
@@ -265,7 +387,7 @@ class Recorder:
             return None
         finally:
             self.model.train(was)
-            self._seen_passes = self.probe.passes
+            self._armed_passes = self.probe.passes
 
     def _snapshot(self, step: int, trace: Trace) -> None:
         fixed = self._probe_trace()
@@ -293,19 +415,25 @@ class Recorder:
 
     # ---- controls ------------------------------------------------------------------------
     def handle_controls(self) -> None:
-        """Apply what the dashboard asked; `pause` blocks here until `resume` (or close)."""
-        for ctrl in self.writer.poll_controls():
-            result = self._apply(ctrl)
-            self.writer.ack_control(ctrl.id, self.step_index, result=result)
+        """Apply what the dashboard asked; `pause` blocks here until `resume` (or close). The
+        answers' own model calls are not recorded."""
+        self._answer(self.writer.poll_controls())
         while self.paused and not self._closed:
             self.writer.set_meta("status", "paused")
             self.writer.commit(max(self.step_index - 1, 0))
+            self._last_commit = self._clock()
             time.sleep(0.1)
-            for ctrl in self.writer.poll_controls():
-                result = self._apply(ctrl)
-                self.writer.ack_control(ctrl.id, self.step_index, result=result)
+            self._answer(self.writer.poll_controls())
         if not self._closed:
             self.writer.set_meta("status", "running")
+
+    def _answer(self, controls: list[Control]) -> None:
+        if not controls:
+            return
+        with self._unobserved():
+            for ctrl in controls:
+                result = self._apply(ctrl)
+                self.writer.ack_control(ctrl.id, self.step_index, result=result)
 
     def _refuse_stale_controls(self) -> None:
         """Controls still pending when this recorder opens the run were queued while no trainer
@@ -402,6 +530,9 @@ class Recorder:
         self._closed = True
         try:
             self._detach()
+            if self._returned is not None:  # what was recorded and skipped, to the end
+                self.writer.log_json(self.step_index - 1, "recording", self.budget.report())
+                self.writer.commit(self.step_index - 1)  # every finished step, whatever the status
         finally:
             self.writer.close(status=status)
 
@@ -434,22 +565,32 @@ def watch(
     resume: bool = False,
     probe: Tensor | None = None,
     probe_transform: Callable[[Tensor], Tensor] | None = None,
+    budget: float | None = 0.03,
+    commit_every: float = 0.25,
 ) -> Recorder:
-    """Start recording `model` into `run_dir` (statistics every `every` steps, tensor snapshots
-    every `snapshot_every` seconds). Call `.step(loss=...)` after each optimizer step. `probe`:
-    held-out images in [0, 1] (N, C, H, W) for the dashboard's unit explorer, fed to the model
-    through `probe_transform` (e.g. your normalisation). Under torchrun (a process group of more
-    than one rank) call it on every rank: rank 0 records the global batch's statistics (train/ddp.py)."""
+    """Start recording `model` into `run_dir`. Call `.step(loss=...)` after each optimizer step.
+
+    The loss and scalars are recorded every step; per-layer statistics (on steps that are a
+    multiple of `every`), tensor snapshots (every `snapshot_every` seconds; 0 = every step) and
+    live-diagnosis samples as often as they fit in `budget` (a share of the step time, measured
+    as the run goes; None = all of them on schedule, whatever they cost). What was skipped is
+    written to the run (json "recording"). Steps are committed every `commit_every` seconds.
+    `probe`: held-out images in [0, 1] (N, C, H, W) for the dashboard's unit explorer, fed to
+    the model through `probe_transform` (e.g. your normalisation). Under torchrun (a process
+    group of more than one rank) call it on every rank: rank 0 records the global batch's
+    statistics (train/ddp.py) on schedule (no budget: every rank must agree which steps they are)."""
     from convscope.train.ddp import watch_ddp, world  # ddp.py builds on this module
 
     if (where := world()) is not None:
         return watch_ddp(
             model, run_dir, where[0], every=every, snapshot_every=snapshot_every, layers=layers,
             config=config, meta=meta, resume=resume, probe=probe, probe_transform=probe_transform,
+            budget=None, commit_every=commit_every,
         )  # fmt: skip
     return Recorder(
         model, run_dir, every=every, snapshot_every=snapshot_every, layers=layers,
         config=config, meta=meta, resume=resume, probe=probe, probe_transform=probe_transform,
+        budget=budget, commit_every=commit_every,
     )  # fmt: skip
 
 
@@ -494,14 +635,6 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and text.startswith("'") and text.endswith("'"):
         text = text[1:-1]
     return " ".join(text.split())
-
-
-def _batch_size(trace: Trace) -> int:
-    for block in trace.values():
-        for t in (block.x, block.a, block.z):
-            if t is not None and t.dim() >= 1:
-                return int(t.shape[0])
-    return 0
 
 
 def _number(name: str, v: float | Tensor) -> float:

@@ -1,0 +1,196 @@
+"""The built-in Trainer against a bare training loop over the same net, data and batch size.
+
+    .venv/bin/python bench/trainer.py              # about 2 minutes
+    .venv/bin/python bench/trainer.py --quick      # a smoke run
+    .venv/bin/python bench/trainer.py --threads 0  # the Trainer's own thread choice (default here: 1)
+
+zoo:convnetjs-cifar on builtin:photo-crops, SGD, CPU, batch 32 (the demo's). Contenders, in
+interleaved blocks of 100 steps (one validation per block, as in the demo's steady state; the
+start alternates):
+
+  trainer   `Trainer(TrainConfig(...)).train_step()`: the demo's settings (validation every 100
+            steps, watch() recording with its default 3% budget, snapshots every 2 s)
+  bare      the same model (same initialisation), the same in-memory training set and batch size:
+            index a random batch, normalise, forward, cross-entropy, backward, SGD step. Nothing else.
+
+Goals (issue 10): trainer >= 0.9x bare (examples per wall second and per CPU second), and
+>= 3,000 examples per second. Then a cProfile (process CPU clock) of trainer steps splits where
+the trainer's time goes: forward / backward / optimizer (the work both do), validation, the
+recorder, batch making, and the rest of the per-step Python. Results: bench/results/trainer.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import json
+import os
+import platform
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from _timing import git_commit, load_average
+
+from convscope.config import TrainConfig
+from convscope.train.loop import Trainer
+
+RESULTS = Path(__file__).resolve().parent / "results" / "trainer.json"
+GOAL_RATIO = 0.9
+GOAL_EX_PER_S = 3000.0
+BLOCK = 100  # steps per timed block: one validation each (val_every)
+
+
+class Bare:
+    """The bare loop over the trainer's own data, on a model initialised as the trainer's."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        torch.manual_seed(trainer.config.seed)
+        self.model = type(trainer.model)().train()  # a zoo net: the same seed, the same weights
+        self.model.load_state_dict(trainer.model.state_dict())
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=trainer.lr, momentum=trainer.momentum,
+                                   weight_decay=trainer.weight_decay)  # fmt: skip
+        self.data = trainer.data
+        self.batch = trainer.batch_size
+
+    def step(self) -> None:
+        idx = torch.randint(0, len(self.data.xtr), (self.batch,))
+        loss = F.cross_entropy(self.model(self.data.norm(self.data.xtr[idx])), self.data.ytr[idx])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def timed_blocks(trainer: Trainer, bare: Bare, rounds: int) -> dict[str, dict[str, list[float]]]:
+    out: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in ("trainer", "bare")}
+    runs = {"trainer": trainer.train_step, "bare": bare.step}
+    print("  rounds: ", end="", flush=True)
+    for r in range(rounds + 1):  # round 0 warms up (first validation, first snapshot)
+        for name in (("trainer", "bare") if r % 2 == 0 else ("bare", "trainer")):
+            fn = runs[name]
+            t, c = time.perf_counter(), time.process_time()
+            for _ in range(BLOCK):
+                fn()
+            if r:
+                out[name]["wall"].append(time.perf_counter() - t)
+                out[name]["cpu"].append(time.process_time() - c)
+        if r:
+            print(r, end=" ", flush=True)
+    print()
+    return out
+
+
+PHASES = {  # profile entries (file suffix, function) -> phase
+    ("train/loop.py", "_validate"): "validation (every 100 steps)",
+    ("train/watch.py", "step"): "recorder (run.step)",
+    ("train/loop.py", "_batch"): "batch (index, flip)",
+    ("train/loop.py", "norm"): "normalise",
+    ("torch/_tensor.py", "backward"): "backward",
+    ("torch/optim/optimizer.py", "wrapper"): "optimizer step",
+    ("torch/optim/optimizer.py", "zero_grad"): "zero_grad",
+    ("train/loop.py", "_keep_evolution"): "evolution checkpoints",
+}
+
+
+def profile(trainer: Trainer, steps: int) -> dict[str, Any]:
+    """CPU ms per step by phase (cumulative time of the phase's function; forward = the model's
+    own forward while training; the rest of train_step is 'per-step Python')."""
+    model_forward = type(trainer.model).forward
+    prof = cProfile.Profile(time.process_time)
+    c0 = time.process_time()
+    prof.enable()
+    for _ in range(steps):
+        trainer.train_step()
+    prof.disable()
+    total = time.process_time() - c0
+    st: dict[Any, Any] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    per = 1e3 / steps
+    phases: dict[str, float] = {}
+    train_step = 0.0
+    for (file, _, func), (_, _, _, cum, callers) in st.items():
+        f = file.replace(os.sep, "/")
+        for (suffix, name), phase in PHASES.items():
+            if func == name and f.endswith(suffix):
+                phases[phase] = phases.get(phase, 0.0) + cum * per
+        if func == "train_step" and f.endswith("train/loop.py"):
+            train_step = cum * per
+        if func == "forward" and file == model_forward.__code__.co_filename:
+            # the model's forward, called from train_step (training) or _predict (validation)
+            from_train = sum(v[3] for c, v in callers.items() if c[2] in ("_wrapped_call_impl", "_call_impl", "inner"))
+            phases["forward (training + validation)"] = from_train * per
+    inside_val = phases.get("validation (every 100 steps)", 0.0)
+    if "forward (training + validation)" in phases:
+        phases["forward (training)"] = max(phases.pop("forward (training + validation)") - inside_val, 0.0)
+    phases["per-step Python (the rest of train_step)"] = max(train_step - sum(phases.values()), 0.0)
+    return {"steps": steps, "cpu_ms_per_step": 1e3 * total / steps, "profiled_ms_per_step": train_step,
+            "phases_ms_per_step": dict(sorted(phases.items(), key=lambda kv: -kv[1]))}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="few rounds: a smoke run")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: the Trainer's own choice)")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    rounds = 2 if args.quick else 6
+    work = Path(tempfile.mkdtemp(prefix="convscope-bench-trainer-"))
+    meta: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "commit": git_commit(),
+                            "torch": torch.__version__, "python": platform.python_version(),
+                            "cpus": len(os.sched_getaffinity(0)), "load_before": load_average()}  # fmt: skip
+    print(f"load average before: {meta['load_before']}", flush=True)
+    try:
+        cfg = TrainConfig(batch_size=args.batch, train_size=4096, seed=0, threads=args.threads)
+        trainer = Trainer(cfg, work / "run")
+        meta["threads"] = torch.get_num_threads()
+        trainer.writer.log_snapshot(0, "_test", "input", trainer.data.xtest)  # as run() does
+        bare = Bare(trainer)
+        blocks = timed_blocks(trainer, bare, rounds)
+        print("  profiling the trainer ...", flush=True)
+        prof = profile(trainer, 100 if args.quick else 300)
+        recording = trainer.recorder.budget.report(reset_window=False)
+        trainer.recorder.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    meta["load_after"] = load_average()
+    b = args.batch
+    ex = {k: {m: BLOCK * b / statistics.median(v[m]) for m in ("wall", "cpu")} for k, v in blocks.items()}
+    spread = {k: {m: (max(v[m]) - min(v[m])) / statistics.median(v[m]) for m in ("wall", "cpu")}
+              for k, v in blocks.items()}  # fmt: skip
+    ratio = {m: ex["trainer"][m] / ex["bare"][m] for m in ("wall", "cpu")}
+    res = {"meta": meta, "batch": b, "blocks": blocks, "ex_per_s": ex, "spread": spread, "ratio": ratio,
+           "profile": prof, "recording": recording["total"]}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=1) + "\n")
+    print()
+    print(f"built-in Trainer vs a bare loop — zoo:convnetjs-cifar, batch {b}, {meta['threads']} torch thread(s),"
+          f" {meta['cpus']} CPUs, blocks of {BLOCK} steps x {rounds} (medians; spread = (max-min)/median)")  # fmt: skip
+    print(f"{'':>10}{'ex/s':>9}{'ex/CPU-s':>10}{'spread':>8}")
+    for k in ("bare", "trainer"):
+        print(f"{k:>10}{ex[k]['wall']:>9.0f}{ex[k]['cpu']:>10.0f}{max(spread[k].values()):>8.0%}")
+    ok = "met" if min(ratio.values()) >= GOAL_RATIO else "MISSED"
+    fast = "met" if ex["trainer"]["wall"] >= GOAL_EX_PER_S else "MISSED"
+    print(f"trainer/bare: wall {ratio['wall']:.2f}x, CPU {ratio['cpu']:.2f}x (goal >= {GOAL_RATIO}x: {ok});"
+          f" trainer {ex['trainer']['wall']:.0f} ex/s, {ex['trainer']['cpu']:.0f} ex/CPU-s (goal >= {GOAL_EX_PER_S:.0f}"
+          f" ex/s: {fast})")  # fmt: skip
+    print(f"where a trainer step's CPU time goes (cProfile, {prof['steps']} steps, {prof['profiled_ms_per_step']:.2f}"
+          f" ms/step under the profiler; unprofiled {prof['cpu_ms_per_step']:.2f}):")  # fmt: skip
+    for phase, ms in prof["phases_ms_per_step"].items():
+        print(f"  {ms:7.3f} ms  {100 * ms / max(prof['profiled_ms_per_step'], 1e-9):5.1f}%  {phase}")
+    t = recording["total"]
+    print(f"recorder: statistics on {t['stats_steps']} of {t['steps']} steps, {t['snapshots']} snapshots,"
+          f" measured cost {100 * (t['cost_share'] or 0):.1f}% (budget 3%)")  # fmt: skip
+    print(f"load average before {meta['load_before']}, after {meta['load_after']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""What `watch()` records on each step so that training does not notice: the recorder measures its
+own cost and keeps it within a share (default 3%) of the step time, and says what it skipped.
+
+Loss and scalars are written every step. The optional work is planned one step ahead (the probe
+that captures a pass must be in place before its forward):
+
+  stats      per-layer statistics (and, when due, a live-diagnosis sample) of the next step
+  snapshot   the same plus tensor snapshots of the pictures (due every `snapshot_every` seconds)
+  plain      neither: only the scalars
+
+Accounting, per step: the training earns `share × t_train` (t_train: the loop's own time, measured
+from the recorder returning to the next `step()` call, less the probe's overhead). The recorder is
+charged what it costs: its time inside `step()` (controls excluded) plus, on a probed step, the
+probe's overhead (that step's loop time minus the median loop time of recent plain steps). The
+earnings go to two pools: 1/3 to pictures (snapshots; once it holds one snapshot's cost the rest
+flows to statistics) and 2/3 to statistics and diagnosis; a job runs when its pool holds its
+estimated cost (median of its recent costs). With `share=None` every job runs on schedule
+whatever it costs (the tests' exact mode). What was skipped is counted and reported (`report()`),
+and the recorder writes it into the run (json "recording") for the page.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+PLAIN, STATS, SNAPSHOT = "plain", "stats", "snapshot"
+PICTURE_PART = 1 / 3  # of the earnings, for snapshots (the rest: statistics and diagnosis)
+WINDOW = 9  # recent samples kept per estimate (medians: a validation pass is not a cost)
+
+
+def _median(values: deque[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+@dataclass
+class Tally:
+    """What was recorded and skipped over some steps (a report window, or the whole run)."""
+
+    steps: int = 0
+    stats_steps: int = 0
+    stats_skipped: int = 0  # steps that could have had statistics (every `every`-th) and had none
+    snapshots: int = 0
+    snapshots_late: int = 0  # steps a due snapshot waited for its pool
+    diagnosis_samples: int = 0
+    diagnosis_skipped: int = 0
+    train_s: float = 0.0  # the loop's own time (probe overhead not counted)
+    cost_s: float = 0.0  # the recorder's
+
+    def as_dict(self) -> dict[str, Any]:
+        share = self.cost_s / self.train_s if self.train_s > 0 else None
+        return {
+            "steps": self.steps, "stats_steps": self.stats_steps, "stats_skipped": self.stats_skipped,
+            "snapshots": self.snapshots, "snapshot_steps_late": self.snapshots_late,
+            "diagnosis_samples": self.diagnosis_samples, "diagnosis_skipped": self.diagnosis_skipped,
+            "cost_share": share,
+        }  # fmt: skip
+
+
+@dataclass
+class Budget:
+    """Plans each step's optional work within `share` of the step time (None: no limit)."""
+
+    share: float | None = 0.03
+    snapshot_every: float = 2.0  # seconds between snapshots, when they fit (0: every step, whatever it costs)
+    every: int = 1  # statistics only on steps that are a multiple of this
+    diagnose_every: int = 4  # steps between live-diagnosis samples (0 = never)
+    stats_pool: float = 0.0  # seconds of recorder time the statistics may still spend
+    picture_pool: float = 0.0
+    last_snapshot: float | None = None  # time of the last snapshot (None: one is due now)
+    last_diagnosis: int | None = None  # step of the last diagnosis sample
+    total: Tally = field(default_factory=Tally)
+    window: Tally = field(default_factory=Tally)
+    _plain_loop: deque[float] = field(default_factory=lambda: deque(maxlen=2 * WINDOW))
+    _plain_own: deque[float] = field(default_factory=lambda: deque(maxlen=2 * WINDOW))
+    _overhead: dict[str, deque[float]] = field(
+        default_factory=lambda: {STATS: deque(maxlen=WINDOW), SNAPSHOT: deque(maxlen=WINDOW)}
+    )
+    _own: dict[str, deque[float]] = field(
+        default_factory=lambda: {STATS: deque(maxlen=WINDOW), SNAPSHOT: deque(maxlen=WINDOW)}
+    )
+    _diagnosis: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    _estimates: dict[str, float] = field(default_factory=dict)
+    _warm: set[str] = field(default_factory=set)  # kinds whose first (one-time) step has been seen
+    _planned: tuple[bool, bool] = (False, False)  # the step being run: (statistics wanted, snapshot due)
+
+    def __post_init__(self) -> None:
+        if self.share is not None and not 0 < self.share < 1:
+            raise ValueError(f"budget must be a share of the step time in (0, 1) or None, got {self.share}")
+
+    # ---- estimates ------------------------------------------------------------------------
+    def estimate(self, kind: str) -> float:
+        """Seconds a step of `kind` costs beyond a plain step (median of recent ones; 0 unknown)."""
+        return self._estimates.get(kind, 0.0)
+
+    def diagnosis_estimate(self) -> float:
+        return self._estimates.get("diagnosis", 0.0)
+
+    def _update_estimates(self) -> None:
+        base = _median(self._plain_own)
+        est = {k: max(_median(self._own[k]) - base, 0.0) + _median(self._overhead[k]) for k in (STATS, SNAPSHOT)}
+        est[SNAPSHOT] = max(est[SNAPSHOT], est[STATS])  # a snapshot step has the statistics too
+        est["diagnosis"] = _median(self._diagnosis)
+        est["base"] = base
+        self._estimates = est
+
+    # ---- accounting -----------------------------------------------------------------------
+    def observe(self, kind: str, loop_s: float | None, own_s: float, diagnosis_s: float = 0.0) -> None:
+        """One finished step: what it recorded (`kind`), the loop's time before it (None for the
+        first step), the recorder's time in `step()` (controls excluded; the diagnosis sample's
+        `diagnosis_s` included)."""
+        overhead = 0.0
+        if loop_s is not None:
+            if kind == PLAIN:
+                self._plain_loop.append(loop_s)
+            elif self._plain_loop:
+                overhead = max(loop_s - _median(self._plain_loop), 0.0)
+                self._overhead[kind].append(overhead)
+        if kind == PLAIN:
+            self._plain_own.append(own_s)
+        elif kind in self._warm:
+            self._own[kind].append(own_s - diagnosis_s)
+        else:  # a kind's first step pays one-time costs (first probe pass, layer table): not an estimate
+            self._warm.add(kind)
+        if diagnosis_s:
+            self._diagnosis.append(diagnosis_s)
+        self._update_estimates()
+        train = max((loop_s or 0.0) - overhead, 0.0)
+        cost = own_s + overhead
+        wanted, due = self._planned
+        self._planned = (False, False)
+        for t in (self.total, self.window):
+            t.steps += 1
+            t.train_s += train
+            t.cost_s += cost
+            t.stats_steps += kind != PLAIN
+            t.stats_skipped += wanted and kind == PLAIN
+            t.snapshots += kind == SNAPSHOT
+            t.snapshots_late += due and kind != SNAPSHOT
+        if self.share is None:
+            return
+        base = own_s if kind == PLAIN else min(self._estimates["base"], own_s)
+        net = self.share * train - base
+        self.picture_pool += PICTURE_PART * net
+        self.stats_pool += (1 - PICTURE_PART) * net
+        if kind == SNAPSHOT:
+            stats_part = min(self.estimate(STATS), cost - base)
+            self.stats_pool -= stats_part
+            self.picture_pool -= cost - base - stats_part
+        elif kind == STATS:
+            self.stats_pool -= cost - base - diagnosis_s
+        self.stats_pool -= diagnosis_s
+        self._bound_pools()
+
+    def _bound_pools(self) -> None:
+        """A full picture pool overflows into statistics; neither saves up without bound (no
+        bursts after an idle spell), nor sinks so deep it takes long to come back."""
+        cap = self.estimate(SNAPSHOT) - self.estimate(STATS)
+        if self.picture_pool > cap:
+            self.stats_pool += self.picture_pool - cap
+            self.picture_pool = cap
+        self.picture_pool = max(self.picture_pool, -2 * max(cap, 0.0))
+        room = 2 * self.estimate(STATS) + self.diagnosis_estimate()
+        self.stats_pool = min(max(self.stats_pool, -room), room)
+
+    # ---- planning -------------------------------------------------------------------------
+    def plan(self, step: int, now: float) -> str:
+        """What step `step` (the next one) records, decided at `now` (seconds)."""
+        due = self.last_snapshot is None or now - self.last_snapshot >= self.snapshot_every
+        wanted = step % self.every == 0
+        if self.share is None or self.snapshot_every == 0:  # no budget, or a snapshot every step asked
+            kind = SNAPSHOT if due else STATS if wanted else PLAIN
+        elif self.last_snapshot is None:
+            kind = SNAPSHOT  # the first step: the layer table, a first picture, first costs
+        elif due and self.picture_pool >= self.estimate(SNAPSHOT) - self.estimate(STATS) and self.stats_pool >= 0:
+            kind = SNAPSHOT  # its pictures from the picture pool, its statistics from the other
+        elif wanted and self.stats_pool >= self.estimate(STATS):
+            kind = STATS
+        else:
+            kind = PLAIN
+        self._planned = (wanted, due)
+        return kind
+
+    def diagnose(self, step: int) -> bool:
+        """Whether this probed step also gives the live diagnosis a sample (decided on it)."""
+        if not self.diagnose_every:
+            return False
+        if self.last_diagnosis is not None and step - self.last_diagnosis < self.diagnose_every:
+            return False
+        ok = self.share is None or self.stats_pool >= self.diagnosis_estimate()
+        for t in (self.total, self.window):
+            t.diagnosis_samples += ok
+            t.diagnosis_skipped += not ok
+        if ok:
+            self.last_diagnosis = step
+        return ok
+
+    # ---- what it did ----------------------------------------------------------------------
+    def report(self, *, reset_window: bool = True) -> dict[str, Any]:
+        """The json "recording" row: budget, this window's and the run's tallies, one sentence."""
+        w, t = self.window.as_dict(), self.total.as_dict()
+        out = {"budget": self.share, "snapshot_every_s": self.snapshot_every, "window": w, "total": t,
+               "note": describe(self.share, self.window)}  # fmt: skip
+        if reset_window:
+            self.window = Tally()
+        return out
+
+
+def describe(share: float | None, t: Tally) -> str:
+    """One sentence for the page: what the recorder kept and what it skipped, and why."""
+    if t.steps == 0:
+        return "no steps recorded yet"
+    parts = [f"per-layer statistics on {t.stats_steps} of {t.steps} steps"]
+    if t.snapshots:
+        parts.append(f"{t.snapshots} snapshot{'s' if t.snapshots != 1 else ''}")
+    if t.diagnosis_skipped:
+        parts.append(f"{t.diagnosis_skipped} live-diagnosis sample{'s' if t.diagnosis_skipped != 1 else ''} skipped")
+    if t.snapshots_late:
+        parts.append(f"snapshots waited {t.snapshots_late} step{'s' if t.snapshots_late != 1 else ''} for the budget")
+    text = "; ".join(parts)
+    used = f"{100 * t.cost_s / t.train_s:.1f}%" if t.train_s > 0 else "unknown"
+    if share is None:
+        return f"{text} (no budget: everything on schedule; recording cost {used} of the step time)"
+    why = f"to keep recording within {100 * share:g}% of the step time" if t.stats_skipped else "all within the budget"
+    return f"{text}, {why} (measured: {used})"

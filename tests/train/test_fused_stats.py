@@ -1,0 +1,97 @@
+"""fused_stats (all layers together, one host transfer) against block_stats (one layer at a time),
+and against numbers worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convscope.analysis import block_stats
+from convscope.capture import Probe
+from convscope.capture.naming import RELU
+from convscope.train.stats import StatsInput, fused_stats
+
+
+class Mixed(nn.Module):
+    """Every path of fused_stats: conv→ReLU, conv→BN→ReLU(inplace), conv→tanh, a functional
+    ReLU, linear→ReLU (2-D maps), a lone activation, and a linear with no activation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.r1 = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()
+        self.c2, self.bn, self.r2 = nn.Conv2d(4, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU(inplace=True)
+        self.c3, self.t3 = nn.Conv2d(5, 6, 3), nn.Tanh()
+        self.c4 = nn.Conv2d(6, 4, 1)
+        self.fc1, self.r5 = nn.Linear(4 * 4 * 4, 7), nn.ReLU()
+        self.sig = nn.Sigmoid()
+        self.fc2 = nn.Linear(7, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.r1(self.c1(x))
+        x = self.r2(self.bn(self.c2(x)))
+        x = self.t3(self.c3(x))
+        x = F.relu(self.c4(x))  # functional
+        x = self.sig(self.r5(self.fc1(x.flatten(1))) - 0.5)  # a lone activation after a subtraction
+        return self.fc2(x)
+
+
+def _rows() -> list[StatsInput]:
+    torch.manual_seed(0)
+    model = Mixed()
+    with torch.no_grad():
+        model.c1.bias[2] = -50.0  # one dead map (relu path)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Probe(model) as probe:
+        F.cross_entropy(model(torch.randn(5, 3, 6, 6)), torch.tensor([0, 1, 2, 0, 1])).backward()
+        opt.step()
+    modules = dict(model.named_modules())
+    rows = []
+    for name, b in probe.trace.items():
+        current = getattr(modules.get(name), "weight", None) if b.kind != "activation" else None
+        used = before.get(f"{name}.weight") if current is not None else None
+        rows.append(StatsInput(name, b.a, b.z, b.grad_a, current, b.grad_weight, used, relu=b.activation in RELU))
+    return rows
+
+
+def test_fused_equals_per_layer_block_stats() -> None:
+    rows = _rows()
+    fused = fused_stats(rows)
+    assert set(fused) == {r.name for r in rows}
+    for r in rows:
+        one = block_stats(r.a, r.z, r.grad_a, r.weight, r.grad_weight, r.previous_weight, relu=r.relu)
+        assert fused[r.name].keys() == one.keys(), r.name
+        for key, value in one.items():
+            assert fused[r.name][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (r.name, key)
+    assert fused["c1"]["dead_fraction"] == 0.25  # the map with bias -50 (1 of 4)
+    assert {"z_min", "a_mean", "update_ratio"} <= fused["c2"].keys() and "update_ratio" in fused["fc2"]
+
+
+def test_numbers_worked_out_by_hand() -> None:
+    z = torch.tensor([[[[-1.0, 2.0]], [[-3.0, -0.5]]]])  # (1, 2, 1, 2): map 1 is never positive
+    a = torch.relu(z)
+    g = torch.tensor([[[[3.0, 0.0]], [[0.0, -4.0]]]])
+    w = torch.tensor([[3.0, 4.0]])  # ‖W‖ = 5
+    w_prev = torch.tensor([[3.0, 4.5]])  # ‖W − W_prev‖ = 0.5
+    gw = torch.tensor([[0.0, -2.0]])
+    out = fused_stats([StatsInput("l", a, z, g, w, gw, w_prev, relu=True), StatsInput("empty")])
+    assert out == {"l": {
+        "z_min": -3.0, "z_max": 2.0, "a_min": 0.0, "a_max": 2.0, "dead_fraction": 0.5, "a_mean": 0.5,
+        "grad_a_min": -4.0, "grad_a_max": 3.0, "grad_a_norm": 5.0, "weight_norm": 5.0,
+        "grad_weight_norm": 2.0, "update_ratio": pytest.approx(0.1),
+    }}  # fmt: skip
+    assert fused_stats([]) == {}
+
+
+def test_nan_stays_nan_and_a_nan_map_is_not_dead() -> None:
+    z = torch.tensor([[[[math.nan, -1.0]], [[-2.0, -1.0]]]])  # (1, 2, 1, 2)
+    a = torch.relu(z)
+    fused = fused_stats([StatsInput("l", a, z, relu=True)])["l"]
+    one = block_stats(a, z, None, None, None, relu=True)
+    assert fused.keys() == one.keys()
+    assert math.isnan(fused["z_max"]) and math.isnan(one["z_max"]) and math.isnan(fused["a_mean"])
+    assert fused["dead_fraction"] == one["dead_fraction"] == 0.5  # map 0 holds a NaN: not dead

@@ -1,0 +1,152 @@
+"""The recorder's budget (train/recorder_budget.py) on made-up costs with hand-worked answers, and
+the skip accounting a real recorder writes into the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convscope.analysis import block_stats
+from convscope.capture import count_hooks
+from convscope.runs import RunReader
+from convscope.train import watch
+from convscope.train.recorder_budget import PLAIN, SNAPSHOT, STATS, Budget
+
+MS = 1e-3
+
+
+def test_first_steps_worked_out_by_hand() -> None:
+    """Share 1/8 of 8-second loops (earns 1 per step); a plain step's recorder work 0.125, a
+    statistics step's 1.125 (1 more), the first snapshot 4.125. Pictures never fall due again."""
+    b = Budget(0.125, snapshot_every=100.0, every=1, diagnose_every=0)
+    costs = {PLAIN: 0.125, STATS: 1.125, SNAPSHOT: 4.125}
+    plans, pools = [], []
+    for step in range(10):
+        plans.append(b.plan(step, now=float(step)))
+        if plans[-1] == SNAPSHOT:
+            b.last_snapshot = float(step)
+        b.observe(plans[-1], 8.0 if step else None, costs[plans[-1]])
+        pools.append(b.stats_pool)
+    # 0: the first step is a snapshot; its one-time cost is no estimate, so nothing is known yet and
+    #    nothing is owed; 1: a statistics step (cost unknown) is its kind's first too; 2: measured:
+    #    est 1.125 (no plain step yet), the pool nets 1 - 1.125 = -0.125; 3-4: plain, each nets
+    #    1 - 0.125 = 0.875 (the picture pool is full at 0: it overflows into statistics); 5-9:
+    #    statistics cost 1.125 - 0.125 = 1 and earn 0.875: the pool falls by 0.125 a step
+    assert plans == [SNAPSHOT, STATS, STATS, PLAIN, PLAIN, STATS, STATS, STATS, STATS, STATS]
+    assert pools == pytest.approx([0.0, 0.0, -0.125, 0.75, 1.625, 1.5, 1.375, 1.25, 1.125, 1.0], abs=1e-9)
+    assert b.estimate(STATS) == 1.0 and b.picture_pool == pytest.approx(0.0, abs=1e-9)
+    t = b.total
+    assert (t.steps, t.stats_steps, t.stats_skipped, t.snapshots, t.snapshots_late) == (10, 8, 2, 1, 0)
+
+
+def test_a_long_run_keeps_within_the_share_and_takes_snapshots_on_time() -> None:
+    """10 ms steps; a plain step's recorder work 0.1 ms, statistics 1 ms more and the probe
+    0.5 ms of the loop, a snapshot 4 ms: 20 simulated seconds at 3%."""
+    b = Budget(0.03, snapshot_every=2.0, every=1, diagnose_every=0)
+    snapshot_steps = []
+    for step in range(2000):
+        now = step / 100  # seconds
+        kind = b.plan(step, now)
+        loop = 10 * MS + (0.5 * MS if kind != PLAIN else 0.0)
+        own = {PLAIN: 0.1 * MS, STATS: 1.1 * MS, SNAPSHOT: 5.1 * MS}[kind]
+        if kind == SNAPSHOT:
+            b.last_snapshot = now
+            snapshot_steps.append(step)
+        b.observe(kind, loop if step else None, own)
+    t = b.total
+    assert snapshot_steps == list(range(0, 2000, 200))  # every 2 s: the picture pool keeps up
+    assert (t.cost_s - 5.1 * MS) / t.train_s <= 0.03  # all but the first step's one-time 5.1 ms
+    assert t.cost_s / t.train_s > 0.025  # and the budget is used, not hoarded
+    assert t.stats_steps + t.stats_skipped == t.steps
+    # 3% of 20 s = 600 ms: 2000 plain parts of 0.1 ms, 10 snapshots of 5.5 ms, and the remaining
+    # 345 ms for statistics steps of 1.5 ms (1 ms + the probe's 0.5 ms): about 230 of them
+    assert 220 <= t.stats_steps <= 245
+
+
+def test_no_budget_runs_everything_on_schedule() -> None:
+    b = Budget(None, snapshot_every=1.0, every=3, diagnose_every=2)
+    kinds, diagnosed = [], []
+    for step in range(7):
+        kinds.append(b.plan(step, now=0.25 * step))
+        if kinds[-1] == SNAPSHOT:
+            b.last_snapshot = 0.25 * step
+        if kinds[-1] != PLAIN:
+            diagnosed.append(b.diagnose(step))
+        b.observe(kinds[-1], 0.01, 0.05)  # the recorder far costlier than training: no matter
+    assert kinds == [SNAPSHOT, PLAIN, PLAIN, STATS, SNAPSHOT, PLAIN, STATS]
+    assert diagnosed == [True, True, False, True]  # steps 0, 3, (4: 1 step after 3), 6
+    assert b.total.stats_skipped == 0 and b.total.diagnosis_skipped == 0
+
+
+def test_bad_budget_is_one_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"budget must be a share of the step time in \(0, 1\) or None, got 1.5"):
+        Budget(1.5)
+
+
+class Clocks:
+    """Wall and CPU clocks that move only when told (plus `tick` per CPU reading)."""
+
+    def __init__(self, tick: float) -> None:
+        self.wall_t, self.cpu_t, self.tick = 0.0, 0.0, tick
+
+    def wall(self) -> float:
+        return self.wall_t
+
+    def cpu(self) -> float:
+        self.cpu_t += self.tick
+        return self.cpu_t
+
+    def train(self, seconds: float) -> None:
+        self.wall_t += seconds
+        self.cpu_t += seconds
+
+
+def _net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+
+
+def test_the_recorder_says_what_it_skipped_and_what_it_kept_is_exact(tmp_path: Path) -> None:
+    """A recorder whose every look at the CPU clock costs 1 ms on 10 ms steps is over a 3% budget:
+    after the first step it records scalars only, and says so in json "recording"."""
+    clocks = Clocks(tick=1 * MS)
+    model, twin = _net(), _net()
+    opt, opt_twin = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, twin))
+    expected = {}
+    with watch(model, tmp_path / "run", commit_every=0.0) as run:
+        run._clock, run._cpu = clocks.wall, clocks.cpu  # before the first step: the budget's clocks
+        for i in range(8):
+            x, y = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            clocks.train(10 * MS)
+            run.step(loss=loss)
+            w_before = twin[0].weight.detach().clone()
+            z = F.conv2d(x, twin[0].weight, twin[0].bias, padding=1)
+            a = torch.relu(z)
+            t_loss = F.cross_entropy(twin[3](a.flatten(1)), y)
+            g_a, g_w = torch.autograd.grad(t_loss, [a, twin[0].weight], retain_graph=True)
+            opt_twin.zero_grad()
+            t_loss.backward()
+            opt_twin.step()
+            expected[i] = block_stats(a, z, g_a, twin[0].weight.detach(), g_w, w_before, relu=True)
+    assert count_hooks(model) == 0
+    with RunReader(tmp_path / "run") as r:
+        rows = {row["step"]: row for row in r.layer_stats(layer="0")}
+        assert [s for s, _ in r.scalars()["loss"]] == list(range(8))  # the loss: every step
+        step, rec = r.json("recording")  # type: ignore[misc]
+    assert sorted(rows) == [0]  # the first step (a snapshot, with statistics and a diagnosis sample)
+    for s, row in rows.items():
+        for key, value in expected[s].items():
+            assert row[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (s, key)
+    assert step == 7 and rec["budget"] == 0.03
+    total = rec["total"]
+    assert (total["steps"], total["stats_steps"], total["stats_skipped"], total["snapshots"]) == (8, 1, 7, 1)
+    assert total["cost_share"] > 0.03
+    assert "per-layer statistics on" in rec["note"] and "to keep recording within 3% of the step time" in rec["note"]
