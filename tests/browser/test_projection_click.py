@@ -84,7 +84,7 @@ def test_click_a_map_then_the_nine_strongest(browser: Any, served: DashboardServ
     captions = unit.locator("figcaption").all_inner_texts()
     assert captions == ["a[7]", "deconvnet (ZF)", "guided backprop"]
     note = card.locator(".projection p.note").inner_text()
-    assert note.startswith("a of block conv2 (after relu2): example 0 of step ")
+    assert note.startswith("a of block conv2 (after relu2): the image the maps showed at step ")
 
     card.locator("button.project-top").click()
     page.wait_for_function(
