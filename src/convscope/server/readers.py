@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from convscope.runs import RunReader
+from convscope.runs.committer import sync_local
 
 T = TypeVar("T")
 DB_FILE = "run.sqlite"  # the run store's database file (docs/run-store.md)
@@ -56,7 +57,10 @@ class OpenRun:
         self.closed = False
 
     def version(self) -> int:
-        """SQLite's data_version of this run: it changes after each commit by the trainer."""
+        """SQLite's data_version of this run: it changes after each commit by the trainer.
+        (A writer of the run in this process — tests, a notebook — writes its queue first, as for
+        every RunReader query.)"""
+        sync_local(self.reader._key)
         with self._lock:
             row = self._vconn.execute("PRAGMA data_version").fetchone()
         return int(row[0])
