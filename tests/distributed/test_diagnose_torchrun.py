@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from _torchrun import load_script, torchrun
+from _torchrun import load_script, one_thread, torchrun
 
 import convscope as cs
 from convscope.capture import count_hooks
@@ -44,12 +44,8 @@ def test_two_ranks_equal_one_process(tmp_path: Path, n: int) -> None:
     assert seen == [batches // 2 * 4, n - batches // 2 * 4]  # each rank streamed its whole batches only
     model = _script.net()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each torchrun process: kernels round alike
-    try:
+    with one_thread():  # as each torchrun process: kernels round alike
         one = json.loads(cs.diagnose(model, _script.data(n), batch_size=4, grad_batches=3, lr=0.1).to_json())
-    finally:
-        torch.set_num_threads(threads)
     assert count_hooks(model) == 0 and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert two["inputs"] == one["inputs"] == n
     layers = {s["name"]: s for s in one["layers"]}
@@ -70,12 +66,8 @@ def test_diagnose_cli_under_torchrun_writes_the_same_report_data(tmp_path: Path)
 
     from convscope.cli import app
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():  # as each torchrun process: kernels round alike
         res = CliRunner().invoke(app, ["diagnose", *args, "--out", str(tmp_path / "one")])
-    finally:
-        torch.set_num_threads(threads)
     assert res.exit_code == 0, res.output
     one = json.loads(next((tmp_path / "one").glob("*.json")).read_text())
     two = json.loads(next((tmp_path / "two").glob("*.json")).read_text())

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-from _torchrun import torchrun
+from _torchrun import one_thread, torchrun
 from typer.testing import CliRunner
 
 from convscope.cli import app
@@ -18,12 +17,8 @@ def test_embed_cli_under_torchrun_equals_one_process(tmp_path: Path) -> None:
     # --images, not --n: torchrun's own parser takes --n for an abbreviation of its options
     args = ["--images", "100", "--batch-size", "16", "--perplexity", "10", "--side", "10"]
     torchrun("-m", "convscope", "embed", *args, "--out", str(tmp_path / "two"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each torchrun process: kernels round alike
-    try:
+    with one_thread():  # as each torchrun process: kernels round alike
         res = CliRunner().invoke(app, ["embed", *args, "--out", str(tmp_path / "one")])
-    finally:
-        torch.set_num_threads(threads)
     assert res.exit_code == 0, res.output
     one, two = (json.loads(next((tmp_path / d).glob("*.json")).read_text()) for d in ("one", "two"))
     assert one.keys() == two.keys()

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from _torchrun import torchrun
+from _torchrun import one_thread, torchrun
 from typer.testing import CliRunner
 
 from convscope.cli import app
@@ -19,12 +18,8 @@ def test_occlusion_cli_under_torchrun_equals_one_process(tmp_path: Path, extra: 
     # batch 16 over 7 × 7 = 49 positions: 4 batches, 2 per rank (the last one short)
     args = ["--window", "8", "--stride", "4", "--batch-size", "16", *extra]
     torchrun("-m", "convscope", "occlusion", *args, "--out", str(tmp_path / "two"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each torchrun process: kernels round alike
-    try:
+    with one_thread():  # as each torchrun process: kernels round alike
         res = CliRunner().invoke(app, ["occlusion", *args, "--out", str(tmp_path / "one")])
-    finally:
-        torch.set_num_threads(threads)
     assert res.exit_code == 0, res.output
     one = json.loads((tmp_path / "one" / "occlusion.json").read_text())
     two = json.loads((tmp_path / "two" / "occlusion.json").read_text())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _torchrun import load_script, torchrun
+from _torchrun import load_script, one_thread, torchrun
 
 from convscope.analysis.units import TopPatches, TopPatchesResult
 from convscope.capture import count_hooks
@@ -43,12 +43,8 @@ def test_two_ranks_equal_one_process(tmp_path: Path, n: int, k: int) -> None:
     torchrun(str(HERE / "topk_script.py"), str(out), str(n), str(k))
     model = net()
     before = {key: v.clone() for key, v in model.state_dict().items()}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each torchrun process (OMP_NUM_THREADS=1): kernels round alike
-    try:
+    with one_thread():  # as each torchrun process: kernels round alike
         one = TopPatches(model, layers=["1", "4"], k=k).run(data(n), batch_size=4)
-    finally:
-        torch.set_num_threads(threads)
     two = TopPatchesResult.load(out)
     assert two.inputs == one.inputs == n
     for name in ("1", "4"):
