@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/convscope demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff check src tests bench scripts docs
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
