@@ -390,12 +390,15 @@ class RunWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            self.close("finished")
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.close("stopped")
-        else:
-            self.close("crashed")
+        self.close(ending(exc_type))
+
+
+def ending(exc_type: type[BaseException] | None) -> str:
+    """The status a run closes with when the block recording it ends: normally "finished", on
+    Ctrl-C "stopped", on any other exception "crashed"."""
+    if exc_type is None:
+        return "finished"
+    return "stopped" if issubclass(exc_type, KeyboardInterrupt) else "crashed"
 
 
 def _budget_of(config: Mapping[str, Any]) -> int | None:

@@ -60,7 +60,7 @@ class OpenRun:
         """SQLite's data_version of this run: it changes after each commit by the trainer.
         (A writer of the run in this process — tests, a notebook — writes its queue first, as for
         every RunReader query.)"""
-        sync_local(self.reader._key)
+        sync_local(str(self.path.resolve()))
         with self._lock:
             row = self._vconn.execute("PRAGMA data_version").fetchone()
         return int(row[0])

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from convscope.analysis import block_stats
 from convscope.capture import Probe, Trace
 from convscope.capture.naming import RELU
+from convscope.runs.writer import ending
 from convscope.train.ddp_hooks import Item, LightHooks, a_items, g_items, g_raw, z_items
 from convscope.train.watch import Recorder, _number
 
@@ -270,7 +271,7 @@ class DDPRecorder(Recorder):
                 self._hold()
         except BaseException as exc:
             self._lost = True
-            self.close("stopped" if isinstance(exc, KeyboardInterrupt) else "crashed")
+            self.close(ending(type(exc)))
             raise
         return step
 

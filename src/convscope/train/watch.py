@@ -39,6 +39,7 @@ from convscope.analysis.update_hold import UpdateHold
 from convscope.capture import Block, HookSet, Probe, Trace
 from convscope.capture.naming import RELU, base_name, role
 from convscope.runs import Control, RunWriter
+from convscope.runs.writer import ending
 from convscope.train.embedding_live import answer_embedding
 from convscope.train.occlusion_live import answer_occlusion
 from convscope.train.projections import answer_projection
@@ -545,12 +546,7 @@ class Recorder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            self.close("finished")
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.close("stopped")
-        else:
-            self.close("crashed")
+        self.close(ending(exc_type))
 
 
 def watch(
