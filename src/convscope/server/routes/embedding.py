@@ -20,9 +20,8 @@ from ..pictures import encode_png
 from . import schemas as S
 from .data import State, control_row
 from .images import IMMUTABLE
-from .occlusion import queue_analysis
 from .params import MAX_STEP, int_param
-from .projections import request_status
+from .projections import queue_analysis, request_status
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 

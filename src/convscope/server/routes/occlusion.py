@@ -20,12 +20,11 @@ from convscope.runs import RunReader
 
 from ..errors import ERROR_RESPONSES, ApiError
 from ..pictures import image_png
-from ..state import AppState
 from . import schemas as S
-from .data import LISTENING, State, control_row, layer_names, refuse_read_only, send
+from .data import State, control_row, layer_names
 from .images import IMMUTABLE
 from .params import MAX_STEP, int_param
-from .projections import request_status
+from .projections import queue_analysis, request_status
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
@@ -62,25 +61,6 @@ BODY: S.JSON = {
         },
     }
 }  # fmt: skip
-
-
-def queue_analysis(state: AppState, r: RunReader, run: str, key: str, value: dict[str, Any]) -> int:
-    """Queue control `key` for the side that holds the model; for a run whose trainer has ended,
-    start its worker (train/worker.py). 409 when nobody can answer."""
-    refuse_read_only(r)
-    meta = r.meta()
-    status = str(meta.get("status", "running"))
-    ended = status not in LISTENING
-    if ended:
-        if meta.get("trainer") != "builtin":
-            raise ApiError(409, f"the run is {status} and was recorded by watch() in your own loop: "
-                           "its model is not in the run, so only your running loop can answer")  # fmt: skip
-        if not r.checkpoints():
-            raise ApiError(409, f"the run is {status} and has no checkpoint to answer with")
-    ident = send(r, key, value)
-    if ended:
-        state.workers.ensure(run, r.path)
-    return ident
 
 
 def _int(body: dict[str, Any], key: str, lo: int, hi: int) -> int | None:

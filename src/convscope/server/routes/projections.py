@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Response
 
 from convscope.render import attribution, grid
+from convscope.runs import RunReader
 
 from ..errors import ERROR_RESPONSES, ApiError
 from ..pictures import snapshot_picture
@@ -108,19 +109,27 @@ def queue_model_request(
         names = layer_names(r)
         if not isinstance(layer, str) or layer not in names:
             raise ApiError(400, f"unknown layer {layer!r}; this run's layers: {', '.join(names) or 'none yet'}")
-        meta = r.meta()
-        status = str(meta.get("status", "running"))
-        ended = status not in LISTENING
-        if ended:  # a worker process answers from the newest checkpoint (train/worker.py)
-            if meta.get("trainer") != "builtin":
-                raise ApiError(409, f"the run is {status} and was recorded by watch() in your own loop: "
-                               "its model is not in the run, so only your running loop can answer")  # fmt: skip
-            if not r.checkpoints():
-                raise ApiError(409, f"the run is {status} and has no checkpoint to answer with")
-        ident = send(r, key, {"layer": layer, "channel": channel, "step": step, **(extra or {})})
-        if ended:
-            state.workers.ensure(run, r.path)
-        return ident
+        return queue_analysis(state, r, run, key, {"layer": layer, "channel": channel, "step": step, **(extra or {})})
+
+
+def queue_analysis(state: AppState, r: RunReader, run: str, key: str, value: dict[str, Any]) -> int:
+    """Queue control `key` for the side that holds the model; for a run whose trainer has ended,
+    start its worker, which answers from the newest checkpoint (train/worker.py). 409 when nobody
+    can answer."""
+    refuse_read_only(r)
+    meta = r.meta()
+    status = str(meta.get("status", "running"))
+    ended = status not in LISTENING
+    if ended:
+        if meta.get("trainer") != "builtin":
+            raise ApiError(409, f"the run is {status} and was recorded by watch() in your own loop: "
+                           "its model is not in the run, so only your running loop can answer")  # fmt: skip
+        if not r.checkpoints():
+            raise ApiError(409, f"the run is {status} and has no checkpoint to answer with")
+    ident = send(r, key, value)
+    if ended:
+        state.workers.ensure(run, r.path)
+    return ident
 
 
 def request_status(ident: int, row: dict[str, Any], answer: Any, empty: dict[str, Any]) -> dict[str, Any]:
