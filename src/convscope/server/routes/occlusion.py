@@ -19,12 +19,10 @@ from fastapi import APIRouter, Body, Path, Response
 from convscope.runs import RunReader
 
 from ..errors import ERROR_RESPONSES, ApiError
-from ..pictures import image_png
 from . import schemas as S
 from .data import State, control_row, layer_names
-from .images import IMMUTABLE
 from .params import MAX_STEP, int_param
-from .projections import queue_analysis, request_status
+from .projections import answer_picture, queue_analysis, request_status
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
@@ -135,10 +133,4 @@ def occlusion_status(run: str, state: State, ident: OcclusionId) -> dict[str, An
 def occlusion_image(run: str, state: State, ident: OcclusionId, kind: str) -> Response:
     if kind not in PANELS:
         raise ApiError(400, f"kind must be one of {', '.join(PANELS)}; got {kind!r}")
-    with state.reader(run) as r:
-        found = r.snapshot(f"occlusion:{ident}", kind)
-    if found is None:
-        raise ApiError(404, f"no {kind!r} panel for occlusion {ident} (yet)")
-    step, t = found
-    body = state.pictures.get_or_make(("occlusion", run, ident, kind, step), lambda: image_png(t.float()[0]))
-    return Response(body, media_type="image/png", headers={"Cache-Control": IMMUTABLE})
+    return answer_picture(state, run, f"occlusion:{ident}", kind, f"no {kind!r} panel for occlusion {ident} (yet)")

@@ -22,7 +22,7 @@ from convscope.render import attribution, grid
 from convscope.runs import RunReader
 
 from ..errors import ERROR_RESPONSES, ApiError
-from ..pictures import snapshot_picture
+from ..pictures import image_png, snapshot_picture
 from ..state import AppState
 from . import schemas as S
 from .data import LISTENING, State, control_row, layer_names, refusal, refuse_read_only, send
@@ -130,6 +130,18 @@ def queue_analysis(state: AppState, r: RunReader, run: str, key: str, value: dic
     if ended:
         state.workers.ensure(run, r.path)
     return ident
+
+
+def answer_picture(state: AppState, run: str, series: str, kind: str, missing: str) -> Response:
+    """A picture the model's side stored with its answer (snapshot `series`/`kind`, (1, C, H, W)
+    in [0, 1]) as an immutable PNG, drawn once; 404 saying `missing` while it is not there."""
+    with state.reader(run) as r:
+        found = r.snapshot(series, kind)
+    if found is None:
+        raise ApiError(404, missing)
+    step, t = found
+    body = state.pictures.get_or_make(("answer", run, series, kind, step), lambda: image_png(t.float()[0]))
+    return Response(body, media_type="image/png", headers={"Cache-Control": IMMUTABLE})
 
 
 def request_status(ident: int, row: dict[str, Any], answer: Any, empty: dict[str, Any]) -> dict[str, Any]:

@@ -17,12 +17,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Response
 
 from ..errors import ERROR_RESPONSES, ApiError
-from ..pictures import image_png
 from . import schemas as S
 from .data import State, control_row
-from .images import IMMUTABLE
 from .params import MAX_STEP, int_param
-from .projections import MAX_CHANNEL, queue_model_request, request_status
+from .projections import MAX_CHANNEL, answer_picture, queue_model_request, request_status
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
@@ -82,10 +80,4 @@ def unit_status(run: str, state: State, ident: UnitId) -> dict[str, Any]:
 def unit_image(run: str, state: State, ident: UnitId, kind: str) -> Response:
     if kind not in UNIT_KINDS:
         raise ApiError(400, f"kind must be one of {', '.join(UNIT_KINDS)}; got {kind!r}")
-    with state.reader(run) as r:
-        found = r.snapshot(f"unit:{ident}", kind)
-    if found is None:
-        raise ApiError(404, f"no {kind!r} picture for unit request {ident} (yet)")
-    step, t = found
-    body = state.pictures.get_or_make(("unit", run, ident, kind, step), lambda: image_png(t.float()[0]))
-    return Response(body, media_type="image/png", headers={"Cache-Control": IMMUTABLE})
+    return answer_picture(state, run, f"unit:{ident}", kind, f"no {kind!r} picture for unit request {ident} (yet)")
