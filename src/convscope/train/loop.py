@@ -311,7 +311,8 @@ class Trainer:
             self._set_threads()
             self.writer.set_meta("threads", self.threads)
         started = time.process_time()
-        if step % self.config.val_every == 0 and self._val_affordable():
+        final = self.config.steps is not None and step == self.config.steps - 1  # a finished run ends validated
+        if (step % self.config.val_every == 0 and self._val_affordable()) or final:
             with self.recorder.unobserved():  # not a training pass: no probe, no statistics
                 metrics["val_acc"] = self._validate(step)
             self._val_cost, self._trained_since_val = time.process_time() - started, 0.0
