@@ -243,7 +243,10 @@ class Trainer:
 
     # ---- building ------------------------------------------------------------------------
     def _build(self, spec: str) -> tuple[nn.Module, tuple[int, int, int]]:
-        return build_allowed(spec, getattr(self, "input_shape", None))
+        """The net, its 4-D weights channels-last: with channels-last batches (`_batch`) a training
+        step of every zoo net takes 1.15-1.64x less CPU on this machine (bench/trainer.py)."""
+        model, shape = build_allowed(spec, getattr(self, "input_shape", None))
+        return model.to(memory_format=torch.channels_last), shape
 
     def _optimizer(self) -> torch.optim.SGD:
         return torch.optim.SGD(
@@ -404,7 +407,7 @@ class Trainer:
         flip = (torch.rand(b) < 0.5).nonzero().squeeze(1)
         if len(flip):
             xb[flip] = xb[flip].flip(-1)
-        return xb, self.data.ytr[idx]
+        return xb.contiguous(memory_format=torch.channels_last), self.data.ytr[idx]  # as the weights (_build)
 
     @torch.no_grad()
     def _predict(self, x: Tensor) -> Tensor:
