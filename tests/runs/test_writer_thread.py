@@ -124,7 +124,7 @@ from test_writer_thread import write_step
 w = RunWriter(sys.argv[1], write_every=3600.0)
 write_step(w, 0); w.commit(0); w.flush()
 for step in range(1, 21):
-    write_step(w, step); w.commit(step)
+    write_step(w, step, pictures=False); w.commit(step)  # no pictures: they wait for the next transaction
 print(w.last_step, w.written_step, flush=True)
 sys.stdin.read()  # wait to be killed
 """
