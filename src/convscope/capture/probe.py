@@ -58,6 +58,14 @@ class _FunctionWatch(TorchFunctionMode):
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
+        # fast path: most calls (conv2d, max_pool2d, add, ...) are no activation, not in place,
+        # no followed view, and pass no keyword (so no `inplace=`/`out=`): just run them
+        fname = getattr(func, "__name__", "")
+        plain = _PLAIN.get(fname)
+        if plain is None:
+            plain = _PLAIN[fname] = fname not in _WATCHED and not is_inplace(fname, {})
+        if plain and not kwargs:
+            return func(*args)
         return self._probe._on_function(func, args, kwargs or {})
 
 
@@ -568,6 +576,8 @@ _SPECS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], bool, LayerS
 )
 _NO_MATCH = object()  # `_open_match`: not the open block's output
 _FOLLOWED = frozenset({"permute", "contiguous"})  # ops whose result stays the open block's output
+_WATCHED = _FOLLOWED | ACTIVATION_FUNCTIONS.keys()  # torch functions `_on_function` looks at
+_PLAIN: dict[str, bool] = {}  # function name → neither watched nor in place by its name
 
 
 @dataclass
