@@ -26,23 +26,27 @@ numbers run on an unpatched torch. Reported: median ms per call, probe/plain and
 torchlens/plain, the noise (largest inter-quartile spread in the row), and the tensor memory
 each capture keeps; the probe/plain ratio of wall time and, beside it, of process CPU time; and,
 measured once untimed, the kernel time and page faults per call: holding every field means more
-memory per pass, and glibc's malloc hands big freed blocks back to the kernel, so each pass
-faults its pages in anew (sys time). `--keep-freed-memory` sets glibc's mmap/trim thresholds
-high (as MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ would, or jemalloc/tcmalloc do) to show
-the cost without that churn. Goals (issue 10): probe ≤ 1.2× plain at batch ≥ 4, ≤ 1.5× at batch 1. Threads: torch's default (it
-warns when other processes keep the CPUs busy: several torch threads then wait on each other).
+memory per pass, and glibc's malloc by default hands big freed blocks back to the kernel, so
+each pass faults its pages in anew (sys time). The first Probe of a process therefore asks glibc
+to keep freed memory (src/convscope/capture/memory.py); this bench does that before timing, so
+plain and probe run on the same allocator, and also times the plain passes in a child process
+whose allocator nobody touched ("probe/untouched plain": what a user who adds a Probe to a
+default process sees). `--default-malloc` (CONVSCOPE_MALLOC=default) leaves glibc alone to show
+the churn. Goals (issue 10): probe ≤ 1.2× plain at batch ≥ 4, ≤ 1.5× at batch 1. Threads:
+torch's default (it warns when other processes keep the CPUs busy: several torch threads then
+wait on each other).
 Results also go to bench/results/capture.json. Timing method: bench/_timing.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime as dt
 import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -58,6 +62,7 @@ from torchlens.backends.torch.wrappers import unwrap_torch, wrap_torch
 from torchlens.options import CaptureOptions
 
 from convscope.capture import Block, Probe, Trace
+from convscope.capture.memory import keep_freed_memory
 from convscope.models.zoo import ZOO
 
 GOAL = 1.2  # probe / plain at batch ≥ 4, forward and forward+backward
@@ -224,14 +229,28 @@ def kernel_cost(fn: Any, calls: int = 3) -> dict[str, float]:
     }
 
 
-def keep_freed_memory() -> bool:
-    """glibc: keep big freed blocks in the heap instead of handing them back to the kernel."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+def untouched_plain(case: Case, *, quick: bool) -> dict[str, float]:
+    """Median ms of the plain passes in a child process whose allocator nobody touched."""
+    env = {**os.environ, "CONVSCOPE_MALLOC": "default"}
+    cmd = [sys.executable, __file__, "--plain-child", case.net, str(case.batch), str(torch.get_num_threads())]
+    if quick:
+        cmd.append("--quick")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=900)
+    out: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def plain_child(net: str, batch: int, threads: int, quick: bool) -> None:
+    """The child side of untouched_plain: prints {"fwd": ms, "fwd+bwd": ms} (medians)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model, shape = build(net)
+    x = torch.randn(batch, *shape)
+    timings = compare(
+        [Contender("plain fwd", lambda: model(x)), Contender("plain fwd+bwd", lambda: _plain_fwd_bwd(model, x))],
+        repeats=3 if quick else 9, min_repeats=3, warmup=1, min_sample_s=0.01 if quick else 0.04,
+    )  # fmt: skip
+    print(json.dumps({p: timings[f"plain {p}"].median * 1e3 for p in PASSES}))
 
 
 # ---- running and reporting --------------------------------------------------------------
@@ -255,6 +274,7 @@ def run_case(case: Case, *, quick: bool) -> dict[str, Any]:
         "plain fwd+bwd": kernel_cost(lambda: _plain_fwd_bwd(model, x)),
         "probe fwd+bwd": kernel_cost(lambda: _probe_fwd_bwd(model, x)),
     }
+    held["untouched plain ms"] = untouched_plain(case, quick=quick)
     print(f"({time.perf_counter() - t0:.0f} s)", flush=True)
     return summarize(case, timings, held)
 
@@ -272,6 +292,7 @@ def summarize(case: Case, t: dict[str, Timing], held: dict[str, Any]) -> dict[st
             "torchlens/plain": ms["torchlens"] / ms["plain"],
             "noise": max(t[f"{tool} {p}"].spread for tool in TOOLS),
             "meets_goal": ms["probe"] / ms["plain"] <= goal(case.batch),
+            "probe/untouched plain": ms["probe"] / held["untouched plain ms"][p],
         }
     plain_fb = t["plain fwd+bwd"]
     rows["fwd+bwd"]["probe-a/plain"] = t["probe-a fwd+bwd"].median / plain_fb.median
@@ -328,6 +349,17 @@ def print_report(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         row = r["passes"]["fwd+bwd"]
         print(f"  {r['net']:<18} B={r['batch']:<3} {row['probe-a/plain']:.2f}× ({row['probe-a/plain cpu']:.2f}×)")
     print()
+    print(
+        "plain in a process whose allocator nobody touched (a child process, glibc defaults),"
+        " and probe (this process) / that:"
+    )
+    for r in results:
+        u = r["holdings"]["untouched plain ms"]
+        line = "  ".join(
+            f"{p} {u[p]:9.2f} ms, probe/it {r['passes'][p]['probe/untouched plain']:5.2f}×" for p in PASSES
+        )
+        print(f"  {r['net']:<18} B={r['batch']:<3} {line}")
+    print()
     print("per fwd+bwd call, measured untimed: user / kernel CPU ms and minor page faults")
     for r in results:
         k = r["holdings"]["kernel"]
@@ -357,7 +389,7 @@ def print_report(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         if not r["passes"][p]["meets_goal"]
     ]  # fmt: skip
     verdict = "met at every size" if not missed else f"MISSED at {', '.join(missed)}"
-    memory = "glibc keeps freed memory (--keep-freed-memory)" if meta.get("keep_freed_memory") else "default glibc malloc"
+    memory = meta["malloc"]
     print(f"goal: capture ≤ {GOAL}× plain at batch ≥ 4, ≤ {GOAL_B1}× at batch 1 ({memory}) — {verdict}")
 
 
@@ -379,17 +411,25 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, help="torch threads (default: torch's own default for this machine)"
     )
     ap.add_argument(
-        "--keep-freed-memory", action="store_true",
-        help="glibc: keep freed big blocks in the heap (no page-fault churn between passes)",
+        "--default-malloc", action="store_true",
+        help="CONVSCOPE_MALLOC=default: leave glibc's malloc as it is (big freed blocks go back to"
+        " the kernel and are faulted in again every pass)",
     )  # fmt: skip
+    ap.add_argument("--plain-child", nargs=3, metavar=("NET", "B", "THREADS"), help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     args = ap.parse_args(argv)
 
+    if args.plain_child:
+        net, batch, threads = args.plain_child
+        plain_child(net, int(batch), int(threads), args.quick)
+        return 0
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    kept_memory = args.keep_freed_memory and keep_freed_memory()
-    if args.keep_freed_memory and not kept_memory:
-        print("warning: --keep-freed-memory needs glibc's mallopt; running with the default allocator")
+    if args.default_malloc:
+        os.environ["CONVSCOPE_MALLOC"] = "default"
+    # what the first Probe does in any process (capture/memory.py), done before timing so the
+    # plain passes run on the same allocator as the probe's
+    malloc = keep_freed_memory()
     cases = [c for c in CASES if args.only is None or c.net == NETS[args.only]]
     meta = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -404,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": load_average(),
         "goal_probe_over_plain": GOAL,
         "goal_probe_over_plain_batch1": GOAL_B1,
-        "keep_freed_memory": kept_memory,
+        "malloc": malloc.reason,
     }
     if _contended(meta):
         print(

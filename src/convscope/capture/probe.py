@@ -29,6 +29,7 @@ from torch.overrides import TorchFunctionMode
 
 from convscope.capture.hooks import HookSet
 from convscope.capture.layout import CHANNELS_LAST, Perm, after_permute, permute_dims
+from convscope.capture.memory import keep_freed_memory
 from convscope.capture.naming import (
     ACTIVATION_FUNCTIONS,
     LayerSpec,
@@ -148,6 +149,7 @@ class Probe:
     def __enter__(self) -> Probe:
         if self._active:
             raise RuntimeError("this Probe is already active")
+        keep_freed_memory()  # once per process: no page-fault churn between passes (memory.py)
         try:
             for module in self._modules:
                 if not self._needs_hooks(module):
