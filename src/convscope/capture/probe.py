@@ -113,6 +113,9 @@ class Probe:
         self._modules = [m for _, m in named]  # walked once here, reused by every __enter__
         self._names = {id(m): n for n, m in named}
         self._roles = {id(m): role(m) for _, m in named}
+        # the modules to hook, each with whether only a post-hook is needed (`_leaf_hook`)
+        self._hooked = [(m, self._is_leaf(m)) for m in self._modules if self._needs_hooks(m)]
+        self._leaders = [m for m in self._modules if self._roles[id(m)] == "leader"]
         self.layers: frozenset[str] | None = None
         if layers is not None:
             if isinstance(layers, str):
@@ -151,17 +154,13 @@ class Probe:
             raise RuntimeError("this Probe is already active")
         keep_freed_memory()  # once per process: no page-fault churn between passes (memory.py)
         try:
-            for module in self._modules:
-                if not self._needs_hooks(module):
+            add = self._hooks.add
+            for module, leaf in self._hooked:
+                if leaf:  # torch's own conv/linear/norm: its post-hook is enough
+                    add(module.register_forward_hook(self._leaf_hook, with_kwargs=True, always_call=True))
                     continue
-                self._hooks.add(
-                    module.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
-                )
-                self._hooks.add(
-                    module.register_forward_hook(
-                        self._post_hook, with_kwargs=True, always_call=True
-                    )
-                )
+                add(module.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
+                add(module.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True))
             self._hooks.add(optim_hooks.register_optimizer_step_pre_hook(self._before_step))
         except BaseException:
             self._hooks.release()
@@ -201,6 +200,15 @@ class Probe:
             return True
         builtin = type(module).__module__.startswith("torch.nn.modules.")
         return not (builtin and next(module.children(), None) is None)
+
+    def _is_leaf(self, module: nn.Module) -> bool:
+        """A conv/linear/norm module of torch itself (not the model): its forward calls no
+        activation and nothing that names a call, so a post-hook sees all it needs."""
+        return (
+            module is not self.model
+            and self._roles.get(id(module)) in ("leader", "norm")
+            and type(module).__module__.startswith("torch.nn.modules.")
+        )
 
     # ---- passes, module hooks -----------------------------------------------------------
     def _reset_pass(self) -> None:
@@ -278,6 +286,32 @@ class Probe:
             self._norm = None
         if module is self.model:
             self._leave_mode()
+
+    def _leaf_hook(
+        self,
+        module: nn.Module,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        output: Any,
+    ) -> None:
+        """`_pre_hook` + `_post_hook` of a torch conv/linear/norm, after its forward: called
+        outside every module with no pass running (or as the pass's first call), it starts one."""
+        if not self._stack and (self._mode is None or module is self._first_call):
+            self._start_pass(module)
+        if self._mode is None or not isinstance(output, Tensor):
+            return
+        inp = _first_tensor(args, kwargs)
+        if inp is None:
+            return
+        with _no_dispatch():
+            if self._roles[id(module)] == "leader":
+                self._leader_after(module, inp, output)
+            elif self._norm is None and self._open is not None:
+                to_first = self._open_match(inp)
+                if to_first is not _NO_MATCH:
+                    name = self._call_name(self._names[id(module)])
+                    call = _NormCall(self._open, module, name, to_first, tuple(inp.shape))  # type: ignore[arg-type]
+                    self._norm_after(call, output)
 
     def _leave_mode(self) -> None:
         mode, self._mode = self._mode, None
@@ -490,15 +524,12 @@ class Probe:
     def _hook_parameters(self) -> None:
         """One tensor hook per conv/linear parameter: dL/dW of the current backward."""
         seen: set[int] = set()
-        for module in self._modules:
-            if self._roles.get(id(module)) != "leader":
-                continue
-            for pname in ("weight", "bias"):
-                p = getattr(module, pname, None)
-                if not isinstance(p, Tensor) or not p.requires_grad or id(p) in seen:
-                    continue
-                seen.add(id(p))
-                self._hooks.add(p.register_hook(self._param_grad_store(id(p))))
+        add = self._hooks.add
+        for module in self._leaders:
+            for p in (getattr(module, "weight", None), getattr(module, "bias", None)):
+                if isinstance(p, Tensor) and p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    add(p.register_hook(self._param_grad_store(id(p))))
 
     def _param_grad_store(self, pid: int) -> Callable[[Tensor], None]:
         def store(grad: Tensor) -> None:
