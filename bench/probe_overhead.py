@@ -27,9 +27,9 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from capture import build  # noqa: E402  (bench/ is not a package)
+from capture import build  # bench/ is not a package: its directory is on sys.path
 
-from convscope.capture import Probe  # noqa: E402
+from convscope.capture import Probe
 
 CASES = {"cifar": ("convnetjs-cifar", 1, 1.5), "stack": ("resnet-style-stack", 4, 1.2)}
 
