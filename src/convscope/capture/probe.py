@@ -16,7 +16,7 @@ and every in-place op, so a kept tensor is copied just before something writes i
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from types import TracebackType
@@ -136,6 +136,7 @@ class Probe:
         self._held: dict[int, list[tuple[weakref.ref[Block], str, int]]] = {}
         self._hooks = HookSet()
         self._mode: _FunctionWatch | None = None
+        self._paused: nn.Module | None = None  # the activation module running with the mode off
         self._active = False
         self._backward_ran = False
         self._params_hooked = False  # dL/dW hooks go on at the first pass with grad enabled
@@ -189,7 +190,9 @@ class Probe:
             self._hooks.release()
             self._check_versions()
             if self._backward_ran:  # an optimizer step is likely next: keep W as it was used
-                self._copy_before_write((list(self.model.parameters()),), {})
+                self._copy_storages(
+                    _storage(p) for m in self._modules for p in m._parameters.values() if p is not None
+                )
             self._leave_views()
             self._held = {}
 
@@ -236,6 +239,7 @@ class Probe:
             if inp is not None:
                 with _no_dispatch():
                     self._activation_before(self._call_name(self._stack[-1]), module, inp)
+            self._pause_mode(module)
         elif r == "norm" and self._norm is None and self._open is not None:
             inp = _first_tensor(args, kwargs)
             to_first = self._open_match(inp) if inp is not None else _NO_MATCH
@@ -251,6 +255,8 @@ class Probe:
         kwargs: dict[str, Any],
         output: Any,
     ) -> None:
+        if self._paused is module:
+            self._resume_mode()
         if self._mode is None:
             return
         if self._stack:
@@ -296,7 +302,32 @@ class Probe:
                     call = _NormCall(self._open, module, name, to_first, tuple(inp.shape))  # type: ignore[arg-type]
                     self._norm_after(call, output)
 
+    def _pause_mode(self, module: nn.Module) -> None:
+        """Inside torch's own activation module, not in place and hooked by the probe alone, the
+        function mode has nothing to see (one activation call, which the module's hooks record;
+        no write): take it off the mode stack until the module's post-hook."""
+        mode = self._mode
+        if (
+            mode is None
+            or getattr(module, "inplace", False)
+            or len(module._forward_pre_hooks) != 1
+            or len(module._forward_hooks) != 1
+            or _global_module_hooks()
+            or not _builtin(module)
+            or torch._C._len_torch_function_stack() == 0
+            or torch._C._get_function_stack_at(torch._C._len_torch_function_stack() - 1) is not mode
+        ):
+            return
+        torch._C._pop_torch_function_stack()
+        self._paused = module
+
+    def _resume_mode(self) -> None:
+        if self._paused is not None and self._mode is not None:
+            torch._C._push_on_torch_function_stack(self._mode)
+        self._paused = None
+
     def _leave_mode(self) -> None:
+        self._resume_mode()
         mode, self._mode = self._mode, None
         if mode is not None:
             mode.__exit__(None, None, None)  # type: ignore[no-untyped-call]
@@ -550,8 +581,12 @@ class Probe:
         targets: list[Any] = [args[0]] if args else []
         if "out" in kwargs:
             targets.append(kwargs["out"])
-        for t in _tensors(targets):
-            entries = self._held.pop(_storage(t), None)
+        self._copy_storages(_storage(t) for t in _tensors(targets))
+
+    def _copy_storages(self, storages: Iterable[int]) -> None:
+        """Kept views of these storages become copies (they are about to be written)."""
+        for storage in storages:
+            entries = self._held.pop(storage, None) if self._held else None
             if not entries:
                 continue
             copies: dict[tuple[Any, ...], Tensor] = {}  # views alike (x and z of one tensor) share a copy
@@ -707,6 +742,12 @@ def _plan(model: nn.Module) -> _Plan:
     with suppress(TypeError):
         _PLANS[model] = plan
     return plan
+
+
+def _global_module_hooks() -> bool:
+    """Any forward hook registered for every module (`register_module_forward_hook`)?"""
+    g = torch.nn.modules.module
+    return bool(g._global_forward_pre_hooks or g._global_forward_hooks)
 
 
 def _builtin(module: nn.Module) -> bool:
