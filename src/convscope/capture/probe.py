@@ -427,10 +427,8 @@ class Probe:
             if block._z_source == "conv":
                 keep(block, "z", out_first)
             self._grad_hook(block, "conv", out, to_first)
-        params = module._parameters
         for pname, gname in _PARAMS:
-            # a registered parameter (no __getattr__), else whatever the module calls it
-            p = params[pname] if pname in params else getattr(module, pname, None)
+            p = _param(module, pname)
             if isinstance(p, Tensor):
                 as_conv = block.channels_last and pname == "weight"
                 keep(block, pname, p[:, :, None, None] if as_conv else p)
@@ -555,7 +553,7 @@ class Probe:
         seen: set[int] = set()
         add = self._hooks.add
         for module in self._leaders:
-            for p in (getattr(module, "weight", None), getattr(module, "bias", None)):
+            for p in (_param(module, "weight"), _param(module, "bias")):
                 if isinstance(p, Tensor) and p.requires_grad and id(p) not in seen:
                     seen.add(id(p))
                     add(p.register_hook(self._param_grad_store(id(p))))
@@ -750,13 +748,19 @@ def _global_module_hooks() -> bool:
     return bool(g._global_forward_pre_hooks or g._global_forward_hooks)
 
 
+def _param(module: nn.Module, name: str) -> Any:
+    """`getattr(module, name, None)`, without `Module.__getattr__` for a registered parameter."""
+    params = module._parameters
+    return params[name] if name in params else getattr(module, name, None)
+
+
 def _builtin(module: nn.Module) -> bool:
     return type(module).__module__.startswith("torch.nn.modules.")
 
 
 def _spec_of(module: nn.Module, channels_last: bool = False) -> LayerSpec:
     """LayerSpec.of, remembered per module while its weight keeps its shape."""
-    w = getattr(module, "weight", None)
+    w = _param(module, "weight")
     shape = tuple(w.shape) if isinstance(w, Tensor) else ()
     hit = _SPECS.get(module)
     if hit is not None and hit[0] == shape and hit[1] == channels_last:
