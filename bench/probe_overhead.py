@@ -7,8 +7,10 @@ Every probed call builds, enters and closes its Probe (as bench/capture.py times
 `with Probe(model): model(x)` and `model.zero_grad(set_to_none=True); with Probe(model):
 model(x).sum().backward()`. One torch thread, eval mode, grad mode on. Contenders run
 interleaved (round r starts at contender r mod 4), each sample a short burst of calls with the
-garbage collector off, so a noisy neighbour hits all alike; printed per contender: median and
-25th percentile ms per call (wall) and the probe/plain ratios of wall and of process CPU time,
+garbage collector off, so a noisy neighbour hits all alike (`--sample-ms 0 --rounds 1500`: one
+call per sample, plain and probe alternating call by call: the steadiest on a busy machine);
+printed per contender: median and 25th percentile ms per call (wall) and the probe/plain ratios
+of wall and of this thread's CPU time,
 against the goal: ≤ 1.5× at batch 1 (convnetjs-cifar), ≤ 1.2× at batch 4 (the ResNet-style
 stack of bench/capture.py).
 """
@@ -58,15 +60,11 @@ def contenders(model: nn.Module, x: Tensor) -> dict[str, Callable[[], object]]:
 
 
 def sample(fn: Callable[[], object], number: int) -> tuple[float, float]:
-    gc.collect()
-    gc.disable()
-    try:
-        c0, t0 = time.process_time(), time.perf_counter()
-        for _ in range(number):
-            fn()
-        return (time.perf_counter() - t0) / number, (time.process_time() - c0) / number
-    finally:
-        gc.enable()
+    """(wall, CPU) seconds per call over `number` calls; the caller turns the collector off."""
+    c0, t0 = time.thread_time(), time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number, (time.thread_time() - c0) / number
 
 
 def p25(v: list[float]) -> float:
@@ -83,16 +81,21 @@ def run(key: str, rounds: int, sample_s: float) -> None:
         for _ in range(3):
             fn()
         one, _ = sample(fn, 5)
-        numbers[name] = max(1, round(sample_s / one))
+        numbers[name] = max(1, round(sample_s / one))  # --sample-ms 0: one call per sample
     wall: dict[str, list[float]] = {n: [] for n in fns}
     cpu: dict[str, list[float]] = {n: [] for n in fns}
     names = list(fns)
     for r in range(rounds):
-        for k in range(len(names)):
-            name = names[(r + k) % len(names)]
-            w, c = sample(fns[name], numbers[name])
-            wall[name].append(w)
-            cpu[name].append(c)
+        gc.collect()  # between rounds, untimed; off during them (as timeit does)
+        gc.disable()
+        try:
+            for k in range(len(names)):
+                name = names[(r + k) % len(names)]
+                w, c = sample(fns[name], numbers[name])
+                wall[name].append(w)
+                cpu[name].append(c)
+        finally:
+            gc.enable()
     print(f"\n{net}, batch {batch}, {rounds} rounds (goal ≤ {goal}×)")
     print(f"  {'':10s} {'median ms':>10s} {'p25 ms':>8s} {'cpu med ms':>10s}")
     for name in names:
@@ -112,7 +115,10 @@ def run(key: str, rounds: int, sample_s: float) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--sample-ms", type=float, default=40.0, help="wall time of one sample")
+    ap.add_argument(
+        "--sample-ms", type=float, default=40.0,
+        help="wall time of one sample; 0 = one call per sample (paired, steadier on a busy machine)",
+    )  # fmt: skip
     ap.add_argument("--only", choices=sorted(CASES), action="append")
     args = ap.parse_args()
     torch.set_num_threads(1)
