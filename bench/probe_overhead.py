@@ -85,17 +85,18 @@ def run(key: str, rounds: int, sample_s: float) -> None:
     wall: dict[str, list[float]] = {n: [] for n in fns}
     cpu: dict[str, list[float]] = {n: [] for n in fns}
     names = list(fns)
-    for r in range(rounds):
-        gc.collect()  # between rounds, untimed; off during them (as timeit does)
-        gc.disable()
-        try:
+    gc.disable()  # off during the rounds (as timeit does); collected between them, untimed
+    try:
+        for r in range(rounds):
+            if r % 20 == 0:
+                gc.collect()
             for k in range(len(names)):
                 name = names[(r + k) % len(names)]
                 w, c = sample(fns[name], numbers[name])
                 wall[name].append(w)
                 cpu[name].append(c)
-        finally:
-            gc.enable()
+    finally:
+        gc.enable()
     print(f"\n{net}, batch {batch}, {rounds} rounds (goal ≤ {goal}×)")
     print(f"  {'':10s} {'median ms':>10s} {'p25 ms':>8s} {'cpu med ms':>10s}")
     for name in names:
