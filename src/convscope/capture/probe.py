@@ -16,8 +16,8 @@ and every in-place op, so a kept tensor is copied just before something writes i
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -59,6 +59,14 @@ class _FunctionWatch(TorchFunctionMode):
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
+        # fast path: most calls (conv2d, max_pool2d, add, ...) are no activation, not in place,
+        # no followed view, and pass no keyword (so no `inplace=`/`out=`): just run them
+        fname = getattr(func, "__name__", "")
+        plain = _PLAIN.get(fname)
+        if plain is None:
+            plain = _PLAIN[fname] = fname not in _WATCHED and not is_inplace(fname, {})
+        if plain and not kwargs:
+            return func(*args)
         return self._probe._on_function(func, args, kwargs or {})
 
 
@@ -88,7 +96,9 @@ class Probe:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"Probe needs an nn.Module, got {type(model).__name__}")
-        if config is None:
+        if config is None and keep is None and device is None and dtype is None:
+            config = _DEFAULT_CONFIG  # frozen: one instance serves every default Probe
+        elif config is None:
             config = CaptureConfig(
                 keep=frozenset(keep) if keep is not None else frozenset(FIELDS),
                 device=device,
@@ -101,10 +111,12 @@ class Probe:
         # tap(block, field, tensor): sees the live (undetached, in-graph) x, conv, z and a of
         # every wanted block as it is recorded; it may raise to end the forward there.
         self._tap = tap
-        named = list(model.named_modules())
-        self._modules = [m for _, m in named]  # walked once here, reused by every __enter__
-        self._names = {id(m): n for n, m in named}
-        self._roles = {id(m): role(m) for _, m in named}
+        plan = _plan(model)  # walked once here, reused by every __enter__
+        self._modules = [model, *plan.modules]
+        self._names, self._roles = plan.names, plan.roles
+        # the modules to hook, each with whether only a post-hook is needed (`_leaf_hook`)
+        self._hooked: list[tuple[nn.Module, bool]] = [(model, False), *plan.hooked]
+        self._leaders = [model, *plan.leaders] if plan.roles[id(model)] == "leader" else plan.leaders
         self.layers: frozenset[str] | None = None
         if layers is not None:
             if isinstance(layers, str):
@@ -124,6 +136,7 @@ class Probe:
         self._held: dict[int, list[tuple[weakref.ref[Block], str, int]]] = {}
         self._hooks = HookSet()
         self._mode: _FunctionWatch | None = None
+        self._paused: nn.Module | None = None  # the activation module running with the mode off
         self._active = False
         self._backward_ran = False
         self._params_hooked = False  # dL/dW hooks go on at the first pass with grad enabled
@@ -143,17 +156,13 @@ class Probe:
             raise RuntimeError("this Probe is already active")
         keep_freed_memory()  # once per process: no page-fault churn between passes (memory.py)
         try:
-            for module in self._modules:
-                if not self._needs_hooks(module):
+            add = self._hooks.add
+            for module, leaf in self._hooked:
+                if leaf:  # torch's own conv/linear/norm: its post-hook is enough
+                    add(module.register_forward_hook(self._leaf_hook, with_kwargs=True, always_call=True))
                     continue
-                self._hooks.add(
-                    module.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
-                )
-                self._hooks.add(
-                    module.register_forward_hook(
-                        self._post_hook, with_kwargs=True, always_call=True
-                    )
-                )
+                add(module.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
+                add(module.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True))
             self._hooks.add(optim_hooks.register_optimizer_step_pre_hook(self._before_step))
         except BaseException:
             self._hooks.release()
@@ -181,18 +190,11 @@ class Probe:
             self._hooks.release()
             self._check_versions()
             if self._backward_ran:  # an optimizer step is likely next: keep W as it was used
-                self._copy_before_write((list(self.model.parameters()),), {})
+                self._copy_storages(
+                    _storage(p) for m in self._modules for p in m._parameters.values() if p is not None
+                )
             self._leave_views()
             self._held = {}
-
-    def _needs_hooks(self, module: nn.Module) -> bool:
-        """The model, every conv/linear/norm/activation, and every module whose forward may call
-        a functional activation (containers and user modules). torch's own leaves without a
-        role (pooling, dropout, flatten, ...) are skipped: they call no activation."""
-        if module is self.model or self._roles.get(id(module)) is not None:
-            return True
-        builtin = type(module).__module__.startswith("torch.nn.modules.")
-        return not (builtin and next(module.children(), None) is None)
 
     # ---- passes, module hooks -----------------------------------------------------------
     def _reset_pass(self) -> None:
@@ -237,6 +239,7 @@ class Probe:
             if inp is not None:
                 with _no_dispatch():
                     self._activation_before(self._call_name(self._stack[-1]), module, inp)
+            self._pause_mode(module)
         elif r == "norm" and self._norm is None and self._open is not None:
             inp = _first_tensor(args, kwargs)
             to_first = self._open_match(inp) if inp is not None else _NO_MATCH
@@ -252,6 +255,8 @@ class Probe:
         kwargs: dict[str, Any],
         output: Any,
     ) -> None:
+        if self._paused is module:
+            self._resume_mode()
         if self._mode is None:
             return
         if self._stack:
@@ -271,7 +276,58 @@ class Probe:
         if module is self.model:
             self._leave_mode()
 
+    def _leaf_hook(
+        self,
+        module: nn.Module,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        output: Any,
+    ) -> None:
+        """`_pre_hook` + `_post_hook` of a torch conv/linear/norm, after its forward: called
+        outside every module with no pass running (or as the pass's first call), it starts one."""
+        if not self._stack and (self._mode is None or module is self._first_call):
+            self._start_pass(module)
+        if self._mode is None or not isinstance(output, Tensor):
+            return
+        inp = _first_tensor(args, kwargs)
+        if inp is None:
+            return
+        with _no_dispatch():
+            if self._roles[id(module)] == "leader":
+                self._leader_after(module, inp, output)
+            elif self._norm is None and self._open is not None:
+                to_first = self._open_match(inp)
+                if to_first is not _NO_MATCH:
+                    name = self._call_name(self._names[id(module)])
+                    call = _NormCall(self._open, module, name, to_first, tuple(inp.shape))  # type: ignore[arg-type]
+                    self._norm_after(call, output)
+
+    def _pause_mode(self, module: nn.Module) -> None:
+        """Inside torch's own activation module, not in place and hooked by the probe alone, the
+        function mode has nothing to see (one activation call, which the module's hooks record;
+        no write): take it off the mode stack until the module's post-hook."""
+        mode = self._mode
+        if (
+            mode is None
+            or getattr(module, "inplace", False)
+            or len(module._forward_pre_hooks) != 1
+            or len(module._forward_hooks) != 1
+            or _global_module_hooks()
+            or not _builtin(module)
+            or torch._C._len_torch_function_stack() == 0
+            or torch._C._get_function_stack_at(torch._C._len_torch_function_stack() - 1) is not mode
+        ):
+            return
+        torch._C._pop_torch_function_stack()
+        self._paused = module
+
+    def _resume_mode(self) -> None:
+        if self._paused is not None and self._mode is not None:
+            torch._C._push_on_torch_function_stack(self._mode)
+        self._paused = None
+
     def _leave_mode(self) -> None:
+        self._resume_mode()
         mode, self._mode = self._mode, None
         if mode is not None:
             mode.__exit__(None, None, None)  # type: ignore[no-untyped-call]
@@ -339,15 +395,16 @@ class Probe:
     def _leader_after(self, module: nn.Module, inp: Tensor, out: Tensor) -> None:
         name = self._call_name(self._names.get(id(module), "?"))
         # a Linear over (B, H, W, C) is a 1×1 conv over C: shown channels-first
-        last = isinstance(module, nn.Linear) and inp.dim() == 4
+        linear = isinstance(module, nn.Linear)
+        last = linear and inp.dim() == 4
         spec = _spec_of(module, last)
-        kind = "linear" if isinstance(module, nn.Linear) and not last else "conv"
-        block = Block(name=name, kind=kind, spec=spec, channels_last=last)
+        block = Block(name=name, kind="linear" if linear and not last else "conv", spec=spec, channels_last=last)
         to_first: Perm = CHANNELS_LAST if last else None
-        self._open, self._open_views = block, [(out, out._version, to_first)]
-        leader = _Leader(block, module, inp, inp._version, out, out._version, to_first)
+        out_version = out._version
+        self._open, self._open_views = block, [(out, out_version, to_first)]
+        leader = _Leader(block, module, inp, inp._version, out, out_version, to_first)
         self._open_leader = None
-        if self._wanted(name):
+        if self.layers is None or self._wanted(name):
             self._adopt(block, leader)
         else:
             self._open_leader = leader
@@ -360,20 +417,26 @@ class Probe:
             leader, self._open_leader = self._open_leader, None
             if leader is None or leader.block is not block:
                 return
-        module, to_first = leader.module, leader.to_first
-        if leader.inp._version == leader.inp_version:
-            self._keep(block, "x", _permuted(leader.inp, to_first))
-        if leader.out._version == leader.out_version:
-            self._keep(block, "conv", _permuted(leader.out, to_first))
+        module, to_first, keep = leader.module, leader.to_first, self._keep
+        inp, out = leader.inp, leader.out
+        if inp._version == leader.inp_version:
+            keep(block, "x", inp if to_first is None else inp.permute(to_first))
+        if out._version == leader.out_version:
+            out_first = out if to_first is None else out.permute(to_first)
+            keep(block, "conv", out_first)
             if block._z_source == "conv":
-                self._keep(block, "z", _permuted(leader.out, to_first))
-            self._grad_hook(block, "conv", leader.out, to_first)
-        for pname in ("weight", "bias"):
-            p = getattr(module, pname, None)
+                keep(block, "z", out_first)
+            self._grad_hook(block, "conv", out, to_first)
+        for pname, gname in _PARAMS:
+            p = _param(module, pname)
             if isinstance(p, Tensor):
                 as_conv = block.channels_last and pname == "weight"
-                self._keep(block, pname, p[:, :, None, None] if as_conv else p)
-                self._param_blocks.setdefault(id(p), []).append((block, f"grad_{pname}", as_conv))
+                keep(block, pname, p[:, :, None, None] if as_conv else p)
+                targets = self._param_blocks.get(id(p))
+                if targets is None:
+                    self._param_blocks[id(p)] = [(block, gname, as_conv)]
+                else:
+                    targets.append((block, gname, as_conv))
 
     def _norm_after(self, call: _NormCall, out: Tensor) -> None:
         """The norm of the open block returned without calling an activation: z is its output."""
@@ -444,19 +507,25 @@ class Probe:
     def _keep(self, block: Block, name: str, t: Tensor | None) -> None:
         if t is None:
             return
-        if self._tap is not None and name in ("x", "conv", "z", "a"):
+        if self._tap is not None and name in _TAPPED:
             self._tap(block, name, t)
-        if name not in self.config.keep:
+        cfg = self.config
+        if name not in cfg.keep:
             return
         d = t.detach()
-        cfg = self.config
         if cfg.device is not None or cfg.dtype is not None:
             moved = d.to(device=cfg.device, dtype=cfg.dtype)
             if _storage(moved) != _storage(d):
                 setattr(block, name, moved)  # already a copy: nothing can overwrite it
                 return
         setattr(block, name, d)
-        self._held.setdefault(_storage(d), []).append((weakref.ref(block), name, d._version))
+        entry = (weakref.ref(block), name, d._version)
+        key = int(d.data_ptr() - d.storage_offset() * d.element_size())  # = _storage(d), inlined
+        views = self._held.get(key)
+        if views is None:
+            self._held[key] = [entry]
+        else:
+            views.append(entry)
 
     def _grad_hook(self, block: Block, slot: str, t: Tensor, to_first: Perm) -> None:
         if not t.requires_grad:
@@ -482,15 +551,12 @@ class Probe:
     def _hook_parameters(self) -> None:
         """One tensor hook per conv/linear parameter: dL/dW of the current backward."""
         seen: set[int] = set()
-        for module in self._modules:
-            if self._roles.get(id(module)) != "leader":
-                continue
-            for pname in ("weight", "bias"):
-                p = getattr(module, pname, None)
-                if not isinstance(p, Tensor) or not p.requires_grad or id(p) in seen:
-                    continue
-                seen.add(id(p))
-                self._hooks.add(p.register_hook(self._param_grad_store(id(p))))
+        add = self._hooks.add
+        for module in self._leaders:
+            for p in (_param(module, "weight"), _param(module, "bias")):
+                if isinstance(p, Tensor) and p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    add(p.register_hook(self._param_grad_store(id(p))))
 
     def _param_grad_store(self, pid: int) -> Callable[[Tensor], None]:
         def store(grad: Tensor) -> None:
@@ -513,8 +579,12 @@ class Probe:
         targets: list[Any] = [args[0]] if args else []
         if "out" in kwargs:
             targets.append(kwargs["out"])
-        for t in _tensors(targets):
-            entries = self._held.pop(_storage(t), None)
+        self._copy_storages(_storage(t) for t in _tensors(targets))
+
+    def _copy_storages(self, storages: Iterable[int]) -> None:
+        """Kept views of these storages become copies (they are about to be written)."""
+        for storage in storages:
+            entries = self._held.pop(storage, None) if self._held else None
             if not entries:
                 continue
             copies: dict[tuple[Any, ...], Tensor] = {}  # views alike (x and z of one tensor) share a copy
@@ -570,9 +640,14 @@ _SPECS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], bool, LayerS
 )
 _NO_MATCH = object()  # `_open_match`: not the open block's output
 _FOLLOWED = frozenset({"permute", "contiguous"})  # ops whose result stays the open block's output
+_DEFAULT_CONFIG = CaptureConfig()  # every field kept, where and as the model computes it
+_TAPPED = frozenset({"x", "conv", "z", "a"})  # the fields `tap` sees
+_PARAMS = (("weight", "grad_weight"), ("bias", "grad_bias"))
+_WATCHED = _FOLLOWED | ACTIVATION_FUNCTIONS.keys()  # torch functions `_on_function` looks at
+_PLAIN: dict[str, bool] = {}  # function name → neither watched nor in place by its name
 
 
-@dataclass
+@dataclass(slots=True)
 class _Leader:
     """A conv/linear call whose block is not kept (yet): kept if a later member is wanted."""
 
@@ -597,9 +672,95 @@ class _NormCall:
     fused: bool = False  # its own forward called an activation (timm's BatchNormAct2d)
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a Probe needs to know of a model's modules, kept while the module tree is unchanged."""
+
+    tree: list[tuple[int, str, int, type]]  # (parent id, attribute, child id, child type), breadth first
+    # below, the model's submodules only: the cache holds the model weakly
+    modules: list[nn.Module]  # as `named_modules()` lists them
+    names: dict[int, str]  # id(module) → its name (the model's too)
+    roles: dict[int, str | None]  # id(module) → `role(module)` (the model's too)
+    hooked: list[tuple[nn.Module, bool]]  # the modules to hook, and whether a post-hook is enough
+    leaders: list[nn.Module]  # conv/linear modules (their parameters get dL/dW hooks)
+
+
+_PLANS: weakref.WeakKeyDictionary[nn.Module, _Plan] = weakref.WeakKeyDictionary()
+
+
+def _tree(model: nn.Module) -> list[tuple[int, str, int, type]]:
+    """Every parent → child edge of the module tree (a cheap fingerprint of `named_modules()`)."""
+    edges: list[tuple[int, str, int, type]] = []
+    queue, seen = [model], {id(model)}
+    for parent in queue:  # grows while it is walked: breadth first
+        for key, child in parent._modules.items():
+            if child is None:
+                continue
+            edges.append((id(parent), key, id(child), type(child)))
+            if id(child) not in seen:
+                seen.add(id(child))
+                queue.append(child)
+    return edges
+
+
+def _plan(model: nn.Module) -> _Plan:
+    """The model's `_Plan`, from the cache when its module tree is the one seen last time."""
+    tree = _tree(model)
+    try:
+        hit = _PLANS.get(model)
+    except TypeError:  # a module class that made itself unhashable: no cache
+        hit = None
+    if hit is not None and hit.tree == tree:
+        return hit
+    named = list(model.named_modules())
+    modules = [m for _, m in named][1:]  # the model comes first
+    roles = {id(m): role(m) for _, m in named}
+
+    def needs_hooks(m: nn.Module) -> bool:
+        # Every conv/linear/norm/activation, and every module whose forward may call a
+        # functional activation (containers and user modules); the model always. torch's own
+        # leaves without a role (pooling, dropout, flatten, ...) are skipped: they call no activation.
+        if roles[id(m)] is not None:
+            return True
+        return not (_builtin(m) and next(m.children(), None) is None)
+
+    def leaf(m: nn.Module) -> bool:
+        # a conv/linear/norm of torch itself (not the model): its forward calls no activation
+        # and nothing that names a call, so a post-hook (`Probe._leaf_hook`) sees all it needs
+        return roles[id(m)] in ("leader", "norm") and _builtin(m)
+
+    plan = _Plan(
+        tree=tree,
+        modules=modules,
+        names={id(m): n for n, m in named},
+        roles=roles,
+        hooked=[(m, leaf(m)) for m in modules if needs_hooks(m)],
+        leaders=[m for m in modules if roles[id(m)] == "leader"],
+    )
+    with suppress(TypeError):
+        _PLANS[model] = plan
+    return plan
+
+
+def _global_module_hooks() -> bool:
+    """Any forward hook registered for every module (`register_module_forward_hook`)?"""
+    g = torch.nn.modules.module
+    return bool(g._global_forward_pre_hooks or g._global_forward_hooks)
+
+
+def _param(module: nn.Module, name: str) -> Any:
+    """`getattr(module, name, None)`, without `Module.__getattr__` for a registered parameter."""
+    params = module._parameters
+    return params[name] if name in params else getattr(module, name, None)
+
+
+def _builtin(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("torch.nn.modules.")
+
+
 def _spec_of(module: nn.Module, channels_last: bool = False) -> LayerSpec:
     """LayerSpec.of, remembered per module while its weight keeps its shape."""
-    w = getattr(module, "weight", None)
+    w = _param(module, "weight")
     shape = tuple(w.shape) if isinstance(w, Tensor) else ()
     hit = _SPECS.get(module)
     if hit is not None and hit[0] == shape and hit[1] == channels_last:
