@@ -74,7 +74,8 @@ class Budget:
     share: float | None = 0.03
     snapshot_every: float = 2.0  # seconds between snapshots, when they fit (0: every step, whatever it costs)
     every: int = 1  # statistics only on steps that are a multiple of this
-    diagnose_every: int = 4  # steps between live-diagnosis samples (0 = never)
+    diagnose_every: int = 4  # steps between live-diagnosis samples (0 = never); within a budget also
+    # statistics steps between them (statistics on every 20th step: a sample on every 80th)
     stats_pool: float = 0.0  # seconds of recorder time the statistics may still spend
     picture_pool: float = 0.0
     last_snapshot: float | None = None  # time of the last snapshot (None: one is due now)
@@ -91,6 +92,7 @@ class Budget:
     )
     _diagnosis: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     _estimates: dict[str, float] = field(default_factory=dict)
+    _probed_since: int = 0  # statistics steps since the last diagnosis sample
     _plain_seen: int = 0  # plain steps observed (the estimates are refreshed every REFRESH_EVERY of them)
     _warm: set[str] = field(default_factory=set)  # kinds whose first (one-time) step has been seen
     _planned: tuple[bool, bool] = (False, False)  # the step being run: (statistics wanted, snapshot due)
@@ -203,14 +205,18 @@ class Budget:
         """Whether this probed step also gives the live diagnosis a sample (decided on it)."""
         if not self.diagnose_every:
             return False
+        self._probed_since += 1
         if self.last_diagnosis is not None and step - self.last_diagnosis < self.diagnose_every:
             return False
+        if self.share is not None and self.last_diagnosis is not None and self._probed_since < self.diagnose_every:
+            return False  # within a budget: a sample per `diagnose_every` statistics steps, not more
         ok = self.share is None or self.stats_pool >= self.diagnosis_estimate()
         for t in (self.total, self.window):
             t.diagnosis_samples += ok
             t.diagnosis_skipped += not ok
         if ok:
             self.last_diagnosis = step
+            self._probed_since = 0
         return ok
 
     # ---- what it did ----------------------------------------------------------------------

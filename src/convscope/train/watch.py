@@ -175,29 +175,32 @@ class Recorder:
             self._detach()
             raise
 
-    def _hook_cost(self, calls: int = 64) -> float:
-        """CPU seconds the timing hooks add to one training pass, measured once on a stand-in
-        module: a module call with a pre- and a post-hook against one without (the hooks cost the
-        call its fast path), plus the hooks' own work."""
+    def _hook_cost(self, calls: int = 32) -> float:
+        """CPU seconds the timing hooks add to one training pass, measured once on a stand-in: a
+        module call and a backward through a weight, with and without hooks like the recorder's
+        (a hooked module call loses its fast path; a tensor hook is a Python call in autograd)."""
         stand_in, x = nn.Identity(), torch.zeros(1)
-        hooks = HookSet()
-        t = dict(self._t)
-        try:
+        weight = torch.zeros(1, requires_grad=True)
+        saved = dict(self._t), self._passes, self._batch
+
+        def timed() -> float:
             t0 = self._cpu()
             for _ in range(calls):
-                stand_in(x)
-            t1 = self._cpu()
-            hooks.add(stand_in.register_forward_pre_hook(lambda m, a: None))
+                stand_in(weight * x).sum().backward()
+            return self._cpu() - t0
+
+        hooks = HookSet()
+        try:
+            timed()  # (the first calls warm up)
+            bare = min(timed() for _ in range(2))
+            hooks.add(stand_in.register_forward_pre_hook(self._forward_starts))
             hooks.add(stand_in.register_forward_hook(self._mark("hook_cost"), always_call=True))
-            t2 = self._cpu()
-            for _ in range(calls):
-                stand_in(x)
-                self._grad_mark(x)
-            t3 = self._cpu()
+            hooks.add(weight.register_hook(self._grad_mark))
+            hooked = min(timed() for _ in range(2))
         finally:
             hooks.release()
-            self._t = t
-        return max((t3 - t2) - (t1 - t0), 0.0) / calls
+            self._t, self._passes, self._batch = saved
+        return max(hooked - bare, 0.0) / calls
 
     def _detach(self) -> None:
         try:
