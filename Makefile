@@ -35,16 +35,14 @@ pytest: $(STAMP) chromium
 test: lint typecheck pytest
 
 bench: $(STAMP)
-	$(PY) bench/capture.py
 	$(PY) bench/watch.py
 	$(PY) bench/diagnose.py
 	$(PY) bench/projections.py
 	$(PY) bench/units.py
 	$(PY) bench/embed.py
 	$(PY) bench/occlusion.py
-	$(PY) bench/store.py
 	$(PY) bench/distributed.py
-	$(PY) bench/page.py
+	$(PY) bench/speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

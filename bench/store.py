@@ -86,6 +86,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=700, help="steps per contender")
     ap.add_argument("--quick", action="store_true", help="450 steps per contender")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "store.json")
     args = ap.parse_args()
     steps = 450 if args.quick else args.steps
     torch.manual_seed(0)
@@ -131,7 +132,8 @@ def main() -> int:
     ok = a["commit_p99_ms"] < GOAL_P99_MS
     print(f"goal commit p99 < {GOAL_P99_MS:g} ms: {a['commit_p99_ms']:.2f} ms {'MET' if ok else 'MISSED'} "
           f"(inline, as before: {b['commit_p99_ms']:.1f} ms)")  # fmt: skip
-    out = Path(__file__).resolve().parent / "results" / "store.json"
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "steps": steps, "block": BLOCK, "load_before": load_before, "load_after": load_after,
         "results": rows, "txn_ms": {"p50": q(txn_ms, 0.5), "p99": q(txn_ms, 0.99), "n": len(txn_ms)},

@@ -117,7 +117,7 @@ def _bad_checkpoints(trainer: Trainer, directory: Path, marker: Path) -> dict[st
     """name -> the one-line reason the trainer must give for checkpoints/NAME.safetensors."""
     directory.mkdir(exist_ok=True)
     good = trainer.writer.save_checkpoint(trainer.model.state_dict(), "good").read_bytes()
-    state = {k: torch.zeros_like(v) for k, v in trainer.model.state_dict().items()}
+    state = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in trainer.model.state_dict().items()}  # contiguous
     files = {
         "truncated": good[: len(good) // 2],
         "huge-header": struct.pack("<Q", 2**62) + b'{"a": 1}',

@@ -9,7 +9,8 @@ append instead of zlib and a transaction.
 
 - A transaction holds whole batches only: a reader never sees half a step.
 - The first batch after a quiet spell is written at once; while batches keep coming, one
-  transaction per `every` seconds holds them all. `kill -9` loses what was submitted since the last
+  transaction per `every` seconds holds them all. A batch with snapshots (pictures a page is
+  waiting for; every ~2 s from `watch()`) is written at once. `kill -9` loses what was submitted since the last
   transaction: `every` seconds plus one transaction (more only when snapshots come faster than
   the thread compresses them: then `submit` waits while MAX_QUEUE_BYTES of them are queued).
 - A failed transaction (a lock held past RETRY_S, a full disk) keeps its batches queued and is
@@ -184,9 +185,13 @@ class Committer:
                         return None
                     if now >= self._due:
                         return self._take()
-                elif self._stopping or self._wanted > self._written or now >= self._due:
+                elif self._stopping or self._wanted > self._written or now >= self._due or self._pictures():
                     return self._take()
                 self._cond.wait(max(self._due - now, 0.001))
+
+    def _pictures(self) -> bool:
+        """A queued step has snapshots (every ~2 s): a page waits for those, so they go at once."""
+        return any(b.snapshots for b in self._queue)
 
     def _take(self) -> list[Batch]:
         """The queue's first batches, up to TXN_BYTES of snapshots (at least one batch): a writer
