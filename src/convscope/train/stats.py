@@ -124,6 +124,8 @@ def _channel_sums(a: Tensor) -> Tensor:
     if a.dim() > 2 and a.is_contiguous():
         b, c = a.shape[0], a.shape[1]
         return a.view(b * c, -1).sum(1, dtype=acc).view(b, c).sum(0)
+    if a.dim() == 4 and a.is_contiguous(memory_format=torch.channels_last):  # (B, H, W, C) in memory
+        return a.permute(0, 2, 3, 1).reshape(-1, a.shape[1]).sum(0, dtype=acc)
     return a.sum(dim=_channel_dims(a), dtype=acc)
 
 
