@@ -138,7 +138,7 @@ class Recorder:
 
     @property
     def diagnose_every(self) -> int:
-        """Steps between live-diagnosis samples (0 = off)."""
+        """Steps between live-diagnosis samples (0 = off); within a budget also statistics steps."""
         return self.budget.diagnose_every
 
     @diagnose_every.setter
