@@ -1,0 +1,86 @@
+"""The `convscope` command: thin commands over the library (run `convscope --help`).
+
+    convscope demo                                      # train the built-in net, live dashboard
+    convscope inspect                                   # built-in net and photo → report/index.html
+    convscope inspect --model my.py:Net --input-size 3x64x64 --image cat.png --out out/
+    convscope diagnose --data builtin:photo-crops       # dead / noisy filters → diag/index.html
+    convscope zoo                                       # the built-in nets
+
+Errors are one line on stderr and exit code 2; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from convscope.cli import analyses as analyses  # registers its commands (order: --help's)
+from convscope.cli import live as live
+from convscope.cli.app import _state, app, console
+from convscope.models import ZOO
+
+__all__ = ["app", "main"]
+
+
+@app.command()
+def zoo() -> None:
+    """List the built-in nets.
+
+    Example: convscope zoo
+    """
+    table = Table()
+    for col in ("name", "input", "classes", "weights", "test acc"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("description", overflow="fold")
+    for name, entry in ZOO.items():
+        path = entry.weights_path
+        shipped = "yes" if path is not None and path.exists() else "no"
+        # the shipped weights' accuracy on held-out built-in photo crops (scripts/train_zoo.py)
+        acc = entry.shipped_metadata().get("test_accuracy") if shipped == "yes" else None
+        table.add_row(f"zoo:{name}", "×".join(map(str, entry.input_shape)), str(entry.num_classes), shipped,
+                      "-" if acc is None else f"{float(acc):.3f}", Text(entry.description))
+    Console().print(table)
+
+
+def _short_helps() -> None:
+    """Each command's line in `convscope --help` is its docstring's first paragraph, whole (click
+    would cut it at the terminal's width with "...")."""
+    for cmd in app.registered_commands:
+        if cmd.short_help is None and cmd.callback is not None and cmd.callback.__doc__:
+            cmd.short_help = " ".join(cmd.callback.__doc__.strip().split("\n\n")[0].split())
+
+
+_short_helps()
+
+
+def main() -> None:
+    """Entry point: usage errors as the CLI library prints them; any other error as one line
+    and exit code 2 (the traceback only with --debug)."""
+    try:
+        app()
+    except SystemExit:
+        _leave_group()
+        raise
+    except Exception as exc:
+        _leave_group()
+        if _state["debug"]:
+            raise
+        from convscope.train.watch import one_line
+
+        console.print(f"[red]error:[/red] {one_line(exc)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+def _leave_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
+

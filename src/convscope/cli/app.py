@@ -1,0 +1,98 @@
+"""The `convscope` Typer app and what its commands share: options, progress, the torchrun guard."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from convscope.models import zoo_names
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="See inside convolutional networks: x, W, z = W*x + b, a = f(z) and their gradients.",
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+console = Console(stderr=True)
+_state = {"debug": False}
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help=f"zoo:NAME ({', '.join(zoo_names())}), path/file.py:Class, or package.module:factory",
+    ),
+]
+
+WeightsOpt = Annotated[
+    str | None, typer.Option(help=".safetensors or a torch checkpoint (loaded with weights_only=True)")
+]
+ImageOpt = Annotated[
+    str | None, typer.Option(help="an image file, or a built-in photo name such as chelsea, astronaut, coffee")
+]
+InputSizeOpt = Annotated[
+    str | None, typer.Option(help="C x H x W for a model that is not from the zoo, e.g. 3x64x64")
+]
+
+
+@contextmanager
+def _progress(what: str, unit: str = "") -> Iterator[Callable[..., None]]:
+    """The progress bar (with ETA, on stderr) every long job shows: yields update(done, total,
+    description=None)."""
+    import rich.progress as rp
+
+    columns: list[Any] = [rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn()]
+    if unit:
+        columns.append(rp.TextColumn(unit))
+    columns.append(rp.TimeRemainingColumn())
+    with rp.Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(done: int, total: int | None, description: str | None = None) -> None:
+            bar.update(task, completed=done, total=total, description=description)
+
+        yield update
+
+
+def _data_opt(default: str) -> Any:
+    return typer.Option(
+        help="builtin:photo-crops[:train|val|test], builtin:digits[:…], a dataset folder, or "
+        f".npz/.npy (default: {default}; digits for a 1-channel model)"
+    )
+
+
+# the commands that split their data among torchrun's ranks (convscope.distributed)
+DISTRIBUTED = ("diagnose", "units", "embed", "occlusion")
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks on errors")] = False,
+) -> None:
+    _state["debug"] = debug
+    from convscope.distributed import init_from_env
+
+    if "WORLD_SIZE" in os.environ and ctx.invoked_subcommand not in DISTRIBUTED:
+        raise ValueError(
+            f"`convscope {ctx.invoked_subcommand}` runs in one process; under torchrun use one of {', '.join(DISTRIBUTED)}"
+        )
+    w = init_from_env()  # under torchrun: join the process group, each rank streams its shard
+    if w is not None and not w.main:  # rank 0 alone prints and writes
+        console.quiet = True
+
+
+def _main_rank() -> bool:
+    """False on torchrun's ranks other than 0: they stream their shard and write nothing."""
+    from convscope.distributed import world
+
+    w = world()
+    return w is None or w.main
+
