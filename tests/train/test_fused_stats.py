@@ -95,3 +95,25 @@ def test_nan_stays_nan_and_a_nan_map_is_not_dead() -> None:
     assert fused.keys() == one.keys()
     assert math.isnan(fused["z_max"]) and math.isnan(one["z_max"]) and math.isnan(fused["a_mean"])
     assert fused["dead_fraction"] == one["dead_fraction"] == 0.5  # map 0 holds a NaN: not dead
+
+
+def test_relu_maps_in_any_layout_and_dtype_agree_with_block_stats() -> None:
+    """The per-channel sums read contiguous rows; a channels-last or float64 map takes the other
+    path: the same numbers. A map of one exact zero channel among others is dead, counted exactly."""
+    torch.manual_seed(1)
+    z = torch.randn(3, 5, 4, 6, dtype=torch.float64)
+    z[:, 2] = -torch.rand(3, 4, 6, dtype=torch.float64)  # channel 2 never positive: dead
+    for zz in (z, z.float(), z.float().to(memory_format=torch.channels_last)):
+        a = torch.relu(zz)
+        fused = fused_stats([StatsInput("l", a, zz, relu=True)])["l"]
+        one = block_stats(a, zz, None, None, None, relu=True)
+        assert fused.keys() == one.keys()
+        for key, value in one.items():
+            assert fused[key] == pytest.approx(value, rel=1e-6, abs=1e-12), (zz.dtype, key)
+        assert fused["dead_fraction"] == 0.2 and fused["a_min"] == 0.0
+
+
+def test_update_ratio_of_a_zero_weight_is_what_torch_divides() -> None:
+    w, prev = torch.zeros(2, 2), torch.tensor([[0.0, 3.0], [4.0, 0.0]])  # ‖W − W_prev‖ = 5, ‖W‖ = 0
+    assert fused_stats([StatsInput("l", weight=w, previous_weight=prev)])["l"]["update_ratio"] == math.inf
+    assert math.isnan(fused_stats([StatsInput("l", weight=w, previous_weight=w)])["l"]["update_ratio"])

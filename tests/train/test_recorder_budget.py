@@ -150,3 +150,31 @@ def test_the_recorder_says_what_it_skipped_and_what_it_kept_is_exact(tmp_path: P
     assert (total["steps"], total["stats_steps"], total["stats_skipped"], total["snapshots"]) == (8, 1, 7, 1)
     assert total["cost_share"] > 0.03
     assert "per-layer statistics on" in rec["note"] and "to keep recording within 3% of the step time" in rec["note"]
+
+
+def test_background_work_is_charged_to_the_recorder_not_the_training() -> None:
+    """Share 1/10 of 10-second loops: a plain step earns 1 less its own 0.25. A second of the
+    writer thread's CPU inside the loop's time is the recorder's: the training earned 0.9, and
+    0.25 + 1 is spent: the step nets -0.35 where the step without it netted 0.75."""
+    b = Budget(0.1, snapshot_every=1e9, every=1, diagnose_every=0)
+    b.last_snapshot = 0.0
+    for _ in range(2):  # a statistics estimate (2.25), so the pools have room (twice that)
+        b.observe(STATS, 10.0, 2.25)
+    before, train, cost = b.stats_pool + b.picture_pool, b.total.train_s, b.total.cost_s
+    b.observe(PLAIN, 10.0, 0.25)
+    plain = b.stats_pool + b.picture_pool
+    assert plain - before == pytest.approx(0.75)
+    b.observe(PLAIN, 10.0, 0.25, background_s=1.0)
+    # (the picture pool, at its floor with no snapshot estimate, keeps 0: statistics pay 2/3 of it)
+    assert (b.stats_pool + b.picture_pool - plain, b.picture_pool) == pytest.approx((-0.35 * 2 / 3, 0.0))
+    assert (b.total.train_s - train, b.total.cost_s - cost) == pytest.approx((19.0, 1.5))
+
+
+def test_within_a_budget_diagnosis_samples_every_fourth_statistics_step() -> None:
+    """Statistics on every 10th step: a live-diagnosis sample on the 1st, 5th, 9th of them (not on
+    every one, as counting steps alone would give); without a budget every 4th step, as before."""
+    b = Budget(0.03, diagnose_every=4)
+    b.stats_pool = 1.0  # plenty: no sample waits for the pool
+    assert [s for s in range(0, 100, 10) if b.diagnose(s)] == [0, 40, 80]
+    free = Budget(None, diagnose_every=4)
+    assert [s for s in range(10) if free.diagnose(s)] == [0, 4, 8]

@@ -88,6 +88,7 @@ class Committer:
         self.every = every
         self.db_step = last_step  # the last step in the database
         self.txn_seconds: collections.deque[float] = collections.deque(maxlen=10_000)
+        self.cpu_s = 0.0  # CPU seconds the writer thread spent writing (a recorder's budget charges it)
         self._conn = connect_rw(db)
         bound_wal(self._conn, pruner.retention.budget_bytes)
         self.pruner.load(self._conn)
@@ -206,16 +207,18 @@ class Committer:
 
     def _run(self) -> None:
         while (batches := self._next()) is not None:
-            start = time.monotonic()
+            start, cpu = time.monotonic(), time.thread_time()
             try:
                 self._write(batches)
             except BaseException as exc:  # kept for the caller's thread, which raises it
+                self.cpu_s += time.thread_time() - cpu
                 with self._cond:
                     self._error = exc
                     self._failures += 1
                     self._due = time.monotonic() + FAILED_RETRY_S
                     self._cond.notify_all()
                 continue
+            self.cpu_s += time.thread_time() - cpu
             with self._cond:
                 del self._queue[: len(batches)]
                 self._queue_bytes = sum(b.nbytes() for b in self._queue)

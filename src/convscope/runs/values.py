@@ -29,6 +29,8 @@ def check_name(what: str, value: object) -> str:
 
 
 def check_step(value: object) -> int:
+    if type(value) is int and value >= 0:  # the common case, without the abstract-class check
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"step must be an int, got {type(value).__name__}")
     step = int(value)

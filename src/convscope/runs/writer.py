@@ -178,6 +178,11 @@ class RunWriter:
         """Seconds each of the writer thread's last (up to 10,000) transactions took."""
         return list(self._committer.txn_seconds)
 
+    @property
+    def background_cpu_s(self) -> float:
+        """CPU seconds the writer thread has spent writing so far (0 when it writes inline)."""
+        return self._committer.cpu_s
+
     def _open_step(self, step: object) -> int:
         s = check_step(step)
         self._check_open()
@@ -198,11 +203,11 @@ class RunWriter:
                 f"log_scalars needs a mapping name -> number, got {type(values).__name__}"
             )
         rows = {
-            check_name("scalar name", k): v
+            (k if type(k) is str and k else check_name("scalar name", k)): v
             if type(v) is float
             else check_number(f"scalar {k!r}", v)
             for k, v in values.items()
-        }  # (plain floats skip the checks: this runs every step)
+        }  # (plain floats and names skip the calls: this runs every step)
         with self._lock:
             s = self._open_step(step)
             for name, value in rows.items():

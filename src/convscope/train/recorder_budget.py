@@ -10,8 +10,10 @@ that captures a pass must be in place before its forward):
 
 Accounting, per step: the training earns `share × t_train` (t_train: the loop's own time, measured
 from the recorder returning to the next `step()` call, less the probe's overhead). The recorder is
-charged what it costs: its time inside `step()` (controls excluded) plus, on a probed step, the
-probe's overhead (that step's loop time minus the median loop time of recent plain steps). The
+charged what it costs: its time inside `step()` (answering controls excluded, polling for them
+included), the CPU of the run writer's thread and of its timing hooks in the loop (both moved from
+the loop's time to the recorder's), plus, on a probed step, the probe's overhead (that step's loop
+time minus the median loop time of recent plain steps). The
 earnings go to two pools: 1/3 to pictures (snapshots; once it holds one snapshot's cost the rest
 flows to statistics) and 2/3 to statistics and diagnosis; a job runs when its pool holds its
 estimated cost (median of its recent costs). With `share=None` every job runs on schedule
@@ -21,7 +23,6 @@ and the recorder writes it into the run (json "recording") for the page.
 
 from __future__ import annotations
 
-import statistics
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,8 +32,15 @@ PICTURE_PART = 1 / 3  # of the earnings, for snapshots (the rest: statistics and
 WINDOW = 9  # recent samples kept per estimate (medians: a validation pass is not a cost)
 
 
+REFRESH_EVERY = 8  # plain steps between refreshes of the estimates, once their windows are full
+
+
 def _median(values: deque[float]) -> float:
-    return statistics.median(values) if values else 0.0
+    if not values:
+        return 0.0
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
 @dataclass
@@ -66,7 +74,8 @@ class Budget:
     share: float | None = 0.03
     snapshot_every: float = 2.0  # seconds between snapshots, when they fit (0: every step, whatever it costs)
     every: int = 1  # statistics only on steps that are a multiple of this
-    diagnose_every: int = 4  # steps between live-diagnosis samples (0 = never)
+    diagnose_every: int = 4  # steps between live-diagnosis samples (0 = never); within a budget also
+    # statistics steps between them (statistics on every 20th step: a sample on every 80th)
     stats_pool: float = 0.0  # seconds of recorder time the statistics may still spend
     picture_pool: float = 0.0
     last_snapshot: float | None = None  # time of the last snapshot (None: one is due now)
@@ -83,6 +92,8 @@ class Budget:
     )
     _diagnosis: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     _estimates: dict[str, float] = field(default_factory=dict)
+    _probed_since: int = 0  # statistics steps since the last diagnosis sample
+    _plain_seen: int = 0  # plain steps observed (the estimates are refreshed every REFRESH_EVERY of them)
     _warm: set[str] = field(default_factory=set)  # kinds whose first (one-time) step has been seen
     _planned: tuple[bool, bool] = (False, False)  # the step being run: (statistics wanted, snapshot due)
 
@@ -107,10 +118,14 @@ class Budget:
         self._estimates = est
 
     # ---- accounting -----------------------------------------------------------------------
-    def observe(self, kind: str, loop_s: float | None, own_s: float, diagnosis_s: float = 0.0) -> None:
+    def observe(
+        self, kind: str, loop_s: float | None, own_s: float, diagnosis_s: float = 0.0, background_s: float = 0.0
+    ) -> None:
         """One finished step: what it recorded (`kind`), the loop's time before it (None for the
-        first step), the recorder's time in `step()` (controls excluded; the diagnosis sample's
-        `diagnosis_s` included)."""
+        first step), the recorder's time in `step()` (answering controls excluded; the diagnosis
+        sample's `diagnosis_s` included), and `background_s`: CPU seconds the recorder spent
+        elsewhere since the last step (the run writer's thread, the timing hooks in the loop),
+        counted in the loop's time by the process clock: moved from the training to the recorder."""
         overhead = 0.0
         if loop_s is not None:
             if kind == PLAIN:
@@ -120,15 +135,18 @@ class Budget:
                 self._overhead[kind].append(overhead)
         if kind == PLAIN:
             self._plain_own.append(own_s)
+            self._plain_seen += 1
         elif kind in self._warm:
             self._own[kind].append(own_s - diagnosis_s)
         else:  # a kind's first step pays one-time costs (first probe pass, layer table): not an estimate
             self._warm.add(kind)
         if diagnosis_s:
             self._diagnosis.append(diagnosis_s)
-        self._update_estimates()
-        train = max((loop_s or 0.0) - overhead, 0.0)
-        cost = own_s + overhead
+        if kind != PLAIN or diagnosis_s or self._plain_seen % REFRESH_EVERY == 0 or len(self._plain_own) < WINDOW:
+            self._update_estimates()  # (medians: refreshed when a sample can move them much)
+        background_s = min(background_s, loop_s or 0.0)
+        train = max((loop_s or 0.0) - overhead - background_s, 0.0)
+        cost = own_s + overhead + background_s
         wanted, due = self._planned
         self._planned = (False, False)
         for t in (self.total, self.window):
@@ -141,7 +159,7 @@ class Budget:
             t.snapshots_late += due and kind != SNAPSHOT
         if self.share is None:
             return
-        base = own_s if kind == PLAIN else min(self._estimates["base"], own_s)
+        base = (own_s if kind == PLAIN else min(self._estimates["base"], own_s)) + background_s
         net = self.share * train - base
         self.picture_pool += PICTURE_PART * net
         self.stats_pool += (1 - PICTURE_PART) * net
@@ -187,14 +205,18 @@ class Budget:
         """Whether this probed step also gives the live diagnosis a sample (decided on it)."""
         if not self.diagnose_every:
             return False
+        self._probed_since += 1
         if self.last_diagnosis is not None and step - self.last_diagnosis < self.diagnose_every:
             return False
+        if self.share is not None and self.last_diagnosis is not None and self._probed_since < self.diagnose_every:
+            return False  # within a budget: a sample per `diagnose_every` statistics steps, not more
         ok = self.share is None or self.stats_pool >= self.diagnosis_estimate()
         for t in (self.total, self.window):
             t.diagnosis_samples += ok
             t.diagnosis_skipped += not ok
         if ok:
             self.last_diagnosis = step
+            self._probed_since = 0
         return ok
 
     # ---- what it did ----------------------------------------------------------------------

@@ -115,6 +115,8 @@ class Recorder:
         self._closed = False
         self._quiet = 0  # depth of unobserved() blocks
         self._carried = 0.0  # CPU seconds of the last plan and arm, charged to the next step
+        self._background_seen = 0.0  # the run writer thread's CPU seconds already charged
+        self._hook_s = 0.0  # CPU seconds the timing hooks add to a training pass (measured in _attach)
         self._inputs: dict[int, Tensor] = {}  # step → example 0 of its snapshot (projection requests)
         # held-out images in [0, 1] (N, C, H, W) for the unit explorer, and what the model is fed
         self.probe_images = None if probe is None else _check_probe(probe)
@@ -136,7 +138,7 @@ class Recorder:
 
     @property
     def diagnose_every(self) -> int:
-        """Steps between live-diagnosis samples (0 = off)."""
+        """Steps between live-diagnosis samples (0 = off); within a budget also statistics steps."""
         return self.budget.diagnose_every
 
     @diagnose_every.setter
@@ -148,6 +150,7 @@ class Recorder:
         """Timing hooks stay on the model; a probe is entered only before the steps it records."""
         self.model = model
         self._modules = dict(model.named_modules())
+        self._module_of: dict[str, nn.Module | None] = {}  # block name → its module (_current_weight)
         self.probe = Probe(model, self._layers, keep=KEEP)  # snapshot steps (and probing())
         self._stats_probe = Probe(model, self._layers, keep=STATS_KEEP)
         self._armed: Probe | None = None
@@ -165,11 +168,39 @@ class Recorder:
             weight = getattr(first, "weight", None)
             if isinstance(weight, Tensor) and weight.requires_grad:
                 self._timing.add(weight.register_hook(self._grad_mark))
+            self._hook_s = self._hook_cost()
             self.budget.last_snapshot = None  # a (new) model's first step: layer table and pictures
             self._arm(SNAPSHOT)
         except BaseException:
             self._detach()
             raise
+
+    def _hook_cost(self, calls: int = 32) -> float:
+        """CPU seconds the timing hooks add to one training pass, measured once on a stand-in: a
+        module call and a backward through a weight, with and without hooks like the recorder's
+        (a hooked module call loses its fast path; a tensor hook is a Python call in autograd)."""
+        stand_in, x = nn.Identity(), torch.zeros(1)
+        weight = torch.zeros(1, requires_grad=True)
+        saved = dict(self._t), self._passes, self._batch
+
+        def timed() -> float:
+            t0 = self._cpu()
+            for _ in range(calls):
+                stand_in(weight * x).sum().backward()
+            return self._cpu() - t0
+
+        hooks = HookSet()
+        try:
+            timed()  # (the first calls warm up)
+            bare = min(timed() for _ in range(2))
+            hooks.add(stand_in.register_forward_pre_hook(self._forward_starts))
+            hooks.add(stand_in.register_forward_hook(self._mark("hook_cost"), always_call=True))
+            hooks.add(weight.register_hook(self._grad_mark))
+            hooked = min(timed() for _ in range(2))
+        finally:
+            hooks.release()
+            self._t, self._passes, self._batch = saved
+        return max(hooked - bare, 0.0) / calls
 
     def _detach(self) -> None:
         try:
@@ -265,7 +296,8 @@ class Recorder:
         trace = armed.trace if armed is not None and armed.passes > self._armed_passes else None
         if armed is not None:
             self._armed_passes = armed.passes
-        if self._passes > self._seen_passes:
+        passes = self._passes - self._seen_passes
+        if passes > 0:
             self._seen_passes = self._passes
             self._examples += self._batch
             scalars["examples"] = float(self._examples)
@@ -301,12 +333,17 @@ class Recorder:
         controls_s = 0.0
         if done - self._last_poll >= self.poll_every:
             self._last_poll = done
-            t0 = self._cpu()
-            self.handle_controls()
-            controls_s = self._cpu() - t0
+            controls = self.writer.poll_controls()  # the polling is the recorder's cost ...
+            if controls or self.paused:
+                t0 = self._cpu()
+                self._answer_and_hold(controls)  # ... answering is not (nor a pause)
+                controls_s = self._cpu() - t0
         before_plan = self._cpu()
         own = before_plan - start - controls_s + self._carried
-        self.budget.observe(plan, loop_s, own, diagnosis_s)  # charged before the next plan reads the pools
+        bg = self.writer.background_cpu_s
+        background = bg - self._background_seen + self._hook_s * passes
+        self._background_seen = bg
+        self.budget.observe(plan, loop_s, own, diagnosis_s, background)  # before the next plan reads the pools
         self._arm(self.budget.plan(self.step_index, self._clock()))
         self._returned = self._cpu()
         self._carried = self._returned - before_plan  # planning and arming: charged with the next step
@@ -362,7 +399,9 @@ class Recorder:
     def _current_weight(self, block: Block) -> Tensor | None:
         if block.kind == "activation":
             return None
-        module = self._modules.get(base_name(block.name))
+        name = block.name
+        module = self._module_of[name] if name in self._module_of else self._modules.get(base_name(name))
+        self._module_of[name] = module
         w = getattr(module, "weight", None)
         return w if isinstance(w, Tensor) else None
 
@@ -418,7 +457,10 @@ class Recorder:
     def handle_controls(self) -> None:
         """Apply what the dashboard asked; `pause` blocks here until `resume` (or close). The
         answers' own model calls are not recorded."""
-        self._answer(self.writer.poll_controls())
+        self._answer_and_hold(self.writer.poll_controls())
+
+    def _answer_and_hold(self, controls: list[Control]) -> None:
+        self._answer(controls)
         while self.paused and not self._closed:
             self.writer.set_meta("status", "paused")
             self.writer.commit(max(self.step_index - 1, 0))
@@ -634,6 +676,8 @@ def one_line(exc: BaseException) -> str:
 
 
 def _number(name: str, v: float | Tensor) -> float:
+    if type(v) is float:
+        return v
     if isinstance(v, Tensor):
         if v.numel() != 1:
             raise ValueError(f"metric {name!r} must be a single number, got a tensor of shape {tuple(v.shape)}")
