@@ -75,7 +75,7 @@ def test_upload_then_occlusion_panels(browser: Any, served: DashboardServer, tmp
     page.goto(served.url + "#run=live")
     page.locator("#upload-file").set_input_files(str(photo))
     page.locator("#upload-btn").click()
-    page.locator("#upload-state.ok").wait_for(timeout=60000)
+    page.locator("#upload-state.ok").wait_for(timeout=120_000)  # answered by the live trainer: slow under load
     page.locator("#occ-image").click()  # the list of images is read again
     option = page.locator("#occ-image option[value^='upload:']").first
     option.wait_for(state="attached", timeout=30000)
