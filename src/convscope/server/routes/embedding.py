@@ -36,21 +36,14 @@ EMBEDDING = S.obj({
     "method": S.STR_OR_NULL, "agreement": S.NUM_OR_NULL, "chance": S.NUM_OR_NULL, "thumbs": S.INT_OR_NULL,
     "thumb": S.INT_OR_NULL, "step": S.INT_OR_NULL, "weights": S.STR_OR_NULL, "seconds": S.NUM_OR_NULL,
 })  # fmt: skip
-BODY: S.JSON = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": S.obj(
-                    {"layer": S.STR_OR_NULL, "checkpoint": S.STR_OR_NULL,
-                     "n": {"type": ["integer", "null"], "minimum": 2, "maximum": MAX_N},
-                     "base": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_STEP}},
-                    optional=("layer", "checkpoint", "n", "base"),
-                )
-            }
-        },
-    }
-}  # fmt: skip
+BODY = S.body(
+    S.obj(
+        {"layer": S.STR_OR_NULL, "checkpoint": S.STR_OR_NULL,
+         "n": {"type": ["integer", "null"], "minimum": 2, "maximum": MAX_N},
+         "base": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_STEP}},
+        optional=("layer", "checkpoint", "n", "base"),
+    )
+)  # fmt: skip
 
 
 @router.post("/runs/{run}/embeddings", response_model=None, responses=S.ok(S.SENT, "the request's id"), openapi_extra=BODY)
@@ -79,12 +72,7 @@ def embedding_status(run: str, state: State, ident: EmbeddingId) -> dict[str, An
     with state.reader(run) as r:
         row = control_row(r, run, "embed", ident, "embedding")
         answer = r.json(f"embed:{ident}")
-    empty: dict[str, Any] = {
-        "id": ident, "status": "pending", "error": None, "layer": None, "n": None, "xy": [], "labels": [],
-        "classes": [], "base": None, "checkpoint": None, "perplexity": None, "method": None, "agreement": None,
-        "chance": None, "thumbs": None, "thumb": None, "step": None, "weights": None, "seconds": None,
-    }  # fmt: skip
-    return request_status(ident, row, answer, empty)
+    return request_status(ident, row, answer, S.pending(EMBEDDING, ident))
 
 
 @router.get("/runs/{run}/embeddings/{ident}/thumbs.png", response_class=Response, responses=S.PNG)

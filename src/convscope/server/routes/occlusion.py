@@ -44,21 +44,14 @@ OCCLUSION = S.obj({
 })  # fmt: skip
 SOURCES = S.obj({"uploads": S.array(S.obj({"id": S.INT, "name": S.STR})), "tests": S.INT})
 _INT_OR_NULL = {"type": ["integer", "null"], "minimum": 0}
-BODY: S.JSON = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": S.obj(
-                    {"upload": {**_INT_OR_NULL, "maximum": MAX_STEP}, "test": {**_INT_OR_NULL, "maximum": MAX_STEP},
-                     "layer": S.STR_OR_NULL, "window": {**_INT_OR_NULL, "maximum": MAX_SIDE},
-                     "stride": {**_INT_OR_NULL, "maximum": MAX_SIDE}, "target": {**_INT_OR_NULL, "maximum": MAX_TARGET}},
-                    optional=("upload", "test", "layer", "window", "stride", "target"),
-                )
-            }
-        },
-    }
-}  # fmt: skip
+BODY = S.body(
+    S.obj(
+        {"upload": {**_INT_OR_NULL, "maximum": MAX_STEP}, "test": {**_INT_OR_NULL, "maximum": MAX_STEP},
+         "layer": S.STR_OR_NULL, "window": {**_INT_OR_NULL, "maximum": MAX_SIDE},
+         "stride": {**_INT_OR_NULL, "maximum": MAX_SIDE}, "target": {**_INT_OR_NULL, "maximum": MAX_TARGET}},
+        optional=("upload", "test", "layer", "window", "stride", "target"),
+    )
+)  # fmt: skip
 
 
 def _int(body: dict[str, Any], key: str, lo: int, hi: int) -> int | None:
@@ -119,14 +112,7 @@ def occlusion_status(run: str, state: State, ident: OcclusionId) -> dict[str, An
     with state.reader(run) as r:
         row = control_row(r, run, "occlude", ident, "occlusion")
         answer = r.json(f"occlusion:{ident}")
-    empty: dict[str, Any] = {
-        "id": ident, "status": "pending", "error": None, "image": None, "layer": None, "channel": None,
-        "window": None, "stride": None, "rows": [], "cols": [], "target": None, "target_name": None,
-        "clean_probability": None, "clean_feature": None, "probability": [], "feature": None, "label": [],
-        "legend": [], "top": [], "panels": [], "method": None, "positions": None, "step": None, "weights": None,
-        "seconds": None,
-    }  # fmt: skip
-    return request_status(ident, row, answer, empty)
+    return request_status(ident, row, answer, S.pending(OCCLUSION, ident))
 
 
 @router.get("/runs/{run}/occlusions/{ident}/{kind}.png", response_class=Response, responses=S.PNG)

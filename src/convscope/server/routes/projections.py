@@ -52,21 +52,14 @@ PROJECTION = S.obj({
     "input_step": S.INT_OR_NULL, "weights": S.STR_OR_NULL, "asked": S.INT_OR_NULL, "seconds": S.NUM_OR_NULL,
     "budget_s": S.NUM_OR_NULL, "units": S.array(UNIT), "rules": {"type": "object"},
 })  # fmt: skip
-REQUEST_BODY: S.JSON = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": S.obj(
-                    {"layer": S.STR,
-                     "channel": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_CHANNEL},
-                     "step": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_STEP}},
-                    optional=("channel", "step"),
-                )
-            }
-        },
-    }
-}
+REQUEST_BODY = S.body(
+    S.obj(
+        {"layer": S.STR,
+         "channel": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_CHANNEL},
+         "step": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_STEP}},
+        optional=("channel", "step"),
+    )
+)
 
 
 @router.get("/runs/{run}/cells", response_model=None, responses=S.ok(CELLS, "the picture's map boxes"))
@@ -165,11 +158,7 @@ def projection_status(run: str, state: State, ident: ProjectionId) -> dict[str, 
     with state.reader(run) as r:
         row = control_row(r, run, "project", ident, "projection")
         answer = r.json(f"project:{ident}")
-    empty: dict[str, Any] = {
-        "id": ident, "status": "pending", "error": None, "layer": None, "tensor": None, "step": None,
-        "input_step": None, "weights": None, "asked": None, "seconds": None, "budget_s": None, "units": [], "rules": {},
-    }  # fmt: skip
-    return request_status(ident, row, answer, empty)
+    return request_status(ident, row, answer, S.pending(PROJECTION, ident))
 
 
 @router.get(

@@ -35,6 +35,22 @@ def array(items: JSON) -> JSON:
     return {"type": "array", "items": items}
 
 
+def body(schema: JSON, media: str = "application/json") -> JSON:
+    """The `openapi_extra` of a route whose (required) request body is `schema`."""
+    return {"requestBody": {"required": True, "content": {media: {"schema": schema}}}}
+
+
+def pending(schema: JSON, ident: int) -> JSON:
+    """A model request's answer while it is pending, shaped by its `schema`: lists [], objects {},
+    everything else None (routes/projections.py request_status fills it in)."""
+    out: JSON = {
+        k: [] if p.get("type") == "array" else {} if p.get("type") == "object" else None
+        for k, p in schema["properties"].items()
+    }
+    out.update(id=ident, status="pending")
+    return out
+
+
 def ok(schema: JSON, description: str) -> dict[int | str, JSON]:
     """The `responses` entry of a JSON route answering `schema` with 200."""
     return {200: {"description": description, "content": {"application/json": {"schema": schema}}}}
@@ -88,28 +104,7 @@ UPLOAD = obj({
 })  # fmt: skip
 
 #: The body of POST .../controls, as the page sends it (check_control validates the values).
-CONTROL_BODY: JSON = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": obj(
-                    {"key": {"type": "string", "enum": list(KEYS)}, "value": ANY},
-                    optional=("value",),
-                    extra=True,
-                )  # other keys are ignored; fmt: skip
-            }
-        },
-    }
-}
+CONTROL_BODY = body(obj({"key": {"type": "string", "enum": list(KEYS)}, "value": ANY}, optional=("value",), extra=True))
+#   (other keys are ignored)
 #: The body of POST .../uploads: one multipart field "image" (routes/uploads.py reads it itself).
-UPLOAD_BODY: JSON = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": obj({"image": {"type": "string", "format": "binary"}}),
-            }
-        },
-    }
-}
+UPLOAD_BODY = body(obj({"image": {"type": "string", "format": "binary"}}), "multipart/form-data")

@@ -36,20 +36,13 @@ UNIT = S.obj({
     "has_filter": {"type": ["boolean", "null"]}, "evolution_steps": S.array(S.INT), "step": S.INT_OR_NULL,
     "weights": S.STR_OR_NULL, "seconds": S.NUM_OR_NULL,
 })  # fmt: skip
-BODY: S.JSON = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": S.obj(
-                    {"layer": S.STR, "channel": {"type": "integer", "minimum": 0, "maximum": MAX_CHANNEL},
-                     "stimulus": {"type": "boolean"}},
-                    optional=("stimulus",),
-                )
-            }
-        },
-    }
-}
+BODY = S.body(
+    S.obj(
+        {"layer": S.STR, "channel": {"type": "integer", "minimum": 0, "maximum": MAX_CHANNEL},
+         "stimulus": {"type": "boolean"}},
+        optional=("stimulus",),
+    )
+)
 
 
 @router.post("/runs/{run}/units", response_model=None, responses=S.ok(S.SENT, "the request's id"), openapi_extra=BODY)
@@ -68,12 +61,7 @@ def unit_status(run: str, state: State, ident: UnitId) -> dict[str, Any]:
     with state.reader(run) as r:
         row = control_row(r, run, "unit", ident, "unit request")
         answer = r.json(f"unit:{ident}")
-    empty: dict[str, Any] = {
-        "id": ident, "status": "pending", "error": None, "layer": None, "channel": None, "hits": [],
-        "probe_images": None, "field": None, "stimulus_activation": None, "has_filter": None, "evolution_steps": [],
-        "step": None, "weights": None, "seconds": None,
-    }  # fmt: skip
-    return request_status(ident, row, answer, empty)
+    return request_status(ident, row, answer, S.pending(UNIT, ident))
 
 
 @router.get("/runs/{run}/units/{ident}/{kind}.png", response_class=Response, responses=S.PNG)
