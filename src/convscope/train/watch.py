@@ -116,7 +116,7 @@ class Recorder:
         self._quiet = 0  # depth of unobserved() blocks
         self._carried = 0.0  # CPU seconds of the last plan and arm, charged to the next step
         self._background_seen = 0.0  # the run writer thread's CPU seconds already charged
-        self._hook_s = 0.0  # CPU seconds the timing hooks add to a training pass (measured in _attach)
+        self._hook_s: float | None = None  # CPU seconds the timing hooks add to a pass (measured once, _attach)
         self._inputs: dict[int, Tensor] = {}  # step → example 0 of its snapshot (projection requests)
         # held-out images in [0, 1] (N, C, H, W) for the unit explorer, and what the model is fed
         self.probe_images = None if probe is None else _check_probe(probe)
@@ -168,7 +168,8 @@ class Recorder:
             weight = getattr(first, "weight", None)
             if isinstance(weight, Tensor) and weight.requires_grad:
                 self._timing.add(weight.register_hook(self._grad_mark))
-            self._hook_s = self._hook_cost()
+            if self._hook_s is None:  # the same hooks on any model: a restart does not measure again
+                self._hook_s = self._hook_cost()
             self.budget.last_snapshot = None  # a (new) model's first step: layer table and pictures
             self._arm(SNAPSHOT)
         except BaseException:
@@ -341,7 +342,7 @@ class Recorder:
         before_plan = self._cpu()
         own = before_plan - start - controls_s + self._carried
         bg = self.writer.background_cpu_s
-        background = bg - self._background_seen + self._hook_s * passes
+        background = bg - self._background_seen + (self._hook_s or 0.0) * passes
         self._background_seen = bg
         self.budget.observe(plan, loop_s, own, diagnosis_s, background)  # before the next plan reads the pools
         self._arm(self.budget.plan(self.step_index, self._clock()))
