@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -32,13 +32,18 @@ from convscope.capture.layout import CHANNELS_LAST, Perm, after_permute, permute
 from convscope.capture.memory import keep_freed_memory
 from convscope.capture.naming import (
     ACTIVATION_FUNCTIONS,
-    LayerSpec,
     base_name,
     functional_name,
     is_inplace,
     is_valid_selection,
-    role,
     selectable_names,
+)
+from convscope.capture.plan import (
+    builtin,
+    global_module_hooks,
+    module_plan,
+    param,
+    spec_of,
 )
 from convscope.capture.trace import Block, Trace, UnknownLayerError
 from convscope.config import FIELDS, CaptureConfig
@@ -111,7 +116,7 @@ class Probe:
         # tap(block, field, tensor): sees the live (undetached, in-graph) x, conv, z and a of
         # every wanted block as it is recorded; it may raise to end the forward there.
         self._tap = tap
-        plan = _plan(model)  # walked once here, reused by every __enter__
+        plan = module_plan(model)  # walked once here, reused by every __enter__
         self._modules = [model, *plan.modules]
         self._names, self._roles = plan.names, plan.roles
         # the modules to hook, each with whether only a post-hook is needed (`_leaf_hook`)
@@ -312,8 +317,8 @@ class Probe:
             or getattr(module, "inplace", False)
             or len(module._forward_pre_hooks) != 1
             or len(module._forward_hooks) != 1
-            or _global_module_hooks()
-            or not _builtin(module)
+            or global_module_hooks()
+            or not builtin(module)
             or torch._C._len_torch_function_stack() == 0
             or torch._C._get_function_stack_at(torch._C._len_torch_function_stack() - 1) is not mode
         ):
@@ -397,7 +402,7 @@ class Probe:
         # a Linear over (B, H, W, C) is a 1×1 conv over C: shown channels-first
         linear = isinstance(module, nn.Linear)
         last = linear and inp.dim() == 4
-        spec = _spec_of(module, last)
+        spec = spec_of(module, last)
         block = Block(name=name, kind="linear" if linear and not last else "conv", spec=spec, channels_last=last)
         to_first: Perm = CHANNELS_LAST if last else None
         out_version = out._version
@@ -428,7 +433,7 @@ class Probe:
                 keep(block, "z", out_first)
             self._grad_hook(block, "conv", out, to_first)
         for pname, gname in _PARAMS:
-            p = _param(module, pname)
+            p = param(module, pname)
             if isinstance(p, Tensor):
                 as_conv = block.channels_last and pname == "weight"
                 keep(block, pname, p[:, :, None, None] if as_conv else p)
@@ -553,7 +558,7 @@ class Probe:
         seen: set[int] = set()
         add = self._hooks.add
         for module in self._leaders:
-            for p in (_param(module, "weight"), _param(module, "bias")):
+            for p in (param(module, "weight"), param(module, "bias")):
                 if isinstance(p, Tensor) and p.requires_grad and id(p) not in seen:
                     seen.add(id(p))
                     add(p.register_hook(self._param_grad_store(id(p))))
@@ -635,9 +640,6 @@ class Probe:
                 del self._held[key]
 
 
-_SPECS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], bool, LayerSpec]] = (
-    weakref.WeakKeyDictionary()
-)
 _NO_MATCH = object()  # `_open_match`: not the open block's output
 _FOLLOWED = frozenset({"permute", "contiguous"})  # ops whose result stays the open block's output
 _DEFAULT_CONFIG = CaptureConfig()  # every field kept, where and as the model computes it
@@ -670,104 +672,6 @@ class _NormCall:
     to_first: Perm  # of its input
     shape: tuple[int, ...]  # of its input
     fused: bool = False  # its own forward called an activation (timm's BatchNormAct2d)
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """What a Probe needs to know of a model's modules, kept while the module tree is unchanged."""
-
-    tree: list[tuple[int, str, int, type]]  # (parent id, attribute, child id, child type), breadth first
-    # below, the model's submodules only: the cache holds the model weakly
-    modules: list[nn.Module]  # as `named_modules()` lists them
-    names: dict[int, str]  # id(module) → its name (the model's too)
-    roles: dict[int, str | None]  # id(module) → `role(module)` (the model's too)
-    hooked: list[tuple[nn.Module, bool]]  # the modules to hook, and whether a post-hook is enough
-    leaders: list[nn.Module]  # conv/linear modules (their parameters get dL/dW hooks)
-
-
-_PLANS: weakref.WeakKeyDictionary[nn.Module, _Plan] = weakref.WeakKeyDictionary()
-
-
-def _tree(model: nn.Module) -> list[tuple[int, str, int, type]]:
-    """Every parent → child edge of the module tree (a cheap fingerprint of `named_modules()`)."""
-    edges: list[tuple[int, str, int, type]] = []
-    queue, seen = [model], {id(model)}
-    for parent in queue:  # grows while it is walked: breadth first
-        for key, child in parent._modules.items():
-            if child is None:
-                continue
-            edges.append((id(parent), key, id(child), type(child)))
-            if id(child) not in seen:
-                seen.add(id(child))
-                queue.append(child)
-    return edges
-
-
-def _plan(model: nn.Module) -> _Plan:
-    """The model's `_Plan`, from the cache when its module tree is the one seen last time."""
-    tree = _tree(model)
-    try:
-        hit = _PLANS.get(model)
-    except TypeError:  # a module class that made itself unhashable: no cache
-        hit = None
-    if hit is not None and hit.tree == tree:
-        return hit
-    named = list(model.named_modules())
-    modules = [m for _, m in named][1:]  # the model comes first
-    roles = {id(m): role(m) for _, m in named}
-
-    def needs_hooks(m: nn.Module) -> bool:
-        # Every conv/linear/norm/activation, and every module whose forward may call a
-        # functional activation (containers and user modules); the model always. torch's own
-        # leaves without a role (pooling, dropout, flatten, ...) are skipped: they call no activation.
-        if roles[id(m)] is not None:
-            return True
-        return not (_builtin(m) and next(m.children(), None) is None)
-
-    def leaf(m: nn.Module) -> bool:
-        # a conv/linear/norm of torch itself (not the model): its forward calls no activation
-        # and nothing that names a call, so a post-hook (`Probe._leaf_hook`) sees all it needs
-        return roles[id(m)] in ("leader", "norm") and _builtin(m)
-
-    plan = _Plan(
-        tree=tree,
-        modules=modules,
-        names={id(m): n for n, m in named},
-        roles=roles,
-        hooked=[(m, leaf(m)) for m in modules if needs_hooks(m)],
-        leaders=[m for m in modules if roles[id(m)] == "leader"],
-    )
-    with suppress(TypeError):
-        _PLANS[model] = plan
-    return plan
-
-
-def _global_module_hooks() -> bool:
-    """Any forward hook registered for every module (`register_module_forward_hook`)?"""
-    g = torch.nn.modules.module
-    return bool(g._global_forward_pre_hooks or g._global_forward_hooks)
-
-
-def _param(module: nn.Module, name: str) -> Any:
-    """`getattr(module, name, None)`, without `Module.__getattr__` for a registered parameter."""
-    params = module._parameters
-    return params[name] if name in params else getattr(module, name, None)
-
-
-def _builtin(module: nn.Module) -> bool:
-    return type(module).__module__.startswith("torch.nn.modules.")
-
-
-def _spec_of(module: nn.Module, channels_last: bool = False) -> LayerSpec:
-    """LayerSpec.of, remembered per module while its weight keeps its shape."""
-    w = _param(module, "weight")
-    shape = tuple(w.shape) if isinstance(w, Tensor) else ()
-    hit = _SPECS.get(module)
-    if hit is not None and hit[0] == shape and hit[1] == channels_last:
-        return hit[2]
-    spec = LayerSpec.of(module, channels_last=channels_last)
-    _SPECS[module] = (shape, channels_last, spec)
-    return spec
 
 
 def _permuted(t: Tensor, to_first: Perm) -> Tensor:

@@ -1,0 +1,117 @@
+"""What a Probe needs to know of a model's modules: names, roles, which to hook; cached per model
+(held weakly) while its module tree is unchanged, so building a Probe does not walk it again.
+Also the per-module LayerSpec cache and small parameter helpers the probe's hooks use."""
+
+from __future__ import annotations
+
+import weakref
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from convscope.capture.naming import LayerSpec, role
+
+_SPECS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], bool, LayerSpec]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ModulePlan:
+    """What a Probe needs to know of a model's modules, kept while the module tree is unchanged."""
+
+    tree: list[tuple[int, str, int, type]]  # (parent id, attribute, child id, child type), breadth first
+    # below, the model's submodules only: the cache holds the model weakly
+    modules: list[nn.Module]  # as `named_modules()` lists them
+    names: dict[int, str]  # id(module) → its name (the model's too)
+    roles: dict[int, str | None]  # id(module) → `role(module)` (the model's too)
+    hooked: list[tuple[nn.Module, bool]]  # the modules to hook, and whether a post-hook is enough
+    leaders: list[nn.Module]  # conv/linear modules (their parameters get dL/dW hooks)
+
+
+_PLANS: weakref.WeakKeyDictionary[nn.Module, ModulePlan] = weakref.WeakKeyDictionary()
+
+
+def _tree(model: nn.Module) -> list[tuple[int, str, int, type]]:
+    """Every parent → child edge of the module tree (a cheap fingerprint of `named_modules()`)."""
+    edges: list[tuple[int, str, int, type]] = []
+    queue, seen = [model], {id(model)}
+    for parent in queue:  # grows while it is walked: breadth first
+        for key, child in parent._modules.items():
+            if child is None:
+                continue
+            edges.append((id(parent), key, id(child), type(child)))
+            if id(child) not in seen:
+                seen.add(id(child))
+                queue.append(child)
+    return edges
+
+
+def module_plan(model: nn.Module) -> ModulePlan:
+    """The model's `ModulePlan`, from the cache when its module tree is the one seen last time."""
+    tree = _tree(model)
+    try:
+        hit = _PLANS.get(model)
+    except TypeError:  # a module class that made itself unhashable: no cache
+        hit = None
+    if hit is not None and hit.tree == tree:
+        return hit
+    named = list(model.named_modules())
+    modules = [m for _, m in named][1:]  # the model comes first
+    roles = {id(m): role(m) for _, m in named}
+
+    def needs_hooks(m: nn.Module) -> bool:
+        # Every conv/linear/norm/activation, and every module whose forward may call a
+        # functional activation (containers and user modules); the model always. torch's own
+        # leaves without a role (pooling, dropout, flatten, ...) are skipped: they call no activation.
+        if roles[id(m)] is not None:
+            return True
+        return not (builtin(m) and next(m.children(), None) is None)
+
+    def leaf(m: nn.Module) -> bool:
+        # a conv/linear/norm of torch itself (not the model): its forward calls no activation
+        # and nothing that names a call, so a post-hook (`Probe._leaf_hook`) sees all it needs
+        return roles[id(m)] in ("leader", "norm") and builtin(m)
+
+    plan = ModulePlan(
+        tree=tree,
+        modules=modules,
+        names={id(m): n for n, m in named},
+        roles=roles,
+        hooked=[(m, leaf(m)) for m in modules if needs_hooks(m)],
+        leaders=[m for m in modules if roles[id(m)] == "leader"],
+    )
+    with suppress(TypeError):
+        _PLANS[model] = plan
+    return plan
+
+
+def global_module_hooks() -> bool:
+    """Any forward hook registered for every module (`register_module_forward_hook`)?"""
+    g = torch.nn.modules.module
+    return bool(g._global_forward_pre_hooks or g._global_forward_hooks)
+
+
+def param(module: nn.Module, name: str) -> Any:
+    """`getattr(module, name, None)`, without `Module.__getattr__` for a registered parameter."""
+    params = module._parameters
+    return params[name] if name in params else getattr(module, name, None)
+
+
+def builtin(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("torch.nn.modules.")
+
+
+def spec_of(module: nn.Module, channels_last: bool = False) -> LayerSpec:
+    """LayerSpec.of, remembered per module while its weight keeps its shape."""
+    w = param(module, "weight")
+    shape = tuple(w.shape) if isinstance(w, Tensor) else ()
+    hit = _SPECS.get(module)
+    if hit is not None and hit[0] == shape and hit[1] == channels_last:
+        return hit[2]
+    spec = LayerSpec.of(module, channels_last=channels_last)
+    _SPECS[module] = (shape, channels_last, spec)
+    return spec
