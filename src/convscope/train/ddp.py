@@ -238,8 +238,12 @@ class DDPRecorder(Recorder):
         atexit.register(self._at_exit)
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
-        """torchrun stops the job (a rank failed): unwind, so the run is closed as crashed."""
+        """torchrun stops the job (a rank failed): unwind, so the run is closed as crashed. Once the
+        run is closing (a collective already failed, or the interpreter is exiting) the signal only
+        marks it lost: an exit raised inside close() would leave the run reading "running"."""
         self._lost = True
+        if self._closed or self._exiting:
+            return
         raise SystemExit(128 + signum)
 
     def _at_exit(self) -> None:
@@ -311,13 +315,16 @@ class DDPRecorder(Recorder):
                 self.writer.log_layer_stats(step, name, stats)
 
     def close(self, status: str = "finished") -> None:
-        if not self._closed:
-            if not self._exiting:
-                atexit.unregister(self._at_exit)
+        if self._closed:
+            return
+        if not self._exiting:
+            atexit.unregister(self._at_exit)
+        try:
+            super().close(status)  # torchrun's SIGTERM meanwhile only marks the run lost (_on_term)
+        finally:
             if self._old_term is not None and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, self._old_term)
                 self._old_term = None
-        super().close(status)
 
 
 # ---- ranks > 0: statistics only, no store ------------------------------------------------------
