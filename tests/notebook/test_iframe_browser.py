@@ -109,6 +109,21 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Notebook
         run.close()
 
 
+def _wait_status(page: Any, frame: Any, console: list[str], dash: NotebookDashboard) -> None:
+    """Wait for the run's status in the framed page; on a timeout, fail with what the page showed
+    (its status pill, its messages, its console) and what the API answers, to tell a slow machine
+    from a refused call."""
+    try:
+        frame.locator("#status").filter(has_text=re.compile("running|trainer not responding")).wait_for(timeout=60_000)
+    except Exception as exc:  # playwright's TimeoutError
+        shown = {
+            sel: frame.locator(sel).first.text_content(timeout=5_000) for sel in ("#status", "#messages")
+        }  # fmt: skip
+        inner = [f.url for f in page.frames if f != page.main_frame]
+        raise AssertionError(f"no run status in the iframe: {shown}; frames {inner}; console {console[-10:]}; "
+                             f"dashboard {dash!r}") from exc  # fmt: skip
+
+
 def _page(browser: Any) -> tuple[Any, list[str]]:
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     console: list[str] = []
@@ -127,7 +142,7 @@ def test_a_loopback_notebook_page_shows_the_live_dashboard(
     frame = page.frame_locator("iframe")
     # the API calls passed the cookie: the run's status arrived ("running"; once the fixture's
     # run has had no step for stale_after_s, as on a loaded machine, "trainer not responding")
-    frame.locator("#status").filter(has_text=re.compile("running|trainer not responding")).wait_for(timeout=20_000)
+    _wait_status(page, frame, console, dash)
     card = frame.locator("article.layer[data-layer=conv1]")
     card.scroll_into_view_if_needed(timeout=10_000)  # the page loads a card's pictures when it is in view
     card.locator("img.kind-a[src]").wait_for(state="visible", timeout=20_000)
