@@ -106,10 +106,13 @@ def test_eight_uploads_at_once_decode_at_most_two_at_a_time(
     live: tuple[Any, RunWriter, Meter],
 ) -> None:
     app, w, meter = live
+    before = set(threading.enumerate())
     answers = send_at_once(app, png(300), 8)
     assert sorted((s, body["id"]) for s, body in answers) == [(200, i) for i in range(1, 9)]
     assert meter.most == 2  # on the request pool they all decoded at once
     assert [c.key for c in w.poll_controls()] == ["predict"] * 8
+    # the server stopped (the client's exit): its two decode threads ended with it
+    assert [t.name for t in set(threading.enumerate()) - before if t.name.startswith("decode")] == []
 
 
 def test_big_images_decode_one_at_a_time(live: tuple[Any, RunWriter, Meter]) -> None:

@@ -87,6 +87,7 @@ def create_app(runs_root: Path, config: ServeConfig) -> FastAPI:
         await broadcaster.close()
         state.workers.stop_all()
         state.readers.close()
+        state.decodes.close()
 
     app = FastAPI(
         title="convscope dashboard",

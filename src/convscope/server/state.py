@@ -116,6 +116,10 @@ class DecodeBudget:
         self.peak_bytes = 0  # the most ever reserved at once (tests, the bench)
         self.peak_active = 0
 
+    def close(self) -> None:
+        """The server stops: its decode threads end (a decode under way finishes first)."""
+        self._threads.shutdown(wait=True, cancel_futures=True)
+
     def _busy(self) -> ApiError:
         return ApiError(
             503, "the server is decoding other uploads and is at its memory budget: "
