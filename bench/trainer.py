@@ -64,10 +64,12 @@ class Bare:
                                    weight_decay=trainer.weight_decay)  # fmt: skip
         self.data = trainer.data
         self.batch = trainer.batch_size
+        d = trainer.data  # the raw images (the trainer keeps them normalised)
+        self.xtr = (d.xtr_normed * d.std.view(1, -1, 1, 1) + d.mean.view(1, -1, 1, 1)).contiguous()
 
     def step(self) -> None:
-        idx = torch.randint(0, len(self.data.xtr), (self.batch,))
-        x = self.data.xtr[idx].contiguous(memory_format=self.format)
+        idx = torch.randint(0, len(self.xtr), (self.batch,))
+        x = self.xtr[idx].contiguous(memory_format=self.format)
         loss = F.cross_entropy(self.model(self.data.norm(x)), self.data.ytr[idx])
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

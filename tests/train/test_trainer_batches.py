@@ -1,6 +1,6 @@
-"""The built-in trainer's batches and memory format: channels-last weights and batches (a speed
-choice, bench/trainer.py), the same images as an explicit construction, and the same training
-as a plain NCHW loop."""
+"""The built-in trainer's batches and memory format: channels-last weights and batches, normalised
+once (speed choices, bench/trainer.py), the same images as an explicit construction from the
+generated set, and the same training as a plain NCHW loop."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from convscope.config import TrainConfig
+from convscope.data import photo_crops
 from convscope.train import Trainer
 
 SMALL = dict(train_size=64, val_size=16, test_images=2, batch_size=8, val_every=1000, snapshot_every=0.0)
@@ -18,7 +19,10 @@ SMALL = dict(train_size=64, val_size=16, test_images=2, batch_size=8, val_every=
 def test_batches_are_the_indexed_images_flipped_by_a_coin(tmp_path: Path) -> None:
     trainer = Trainer(TrainConfig(**SMALL), tmp_path / "run")  # type: ignore[arg-type]
     try:
-        xtr, ytr = trainer.data.xtr.contiguous(), trainer.data.ytr
+        raw, ytr = photo_crops("train", 64, size=32, seed=0)  # the built-in set, generated again
+        assert torch.equal(ytr, trainer.data.ytr)
+        mean, std = raw.mean(dim=(0, 2, 3)), raw.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        xtr = (raw - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)  # normalised once, kept
         perm, cursor = trainer._perm.clone(), trainer._cursor
         state = torch.get_rng_state()
         xb, yb = trainer._batch()
@@ -49,7 +53,7 @@ def test_a_step_trains_as_a_plain_nchw_loop(tmp_path: Path) -> None:
         torch.set_rng_state(state)
         trainer._cursor = cursor  # train_step takes the same batch
         trainer.train_step()
-        loss = F.cross_entropy(plain(trainer.data.norm(xb.contiguous())), yb)
+        loss = F.cross_entropy(plain(xb.contiguous()), yb)  # batches arrive normalised
         opt.zero_grad()
         loss.backward()
         opt.step()
