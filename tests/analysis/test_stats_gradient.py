@@ -60,3 +60,18 @@ def test_block_stats_relu_shortcut_gives_the_same_numbers() -> None:
     full = block_stats(a, z, None, None, None)
     fast = block_stats(a, z, None, None, None, relu=True)
     assert fast == full and fast["dead_fraction"] == pytest.approx(1 / 3)
+
+
+def test_flat_is_a_view_in_memory_order_of_any_dense_layout() -> None:
+    from convscope.analysis.stats import flat
+
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)
+    for t in (x, x.contiguous(memory_format=torch.channels_last), x.permute(3, 1, 0, 2), x[:, :, :, 0]):
+        f = flat(t)
+        assert f.dim() == 1 and f.numel() == t.numel()
+        assert torch.equal(f.sort().values, t.reshape(-1).sort().values)  # every element once
+        assert f.data_ptr() == t.data_ptr()  # a view: no copy
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(flat(cl), cl.permute(0, 2, 3, 1).reshape(-1))  # channels-last memory order
+    gappy = x[:, :, ::2]  # not dense: a flattened copy, the same elements
+    assert torch.equal(flat(gappy), gappy.reshape(-1))

@@ -39,15 +39,17 @@ class Mixed(nn.Module):
         return self.fc2(x)
 
 
-def _rows() -> list[StatsInput]:
+def _rows(memory_format: torch.memory_format = torch.contiguous_format) -> list[StatsInput]:
     torch.manual_seed(0)
     model = Mixed()
     with torch.no_grad():
         model.c1.bias[2] = -50.0  # one dead map (relu path)
+    model.to(memory_format=memory_format)  # channels-last: maps and gradients come channels-last
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(5, 3, 6, 6).contiguous(memory_format=memory_format)
     with Probe(model) as probe:
-        F.cross_entropy(model(torch.randn(5, 3, 6, 6)), torch.tensor([0, 1, 2, 0, 1])).backward()
+        F.cross_entropy(model(x), torch.tensor([0, 1, 2, 0, 1])).backward()
         opt.step()
     modules = dict(model.named_modules())
     rows = []
@@ -58,8 +60,14 @@ def _rows() -> list[StatsInput]:
     return rows
 
 
-def test_fused_equals_per_layer_block_stats() -> None:
-    rows = _rows()
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"])
+def test_fused_equals_per_layer_block_stats(memory_format: torch.memory_format) -> None:
+    rows = _rows(memory_format)
+    if memory_format == torch.channels_last:  # the layout the flat-view and copy paths are for
+        assert rows[0].z is not None and rows[0].grad_a is not None
+        assert not rows[0].z.is_contiguous() and not rows[0].grad_a.is_contiguous()
+        tanh = next(r for r in rows if r.name == "c3")  # conv → tanh: the per-channel path
+        assert tanh.a is not None and not tanh.a.is_contiguous()
     fused = fused_stats(rows)
     assert set(fused) == {r.name for r in rows}
     for r in rows:

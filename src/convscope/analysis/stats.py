@@ -12,6 +12,17 @@ import torch
 from torch import Tensor
 
 
+def flat(t: Tensor) -> Tensor:
+    """`t` as a 1-D view in memory order when its storage is dense (channels-last included), else a
+    flattened copy. For reductions over every element: torch reduces a channels-last map 4x slower
+    than the same memory viewed flat (aminmax of a (32, 16, 32, 32) map here: 0.40 vs 0.10 ms)."""
+    if t.is_contiguous():
+        return t.view(-1)
+    order = sorted(range(t.dim()), key=lambda d: -t.stride(d))  # outermost dim first
+    p = t.permute(order)
+    return p.view(-1) if p.is_contiguous() else t.reshape(-1)
+
+
 @dataclass(frozen=True)
 class MapStats:
     """Statistics over every element of a tensor (all examples, channels and positions)."""

@@ -28,6 +28,8 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from convscope.analysis.stats import flat
+
 
 @dataclass(frozen=True)
 class StatsInput:
@@ -68,10 +70,11 @@ def fused_stats(rows: list[StatsInput]) -> dict[str, dict[str, float]]:
     for r in rows:
         a, z = r.a, r.z
         if r.relu and a is not None and z is not None and a.dim() >= 2:
-            put(r.name, [*torch.aminmax(z), _channel_sums(a)], partial(_relu_numbers, a.numel()))
+            put(r.name, [*torch.aminmax(flat(z)), _channel_sums(a)], partial(_relu_numbers, a.numel()))
             a = z = None
         if a is not None:
             if a.dim() >= 2:
+                a = a.contiguous()  # per-channel max of a channels-last map: 1.6 ms -> 0.3 ms copy + amax
                 dims = _channel_dims(a)
                 hi, lo = a.amax(dim=dims), a.amin(dim=dims)  # (C,) each
                 put(r.name, [lo.min(), hi.max(), ((hi == 0) & (lo == 0)).float().mean(), a.mean()],
@@ -79,9 +82,9 @@ def fused_stats(rows: list[StatsInput]) -> dict[str, dict[str, float]]:
             else:
                 put(r.name, [*torch.aminmax(a), a.mean()], partial(_named, ("a_min", "a_max", "a_mean")))
         if z is not None:
-            put(r.name, list(torch.aminmax(z)), partial(_named, ("z_min", "z_max")))
+            put(r.name, list(torch.aminmax(flat(z))), partial(_named, ("z_min", "z_max")))
         if r.grad_a is not None:
-            put(r.name, list(torch.aminmax(r.grad_a)), partial(_named, ("grad_a_min", "grad_a_max")))
+            put(r.name, list(torch.aminmax(flat(r.grad_a))), partial(_named, ("grad_a_min", "grad_a_max")))
             norm_of.append((r.name, "grad_a_norm", r.grad_a))
         if r.weight is not None:
             norm_of.append((r.name, "weight_norm", r.weight))

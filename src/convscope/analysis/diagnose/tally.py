@@ -118,7 +118,8 @@ class _Tally:
         Every batch: one reduction per map (its max, and min unless a ≥ 0). With `detail` also
         the zero count and the sum map (two more passes over a)."""
         b, c = a.shape[0], a.shape[1]
-        a3 = a.detach().reshape(b, c, -1)  # (B, C, S)
+        a = a.detach().contiguous()  # per-map reductions of a channels-last map: 1.5 ms, of a copy 0.3
+        a3 = a.view(b, c, -1)  # (B, C, S)
         if self.zero_inputs is None:
             dev = a.device
             self.zero_inputs = torch.zeros(c, dtype=torch.int64, device=dev)
