@@ -18,7 +18,8 @@ def flat(t: Tensor) -> Tensor:
     than the same memory viewed flat (aminmax of a (32, 16, 32, 32) map here: 0.40 vs 0.10 ms)."""
     if t.is_contiguous():
         return t.view(-1)
-    order = sorted(range(t.dim()), key=lambda d: -t.stride(d))  # outermost dim first
+    strides = t.stride()
+    order = sorted(range(t.dim()), key=lambda d: -strides[d])  # outermost dim first
     p = t.permute(order)
     return p.view(-1) if p.is_contiguous() else t.reshape(-1)
 
