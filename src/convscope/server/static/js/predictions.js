@@ -134,7 +134,7 @@ export class Upload {
   async go(file) {
     const st = this.state();
     const state = $("#upload-state");
-    if (!st.run) return;
+    if (!st.run) { say("the page is still loading the run: try again in a moment"); return; }
     if (!file) { say("choose an image file first (or click a held-out crop)"); return; }
     const ticket = ++this.ticket;
     const form = new FormData();
