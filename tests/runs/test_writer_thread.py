@@ -200,3 +200,29 @@ def test_a_writer_dropped_without_close_still_writes_its_queue(tmp_path: Path) -
     assert whole_steps(conn) == 2
     conn.close()
     RunWriter(run, resume=True).close("stopped")  # and its lock was released
+
+
+def test_the_writer_threads_cpu_is_read_live_and_only_grows(tmp_path: Path) -> None:
+    """background_cpu_s reads the writer thread's own CPU clock: it covers at least the finished
+    transactions' CPU (what the budget charged before), never goes back, and is 0 inline."""
+    w = RunWriter(tmp_path / "run", write_every=0.05)
+    try:
+        seen = [w.background_cpu_s]
+        for step in range(20):
+            write_step(w, step)
+            w.commit(step)
+            seen.append(w.background_cpu_s)
+        w.flush()
+        seen.append(w.background_cpu_s)
+        assert seen == sorted(seen) and seen[-1] > 0
+        assert seen[-1] >= w._committer.cpu_s > 0  # the thread's clock holds every transaction's CPU
+    finally:
+        w.close()
+    assert w.background_cpu_s >= seen[-1]  # the thread ended: the last reading stays
+    inline = RunWriter(tmp_path / "inline", background=False)
+    try:
+        write_step(inline, 0)
+        inline.commit(0)
+        assert inline.background_cpu_s == 0.0
+    finally:
+        inline.close()

@@ -170,6 +170,22 @@ def test_background_work_is_charged_to_the_recorder_not_the_training() -> None:
     assert (b.total.train_s - train, b.total.cost_s - cost) == pytest.approx((19.0, 1.5))
 
 
+def test_the_writer_threads_cpu_in_a_probed_loop_is_no_probe_overhead() -> None:
+    """Plain loops of 10 s; a statistics step's loop of 11.5 s of which 1 s is the writer thread's
+    (a snapshot compressed meanwhile, on the process clock): the probe's overhead is 0.5 s, not
+    1.5 s, and that one second is charged once (as background), not twice."""
+    b = Budget(0.1, snapshot_every=1e9, every=1, diagnose_every=0)
+    b.last_snapshot = 0.0
+    for _ in range(3):
+        b.observe(PLAIN, 10.0, 0.25)
+    b.observe(STATS, 10.0, 1.25)  # a kind's first step: no estimate
+    train, cost = b.total.train_s, b.total.cost_s
+    b.observe(STATS, 11.5, 1.25, background_s=1.0)
+    assert list(b._overhead[STATS]) == pytest.approx([0.0, 0.5])
+    assert (b.total.train_s - train, b.total.cost_s - cost) == pytest.approx((10.0, 1.25 + 0.5 + 1.0))
+    assert b.estimate(STATS) == pytest.approx((1.25 - 0.25) + 0.25)  # medians: own 1 more, overhead 0.25
+
+
 def test_within_a_budget_diagnosis_samples_every_fourth_statistics_step() -> None:
     """Statistics on every 10th step: a live-diagnosis sample on the 1st, 5th, 9th of them (not on
     every one, as counting steps alone would give); without a budget every 4th step, as before."""

@@ -22,6 +22,7 @@ append instead of zlib and a transaction.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import sqlite3
 import threading
@@ -70,6 +71,19 @@ class Batch:
         )
 
 
+def _thread_clock(thread: threading.Thread) -> int | None:
+    """The CPU clock id of a running thread, where the platform has one (Linux, macOS)."""
+    get = getattr(time, "pthread_getcpuclockid", None)
+    if get is None or thread.ident is None:
+        return None
+    try:
+        clock: int = get(thread.ident)
+        time.clock_gettime(clock)
+    except OSError:
+        return None
+    return clock
+
+
 def sync_local(run_dir: str) -> None:
     """Wait until a writer of `run_dir` (a resolved path) in this process has written its queue."""
     committer = _LIVE.get(run_dir)
@@ -99,11 +113,14 @@ class Committer:
         self._due = 0.0  # monotonic time before which no new transaction starts
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._clock_id: int | None = None  # the writer thread's CPU clock (Linux), read live
+        self._cpu_seen = 0.0
         if background:
             self._thread = threading.Thread(
                 target=self._run, name="convscope-run-writer", daemon=True
             )
             self._thread.start()
+            self._clock_id = _thread_clock(self._thread)
             with _LIVE_LOCK:
                 _LIVE[str(db.parent.resolve())] = self
 
@@ -124,6 +141,18 @@ class Committer:
             self._queued += 1
             self._queue_bytes += size
             self._cond.notify_all()
+
+    def cpu_now(self) -> float:
+        """CPU seconds the writer thread has used so far: its own CPU clock read now (a transaction
+        under way counts as it runs, so a caller timing an interval with it charges the writer's
+        work to the interval it happened in), else what its finished transactions took."""
+        value = self.cpu_s
+        thread, clock = self._thread, self._clock_id
+        if thread is not None and clock is not None and thread.is_alive():
+            with contextlib.suppress(OSError):  # the thread ended meanwhile
+                value = max(value, time.clock_gettime(clock))
+        self._cpu_seen = max(self._cpu_seen, value)  # never backwards (the clock ends with the thread)
+        return self._cpu_seen
 
     def behind(self) -> bool:
         return self._written < self._queued

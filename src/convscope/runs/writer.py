@@ -180,8 +180,9 @@ class RunWriter:
 
     @property
     def background_cpu_s(self) -> float:
-        """CPU seconds the writer thread has spent writing so far (0 when it writes inline)."""
-        return self._committer.cpu_s
+        """CPU seconds the writer thread has used so far, read live from its CPU clock where the
+        platform has one (0 when it writes inline)."""
+        return self._committer.cpu_now()
 
     def _open_step(self, step: object) -> int:
         s = check_step(step)

@@ -127,11 +127,13 @@ class Budget:
         elsewhere since the last step (the run writer's thread, the timing hooks in the loop),
         counted in the loop's time by the process clock: moved from the training to the recorder."""
         overhead = 0.0
+        background_s = min(background_s, loop_s or 0.0)
         if loop_s is not None:
+            own_loop = loop_s - background_s  # the loop's own time: the writer thread's moved out first
             if kind == PLAIN:
-                self._plain_loop.append(loop_s)
-            elif self._plain_loop:
-                overhead = max(loop_s - _median(self._plain_loop), 0.0)
+                self._plain_loop.append(own_loop)
+            elif self._plain_loop:  # (a snapshot compressed meanwhile is no probe overhead)
+                overhead = max(own_loop - _median(self._plain_loop), 0.0)
                 self._overhead[kind].append(overhead)
         if kind == PLAIN:
             self._plain_own.append(own_s)
@@ -144,7 +146,6 @@ class Budget:
             self._diagnosis.append(diagnosis_s)
         if kind != PLAIN or diagnosis_s or self._plain_seen % REFRESH_EVERY == 0 or len(self._plain_own) < WINDOW:
             self._update_estimates()  # (medians: refreshed when a sample can move them much)
-        background_s = min(background_s, loop_s or 0.0)
         train = max((loop_s or 0.0) - overhead - background_s, 0.0)
         cost = own_s + overhead + background_s
         wanted, due = self._planned

@@ -283,6 +283,7 @@ class Recorder:
         if self._closed:
             raise RuntimeError("this recorder is closed")
         start = self._cpu()
+        writer_cpu = self.writer.background_cpu_s  # the writer thread's, up to now (read live)
         now = self._clock()
         loop_s = None if self._returned is None else start - self._returned
         step, plan = self.step_index, self._plan
@@ -341,11 +342,12 @@ class Recorder:
                 controls_s = self._cpu() - t0
         before_plan = self._cpu()
         own = before_plan - start - controls_s + self._carried
-        bg = self.writer.background_cpu_s
-        background = bg - self._background_seen + (self._hook_s or 0.0) * passes
-        self._background_seen = bg
+        # the writer thread's CPU while the loop ran (in loop_s: the process clock); its CPU while
+        # step() ran is in `own` already (the same clock), so it is charged once
+        background = writer_cpu - self._background_seen + (self._hook_s or 0.0) * passes
         self.budget.observe(plan, loop_s, own, diagnosis_s, background)  # before the next plan reads the pools
         self._arm(self.budget.plan(self.step_index, self._clock()))
+        self._background_seen = self.writer.background_cpu_s
         self._returned = self._cpu()
         self._carried = self._returned - before_plan  # planning and arming: charged with the next step
         return step
