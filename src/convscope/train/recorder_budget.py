@@ -33,6 +33,7 @@ WINDOW = 9  # recent samples kept per estimate (medians: a validation pass is no
 
 
 REFRESH_EVERY = 8  # plain steps between refreshes of the estimates, once their windows are full
+LOOP_OUTLIER = 4.0  # a probed step's loop this many times the usual plain loop held other work too
 
 
 def _median(values: deque[float]) -> float:
@@ -133,8 +134,12 @@ class Budget:
             if kind == PLAIN:
                 self._plain_loop.append(own_loop)
             elif self._plain_loop:  # (a snapshot compressed meanwhile is no probe overhead)
-                overhead = max(own_loop - _median(self._plain_loop), 0.0)
-                self._overhead[kind].append(overhead)
+                typical = _median(self._plain_loop)
+                if own_loop <= LOOP_OUTLIER * typical:
+                    overhead = max(own_loop - typical, 0.0)
+                    self._overhead[kind].append(overhead)
+                else:  # the loop did other work too (an evaluation, a pause): the usual overhead, no sample
+                    overhead = _median(self._overhead[kind])
         if kind == PLAIN:
             self._plain_own.append(own_s)
             self._plain_seen += 1
