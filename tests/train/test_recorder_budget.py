@@ -189,18 +189,24 @@ def test_the_writer_threads_cpu_in_a_probed_loop_is_no_probe_overhead() -> None:
 def test_a_probed_loop_that_did_other_work_is_charged_the_usual_overhead() -> None:
     """Plain loops of 10 s; probed loops of 12 s (overhead 2). Then a probed step whose loop also
     ran something else for 90 s (an evaluation, a pause, another loop between two steps): not a
-    probe overhead of 92 s: the usual 2 s is charged and no sample is taken."""
+    probe overhead of 92 s: the usual 2 s is charged and no sample is taken; nor 90 s of training
+    the recorder may spend a share of."""
     b = Budget(0.1, snapshot_every=1e9, every=1, diagnose_every=0)
     b.last_snapshot = 0.0
     for _ in range(3):
         b.observe(PLAIN, 10.0, 0.25)
     for _ in range(3):
         b.observe(STATS, 12.0, 1.25)
-    cost = b.total.cost_s
+    cost, train = b.total.cost_s, b.total.train_s
     b.observe(STATS, 102.0, 1.25)
     assert list(b._overhead[STATS]) == pytest.approx([2.0, 2.0, 2.0])
     assert b.total.cost_s - cost == pytest.approx(1.25 + 2.0)
     assert b.estimate(STATS) == pytest.approx(1.0 + 2.0)
+    # and that time is no training the recorder may take 10% of: it earns as 4 usual loops at most
+    assert b.total.train_s - train == pytest.approx(4 * 10.0 - 2.0)
+    train = b.total.train_s
+    b.observe(PLAIN, 100.0, 0.25)
+    assert b.total.train_s - train == pytest.approx(4 * 10.0)
 
 
 def test_within_a_budget_diagnosis_samples_every_fourth_statistics_step() -> None:

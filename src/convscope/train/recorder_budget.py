@@ -129,17 +129,20 @@ class Budget:
         counted in the loop's time by the process clock: moved from the training to the recorder."""
         overhead = 0.0
         background_s = min(background_s, loop_s or 0.0)
-        if loop_s is not None:
-            own_loop = loop_s - background_s  # the loop's own time: the writer thread's moved out first
-            if kind == PLAIN:
-                self._plain_loop.append(own_loop)
-            elif self._plain_loop:  # (a snapshot compressed meanwhile is no probe overhead)
-                typical = _median(self._plain_loop)
-                if own_loop <= LOOP_OUTLIER * typical:
-                    overhead = max(own_loop - typical, 0.0)
-                    self._overhead[kind].append(overhead)
-                else:  # the loop did other work too (an evaluation, a pause): the usual overhead, no sample
-                    overhead = _median(self._overhead[kind])
+        own_loop = 0.0 if loop_s is None else loop_s - background_s  # the writer thread's moved out first
+        earning = own_loop
+        if loop_s is not None and self._plain_loop:
+            typical = _median(self._plain_loop)
+            # a loop this much longer than usual did other work too (an evaluation, a pause, another
+            # loop): that time earns nothing, and on a probed step it is no probe overhead
+            earning = min(own_loop, LOOP_OUTLIER * typical)
+            if kind != PLAIN and own_loop <= LOOP_OUTLIER * typical:
+                overhead = max(own_loop - typical, 0.0)  # (a snapshot compressed meanwhile is none)
+                self._overhead[kind].append(overhead)
+            elif kind != PLAIN:  # the usual overhead, no sample
+                overhead = min(_median(self._overhead[kind]), earning)
+        if loop_s is not None and kind == PLAIN:
+            self._plain_loop.append(own_loop)
         if kind == PLAIN:
             self._plain_own.append(own_s)
             self._plain_seen += 1
@@ -151,7 +154,7 @@ class Budget:
             self._diagnosis.append(diagnosis_s)
         if kind != PLAIN or diagnosis_s or self._plain_seen % REFRESH_EVERY == 0 or len(self._plain_own) < WINDOW:
             self._update_estimates()  # (medians: refreshed when a sample can move them much)
-        train = max((loop_s or 0.0) - overhead - background_s, 0.0)
+        train = max(earning - overhead, 0.0)
         cost = own_s + overhead + background_s
         wanted, due = self._planned
         self._planned = (False, False)
