@@ -127,22 +127,13 @@ class Budget:
         sample's `diagnosis_s` included), and `background_s`: CPU seconds the recorder spent
         elsewhere since the last step (the run writer's thread, the timing hooks in the loop),
         counted in the loop's time by the process clock: moved from the training to the recorder."""
-        overhead = 0.0
         background_s = min(background_s, loop_s or 0.0)
-        own_loop = 0.0 if loop_s is None else loop_s - background_s  # the writer thread's moved out first
-        earning = own_loop
-        if loop_s is not None and self._plain_loop:
-            typical = _median(self._plain_loop)
-            # a loop this much longer than usual did other work too (an evaluation, a pause, another
-            # loop): that time earns nothing, and on a probed step it is no probe overhead
-            earning = min(own_loop, LOOP_OUTLIER * typical)
-            if kind != PLAIN and own_loop <= LOOP_OUTLIER * typical:
-                overhead = max(own_loop - typical, 0.0)  # (a snapshot compressed meanwhile is none)
-                self._overhead[kind].append(overhead)
-            elif kind != PLAIN:  # the usual overhead, no sample
-                overhead = min(_median(self._overhead[kind]), earning)
-        if loop_s is not None and kind == PLAIN:
-            self._plain_loop.append(own_loop)
+        earning = overhead = 0.0
+        if loop_s is not None:
+            own_loop = loop_s - background_s  # the writer thread's CPU moved out first
+            earning, overhead = self._split_loop(kind, own_loop)
+            if kind == PLAIN:
+                self._plain_loop.append(own_loop)
         if kind == PLAIN:
             self._plain_own.append(own_s)
             self._plain_seen += 1
@@ -180,6 +171,25 @@ class Budget:
             self.stats_pool -= cost - base - diagnosis_s
         self.stats_pool -= diagnosis_s
         self._bound_pools()
+
+    def _split_loop(self, kind: str, own_loop: float) -> tuple[float, float]:
+        """(the part of the loop's time that earns a share, the probe's overhead in it). A loop more
+        than LOOP_OUTLIER times the usual plain one did other work too (an evaluation, a pause,
+        another loop): that time earns nothing, and on a probed step it is no probe overhead (the
+        usual one is charged, no sample taken). A snapshot the writer compressed meanwhile is none
+        either: `own_loop` is without the writer thread's CPU."""
+        if not self._plain_loop:
+            return own_loop, 0.0
+        typical = _median(self._plain_loop)
+        limit = LOOP_OUTLIER * typical
+        earning = min(own_loop, limit)
+        if kind == PLAIN:
+            return earning, 0.0
+        if own_loop > limit:
+            return earning, min(_median(self._overhead[kind]), earning)
+        overhead = max(own_loop - typical, 0.0)
+        self._overhead[kind].append(overhead)
+        return earning, overhead
 
     def _bound_pools(self) -> None:
         """A full picture pool overflows into statistics; neither saves up without bound (no

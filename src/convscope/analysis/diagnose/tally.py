@@ -157,7 +157,7 @@ class _Tally:
                 self.zero_values += zeros.sum(dim=0).round().to(torch.int64)
             else:
                 self.zero_values += (a3 == 0).sum(dim=2).sum(dim=0)  # (B, C) → (C,)
-            self.map_sum += a.detach().sum(dim=0).to(torch.float64)
+            self.map_sum += a.sum(dim=0).to(torch.float64)
             self.detail_inputs += b
         if not finite or hi.dtype != torch.float32:
             hi = torch.nan_to_num(hi.float(), nan=-math.inf)
@@ -166,10 +166,10 @@ class _Tally:
         if bool(better.any()):
             idx = better.nonzero().squeeze(1)  # (K,)
             self.top_val[idx] = best[idx]
-            self.top_map[idx] = a.detach()[where[idx], idx].float()  # (K, ...)
+            self.top_map[idx] = a[where[idx], idx].float()  # (K, ...)
             self.top_input[idx] = where[idx] + first_input
         if self.saturated is not None:
-            sat = saturated_count(a.detach(), self.activation)
+            sat = saturated_count(a, self.activation)
             if sat is not None:
                 self.saturated += sat
                 self.sat_values += b * a3.shape[2]

@@ -110,7 +110,7 @@ export class Controls {
     note.textContent = text;
     note.dataset.reason = ended ? "ended" : stale ? "stale" : watch ? "watch" : "";
     $("#pause-btn").disabled = ended || stale;
-    for (const e of document.querySelectorAll("#hyper input, #hyper button, #zoo-select, #zoo-apply, #spec-text, #spec-apply, #ckpt-name, #ckpt-save, #ckpt-select, #ckpt-load, #upload-file, #upload-btn")) {
+    for (const e of document.querySelectorAll("[data-builtin]")) {
       e.disabled = ended || stale || watch;
     }
   }
