@@ -217,3 +217,117 @@ def test_within_a_budget_diagnosis_samples_every_fourth_statistics_step() -> Non
     assert [s for s in range(0, 100, 10) if b.diagnose(s)] == [0, 40, 80]
     free = Budget(None, diagnose_every=4)
     assert [s for s in range(10) if free.diagnose(s)] == [0, 4, 8]
+
+
+def test_plain_ahead_worked_out_by_hand() -> None:
+    """Share 1/10 of 10-second loops, a plain step's own 0.25: at most 0.75 a step reaches either
+    pool. Statistics estimated at 1.5 (own 1.75 - 0.25), the pool at 0.75 after the last of them:
+    (1.5 - 0.75) / 0.75 = 1 step stays plain for sure. A snapshot due in 52 s, steps of 10.25 s:
+    5 steps; once due, the gap to the picture pool's 1.5 (snapshot 3 - statistics 1.5) sets it."""
+    b = Budget(0.1, snapshot_every=100.0, every=1, diagnose_every=0)
+    b.last_snapshot = 0.0
+    for _ in range(4):
+        b.observe(PLAIN, 10.0, 0.25)
+    for _ in range(3):
+        b.observe(STATS, 10.0, 1.75)
+    b.observe(SNAPSHOT, 10.0, 3.25)
+    b.observe(SNAPSHOT, 10.0, 3.25)
+    assert (b.estimate(STATS), b.estimate(SNAPSHOT), b.estimate("base")) == pytest.approx((1.5, 3.0, 0.25))
+    b.stats_pool, b.picture_pool = 0.0, 1.5
+    assert b.plain_ahead(now=48.0) == 2  # 1.5 / 0.75
+    b.stats_pool = 0.75
+    assert b.plain_ahead(now=48.0) == 1
+    b.stats_pool = -30.0  # deep in debt: the snapshot falls due first, in 52 s = 5 steps of 10.25
+    assert b.plain_ahead(now=48.0) == 5
+    b.picture_pool = 0.0  # due now and the picture pool 1.5 short: 2 steps; in debt 30: 16 (COAST_MAX)
+    assert b.plain_ahead(now=100.0) == 16
+    b.stats_pool = 1.0
+    assert b.plain_ahead(now=100.0) == 0  # (statistics: (1.5 - 1) / 0.75 = 0.67, not one whole step)
+    b.stats_pool = -0.5
+    assert b.plain_ahead(now=100.0) == 2  # both pools: the picture pool's 1.5 / 0.75
+    assert Budget(None).plain_ahead(now=0.0) == 0  # no budget: every step planned
+
+
+def _simulate(coasting: bool, steps: int = 3000) -> tuple[list[str], Budget, int]:
+    """10 ms loops, the recorder 0.1 ms a plain step, statistics 1 ms more plus the probe's 0.5 ms
+    of the loop, a snapshot 4 ms: planned every step, or coasting as the recorder does (a coasted
+    step is observed later, on the next full step, with what plan() would have noted)."""
+    b = Budget(0.03, snapshot_every=2.0, every=1, diagnose_every=0)
+    kinds: list[str] = []
+    waiting: list[tuple[int, float]] = []
+    left = coasts = 0
+    for step in range(steps):
+        now = step / 100
+        if coasting and left > 0:
+            left -= 1
+            coasts += 1
+            kinds.append(PLAIN)
+            waiting.append((step, now))
+            continue
+        for s, at in waiting:
+            b.coast(s, at)
+            b.observe(PLAIN, 10 * MS, 0.1 * MS)
+        waiting = []
+        kind = b.plan(step, now) if step else b.plan(0, 0.0)
+        kinds.append(kind)
+        if kind == SNAPSHOT:
+            b.last_snapshot = now
+        loop = 10 * MS + (0.5 * MS if kind != PLAIN else 0.0)
+        b.observe(kind, loop if step else None, {PLAIN: 0.1, STATS: 1.1, SNAPSHOT: 5.1}[kind] * MS)
+        left = b.plain_ahead(now) if coasting and kind == PLAIN else 0
+    for s, at in waiting:
+        b.coast(s, at)
+        b.observe(PLAIN, 10 * MS, 0.1 * MS)
+    return kinds, b, coasts
+
+
+def test_coasting_steps_record_what_planning_every_step_records() -> None:
+    """The recorder plans a step only when the budget can have changed its mind: with the same
+    costs, coasting over the steps plain_ahead vouches for gives the very same statistics and
+    snapshot steps, and the same tallies, as planning every step, while most steps coast."""
+    planned, b1, none = _simulate(coasting=False)
+    coasted, b2, coasts = _simulate(coasting=True)
+    assert none == 0 and coasts > 1500  # (1758: more than half)
+    assert coasted == planned
+    assert b2.total.as_dict() == b1.total.as_dict()
+    assert (b2.stats_pool, b2.picture_pool) == pytest.approx((b1.stats_pool, b1.picture_pool))
+    assert planned.count(STATS) > 200 and planned.count(SNAPSHOT) == 15  # every 2 s of 30
+
+
+def test_a_recorder_coasts_over_plain_steps_and_loses_nothing(tmp_path: Path) -> None:
+    """10 ms steps, statistics 1 ms: most steps coast (no planning, no accounting until the next
+    full step), yet the loss is in the run at every step, the tallies cover every step, and the
+    statistics rows are exactly the steps the budget counted."""
+    clocks = Clocks(tick=0.001 * MS)
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses, coasted = [], []
+    with watch(model, tmp_path / "run", snapshot_every=1e9) as run:
+        run._clock, run._cpu = clocks.wall, clocks.cpu
+        coast, log_stats = run._coast, run._log_stats
+        run._coast = lambda step, *a: coasted.append(step) or coast(step, *a)  # type: ignore[method-assign]
+
+        def costly_stats(*args: object) -> None:  # statistics cost 1 ms of the recorder's CPU
+            clocks.cpu_t += 1 * MS
+            log_stats(*args)  # type: ignore[arg-type]
+
+        run._log_stats = costly_stats  # type: ignore[method-assign]
+        for _ in range(200):
+            x, y = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            clocks.train(10 * MS)
+            losses.append(float(loss.detach()))
+            run.step(loss=loss)
+    assert count_hooks(model) == 0
+    with RunReader(tmp_path / "run") as r:
+        logged = r.scalars()["loss"]
+        stats_steps = sorted({row["step"] for row in r.layer_stats(layer="0")})
+        _, rec = r.json("recording")  # type: ignore[misc]
+    assert [s for s, _ in logged] == list(range(200)) and [v for _, v in logged] == pytest.approx(losses)
+    assert len(coasted) > 60 and not set(coasted) & set(stats_steps)  # (81 of 200)
+    total = rec["total"]
+    assert total["steps"] == 200 and total["stats_steps"] + total["stats_skipped"] == 200
+    assert total["stats_steps"] == len(stats_steps) > 5

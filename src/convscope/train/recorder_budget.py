@@ -19,6 +19,13 @@ flows to statistics) and 2/3 to statistics and diagnosis; a job runs when its po
 estimated cost (median of its recent costs). With `share=None` every job runs on schedule
 whatever it costs (the tests' exact mode). What was skipped is counted and reported (`report()`),
 and the recorder writes it into the run (json "recording") for the page.
+
+Coasting: after a step's training the recorder's own objects are cold (a convnetjs-cifar step of
+B=32 evicts them), so each one it touches costs: a plain step that planned and accounted for itself
+took ~150 µs, ten times its warm cost. `plain_ahead()` says how many coming steps stay plain even if
+each earns its share of a usual loop; the recorder runs those with only their scalars logged and
+gives them to the budget (`coast`, then `observe`) on the next full step. What they record is the
+same as planning every step (tests/train/test_recorder_budget.py); a plain step now costs ~80 µs.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ WINDOW = 9  # recent samples kept per estimate (medians: a validation pass is no
 
 REFRESH_EVERY = 8  # plain steps between refreshes of the estimates, once their windows are full
 LOOP_OUTLIER = 4.0  # a probed step's loop this many times the usual plain loop held other work too
+COAST_MAX = 16  # steps the recorder may run without planning (plain_ahead), at most
 
 
 def _median(values: deque[float]) -> float:
@@ -219,6 +227,31 @@ class Budget:
             kind = PLAIN
         self._planned = (wanted, due)
         return kind
+
+    def plain_ahead(self, now: float) -> int:
+        """How many coming steps stay plain even if every one earns its share of a usual loop, asked
+        right after plan() said plain: the recorder runs them without planning and accounts for them
+        later (coast, then observe each). Their statistics or snapshot are not late: the pools they
+        fill are read again on the step after them. 0: plan every step."""
+        if self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or not self._plain_loop:
+            return 0
+        typical = _median(self._plain_loop)
+        per_step = self.share * typical - self._estimates.get("base", 0.0)  # at most, to either pool
+        if per_step <= 0:
+            per_step = 1e-12  # the pools do not grow: only time can bring a snapshot
+        ahead = min(COAST_MAX, int((self.estimate(STATS) - self.stats_pool) / per_step))
+        due_in = self.last_snapshot + self.snapshot_every - now
+        if due_in > 0:
+            ahead = min(ahead, int(due_in / (typical + self._estimates.get("base", 0.0))))
+        else:  # due: waits for the picture pool (and a stats pool not in debt)
+            gap = max(self.estimate(SNAPSHOT) - self.estimate(STATS) - self.picture_pool, -self.stats_pool)
+            ahead = min(ahead, int(gap / per_step))
+        return max(ahead, 0)
+
+    def coast(self, step: int, now: float) -> None:
+        """A step run without planning (within plain_ahead): what plan() would have noted for it."""
+        due = self.last_snapshot is None or now - self.last_snapshot >= self.snapshot_every
+        self._planned = (step % self.every == 0, due)
 
     def diagnose(self, step: int) -> bool:
         """Whether this probed step also gives the live diagnosis a sample (decided on it)."""

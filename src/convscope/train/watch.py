@@ -116,6 +116,9 @@ class Recorder:
         self._quiet = 0  # depth of unobserved() blocks
         self._carried = 0.0  # CPU seconds of the last plan and arm, charged to the next step
         self._background_seen = 0.0  # the run writer thread's CPU seconds already charged
+        self._coast_left = 0  # coming steps that may coast (Budget.plain_ahead)
+        # steps that coasted, not yet observed by the budget: (step, clock, loop_s, own_s, passes)
+        self._coasted: list[tuple[int, float, float | None, float, int]] = []
         self._hook_s: float | None = None  # CPU seconds the timing hooks add to a pass (measured once, _attach)
         self._inputs: dict[int, Tensor] = {}  # step → example 0 of its snapshot (projection requests)
         # held-out images in [0, 1] (N, C, H, W) for the unit explorer, and what the model is fed
@@ -212,6 +215,8 @@ class Recorder:
     def _arm(self, plan: str) -> None:
         """Have the probe `plan` needs in place for the next forward (none for a plain step)."""
         self._plan = plan
+        if plan != PLAIN:
+            self._coast_left = 0
         if self._quiet:
             return  # inside unobserved(): armed when it ends
         wanted = None if plan == PLAIN else self.probe if plan == SNAPSHOT else self._stats_probe
@@ -283,7 +288,6 @@ class Recorder:
         if self._closed:
             raise RuntimeError("this recorder is closed")
         start = self._cpu()
-        writer_cpu = self.writer.background_cpu_s  # the writer thread's, up to now (read live)
         now = self._clock()
         loop_s = None if self._returned is None else start - self._returned
         step, plan = self.step_index, self._plan
@@ -304,6 +308,9 @@ class Recorder:
             self._examples += self._batch
             scalars["examples"] = float(self._examples)
             self._timing_scalars(scalars, now)
+        if trace is None and self._coast_left > 0 and self._nothing_due(now):
+            return self._coast(step, scalars, start, now, loop_s, passes)
+        writer_cpu = self.writer.background_cpu_s  # the writer thread's, up to now (read live)
         diagnosis_s = 0.0
         if trace is None:
             plan = PLAIN  # nothing was captured (no forward, or only no-grad ones)
@@ -340,17 +347,60 @@ class Recorder:
                 t0 = self._cpu()
                 self._answer_and_hold(controls)  # ... answering is not (nor a pause)
                 controls_s = self._cpu() - t0
+        # the writer thread's CPU while the loops ran (in loop_s: the process clock) since the last
+        # step that read it; its CPU while step() ran is in `own` already (the same clock)
+        background = self._observe_coasted(writer_cpu - self._background_seen, loop_s, step, now)
         before_plan = self._cpu()
         own = before_plan - start - controls_s + self._carried
-        # the writer thread's CPU while the loop ran (in loop_s: the process clock); its CPU while
-        # step() ran is in `own` already (the same clock), so it is charged once
-        background = writer_cpu - self._background_seen + (self._hook_s or 0.0) * passes
+        background += (self._hook_s or 0.0) * passes
         self.budget.observe(plan, loop_s, own, diagnosis_s, background)  # before the next plan reads the pools
-        self._arm(self.budget.plan(self.step_index, self._clock()))
+        now = self._clock()
+        self._arm(self.budget.plan(self.step_index, now))
+        self._coast_left = self.budget.plain_ahead(now) if self._plan == PLAIN else 0
         self._background_seen = self.writer.background_cpu_s
         self._returned = self._cpu()
         self._carried = self._returned - before_plan  # planning and arming: charged with the next step
         return step
+
+    def _nothing_due(self, now: float) -> bool:
+        """No commit, report or control poll is due at `now` (a coasting step does none of them)."""
+        return (
+            now - self._last_commit < self.commit_every
+            and now - self._last_poll < self.poll_every
+            and now - self._last_report < REPORT_EVERY
+        )
+
+    def _coast(self, step: int, scalars: dict[str, float], start: float, now: float,
+               loop_s: float | None, passes: int) -> int:  # fmt: skip
+        """A step the budget said stays plain (plain_ahead): its scalars are logged, and the rest
+        (its accounting, reading the writer thread's clock, planning) waits for the next full step.
+        The loop's Python objects are cold after a training step, so each one the recorder touches
+        costs; here it touches few."""
+        if scalars:
+            self.writer.log_scalars(step, scalars)
+        self.step_index = step + 1
+        self._last_step_time = now
+        self._coast_left -= 1
+        end = self._cpu()
+        self._coasted.append((step, now, loop_s, end - start, passes))
+        self._returned = end
+        return step
+
+    def _observe_coasted(self, writer_cpu: float, loop_s: float | None, step: int | None = None,
+                         now: float = 0.0) -> float:  # fmt: skip
+        """The budget observes the steps that coasted since the last full one; the writer thread's
+        CPU since then (`writer_cpu`) is shared among their loops and this one's by length. Returns
+        this step's (`step`, at `now`; None: no step, the run closes) share."""
+        coasted, self._coasted = self._coasted, []
+        loops = sum(c[2] or 0.0 for c in coasted) + (loop_s or 0.0)
+        part = writer_cpu / loops if loops > 0 else 0.0
+        hook = self._hook_s or 0.0
+        for step, at, loop, own, passes in coasted:
+            self.budget.coast(step, at)
+            self.budget.observe(PLAIN, loop, own, 0.0, part * (loop or 0.0) + hook * passes)
+        if coasted and step is not None:
+            self.budget.coast(step, now)  # planned before those steps: noted again after them
+        return part * (loop_s or 0.0) if loops > 0 else writer_cpu
 
     def _timing_scalars(self, scalars: dict[str, float], now: float) -> None:
         t, batch = self._t, self._batch
@@ -577,6 +627,7 @@ class Recorder:
         try:
             self._detach()
             if self._returned is not None:  # what was recorded and skipped, to the end
+                self._observe_coasted(self.writer.background_cpu_s - self._background_seen, None)
                 self.writer.log_json(self.step_index - 1, "recording", self.budget.report())
                 self.writer.commit(self.step_index - 1)  # every finished step, whatever the status
         finally:
