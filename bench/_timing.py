@@ -171,6 +171,13 @@ def compare(
     return timings
 
 
+def paired(num: Sequence[float], den: Sequence[float]) -> float:
+    """The median over rounds of num[r] / den[r]: two contenders' samples of one round ran close
+    together (`compare` interleaves them), so a slow spell of a shared machine, seconds long,
+    slows both and cancels in the round's own ratio, where it moves a ratio of two medians."""
+    return statistics.median(n / d for n, d in zip(num, den, strict=True))
+
+
 def load_average() -> list[float] | None:
     """1, 5 and 15 minute load averages (a shared machine's noise), None where unknown."""
     try:

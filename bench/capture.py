@@ -22,7 +22,8 @@ Every timed call includes its own set-up (the Probe is built, entered and left p
 TorchLens traces per call); fwd+bwd calls start with `model.zero_grad(set_to_none=True)`.
 TorchLens patches torch's functions globally and keeps them patched; its patches are
 installed before and removed after each of its samples, untimed, so the plain and probe
-numbers run on an unpatched torch. Reported: median ms per call, probe/plain and
+numbers run on an unpatched torch. Reported: median ms per call, probe/plain (the median of the
+rounds' own ratios: a slow spell of the shared machine slows both samples of a round) and
 torchlens/plain, the noise (largest inter-quartile spread in the row), and the tensor memory
 each capture keeps; the probe/plain ratio of wall time and, beside it, of process CPU time; and,
 measured once untimed, the kernel time and page faults per call: holding every field means more
@@ -56,7 +57,7 @@ from typing import Any
 
 import torch
 import torchlens as tl
-from _timing import Contender, Timing, compare, git_commit, load_average
+from _timing import Contender, Timing, compare, git_commit, load_average, paired
 from torch import Tensor, nn
 from torchlens.backends.torch.wrappers import unwrap_torch, wrap_torch
 from torchlens.options import CaptureOptions
@@ -284,19 +285,22 @@ def summarize(case: Case, t: dict[str, Timing], held: dict[str, Any]) -> dict[st
     for p in PASSES:
         ms = {tool: t[f"{tool} {p}"].median * 1e3 for tool in TOOLS}
         cpu = {tool: t[f"{tool} {p}"].cpu_median * 1e3 for tool in ("plain", "probe")}
+        probe, plain = t[f"probe {p}"], t[f"plain {p}"]
+        ratio = paired(probe.samples, plain.samples)  # the rounds' own ratios: slow spells cancel
         rows[p] = {
             "ms": ms,
             "cpu_ms": cpu,
-            "probe/plain": ms["probe"] / ms["plain"],
-            "probe/plain cpu": cpu["probe"] / cpu["plain"],
+            "probe/plain": ratio,
+            "probe/plain cpu": paired(probe.cpu_samples, plain.cpu_samples),
+            "probe/plain of medians": ms["probe"] / ms["plain"],
             "torchlens/plain": ms["torchlens"] / ms["plain"],
             "noise": max(t[f"{tool} {p}"].spread for tool in TOOLS),
-            "meets_goal": ms["probe"] / ms["plain"] <= goal(case.batch),
+            "meets_goal": ratio <= goal(case.batch),
             "probe/untouched plain": ms["probe"] / held["untouched plain ms"][p],
         }
     plain_fb = t["plain fwd+bwd"]
-    rows["fwd+bwd"]["probe-a/plain"] = t["probe-a fwd+bwd"].median / plain_fb.median
-    rows["fwd+bwd"]["probe-a/plain cpu"] = t["probe-a fwd+bwd"].cpu_median / plain_fb.cpu_median
+    rows["fwd+bwd"]["probe-a/plain"] = paired(t["probe-a fwd+bwd"].samples, plain_fb.samples)
+    rows["fwd+bwd"]["probe-a/plain cpu"] = paired(t["probe-a fwd+bwd"].cpu_samples, plain_fb.cpu_samples)
     setup_ms = t["probe set-up"].median * 1e3
     overhead_ms = rows["fwd"]["ms"]["probe"] - rows["fwd"]["ms"]["plain"]
     return {

@@ -6,7 +6,7 @@
 
 zoo:convnetjs-cifar on builtin:photo-crops, SGD, CPU, batch 32 (the demo's). Contenders, in
 interleaved blocks of 100 steps (one validation per block, as in the demo's steady state; the
-start alternates):
+start alternates), 12 rounds; a ratio is the median of the rounds' own ratios:
 
   trainer   `Trainer(TrainConfig(...)).train_step()`: the demo's settings (validation every 100
             steps, watch() recording with its default 3% budget, snapshots every 2 s)
@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _timing import git_commit, load_average
+from _timing import git_commit, load_average, paired
 
 from convscope.config import TrainConfig
 from convscope.train.loop import Trainer
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
-    rounds = 2 if args.quick else 6
+    rounds = 2 if args.quick else 12
     work = Path(tempfile.mkdtemp(prefix="convscope-bench-trainer-"))
     meta: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "commit": git_commit(),
                             "torch": torch.__version__, "python": platform.python_version(),
@@ -175,16 +175,18 @@ def main(argv: list[str] | None = None) -> int:
     ex = {k: {m: BLOCK * b / statistics.median(v[m]) for m in ("wall", "cpu")} for k, v in blocks.items()}
     spread = {k: {m: (max(v[m]) - min(v[m])) / statistics.median(v[m]) for m in ("wall", "cpu")}
               for k, v in blocks.items()}  # fmt: skip
-    ratio = {m: ex["trainer"][m] / ex["bare-cl"][m] for m in ("wall", "cpu")}  # the same memory format
-    ratio_nchw = {m: ex["trainer"][m] / ex["bare"][m] for m in ("wall", "cpu")}
+    ratio = {m: paired(blocks["bare-cl"][m], blocks["trainer"][m]) for m in ("wall", "cpu")}  # same memory format
+    ratio_nchw = {m: paired(blocks["bare"][m], blocks["trainer"][m]) for m in ("wall", "cpu")}
+    ratio_of_medians = {m: ex["trainer"][m] / ex["bare-cl"][m] for m in ("wall", "cpu")}
     res = {"meta": meta, "batch": b, "blocks": blocks, "ex_per_s": ex, "spread": spread, "ratio": ratio,
+           "ratio_of_medians": ratio_of_medians,
            "ratio_to_nchw_bare": ratio_nchw,
            "profile": prof, "recording": recording["total"]}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1) + "\n")
     print()
     print(f"built-in Trainer vs a bare loop — zoo:convnetjs-cifar, batch {b}, {meta['threads']} torch thread(s),"
-          f" {meta['cpus']} CPUs, blocks of {BLOCK} steps x {rounds} (medians; spread = (max-min)/median)")  # fmt: skip
+          f" {meta['cpus']} CPUs, blocks of {BLOCK} steps x {rounds} (ex/s: medians; ratios: median of the rounds' own; spread = (max-min)/median)")  # fmt: skip
     print(f"{'':>10}{'ex/s':>9}{'ex/CPU-s':>10}{'spread':>8}")
     for k in ("bare", "bare-cl", "trainer"):
         print(f"{k:>10}{ex[k]['wall']:>9.0f}{ex[k]['cpu']:>10.0f}{max(spread[k].values()):>8.0%}")

@@ -14,7 +14,9 @@ Model zoo:convnetjs-cifar, data builtin:photo-crops (3x32x32), SGD, CPU. Three p
    snapshots every ~2 s and live diagnosis within its 3% budget), on convnetjs-cifar at batch 32
    and 64 and the ResNet-18-shaped net at batch 8. The watched copy is watched throughout (a
    recorder is opened once per run: its first steps, layer table and first costs, run before
-   timing). Interleaved samples of about 4 s (off, on, on, off, ...: the start rotates).
+   timing). Interleaved samples of about 2 s, one snapshot period (off, on, on, off, ...: the
+   start rotates); the ratio is the median of each round's own on/off ratio (the two samples of a
+   round ran back to back: a slow spell of the shared machine slows both).
    Goal: on/off throughput >= 0.97x. When it misses, a per-phase split and a cProfile (CPU
    clock) of the watched steps name where the time goes.
 2. The live channel, as `convscope demo` runs it: training with watch on in this process, the
@@ -67,7 +69,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _timing import Contender, Timing, compare, git_commit, load_average
+from _timing import Contender, Timing, compare, git_commit, load_average, paired
 from torch import Tensor
 
 import convscope
@@ -96,9 +98,9 @@ class Plan:
     """How long each part runs (full or quick)."""
 
     batches: tuple[tuple[str, int], ...] = ((NET, 32), (NET, 64), (BIG, 8))
-    overhead_sample_s: float = 4.0
-    overhead_rounds: int = 5
-    overhead_budget_s: float = 40.0
+    overhead_sample_s: float = 2.0  # a snapshot period (every watched sample holds about one)
+    overhead_rounds: int = 12
+    overhead_budget_s: float = 48.0
     live_sample_s: float = 10.0
     live_rounds: int = 5
     live_budget_s: float = 150.0
@@ -270,14 +272,18 @@ def bench_overhead(plan: Plan, x: Tensor, y: Tensor, work: Path) -> list[dict[st
 
 
 def _throughput_pair(batch: int, base: Timing, other: Timing) -> dict[str, Any]:
-    """Examples/s (wall and per CPU second) of two timings and their ratios other/base."""
+    """Examples/s (wall and per CPU second) of two timings, and the ratio other/base: the median of
+    the rounds' own ratios (`paired`), beside the ratio of the two medians (`ratio_of_medians_*`),
+    which a slow spell of the machine moves (B=64 samples of one run ranged 20-26 ms a step)."""
     wall = [batch / base.median, batch / other.median]
     cpu = [batch / base.cpu_median, batch / other.cpu_median]
     return {
         "ex_per_s": wall,
         "ex_per_cpu_s": cpu,
-        "ratio_wall": wall[1] / wall[0],
-        "ratio_cpu": cpu[1] / cpu[0],
+        "ratio_wall": paired(base.samples, other.samples),
+        "ratio_cpu": paired(base.cpu_samples, other.cpu_samples),
+        "ratio_of_medians_wall": wall[1] / wall[0],
+        "ratio_of_medians_cpu": cpu[1] / cpu[0],
         "noise": max(base.spread, other.spread),
         "noise_cpu": max(base.cpu_spread, other.cpu_spread),
         "rounds": len(base.samples),

@@ -23,13 +23,16 @@ and the recorder writes it into the run (json "recording") for the page.
 Coasting: after a step's training the recorder's own objects are cold (a convnetjs-cifar step of
 B=32 evicts them), so each one it touches costs: a plain step that planned and accounted for itself
 took ~150 µs, ten times its warm cost. `plain_ahead()` says how many coming steps stay plain even if
-each earns its share of a usual loop; the recorder runs those with only their scalars logged and
-gives them to the budget (`coast`, then `observe`) on the next full step. What they record is the
-same as planning every step (tests/train/test_recorder_budget.py); a plain step now costs ~80 µs.
+each earns as much as the richest recent plain step; the recorder runs those with only their
+scalars logged and gives them to the budget (`coast`, then `observe`) on the next full step. While no
+loop is longer than the recent ones, what it records is what planning every step records
+(tests/train/test_recorder_budget.py); a longer loop (one that earns more) can bring statistics a
+step or so later, never fewer of them. A plain step now costs ~80 µs.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +45,14 @@ WINDOW = 9  # recent samples kept per estimate (medians: a validation pass is no
 REFRESH_EVERY = 8  # plain steps between refreshes of the estimates, once their windows are full
 LOOP_OUTLIER = 4.0  # a probed step's loop this many times the usual plain loop held other work too
 COAST_MAX = 16  # steps the recorder may run without planning (plain_ahead), at most
+
+
+def _fewer(gap: float, per_step: float) -> int:
+    """The most whole steps k with k × per_step < gap (0 when gap <= 0)."""
+    if gap <= 0:
+        return 0
+    x = gap / per_step
+    return int(min(math.ceil(x) - 1, COAST_MAX))
 
 
 def _median(values: deque[float]) -> float:
@@ -228,29 +239,34 @@ class Budget:
         self._planned = (wanted, due)
         return kind
 
-    def plain_ahead(self, now: float) -> int:
-        """How many coming steps stay plain even if every one earns its share of a usual loop, asked
-        right after plan() said plain: the recorder runs them without planning and accounts for them
-        later (coast, then observe each). Their statistics or snapshot are not late: the pools they
-        fill are read again on the step after them. 0: plan every step."""
+    def plain_ahead(self, now: float, step_s: float) -> int:
+        """How many coming steps may skip planning, asked at the end of a step (at `now`) whose
+        plan() for the next step said plain; `step_s`: the shortest recent step (wall seconds).
+        The recorder then runs that next step and `k` more on this plan, accounting for them on
+        the step after (coast, then observe each), so the k plans it skips would each have seen
+        1..k more observes: k is the largest number for which k of the richest recent plain steps
+        (the longest recent loop's share, less the cheapest recent plain step) still leave
+        statistics and a due snapshot unaffordable, and k of the shortest recent steps do not
+        reach the next snapshot's time. A step that earns more than any recent one (a longer
+        loop) can bring its statistics a step or more later, never fewer of them. 0: plan each."""
         if self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or not self._plain_loop:
             return 0
         typical = _median(self._plain_loop)
-        per_step = self.share * typical - self._estimates.get("base", 0.0)  # at most, to either pool
-        if per_step <= 0:
-            per_step = 1e-12  # the pools do not grow: only time can bring a snapshot
-        ahead = min(COAST_MAX, int((self.estimate(STATS) - self.stats_pool) / per_step))
+        longest = min(max(self._plain_loop), LOOP_OUTLIER * typical)
+        per_step = max(self.share * longest - min(self._plain_own, default=0.0), 1e-12)  # at most, to a pool
+        ahead = min(COAST_MAX, _fewer(self.estimate(STATS) - self.stats_pool, per_step))
         due_in = self.last_snapshot + self.snapshot_every - now
         if due_in > 0:
-            ahead = min(ahead, int(due_in / (typical + self._estimates.get("base", 0.0))))
+            ahead = min(ahead, _fewer(due_in, step_s) if step_s > 0 else 0)
         else:  # due: waits for the picture pool (and a stats pool not in debt)
             gap = max(self.estimate(SNAPSHOT) - self.estimate(STATS) - self.picture_pool, -self.stats_pool)
-            ahead = min(ahead, int(gap / per_step))
-        return max(ahead, 0)
+            ahead = min(ahead, _fewer(gap, per_step))
+        return ahead
 
-    def coast(self, step: int, now: float) -> None:
-        """A step run without planning (within plain_ahead): what plan() would have noted for it."""
-        due = self.last_snapshot is None or now - self.last_snapshot >= self.snapshot_every
+    def coast(self, step: int, planned_at: float) -> None:
+        """A step run without planning (within plain_ahead): what plan() would have noted for it
+        at `planned_at` (the end of the step before it)."""
+        due = self.last_snapshot is None or planned_at - self.last_snapshot >= self.snapshot_every
         self._planned = (step % self.every == 0, due)
 
     def diagnose(self, step: int) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,6 +118,9 @@ class Recorder:
         self._carried = 0.0  # CPU seconds of the last plan and arm, charged to the next step
         self._background_seen = 0.0  # the run writer thread's CPU seconds already charged
         self._coast_left = 0  # coming steps that may coast (Budget.plain_ahead)
+        self._entered: float | None = None  # wall clock at the last full step's entry
+        self._planned_at = 0.0  # wall clock at the last plan()
+        self._wall_steps: deque[float] = deque(maxlen=9)  # recent wall seconds from step to step
         # steps that coasted, not yet observed by the budget: (step, clock, loop_s, own_s, passes)
         self._coasted: list[tuple[int, float, float | None, float, int]] = []
         self._hook_s: float | None = None  # CPU seconds the timing hooks add to a pass (measured once, _attach)
@@ -310,7 +314,10 @@ class Recorder:
             self._timing_scalars(scalars, now)
         if trace is None and self._coast_left > 0 and self._nothing_due(now):
             return self._coast(step, scalars, start, now, loop_s, passes)
-        writer_cpu = self.writer.background_cpu_s  # the writer thread's, up to now (read live)
+        # the writer thread's CPU (read live) since the last full step, of which the part while the
+        # loops ran (in loop_s: the process clock) is the recorder's background work; the steps
+        # that coasted meanwhile are accounted for first (before this step's work reads the pools)
+        background = self._observe_coasted(self.writer.background_cpu_s - self._background_seen, loop_s, step, now)
         diagnosis_s = 0.0
         if trace is None:
             plan = PLAIN  # nothing was captured (no forward, or only no-grad ones)
@@ -347,16 +354,14 @@ class Recorder:
                 t0 = self._cpu()
                 self._answer_and_hold(controls)  # ... answering is not (nor a pause)
                 controls_s = self._cpu() - t0
-        # the writer thread's CPU while the loops ran (in loop_s: the process clock) since the last
-        # step that read it; its CPU while step() ran is in `own` already (the same clock)
-        background = self._observe_coasted(writer_cpu - self._background_seen, loop_s, step, now)
         before_plan = self._cpu()
         own = before_plan - start - controls_s + self._carried
         background += (self._hook_s or 0.0) * passes
         self.budget.observe(plan, loop_s, own, diagnosis_s, background)  # before the next plan reads the pools
-        now = self._clock()
+        now = self._planned_at = self._clock()
         self._arm(self.budget.plan(self.step_index, now))
-        self._coast_left = self.budget.plain_ahead(now) if self._plan == PLAIN else 0
+        if self._plan == PLAIN:
+            self._coast_left = self.budget.plain_ahead(now, min(self._wall_steps, default=0.0))
         self._background_seen = self.writer.background_cpu_s
         self._returned = self._cpu()
         self._carried = self._returned - before_plan  # planning and arming: charged with the next step
@@ -375,7 +380,8 @@ class Recorder:
         """A step the budget said stays plain (plain_ahead): its scalars are logged, and the rest
         (its accounting, reading the writer thread's clock, planning) waits for the next full step.
         The loop's Python objects are cold after a training step, so each one the recorder touches
-        costs; here it touches few."""
+        costs; here it touches few. A commit, report or control poll that falls due makes the step
+        a full one (with commit_every=0 or poll_every=0 no step coasts)."""
         if scalars:
             self.writer.log_scalars(step, scalars)
         self.step_index = step + 1
@@ -388,19 +394,31 @@ class Recorder:
 
     def _observe_coasted(self, writer_cpu: float, loop_s: float | None, step: int | None = None,
                          now: float = 0.0) -> float:  # fmt: skip
-        """The budget observes the steps that coasted since the last full one; the writer thread's
-        CPU since then (`writer_cpu`) is shared among their loops and this one's by length. Returns
-        this step's (`step`, at `now`; None: no step, the run closes) share."""
+        """The budget observes the steps that coasted since the last full one, each with what plan()
+        would have noted at the end of the step before it. `writer_cpu`, the writer thread's CPU
+        since the last full step, is shared by length among those steps' loops and `step()` calls
+        and this step's loop (`loop_s`); the parts in `step()` calls are in their own time already
+        (the process clock), the loops' parts are charged as background. Returns this step's part
+        (`step`, entered at `now`; None: no step, the run closes)."""
         coasted, self._coasted = self._coasted, []
-        loops = sum(c[2] or 0.0 for c in coasted) + (loop_s or 0.0)
-        part = writer_cpu / loops if loops > 0 else 0.0
+        total = sum((loop or 0.0) + own for _, _, loop, own, _ in coasted) + (loop_s or 0.0)
+        rate = writer_cpu / total if total > 0 else 0.0
         hook = self._hook_s or 0.0
-        for step, at, loop, own, passes in coasted:
-            self.budget.coast(step, at)
-            self.budget.observe(PLAIN, loop, own, 0.0, part * (loop or 0.0) + hook * passes)
-        if coasted and step is not None:
-            self.budget.coast(step, now)  # planned before those steps: noted again after them
-        return part * (loop_s or 0.0) if loops > 0 else writer_cpu
+        entered, planned_at = self._entered, self._planned_at
+        for s, at, loop, own, passes in coasted:
+            if entered is not None:
+                self._wall_steps.append(at - entered)
+            entered = at
+            self.budget.coast(s, planned_at)
+            planned_at = at  # (~ the end of that step: a coasting step takes microseconds)
+            self.budget.observe(PLAIN, loop, own, 0.0, rate * (loop or 0.0) + hook * passes)
+        if step is not None:
+            if entered is not None:
+                self._wall_steps.append(now - entered)
+            self._entered = now
+            if coasted:
+                self.budget.coast(step, planned_at)  # it ran on the plan made before those steps
+        return rate * (loop_s or 0.0) if total > 0 else writer_cpu
 
     def _timing_scalars(self, scalars: dict[str, float], now: float) -> None:
         t, batch = self._t, self._batch
