@@ -103,10 +103,10 @@ def test_top_nine_is_every_map_of_a_small_layer(live: Any, monkeypatch: pytest.M
     client, rec, model, x = live
     # all six maps, however loaded the machine: the 2 s budget per request would stop early
     import functools
-    import sys
 
-    watch_module = sys.modules[Recorder.__module__]  # (convscope.train.watch is also a function's name)
-    monkeypatch.setattr(watch_module, "answer_projection", functools.partial(watch_module.answer_projection, budget_s=600.0))
+    from convscope.train import answers  # where the recorder answers controls
+
+    monkeypatch.setattr(answers, "answer_projection", functools.partial(answers.answer_projection, budget_s=600.0))
     ident = client.post("/api/runs/run/projections", json={"layer": "conv1", "channel": None}).json()["id"]
     _answer(rec, model, x)
     done = client.get(f"/api/runs/run/projections/{ident}").json()

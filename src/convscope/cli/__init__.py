@@ -68,7 +68,7 @@ def main() -> None:
         _leave_group()
         if _state["debug"]:
             raise
-        from convscope.train.watch import one_line
+        from convscope.train.answers import one_line
 
         console.print(f"[red]error:[/red] {one_line(exc)}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -39,8 +39,9 @@ from convscope.data import PHOTO_CLASSES, digits, open_dataset, photo_crops, pre
 from convscope.models import get_entry, zoo_names
 from convscope.models.spec import build_spec, spec_of
 from convscope.runs import Control
+from convscope.train.answers import one_line
 from convscope.train.threads import choose_threads
-from convscope.train.watch import Recorder, one_line
+from convscope.train.watch import Recorder
 
 THREADS_RECHECK_S = 30.0  # seconds of training between looks at the cores free
 VAL_SHARE = 0.03  # validation passes may take at most this share of the training time

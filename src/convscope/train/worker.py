@@ -20,12 +20,12 @@ from typing import Any
 from torch import nn
 
 from convscope.runs import RunReader, RunWriter
+from convscope.train.answers import one_line
 from convscope.train.embedding_live import answer_embedding
 from convscope.train.loop import Data, build_allowed, state_mismatch, train_config_of
 from convscope.train.occlusion_live import answer_occlusion
 from convscope.train.projections import answer_projection
 from convscope.train.units_live import answer_unit
-from convscope.train.watch import one_line
 
 IDLE_S = 60.0  # the worker exits after this long without a request
 POLL_S = 0.2  # seconds between looks at the run's control rows
