@@ -100,6 +100,7 @@ def test_page_loads_with_everything_and_no_console_error(page: Any) -> None:
     assert "✓ cat 75.0%" in page.locator("#predictions .pred").first.inner_text()
     page.wait_for_function("Number(document.querySelector('#step').textContent) > 0")
     assert page.inner_text("#cur-lr") == "0.125"
+    assert not page.is_visible("#ctl-log-box")  # nothing sent yet: no empty "sent to the trainer" list
     assert page.locator("article.layer img[src]").count() >= 9
     page.wait_for_function(  # every picture decodes (they keep changing: live)
         "[...document.querySelectorAll('article.layer img[src]')].every(i => i.complete && i.naturalWidth > 0)"
@@ -178,6 +179,7 @@ def test_new_learning_rate_reaches_the_trainer(
         "document.querySelector('#cur-lr').textContent === '0.03125'", timeout=10_000
     )
     assert "learning rate = 0.03125 — ✓ step" in page.inner_text("#ctl-log")
+    assert page.is_visible("#ctl-log-box")
 
 
 def test_upload_shows_predictions_and_maps(page: Any, tmp_path: Path) -> None:

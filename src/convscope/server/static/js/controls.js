@@ -173,6 +173,7 @@ export class Controls {
 
   log(c) {
     const list = $("#ctl-log");
+    $("#ctl-log-box").hidden = false;  // the heading shows once something was sent
     let li = this.rows.get(c.id);
     if (!li) {
       li = el("li", { "data-id": c.id });
@@ -192,6 +193,7 @@ export class Controls {
     this.early.clear();
     this.rows.clear();
     $("#ctl-log").textContent = "";
+    $("#ctl-log-box").hidden = true;
     for (const a of document.querySelectorAll("#controls .ack")) { a.textContent = ""; a.className = "ack"; }
   }
 }
