@@ -102,6 +102,7 @@ def main(mode: str, out: Path) -> None:
         torch.save(used, out / "weights.pt")
     else:
         (out / "rank1-clean").write_text("ok")
+    dist.barrier()  # both ranks done before gloo tears down (one rank alone aborted at exit, SIGABRT)
     dist.destroy_process_group()
 
 

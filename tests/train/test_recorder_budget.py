@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from convscope.analysis import block_stats
 from convscope.capture import count_hooks
@@ -113,6 +113,17 @@ def _net() -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
 
 
+def _train_step(model: nn.Module, opt: torch.optim.Optimizer, clocks: Clocks) -> tuple[Tensor, Tensor, Tensor]:
+    """One SGD step of `_net()` on a random batch, 10 ms on the made-up clocks: (x, y, loss)."""
+    x, y = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    clocks.train(10 * MS)
+    return x, y, loss
+
+
 def test_the_recorder_says_what_it_skipped_and_what_it_kept_is_exact(tmp_path: Path) -> None:
     """A recorder whose every look at the CPU clock costs 1 ms on 10 ms steps is over a 3% budget:
     after the first step it records scalars only, and says so in json "recording"."""
@@ -123,12 +134,7 @@ def test_the_recorder_says_what_it_skipped_and_what_it_kept_is_exact(tmp_path: P
     with watch(model, tmp_path / "run", commit_every=0.0) as run:
         run._clock, run._cpu = clocks.wall, clocks.cpu  # before the first step: the budget's clocks
         for i in range(8):
-            x, y = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            clocks.train(10 * MS)
+            x, y, loss = _train_step(model, opt, clocks)
             run.step(loss=loss)
             w_before = twin[0].weight.detach().clone()
             z = F.conv2d(x, twin[0].weight, twin[0].bias, padding=1)
@@ -350,12 +356,7 @@ def test_a_recorder_coasts_over_plain_steps_and_loses_nothing(tmp_path: Path, mo
                 run.budget.plain_ahead = lambda now, step_s: 0  # type: ignore[method-assign]
             torch.manual_seed(1)
             for _ in range(300):
-                x, y = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
-                loss = F.cross_entropy(model(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                clocks.train(10 * MS)
+                _, _, loss = _train_step(model, opt, clocks)
                 losses.append(float(loss.detach()))
                 run.step(loss=loss)
         assert count_hooks(model) == 0
