@@ -9,7 +9,8 @@ Three processes, as `convscope demo` + browsers run them (the rig is part 2 of b
 reused here so the two benches measure the same thing):
 - the trainer: zoo:convnetjs-cifar, batch 32, SGD, `watch()` with its defaults (statistics every
   step, snapshots every 2 s); `commit()` is timed (monotonic clock, shared by the processes);
-- the real dashboard app (create_app + uvicorn in a thread, DashboardServer on 127.0.0.1:0);
+- the real dashboard app (create_app + uvicorn in a thread, DashboardServer on 127.0.0.1:0), its
+  process 10 nicer, as `convscope serve` and `demo` run it (`yield_to_training`);
 - N simulated pages (asyncio + httpx): each loads the run, holds the SSE stream, and on a `step`
   event with a new `snapshot_step` does what static/js/main.js + layers.js do for a visible card:
   GET /snapshots, the `a` picture of the first block at that step, then its other pictures

@@ -405,10 +405,11 @@ def _package_path(file: str) -> str | None:
 # ---- 2. the live channel --------------------------------------------------------------------------
 def _serve_child(runs_root: str, threads: int, conn: Connection) -> None:
     """Second process: the real app (create_app + uvicorn in a thread) until told to stop."""
-    from convscope.server.serve import DashboardServer
+    from convscope.server.serve import DashboardServer, yield_to_training
 
     if threads:
         torch.set_num_threads(threads)
+    yield_to_training()  # as `convscope serve` and `demo` do
     srv = DashboardServer(Path(runs_root), ServeConfig(port=0)).start()
     conn.send(srv.port)
     conn.recv()  # "stop"

@@ -56,6 +56,10 @@ def test_demo_serves_the_dashboard_and_stops_cleanly(tmp_path: Path, stop: signa
         assert body is not None and body["runs"][0]["name"] == run_name
         with urllib.request.urlopen(url, timeout=5) as resp:
             assert resp.status == 200 and "text/html" in resp.headers["content-type"]
+        # the dashboard yields the CPU to training: it runs 10 nicer, the trainer as started
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(ours + 10, 19)
+        assert [os.getpriority(os.PRIO_PROCESS, c) for c in _children(proc.pid)] == [ours]
         proc.send_signal(stop)  # the user's Ctrl-C, or a `kill`
         out, _ = proc.communicate(timeout=60)
     finally:

@@ -151,10 +151,12 @@ def _serve(runs: Path, *, host: str, port: int, token: str | None, allow_hosts: 
     up), so `demo` can stop its trainer. uvicorn re-raises the signal it caught once it has shut
     down: SIGTERM's default action would end the process before any `finally` ran."""
     from convscope.config import ServeConfig
-    from convscope.server.serve import serve
+    from convscope.server.serve import serve, yield_to_training
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
+
+    yield_to_training()  # this process only serves (demo's trainer is a child started before it)
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -58,6 +59,20 @@ def url_of(config: ServeConfig, port: int) -> str:
     host = f"[{config.host}]" if ":" in config.host else config.host
     query = f"?token={config.token}" if config.token else ""
     return f"http://{host}:{port}/{query}"
+
+
+SERVER_NICE = 10  # how far `convscope serve` / `demo` lower the dashboard process's CPU priority
+
+
+def yield_to_training(niceness: int = SERVER_NICE) -> int:
+    """Lower this process's CPU priority by `niceness` (POSIX nice), so that a trainer on the same
+    machine does not wait for the dashboard when both want a core: the pages get what training
+    leaves. For a process that only serves (`convscope serve`, `demo`'s dashboard side), never for
+    a notebook kernel that also trains. Returns the niceness now (unchanged where nice is missing)."""
+    try:
+        return os.nice(max(niceness, 0))
+    except (AttributeError, OSError):  # no os.nice (Windows), or not allowed
+        return 0
 
 
 def serve(runs_root: Path, config: ServeConfig) -> None:
