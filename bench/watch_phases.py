@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import convscope as cs
+from convscope.models.zoo import ZOO
 from convscope.train.watch import Recorder
 
 B, ROUNDS, BLOCK = 64, 30, 40
@@ -31,8 +32,6 @@ PHASES = ("fwd", "bwd", "opt", "rec")
 def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    from convscope.models.zoo import ZOO
-
     base = ZOO["convnetjs-cifar"].factory()
     xs, ys = torch.randn(B * 32, 3, 32, 32), torch.randint(0, 10, (B * 32,))
     clock = time.thread_time

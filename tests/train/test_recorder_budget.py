@@ -161,14 +161,21 @@ def test_the_recorder_says_what_it_skipped_and_what_it_kept_is_exact(tmp_path: P
     assert "per-layer statistics on" in rec["note"] and "to keep recording within 3% of the step time" in rec["note"]
 
 
+def _seen(*steps: tuple[int, str, float, float], snapshot_every: float = 1e9) -> Budget:
+    """A Budget (share 1/10, a snapshot taken at 0) that observed `steps`: (count, kind, loop, own)."""
+    b = Budget(0.1, snapshot_every=snapshot_every, every=1, diagnose_every=0)
+    b.last_snapshot = 0.0
+    for count, kind, loop, own in steps:
+        for _ in range(count):
+            b.observe(kind, loop, own)
+    return b
+
+
 def test_background_work_is_charged_to_the_recorder_not_the_training() -> None:
     """Share 1/10 of 10-second loops: a plain step earns 1 less its own 0.25. A second of the
     writer thread's CPU inside the loop's time is the recorder's: the training earned 0.9, and
     0.25 + 1 is spent: the step nets -0.35 where the step without it netted 0.75."""
-    b = Budget(0.1, snapshot_every=1e9, every=1, diagnose_every=0)
-    b.last_snapshot = 0.0
-    for _ in range(2):  # a statistics estimate (2.25), so the pools have room (twice that)
-        b.observe(STATS, 10.0, 2.25)
+    b = _seen((2, STATS, 10.0, 2.25))  # a statistics estimate (2.25), so the pools have room (twice that)
     before, train, cost = b.stats_pool + b.picture_pool, b.total.train_s, b.total.cost_s
     b.observe(PLAIN, 10.0, 0.25)
     plain = b.stats_pool + b.picture_pool
@@ -183,11 +190,7 @@ def test_the_writer_threads_cpu_in_a_probed_loop_is_no_probe_overhead() -> None:
     """Plain loops of 10 s; a statistics step's loop of 11.5 s of which 1 s is the writer thread's
     (a snapshot compressed meanwhile, on the process clock): the probe's overhead is 0.5 s, not
     1.5 s, and that one second is charged once (as background), not twice."""
-    b = Budget(0.1, snapshot_every=1e9, every=1, diagnose_every=0)
-    b.last_snapshot = 0.0
-    for _ in range(3):
-        b.observe(PLAIN, 10.0, 0.25)
-    b.observe(STATS, 10.0, 1.25)  # a kind's first step: no estimate
+    b = _seen((3, PLAIN, 10.0, 0.25), (1, STATS, 10.0, 1.25))  # (a kind's first step: no estimate)
     train, cost = b.total.train_s, b.total.cost_s
     b.observe(STATS, 11.5, 1.25, background_s=1.0)
     assert list(b._overhead[STATS]) == pytest.approx([0.0, 0.5])
@@ -200,12 +203,7 @@ def test_a_probed_loop_that_did_other_work_is_charged_the_usual_overhead() -> No
     ran something else for 90 s (an evaluation, a pause, another loop between two steps): not a
     probe overhead of 92 s: the usual 2 s is charged and no sample is taken; nor 90 s of training
     the recorder may spend a share of."""
-    b = Budget(0.1, snapshot_every=1e9, every=1, diagnose_every=0)
-    b.last_snapshot = 0.0
-    for _ in range(3):
-        b.observe(PLAIN, 10.0, 0.25)
-    for _ in range(3):
-        b.observe(STATS, 12.0, 1.25)
+    b = _seen((3, PLAIN, 10.0, 0.25), (3, STATS, 12.0, 1.25))
     cost, train = b.total.cost_s, b.total.train_s
     b.observe(STATS, 102.0, 1.25)
     assert list(b._overhead[STATS]) == pytest.approx([2.0, 2.0, 2.0])
@@ -233,14 +231,7 @@ def test_plain_ahead_worked_out_by_hand() -> None:
     pool. Statistics estimated at 1.5 (own 1.75 - 0.25), snapshots at 3. The k steps that skip
     planning skip the plans that would have seen 1..k more steps' earnings: k is the most steps
     with k × 0.75 still short of the gap."""
-    b = Budget(0.1, snapshot_every=100.0, every=1, diagnose_every=0)
-    b.last_snapshot = 0.0
-    for _ in range(4):
-        b.observe(PLAIN, 10.0, 0.25)
-    for _ in range(3):
-        b.observe(STATS, 10.0, 1.75)
-    b.observe(SNAPSHOT, 10.0, 3.25)
-    b.observe(SNAPSHOT, 10.0, 3.25)
+    b = _seen((4, PLAIN, 10.0, 0.25), (3, STATS, 10.0, 1.75), (2, SNAPSHOT, 10.0, 3.25), snapshot_every=100.0)
     assert (b.estimate(STATS), b.estimate(SNAPSHOT), b.estimate("base")) == pytest.approx((1.5, 3.0, 0.25))
     b.stats_pool, b.picture_pool = 0.0, 1.5
     assert b.plain_ahead(now=48.0, step_s=10.25) == 1  # 1.5 short: 2 steps would fill it, 1 does not

@@ -224,8 +224,8 @@ class Budget:
     # ---- planning -------------------------------------------------------------------------
     def plan(self, step: int, now: float) -> str:
         """What step `step` (the next one) records, decided at `now` (seconds)."""
-        due = self.last_snapshot is None or now - self.last_snapshot >= self.snapshot_every
-        wanted = step % self.every == 0
+        self.coast(step, now)
+        wanted, due = self._planned
         if self.share is None or self.snapshot_every == 0:  # no budget, or a snapshot every step asked
             kind = SNAPSHOT if due else STATS if wanted else PLAIN
         elif self.last_snapshot is None:
@@ -236,7 +236,6 @@ class Budget:
             kind = STATS
         else:
             kind = PLAIN
-        self._planned = (wanted, due)
         return kind
 
     def plain_ahead(self, now: float, step_s: float) -> int:
@@ -254,7 +253,7 @@ class Budget:
         typical = _median(self._plain_loop)
         longest = min(max(self._plain_loop), LOOP_OUTLIER * typical)
         per_step = max(self.share * longest - min(self._plain_own, default=0.0), 1e-12)  # at most, to a pool
-        ahead = min(COAST_MAX, _fewer(self.estimate(STATS) - self.stats_pool, per_step))
+        ahead = _fewer(self.estimate(STATS) - self.stats_pool, per_step)  # (COAST_MAX at most)
         due_in = self.last_snapshot + self.snapshot_every - now
         if due_in > 0:
             ahead = min(ahead, _fewer(due_in, step_s) if step_s > 0 else 0)
@@ -264,8 +263,9 @@ class Budget:
         return ahead
 
     def coast(self, step: int, planned_at: float) -> None:
-        """A step run without planning (within plain_ahead): what plan() would have noted for it
-        at `planned_at` (the end of the step before it)."""
+        """Note what step `step`, planned at `planned_at`, wants (statistics on every `every`-th
+        step) and whether a snapshot is due: plan() notes it, and a step run without planning
+        (within plain_ahead) is noted with the time the step before it ended."""
         due = self.last_snapshot is None or planned_at - self.last_snapshot >= self.snapshot_every
         self._planned = (step % self.every == 0, due)
 

@@ -52,7 +52,6 @@ KEEP_INPUTS = 8  # snapshot inputs kept in memory for projection requests (the p
 REPORT_EVERY = 2.0  # seconds between json "recording" rows (what was recorded and skipped)
 
 
-
 class Recorder(ControlAnswers):
     """Records one step per `step()` call; see the module docstring (the dashboard's controls are
     answered by `ControlAnswers`, train/answers.py)."""
