@@ -186,6 +186,24 @@ def test_background_work_is_charged_to_the_recorder_not_the_training() -> None:
     assert (b.total.train_s - train, b.total.cost_s - cost) == pytest.approx((19.0, 1.5))
 
 
+def test_one_time_costs_of_the_first_probed_steps_do_not_hold_statistics_back() -> None:
+    """Plain loops of 10 s, own 0.25. The first statistics step's loop is 30 s (its first probe
+    pass; charged, no sample), the second's 16 s (the heap growing to its new peak: a sample of 6),
+    then 10.5 s (0.5) from the third on. Own 1.25 each (1 more than plain). An estimate from fewer
+    than three samples is their smallest, so the 6 holds statistics back only until a usual step is
+    seen: 1 + 6, then 1 + min(6, 0.5), then the median of (6, 0.5, 0.5)."""
+    b = _seen((3, PLAIN, 10.0, 0.25))
+    estimates = []
+    for loop in (30.0, 16.0, 10.5, 10.5):
+        cost = b.total.cost_s
+        b.observe(STATS, loop, 1.25)
+        assert b.total.cost_s - cost == pytest.approx(1.25 + loop - 10.0)  # the whole overhead is charged
+        estimates.append(b.estimate(STATS))
+    # (own: the first statistics step gives no sample either; until then nothing more than plain is known)
+    assert estimates == pytest.approx([0.0, 1.0 + 6.0, 1.0 + 0.5, 1.0 + 0.5])
+    assert list(b._overhead[STATS]) == pytest.approx([6.0, 0.5, 0.5])
+
+
 def test_the_writer_threads_cpu_in_a_probed_loop_is_no_probe_overhead() -> None:
     """Plain loops of 10 s; a statistics step's loop of 11.5 s of which 1 s is the writer thread's
     (a snapshot compressed meanwhile, on the process clock): the probe's overhead is 0.5 s, not
@@ -193,9 +211,9 @@ def test_the_writer_threads_cpu_in_a_probed_loop_is_no_probe_overhead() -> None:
     b = _seen((3, PLAIN, 10.0, 0.25), (1, STATS, 10.0, 1.25))  # (a kind's first step: no estimate)
     train, cost = b.total.train_s, b.total.cost_s
     b.observe(STATS, 11.5, 1.25, background_s=1.0)
-    assert list(b._overhead[STATS]) == pytest.approx([0.0, 0.5])
+    assert list(b._overhead[STATS]) == pytest.approx([0.5])  # (the first statistics step gave none)
     assert (b.total.train_s - train, b.total.cost_s - cost) == pytest.approx((10.0, 1.25 + 0.5 + 1.0))
-    assert b.estimate(STATS) == pytest.approx((1.25 - 0.25) + 0.25)  # medians: own 1 more, overhead 0.25
+    assert b.estimate(STATS) == pytest.approx((1.25 - 0.25) + 0.5)  # own 1 more, overhead 0.5
 
 
 def test_a_probed_loop_that_did_other_work_is_charged_the_usual_overhead() -> None:
@@ -206,7 +224,7 @@ def test_a_probed_loop_that_did_other_work_is_charged_the_usual_overhead() -> No
     b = _seen((3, PLAIN, 10.0, 0.25), (3, STATS, 12.0, 1.25))
     cost, train = b.total.cost_s, b.total.train_s
     b.observe(STATS, 102.0, 1.25)
-    assert list(b._overhead[STATS]) == pytest.approx([2.0, 2.0, 2.0])
+    assert list(b._overhead[STATS]) == pytest.approx([2.0, 2.0])  # (the first statistics step: none)
     assert b.total.cost_s - cost == pytest.approx(1.25 + 2.0)
     assert b.estimate(STATS) == pytest.approx(1.0 + 2.0)
     # and that time is no training the recorder may take 10% of: it earns as 4 usual loops at most

@@ -16,7 +16,10 @@ the loop's time to the recorder's), plus, on a probed step, the probe's overhead
 time minus the median loop time of recent plain steps). The
 earnings go to two pools: 1/3 to pictures (snapshots; once it holds one snapshot's cost the rest
 flows to statistics) and 2/3 to statistics and diagnosis; a job runs when its pool holds its
-estimated cost (median of its recent costs). With `share=None` every job runs on schedule
+estimated cost (median of its recent costs; the smallest while fewer than three are known: a
+kind's first steps can pay one-time costs, e.g. the heap growing to the new peak that a held
+capture needs, and one such sample must not hold that kind back for long). A kind's first step
+gives no sample at all (its first probe pass, the layer table). With `share=None` every job runs on schedule
 whatever it costs (the tests' exact mode). What was skipped is counted and reported (`report()`),
 and the recorder writes it into the run (json "recording") for the page.
 
@@ -61,6 +64,12 @@ def _median(values: deque[float]) -> float:
     s = sorted(values)
     mid = len(s) // 2
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def _typical(values: deque[float]) -> float:
+    """A cost estimate: the median of recent samples, or the smallest while fewer than three are
+    known (a one-time cost among them is not the typical one)."""
+    return _median(values) if len(values) >= 3 else min(values, default=0.0)
 
 
 @dataclass
@@ -131,9 +140,9 @@ class Budget:
 
     def _update_estimates(self) -> None:
         base = _median(self._plain_own)
-        est = {k: max(_median(self._own[k]) - base, 0.0) + _median(self._overhead[k]) for k in (STATS, SNAPSHOT)}
+        est = {k: max(_typical(self._own[k]) - base, 0.0) + _typical(self._overhead[k]) for k in (STATS, SNAPSHOT)}
         est[SNAPSHOT] = max(est[SNAPSHOT], est[STATS])  # a snapshot step has the statistics too
-        est["diagnosis"] = _median(self._diagnosis)
+        est["diagnosis"] = _typical(self._diagnosis)
         est["base"] = base
         self._estimates = est
 
@@ -150,7 +159,7 @@ class Budget:
         earning = overhead = 0.0
         if loop_s is not None:
             own_loop = loop_s - background_s  # the writer thread's CPU moved out first
-            earning, overhead = self._split_loop(kind, own_loop)
+            earning, overhead = self._split_loop(kind, own_loop, sample=kind in self._warm)
             if kind == PLAIN:
                 self._plain_loop.append(own_loop)
         if kind == PLAIN:
@@ -191,12 +200,13 @@ class Budget:
         self.stats_pool -= diagnosis_s
         self._bound_pools()
 
-    def _split_loop(self, kind: str, own_loop: float) -> tuple[float, float]:
+    def _split_loop(self, kind: str, own_loop: float, *, sample: bool = True) -> tuple[float, float]:
         """(the part of the loop's time that earns a share, the probe's overhead in it). A loop more
         than LOOP_OUTLIER times the usual plain one did other work too (an evaluation, a pause,
         another loop): that time earns nothing, and on a probed step it is no probe overhead (the
         usual one is charged, no sample taken). A snapshot the writer compressed meanwhile is none
-        either: `own_loop` is without the writer thread's CPU."""
+        either: `own_loop` is without the writer thread's CPU. `sample=False` (a kind's first
+        step): its overhead is charged, and kept out of the estimate (one-time costs)."""
         if not self._plain_loop:
             return own_loop, 0.0
         typical = _median(self._plain_loop)
@@ -205,9 +215,10 @@ class Budget:
         if kind == PLAIN:
             return earning, 0.0
         if own_loop > limit:
-            return earning, min(_median(self._overhead[kind]), earning)
+            return earning, min(_typical(self._overhead[kind]), earning)
         overhead = max(own_loop - typical, 0.0)
-        self._overhead[kind].append(overhead)
+        if sample:
+            self._overhead[kind].append(overhead)
         return earning, overhead
 
     def _bound_pools(self) -> None:
