@@ -226,3 +226,36 @@ def test_the_writer_threads_cpu_is_read_live_and_only_grows(tmp_path: Path) -> N
         assert inline.background_cpu_s == 0.0
     finally:
         inline.close()
+
+
+def test_the_cpu_of_transactions_with_snapshots_is_told_apart(tmp_path: Path) -> None:
+    """A recorder charges the writer thread's snapshot work to its pictures: `background_cpu_split`
+    gives that part of the thread's CPU, and `picture_costs()` one (CPU, snapshots) per transaction
+    that held snapshots, once; a transaction of scalars only adds to neither. Inline: nothing."""
+    w = RunWriter(tmp_path / "run", write_every=0.0)
+    try:
+        w.log_scalars(0, {"loss": 1.0})
+        w.commit(0)
+        w.flush()
+        assert w.background_cpu_split[1] == 0.0 and w.picture_costs() == []
+        w.log_snapshot(1, "conv1", "a", torch.randn(1, 64, 128, 128))
+        w.commit(1)
+        w.flush()
+        total, pictures = w.background_cpu_split
+        costs = w.picture_costs()
+        assert len(costs) == 1 and costs[0][1] == 1 and costs[0][0] > 0
+        assert 0 < pictures <= total and pictures == pytest.approx(costs[0][0])
+        assert w.picture_costs() == []  # drained
+        w.log_scalars(2, {"loss": 0.5})
+        w.commit(2)
+        w.flush()
+        assert w.background_cpu_split[1] == pictures and w.picture_costs() == []
+    finally:
+        w.close()
+    inline = RunWriter(tmp_path / "inline", background=False)
+    try:
+        inline.log_snapshot(0, "conv1", "a", torch.randn(1, 4, 8, 8))
+        inline.commit(0)
+        assert inline.background_cpu_split == (0.0, 0.0) and inline.picture_costs() == []
+    finally:
+        inline.close()

@@ -204,6 +204,26 @@ def test_one_time_costs_of_the_first_probed_steps_do_not_hold_statistics_back() 
     assert list(b._overhead[STATS]) == pytest.approx([6.0, 0.5, 0.5])
 
 
+def test_the_writer_threads_snapshot_work_is_the_pictures_alone() -> None:
+    """Share 1/10 of 10-second loops. The writer thread took 2 s for two snapshots (1 s each: a
+    sample of a snapshot's cost beyond its step). A plain loop holding 1 s of that work (the
+    process clock counts it): the training earned 0.9, not 1; the second is charged to the
+    picture pool alone, where a second of other writer work is shared by both pools."""
+    b, twin = (_seen((2, STATS, 10.0, 2.25), (3, PLAIN, 10.0, 0.25)) for _ in range(2))
+    for x in (b, twin):
+        x.picture_cost(2.0, 2)
+    assert b.estimate(SNAPSHOT) == pytest.approx(b.estimate(STATS) + 1.0)  # statistics, then writing
+    pools = (b.stats_pool, b.picture_pool)
+    assert pools == pytest.approx((twin.stats_pool, twin.picture_pool))
+    cost, train = b.total.cost_s, b.total.train_s
+    twin.observe(PLAIN, 10.0, 0.25)
+    b.observe(PLAIN, 10.0, 0.25, pictures_s=1.0)
+    # the twin's step netted 1 - 0.25, this one 0.9 - 0.25 to share (1/3 pictures, 2/3 statistics), less 1
+    assert b.stats_pool - twin.stats_pool == pytest.approx(-0.1 * 2 / 3)
+    assert b.picture_pool - twin.picture_pool == pytest.approx(-0.1 / 3 - 1.0)
+    assert (b.total.cost_s - cost, b.total.train_s - train) == pytest.approx((0.25 + 1.0, 9.0))
+
+
 def test_the_writer_threads_cpu_in_a_probed_loop_is_no_probe_overhead() -> None:
     """Plain loops of 10 s; a statistics step's loop of 11.5 s of which 1 s is the writer thread's
     (a snapshot compressed meanwhile, on the process clock): the probe's overhead is 0.5 s, not
@@ -343,7 +363,8 @@ def test_a_recorder_coasts_over_plain_steps_and_loses_nothing(tmp_path: Path, mo
     training, no writer-thread or hook cost): most steps coast (no planning, accounted for on the
     next full step), and the run records exactly what a recorder that plans every step records:
     the loss at every step, statistics on the same steps, the same tallies."""
-    monkeypatch.setattr(RunWriter, "background_cpu_s", property(lambda self: 0.0))
+    monkeypatch.setattr(RunWriter, "background_cpu_split", property(lambda self: (0.0, 0.0)))
+    monkeypatch.setattr(RunWriter, "picture_costs", lambda self: [])
     runs = {}
     for coasting in (True, False):
         clocks = Clocks(tick=0.0)

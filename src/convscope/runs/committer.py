@@ -103,6 +103,12 @@ class Committer:
         self.db_step = last_step  # the last step in the database
         self.txn_seconds: collections.deque[float] = collections.deque(maxlen=10_000)
         self.cpu_s = 0.0  # CPU seconds the writer thread spent writing (a recorder's budget charges it)
+        # of which on transactions holding snapshots (compressing pictures, the big ones): a
+        # recorder charges those to its pictures, and learns what a snapshot costs from
+        # `picture_costs` (CPU seconds, snapshots) per such transaction, which it drains
+        self.picture_cpu_s = 0.0
+        self.picture_costs: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
+        self._picture_start: float | None = None  # thread CPU at the start of one under way
         self._conn = connect_rw(db)
         bound_wal(self._conn, pruner.retention.budget_bytes)
         self.pruner.load(self._conn)
@@ -153,6 +159,15 @@ class Committer:
                 value = max(value, time.clock_gettime(clock))
         self._cpu_seen = max(self._cpu_seen, value)  # never backwards (the clock ends with the thread)
         return self._cpu_seen
+
+    def cpu_split(self) -> tuple[float, float]:
+        """(`cpu_now()`, the part of it spent on transactions holding snapshots), read live."""
+        with self._cond:  # (the thread updates both parts under it, so the two agree)
+            total = self.cpu_now()
+            pictures = self.picture_cpu_s
+            if self._picture_start is not None:
+                pictures += max(total - self._picture_start, 0.0)
+        return total, min(pictures, total)
 
     def behind(self) -> bool:
         return self._written < self._queued
@@ -237,17 +252,21 @@ class Committer:
     def _run(self) -> None:
         while (batches := self._next()) is not None:
             start, cpu = time.monotonic(), time.thread_time()
+            pictures = sum(1 for b in batches if b.snapshots)
+            if pictures:
+                with self._cond:
+                    self._picture_start = cpu
             try:
                 self._write(batches)
             except BaseException as exc:  # kept for the caller's thread, which raises it
-                self.cpu_s += time.thread_time() - cpu
+                self._spent(time.thread_time() - cpu, pictures)
                 with self._cond:
                     self._error = exc
                     self._failures += 1
                     self._due = time.monotonic() + FAILED_RETRY_S
                     self._cond.notify_all()
                 continue
-            self.cpu_s += time.thread_time() - cpu
+            self._spent(time.thread_time() - cpu, pictures)
             with self._cond:
                 del self._queue[: len(batches)]
                 self._queue_bytes = sum(b.nbytes() for b in self._queue)
@@ -255,6 +274,15 @@ class Committer:
                 self._error = None
                 self._due = start + self.every if not self._queue else 0.0  # behind: go on
                 self._cond.notify_all()
+
+    def _spent(self, cpu: float, pictures: int) -> None:
+        """A transaction took `cpu` thread seconds; `pictures` of its batches brought snapshots to compress."""
+        with self._cond:
+            self.cpu_s += cpu
+            if pictures:
+                self.picture_cpu_s += cpu
+                self.picture_costs.append((cpu, pictures))
+                self._picture_start = None
 
     def _write(self, batches: list[Batch]) -> None:
         """All `batches` in one transaction, pruned to the retention first."""

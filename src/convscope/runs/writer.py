@@ -184,6 +184,17 @@ class RunWriter:
         platform has one (0 when it writes inline)."""
         return self._committer.cpu_now()
 
+    @property
+    def background_cpu_split(self) -> tuple[float, float]:
+        """(`background_cpu_s`, the part of it spent on transactions holding snapshots)."""
+        return self._committer.cpu_split()
+
+    def picture_costs(self) -> list[tuple[float, int]]:
+        """(CPU seconds, snapshots) of each transaction holding snapshots since the last call
+        (the writer thread's; none when it writes inline): what compressing and storing pictures costs."""
+        costs = self._committer.picture_costs
+        return [costs.popleft() for _ in range(len(costs))]
+
     def _open_step(self, step: object) -> int:
         s = check_step(step)
         self._check_open()

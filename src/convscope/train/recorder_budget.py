@@ -15,7 +15,11 @@ included), the CPU of the run writer's thread and of its timing hooks in the loo
 the loop's time to the recorder's), plus, on a probed step, the probe's overhead (that step's loop
 time minus the median loop time of recent plain steps). The
 earnings go to two pools: 1/3 to pictures (snapshots; once it holds one snapshot's cost the rest
-flows to statistics) and 2/3 to statistics and diagnosis; a job runs when its pool holds its
+flows to statistics) and 2/3 to statistics and diagnosis. The writer thread's work on a snapshot
+(compressing and storing it after its step: ~5 ms on convnetjs-cifar, ~1.3 s on resnet18-shaped at
+batch 8, where the step's own part is ~50 ms) is the picture pool's alone, and a snapshot's
+estimate includes it (`picture_cost`): else a big net's snapshots looked cheap, came every 2 s and
+their writing, shared by both pools, left statistics starved. A job runs when its pool holds its
 estimated cost (median of its recent costs; the smallest while fewer than three are known: a
 kind's first steps can pay one-time costs, e.g. the heap growing to the new peak that a held
 capture needs, and one such sample must not hold that kind back for long). A kind's first step
@@ -120,6 +124,7 @@ class Budget:
         default_factory=lambda: {STATS: deque(maxlen=WINDOW), SNAPSHOT: deque(maxlen=WINDOW)}
     )
     _diagnosis: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    _writer_pictures: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))  # per snapshot
     _estimates: dict[str, float] = field(default_factory=dict)
     _probed_since: int = 0  # statistics steps since the last diagnosis sample
     _plain_seen: int = 0  # plain steps observed (the estimates are refreshed every REFRESH_EVERY of them)
@@ -141,24 +146,41 @@ class Budget:
     def _update_estimates(self) -> None:
         base = _median(self._plain_own)
         est = {k: max(_typical(self._own[k]) - base, 0.0) + _typical(self._overhead[k]) for k in (STATS, SNAPSHOT)}
-        est[SNAPSHOT] = max(est[SNAPSHOT], est[STATS])  # a snapshot step has the statistics too
+        # a snapshot step has the statistics too; then the run writer compresses and stores it
+        est[SNAPSHOT] = max(est[SNAPSHOT], est[STATS]) + _typical(self._writer_pictures)
         est["diagnosis"] = _typical(self._diagnosis)
         est["base"] = base
         self._estimates = est
 
     # ---- accounting -----------------------------------------------------------------------
+    def picture_cost(self, cpu_s: float, snapshots: int = 1) -> None:
+        """The run writer's thread took `cpu_s` to compress and store `snapshots` snapshots: a
+        sample of what a snapshot costs beyond its step (charged as `observe(pictures_s=)`)."""
+        if snapshots > 0:
+            self._writer_pictures.append(cpu_s / snapshots)
+            self._update_estimates()
+
     def observe(
-        self, kind: str, loop_s: float | None, own_s: float, diagnosis_s: float = 0.0, background_s: float = 0.0
+        self,
+        kind: str,
+        loop_s: float | None,
+        own_s: float,
+        diagnosis_s: float = 0.0,
+        background_s: float = 0.0,
+        pictures_s: float = 0.0,
     ) -> None:
         """One finished step: what it recorded (`kind`), the loop's time before it (None for the
         first step), the recorder's time in `step()` (answering controls excluded; the diagnosis
         sample's `diagnosis_s` included), and `background_s`: CPU seconds the recorder spent
         elsewhere since the last step (the run writer's thread, the timing hooks in the loop),
-        counted in the loop's time by the process clock: moved from the training to the recorder."""
+        counted in the loop's time by the process clock: moved from the training to the recorder.
+        `pictures_s`, the writer thread's part of that spent on snapshots, is the pictures' alone
+        (the picture pool pays it; the rest of `background_s` is shared like a plain step's cost)."""
         background_s = min(background_s, loop_s or 0.0)
+        pictures_s = min(pictures_s, (loop_s or 0.0) - background_s)
         earning = overhead = 0.0
         if loop_s is not None:
-            own_loop = loop_s - background_s  # the writer thread's CPU moved out first
+            own_loop = loop_s - background_s - pictures_s  # the writer thread's CPU moved out first
             earning, overhead = self._split_loop(kind, own_loop, sample=kind in self._warm)
             if kind == PLAIN:
                 self._plain_loop.append(own_loop)
@@ -180,7 +202,7 @@ class Budget:
         for t in (self.total, self.window):
             t.steps += 1
             t.train_s += train
-            t.cost_s += cost
+            t.cost_s += cost + pictures_s
             t.stats_steps += kind != PLAIN
             t.stats_skipped += wanted and kind == PLAIN
             t.snapshots += kind == SNAPSHOT
@@ -198,6 +220,7 @@ class Budget:
         elif kind == STATS:
             self.stats_pool -= cost - base - diagnosis_s
         self.stats_pool -= diagnosis_s
+        self.picture_pool -= pictures_s
         self._bound_pools()
 
     def _split_loop(self, kind: str, own_loop: float, *, sample: bool = True) -> tuple[float, float]:

@@ -111,7 +111,7 @@ class Recorder(ControlAnswers):
         self._closed = False
         self._quiet = 0  # depth of unobserved() blocks
         self._carried = 0.0  # CPU seconds of the last plan and arm, charged to the next step
-        self._background_seen = 0.0  # the run writer thread's CPU seconds already charged
+        self._background_seen = (0.0, 0.0)  # the run writer thread's CPU seconds already charged (all, pictures)
         self._coast_left = 0  # coming steps that may coast (Budget.plain_ahead)
         self._entered: float | None = None  # wall clock at the last full step's entry
         self._planned_at = 0.0  # wall clock at the last plan()
@@ -312,7 +312,7 @@ class Recorder(ControlAnswers):
         # the writer thread's CPU (read live) since the last full step, of which the part while the
         # loops ran (in loop_s: the process clock) is the recorder's background work; the steps
         # that coasted meanwhile are accounted for first (before this step's work reads the pools)
-        background = self._observe_coasted(self.writer.background_cpu_s - self._background_seen, loop_s, step, now)
+        background, pictures = self._observe_coasted(loop_s, step, now)
         diagnosis_s = 0.0
         if trace is None:
             plan = PLAIN  # nothing was captured (no forward, or only no-grad ones)
@@ -352,12 +352,12 @@ class Recorder(ControlAnswers):
         before_plan = self._cpu()
         own = before_plan - start - controls_s + self._carried
         background += (self._hook_s or 0.0) * passes
-        self.budget.observe(plan, loop_s, own, diagnosis_s, background)  # before the next plan reads the pools
+        self.budget.observe(plan, loop_s, own, diagnosis_s, background, pictures)  # before the next plan reads the pools
         now = self._planned_at = self._clock()
         self._arm(self.budget.plan(self.step_index, now))
         if self._plan == PLAIN:
             self._coast_left = self.budget.plain_ahead(now, min(self._wall_steps, default=0.0))
-        self._background_seen = self.writer.background_cpu_s
+        self._background_seen = self.writer.background_cpu_split
         self._returned = self._cpu()
         self._carried = self._returned - before_plan  # planning and arming: charged with the next step
         return step
@@ -387,17 +387,24 @@ class Recorder(ControlAnswers):
         self._returned = end
         return step
 
-    def _observe_coasted(self, writer_cpu: float, loop_s: float | None, step: int | None = None,
-                         now: float = 0.0) -> float:  # fmt: skip
+    def _observe_coasted(self, loop_s: float | None, step: int | None = None,
+                         now: float = 0.0) -> tuple[float, float]:  # fmt: skip
         """The budget observes the steps that coasted since the last full one, each with what plan()
-        would have noted at the end of the step before it. `writer_cpu`, the writer thread's CPU
-        since the last full step, is shared by length among those steps' loops and `step()` calls
-        and this step's loop (`loop_s`); the parts in `step()` calls are in their own time already
-        (the process clock), the loops' parts are charged as background. Returns this step's part
-        (`step`, entered at `now`; None: no step, the run closes)."""
+        would have noted at the end of the step before it. The writer thread's CPU since the last
+        full step is shared by length among those steps' loops and `step()` calls and this step's
+        loop (`loop_s`); the parts in `step()` calls are in their own time already (the process
+        clock), the loops' parts are charged as background, the part spent on snapshots to the
+        pictures (whose cost per snapshot the budget learns here too). Returns this step's parts
+        (background, pictures) (`step`, entered at `now`; None: no step, the run closes)."""
+        seen_all, seen_pictures = self._background_seen
+        cpu_all, cpu_pictures = self.writer.background_cpu_split
+        for cpu, snapshots in self.writer.picture_costs():
+            self.budget.picture_cost(cpu, snapshots)
+        writer_cpu, picture_cpu = cpu_all - seen_all, max(cpu_pictures - seen_pictures, 0.0)
         coasted, self._coasted = self._coasted, []
         total = sum((loop or 0.0) + own for _, _, loop, own, _ in coasted) + (loop_s or 0.0)
         rate = writer_cpu / total if total > 0 else 0.0
+        part = min(picture_cpu / writer_cpu, 1.0) if writer_cpu > 0 else 0.0  # of it on snapshots
         hook = self._hook_s or 0.0
         entered, planned_at = self._entered, self._planned_at
         for s, at, loop, own, passes in coasted:
@@ -406,14 +413,16 @@ class Recorder(ControlAnswers):
             entered = at
             self.budget.coast(s, planned_at)
             planned_at = at  # (~ the end of that step: a coasting step takes microseconds)
-            self.budget.observe(PLAIN, loop, own, 0.0, rate * (loop or 0.0) + hook * passes)
+            spent = rate * (loop or 0.0)
+            self.budget.observe(PLAIN, loop, own, 0.0, (1 - part) * spent + hook * passes, part * spent)
         if step is not None:
             if entered is not None:
                 self._wall_steps.append(now - entered)
             self._entered = now
             if coasted:
                 self.budget.coast(step, planned_at)  # it ran on the plan made before those steps
-        return rate * (loop_s or 0.0) if total > 0 else writer_cpu
+        spent = rate * (loop_s or 0.0) if total > 0 else writer_cpu
+        return (1 - part) * spent, part * spent
 
     def _timing_scalars(self, scalars: dict[str, float], now: float) -> None:
         t, batch = self._t, self._batch
@@ -542,7 +551,7 @@ class Recorder(ControlAnswers):
         try:
             self._detach()
             if self._returned is not None:  # what was recorded and skipped, to the end
-                self._observe_coasted(self.writer.background_cpu_s - self._background_seen, None)
+                self._observe_coasted(None)
                 self.writer.log_json(self.step_index - 1, "recording", self.budget.report())
                 self.writer.commit(self.step_index - 1)  # every finished step, whatever the status
         finally:
