@@ -68,6 +68,24 @@ def test_a_value_float16_would_flush_to_zero_forces_float32() -> None:
     dtype, back = roundtrip(t)
     assert dtype == "float32"
     assert torch.equal(back, t)
+    t = torch.tensor([1000.0, -1e-12, -0.0])  # a negative one flushes to -0 (its sign bit set): caught too
+    dtype, back = roundtrip(t)
+    assert dtype == "float32" and torch.equal(back, t)
+    dtype, back = roundtrip(torch.tensor([-0.0, 1.5, 0.0]))  # ±0 are zeros, not flushed values
+    assert dtype == "float16" and back.tolist() == [0.0, 1.5, 0.0] and math.copysign(1, back[0].item()) == -1
+
+
+def test_data_that_does_not_shrink_is_stored_not_compressed() -> None:
+    """Filters barely compress: their stream holds zlib's stored blocks (fast), still a zlib stream
+    that decodes alike; a ReLU map's zeros do compress."""
+    torch.manual_seed(0)
+    w = torch.randn(256, 128, 3, 3) * 0.02
+    enc = encode(w)
+    assert len(enc.data) > w.numel() * 2  # float16 bytes and a little framing: not compressed
+    assert torch.equal(decode(enc.dtype, enc.shape, enc.scale_exp, enc.data), (w * 2.0**enc.scale_exp).half().float() / 2.0**enc.scale_exp)
+    a = torch.relu(torch.randn(1, 64, 64, 64) - 1.0)  # ~84% zeros
+    enc = encode(a)
+    assert len(enc.data) < 0.6 * a.numel() * 2
 
 
 def test_other_inputs() -> None:
