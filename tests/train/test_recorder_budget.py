@@ -401,3 +401,40 @@ def test_a_recorder_coasts_over_plain_steps_and_loses_nothing(tmp_path: Path, mo
     assert n_off == 0 and n_on > 100
     assert stats_on == stats_off and snaps_on == snaps_off and total_on == pytest.approx(total_off)
     assert total_on["steps"] == 300 and total_on["stats_steps"] == len(stats_on) > 20
+
+
+def test_what_the_writer_does_during_step_is_no_own_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process clock counts the writer thread too: when it compresses a snapshot (2 ms) while a
+    statistics step's `step()` runs (its own work 1 ms), the budget is told own 1 ms and pictures
+    2 ms (charged to the picture pool), not own 3 ms; 0.5 ms of other writer work, background."""
+    writer = {"all": 0.0, "pictures": 0.0}
+    monkeypatch.setattr(RunWriter, "background_cpu_split", property(lambda self: (writer["all"], writer["pictures"])))
+    monkeypatch.setattr(RunWriter, "picture_costs", lambda self: [])
+    clocks = Clocks(tick=0.0)
+    model, seen = _net(), []
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with watch(model, tmp_path / "run", snapshot_every=1e9, budget=None) as run:
+        run._clock, run._cpu, run._hook_s = clocks.wall, clocks.cpu, 0.0
+        log_stats, observe = run._log_stats, run.budget.observe
+
+        def busy_stats(*args: object) -> None:  # 1 ms of the recorder, 2.5 ms of the writer meanwhile
+            clocks.cpu_t += 1 * MS + 2.5 * MS
+            writer["all"] += 2.5 * MS
+            writer["pictures"] += 2 * MS
+            log_stats(*args)
+
+        def seen_observe(kind: str, loop_s: float | None, own_s: float, diagnosis_s: float = 0.0,
+                         background_s: float = 0.0, pictures_s: float = 0.0) -> None:  # fmt: skip
+            seen.append((kind, own_s, background_s, pictures_s))
+            observe(kind, loop_s, own_s, diagnosis_s, background_s, pictures_s)
+
+        run._log_stats = busy_stats  # type: ignore[method-assign]
+        run.budget.observe = seen_observe  # type: ignore[method-assign]
+        for _ in range(3):
+            _train_step(model, opt, clocks)
+            run.step()
+    assert count_hooks(model) == 0
+    kinds = [k for k, *_ in seen]
+    assert kinds[1:] == ["stats", "stats"]  # (no budget: statistics every step; the first step a snapshot)
+    for _, own, background, pictures in seen[1:]:
+        assert (own, background, pictures) == pytest.approx((1 * MS, 0.5 * MS, 2 * MS))

@@ -102,8 +102,8 @@ def pack(v: np.ndarray) -> Encoded:
 
 
 def _compress(data: bytes) -> bytes:
-    level = _LEVEL if _shrinks(data) else 0
-    c = zlib.compressobj(level, zlib.DEFLATED, 15, 9, _STRATEGY)
+    level, strategy = (_LEVEL, _STRATEGY) if _shrinks(data) else (0, zlib.Z_DEFAULT_STRATEGY)
+    c = zlib.compressobj(level, zlib.DEFLATED, 15, 9, strategy)
     return c.compress(data) + c.flush()
 
 
@@ -138,7 +138,7 @@ def _to_float16(v: np.ndarray) -> tuple[np.ndarray, int] | None:
     h = scaled.astype("<f2")
     # a non-zero flushed to ±0 (0 stays 0): count the zeros of both (float16's by its bits without
     # the sign: numpy counts float16 20x slower)
-    if np.count_nonzero(h.view(np.uint16) & np.uint16(0x7FFF)) != v.size - np.count_nonzero(v == 0):
+    if np.count_nonzero(h.view("<u2") & np.uint16(0x7FFF)) != v.size - np.count_nonzero(v == 0):
         return None
     return h, exp
 

@@ -259,14 +259,14 @@ class Committer:
             try:
                 self._write(batches)
             except BaseException as exc:  # kept for the caller's thread, which raises it
-                self._spent(time.thread_time() - cpu, pictures)
+                self._spent(cpu, pictures, ok=False)
                 with self._cond:
                     self._error = exc
                     self._failures += 1
                     self._due = time.monotonic() + FAILED_RETRY_S
                     self._cond.notify_all()
                 continue
-            self._spent(time.thread_time() - cpu, pictures)
+            self._spent(cpu, pictures, ok=True)
             with self._cond:
                 del self._queue[: len(batches)]
                 self._queue_bytes = sum(b.nbytes() for b in self._queue)
@@ -275,13 +275,18 @@ class Committer:
                 self._due = start + self.every if not self._queue else 0.0  # behind: go on
                 self._cond.notify_all()
 
-    def _spent(self, cpu: float, pictures: int) -> None:
-        """A transaction took `cpu` thread seconds; `pictures` of its batches brought snapshots to compress."""
+    def _spent(self, start: float, pictures: int, *, ok: bool) -> None:
+        """A transaction begun at thread CPU `start` is over; `pictures` of its batches brought
+        snapshots. The clock is read under the lock, so `cpu_split()` never counts more than this
+        adds. A failed one gives no sample of a snapshot's cost (its retry, with the snapshots
+        compressed already, would give a small one: neither is typical), its CPU is counted all the same."""
         with self._cond:
+            cpu = time.thread_time() - start
             self.cpu_s += cpu
             if pictures:
                 self.picture_cpu_s += cpu
-                self.picture_costs.append((cpu, pictures))
+                if ok:
+                    self.picture_costs.append((cpu, pictures))
                 self._picture_start = None
 
     def _write(self, batches: list[Batch]) -> None:

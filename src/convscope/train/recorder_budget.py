@@ -23,7 +23,8 @@ their writing, shared by both pools, left statistics starved. A job runs when it
 estimated cost (median of its recent costs; the smallest while fewer than three are known: a
 kind's first steps can pay one-time costs, e.g. the heap growing to the new peak that a held
 capture needs, and one such sample must not hold that kind back for long). A kind's first step
-gives no sample at all (its first probe pass, the layer table). With `share=None` every job runs on schedule
+gives no sample of its own cost or probe overhead (its first probe pass, the layer table); a
+diagnosis sample taken on it counts (min-of-few corrects a slow first one). With `share=None` every job runs on schedule
 whatever it costs (the tests' exact mode). What was skipped is counted and reported (`report()`),
 and the recorder writes it into the run (json "recording") for the page.
 
@@ -137,7 +138,8 @@ class Budget:
 
     # ---- estimates ------------------------------------------------------------------------
     def estimate(self, kind: str) -> float:
-        """Seconds a step of `kind` costs beyond a plain step (median of recent ones; 0 unknown)."""
+        """Seconds a step of `kind` costs beyond a plain step (`_typical` of recent ones: their median,
+        their smallest while fewer than three; 0 unknown); a snapshot's includes the writer's work on it."""
         return self._estimates.get(kind, 0.0)
 
     def diagnosis_estimate(self) -> float:
@@ -174,8 +176,10 @@ class Budget:
         sample's `diagnosis_s` included), and `background_s`: CPU seconds the recorder spent
         elsewhere since the last step (the run writer's thread, the timing hooks in the loop),
         counted in the loop's time by the process clock: moved from the training to the recorder.
-        `pictures_s`, the writer thread's part of that spent on snapshots, is the pictures' alone
-        (the picture pool pays it; the rest of `background_s` is shared like a plain step's cost)."""
+        `pictures_s`: the writer thread's CPU on snapshots, beside `background_s` (not part of it),
+        is the pictures' alone: the picture pool pays it (`background_s` is shared like a plain
+        step's cost). Neither may be in `own_s` (the recorder takes what the writer did during
+        `step()` out of it)."""
         background_s = min(background_s, loop_s or 0.0)
         pictures_s = min(pictures_s, (loop_s or 0.0) - background_s)
         earning = overhead = 0.0

@@ -310,7 +310,8 @@ class Recorder(ControlAnswers, StepOutputs):
         # the writer thread's CPU (read live) since the last full step, of which the part while the
         # loops ran (in loop_s: the process clock) is the recorder's background work; the steps
         # that coasted meanwhile are accounted for first (before this step's work reads the pools)
-        background, pictures = self._observe_coasted(loop_s, step, now)
+        entry = self.writer.background_cpu_split  # (all, pictures): what the writer did during step() is no own time
+        background, pictures = self._observe_coasted(entry, loop_s, step, now)
         diagnosis_s = 0.0
         if trace is None:
             plan = PLAIN  # nothing was captured (no forward, or only no-grad ones)
@@ -344,20 +345,25 @@ class Recorder(ControlAnswers, StepOutputs):
             self._last_poll = done
             controls = self.writer.poll_controls()  # the polling is the recorder's cost ...
             if controls or self.paused:
-                t0 = self._cpu()
+                t0, w0 = self._cpu(), self.writer.background_cpu_split[0]
                 self._answer_and_hold(controls)  # ... answering is not (nor a pause)
-                controls_s = self._cpu() - t0
+                controls_s = self._cpu() - t0 - (self.writer.background_cpu_split[0] - w0)  # (the writer's: below)
         before_plan = self._cpu()
-        own = before_plan - start - controls_s + self._carried
+        mid = self.writer.background_cpu_split
+        during, during_pictures = mid[0] - entry[0], max(mid[1] - entry[1], 0.0)  # the writer, meanwhile
+        own = max(before_plan - start - controls_s + self._carried - during, 0.0)  # (clock reads can skew)
+        background += during - during_pictures
+        pictures += during_pictures
         background += (self._hook_s or 0.0) * passes
         self.budget.observe(plan, loop_s, own, diagnosis_s, background, pictures)  # before the next plan reads the pools
         now = self._planned_at = self._clock()
         self._arm(self.budget.plan(self.step_index, now))
         if self._plan == PLAIN:
             self._coast_left = self.budget.plain_ahead(now, min(self._wall_steps, default=0.0))
-        self._background_seen = self.writer.background_cpu_split
+        self._background_seen = mid  # (the writer's CPU while planning: charged with the next loop)
         self._returned = self._cpu()
-        self._carried = self._returned - before_plan  # planning and arming: charged with the next step
+        # planning and arming: charged with the next step
+        self._carried = self._returned - before_plan - (self.writer.background_cpu_split[0] - mid[0])
         return step
 
     def _nothing_due(self, now: float) -> bool:
@@ -385,7 +391,7 @@ class Recorder(ControlAnswers, StepOutputs):
         self._returned = end
         return step
 
-    def _observe_coasted(self, loop_s: float | None, step: int | None = None,
+    def _observe_coasted(self, now_split: tuple[float, float], loop_s: float | None, step: int | None = None,
                          now: float = 0.0) -> tuple[float, float]:  # fmt: skip
         """The budget observes the steps that coasted since the last full one, each with what plan()
         would have noted at the end of the step before it. The writer thread's CPU since the last
@@ -395,7 +401,7 @@ class Recorder(ControlAnswers, StepOutputs):
         pictures (whose cost per snapshot the budget learns here too). Returns this step's parts
         (background, pictures) (`step`, entered at `now`; None: no step, the run closes)."""
         seen_all, seen_pictures = self._background_seen
-        cpu_all, cpu_pictures = self.writer.background_cpu_split
+        cpu_all, cpu_pictures = now_split
         for cpu, snapshots in self.writer.picture_costs():
             self.budget.picture_cost(cpu, snapshots)
         writer_cpu, picture_cpu = cpu_all - seen_all, max(cpu_pictures - seen_pictures, 0.0)
@@ -458,7 +464,7 @@ class Recorder(ControlAnswers, StepOutputs):
         try:
             self._detach()
             if self._returned is not None:  # what was recorded and skipped, to the end
-                self._observe_coasted(None)
+                self._observe_coasted(self.writer.background_cpu_split, None)
                 self.writer.log_json(self.step_index - 1, "recording", self.budget.report())
                 self.writer.commit(self.step_index - 1)  # every finished step, whatever the status
         finally:
