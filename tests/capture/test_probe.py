@@ -423,3 +423,58 @@ def test_forward_only_probe_shares_weights_and_says_when_they_changed() -> None:
         assert block.weight is None
     assert block.stale == {"weight"}
     assert block.bias is not None  # untouched: still valid
+
+
+def test_overwrite_reads_a_kept_z_before_an_in_place_relu_and_keeps_no_copy() -> None:
+    """`overwrite` sees z (with its negatives) just before ReLU(inplace=True) writes into it;
+    returning True leaves block.z None (not stale: read, not lost) and a as usual; returning False
+    keeps the usual copy. A residual `+=` into a norm's output (z of a block with no activation)
+    is seen too. No hook is left; the model computes what it computes without the probe, also
+    when the forward raises."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(inplace=True))
+    plain = copy.deepcopy(model)
+    x = torch.randn(2, 2, 5, 5)
+    z_ref = plain[1](plain[0](x)).detach()
+    seen: list[tuple[str, str, torch.Tensor]] = []
+
+    def read(block: object, field: str, t: torch.Tensor) -> bool:
+        seen.append((block.name, field, t.clone()))  # type: ignore[attr-defined]
+        return field == "z"
+
+    with Probe(model, overwrite=read) as probe:
+        y = model(x)
+        y.sum().backward()
+    b = probe.trace["0"]
+    assert [(n, f) for n, f, _ in seen] == [("0", "z")]
+    assert torch.allclose(seen[0][2], z_ref, atol=1e-6) and (seen[0][2] < 0).any()
+    assert b.z is None and not b.stale and torch.equal(b.a, y.detach())
+    with Probe(model, overwrite=lambda block, field, t: False) as probe:
+        model(x)
+    assert torch.allclose(probe.trace["0"].z, z_ref, atol=1e-6)  # the usual copy
+    assert count_hooks(model) == 0
+
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(2, 2, 3, padding=1), nn.BatchNorm2d(2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.bn(self.conv(x))
+            z = out.detach().clone()
+            out += x  # in place into z of the block "conv"
+            if x.shape[0] == 3:
+                raise RuntimeError("boom")
+            return out, z  # type: ignore[return-value]
+
+    net = Residual().eval()
+    twin = copy.deepcopy(net)
+    seen.clear()
+    with Probe(net, overwrite=read) as probe:
+        out, z = net(x)
+    assert [(n, f) for n, f, _ in seen] == [("conv", "z")] and torch.equal(seen[0][2], z)
+    assert probe.trace["conv"].z is None and torch.equal(out, twin(x)[0])
+    with pytest.raises(RuntimeError, match="boom"), Probe(net, overwrite=read):
+        net(torch.randn(3, 2, 5, 5))
+    assert count_hooks(net) == 0 and count_hooks(model) == 0
+    assert_same_model(net, twin)

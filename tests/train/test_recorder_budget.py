@@ -108,9 +108,9 @@ class Clocks:
         self.cpu_t += seconds
 
 
-def _net() -> nn.Sequential:
+def _net(inplace: bool = False) -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(inplace), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
 
 
 def _train_step(model: nn.Module, opt: torch.optim.Optimizer, clocks: Clocks) -> tuple[Tensor, Tensor, Tensor]:
@@ -438,3 +438,36 @@ def test_what_the_writer_does_during_step_is_no_own_time(tmp_path: Path, monkeyp
     assert kinds[1:] == ["stats", "stats"]  # (no budget: statistics every step; the first step a snapshot)
     for _, own, background, pictures in seen[1:]:
         assert (own, background, pictures) == pytest.approx((1 * MS, 0.5 * MS, 2 * MS))
+
+
+def test_statistics_of_a_z_an_in_place_relu_writes_over_are_exact(tmp_path: Path) -> None:
+    """ReLU(inplace=True): a statistics step reads z's min and max just before the ReLU writes over
+    it (no copy kept); every recorded number equals block_stats on an independent twin, on the
+    statistics steps and on the snapshot step (whose probe keeps z for its pictures)."""
+    clocks = Clocks(tick=0.0)
+    model, twin = _net(inplace=True), _net()
+    opt, opt_twin = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, twin))
+    expected = {}
+    with watch(model, tmp_path / "run", budget=None, snapshot_every=1e9, commit_every=0.0) as run:
+        run._clock, run._cpu = clocks.wall, clocks.cpu
+        torch.manual_seed(3)
+        for i in range(4):
+            x, y, loss = _train_step(model, opt, clocks)
+            run.step(loss=loss)
+            w_before = twin[0].weight.detach().clone()
+            z = F.conv2d(x, twin[0].weight, twin[0].bias, padding=1)
+            a = torch.relu(z)
+            t_loss = F.cross_entropy(twin[3](a.flatten(1)), y)
+            g_a, g_w = torch.autograd.grad(t_loss, [a, twin[0].weight], retain_graph=True)
+            opt_twin.zero_grad()
+            t_loss.backward()
+            opt_twin.step()
+            expected[i] = block_stats(a, z, g_a, twin[0].weight.detach(), g_w, w_before, relu=True)
+            assert (z < 0).any()  # z's minimum is not a's
+    assert count_hooks(model) == 0
+    with RunReader(tmp_path / "run") as r:
+        rows = {row["step"]: row for row in r.layer_stats(layer="0")}
+    assert sorted(rows) == [0, 1, 2, 3]  # (no budget: every step; step 0 a snapshot)
+    for s, row in rows.items():
+        for key, value in expected[s].items():
+            assert row[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (s, key)

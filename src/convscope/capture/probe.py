@@ -81,7 +81,11 @@ class Probe:
     `layers` limits what is kept to the blocks that contain one of these names (fails fast
     on an unknown name, listing the valid ones). `tap(block, field, tensor)`, if given, is
     called with the live in-graph tensor of every field of a wanted block as it is recorded
-    (the attribution methods start their backward from it; raising there ends the forward). Each forward of `model` inside the probe
+    (the attribution methods start their backward from it; raising there ends the forward).
+    `overwrite(block, field, tensor)`, if given, is called with a kept x, conv, z or a just before
+    an op writes into its memory (an in-place ReLU into z): returning True drops the field there
+    (set to None, no copy kept; the caller has read what it needs, e.g. a reduction), False keeps
+    the usual copy. Each forward of `model` inside the probe
     is one pass and `probe.trace` is the last one (an earlier trace you kept a reference to
     stays valid; the probe itself holds only the last, so a training loop does not grow
     memory). Run the backward inside the `with` block to get gradients. `probe.passes`
@@ -98,6 +102,7 @@ class Probe:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         tap: Callable[[Block, str, Tensor], None] | None = None,
+        overwrite: Callable[[Block, str, Tensor], bool] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"Probe needs an nn.Module, got {type(model).__name__}")
@@ -116,6 +121,7 @@ class Probe:
         # tap(block, field, tensor): sees the live (undetached, in-graph) x, conv, z and a of
         # every wanted block as it is recorded; it may raise to end the forward there.
         self._tap = tap
+        self._overwrite = overwrite
         plan = module_plan(model)  # walked once here, reused by every __enter__
         self._modules = [model, *plan.modules]
         self._names, self._roles = plan.names, plan.roles
@@ -599,6 +605,9 @@ class Probe:
                     continue
                 current = getattr(block, name)
                 if current is None:
+                    continue
+                if self._overwrite is not None and name in _TAPPED and self._overwrite(block, name, current):
+                    setattr(block, name, None)  # read by the caller before the write: not kept
                     continue
                 key = (current.storage_offset(), tuple(current.shape), current.stride(), current.dtype)
                 if key not in copies:

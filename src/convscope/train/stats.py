@@ -36,7 +36,8 @@ class StatsInput:
     """One block's tensors for `fused_stats` (any may be None: its numbers are then absent).
 
     `weight` is W after the optimizer step, `previous_weight` the W the forward used (both or
-    neither: update_ratio = ‖W − W_prev‖ / ‖W‖). `relu` says a = max(z, 0)."""
+    neither: update_ratio = ‖W − W_prev‖ / ‖W‖). `relu` says a = max(z, 0). `z_range`: z's
+    (min, max), read before an in-place op wrote over z (then `z` is None)."""
 
     name: str
     a: Tensor | None = None  # (B, C, H, W) or (B, F)
@@ -46,6 +47,7 @@ class StatsInput:
     grad_weight: Tensor | None = None
     previous_weight: Tensor | None = None
     relu: bool = False
+    z_range: tuple[Tensor, Tensor] | None = None
 
 
 def _channel_dims(t: Tensor) -> tuple[int, ...]:
@@ -68,10 +70,10 @@ def fused_stats(rows: list[StatsInput]) -> dict[str, dict[str, float]]:
     norm_of: list[tuple[str, str, Tensor]] = []  # (layer, key, tensor): one _foreach_norm
     moved: list[tuple[str, Tensor, Tensor]] = []  # (layer, W, W_prev): one _foreach_sub
     for r in rows:
-        a, z = r.a, r.z
-        if r.relu and a is not None and z is not None and a.dim() >= 2:
-            put(r.name, [*torch.aminmax(flat(z)), _channel_sums(a)], partial(_relu_numbers, a.numel()))
-            a = z = None
+        a, z_range = r.a, _range_of(r.z, r.z_range)
+        if r.relu and a is not None and z_range is not None and a.dim() >= 2:
+            put(r.name, [*z_range, _channel_sums(a)], partial(_relu_numbers, a.numel()))
+            a = z_range = None
         if a is not None:
             if a.dim() >= 2:
                 a = a.contiguous()  # per-channel max of a channels-last map: 1.6 ms -> 0.3 ms copy + amax
@@ -81,8 +83,8 @@ def fused_stats(rows: list[StatsInput]) -> dict[str, dict[str, float]]:
                     partial(_named, ("a_min", "a_max", "dead_fraction", "a_mean")))  # fmt: skip
             else:
                 put(r.name, [*torch.aminmax(a), a.mean()], partial(_named, ("a_min", "a_max", "a_mean")))
-        if z is not None:
-            put(r.name, list(torch.aminmax(flat(z))), partial(_named, ("z_min", "z_max")))
+        if z_range is not None:
+            put(r.name, list(z_range), partial(_named, ("z_min", "z_max")))
         if r.grad_a is not None:
             put(r.name, list(torch.aminmax(flat(r.grad_a))), partial(_named, ("grad_a_min", "grad_a_max")))
             norm_of.append((r.name, "grad_a_norm", r.grad_a))
@@ -118,6 +120,14 @@ def fused_stats(rows: list[StatsInput]) -> dict[str, dict[str, float]]:
         for name, moved_at, w_at in ratio_of:
             out[name]["update_ratio"] = _ratio(got[moved_at], got[w_at])
     return out
+
+
+def _range_of(z: Tensor | None, z_range: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor] | None:
+    """z's (min, max) in one pass, or as read before an in-place op wrote over z."""
+    if z is None:
+        return z_range
+    lo, hi = torch.aminmax(flat(z))
+    return lo, hi
 
 
 def _channel_sums(a: Tensor) -> Tensor:

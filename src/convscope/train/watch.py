@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,7 +37,7 @@ from torch import Tensor, nn
 
 from convscope.analysis.diagnose import Diagnoser
 from convscope.analysis.update_hold import UpdateHold
-from convscope.capture import HookSet, Probe
+from convscope.capture import Block, HookSet, Probe
 from convscope.capture.naming import role
 from convscope.runs import RunWriter
 from convscope.runs.writer import ending
@@ -118,6 +119,7 @@ class Recorder(ControlAnswers, StepOutputs):
         self._coasted: list[tuple[int, float, float | None, float, int]] = []
         self._hook_s: float | None = None  # CPU seconds the timing hooks add to a pass (measured once, _attach)
         self._inputs: dict[int, Tensor] = {}  # step → example 0 of its snapshot (projection requests)
+        self._z_ranges: weakref.WeakKeyDictionary[Block, tuple[Tensor, Tensor]] = weakref.WeakKeyDictionary()
         # held-out images in [0, 1] (N, C, H, W) for the unit explorer, and what the model is fed
         self.probe_images = None if probe is None else _check_probe(probe)
         self.probe_transform: Callable[[Tensor], Tensor] = probe_transform or (lambda x: x)
@@ -152,7 +154,9 @@ class Recorder(ControlAnswers, StepOutputs):
         self._modules = dict(model.named_modules())
         self._module_of: dict[str, nn.Module | None] = {}  # block name → its module (_current_weight)
         self.probe = Probe(model, self._layers, keep=KEEP)  # snapshot steps (and probing())
-        self._stats_probe = Probe(model, self._layers, keep=STATS_KEEP)
+        # a statistics step's z that an in-place op (ReLU(inplace=True), ResNet's `out += identity`)
+        # is about to overwrite: its min and max are read then, not a copy kept (_z_before_overwrite)
+        self._stats_probe = Probe(model, self._layers, keep=STATS_KEEP, overwrite=self._z_before_overwrite)
         self._armed: Probe | None = None
         self._plan = PLAIN
         self._timing = HookSet()
