@@ -124,6 +124,20 @@ def _train_step(model: nn.Module, opt: torch.optim.Optimizer, clocks: Clocks) ->
     return x, y, loss
 
 
+def _twin_step(twin: nn.Sequential, opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> tuple[dict[str, float], Tensor]:
+    """The oracle: `_net()`'s step written out by hand on a twin (autograd.grad for dL/da), and the
+    statistics of its first block by block_stats; (those, z)."""
+    w_before = twin[0].weight.detach().clone()
+    z = F.conv2d(x, twin[0].weight, twin[0].bias, padding=1)
+    a = torch.relu(z)
+    t_loss = F.cross_entropy(twin[3](a.flatten(1)), y)
+    g_a, g_w = torch.autograd.grad(t_loss, [a, twin[0].weight], retain_graph=True)
+    opt.zero_grad()
+    t_loss.backward()
+    opt.step()
+    return block_stats(a, z, g_a, twin[0].weight.detach(), g_w, w_before, relu=True), z.detach()
+
+
 def test_the_recorder_says_what_it_skipped_and_what_it_kept_is_exact(tmp_path: Path) -> None:
     """A recorder whose every look at the CPU clock costs 1 ms on 10 ms steps is over a 3% budget:
     after the first step it records scalars only, and says so in json "recording"."""
@@ -136,15 +150,7 @@ def test_the_recorder_says_what_it_skipped_and_what_it_kept_is_exact(tmp_path: P
         for i in range(8):
             x, y, loss = _train_step(model, opt, clocks)
             run.step(loss=loss)
-            w_before = twin[0].weight.detach().clone()
-            z = F.conv2d(x, twin[0].weight, twin[0].bias, padding=1)
-            a = torch.relu(z)
-            t_loss = F.cross_entropy(twin[3](a.flatten(1)), y)
-            g_a, g_w = torch.autograd.grad(t_loss, [a, twin[0].weight], retain_graph=True)
-            opt_twin.zero_grad()
-            t_loss.backward()
-            opt_twin.step()
-            expected[i] = block_stats(a, z, g_a, twin[0].weight.detach(), g_w, w_before, relu=True)
+            expected[i], _ = _twin_step(twin, opt_twin, x, y)
     assert count_hooks(model) == 0
     with RunReader(tmp_path / "run") as r:
         rows = {row["step"]: row for row in r.layer_stats(layer="0")}
@@ -454,15 +460,7 @@ def test_statistics_of_a_z_an_in_place_relu_writes_over_are_exact(tmp_path: Path
         for i in range(4):
             x, y, loss = _train_step(model, opt, clocks)
             run.step(loss=loss)
-            w_before = twin[0].weight.detach().clone()
-            z = F.conv2d(x, twin[0].weight, twin[0].bias, padding=1)
-            a = torch.relu(z)
-            t_loss = F.cross_entropy(twin[3](a.flatten(1)), y)
-            g_a, g_w = torch.autograd.grad(t_loss, [a, twin[0].weight], retain_graph=True)
-            opt_twin.zero_grad()
-            t_loss.backward()
-            opt_twin.step()
-            expected[i] = block_stats(a, z, g_a, twin[0].weight.detach(), g_w, w_before, relu=True)
+            expected[i], z = _twin_step(twin, opt_twin, x, y)
             assert (z < 0).any()  # z's minimum is not a's
     assert count_hooks(model) == 0
     with RunReader(tmp_path / "run") as r:
