@@ -65,6 +65,12 @@ def _until(check: Callable[[], Any], what: str, timeout_s: float = 90.0) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _state(page: Any, selector: str) -> str:
+    """What the page showed at `selector` (its class and text, its HTML cut to 400 characters)."""
+    el = page.locator(selector)
+    return f"{selector} class={el.get_attribute('class')!r} text={el.inner_text()!r} html={el.inner_html()[:400]!r}"
+
+
 def test_upload_then_occlusion_panels(browser: Any, served: DashboardServer, tmp_path: Path) -> None:
     photo = tmp_path / "chelsea.png"
     Image.fromarray(skdata.chelsea()).save(photo)
@@ -75,7 +81,10 @@ def test_upload_then_occlusion_panels(browser: Any, served: DashboardServer, tmp
     page.goto(served.url + "#run=live")
     page.locator("#upload-file").set_input_files(str(photo))
     page.locator("#upload-btn").click()
-    page.locator("#upload-state.ok").wait_for(timeout=120_000)  # answered by the live trainer: slow under load
+    try:  # answered by the live trainer: slow under load
+        page.locator("#upload-state.ok").wait_for(timeout=120_000)
+    except Exception as exc:  # failed once in a fresh-clone CI run, never in place: say what the page showed
+        raise AssertionError(f"upload never ok: {_state(page, '#upload-state')}; console: {errors}") from exc
     page.locator("#occ-image").click()  # the list of images is read again
     option = page.locator("#occ-image option[value^='upload:']").first
     option.wait_for(state="attached", timeout=30000)
@@ -111,7 +120,11 @@ def test_embedding_map_hover_filter_and_placement(browser: Any, served: Dashboar
     page.mouse.move(dot[0] + 1, dot[1] + 2)
     page.locator("#emb-tip:not([hidden])").wait_for(timeout=5000)
     assert page.locator("#emb-tip").inner_text().startswith("#")
-    _until(lambda: page.evaluate("() => { const d = document.querySelector('#emb-tip canvas').getContext('2d').getImageData(0, 0, 64, 64).data; return d.some((v, i) => i % 4 === 3 && v > 0); }"), "the thumbnail")
+    thumb = "() => { const d = document.querySelector('#emb-tip canvas').getContext('2d').getImageData(0, 0, 64, 64).data; return d.some((v, i) => i % 4 === 3 && v > 0); }"
+    try:
+        _until(lambda: page.evaluate(thumb), "the thumbnail")
+    except AssertionError as exc:  # failed once in a fresh-clone CI run, never in place: say what the page showed
+        raise AssertionError(f"{exc}: {_state(page, '#emb-tip')}; console: {errors}") from exc
     page.locator("#embedding-box").screenshot(path="/tmp/dash-embedding.png")
     page.locator("#emb-legend input[type=checkbox]").first.uncheck()
     after = page.evaluate(COLOURED)
