@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 
 import pytest
 import torch
@@ -398,6 +400,26 @@ def test_multiple_passes_keep_the_last_and_capture_helper() -> None:
         capture(model, x, target=7)
     with pytest.raises(ValueError, match="NaN"):
         capture(model, torch.full((1, 3, 8, 8), float("nan")))
+    assert count_hooks(model) == 0
+
+
+def test_forget_lets_go_of_the_last_trace_and_a_held_one_stays_valid() -> None:
+    """After forget() the probe holds no trace (its maps are freed unless the caller holds them),
+    `trace` says so, a trace the caller kept is intact, and the next pass gives a new one."""
+    model = _seq(False)
+    with Probe(model) as probe:
+        model(torch.ones(1, 3, 8, 8))
+        kept = probe.trace
+        gone = weakref.ref(probe.trace["0"].a)
+        probe.forget()
+        with pytest.raises(RuntimeError, match="no forward pass"):
+            _ = probe.trace
+        assert torch.equal(kept["0"].x, torch.ones(1, 3, 8, 8))
+        del kept
+        gc.collect()
+        assert gone() is None  # nothing else held the maps
+        model(torch.zeros(1, 3, 8, 8))
+        assert probe.passes == 2 and torch.equal(probe.trace["0"].x, torch.zeros(1, 3, 8, 8))
     assert count_hooks(model) == 0
 
 

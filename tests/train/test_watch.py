@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -69,6 +72,33 @@ def test_watch_records_exact_scalars_stats_and_snapshots(tmp_path: Path) -> None
     layers = r.json("layers")
     assert layers is not None and [row["name"] for row in layers[1]] == ["0", "3"]
     assert layers[1][0]["formula"] == "2 × 1 × 3 × 3 + 2 = 20" and layers[1][0]["activation"] == "ReLU"
+
+
+def test_the_recorder_lets_go_of_each_steps_maps(tmp_path: Path) -> None:
+    """Once step() has read a probed step's trace (statistics, a snapshot), nothing of the recorder
+    holds it: its maps are freed before the next training step (held, they slowed those steps)."""
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen: list[weakref.ref[object]] = []
+    with watch(model, tmp_path / "run", snapshot_every=0.5, budget=None) as run:
+        log_stats = run._log_stats
+
+        def spy(step: int, trace: Any) -> None:
+            seen.append(weakref.ref(trace["0"].a))
+            log_stats(step, trace)
+
+        run._log_stats = spy  # type: ignore[method-assign]
+        for _ in range(3):
+            loss = F.cross_entropy(model(torch.randn(4, 1, 4, 4)), torch.tensor([0, 1, 2, 1]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.step(loss=loss)
+            del loss
+            gc.collect()
+            assert seen and seen[-1]() is None, f"step {run.step_index - 1}: its map a is still held"
+    assert len(seen) == 3  # (no budget: statistics every step, the first a snapshot)
+    assert count_hooks(model) == 0
 
 
 def test_watch_status_on_error_and_hooks_gone(tmp_path: Path) -> None:

@@ -159,8 +159,18 @@ class Probe:
     def trace(self) -> Trace:
         """The last forward pass's blocks."""
         if self._trace is None:
-            raise RuntimeError("no forward pass of the model ran inside the probe")
+            raise RuntimeError("no forward pass of the model ran inside the probe (since it forgot its last trace)")
         return self._trace
+
+    def forget(self) -> None:
+        """Let go of the last pass's trace (one you hold stays valid): a training loop that has read
+        what it needs frees those maps now, not at the probe's next pass (a full capture of
+        resnet18-shaped at batch 8 holds 482 MB; watch() takes one every minute or so there). Call
+        it between passes (after the backward: a dL/dW still to come is not recorded)."""
+        if self._stack:
+            raise RuntimeError("Probe.forget() inside a forward pass: call it between passes")
+        self._trace = None
+        self._reset_pass()  # (the pass's bookkeeping holds its blocks too)
 
     def __enter__(self) -> Probe:
         if self._active:
