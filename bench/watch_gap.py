@@ -41,7 +41,10 @@ def measure(batch: int, steps: int, block: int) -> str:
     away = [0.0, 0.0]  # wall and CPU seconds of the unwatched steps: out of the recorder's clocks
     with tempfile.TemporaryDirectory() as tmp:
         models = {name: copy.deepcopy(base) for name in ("off", "on")}
-        opts = {name: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for name, m in models.items()}
+        opts = {
+            name: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+            for name, m in models.items()
+        }
         run: Recorder = cs.watch(models["on"], Path(tmp) / "run")
         run._clock = lambda: time.perf_counter() - away[0]
         run._cpu = lambda: time.process_time() - away[1]
@@ -52,7 +55,9 @@ def measure(batch: int, steps: int, block: int) -> str:
             kind = run._plan if name == "on" else "plain"
             wall, cpu = time.perf_counter(), time.thread_time()
             k = i % 8
-            loss = F.cross_entropy(models[name](xs[k * batch : (k + 1) * batch]), ys[k * batch : (k + 1) * batch])
+            loss = F.cross_entropy(
+                models[name](xs[k * batch : (k + 1) * batch]), ys[k * batch : (k + 1) * batch]
+            )
             opts[name].zero_grad(set_to_none=True)
             loss.backward()
             opts[name].step()
@@ -68,7 +73,10 @@ def measure(batch: int, steps: int, block: int) -> str:
         for i in range(60):  # the recorder's first steps (layer table, first costs)
             one("off", i, False)
             one("on", i, False)
-        writer0, total0 = run.writer.background_cpu_split[0], (run.budget.total.train_s, run.budget.total.cost_s)
+        writer0, total0 = (
+            run.writer.background_cpu_split[0],
+            (run.budget.total.train_s, run.budget.total.cost_s),
+        )
         for j in range(0, steps, block):
             for name in ("off", "on") if (j // block) % 2 else ("on", "off"):
                 for i in range(j, j + block):
@@ -85,12 +93,16 @@ def measure(batch: int, steps: int, block: int) -> str:
         f" on/off {off_ms / on_ms:.4f}; the recorder measured {100 * cost / train:.2f}% for itself"
     ]
     for kind, v in sorted(on.items()):
-        lines.append(f"    {kind:>8}: {len(v):5d} steps, {1e3 * statistics.mean(v) - off_ms:+8.3f} ms over off")
+        lines.append(
+            f"    {kind:>8}: {len(v):5d} steps, {1e3 * statistics.mean(v) - off_ms:+8.3f} ms over off"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--batch", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--steps", type=int, default=960, help="timed steps of each loop")
     ap.add_argument("--block", type=int, default=8, help="steps of one loop before the other's")
