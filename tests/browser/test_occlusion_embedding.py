@@ -109,6 +109,8 @@ def test_embedding_map_hover_filter_and_placement(browser: Any, served: Dashboar
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
+    held: list[Any] = []  # the thumbnail sheet's request, answered once the tip is up (a slow server)
+    page.route("**/thumbs.png", lambda route: held.append(route))
     page.goto(served.url + "#run=live")
     page.locator("#emb-n").fill("150")
     page.locator("#emb-go").click()
@@ -121,10 +123,16 @@ def test_embedding_map_hover_filter_and_placement(browser: Any, served: Dashboar
     page.locator("#emb-tip:not([hidden])").wait_for(timeout=5000)
     assert page.locator("#emb-tip").inner_text().startswith("#")
     thumb = "() => { const d = document.querySelector('#emb-tip canvas').getContext('2d').getImageData(0, 0, 64, 64).data; return d.some((v, i) => i % 4 === 3 && v > 0); }"
+    # a hover before the sheet has come shows the tip at once, and its thumbnail when the sheet comes
+    # (it was drawn on mouse moves only: under load the test's one move came first, and it never drew)
+    assert not page.evaluate(thumb)
+    _until(lambda: held, "the thumbnail sheet's request")
+    held[0].continue_()
     try:
         _until(lambda: page.evaluate(thumb), "the thumbnail")
-    except AssertionError as exc:  # failed once in a fresh-clone CI run, never in place: say what the page showed
+    except AssertionError as exc:
         raise AssertionError(f"{exc}: {_state(page, '#emb-tip')}; console: {errors}") from exc
+    page.unroute("**/thumbs.png")
     page.locator("#embedding-box").screenshot(path="/tmp/dash-embedding.png")
     page.locator("#emb-legend input[type=checkbox]").first.uncheck()
     after = page.evaluate(COLOURED)

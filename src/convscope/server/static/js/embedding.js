@@ -37,7 +37,7 @@ class EmbeddingView {
     this.tipText = el("div");
     this.tip.append(this.thumb, this.tipText);
     this.sheet = new Image();
-    this.sheet.onload = () => this.draw();
+    this.sheet.onload = () => { this.draw(); if (!this.tip.hidden) this.drawThumb(Number(this.tip.dataset.index)); };
     box.append(
       el("h2", {}, "Embedding ", el("small", { text: "t-SNE of the held-out images' codes at the layer before the classifier" })),
       el("div.row", {}, el("label", {}, "images ", this.n), this.make, this.state),
@@ -164,17 +164,23 @@ class EmbeddingView {
       if (d < bestD) { bestD = d; best = i; }
     });
     if (best < 0) { this.tip.hidden = true; return; }
-    const t = this.map.thumb, cols = Math.ceil(Math.sqrt(this.map.n));
-    const g = this.thumb.getContext("2d");
-    g.imageSmoothingEnabled = false;
-    g.clearRect(0, 0, 64, 64);
-    if (this.sheet.complete && this.sheet.naturalWidth) g.drawImage(this.sheet, (best % cols) * t, Math.floor(best / cols) * t, t, t, 0, 0, 64, 64);
+    this.drawThumb(best);
     const c = r.labels[best];
     this.tipText.textContent = `#${best} · ${c < 0 ? "no label" : r.classes[c] ?? `class ${c}`}`;
     this.tip.style.left = `${(e.clientX - box.left) + 12}px`;
     this.tip.style.top = `${(e.clientY - box.top) + 12}px`;
     this.tip.hidden = false;
     this.tip.dataset.index = String(best);
+  }
+
+  // image `i`'s thumbnail from the sheet; a hover before the sheet has loaded is drawn when it loads
+  drawThumb(i) {
+    const g = this.thumb.getContext("2d");
+    g.imageSmoothingEnabled = false;
+    g.clearRect(0, 0, 64, 64);
+    if (!this.map || !(i >= 0) || !this.sheet.complete || !this.sheet.naturalWidth) return;
+    const t = this.map.thumb, cols = Math.ceil(Math.sqrt(this.map.n));
+    g.drawImage(this.sheet, (i % cols) * t, Math.floor(i / cols) * t, t, t, 0, 0, 64, 64);
   }
 }
 
