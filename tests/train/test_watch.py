@@ -76,7 +76,7 @@ def test_watch_records_exact_scalars_stats_and_snapshots(tmp_path: Path) -> None
 
 def test_the_recorder_lets_go_of_each_steps_maps(tmp_path: Path) -> None:
     """Once step() has read a probed step's trace (statistics, a snapshot), nothing of the recorder
-    holds it: its maps are freed before the next training step (held, they slowed those steps)."""
+    holds it: its maps are freed before the next training step, not at the next probed one."""
     model = _net()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     seen: list[weakref.ref[object]] = []

@@ -159,15 +159,20 @@ class Probe:
     def trace(self) -> Trace:
         """The last forward pass's blocks."""
         if self._trace is None:
-            raise RuntimeError("no forward pass of the model ran inside the probe (since it forgot its last trace)")
+            raise RuntimeError("no forward pass of the model ran inside the probe (or forget() let go of its trace)")
         return self._trace
+
+    @property
+    def in_forward(self) -> bool:
+        """A forward pass is running (inside one of the model's module calls)."""
+        return bool(self._stack)
 
     def forget(self) -> None:
         """Let go of the last pass's trace (one you hold stays valid): a training loop that has read
         what it needs frees those maps now, not at the probe's next pass (a full capture of
         resnet18-shaped at batch 8 holds 482 MB; watch() takes one every minute or so there). Call
         it between passes (after the backward: a dL/dW still to come is not recorded)."""
-        if self._stack:
+        if self.in_forward:
             raise RuntimeError("Probe.forget() inside a forward pass: call it between passes")
         self._trace = None
         self._reset_pass()  # (the pass's bookkeeping holds its blocks too)

@@ -336,7 +336,7 @@ class Recorder(ControlAnswers, StepOutputs):
         if scalars:
             self.writer.log_scalars(step, scalars)
         del trace
-        if armed is not None and not armed._stack:  # its maps are read: freed now, not at the next
+        if armed is not None and not armed.in_forward:  # its maps are read: freed now, not at the next
             armed.forget()  # probed step (Probe.forget; never inside a pass, e.g. a step() from a hook)
         self.step_index = step + 1
         done = self._clock()
