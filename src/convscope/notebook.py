@@ -90,11 +90,14 @@ class NotebookDashboard:
 
     def _repr_html_(self) -> str:
         ident = f"convscope-{secrets.token_hex(6)}"
-        # the page asks again with the notebook's own loopback name, so its token cookie is same-site
+        # the page asks again with the notebook's own loopback name, so its token cookie is same-site:
+        # in a new iframe that replaces this one. Changing this one's `src` left it on the first,
+        # cross-site page in two full test runs on a loaded machine (its requests then carried no
+        # cookie: 401); removing the element ends its navigation, whatever state it is in.
         script = (
             f"(function(){{var f=document.getElementById({json.dumps(ident)});var h=location.hostname;"
             f"if(f&&h!=={json.dumps(self.host)}&&{json.dumps(list(HOSTS))}.indexOf(h)>=0)"
-            "{var u=new URL(f.src);u.hostname=h;f.src=u.href;}})();"
+            "{var u=new URL(f.src);u.hostname=h;var g=f.cloneNode(false);g.src=u.href;f.replaceWith(g);}})();"
         )
         return (
             f'<iframe id="{ident}" src="{html.escape(self.url)}" width="100%" height="{self.height}" '
