@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import types
 import weakref
 
 import pytest
@@ -107,18 +108,21 @@ class _Boom(nn.ReLU):
     """A user's activation subclass: not torch's own, so the mode stays on inside it."""
 
 
-def test_activation_raising_inside_a_paused_mode_leaves_nothing_behind() -> None:
+def test_activation_raising_inside_a_paused_mode_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch) -> None:
     model = Net().eval()
     plain = copy.deepcopy(model)
     x = torch.randn(1, 2, 4, 4)
+    inside: list[int] = []
 
-    def bad_forward(t: Tensor) -> Tensor:
+    def bad_relu(t: Tensor, inplace: bool = False) -> Tensor:
+        inside.append(torch._C._len_torch_function_stack())
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"), Probe(model) as probe:
-        model.relu.forward = bad_forward  # type: ignore[method-assign]
+        monkeypatch.setattr(F, "relu", bad_relu)  # nn.ReLU's forward calls it: raises in the sealed forward
         model(x)
-    del model.relu.forward
+    monkeypatch.undo()
+    assert inside == [0]  # the mode was off in torch's own ReLU, and is back on the stack... then gone
     assert probe.trace["conv1"].z is not None
     assert count_hooks(model) == 0 and torch._C._len_torch_function_stack() == 0
     assert_same_model(model, plain)
@@ -146,3 +150,103 @@ def test_mode_stays_on_where_something_else_may_write() -> None:
         assert torch.equal(b.z, want) and torch.equal(b.a, torch.relu(want)) and not b.stale
         assert seen == ([True] if hook else [])
         assert torch._C._len_torch_function_stack() == 0
+
+
+def test_forward_wrappers_stand_in_for_hooks_and_seal_torchs_own_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    # While a probe is active its wrappers sit in the hooked modules' instance `forward` (no
+    # module hook), and torch's own pooling/flatten/conv run with the function mode off; after
+    # it, on success and when the forward raises, every module has its class's forward again.
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 2))
+    plain = copy.deepcopy(model)
+    x = torch.randn(2, 2, 4, 4)
+    depth: dict[str, int] = {}
+    pool = F.max_pool2d
+
+    def spy_pool(*args: object, **kwargs: object) -> Tensor:
+        depth["pool"] = torch._C._len_torch_function_stack()
+        return pool(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(F, "max_pool2d", spy_pool)
+    with Probe(model) as probe:
+        assert all("forward" in m.__dict__ for m in model.modules())  # every module: hooked or sealed
+        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+        assert count_hooks(model) == len(list(model.modules()))  # a wrapper left would be counted
+        out = model(x)
+        depth["after"] = torch._C._len_torch_function_stack()
+        out.sum().backward()
+    assert depth == {"pool": 0, "after": 0}
+    b = probe.trace["0"]
+    want = F.conv2d(x, model[0].weight, model[0].bias, padding=1)
+    assert torch.equal(b.z, want) and torch.equal(b.a, torch.relu(want)) and b.grad_weight is not None
+    assert torch.equal(probe.trace["4"].x, pool(torch.relu(want), 2).flatten(1))
+    assert all("forward" not in m.__dict__ for m in model.modules()) and count_hooks(model) == 0
+    with pytest.raises(ValueError, match="bad"), Probe(model):
+        monkeypatch.setattr(F, "max_pool2d", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad")))
+        model(x)
+    assert all("forward" not in m.__dict__ for m in model.modules()) and count_hooks(model) == 0
+    assert torch._C._len_torch_function_stack() == 0
+    monkeypatch.undo()
+    plain(x).sum().backward()
+    assert_same_model(model, plain)
+
+
+def test_a_module_with_its_own_instance_forward_gets_hooks_and_keeps_its_forward() -> None:
+    model = Net().eval()
+    calls: list[int] = []
+
+    def forward(self: nn.Conv2d, t: Tensor) -> Tensor:  # as a library's patch would be
+        calls.append(1)
+        return nn.Conv2d.forward(self, t)
+
+    patched = types.MethodType(forward, model.conv2)
+    model.conv2.forward = patched  # type: ignore[method-assign]
+    trace = check(model, torch.randn(2, 2, 4, 4), _reference, {"conv1": "conv1", "conv2": "conv2", "fc": "fc"})
+    assert list(trace) == ["conv1", "conv2", "tanh", "fc"] and trace["bn"] is trace["conv2"]
+    assert model.conv2.__dict__["forward"] is patched and calls  # its forward ran, and is still its own
+
+
+def test_nested_probes_on_one_model_both_record_it() -> None:
+    model = Net().eval()
+    x = torch.randn(2, 2, 4, 4)
+    with Probe(model) as outer:
+        with Probe(model, keep=("z", "a", "grad_a")) as inner:  # the outer's wrappers: inner uses hooks
+            model(x).sum().backward()
+        model(x + 1)
+    assert outer.passes == 2 and inner.passes == 1
+    for name in ("conv1", "tanh"):
+        assert inner.trace[name].grad_a is not None
+    want = F.conv2d(x + 1, model.conv1.weight, model.conv1.bias, padding=1)
+    assert torch.equal(outer.trace["conv1"].z, want) and torch.equal(outer.trace["conv1"].a, torch.relu(want))
+    assert count_hooks(model) == 0 and all("forward" not in m.__dict__ for m in model.modules())
+
+
+def test_a_wrapper_something_else_wrapped_passes_through_after_the_probe() -> None:
+    # A library that wraps the module's forward while the probe is active keeps its chain: the
+    # probe's wrapper stays inside it, records nothing more, and the output is the plain one.
+    model = Net().eval()
+    x = torch.randn(1, 2, 4, 4)
+    with Probe(model) as probe:
+        inner = model.conv1.forward
+        model.conv1.forward = lambda t: inner(t)  # type: ignore[method-assign]
+        model(x)
+    assert probe.passes == 1
+    with torch.no_grad():
+        assert torch.equal(model(x), copy.deepcopy(model)(x))
+    with Probe(model) as again:  # a module with an instance forward: hooks, and still recorded
+        model(x)
+    assert probe.passes == 1 and again.passes == 1 and again.trace["conv1"].z is not None
+    del model.conv1.forward
+    assert count_hooks(model) == 0
+
+
+def test_the_probe_records_what_the_forward_returns_before_a_forward_hook_changes_it() -> None:
+    model = Net().eval()
+    x = torch.randn(1, 2, 4, 4)
+    handle = model.conv1.register_forward_hook(lambda m, a, out: out * 2)
+    with Probe(model) as probe:
+        model(x)
+    handle.remove()
+    want = F.conv2d(x, model.conv1.weight, model.conv1.bias, padding=1)
+    assert torch.equal(probe.trace["conv1"].conv, want)  # W*x + b, as the conv computed it
+    assert torch.equal(probe.trace["relu"].z, want * 2)  # the ReLU got the hook's tensor: its own block
+    assert count_hooks(model) == 0

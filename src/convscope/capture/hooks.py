@@ -11,6 +11,8 @@ from typing import Protocol
 
 from torch import nn
 
+from convscope.capture.wrap import probe_wrappers_left
+
 
 class _Handle(Protocol):
     def remove(self) -> None: ...
@@ -42,7 +44,7 @@ class HookSet:
 
 
 def count_hooks(model: nn.Module) -> int:
-    """Forward/backward hooks on every module plus tensor hooks on every parameter."""
+    """Forward/backward hooks and probe forward wrappers on every module, plus tensor hooks on every parameter."""
     total = 0
     for m in model.modules():
         for attr in (
@@ -51,6 +53,7 @@ def count_hooks(model: nn.Module) -> int:
             "_forward_hooks_always_called",
         ):  # fmt: skip
             total += len(getattr(m, attr, {}) or {})
+        total += probe_wrappers_left(m)
     for p in model.parameters():
         hooks = getattr(p, "_backward_hooks", None)
         total += len(hooks or {})

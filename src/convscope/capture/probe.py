@@ -46,6 +46,7 @@ from convscope.capture.plan import (
     spec_of,
 )
 from convscope.capture.trace import Block, Trace, UnknownLayerError
+from convscope.capture.wrap import WrapSet, sealed_type, wrappable
 from convscope.config import FIELDS, CaptureConfig
 
 __all__ = ["Block", "Probe", "Trace", "UnknownLayerError"]
@@ -146,6 +147,9 @@ class Probe:
         # copy on write: storage pointer → (block, field, version) holding a view of it
         self._held: dict[int, list[tuple[weakref.ref[Block], str, int]]] = {}
         self._hooks = HookSet()
+        self._wraps = WrapSet()
+        self._mode_of = self._current_mode  # (one bound method for every wrapper)
+        self._unhooked = plan.unhooked
         self._mode: _FunctionWatch | None = None
         self._paused: nn.Module | None = None  # the activation module running with the mode off
         self._active = False
@@ -182,15 +186,24 @@ class Probe:
             raise RuntimeError("this Probe is already active")
         keep_freed_memory()  # once per process: no page-fault churn between passes (memory.py)
         try:
-            add = self._hooks.add
+            add, wraps, mode_of = self._hooks.add, self._wraps, self._mode_of
             for module, leaf in self._hooked:
-                if leaf:  # torch's own conv/linear/norm: its post-hook is enough
+                if wrappable(module):  # a forward wrapper costs less than hooks (wrap.py)
+                    if leaf:  # torch's own conv/linear/norm: its forward, then `_leaf_hook`
+                        wraps.after(module, self._leaf_hook, mode_of)
+                    else:
+                        wraps.around(module, self._pre, self._post_hook, _quiet_activation(module, self._roles), mode_of)
+                elif leaf:
                     add(module.register_forward_hook(self._leaf_hook, with_kwargs=True, always_call=True))
-                    continue
-                add(module.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
-                add(module.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True))
+                else:
+                    add(module.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
+                    add(module.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True))
+            for module in self._unhooked:
+                if sealed_type(module) and wrappable(module):
+                    wraps.seal(module, mode_of)
             self._hooks.add(optim_hooks.register_optimizer_step_pre_hook(self._before_step))
         except BaseException:
+            self._wraps.release()
             self._hooks.release()
             raise
         self._active = True
@@ -213,7 +226,10 @@ class Probe:
             self._active = False
             self._params_hooked = False
             self._stack.clear()
-            self._hooks.release()
+            try:
+                self._wraps.release()
+            finally:
+                self._hooks.release()
             self._check_versions()
             if self._backward_ran:  # an optimizer step is likely next: keep W as it was used
                 self._copy_storages(
@@ -247,9 +263,15 @@ class Probe:
         self._mode = _FunctionWatch(self)
         self._mode.__enter__()  # type: ignore[no-untyped-call]
 
-    def _pre_hook(
-        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
+    def _current_mode(self) -> _FunctionWatch | None:
+        return self._mode
+
+    def _pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._pre(module, args, kwargs)
+        if self._roles.get(id(module)) == "activation":
+            self._pause_mode(module)
+
+    def _pre(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         # A pass is one call of the model, or — for other entry points such as
         # `model.forward_features(x)` — starts at the first call of any of its modules when no
         # pass is running, and runs until the next pass or the probe's end; calling that first
@@ -265,7 +287,6 @@ class Probe:
             if inp is not None:
                 with _no_dispatch():
                     self._activation_before(self._call_name(self._stack[-1]), module, inp)
-            self._pause_mode(module)
         elif r == "norm" and self._norm is None and self._open is not None:
             inp = _first_tensor(args, kwargs)
             to_first = self._open_match(inp) if inp is not None else _NO_MATCH
@@ -331,7 +352,8 @@ class Probe:
     def _pause_mode(self, module: nn.Module) -> None:
         """Inside torch's own activation module, not in place and hooked by the probe alone, the
         function mode has nothing to see (one activation call, which the module's hooks record;
-        no write): take it off the mode stack until the module's post-hook."""
+        no write): take it off the mode stack until the module's post-hook. (A wrapped module's
+        forward is sealed by its wrapper instead: `_quiet_activation`.)"""
         mode = self._mode
         if (
             mode is None
@@ -696,6 +718,12 @@ class _NormCall:
     to_first: Perm  # of its input
     shape: tuple[int, ...]  # of its input
     fused: bool = False  # its own forward called an activation (timm's BatchNormAct2d)
+
+
+def _quiet_activation(module: nn.Module, roles: dict[int, str | None]) -> bool:
+    """Torch's own activation module, not in place: its forward makes one activation call, which
+    the probe records from the module's call, and writes nothing: the function mode is off in it."""
+    return roles.get(id(module)) == "activation" and builtin(module) and not getattr(module, "inplace", False)
 
 
 def _permuted(t: Tensor, to_first: Perm) -> Tensor:

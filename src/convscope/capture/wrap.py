@@ -1,0 +1,149 @@
+"""Forward wrappers: how a Probe sees a module call without torch's module hooks (DESIGN.md §3).
+
+A module hook costs its registration and removal (~24k instructions each, a `RemovableHandle`
+and three dicts) and sends every call through `Module._call_impl`'s slow path; on a small net
+at batch 1 that was a third of what a full capture cost beyond the plain forward. While a probe
+is active it puts a wrapper in the module's instance `forward` instead: `Module.__call__` runs
+every hook of its own as usual, then the wrapper, which calls the class's forward between the
+probe's `pre` and `post` (always called, with None when the forward raises, as a hook with
+`always_call=True` is). The probe therefore sees the arguments the forward receives (after any
+pre-hook) and the output it returns (before any forward hook changes it).
+
+`sealed(...)` calls a forward of torch's own that writes into nothing it was handed and calls
+no activation function (conv, linear, norm, pooling, flatten, ...) with the probe's function
+mode off the mode stack: that mode then has nothing to look at, and each torch function call
+inside would cost a trip through it.
+
+A module that already has an instance `forward` (another probe's wrapper, a library's patch)
+or is a TorchScript module gets module hooks instead (`wrappable`). `WrapSet.release()` puts
+every `forward` back; a wrapper that something else has since wrapped again cannot be taken
+out of that chain, and from then on passes every call straight through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import CodeType
+from typing import Any
+
+import torch
+from torch import nn
+
+Pre = Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], None]
+Post = Callable[[nn.Module, tuple[Any, ...], dict[str, Any], Any], None]
+ModeOf = Callable[[], object | None]
+
+_len_modes = torch._C._len_torch_function_stack
+_top_mode = torch._C._get_function_stack_at
+_pop_mode = torch._C._pop_torch_function_stack
+_push_mode = torch._C._push_on_torch_function_stack
+
+# torch's own modules without a role whose forward writes into nothing it was handed (unless
+# `inplace=True`) and calls no activation function: the function mode is off while they run
+SEALED_TYPES: tuple[type[nn.Module], ...] = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.LPPool2d,
+    nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+    nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle, nn.ZeroPad2d, nn.ConstantPad2d,
+    nn.ReflectionPad2d, nn.ReplicationPad2d,
+)  # fmt: skip
+
+
+def wrappable(module: nn.Module) -> bool:
+    """Can a wrapper stand in for hooks on `module` (no instance `forward` of its own yet)?"""
+    return "forward" not in module.__dict__ and not isinstance(module, torch.jit.ScriptModule)
+
+
+def sealed_type(module: nn.Module) -> bool:
+    """A role-less module of torch's own whose forward the function mode need not see."""
+    return type(module) in _SEALED and not getattr(module, "inplace", False)
+
+
+class WrapSet:
+    """The wrappers one active probe put in place; `release()` puts every `forward` back."""
+
+    def __init__(self) -> None:
+        self._wrapped: list[tuple[nn.Module, Callable[..., Any]]] = []
+        self._on = [True]  # shared by this set's wrappers: False once released (pass-through)
+
+    def __len__(self) -> int:
+        return len(self._wrapped)
+
+    def around(self, module: nn.Module, pre: Pre, post: Post, seal: bool, mode_of: ModeOf) -> None:
+        """`pre`, the forward (with the mode off if `seal`), then `post` (also when it raises)."""
+        forward, on = module.forward, self._on
+
+        def probed_forward(*args: Any, **kwargs: Any) -> Any:
+            if not on[0]:
+                return forward(*args, **kwargs)
+            pre(module, args, kwargs)
+            out = None
+            try:
+                out = sealed(forward, args, kwargs, mode_of()) if seal else forward(*args, **kwargs)
+            finally:
+                post(module, args, kwargs, out)
+            return out
+
+        self._put(module, probed_forward)
+
+    def after(self, module: nn.Module, post: Post, mode_of: ModeOf) -> None:
+        """The forward with the mode off, then `post` (a conv/linear/norm of torch's own)."""
+        forward, on = module.forward, self._on
+
+        def probed_forward(*args: Any, **kwargs: Any) -> Any:
+            if not on[0]:
+                return forward(*args, **kwargs)
+            out = sealed(forward, args, kwargs, mode_of())
+            post(module, args, kwargs, out)
+            return out
+
+        self._put(module, probed_forward)
+
+    def seal(self, module: nn.Module, mode_of: ModeOf) -> None:
+        """The forward with the mode off, nothing else (pooling, flatten, dropout, ...)."""
+        forward, on = module.forward, self._on
+
+        def probed_forward(*args: Any, **kwargs: Any) -> Any:
+            if not on[0]:
+                return forward(*args, **kwargs)
+            return sealed(forward, args, kwargs, mode_of())
+
+        self._put(module, probed_forward)
+
+    def _put(self, module: nn.Module, wrapper: Callable[..., Any]) -> None:
+        module.__dict__["forward"] = wrapper
+        self._wrapped.append((module, wrapper))
+
+    def release(self) -> None:
+        """Put every module's own `forward` back (idempotent)."""
+        self._on[0] = False
+        wrapped, self._wrapped = self._wrapped, []
+        for module, wrapper in reversed(wrapped):
+            d = module.__dict__
+            if d.get("forward") is wrapper:
+                del d["forward"]
+        self._on = [True]
+
+
+def sealed(forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], mode: object | None) -> Any:
+    """`forward(*args, **kwargs)` with `mode` off the function-mode stack if it is on top."""
+    if mode is None or not _len_modes() or _top_mode(_len_modes() - 1) is not mode:
+        return forward(*args, **kwargs)
+    _pop_mode()
+    try:
+        return forward(*args, **kwargs)
+    finally:
+        _push_mode(mode)
+
+
+def probe_wrappers_left(module: nn.Module) -> int:
+    """1 if `module.forward` is still a live probe wrapper (`count_hooks` counts it), else 0."""
+    f = module.__dict__.get("forward")
+    return int(getattr(f, "__code__", None) in _CODES)
+
+
+_SEALED = frozenset(SEALED_TYPES)
+_CODES = frozenset(
+    c for f in (WrapSet.around, WrapSet.after, WrapSet.seal) for c in f.__code__.co_consts if isinstance(c, CodeType)
+)  # the wrappers' code: how `probe_wrappers_left` knows one
