@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from convscope.capture.naming import LayerSpec, role
+from convscope.capture.wrap import SEALED_TYPES
 
 _SPECS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], bool, LayerSpec]] = (
     weakref.WeakKeyDictionary()
@@ -30,7 +31,7 @@ class ModulePlan:
     roles: dict[int, str | None]  # id(module) → `role(module)` (the model's too)
     hooked: list[tuple[nn.Module, bool]]  # the modules to hook, and whether a post-hook is enough
     leaders: list[nn.Module]  # conv/linear modules (their parameters get dL/dW hooks)
-    unhooked: list[nn.Module]  # torch's own role-less leaves (pooling, flatten, ...): may be sealed
+    sealable: list[nn.Module]  # torch's own role-less leaves whose forward the mode need not see
 
 
 _PLANS: weakref.WeakKeyDictionary[nn.Module, ModulePlan] = weakref.WeakKeyDictionary()
@@ -84,7 +85,7 @@ def module_plan(model: nn.Module) -> ModulePlan:
         roles=roles,
         hooked=[(m, leaf(m)) for m in modules if needs_hooks(m)],
         leaders=[m for m in modules if roles[id(m)] == "leader"],
-        unhooked=[m for m in modules if not needs_hooks(m)],
+        sealable=[m for m in modules if not needs_hooks(m) and type(m) in SEALED_TYPES],
     )
     with suppress(TypeError):
         _PLANS[model] = plan

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 import torch.optim.optimizer as optim_hooks
 from torch import Tensor, nn
+from torch.jit import ScriptModule
 from torch.overrides import TorchFunctionMode
 
 from convscope.capture.hooks import HookSet
@@ -42,11 +42,10 @@ from convscope.capture.plan import (
     builtin,
     global_module_hooks,
     module_plan,
-    param,
     spec_of,
 )
 from convscope.capture.trace import Block, Trace, UnknownLayerError
-from convscope.capture.wrap import WrapSet, sealed_type, wrappable
+from convscope.capture.wrap import WrapSet
 from convscope.config import FIELDS, CaptureConfig
 
 __all__ = ["Block", "Probe", "Trace", "UnknownLayerError"]
@@ -148,8 +147,8 @@ class Probe:
         self._held: dict[int, list[tuple[weakref.ref[Block], str, int]]] = {}
         self._hooks = HookSet()
         self._wraps = WrapSet()
-        self._mode_of = self._current_mode  # (one bound method for every wrapper)
-        self._unhooked = plan.unhooked
+        self._mode_cell: list[object | None] = [None]  # the mode, where the wrappers read it
+        self._sealable = plan.sealable
         self._mode: _FunctionWatch | None = None
         self._paused: nn.Module | None = None  # the activation module running with the mode off
         self._active = False
@@ -186,9 +185,9 @@ class Probe:
             raise RuntimeError("this Probe is already active")
         keep_freed_memory()  # once per process: no page-fault churn between passes (memory.py)
         try:
-            add, wraps, mode_of = self._hooks.add, self._wraps, self._mode_of
+            add, wraps, mode_of = self._hooks.add, self._wraps, self._mode_cell
             for module, leaf in self._hooked:
-                if wrappable(module):  # a forward wrapper costs less than hooks (wrap.py)
+                if "forward" not in module.__dict__ and not isinstance(module, ScriptModule):  # a wrapper can stand in (wrap.py)
                     if leaf:  # torch's own conv/linear/norm: its forward, then `_leaf_hook`
                         wraps.after(module, self._leaf_hook, mode_of)
                     else:
@@ -198,8 +197,9 @@ class Probe:
                 else:
                     add(module.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
                     add(module.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True))
-            for module in self._unhooked:
-                if sealed_type(module) and wrappable(module):
+            for module in self._sealable:
+                d = module.__dict__
+                if "forward" not in d and not d.get("inplace", False):
                     wraps.seal(module, mode_of)
             self._hooks.add(optim_hooks.register_optimizer_step_pre_hook(self._before_step))
         except BaseException:
@@ -262,9 +262,7 @@ class Probe:
             self._hook_parameters()
         self._mode = _FunctionWatch(self)
         self._mode.__enter__()  # type: ignore[no-untyped-call]
-
-    def _current_mode(self) -> _FunctionWatch | None:
-        return self._mode
+        self._mode_cell[0] = self._mode
 
     def _pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._pre(module, args, kwargs)
@@ -283,12 +281,12 @@ class Probe:
         self._stack.append(self._names.get(id(module), "?"))
         r = self._roles.get(id(module))
         if r == "activation":
-            inp = _first_tensor(args, kwargs)
+            inp = args[0] if args and isinstance(args[0], Tensor) else _first_tensor(args, kwargs)
             if inp is not None:
                 with _no_dispatch():
                     self._activation_before(self._call_name(self._stack[-1]), module, inp)
         elif r == "norm" and self._norm is None and self._open is not None:
-            inp = _first_tensor(args, kwargs)
+            inp = args[0] if args and isinstance(args[0], Tensor) else _first_tensor(args, kwargs)
             to_first = self._open_match(inp) if inp is not None else _NO_MATCH
             if inp is not None and to_first is not _NO_MATCH:
                 name = self._call_name(self._stack[-1])
@@ -311,7 +309,7 @@ class Probe:
         r = self._roles.get(id(module))
         if r is not None and isinstance(output, Tensor):
             with _no_dispatch():
-                inp = _first_tensor(args, kwargs)
+                inp = args[0] if args and isinstance(args[0], Tensor) else _first_tensor(args, kwargs)
                 if r == "leader" and inp is not None:
                     self._leader_after(module, inp, output)
                 elif r == "norm" and self._norm is not None and self._norm.module is module:
@@ -336,7 +334,7 @@ class Probe:
             self._start_pass(module)
         if self._mode is None or not isinstance(output, Tensor):
             return
-        inp = _first_tensor(args, kwargs)
+        inp = args[0] if args and isinstance(args[0], Tensor) else _first_tensor(args, kwargs)
         if inp is None:
             return
         with _no_dispatch():
@@ -377,6 +375,7 @@ class Probe:
     def _leave_mode(self) -> None:
         self._resume_mode()
         mode, self._mode = self._mode, None
+        self._mode_cell[0] = None
         if mode is not None:
             mode.__exit__(None, None, None)  # type: ignore[no-untyped-call]
         self._pending_act = None
@@ -471,12 +470,11 @@ class Probe:
             keep(block, "x", inp if to_first is None else inp.permute(to_first))
         if out._version == leader.out_version:
             out_first = out if to_first is None else out.permute(to_first)
-            keep(block, "conv", out_first)
-            if block._z_source == "conv":
-                keep(block, "z", out_first)
+            keep(block, "conv", out_first, "z" if block._z_source == "conv" else None)
             self._grad_hook(block, "conv", out, to_first)
+        params = module._parameters
         for pname, gname in _PARAMS:
-            p = param(module, pname)
+            p = params[pname] if pname in params else getattr(module, pname, None)
             if isinstance(p, Tensor):
                 as_conv = block.channels_last and pname == "weight"
                 keep(block, pname, p[:, :, None, None] if as_conv else p)
@@ -552,28 +550,43 @@ class Probe:
             self._keep(block, "a", _permuted(out, to_first))
             self._grad_hook(block, "a", out, to_first)
 
-    def _keep(self, block: Block, name: str, t: Tensor | None) -> None:
+    def _keep(self, block: Block, name: str, t: Tensor | None, also: str | None = None) -> None:
+        """Keep `t` as field `name` of `block` (and as field `also`: one detached view for both)."""
         if t is None:
             return
-        if self._tap is not None and name in _TAPPED:
-            self._tap(block, name, t)
+        tap = self._tap
+        if tap is not None:
+            if name in _TAPPED:
+                tap(block, name, t)
+            if also in _TAPPED:
+                tap(block, also, t)
         cfg = self.config
         if name not in cfg.keep:
-            return
+            if also is None or also not in cfg.keep:
+                return
+            name, also = also, None
+        elif also is not None and also not in cfg.keep:
+            also = None
         d = t.detach()
         if cfg.device is not None or cfg.dtype is not None:
             moved = d.to(device=cfg.device, dtype=cfg.dtype)
             if _storage(moved) != _storage(d):
                 setattr(block, name, moved)  # already a copy: nothing can overwrite it
+                if also is not None:
+                    setattr(block, also, moved)
                 return
         setattr(block, name, d)
-        entry = (weakref.ref(block), name, d._version)
+        ref, version = weakref.ref(block), d._version
+        entries = [(ref, name, version)]
+        if also is not None:
+            setattr(block, also, d)
+            entries.append((ref, also, version))
         key = int(d.data_ptr() - d.storage_offset() * d.element_size())  # = _storage(d), inlined
         views = self._held.get(key)
         if views is None:
-            self._held[key] = [entry]
+            self._held[key] = entries
         else:
-            views.append(entry)
+            views += entries
 
     def _grad_hook(self, block: Block, slot: str, t: Tensor, to_first: Perm) -> None:
         if not t.requires_grad:
@@ -601,7 +614,8 @@ class Probe:
         seen: set[int] = set()
         add = self._hooks.add
         for module in self._leaders:
-            for p in (param(module, "weight"), param(module, "bias")):
+            params = module._parameters
+            for p in (params[n] if n in params else getattr(module, n, None) for n in ("weight", "bias")):
                 if isinstance(p, Tensor) and p.requires_grad and id(p) not in seen:
                     seen.add(id(p))
                     add(p.register_hook(self._param_grad_store(id(p))))
@@ -731,9 +745,7 @@ def _permuted(t: Tensor, to_first: Perm) -> Tensor:
     return t if to_first is None else t.permute(to_first)
 
 
-def _no_dispatch() -> AbstractContextManager[None]:
-    """The probe's own tensor calls skip its TorchFunctionMode (and any other)."""
-    return torch._C.DisableTorchFunction()
+_no_dispatch = torch._C.DisableTorchFunction  # the probe's own tensor calls skip every function mode
 
 
 def _storage(t: Tensor) -> int:

@@ -15,7 +15,7 @@ mode off the mode stack: that mode then has nothing to look at, and each torch f
 inside would cost a trip through it.
 
 A module that already has an instance `forward` (another probe's wrapper, a library's patch)
-or is a TorchScript module gets module hooks instead (`wrappable`). `WrapSet.release()` puts
+or is a TorchScript module gets module hooks instead. `WrapSet.release()` puts
 every `forward` back; a wrapper that something else has since wrapped again cannot be taken
 out of that chain, and from then on passes every call straight through.
 """
@@ -31,7 +31,7 @@ from torch import nn
 
 Pre = Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], None]
 Post = Callable[[nn.Module, tuple[Any, ...], dict[str, Any], Any], None]
-ModeOf = Callable[[], object | None]
+ModeCell = list[object | None]  # [the probe's function mode, or None between passes]
 
 _len_modes = torch._C._len_torch_function_stack
 _top_mode = torch._C._get_function_stack_at
@@ -40,24 +40,14 @@ _push_mode = torch._C._push_on_torch_function_stack
 
 # torch's own modules without a role whose forward writes into nothing it was handed (unless
 # `inplace=True`) and calls no activation function: the function mode is off while they run
-SEALED_TYPES: tuple[type[nn.Module], ...] = (
+SEALED_TYPES: frozenset[type[nn.Module]] = frozenset({
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
     nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.LPPool2d,
     nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
     nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle, nn.ZeroPad2d, nn.ConstantPad2d,
     nn.ReflectionPad2d, nn.ReplicationPad2d,
-)  # fmt: skip
-
-
-def wrappable(module: nn.Module) -> bool:
-    """Can a wrapper stand in for hooks on `module` (no instance `forward` of its own yet)?"""
-    return "forward" not in module.__dict__ and not isinstance(module, torch.jit.ScriptModule)
-
-
-def sealed_type(module: nn.Module) -> bool:
-    """A role-less module of torch's own whose forward the function mode need not see."""
-    return type(module) in _SEALED and not getattr(module, "inplace", False)
+})  # fmt: skip
 
 
 class WrapSet:
@@ -70,7 +60,7 @@ class WrapSet:
     def __len__(self) -> int:
         return len(self._wrapped)
 
-    def around(self, module: nn.Module, pre: Pre, post: Post, seal: bool, mode_of: ModeOf) -> None:
+    def around(self, module: nn.Module, pre: Pre, post: Post, seal: bool, mode: ModeCell) -> None:
         """`pre`, the forward (with the mode off if `seal`), then `post` (also when it raises)."""
         forward, on = module.forward, self._on
 
@@ -80,34 +70,34 @@ class WrapSet:
             pre(module, args, kwargs)
             out = None
             try:
-                out = sealed(forward, args, kwargs, mode_of()) if seal else forward(*args, **kwargs)
+                out = sealed(forward, args, kwargs, mode[0]) if seal else forward(*args, **kwargs)
             finally:
                 post(module, args, kwargs, out)
             return out
 
         self._put(module, probed_forward)
 
-    def after(self, module: nn.Module, post: Post, mode_of: ModeOf) -> None:
+    def after(self, module: nn.Module, post: Post, mode: ModeCell) -> None:
         """The forward with the mode off, then `post` (a conv/linear/norm of torch's own)."""
         forward, on = module.forward, self._on
 
         def probed_forward(*args: Any, **kwargs: Any) -> Any:
             if not on[0]:
                 return forward(*args, **kwargs)
-            out = sealed(forward, args, kwargs, mode_of())
+            out = sealed(forward, args, kwargs, mode[0])
             post(module, args, kwargs, out)
             return out
 
         self._put(module, probed_forward)
 
-    def seal(self, module: nn.Module, mode_of: ModeOf) -> None:
+    def seal(self, module: nn.Module, mode: ModeCell) -> None:
         """The forward with the mode off, nothing else (pooling, flatten, dropout, ...)."""
         forward, on = module.forward, self._on
 
         def probed_forward(*args: Any, **kwargs: Any) -> Any:
             if not on[0]:
                 return forward(*args, **kwargs)
-            return sealed(forward, args, kwargs, mode_of())
+            return sealed(forward, args, kwargs, mode[0])
 
         self._put(module, probed_forward)
 
@@ -143,7 +133,6 @@ def probe_wrappers_left(module: nn.Module) -> int:
     return int(getattr(f, "__code__", None) in _CODES)
 
 
-_SEALED = frozenset(SEALED_TYPES)
 _CODES = frozenset(
     c for f in (WrapSet.around, WrapSet.after, WrapSet.seal) for c in f.__code__.co_consts if isinstance(c, CodeType)
 )  # the wrappers' code: how `probe_wrappers_left` knows one
