@@ -18,6 +18,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -189,9 +190,9 @@ class Probe:
             for module, leaf in self._hooked:
                 if "forward" not in module.__dict__ and not isinstance(module, ScriptModule):  # a wrapper can stand in (wrap.py)
                     if leaf:  # torch's own conv/linear/norm: its forward, then `_leaf_hook`
-                        wraps.after(module, self._leaf_hook, mode_of)
+                        wraps.wrap(module, None, self._leaf_hook, True, mode_of)
                     else:
-                        wraps.around(module, self._pre, self._post_hook, _quiet_activation(module, self._roles), mode_of)
+                        wraps.wrap(module, self._pre, self._post_hook, _quiet_activation(module, self._roles), mode_of)
                 elif leaf:
                     add(module.register_forward_hook(self._leaf_hook, with_kwargs=True, always_call=True))
                 else:
@@ -200,7 +201,7 @@ class Probe:
             for module in self._sealable:
                 d = module.__dict__
                 if "forward" not in d and not d.get("inplace", False):
-                    wraps.seal(module, mode_of)
+                    wraps.wrap(module, None, None, True, mode_of)
             self._hooks.add(optim_hooks.register_optimizer_step_pre_hook(self._before_step))
         except BaseException:
             self._wraps.release()
@@ -607,34 +608,33 @@ class Probe:
             elif slot == block._z_source:  # dL/dconv of a block with a norm is not kept:
                 block._grads[slot] = g  # holding it would only cost memory
 
-        self._hooks.add(t.register_hook(store))
+        self._hooks.append(t.register_hook(store))
 
     def _hook_parameters(self) -> None:
         """One tensor hook per conv/linear parameter: dL/dW of the current backward."""
         seen: set[int] = set()
-        add = self._hooks.add
+        add, store = self._hooks.append, self._param_grad
         for module in self._leaders:
             params = module._parameters
-            for p in (params[n] if n in params else getattr(module, n, None) for n in ("weight", "bias")):
+            for name in ("weight", "bias"):
+                p = params[name] if name in params else getattr(module, name, None)
                 if isinstance(p, Tensor) and p.requires_grad and id(p) not in seen:
                     seen.add(id(p))
-                    add(p.register_hook(self._param_grad_store(id(p))))
+                    add(p.register_hook(partial(store, id(p))))
 
-    def _param_grad_store(self, pid: int) -> Callable[[Tensor], None]:
-        def store(grad: Tensor) -> None:
-            self._backward_ran = True
-            targets = self._param_blocks.get(pid, [])
-            if not targets:
-                return
-            g = grad.detach()
-            cfg = self.config
-            if cfg.device is not None or cfg.dtype is not None:
-                g = g.to(device=cfg.device, dtype=cfg.dtype)
-            for block, fname, as_conv in targets:
-                if fname in self.config.keep:
-                    setattr(block, fname, g[:, :, None, None] if as_conv else g)
-
-        return store
+    def _param_grad(self, pid: int, grad: Tensor) -> None:
+        """dL/dW (or dL/db) of parameter `pid` in this backward: to every block that used it."""
+        self._backward_ran = True
+        targets = self._param_blocks.get(pid)
+        if not targets:
+            return
+        g = grad.detach()
+        cfg = self.config
+        if cfg.device is not None or cfg.dtype is not None:
+            g = g.to(device=cfg.device, dtype=cfg.dtype)
+        for block, fname, as_conv in targets:
+            if fname in cfg.keep:
+                setattr(block, fname, g[:, :, None, None] if as_conv else g)
 
     # ---- copy on write ------------------------------------------------------------------
     def _copy_before_write(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -688,7 +688,7 @@ class Probe:
                 block = ref()
                 if block is None:
                     continue
-                t = getattr(block, name)
+                t = getattr(block, _STORED.get(name, name))  # (W and b without their properties)
                 if t is not None and t._version != version:
                     setattr(block, name, None)
                     block.stale.add(name)
@@ -705,6 +705,7 @@ _FOLLOWED = frozenset({"permute", "contiguous"})  # ops whose result stays the o
 _DEFAULT_CONFIG = CaptureConfig()  # every field kept, where and as the model computes it
 _TAPPED = frozenset({"x", "conv", "z", "a"})  # the fields `tap` sees
 _PARAMS = (("weight", "grad_weight"), ("bias", "grad_bias"))
+_STORED = {"weight": "_weight", "bias": "_bias"}  # Block's attribute that holds a kept W or b
 _WATCHED = _FOLLOWED | ACTIVATION_FUNCTIONS.keys()  # torch functions `_on_function` looks at
 _PLAIN: dict[str, bool] = {}  # function name → neither watched nor in place by its name
 

@@ -9,7 +9,7 @@ probe's `pre` and `post` (always called, with None when the forward raises, as a
 `always_call=True` is). The probe therefore sees the arguments the forward receives (after any
 pre-hook) and the output it returns (before any forward hook changes it).
 
-`sealed(...)` calls a forward of torch's own that writes into nothing it was handed and calls
+A sealed wrapper calls a forward of torch's own that writes into nothing it was handed and calls
 no activation function (conv, linear, norm, pooling, flatten, ...) with the probe's function
 mode off the mode stack: that mode then has nothing to look at, and each torch function call
 inside would cost a trip through it.
@@ -60,50 +60,35 @@ class WrapSet:
     def __len__(self) -> int:
         return len(self._wrapped)
 
-    def around(self, module: nn.Module, pre: Pre, post: Post, seal: bool, mode: ModeCell) -> None:
-        """`pre`, the forward (with the mode off if `seal`), then `post` (also when it raises)."""
+    def wrap(self, module: nn.Module, pre: Pre | None, post: Post | None, seal: bool, mode: ModeCell) -> None:
+        """Put a wrapper in `module.forward`: `pre`, the forward (with the probe's mode off the mode
+        stack if `seal` and the mode is on top), then `post` (also when the forward raises, with
+        None for its output). Either may be None."""
         forward, on = module.forward, self._on
 
         def probed_forward(*args: Any, **kwargs: Any) -> Any:
             if not on[0]:
                 return forward(*args, **kwargs)
-            pre(module, args, kwargs)
-            out = None
+            if pre is not None:
+                pre(module, args, kwargs)
+            out = paused = None
             try:
-                out = sealed(forward, args, kwargs, mode[0]) if seal else forward(*args, **kwargs)
+                if seal:
+                    paused = mode[0]
+                    if paused is not None and _len_modes() and _top_mode(_len_modes() - 1) is paused:
+                        _pop_mode()
+                    else:
+                        paused = None
+                out = forward(*args, **kwargs)
             finally:
-                post(module, args, kwargs, out)
+                if paused is not None:
+                    _push_mode(paused)
+                if post is not None:
+                    post(module, args, kwargs, out)
             return out
 
-        self._put(module, probed_forward)
-
-    def after(self, module: nn.Module, post: Post, mode: ModeCell) -> None:
-        """The forward with the mode off, then `post` (a conv/linear/norm of torch's own)."""
-        forward, on = module.forward, self._on
-
-        def probed_forward(*args: Any, **kwargs: Any) -> Any:
-            if not on[0]:
-                return forward(*args, **kwargs)
-            out = sealed(forward, args, kwargs, mode[0])
-            post(module, args, kwargs, out)
-            return out
-
-        self._put(module, probed_forward)
-
-    def seal(self, module: nn.Module, mode: ModeCell) -> None:
-        """The forward with the mode off, nothing else (pooling, flatten, dropout, ...)."""
-        forward, on = module.forward, self._on
-
-        def probed_forward(*args: Any, **kwargs: Any) -> Any:
-            if not on[0]:
-                return forward(*args, **kwargs)
-            return sealed(forward, args, kwargs, mode[0])
-
-        self._put(module, probed_forward)
-
-    def _put(self, module: nn.Module, wrapper: Callable[..., Any]) -> None:
-        module.__dict__["forward"] = wrapper
-        self._wrapped.append((module, wrapper))
+        module.__dict__["forward"] = probed_forward
+        self._wrapped.append((module, probed_forward))
 
     def release(self) -> None:
         """Put every module's own `forward` back (idempotent)."""
@@ -116,17 +101,6 @@ class WrapSet:
         self._on = [True]
 
 
-def sealed(forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], mode: object | None) -> Any:
-    """`forward(*args, **kwargs)` with `mode` off the function-mode stack if it is on top."""
-    if mode is None or not _len_modes() or _top_mode(_len_modes() - 1) is not mode:
-        return forward(*args, **kwargs)
-    _pop_mode()
-    try:
-        return forward(*args, **kwargs)
-    finally:
-        _push_mode(mode)
-
-
 def probe_wrappers_left(module: nn.Module) -> int:
     """1 if `module.forward` is still a live probe wrapper (`count_hooks` counts it), else 0."""
     f = module.__dict__.get("forward")
@@ -134,5 +108,5 @@ def probe_wrappers_left(module: nn.Module) -> int:
 
 
 _CODES = frozenset(
-    c for f in (WrapSet.around, WrapSet.after, WrapSet.seal) for c in f.__code__.co_consts if isinstance(c, CodeType)
-)  # the wrappers' code: how `probe_wrappers_left` knows one
+    c for c in WrapSet.wrap.__code__.co_consts if isinstance(c, CodeType)
+)  # the wrapper's code: how `probe_wrappers_left` knows one
