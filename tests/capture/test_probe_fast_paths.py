@@ -250,3 +250,23 @@ def test_the_probe_records_what_the_forward_returns_before_a_forward_hook_change
     assert torch.equal(probe.trace["conv1"].conv, want)  # W*x + b, as the conv computed it
     assert torch.equal(probe.trace["relu"].z, want * 2)  # the ReLU got the hook's tensor: its own block
     assert count_hooks(model) == 0
+
+
+def test_a_deep_copy_made_while_the_probe_is_active_computes_with_its_own_weights() -> None:
+    # an EMA or a checkpoint copy taken mid-step: the copy's forward runs the copy's weights and
+    # is not recorded by the probe; the probed model is left clean
+    model = Net().eval()
+    x = torch.randn(1, 2, 4, 4)
+    with Probe(model) as probe:
+        twin = copy.deepcopy(model)
+        with torch.no_grad():
+            for p in twin.parameters():
+                p.mul_(-1.0)
+        out = twin(x)
+        model(x)
+    assert probe.passes == 1 and count_hooks(model) == 0
+    fresh = Net().eval()
+    fresh.load_state_dict(twin.state_dict())
+    with torch.no_grad():
+        assert torch.equal(out, fresh(x)) and torch.equal(twin(x), fresh(x))
+    assert count_hooks(twin) > 0  # pass-through wrappers stay on the copy, and are counted

@@ -23,7 +23,7 @@ out of that chain, and from then on passes every call straight through.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import CodeType
+from types import CodeType, MethodType
 from typing import Any
 
 import torch
@@ -66,9 +66,9 @@ class WrapSet:
         None for its output). Either may be None."""
         forward, on = module.forward, self._on
 
-        def probed_forward(*args: Any, **kwargs: Any) -> Any:
-            if not on[0]:
-                return forward(*args, **kwargs)
+        def probed_forward(this: nn.Module, *args: Any, **kwargs: Any) -> Any:
+            if this is not module or not on[0]:  # a deep copy's (bound to the copy), or released
+                return type(this).forward(this, *args, **kwargs)
             if pre is not None:
                 pre(module, args, kwargs)
             out = paused = None
@@ -87,8 +87,11 @@ class WrapSet:
                     post(module, args, kwargs, out)
             return out
 
-        module.__dict__["forward"] = probed_forward
-        self._wrapped.append((module, probed_forward))
+        # bound to the module, so that `copy.deepcopy(model)` while the probe is active binds the
+        # copy's to the copy (a closure would be shared: the copy would run this module's weights)
+        bound = MethodType(probed_forward, module)
+        module.__dict__["forward"] = bound
+        self._wrapped.append((module, bound))
 
     def release(self) -> None:
         """Put every module's own `forward` back (idempotent)."""
@@ -102,7 +105,8 @@ class WrapSet:
 
 
 def probe_wrappers_left(module: nn.Module) -> int:
-    """1 if `module.forward` is still a live probe wrapper (`count_hooks` counts it), else 0."""
+    """1 if `module.forward` is still a probe's wrapper (`count_hooks` counts it), else 0: a probe
+    leaves none on its model; a deep copy made while one was active keeps a pass-through one."""
     f = module.__dict__.get("forward")
     return int(getattr(f, "__code__", None) in _CODES)
 
