@@ -144,6 +144,7 @@ def test_embedding_map_hover_filter_and_placement(browser: Any, served: Dashboar
     page.locator("#emb-ckpt").select_option(ckpt.get_attribute("value"))
     page.locator("#emb-place").click()
     _until(lambda: "placed into the map" in page.locator("#emb-info").inner_text(), "the placement", 120)
-    assert page.evaluate(COLOURED) > 0
+    coloured = page.evaluate(COLOURED)
+    assert coloured > 0, f"no coloured placed dot: {_state(page, '#emb-state')}; {_state(page, '#emb-info')}; console: {errors}"
     page.locator("#embedding-box").screenshot(path="/tmp/dash-embedding-placed.png")
     assert errors == []
