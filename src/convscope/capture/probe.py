@@ -43,6 +43,7 @@ from convscope.capture.plan import (
     builtin,
     global_module_hooks,
     module_plan,
+    param,
     spec_of,
 )
 from convscope.capture.trace import Block, Trace, UnknownLayerError
@@ -282,12 +283,12 @@ class Probe:
         self._stack.append(self._names.get(id(module), "?"))
         r = self._roles.get(id(module))
         if r == "activation":
-            inp = args[0] if args and isinstance(args[0], Tensor) else _first_tensor(args, kwargs)
+            inp = _first_tensor(args, kwargs)
             if inp is not None:
                 with _no_dispatch():
                     self._activation_before(self._call_name(self._stack[-1]), module, inp)
         elif r == "norm" and self._norm is None and self._open is not None:
-            inp = args[0] if args and isinstance(args[0], Tensor) else _first_tensor(args, kwargs)
+            inp = _first_tensor(args, kwargs)
             to_first = self._open_match(inp) if inp is not None else _NO_MATCH
             if inp is not None and to_first is not _NO_MATCH:
                 name = self._call_name(self._stack[-1])
@@ -310,7 +311,7 @@ class Probe:
         r = self._roles.get(id(module))
         if r is not None and isinstance(output, Tensor):
             with _no_dispatch():
-                inp = args[0] if args and isinstance(args[0], Tensor) else _first_tensor(args, kwargs)
+                inp = _first_tensor(args, kwargs)
                 if r == "leader" and inp is not None:
                     self._leader_after(module, inp, output)
                 elif r == "norm" and self._norm is not None and self._norm.module is module:
@@ -335,7 +336,7 @@ class Probe:
             self._start_pass(module)
         if self._mode is None or not isinstance(output, Tensor):
             return
-        inp = args[0] if args and isinstance(args[0], Tensor) else _first_tensor(args, kwargs)
+        inp = _first_tensor(args, kwargs)
         if inp is None:
             return
         with _no_dispatch():
@@ -473,9 +474,8 @@ class Probe:
             out_first = out if to_first is None else out.permute(to_first)
             keep(block, "conv", out_first, "z" if block._z_source == "conv" else None)
             self._grad_hook(block, "conv", out, to_first)
-        params = module._parameters
         for pname, gname in _PARAMS:
-            p = params[pname] if pname in params else getattr(module, pname, None)
+            p = param(module, pname)
             if isinstance(p, Tensor):
                 as_conv = block.channels_last and pname == "weight"
                 keep(block, pname, p[:, :, None, None] if as_conv else p)
@@ -615,9 +615,8 @@ class Probe:
         seen: set[int] = set()
         add, store = self._hooks.append, self._param_grad
         for module in self._leaders:
-            params = module._parameters
             for name in ("weight", "bias"):
-                p = params[name] if name in params else getattr(module, name, None)
+                p = param(module, name)
                 if isinstance(p, Tensor) and p.requires_grad and id(p) not in seen:
                     seen.add(id(p))
                     add(p.register_hook(partial(store, id(p))))
