@@ -22,6 +22,7 @@ from capture._oracle import Keep, check
 from torch import Tensor, nn
 
 from convscope.capture import Probe, count_hooks
+from convscope.capture.hooks import HookSet
 
 
 class Net(nn.Module):
@@ -91,6 +92,15 @@ def test_a_changed_module_tree_is_seen_by_the_next_probe() -> None:
     with Probe(model, layers=["conv2.0"]) as probe:
         model(x)
     assert list(probe.trace) == ["conv2.0"] and probe.trace["conv2.0"].act_name == "conv2.1"
+    model.conv2[1] = nn.Tanh()  # a grandchild replaced: seen at its parent
+    with Probe(model, layers=["conv2.0"]) as probe:
+        model(x)
+    assert probe.trace["conv2.0"].activation == "Tanh"
+    model.relu.__class__ = nn.Identity  # same module, another class: no activation any more
+    with Probe(model) as probe:
+        model(x)
+    b = probe.trace["conv1"]
+    assert b.act_name is None and b.a is None and "relu" not in probe.trace
     assert count_hooks(model) == 0
 
 
@@ -270,3 +280,56 @@ def test_a_deep_copy_made_while_the_probe_is_active_computes_with_its_own_weight
     with torch.no_grad():
         assert torch.equal(out, fresh(x)) and torch.equal(twin(x), fresh(x))
     assert count_hooks(twin) > 0  # pass-through wrappers stay on the copy, and are counted
+
+
+def test_hookset_tensor_hooks_get_what_register_hook_gets_and_leave_the_users_hooks() -> None:
+    """HookSet.tensor writes into the tensor's hook dict itself: on a parameter, on a non-leaf,
+    and on a non-leaf written in place after the hook went on, its hook gets exactly what a
+    `register_hook` hook beside it gets; release() takes out its own hooks only; a tensor subclass
+    (which may override register_hook) gets register_hook itself."""
+    w = nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+    users = w.register_hook(lambda g: None)  # the user's, in the same dict: stays
+    got: dict[str, list[Tensor]] = {}
+
+    theirs_handles = []
+
+    def both(t: Tensor, name: str, hooks: HookSet) -> None:
+        theirs_handles.append(t.register_hook(lambda g: got.setdefault(f"{name} torch", []).append(g)))
+        hooks.tensor(t, lambda g: got.setdefault(f"{name} ours", []).append(g))
+
+    hooks = HookSet()
+    both(w, "w", hooks)
+    y = w * w
+    both(y, "y", hooks)
+    v = y + 1
+    both(v, "v", hooks)
+    v.mul_(3)  # in place after the hooks: both see dL/dv of v before the write
+    (v * torch.tensor([1.0, 2.0, 3.0])).sum().backward(retain_graph=True)
+    (v.sum() * 2).backward()  # a second backward through the same graph
+    assert len(hooks) == 3
+    for name in ("w", "y", "v"):
+        ours, theirs = got[f"{name} ours"], got[f"{name} torch"]
+        assert len(ours) == len(theirs) == 2 and all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    assert torch.equal(got["v ours"][0], torch.tensor([3.0, 6.0, 9.0]))
+    hooks.release()
+    hooks.release()  # idempotent
+    for handle in theirs_handles:
+        handle.remove()
+    assert len(hooks) == 0 and list(w._backward_hooks) == [users.id]  # ours are out, the user's stays
+    users.remove()
+
+    calls: list[object] = []
+
+    class Logged(Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if func is Tensor.register_hook:
+                calls.append(func)
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    s = torch.ones(2, requires_grad=True).as_subclass(Logged)
+    sub_hooks = HookSet()
+    sub_hooks.tensor(s, lambda g: None)
+    assert calls == [Tensor.register_hook] and len(sub_hooks) == 1
+    sub_hooks.release()
+    assert not s._backward_hooks

@@ -15,51 +15,44 @@ from torch import Tensor, nn
 from convscope.capture.naming import LayerSpec, role
 from convscope.capture.wrap import SEALED_TYPES
 
-_SPECS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], bool, LayerSpec]] = (
-    weakref.WeakKeyDictionary()
-)
+# id(module) → (a weak reference to it, its weight's shape, channels_last, its LayerSpec); an entry
+# leaves when its module dies (a plain dict by id: a WeakKeyDictionary lookup is a Python call)
+_SPECS: dict[int, tuple[weakref.ref[nn.Module], tuple[int, ...], bool, LayerSpec]] = {}
 
 
 @dataclass(frozen=True, slots=True)
 class ModulePlan:
     """What a Probe needs to know of a model's modules, kept while the module tree is unchanged."""
 
-    tree: list[tuple[int, str, int, type]]  # (parent id, attribute, child id, child type), breadth first
     # below, the model's submodules only: the cache holds the model weakly
     modules: list[nn.Module]  # as `named_modules()` lists them
+    tree: list[Edges]  # `_edges` of the model, then of each of `modules`: what "unchanged" means
     names: dict[int, str]  # id(module) → its name (the model's too)
     roles: dict[int, str | None]  # id(module) → `role(module)` (the model's too)
     hooked: list[tuple[nn.Module, bool]]  # the modules to hook, and whether a post-hook is enough
     leaders: list[nn.Module]  # conv/linear modules (their parameters get dL/dW hooks)
     sealable: list[nn.Module]  # torch's own role-less leaves whose forward the mode need not see
+    quiet: frozenset[int]  # id of torch's own activation modules (`_quiet_activation` in the probe)
 
+
+Edges = tuple[type, tuple[str, ...], tuple[int, ...]]  # a module's type, its children's names and ids
 
 _PLANS: weakref.WeakKeyDictionary[nn.Module, ModulePlan] = weakref.WeakKeyDictionary()
 
 
-def _tree(model: nn.Module) -> list[tuple[int, str, int, type]]:
-    """Every parent → child edge of the module tree (a cheap fingerprint of `named_modules()`)."""
-    edges: list[tuple[int, str, int, type]] = []
-    queue, seen = [model], {id(model)}
-    for parent in queue:  # grows while it is walked: breadth first
-        for key, child in parent._modules.items():
-            if child is None:
-                continue
-            edges.append((id(parent), key, id(child), type(child)))
-            if id(child) not in seen:
-                seen.add(id(child))
-                queue.append(child)
-    return edges
+def _edges(modules: list[nn.Module]) -> list[Edges]:
+    """Each module's type and direct children: equal lists for the model and the modules a cached
+    plan reached from it mean the same module tree (a changed child shows at its parent)."""
+    return [(type(m), tuple(m._modules), tuple(map(id, m._modules.values()))) for m in modules]
 
 
 def module_plan(model: nn.Module) -> ModulePlan:
     """The model's `ModulePlan`, from the cache when its module tree is the one seen last time."""
-    tree = _tree(model)
     try:
         hit = _PLANS.get(model)
     except TypeError:  # a module class that made itself unhashable: no cache
         hit = None
-    if hit is not None and hit.tree == tree:
+    if hit is not None and hit.tree == _edges([model, *hit.modules]):
         return hit
     named = list(model.named_modules())
     modules = [m for _, m in named][1:]  # the model comes first
@@ -79,13 +72,14 @@ def module_plan(model: nn.Module) -> ModulePlan:
         return roles[id(m)] in ("leader", "norm") and builtin(m)
 
     plan = ModulePlan(
-        tree=tree,
         modules=modules,
+        tree=_edges([model, *modules]),
         names={id(m): n for n, m in named},
         roles=roles,
         hooked=[(m, leaf(m)) for m in modules if needs_hooks(m)],
         leaders=[m for m in modules if roles[id(m)] == "leader"],
         sealable=[m for m in modules if not needs_hooks(m) and type(m) in SEALED_TYPES],
+        quiet=frozenset(id(m) for _, m in named if roles[id(m)] == "activation" and builtin(m)),
     )
     with suppress(TypeError):
         _PLANS[model] = plan
@@ -112,9 +106,14 @@ def spec_of(module: nn.Module, channels_last: bool = False) -> LayerSpec:
     """LayerSpec.of, remembered per module while its weight keeps its shape."""
     w = param(module, "weight")
     shape = tuple(w.shape) if isinstance(w, Tensor) else ()
-    hit = _SPECS.get(module)
-    if hit is not None and hit[0] == shape and hit[1] == channels_last:
-        return hit[2]
+    key = id(module)
+    hit = _SPECS.get(key)
+    if hit is not None and hit[0]() is module and hit[1] == shape and hit[2] == channels_last:
+        return hit[3]
     spec = LayerSpec.of(module, channels_last=channels_last)
-    _SPECS[module] = (shape, channels_last, spec)
+    try:
+        ref = weakref.ref(module, lambda _, key=key: _SPECS.pop(key, None))  # type: ignore[misc]
+    except TypeError:  # a module class without weak references: not remembered
+        return spec
+    _SPECS[key] = (ref, shape, channels_last, spec)
     return spec

@@ -120,6 +120,7 @@ class Probe:
             raise ValueError("pass either config= or keep=/device=/dtype=, not both")
         self.model = model
         self.config = config
+        self._moves = config.device is not None or config.dtype is not None  # kept tensors are moved
         # tap(block, field, tensor): sees the live (undetached, in-graph) x, conv, z and a of
         # every wanted block as it is recorded; it may raise to end the forward there.
         self._tap = tap
@@ -150,7 +151,7 @@ class Probe:
         self._hooks = HookSet()
         self._wraps = WrapSet()
         self._mode_cell: list[object | None] = [None]  # the mode, where the wrappers read it
-        self._sealable = plan.sealable
+        self._sealable, self._quiet = plan.sealable, plan.quiet
         self._mode: _FunctionWatch | None = None
         self._paused: nn.Module | None = None  # the activation module running with the mode off
         self._active = False
@@ -187,13 +188,13 @@ class Probe:
             raise RuntimeError("this Probe is already active")
         keep_freed_memory()  # once per process: no page-fault churn between passes (memory.py)
         try:
-            add, wraps, mode_of = self._hooks.add, self._wraps, self._mode_cell
+            add, wraps, mode_of, quiet = self._hooks.add, self._wraps, self._mode_cell, self._quiet
             for module, leaf in self._hooked:
                 if "forward" not in module.__dict__ and not isinstance(module, ScriptModule):  # a wrapper can stand in (wrap.py)
                     if leaf:  # torch's own conv/linear/norm: its forward, then `_leaf_hook`
                         wraps.wrap(module, None, self._leaf_hook, True, mode_of)
                     else:
-                        wraps.wrap(module, self._pre, self._post_hook, _quiet_activation(module, self._roles), mode_of)
+                        wraps.wrap(module, self._pre, self._post_hook, _quiet_activation(module, quiet), mode_of)
                 elif leaf:
                     add(module.register_forward_hook(self._leaf_hook, with_kwargs=True, always_call=True))
                 else:
@@ -569,20 +570,20 @@ class Probe:
         elif also is not None and also not in cfg.keep:
             also = None
         d = t.detach()
-        if cfg.device is not None or cfg.dtype is not None:
+        if self._moves:
             moved = d.to(device=cfg.device, dtype=cfg.dtype)
             if _storage(moved) != _storage(d):
                 setattr(block, name, moved)  # already a copy: nothing can overwrite it
                 if also is not None:
                     setattr(block, also, moved)
                 return
-        setattr(block, name, d)
+        setattr(block, _STORED.get(name, name), d)  # (W and b without their properties: a new block)
         ref, version = weakref.ref(block), d._version
         entries = [(ref, name, version)]
         if also is not None:
             setattr(block, also, d)
             entries.append((ref, also, version))
-        key = int(d.data_ptr() - d.storage_offset() * d.element_size())  # = _storage(d), inlined
+        key = d.untyped_storage().data_ptr()  # = _storage(d), inlined
         views = self._held.get(key)
         if views is None:
             self._held[key] = entries
@@ -608,18 +609,18 @@ class Probe:
             elif slot == block._z_source:  # dL/dconv of a block with a norm is not kept:
                 block._grads[slot] = g  # holding it would only cost memory
 
-        self._hooks.append(t.register_hook(store))
+        self._hooks.tensor(t, store)
 
     def _hook_parameters(self) -> None:
         """One tensor hook per conv/linear parameter: dL/dW of the current backward."""
         seen: set[int] = set()
-        add, store = self._hooks.append, self._param_grad
+        add, store = self._hooks.tensor, self._param_grad
         for module in self._leaders:
             for name in ("weight", "bias"):
                 p = param(module, name)
                 if isinstance(p, Tensor) and p.requires_grad and id(p) not in seen:
                     seen.add(id(p))
-                    add(p.register_hook(partial(store, id(p))))
+                    add(p, partial(store, id(p)))
 
     def _param_grad(self, pid: int, grad: Tensor) -> None:
         """dL/dW (or dL/db) of parameter `pid` in this backward: to every block that used it."""
@@ -629,7 +630,7 @@ class Probe:
             return
         g = grad.detach()
         cfg = self.config
-        if cfg.device is not None or cfg.dtype is not None:
+        if self._moves:
             g = g.to(device=cfg.device, dtype=cfg.dtype)
         for block, fname, as_conv in targets:
             if fname in cfg.keep:
@@ -681,6 +682,19 @@ class Probe:
 
     def _check_versions(self) -> None:
         """A kept view written by an op the probe could not see is dropped, and said so."""
+        for entries in self._held.values():  # the usual case, first: every view alive and intact
+            for ref, name, version in entries:
+                block = ref()
+                if block is None:
+                    break
+                t = getattr(block, _STORED.get(name, name))
+                if t is not None and t._version != version:
+                    break
+            else:
+                continue
+            break
+        else:
+            return
         for key in list(self._held):
             alive = []
             for ref, name, version in self._held[key]:
@@ -734,10 +748,11 @@ class _NormCall:
     fused: bool = False  # its own forward called an activation (timm's BatchNormAct2d)
 
 
-def _quiet_activation(module: nn.Module, roles: dict[int, str | None]) -> bool:
-    """Torch's own activation module, not in place: its forward makes one activation call, which
-    the probe records from the module's call, and writes nothing: the function mode is off in it."""
-    return roles.get(id(module)) == "activation" and builtin(module) and not getattr(module, "inplace", False)
+def _quiet_activation(module: nn.Module, quiet: frozenset[int]) -> bool:
+    """Torch's own activation module (`quiet`: their ids), not in place: its forward makes one
+    activation call, which the probe records from the module's call, and writes nothing: the
+    function mode is off in it."""
+    return id(module) in quiet and not getattr(module, "inplace", False)
 
 
 def _permuted(t: Tensor, to_first: Perm) -> Tensor:
@@ -749,8 +764,8 @@ _no_dispatch = torch._C.DisableTorchFunction  # the probe's own tensor calls ski
 
 
 def _storage(t: Tensor) -> int:
-    """The address of `t`'s storage (views of one storage agree), without building a storage object."""
-    return int(t.data_ptr() - t.storage_offset() * t.element_size())
+    """The address of `t`'s storage (views of one storage agree)."""
+    return int(t.untyped_storage().data_ptr())
 
 
 def _tensors(items: list[Any]) -> Iterator[Tensor]:
