@@ -35,15 +35,17 @@ class ModulePlan:
     quiet: frozenset[int]  # id of torch's own activation modules (`_quiet_activation` in the probe)
 
 
-Edges = tuple[type, tuple[str, ...], tuple[int, ...]]  # a module's type, its children's names and ids
+Edges = tuple[type, tuple[tuple[str, Any], ...]]  # a module's type, its (name, child) pairs
 
 _PLANS: weakref.WeakKeyDictionary[nn.Module, ModulePlan] = weakref.WeakKeyDictionary()
 
 
 def _edges(modules: list[nn.Module]) -> list[Edges]:
     """Each module's type and direct children: equal lists for the model and the modules a cached
-    plan reached from it mean the same module tree (a changed child shows at its parent)."""
-    return [(type(m), tuple(m._modules), tuple(map(id, m._modules.values()))) for m in modules]
+    plan reached from it mean the same module tree (a changed child shows at its parent). The
+    children compare as the same object first (a tuple's `==`), so no module's `__eq__` runs
+    unless a child was replaced."""
+    return [(type(m), tuple(m._modules.items())) for m in modules]
 
 
 def module_plan(model: nn.Module) -> ModulePlan:

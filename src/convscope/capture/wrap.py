@@ -23,7 +23,7 @@ out of that chain, and from then on passes every call straight through.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import CodeType, MethodType
+from types import MethodType
 from typing import Any
 
 import torch
@@ -54,8 +54,7 @@ class WrapSet:
     """The wrappers one active probe put in place; `release()` puts every `forward` back."""
 
     def __init__(self) -> None:
-        self._wrapped: list[tuple[nn.Module, Callable[..., Any]]] = []
-        self._on = [True]  # shared by this set's wrappers: False once released (pass-through)
+        self._wrapped: list[tuple[nn.Module, MethodType]] = []
 
     def __len__(self) -> int:
         return len(self._wrapped)
@@ -63,54 +62,60 @@ class WrapSet:
     def wrap(self, module: nn.Module, pre: Pre | None, post: Post | None, seal: bool, mode: ModeCell) -> None:
         """Put a wrapper in `module.forward`: `pre`, the forward (with the probe's mode off the mode
         stack if `seal` and the mode is on top), then `post` (also when the forward raises, with
-        None for its output). Either may be None."""
-        forward, on = module.forward, self._on
-
-        def probed_forward(this: nn.Module, *args: Any, **kwargs: Any) -> Any:
-            if this is not module or not on[0]:  # a deep copy's (bound to the copy), or released
-                return type(this).forward(this, *args, **kwargs)
-            if pre is not None:
-                pre(module, args, kwargs)
-            out = paused = None
-            try:
-                if seal:
-                    paused = mode[0]
-                    if paused is not None and _len_modes() and _top_mode(_len_modes() - 1) is paused:
-                        _pop_mode()
-                    else:
-                        paused = None
-                out = forward(*args, **kwargs)
-            finally:
-                if paused is not None:
-                    _push_mode(paused)
-                if post is not None:
-                    post(module, args, kwargs, out)
-            return out
-
-        # bound to the module, so that `copy.deepcopy(model)` while the probe is active binds the
-        # copy's to the copy (a closure would be shared: the copy would run this module's weights)
-        bound = MethodType(probed_forward, module)
+        None for its output). Either may be None. `module` has no instance `forward` of its own."""
+        # one wrapper function for all, bound to the module (so `copy.deepcopy(model)` while the
+        # probe is active binds the copy's to the copy, which finds no entry: it passes through)
+        forward = module.forward  # the class's, bound
+        bound = MethodType(_probed_forward, module)
         module.__dict__["forward"] = bound
+        _ACTIVE[id(module)] = (module, forward, pre, post, mode if seal else None)
         self._wrapped.append((module, bound))
 
     def release(self) -> None:
         """Put every module's own `forward` back (idempotent)."""
-        self._on[0] = False
         wrapped, self._wrapped = self._wrapped, []
         for module, wrapper in reversed(wrapped):
+            entry = _ACTIVE.get(id(module))
+            if entry is not None and entry[0] is module:
+                del _ACTIVE[id(module)]
             d = module.__dict__
             if d.get("forward") is wrapper:
                 del d["forward"]
-        self._on = [True]
+
+
+# id(module) → (the module, its class's forward bound to it, pre, post, the probe's mode cell if its
+# forward is sealed, else None): the wrapped modules of every active probe (a module has at most
+# one: another probe uses hooks)
+_ACTIVE: dict[int, tuple[nn.Module, Callable[..., Any], Pre | None, Post | None, ModeCell | None]] = {}
+
+
+def _probed_forward(this: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """The wrapper `WrapSet.wrap` binds to a module: its probe's `pre`, the class's forward, `post`."""
+    entry = _ACTIVE.get(id(this))
+    if entry is None or entry[0] is not this:  # a deep copy's, or released (something wrapped it again)
+        return type(this).forward(this, *args, **kwargs)
+    _, forward, pre, post, mode = entry
+    if pre is not None:
+        pre(this, args, kwargs)
+    out = paused = None
+    try:
+        if mode is not None:
+            paused = mode[0]
+            if paused is not None and _len_modes() and _top_mode(_len_modes() - 1) is paused:
+                _pop_mode()
+            else:
+                paused = None
+        out = forward(*args, **kwargs)
+    finally:
+        if paused is not None:
+            _push_mode(paused)
+        if post is not None:
+            post(this, args, kwargs, out)
+    return out
 
 
 def probe_wrappers_left(module: nn.Module) -> int:
     """1 if `module.forward` is still a probe's wrapper (`count_hooks` counts it), else 0: a probe
     leaves none on its model; a deep copy made while one was active keeps a pass-through one."""
     f = module.__dict__.get("forward")
-    return int(getattr(f, "__code__", None) in _CODES)
-
-
-_CODES = frozenset(
-    c for c in WrapSet.wrap.__code__.co_consts if isinstance(c, CodeType)
-)  # the wrapper's code: how `probe_wrappers_left` knows one
+    return int(getattr(f, "__func__", None) is _probed_forward)
