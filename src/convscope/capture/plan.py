@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.jit import ScriptModule
 
 from convscope.capture.naming import LayerSpec, role
 from convscope.capture.wrap import SEALED_TYPES
@@ -29,7 +30,7 @@ class ModulePlan:
     tree: list[Edges]  # `_edges` of the model, then of each of `modules`: what "unchanged" means
     names: dict[int, str]  # id(module) → its name (the model's too)
     roles: dict[int, str | None]  # id(module) → `role(module)` (the model's too)
-    hooked: list[tuple[nn.Module, bool]]  # the modules to hook, and whether a post-hook is enough
+    hooked: list[tuple[nn.Module, bool, bool]]  # the modules to hook, whether a post-hook is enough, TorchScript
     leaders: list[nn.Module]  # conv/linear modules (their parameters get dL/dW hooks)
     sealable: list[nn.Module]  # torch's own role-less leaves whose forward the mode need not see
     quiet: frozenset[int]  # id of torch's own activation modules (`_quiet_activation` in the probe)
@@ -78,7 +79,7 @@ def module_plan(model: nn.Module) -> ModulePlan:
         tree=_edges([model, *modules]),
         names={id(m): n for n, m in named},
         roles=roles,
-        hooked=[(m, leaf(m)) for m in modules if needs_hooks(m)],
+        hooked=[(m, leaf(m), isinstance(m, ScriptModule)) for m in modules if needs_hooks(m)],
         leaders=[m for m in modules if roles[id(m)] == "leader"],
         sealable=[m for m in modules if not needs_hooks(m) and type(m) in SEALED_TYPES],
         quiet=frozenset(id(m) for _, m in named if roles[id(m)] == "activation" and builtin(m)),

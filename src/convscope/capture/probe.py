@@ -121,6 +121,7 @@ class Probe:
         self.model = model
         self.config = config
         self._moves = config.device is not None or config.dtype is not None  # kept tensors are moved
+        self._general = tap is not None or self._moves or config.keep != _EVERY_FIELD  # `_keep`'s checks
         # tap(block, field, tensor): sees the live (undetached, in-graph) x, conv, z and a of
         # every wanted block as it is recorded; it may raise to end the forward there.
         self._tap = tap
@@ -128,8 +129,9 @@ class Probe:
         plan = module_plan(model)  # walked once here, reused by every __enter__
         self._modules = [model, *plan.modules]
         self._names, self._roles = plan.names, plan.roles
-        # the modules to hook, each with whether only a post-hook is needed (`_leaf_hook`)
-        self._hooked: list[tuple[nn.Module, bool]] = [(model, False), *plan.hooked]
+        # the modules to hook, each with whether only a post-hook is needed (`_leaf_hook`) and
+        # whether it is TorchScript (module hooks, no wrapper)
+        self._hooked: list[tuple[nn.Module, bool, bool]] = [(model, False, isinstance(model, ScriptModule)), *plan.hooked]
         self._leaders = [model, *plan.leaders] if plan.roles[id(model)] == "leader" else plan.leaders
         self.layers: frozenset[str] | None = None
         if layers is not None:
@@ -186,24 +188,23 @@ class Probe:
     def __enter__(self) -> Probe:
         if self._active:
             raise RuntimeError("this Probe is already active")
-        keep_freed_memory()  # once per process: no page-fault churn between passes (memory.py)
+        if not _MALLOC[0]:  # once per process: no page-fault churn between passes (memory.py)
+            keep_freed_memory()
+            _MALLOC[0] = True
         try:
-            add, wraps, mode_of, quiet = self._hooks.add, self._wraps, self._mode_cell, self._quiet
-            for module, leaf in self._hooked:
-                if "forward" not in module.__dict__ and not isinstance(module, ScriptModule):  # a wrapper can stand in (wrap.py)
-                    if leaf:  # torch's own conv/linear/norm: its forward, then `_leaf_hook`
-                        wraps.wrap(module, None, self._leaf_hook, True, mode_of)
-                    else:
-                        wraps.wrap(module, self._pre, self._post_hook, _quiet_activation(module, quiet), mode_of)
-                elif leaf:
-                    add(module.register_forward_hook(self._leaf_hook, with_kwargs=True, always_call=True))
+            wrap, mode_of, quiet = self._wraps.wrap, self._mode_cell, self._quiet
+            pre, post, leaf_post = self._pre, self._post_hook, self._leaf_hook
+            for module, leaf, scripted in self._hooked:
+                if scripted or "forward" in module.__dict__:  # no wrapper can stand in (wrap.py): hooks
+                    self._hook_module(module, leaf)
+                elif leaf:  # torch's own conv/linear/norm: its forward (sealed), then `_leaf_hook`
+                    wrap(module, None, leaf_post, mode_of)
                 else:
-                    add(module.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
-                    add(module.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True))
+                    wrap(module, pre, post, mode_of if _quiet_activation(module, quiet) else None)
             for module in self._sealable:
                 d = module.__dict__
                 if "forward" not in d and not d.get("inplace", False):
-                    wraps.wrap(module, None, None, True, mode_of)
+                    wrap(module, None, None, mode_of)
             self._hooks.add(optim_hooks.register_optimizer_step_pre_hook(self._before_step))
         except BaseException:
             self._wraps.release()
@@ -211,6 +212,14 @@ class Probe:
             raise
         self._active = True
         return self
+
+    def _hook_module(self, module: nn.Module, leaf: bool) -> None:
+        add = self._hooks.add
+        if leaf:
+            add(module.register_forward_hook(self._leaf_hook, with_kwargs=True, always_call=True))
+        else:
+            add(module.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
+            add(module.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True))
 
     def __exit__(
         self,
@@ -556,27 +565,31 @@ class Probe:
         """Keep `t` as field `name` of `block` (and as field `also`: one detached view for both)."""
         if t is None:
             return
-        tap = self._tap
-        if tap is not None:
-            if name in _TAPPED:
-                tap(block, name, t)
-            if also in _TAPPED:
-                tap(block, also, t)
-        cfg = self.config
-        if name not in cfg.keep:
-            if also is None or also not in cfg.keep:
-                return
-            name, also = also, None
-        elif also is not None and also not in cfg.keep:
-            also = None
-        d = t.detach()
-        if self._moves:
-            moved = d.to(device=cfg.device, dtype=cfg.dtype)
-            if _storage(moved) != _storage(d):
-                setattr(block, name, moved)  # already a copy: nothing can overwrite it
-                if also is not None:
-                    setattr(block, also, moved)
-                return
+        if self._general:  # a tap, a field left out, or kept tensors moved (else: straight to the view)
+            tap = self._tap
+            if tap is not None:
+                if name in _TAPPED:
+                    tap(block, name, t)
+                if also in _TAPPED:
+                    tap(block, also, t)
+            keep = self.config.keep
+            if name not in keep:
+                if also is None or also not in keep:
+                    return
+                name, also = also, None
+            elif also is not None and also not in keep:
+                also = None
+            d = t.detach()
+            if self._moves:
+                cfg = self.config
+                moved = d.to(device=cfg.device, dtype=cfg.dtype)
+                if _storage(moved) != _storage(d):
+                    setattr(block, name, moved)  # already a copy: nothing can overwrite it
+                    if also is not None:
+                        setattr(block, also, moved)
+                    return
+        else:
+            d = t.detach()
         setattr(block, _STORED.get(name, name), d)  # (W and b without their properties: a new block)
         ref, version = weakref.ref(block), d._version
         entries = [(ref, name, version)]
@@ -717,6 +730,7 @@ _NO_MATCH = object()  # `_open_match`: not the open block's output
 _FOLLOWED = frozenset({"permute", "contiguous"})  # ops whose result stays the open block's output
 _DEFAULT_CONFIG = CaptureConfig()  # every field kept, where and as the model computes it
 _TAPPED = frozenset({"x", "conv", "z", "a"})  # the fields `tap` sees
+_EVERY_FIELD = frozenset(FIELDS)
 _PARAMS = (("weight", "grad_weight"), ("bias", "grad_bias"))
 _STORED = {"weight": "_weight", "bias": "_bias"}  # Block's attribute that holds a kept W or b
 _WATCHED = _FOLLOWED | ACTIVATION_FUNCTIONS.keys()  # torch functions `_on_function` looks at
@@ -760,6 +774,7 @@ def _permuted(t: Tensor, to_first: Perm) -> Tensor:
     return t if to_first is None else t.permute(to_first)
 
 
+_MALLOC = [False]  # keep_freed_memory() ran (it raises on a bad CONVSCOPE_MALLOC: then again next time)
 _no_dispatch = torch._C.DisableTorchFunction  # the probe's own tensor calls skip every function mode
 
 

@@ -59,25 +59,24 @@ class WrapSet:
     def __len__(self) -> int:
         return len(self._wrapped)
 
-    def wrap(self, module: nn.Module, pre: Pre | None, post: Post | None, seal: bool, mode: ModeCell) -> None:
-        """Put a wrapper in `module.forward`: `pre`, the forward (with the probe's mode off the mode
-        stack if `seal` and the mode is on top), then `post` (also when the forward raises, with
-        None for its output). Either may be None. `module` has no instance `forward` of its own."""
+    def wrap(self, module: nn.Module, pre: Pre | None, post: Post | None, mode: ModeCell | None) -> None:
+        """Put a wrapper in `module.forward`: `pre`, the forward (with the probe's mode, `mode[0]`,
+        off the mode stack while it runs if a cell is given and the mode is on top: "sealed"), then
+        `post` (also when the forward raises, with None for its output). Either may be None.
+        `module` has no instance `forward` of its own."""
         # one wrapper function for all, bound to the module (so `copy.deepcopy(model)` while the
         # probe is active binds the copy's to the copy, which finds no entry: it passes through)
         forward = module.forward  # the class's, bound
         bound = MethodType(_probed_forward, module)
         module.__dict__["forward"] = bound
-        _ACTIVE[id(module)] = (module, forward, pre, post, mode if seal else None)
+        _ACTIVE[id(module)] = (module, forward, pre, post, mode)
         self._wrapped.append((module, bound))
 
     def release(self) -> None:
         """Put every module's own `forward` back (idempotent)."""
         wrapped, self._wrapped = self._wrapped, []
         for module, wrapper in reversed(wrapped):
-            entry = _ACTIVE.get(id(module))
-            if entry is not None and entry[0] is module:
-                del _ACTIVE[id(module)]
+            _ACTIVE.pop(id(module), None)  # (ours: held in `_wrapped`, no other module has its id)
             d = module.__dict__
             if d.get("forward") is wrapper:
                 del d["forward"]
