@@ -150,6 +150,7 @@ class Probe:
         self._trace: Trace | None = None
         # copy on write: storage pointer → (block, field, version) holding a view of it
         self._held: dict[int, list[tuple[weakref.ref[Block], str, int]]] = {}
+        self._fresh: list[tuple[weakref.ref[Block], str, int]] = []  # kept, not yet filed in `_held`
         self._hooks = HookSet()
         self._wraps = WrapSet()
         self._mode_cell: list[object | None] = [None]  # the mode, where the wrappers read it
@@ -248,7 +249,7 @@ class Probe:
                     _storage(p) for m in self._modules for p in m._parameters.values() if p is not None
                 )
             self._leave_views()
-            self._held = {}
+            self._held, self._fresh = {}, []
 
     # ---- passes, module hooks -----------------------------------------------------------
     def _reset_pass(self) -> None:
@@ -407,7 +408,7 @@ class Probe:
             parent = self._stack[-1] if self._stack else ""
             name = self._call_name(functional_name(parent, fname))
             self._activation_before(name, None, args[0], shown=ACTIVATION_FUNCTIONS[fname])
-        if self._held and is_inplace(fname, kwargs):
+        if (self._held or self._fresh) and is_inplace(fname, kwargs):
             self._copy_before_write(args, kwargs)
         out = func(*args, **kwargs)
         if act:
@@ -592,16 +593,11 @@ class Probe:
             d = t.detach()
         setattr(block, _STORED.get(name, name), d)  # (W and b without their properties: a new block)
         ref, version = weakref.ref(block), d._version
-        entries = [(ref, name, version)]
+        fresh = self._fresh  # filed by storage when a write may need them (`_file`)
+        fresh.append((ref, name, version))
         if also is not None:
             setattr(block, also, d)
-            entries.append((ref, also, version))
-        key = d.untyped_storage().data_ptr()  # = _storage(d), inlined
-        views = self._held.get(key)
-        if views is None:
-            self._held[key] = entries
-        else:
-            views += entries
+            fresh.append((ref, also, version))
 
     def _grad_hook(self, block: Block, slot: str, t: Tensor, to_first: Perm) -> None:
         if not t.requires_grad:
@@ -656,8 +652,30 @@ class Probe:
             targets.append(kwargs["out"])
         self._copy_storages(_storage(t) for t in _tensors(targets))
 
+    def _file(self) -> None:
+        """File the views kept since the last call under their storage, in `_held` (a write to a
+        storage finds its views there). `_keep` leaves it to now: a pass in which nothing is
+        written in place never needs it."""
+        fresh, self._fresh = self._fresh, []
+        held = self._held
+        for entry in fresh:
+            block = entry[0]()
+            if block is None:
+                continue
+            t = getattr(block, _STORED.get(entry[1], entry[1]))
+            if t is None:
+                continue
+            key = t.untyped_storage().data_ptr()  # = _storage(t)
+            views = held.get(key)
+            if views is None:
+                held[key] = [entry]
+            else:
+                views.append(entry)
+
     def _copy_storages(self, storages: Iterable[int]) -> None:
         """Kept views of these storages become copies (they are about to be written)."""
+        if self._fresh:
+            self._file()
         for storage in storages:
             entries = self._held.pop(storage, None) if self._held else None
             if not entries:
@@ -680,14 +698,14 @@ class Probe:
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         """An optimizer step writes into the weights: copy the kept ones first."""
-        if not self._held:
+        if not self._held and not self._fresh:
             return
         params = [p for group in optimizer.param_groups for p in group["params"]]
         self._copy_before_write((params,), {})
 
     def _leave_views(self) -> None:
         """Weights still shared with the model after close are checked on access instead."""
-        for entries in self._held.values():
+        for entries in (*self._held.values(), self._fresh):
             for ref, name, version in entries:
                 block = ref()
                 if block is not None and name in ("weight", "bias"):
@@ -695,7 +713,7 @@ class Probe:
 
     def _check_versions(self) -> None:
         """A kept view written by an op the probe could not see is dropped, and said so."""
-        for entries in self._held.values():  # the usual case, first: every view alive and intact
+        for entries in (*self._held.values(), self._fresh):  # the usual case, first: all alive and intact
             for ref, name, version in entries:
                 block = ref()
                 if block is None:
@@ -708,6 +726,7 @@ class Probe:
             break
         else:
             return
+        self._file()
         for key in list(self._held):
             alive = []
             for ref, name, version in self._held[key]:
