@@ -333,3 +333,33 @@ def test_hookset_tensor_hooks_get_what_register_hook_gets_and_leave_the_users_ho
     assert calls == [Tensor.register_hook] and len(sub_hooks) == 1
     sub_hooks.release()
     assert not s._backward_hooks
+
+
+def test_parameter_hooks_go_on_in_the_backward_and_give_the_total_dl_dw() -> None:
+    """A forward with no backward puts no hook on the parameters; dL/dW and dL/db then come
+    from hooks the conv's output-gradient hook puts on in the backward, before the gradients are
+    accumulated: equal to autograd's for a conv used twice (the total, in both of its blocks), for
+    `torch.autograd.grad(inputs=[W])` and for a backward; with `keep=("a",)` no parameter hook."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 3, 3, padding=1)
+    model = nn.Sequential(conv, nn.ReLU(), conv, nn.ReLU(), nn.Flatten(), nn.Linear(3 * 16, 2))
+    x = torch.randn(2, 3, 4, 4)
+
+    def param_hooks() -> int:
+        return sum(len(p._backward_hooks or {}) for p in model.parameters())
+
+    with Probe(model) as probe:
+        out = model(x)
+        assert param_hooks() == 0 and list(probe.trace) == ["0", "0#1", "5"]
+        (gw,) = torch.autograd.grad(out.sum(), [conv.weight], retain_graph=True)
+        assert param_hooks() == 4
+        first, second = probe.trace["0"], probe.trace["0#1"]
+        assert torch.equal(first.grad_weight, gw) and torch.equal(second.grad_weight, gw)
+        (out * torch.tensor([1.0, -2.0])).sum().backward()
+        assert torch.equal(first.grad_weight, conv.weight.grad) and torch.equal(first.grad_bias, conv.bias.grad)
+        assert torch.equal(probe.trace["5"].grad_weight, model[5].weight.grad)
+    assert count_hooks(model) == 0
+    with Probe(model, keep=("a",)) as probe:
+        model(x).sum().backward()
+        assert param_hooks() == 0 and probe.trace["0"].grad_weight is None
+    assert count_hooks(model) == 0

@@ -122,6 +122,7 @@ class Probe:
         self.config = config
         self._moves = config.device is not None or config.dtype is not None  # kept tensors are moved
         self._general = tap is not None or self._moves or config.keep != _EVERY_FIELD  # `_keep`'s checks
+        self._param_grads = bool(config.keep & {"grad_weight", "grad_bias", "weight", "bias"})  # (`_grad_hook`)
         # tap(block, field, tensor): sees the live (undetached, in-graph) x, conv, z and a of
         # every wanted block as it is recorded; it may raise to end the forward there.
         self._tap = tap
@@ -132,7 +133,6 @@ class Probe:
         # the modules to hook, each with whether only a post-hook is needed (`_leaf_hook`) and
         # whether it is TorchScript (module hooks, no wrapper)
         self._hooked: list[tuple[nn.Module, bool, bool]] = [(model, False, isinstance(model, ScriptModule)), *plan.hooked]
-        self._leaders = [model, *plan.leaders] if plan.roles[id(model)] == "leader" else plan.leaders
         self.layers: frozenset[str] | None = None
         if layers is not None:
             if isinstance(layers, str):
@@ -159,7 +159,7 @@ class Probe:
         self._paused: nn.Module | None = None  # the activation module running with the mode off
         self._active = False
         self._backward_ran = False
-        self._params_hooked = False  # dL/dW hooks go on at the first pass with grad enabled
+        self._params_hooked: set[int] = set()  # parameters with a dL/dW hook (`_hook_params`)
         self._stack: list[str] = []
         self._reset_pass()
 
@@ -237,7 +237,7 @@ class Probe:
             self._leave_mode()
         finally:
             self._active = False
-            self._params_hooked = False
+            self._params_hooked = set()
             self._stack.clear()
             try:
                 self._wraps.release()
@@ -270,9 +270,6 @@ class Probe:
         self._trace = Trace()
         self.passes += 1
         self._first_call = None if first is self.model else first
-        if not self._params_hooked and torch.is_grad_enabled():
-            self._params_hooked = True
-            self._hook_parameters()
         self._mode = _FunctionWatch(self)
         self._mode.__enter__()  # type: ignore[no-untyped-call]
         self._mode_cell[0] = self._mode
@@ -484,7 +481,9 @@ class Probe:
         if out._version == leader.out_version:
             out_first = out if to_first is None else out.permute(to_first)
             keep(block, "conv", out_first, "z" if block._z_source == "conv" else None)
-            self._grad_hook(block, "conv", out, to_first)
+            self._grad_hook(block, "conv", out, to_first, module)
+        elif torch.is_grad_enabled():
+            self._hook_params(module)  # no hook on its output to do it in the backward: now
         for pname, gname in _PARAMS:
             p = param(module, pname)
             if isinstance(p, Tensor):
@@ -599,15 +598,27 @@ class Probe:
             setattr(block, also, d)
             fresh.append((ref, also, version))
 
-    def _grad_hook(self, block: Block, slot: str, t: Tensor, to_first: Perm) -> None:
+    def _grad_hook(
+        self, block: Block, slot: str, t: Tensor, to_first: Perm, leader: nn.Module | None = None
+    ) -> None:
+        """A hook on `t` for dL/dz or dL/da. On a leader's output (`leader` given) it also puts the
+        dL/dW and dL/db hooks on the leader's parameters when it first fires: that is before their
+        gradients are accumulated (the conv's backward, which makes them, runs after its output's
+        gradient is complete), and a forward with no backward then costs no parameter hooks."""
         if not t.requires_grad:
             return
-        wanted = "grad_a" if slot == "a" else "grad_z"
-        if wanted not in self.config.keep:
+        keep = ("grad_a" if slot == "a" else "grad_z") in self.config.keep
+        if leader is not None and not self._param_grads:
+            leader = None
+        if not keep and leader is None:
             return
-        cfg = self.config
+        cfg, hook_params = self.config, self._hook_params
 
         def store(grad: Tensor) -> None:
+            if leader is not None:
+                hook_params(leader)
+            if not keep:
+                return
             g = grad.detach()
             if to_first is not None:
                 g = g.permute(to_first)
@@ -620,16 +631,14 @@ class Probe:
 
         self._hooks.tensor(t, store)
 
-    def _hook_parameters(self) -> None:
-        """One tensor hook per conv/linear parameter: dL/dW of the current backward."""
-        seen: set[int] = set()
-        add, store = self._hooks.tensor, self._param_grad
-        for module in self._leaders:
-            for name in ("weight", "bias"):
-                p = param(module, name)
-                if isinstance(p, Tensor) and p.requires_grad and id(p) not in seen:
-                    seen.add(id(p))
-                    add(p, partial(store, id(p)))
+    def _hook_params(self, module: nn.Module) -> None:
+        """One tensor hook per parameter of a conv/linear (once per probe): dL/dW of the backward."""
+        hooked = self._params_hooked
+        for name in ("weight", "bias"):
+            p = param(module, name)
+            if isinstance(p, Tensor) and p.requires_grad and id(p) not in hooked:
+                hooked.add(id(p))
+                self._hooks.tensor(p, partial(self._param_grad, id(p)))
 
     def _param_grad(self, pid: int, grad: Tensor) -> None:
         """dL/dW (or dL/db) of parameter `pid` in this backward: to every block that used it."""
