@@ -5,20 +5,20 @@
         loss.backward()
     block = probe.trace["conv1"]      # block.x, .conv, .z, .a, .weight, .grad_weight, .grad_z, .grad_a
 
-How it sees things (DESIGN.md §3): forward hooks on every module give names and the
-outputs of conv/linear, norm and activation modules; a `TorchFunctionMode`, active only
-during the probed forward, sees functional activations (`F.relu`, `torch.tanh`, `x.relu_()`)
-and every in-place op, so a kept tensor is copied just before something writes into it
-(copy on write: an in-place ReLU cannot corrupt `z`). Gradients come from tensor hooks on
-`z`, `a` and the parameters. Every hook is removed in `finally`, also when the forward raises.
+How it sees things (DESIGN.md §3): a forward wrapper on every module (capture/wrap.py; module
+hooks where a wrapper cannot stand in) gives names and the outputs of conv/linear, norm and
+activation modules; a `TorchFunctionMode`, active only during the probed forward, sees
+functional activations (`F.relu`, `torch.tanh`, `x.relu_()`) and every in-place op, so a kept
+tensor is copied just before something writes into it (copy on write, capture/cow.py: an
+in-place ReLU cannot corrupt `z`). Gradients come from tensor hooks on `z`, `a` and the
+parameters. Every wrapper and hook is removed in `finally`, also when the forward raises.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.jit import ScriptModule
 from torch.overrides import TorchFunctionMode
 
+from convscope.capture.cow import KeptTensors, storage_of
 from convscope.capture.hooks import HookSet
 from convscope.capture.layout import CHANNELS_LAST, Perm, after_permute, permute_dims
 from convscope.capture.memory import keep_freed_memory
@@ -77,7 +78,7 @@ class _FunctionWatch(TorchFunctionMode):
         return self._probe._on_function(func, args, kwargs or {})
 
 
-class Probe:
+class Probe(KeptTensors):
     """Record every block of `model` while the `with` block runs (forward and backward).
 
     `layers` limits what is kept to the blocks that contain one of these names (fails fast
@@ -246,7 +247,7 @@ class Probe:
             self._check_versions()
             if self._backward_ran:  # an optimizer step is likely next: keep W as it was used
                 self._copy_storages(
-                    _storage(p) for m in self._modules for p in m._parameters.values() if p is not None
+                    storage_of(p) for m in self._modules for p in m._parameters.values() if p is not None
                 )
             self._leave_views()
             self._held, self._fresh = {}, []
@@ -561,206 +562,11 @@ class Probe:
             self._keep(block, "a", _permuted(out, to_first))
             self._grad_hook(block, "a", out, to_first)
 
-    def _keep(self, block: Block, name: str, t: Tensor | None, also: str | None = None) -> None:
-        """Keep `t` as field `name` of `block` (and as field `also`: one detached view for both)."""
-        if t is None:
-            return
-        if self._general:  # a tap, a field left out, or kept tensors moved (else: straight to the view)
-            tap = self._tap
-            if tap is not None:
-                if name in _TAPPED:
-                    tap(block, name, t)
-                if also in _TAPPED:
-                    tap(block, also, t)
-            keep = self.config.keep
-            if name not in keep:
-                if also is None or also not in keep:
-                    return
-                name, also = also, None
-            elif also is not None and also not in keep:
-                also = None
-            d = t.detach()
-            if self._moves:
-                cfg = self.config
-                moved = d.to(device=cfg.device, dtype=cfg.dtype)
-                if _storage(moved) != _storage(d):
-                    setattr(block, name, moved)  # already a copy: nothing can overwrite it
-                    if also is not None:
-                        setattr(block, also, moved)
-                    return
-        else:
-            d = t.detach()
-        setattr(block, _STORED.get(name, name), d)  # (W and b without their properties: a new block)
-        ref, version = weakref.ref(block), d._version
-        fresh = self._fresh  # filed by storage when a write may need them (`_file`)
-        fresh.append((ref, name, version))
-        if also is not None:
-            setattr(block, also, d)
-            fresh.append((ref, also, version))
-
-    def _grad_hook(
-        self, block: Block, slot: str, t: Tensor, to_first: Perm, leader: nn.Module | None = None
-    ) -> None:
-        """A hook on `t` for dL/dz or dL/da. On a leader's output (`leader` given) it also puts the
-        dL/dW and dL/db hooks on the leader's parameters when it first fires: that is before their
-        gradients are accumulated (the conv's backward, which makes them, runs after its output's
-        gradient is complete), and a forward with no backward then costs no parameter hooks."""
-        if not t.requires_grad:
-            return
-        keep = ("grad_a" if slot == "a" else "grad_z") in self.config.keep
-        if leader is not None and not self._param_grads:
-            leader = None
-        if not keep and leader is None:
-            return
-        cfg, hook_params = self.config, self._hook_params
-
-        def store(grad: Tensor) -> None:
-            if leader is not None:
-                hook_params(leader)
-            if not keep:
-                return
-            g = grad.detach()
-            if to_first is not None:
-                g = g.permute(to_first)
-            if cfg.device is not None or cfg.dtype is not None:
-                g = g.to(device=cfg.device, dtype=cfg.dtype)
-            if slot == "a":
-                block.grad_a = g
-            elif slot == block._z_source:  # dL/dconv of a block with a norm is not kept:
-                block._grads[slot] = g  # holding it would only cost memory
-
-        self._hooks.tensor(t, store)
-
-    def _hook_params(self, module: nn.Module) -> None:
-        """One tensor hook per parameter of a conv/linear (once per probe): dL/dW of the backward."""
-        hooked = self._params_hooked
-        for name in ("weight", "bias"):
-            p = param(module, name)
-            if isinstance(p, Tensor) and p.requires_grad and id(p) not in hooked:
-                hooked.add(id(p))
-                self._hooks.tensor(p, partial(self._param_grad, id(p)))
-
-    def _param_grad(self, pid: int, grad: Tensor) -> None:
-        """dL/dW (or dL/db) of parameter `pid` in this backward: to every block that used it."""
-        self._backward_ran = True
-        targets = self._param_blocks.get(pid)
-        if not targets:
-            return
-        g = grad.detach()
-        cfg = self.config
-        if self._moves:
-            g = g.to(device=cfg.device, dtype=cfg.dtype)
-        for block, fname, as_conv in targets:
-            if fname in cfg.keep:
-                setattr(block, fname, g[:, :, None, None] if as_conv else g)
-
-    # ---- copy on write ------------------------------------------------------------------
-    def _copy_before_write(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        targets: list[Any] = [args[0]] if args else []
-        if "out" in kwargs:
-            targets.append(kwargs["out"])
-        self._copy_storages(_storage(t) for t in _tensors(targets))
-
-    def _file(self) -> None:
-        """File the views kept since the last call under their storage, in `_held` (a write to a
-        storage finds its views there). `_keep` leaves it to now: a pass in which nothing is
-        written in place never needs it."""
-        fresh, self._fresh = self._fresh, []
-        held = self._held
-        for entry in fresh:
-            block = entry[0]()
-            if block is None:
-                continue
-            t = getattr(block, _STORED.get(entry[1], entry[1]))
-            if t is None:
-                continue
-            key = t.untyped_storage().data_ptr()  # = _storage(t)
-            views = held.get(key)
-            if views is None:
-                held[key] = [entry]
-            else:
-                views.append(entry)
-
-    def _copy_storages(self, storages: Iterable[int]) -> None:
-        """Kept views of these storages become copies (they are about to be written)."""
-        if self._fresh:
-            self._file()
-        for storage in storages:
-            entries = self._held.pop(storage, None) if self._held else None
-            if not entries:
-                continue
-            copies: dict[tuple[Any, ...], Tensor] = {}  # views alike (x and z of one tensor) share a copy
-            for ref, name, _ in entries:
-                block = ref()
-                if block is None:
-                    continue
-                current = getattr(block, name)
-                if current is None:
-                    continue
-                if self._overwrite is not None and name in _TAPPED and self._overwrite(block, name, current):
-                    setattr(block, name, None)  # read by the caller before the write: not kept
-                    continue
-                key = (current.storage_offset(), tuple(current.shape), current.stride(), current.dtype)
-                if key not in copies:
-                    copies[key] = current.clone()
-                setattr(block, name, copies[key])
-
-    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        """An optimizer step writes into the weights: copy the kept ones first."""
-        if not self._held and not self._fresh:
-            return
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        self._copy_before_write((params,), {})
-
-    def _leave_views(self) -> None:
-        """Weights still shared with the model after close are checked on access instead."""
-        for entries in (*self._held.values(), self._fresh):
-            for ref, name, version in entries:
-                block = ref()
-                if block is not None and name in ("weight", "bias"):
-                    block._view_versions[name] = version
-
-    def _check_versions(self) -> None:
-        """A kept view written by an op the probe could not see is dropped, and said so."""
-        for entries in (*self._held.values(), self._fresh):  # the usual case, first: all alive and intact
-            for ref, name, version in entries:
-                block = ref()
-                if block is None:
-                    break
-                t = getattr(block, _STORED.get(name, name))
-                if t is not None and t._version != version:
-                    break
-            else:
-                continue
-            break
-        else:
-            return
-        self._file()
-        for key in list(self._held):
-            alive = []
-            for ref, name, version in self._held[key]:
-                block = ref()
-                if block is None:
-                    continue
-                t = getattr(block, _STORED.get(name, name))  # (W and b without their properties)
-                if t is not None and t._version != version:
-                    setattr(block, name, None)
-                    block.stale.add(name)
-                else:
-                    alive.append((ref, name, version))
-            if alive:
-                self._held[key] = alive
-            else:
-                del self._held[key]
-
-
 _NO_MATCH = object()  # `_open_match`: not the open block's output
 _FOLLOWED = frozenset({"permute", "contiguous"})  # ops whose result stays the open block's output
 _DEFAULT_CONFIG = CaptureConfig()  # every field kept, where and as the model computes it
-_TAPPED = frozenset({"x", "conv", "z", "a"})  # the fields `tap` sees
 _EVERY_FIELD = frozenset(FIELDS)
 _PARAMS = (("weight", "grad_weight"), ("bias", "grad_bias"))
-_STORED = {"weight": "_weight", "bias": "_bias"}  # Block's attribute that holds a kept W or b
 _WATCHED = _FOLLOWED | ACTIVATION_FUNCTIONS.keys()  # torch functions `_on_function` looks at
 _PLAIN: dict[str, bool] = {}  # function name → neither watched nor in place by its name
 
@@ -804,19 +610,6 @@ def _permuted(t: Tensor, to_first: Perm) -> Tensor:
 
 _MALLOC = [False]  # keep_freed_memory() ran (it raises on a bad CONVSCOPE_MALLOC: then again next time)
 _no_dispatch = torch._C.DisableTorchFunction  # the probe's own tensor calls skip every function mode
-
-
-def _storage(t: Tensor) -> int:
-    """The address of `t`'s storage (views of one storage agree)."""
-    return int(t.untyped_storage().data_ptr())
-
-
-def _tensors(items: list[Any]) -> Iterator[Tensor]:
-    for item in items:
-        if isinstance(item, Tensor):
-            yield item
-        elif isinstance(item, list | tuple):
-            yield from _tensors(list(item))
 
 
 def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
