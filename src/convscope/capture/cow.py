@@ -95,7 +95,7 @@ class KeptTensors:
             leader = None
         if not keep and leader is None:
             return
-        cfg, hook_params = self.config, self._hook_params
+        cfg, moves, hook_params = self.config, self._moves, self._hook_params
 
         def store(grad: Tensor) -> None:
             if leader is not None:
@@ -105,7 +105,7 @@ class KeptTensors:
             g = grad.detach()
             if to_first is not None:
                 g = g.permute(to_first)
-            if cfg.device is not None or cfg.dtype is not None:
+            if moves:
                 g = g.to(device=cfg.device, dtype=cfg.dtype)
             if slot == "a":
                 block.grad_a = g
@@ -157,7 +157,7 @@ class KeptTensors:
             t = getattr(block, _STORED.get(entry[1], entry[1]))
             if t is None:
                 continue
-            key = t.untyped_storage().data_ptr()  # = storage_of(t)
+            key = storage_of(t)
             views = held.get(key)
             if views is None:
                 held[key] = [entry]

@@ -34,7 +34,6 @@ class HookSet:
         # tensor hooks: (a weak reference to the tensor's hook dict, key); weak, as the handle's is:
         # the tensor's graph alone keeps the hook (and what it holds) alive
         self._in_dicts: list[tuple[ref[dict[int, Any]], int]] = []
-        self.append = self._handles.append  # = add(), without a Python call (the probe's hot path)
 
     def add(self, handle: _Handle) -> None:
         self._handles.append(handle)
@@ -67,8 +66,7 @@ class HookSet:
             d = d_ref()
             if d is not None:
                 d.pop(key, None)
-        handles = self._handles[:]
-        self._handles.clear()  # (the same list: `append` stays bound to it)
+        handles, self._handles = self._handles, []
         errors: list[BaseException] = []
         for handle in reversed(handles):
             try:
