@@ -86,6 +86,14 @@ def test_data_that_does_not_shrink_is_stored_not_compressed() -> None:
     a = torch.relu(torch.randn(1, 64, 64, 64) - 1.0)  # ~84% zeros
     enc = encode(a)
     assert len(enc.data) < 0.6 * a.numel() * 2
+    # one example's maps of a small net (32 KB of float16): sampled too, in small pieces
+    z = torch.randn(16, 32, 32)
+    enc = encode(z)
+    assert len(enc.data) > z.numel() * 2  # signed: stored
+    e = enc.scale_exp
+    assert torch.equal(decode(enc.dtype, enc.shape, e, enc.data), (z * 2.0**e).half().float() / 2.0**e)
+    enc = encode(torch.relu(z))
+    assert len(enc.data) < 0.7 * z.numel() * 2  # half of it zeros: compressed
 
 
 def test_other_inputs() -> None:

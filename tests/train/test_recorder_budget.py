@@ -270,6 +270,31 @@ def test_within_a_budget_diagnosis_samples_every_fourth_statistics_step() -> Non
     assert [s for s in range(10) if free.diagnose(s)] == [0, 4, 8]
 
 
+def test_diagnosis_samples_wait_while_they_would_delay_statistics() -> None:
+    """Statistics come first (at least every 0.25 s, else on every step): with statistics at 1,
+    a sample at 2 and 0.5 reaching the statistics pool a step, a sample is taken only when, both
+    paid, the pool is back at 1 within the steps of 0.8 × 0.25 s: 4 steps of 0.05 s (pool ≥ 2), 1
+    step of 1 s (pool ≥ 3.5). After 4 × diagnose_every statistics steps without one, a sample is
+    taken when the pool holds its cost, and the skipped ones are counted."""
+    from convscope.train.recorder_budget import CADENCE_MARGIN, DIAGNOSIS_FLOOR, STATS_EVERY_S
+
+    assert (STATS_EVERY_S, CADENCE_MARGIN, DIAGNOSIS_FLOOR) == (0.25, 0.8, 4)
+    b = Budget(0.03, diagnose_every=1)
+    b._estimates = {STATS: 1.0, "diagnosis": 2.0, SNAPSHOT: 3.0, "base": 0.0}
+    b._income.extend([0.5] * 5)
+    b.stats_pool = 1.99
+    assert not b.diagnose(0, 0.05)
+    b.stats_pool = 2.0
+    assert b.diagnose(1, 0.05)
+    b.stats_pool = 3.49
+    assert not b.diagnose(2, 1.0)
+    b.stats_pool = 3.5
+    assert b.diagnose(3, 1.0)
+    b.stats_pool = 2.0  # holds a sample's cost, not the cadence's: waits 4 statistics steps
+    assert [b.diagnose(s, 1.0) for s in range(4, 9)] == [False, False, False, True, False]
+    assert (b.total.diagnosis_samples, b.total.diagnosis_skipped) == (3, 6)
+
+
 def test_plain_ahead_worked_out_by_hand() -> None:
     """Share 1/10 of 10-second loops, a plain step's own 0.25: at most 0.75 a step reaches either
     pool. Statistics estimated at 1.5 (own 1.75 - 0.25), snapshots at 3. The k steps that skip

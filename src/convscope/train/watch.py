@@ -23,6 +23,7 @@ trainer was running (e.g. before a resume) are refused when the recorder starts,
 from __future__ import annotations
 
 import math
+import statistics
 import time
 import weakref
 from collections import deque
@@ -327,7 +328,7 @@ class Recorder(ControlAnswers, StepOutputs):
             if plan == SNAPSHOT:
                 self._snapshot(step, trace)
                 self.budget.last_snapshot = now
-            if self.budget.diagnose(step):
+            if self.budget.diagnose(step, statistics.median(self._wall_steps) if self._wall_steps else 0.0):
                 t0 = self._cpu()
                 self._window.observe(trace, detail=False)
                 if now - self._window_start >= self.findings_every:
