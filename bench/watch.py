@@ -16,7 +16,8 @@ Model zoo:convnetjs-cifar, data builtin:photo-crops (3x32x32), SGD, CPU. Three p
    recorder is opened once per run: its first steps, layer table and first costs, run before
    timing). Interleaved samples of about 2 s, one snapshot period (off, on, on, off, ...: the
    start rotates); the ratio is the median of each round's own on/off ratio (the two samples of a
-   round ran back to back: a slow spell of the shared machine slows both).
+   round ran back to back: a slow spell of the shared machine slows both). The watched
+   recorder's clocks leave out the unwatched samples (`Away`): it plans as in a run of its own.
    Goal: on/off throughput >= 0.97x. When it misses, a per-phase split and a cProfile (CPU
    clock) of the watched steps name where the time goes.
 2. The live channel, as `convscope demo` runs it: training with watch on in this process, the
@@ -78,7 +79,7 @@ from convscope.data import photo_crops
 from convscope.models.zoo import ZOO
 from convscope.runs import RunReader
 from convscope.train.loop import Trainer
-from convscope.train.watch import Recorder, watch
+from convscope.train.watch import Recorder
 
 NET = "convnetjs-cifar"
 BIG = "resnet18-shaped"  # part 1 also runs the ResNet-18-shaped net (224x224) at batch 8
@@ -147,12 +148,18 @@ class Loop:
         assert self.recorder is not None
         self.recorder.step(loss=self.step())
 
-    def open(self, run_dir: Path) -> Recorder:
-        """watch() on `run_dir` (resumed when it exists), then one untimed step."""
-        self.recorder = watch(
+    def open(self, run_dir: Path, away: Away | None = None) -> Recorder:
+        """watch() on `run_dir` (resumed when it exists), then one untimed step. With `away`, the
+        recorder runs on clocks that leave out the time `away` says it was not watching."""
+        self.recorder = Recorder(
             self.model, run_dir, resume=(run_dir / "run.sqlite").exists(),
             snapshot_every=SNAPSHOT_EVERY, meta={"model": f"zoo:{self.net}"},
+            clock=time.perf_counter if away is None else away.clock,
+            cpu_clock=time.process_time if away is None else away.cpu_clock,
         )  # fmt: skip
+        if away is not None:
+            writer = self.recorder.writer
+            away.writer_cpu = lambda: writer.background_cpu_split[0]
         self.watched_step()
         return self.recorder
 
@@ -160,6 +167,43 @@ class Loop:
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
+
+
+class Away:
+    """The time between a watched loop's timed samples (the unwatched loop's samples, and the gc
+    between samples), taken out of its recorder's clocks, so that it plans, earns and spends as in a
+    run of its own (bench/watch_gap.py does the same). Without it every unwatched sample looks to the
+    recorder like a pause in training: a snapshot is due after each one, every ~1 s of watched
+    steps where a run of its own has one every 2 s, and the pictures take what statistics would get
+    (convnetjs-cifar B=64: statistics every ~0.35 s in this bench, every ~0.24 s in a plain run).
+    The CPU clock leaves out the main thread's CPU only: the writer thread's work meanwhile is still
+    the recorder's (it reads that thread's clock itself)."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0  # seconds out of the clocks so far
+        # the watched recorder's writer thread's CPU seconds (set by Loop.open)
+        self.writer_cpu: Callable[[], float] = lambda: 0.0
+        self._mark: tuple[float, float, float] | None = None
+
+    def leave(self) -> None:
+        """The watched samples stop here (a contender's teardown)."""
+        self._mark = (time.perf_counter(), time.process_time(), self.writer_cpu())
+
+    def back(self) -> None:
+        """They start again (a contender's setup, after `compare`'s garbage collection: else its
+        ~0.1 s would be the first watched step's, taken for probe overhead): the time since
+        `leave` is taken out."""
+        if self._mark is not None:
+            wall, cpu, writer = self._mark
+            self.wall += time.perf_counter() - wall
+            self.cpu += time.process_time() - cpu - (self.writer_cpu() - writer)
+            self._mark = None
+
+    def clock(self) -> float:
+        return time.perf_counter() - self.wall
+
+    def cpu_clock(self) -> float:
+        return time.process_time() - self.cpu
 
 
 def load_data(n: int, net: str = NET) -> tuple[Tensor, Tensor]:
@@ -230,10 +274,12 @@ def bench_overhead(plan: Plan, x: Tensor, y: Tensor, work: Path) -> list[dict[st
         loop = Loop(batch, x, y, net=net)  # unwatched
         watched = Loop(batch, x, y, net=net)  # the same net, seed and batches, watched throughout
         run_dir = work / f"overhead-{net}-b{batch}"
-        watched.open(run_dir)
+        away = Away()  # the unwatched samples: out of the recorder's clocks
+        watched.open(run_dir, away)
         for _ in range(WARM_STEPS):  # past the recorder's first steps (layer table, first costs)
             watched.watched_step()
         opens = 1  # the first step's snapshot
+        away.leave()
 
         print(f"  {net} B={batch}: ", end="", flush=True)
         t0 = time.perf_counter()
@@ -241,7 +287,7 @@ def bench_overhead(plan: Plan, x: Tensor, y: Tensor, work: Path) -> list[dict[st
         timings = compare(
             [
                 Contender("watch off", loop.step, **waits.around("watch off", None, None)),
-                Contender("watch on", watched.watched_step, **waits.around("watch on", None, None)),
+                Contender("watch on", watched.watched_step, **waits.around("watch on", away.back, away.leave)),
             ],
             repeats=plan.overhead_rounds, min_repeats=2, warmup=1,
             min_sample_s=plan.overhead_sample_s, budget_s=plan.overhead_budget_s,
