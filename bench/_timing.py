@@ -11,9 +11,9 @@ How it measures, so noise on a shared machine hits every contender alike:
   lasts at least `min_sample_s` (a 0.5 ms forward is timed 40 at a time, a 2 s one once);
 - interleaving: round r times one sample of every contender (A B C, then B C A, then C A B:
   the start rotates so no contender always runs right after the same neighbour);
-- per sample: optional untimed `setup`/`teardown` around it (e.g. install and remove a
-  peer library's global patches), `gc.collect()` before and the garbage collector off
-  during the timed calls (as `timeit` does);
+- per sample: `gc.collect()`, then optional untimed `setup`/`teardown` around it (e.g. install
+  and remove a peer library's global patches), and the garbage collector off during the timed
+  calls (as `timeit` does);
 - result: per-call seconds of every sample; report the median (robust to a noisy neighbour),
   with the inter-quartile spread as a noise gauge. Each sample also records this process's CPU
   seconds per call (`cpu_samples`, all its threads): on a machine shared with other work the
@@ -84,6 +84,38 @@ class Timing:
         return out
 
 
+class Away:
+    """Clocks that leave out the time spent away from one contender: its recorder (a `Recorder`'s
+    `clock=`/`cpu_clock=`) then plans, earns and spends as in a run of its own, though another
+    contender's samples ran between its own (bench/watch.py, bench/watch_gap.py; docs/speed.md
+    says what those samples did to a recorder on the real clocks). `leave()` where the contender
+    stops, `back()` where it starts again (a `Contender`'s teardown and setup: `_measure` collects
+    garbage before the setup, so that is left out too). The CPU clock leaves out the main thread's
+    CPU only: the recorder's writer thread's work meanwhile (`writer_cpu`, its thread clock) is
+    still the recorder's, which reads that clock itself."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0  # seconds out of the clocks so far
+        self.writer_cpu: Callable[[], float] = lambda: 0.0  # the recorder's writer thread's CPU s
+        self._mark: tuple[float, float, float] | None = None
+
+    def leave(self) -> None:
+        self._mark = (time.perf_counter(), time.process_time(), self.writer_cpu())
+
+    def back(self) -> None:
+        if self._mark is not None:
+            wall, cpu, writer = self._mark
+            self.wall += time.perf_counter() - wall
+            self.cpu += time.process_time() - cpu - (self.writer_cpu() - writer)
+            self._mark = None
+
+    def clock(self) -> float:
+        return time.perf_counter() - self.wall
+
+    def cpu_clock(self) -> float:
+        return time.process_time() - self.cpu
+
+
 def _spread(samples: list[float]) -> float:
     mid = statistics.median(samples)
     if len(samples) < 4:
@@ -99,7 +131,7 @@ def _sample(c: Contender, number: int) -> float:
 
 def _measure(c: Contender, number: int) -> tuple[float, float]:
     """(wall seconds, process CPU seconds) per call over `number` back-to-back calls. The garbage
-    collection comes before `setup`, so a setup that starts a clock (bench/watch.py's `Away`) does
+    collection comes before `setup`, so a setup that starts a clock again (`Away.back`) does
     not count it (a full collection walks every object: ~0.1 s in a process with torch loaded)."""
     gc.collect()
     if c.setup is not None:

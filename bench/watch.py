@@ -70,7 +70,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _timing import Contender, Timing, compare, git_commit, load_average, paired
+from _timing import Away, Contender, Timing, compare, git_commit, load_average, paired
 from torch import Tensor
 
 import convscope
@@ -149,8 +149,10 @@ class Loop:
         self.recorder.step(loss=self.step())
 
     def open(self, run_dir: Path, away: Away | None = None) -> Recorder:
-        """watch() on `run_dir` (resumed when it exists), then one untimed step. With `away`, the
-        recorder runs on clocks that leave out the time `away` says it was not watching."""
+        """A recorder with watch()'s defaults on `run_dir` (resumed when it exists), then one untimed
+        step. With `away`, the recorder runs on clocks that leave out the time it was not watching
+        (`_timing.Away`: the unwatched samples between its own, so it plans as in a run of its own:
+        docs/speed.md says what they did to it before)."""
         self.recorder = Recorder(
             self.model, run_dir, resume=(run_dir / "run.sqlite").exists(),
             snapshot_every=SNAPSHOT_EVERY, meta={"model": f"zoo:{self.net}"},
@@ -167,45 +169,6 @@ class Loop:
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
-
-
-class Away:
-    """The time between a watched loop's timed samples (the unwatched loop's samples, and the gc
-    between samples), taken out of its recorder's clocks, so that it plans, earns and spends as in a
-    run of its own (bench/watch_gap.py does the same). Without it every unwatched sample looks to the
-    recorder like a pause in training: snapshots fall due by the clock while no step earns their
-    share (on convnetjs-cifar B=64, 99 of 438 steps had a due snapshot waiting for its pool, against
-    0 with it), and where two watched samples come back to back the garbage collection between them
-    (~0.1 s) is in a statistics step's loop, charged as probe overhead. There the recorder gave
-    statistics on 65 of 438 steps (every ~0.35 s); with `Away` on 120 of 462 (every ~0.21 s).
-    The CPU clock leaves out the main thread's CPU only: the writer thread's work meanwhile is still
-    the recorder's (it reads that thread's clock itself)."""
-
-    def __init__(self) -> None:
-        self.wall = self.cpu = 0.0  # seconds out of the clocks so far
-        # the watched recorder's writer thread's CPU seconds (set by Loop.open)
-        self.writer_cpu: Callable[[], float] = lambda: 0.0
-        self._mark: tuple[float, float, float] | None = None
-
-    def leave(self) -> None:
-        """The watched samples stop here (a contender's teardown)."""
-        self._mark = (time.perf_counter(), time.process_time(), self.writer_cpu())
-
-    def back(self) -> None:
-        """They start again (a contender's setup, after `compare`'s garbage collection: else its
-        ~0.1 s would be the first watched step's, taken for probe overhead): the time since
-        `leave` is taken out."""
-        if self._mark is not None:
-            wall, cpu, writer = self._mark
-            self.wall += time.perf_counter() - wall
-            self.cpu += time.process_time() - cpu - (self.writer_cpu() - writer)
-            self._mark = None
-
-    def clock(self) -> float:
-        return time.perf_counter() - self.wall
-
-    def cpu_clock(self) -> float:
-        return time.process_time() - self.cpu
 
 
 def load_data(n: int, net: str = NET) -> tuple[Tensor, Tensor]:
@@ -276,7 +239,7 @@ def bench_overhead(plan: Plan, x: Tensor, y: Tensor, work: Path) -> list[dict[st
         loop = Loop(batch, x, y, net=net)  # unwatched
         watched = Loop(batch, x, y, net=net)  # the same net, seed and batches, watched throughout
         run_dir = work / f"overhead-{net}-b{batch}"
-        away = Away()  # the unwatched samples: out of the recorder's clocks
+        away = Away()  # the unwatched samples: out of the recorder's clocks (docs/speed.md)
         watched.open(run_dir, away)
         for _ in range(WARM_STEPS):  # past the recorder's first steps (layer table, first costs)
             watched.watched_step()

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _timing import Away
 
-import convscope as cs
 from convscope.models.zoo import ZOO
 from convscope.train.watch import Recorder
 
@@ -38,22 +38,24 @@ def measure(batch: int, steps: int, block: int) -> str:
     base = ZOO[NET].factory()
     xs = torch.randn(batch * 8, *ZOO[NET].input_shape)
     ys = torch.randint(0, 10, (batch * 8,))
-    away = [0.0, 0.0]  # wall and CPU seconds of the unwatched steps: out of the recorder's clocks
+    away = Away()  # the unwatched steps: out of the recorder's clocks
     with tempfile.TemporaryDirectory() as tmp:
         models = {name: copy.deepcopy(base) for name in ("off", "on")}
         opts = {
             name: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
             for name, m in models.items()
         }
-        run: Recorder = cs.watch(models["on"], Path(tmp) / "run")
-        run._clock = lambda: time.perf_counter() - away[0]
-        run._cpu = lambda: time.process_time() - away[1]
+        run = Recorder(models["on"], Path(tmp) / "run", clock=away.clock, cpu_clock=away.cpu_clock)
+        run_writer = run.writer
+        away.writer_cpu = lambda: run_writer.background_cpu_split[0]
         off: list[float] = []
         on: dict[str, list[float]] = {}
 
         def one(name: str, i: int, timed: bool) -> None:
             kind = run._plan if name == "on" else "plain"
-            wall, cpu = time.perf_counter(), time.thread_time()
+            if name == "off":
+                away.leave()
+            cpu = time.thread_time()
             k = i % 8
             loss = F.cross_entropy(
                 models[name](xs[k * batch : (k + 1) * batch]), ys[k * batch : (k + 1) * batch]
@@ -65,8 +67,7 @@ def measure(batch: int, steps: int, block: int) -> str:
                 run.step(loss=loss)
             spent = time.thread_time() - cpu
             if name == "off":
-                away[0] += time.perf_counter() - wall
-                away[1] += spent
+                away.back()
             if timed:
                 (off if name == "off" else on.setdefault(kind, [])).append(spent)
 
