@@ -51,6 +51,7 @@ import asyncio
 import contextlib
 import cProfile
 import datetime as dt
+import functools
 import json
 import math
 import multiprocessing as mp
@@ -662,8 +663,8 @@ def bench_live(
             Contender(
                 f"{n} clients",
                 loop.watched_step,
-                setup=lambda n=n: rig.connect(n),
-                teardown=lambda n=n: rig.disconnect(n),
+                setup=functools.partial(rig.connect, n),
+                teardown=functools.partial(rig.disconnect, n),
             )
             for n in CLIENTS
         ]
