@@ -3,7 +3,7 @@ values, controls (read and send). The list of routes and their answers is in app
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
 
@@ -12,6 +12,7 @@ from convscope.runs.store import RunReadOnlyError
 
 from ..controls import check_control
 from ..errors import ERROR_RESPONSES, ApiError
+from ..jsonsafe import SafeJSONResponse
 from ..pictures import KINDS
 from ..state import AppState
 from . import schemas as S
@@ -19,7 +20,6 @@ from .params import MaxPoints, Since, SinceId, Step
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
-T = TypeVar("T")
 MAX_NAMES = 256  # scalar names per request (each is one SQL parameter)
 BLOCK_KINDS = ("x", "conv", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")
 LISTENING = ("running", "paused")  # run statuses whose trainer still polls the controls
@@ -89,14 +89,6 @@ def run(run: str, state: State) -> dict[str, Any]:
         return summary(state, run, r)
 
 
-def thin(items: list[T], max_points: int | None) -> list[T]:
-    """Every k-th item (and always the last) so at most about `max_points` remain."""
-    if max_points is None or len(items) <= max_points:
-        return items
-    k = -(-len(items) // max_points)
-    return [x for i, x in enumerate(items) if i % k == 0 or i == len(items) - 1]
-
-
 @router.get("/runs/{run}/scalars", response_model=None, responses=S.ok(S.SCALARS, "scalars"))
 def scalars(
     run: str,
@@ -104,18 +96,14 @@ def scalars(
     since: Since = None,
     names: str | None = None,
     max_points: MaxPoints = None,
-) -> dict[str, Any]:
+) -> SafeJSONResponse:
     """Scalars with steps > since; max_points thins each long series evenly (last point kept)."""
     wanted = list(dict.fromkeys(n for n in names.split(",") if n)) if names else None
     if wanted is not None and len(wanted) > MAX_NAMES:
         raise ApiError(400, f"names lists {len(wanted)} scalars; at most {MAX_NAMES} at once")
-    limit = max_points
     with state.reader(run) as r:
-        found = r.scalars(names=wanted, since=since)
-        return {
-            "last_step": r.last_step(),
-            "scalars": {k: thin(v, limit) for k, v in found.items()},
-        }
+        found = r.scalars(names=wanted, since=since, max_points=max_points)
+        return SafeJSONResponse({"last_step": r.last_step(), "scalars": found})
 
 
 @router.get("/runs/{run}/stats", response_model=None, responses=S.ok(S.STATS, "layer stats"))
@@ -125,19 +113,12 @@ def stats(
     since: Since = None,
     layer: str | None = None,
     max_points: MaxPoints = None,
-) -> dict[str, Any]:
+) -> SafeJSONResponse:
     """Layer stats rows with steps > since; max_points thins each layer's rows evenly."""
-    limit = max_points
     with state.reader(run) as r:
-        rows = r.layer_stats(layer=layer, since=since)
+        rows = r.layer_stats(layer=layer, since=since, max_points=max_points)
         last = r.last_step()
-    if limit is not None:
-        per: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            per.setdefault(row["layer"], []).append(row)
-        kept = {id(x) for v in per.values() for x in thin(v, limit)}
-        rows = [x for x in rows if id(x) in kept]
-    return {"last_step": last, "stats": rows}
+    return SafeJSONResponse({"last_step": last, "stats": rows})  # (not FastAPI's encoder: 7,800 rows took 0.7 s)
 
 
 @router.get(

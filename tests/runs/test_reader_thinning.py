@@ -1,0 +1,81 @@
+"""RunReader.scalars(max_points=): the database thins a long series of consecutive steps at a step
+stride; the rows must be exactly those `thinned` keeps of the whole series (every k-th, k =
+ceil(n / max_points), and the last), also for series with gaps, NaN values, `since` and names."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from convscope.runs import RunReader, RunWriter
+from convscope.runs.reader import thinned
+
+
+def _same(a: dict[str, list[tuple[int, float]]], b: dict[str, list[tuple[int, float]]]) -> bool:
+    def key(rows: list[tuple[int, float]]) -> list[tuple[int, str]]:
+        return [(s, repr(v)) for s, v in rows]  # nan == nan here
+
+    return a.keys() == b.keys() and all(key(a[k]) == key(b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("thin") / "run"
+    w = RunWriter(path)
+    for step in range(101):
+        row = {"loss": 2.0 - step / 100, "nan_at_7": math.nan if step == 7 else float(step)}
+        if step % 3 == 0:
+            row["every_3rd"] = float(step)  # gaps: read whole, thinned in Python
+        if step not in (40, 41):
+            row["missing_two"] = float(-step)
+        if step >= 95:
+            row["late"] = 1.0  # few points: never thinned
+        w.log_scalars(step, row)
+        if step % 2 == 0:
+            w.log_layer_stats(step, "conv1", {"a_mean": step / 2})
+        if step % 5 == 0:
+            w.log_layer_stats(step, "fc", {"a_mean": -float(step)})
+        w.commit(step)
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("max_points", [1, 2, 3, 7, 10, 33, 34, 100, 101, 1000])
+@pytest.mark.parametrize("since", [None, 0, 12, 99, 100])
+def test_thinned_in_the_database_is_thinned_of_the_whole(run: Path, max_points: int, since: int | None) -> None:
+    r = RunReader(run)
+    try:
+        whole = r.scalars(since=since)
+        expect = {k: thinned(v, max_points) for k, v in whole.items()}
+        got = r.scalars(since=since, max_points=max_points)
+        assert _same(got, expect)
+        rows = r.layer_stats(since=since)
+        per = {la: [x for x in rows if x["layer"] == la] for la in ("conv1", "fc")}
+        kept = [id(x) for v in per.values() for x in thinned(v, max_points)]
+        expect_rows = [x for x in rows if id(x) in kept]
+        assert r.layer_stats(since=since, max_points=max_points) == expect_rows
+        assert r.layer_stats("fc", since=since, max_points=max_points) == thinned(per["fc"], max_points)
+        names = ["loss", "every_3rd", "nope"]
+        got_named = r.scalars(names=names, since=since, max_points=max_points)
+        assert _same(got_named, {n: expect.get(n, []) for n in names})
+    finally:
+        r.close()
+
+
+def test_known_answer(run: Path) -> None:
+    r = RunReader(run)
+    try:
+        got = r.scalars(names="loss", max_points=10)["loss"]  # 101 points: k = 11
+        assert [s for s, _ in got] == [0, 11, 22, 33, 44, 55, 66, 77, 88, 99, 100]
+        assert got[1] == (11, 2.0 - 11 / 100)
+        assert math.isnan(dict(r.scalars(names="nan_at_7", max_points=200)["nan_at_7"])[7])
+        assert [s for s, _ in r.scalars(names="every_3rd", max_points=17)["every_3rd"]] == [*range(0, 97, 6), 99]
+        assert [x["step"] for x in r.layer_stats("fc", max_points=3)] == [0, 35, 70, 100]  # 21 rows: k = 7
+        with pytest.raises(ValueError, match="max_points must be >= 1"):
+            r.scalars(max_points=0)
+        with pytest.raises(ValueError, match="max_points must be >= 1"):
+            r.layer_stats(max_points=0)
+    finally:
+        r.close()
