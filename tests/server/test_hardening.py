@@ -351,3 +351,42 @@ def test_finished_run_on_a_read_only_mount_is_served_read_only(tmp_path: Path) -
     assert expected["upload 1"].status_code == 404 and expected["image"].status_code == 200
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.iterdir()}
     assert after == before and os.stat(run / "run.sqlite").st_mtime_ns == mtime
+
+
+# ---- a request body is bounded before it is parsed (the upload route bounds its own) ----------
+
+TOO_BIG = {"error": "request body over the limit of 262,144 bytes (controls and requests are small JSON)"}
+
+
+@pytest.mark.parametrize("path", ["/api/runs/live/controls", "/api/runs/live/projections", "/api/runs/nope/units"])
+def test_a_json_body_over_the_limit_is_413_before_it_is_read(
+    live: tuple[TestClient, RunWriter], path: str
+) -> None:
+    c, w = live
+    body = json.dumps({"key": "pause", "value": "x" * 300_000}).encode()
+    res = c.post(path, content=body, headers={"content-type": "application/json"})
+    assert (res.status_code, res.json()) == (413, TOO_BIG)
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted while it is read
+        yield b'{"key": "pause", "value": "'
+        for _ in range(40):
+            yield b"x" * 8192
+        yield b'"}'
+
+    res = c.post(path, content=chunked(), headers={"content-type": "application/json"})
+    assert "content-length" not in res.request.headers
+    assert (res.status_code, res.json()) == (413, TOO_BIG)
+    assert w.poll_controls() == []
+
+
+def test_a_body_at_the_limit_reaches_the_route(live: tuple[TestClient, RunWriter]) -> None:
+    c, w = live
+    spec = "conv 16 5 pad 2 relu\n" * 900 + "fc 10"  # 18,905 characters: under MAX_SPEC_CHARS
+    body = json.dumps({"key": "model", "value": spec, "pad": "é" * 20_000}, ensure_ascii=True)
+    assert len(body) < 262_144
+    res = c.post("/api/runs/live/controls", content=body, headers={"content-type": "application/json"})
+    assert res.status_code != 413
+    chunks = [b'{"key": "pause", ', b'"value": true}']
+    res = c.post("/api/runs/live/controls", content=iter(chunks), headers={"content-type": "application/json"})
+    assert res.status_code == 200
+    assert [x.key for x in w.poll_controls()][-1] == "pause"

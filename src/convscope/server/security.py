@@ -16,7 +16,11 @@ On every request, in this order:
      `Origin`, `Sec-Fetch-Site` must say `same-origin`, or the request must be JSON
      (`Content-Type: application/json`, which a foreign page cannot send without a CORS
      preflight, and the server answers none). Forms, uploads and plain text -> 403.
-  4. Headers on every response: `X-Content-Type-Options: nosniff`, the CSP below,
+  4. Body size on every state-changing request but an upload (which the upload route caps at
+     `config.max_upload_bytes`): at most MAX_BODY bytes (controls and analysis requests are a
+     few hundred), else 413 before a byte of it is parsed — by Content-Length when one is given,
+     else while the body is read (chunked). The app is handed the body read here.
+  5. Headers on every response: `X-Content-Type-Options: nosniff`, the CSP below,
      `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`, `Cross-Origin-Resource-Policy:
      same-origin` (other sites cannot embed the pictures). With `config.embed` (the server that
      `cs.show` starts for a notebook) the CSP's `frame-ancestors` names the loopback origins
@@ -53,6 +57,8 @@ HEADERS: dict[str, str] = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+#: Bytes of a JSON request body (a control, an analysis request); uploads have their own cap.
+MAX_BODY = 256 * 1024  # a layer-spec control: at most 20,000 characters, ~120 KB as JSON at worst
 #: Who may frame an embedded server's page: itself and pages served from this machine, any port
 #: (a Jupyter notebook; an `http:` source also matches `https:`). A CSP host-source cannot name an
 #: IPv6 literal, so a notebook opened at http://[::1]:PORT cannot frame it.
@@ -127,6 +133,8 @@ class Guard:
             scope["type"] == "websocket" or scope["method"] not in SAFE_METHODS
         ):
             refusal = _origin_refusal(scope, headers)
+        if refusal is None and _capped(scope):
+            refusal, receive = await _body_within(MAX_BODY, headers, receive)
         if refusal is not None:
             status, line = refusal
             method = scope.get("method", "WEBSOCKET")
@@ -233,6 +241,49 @@ def _origin_of(url: str) -> tuple[str, str, int] | None:
         return None
     default = 443 if parts.scheme == "https" else 80
     return parts.scheme, parts.hostname.removesuffix("."), port if port is not None else default
+
+
+# ---- 4. body size -------------------------------------------------------------------------------
+def _capped(scope: Scope) -> bool:
+    """A state-changing HTTP request whose body MAX_BODY bounds (an upload's route bounds its own)."""
+    if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+        return False
+    path = str(scope.get("path", ""))
+    return not (path.startswith("/api/runs/") and path.endswith("/uploads"))
+
+
+async def _body_within(
+    limit: int, headers: Mapping[str, str], receive: Receive
+) -> tuple[tuple[int, str] | None, Receive]:
+    """(None, a receive that replays the body) when the body is at most `limit` bytes, else
+    (413 and a line, receive); reading stops at the first byte over the limit."""
+    too_big = 413, f"request body over the limit of {limit:,} bytes (controls and requests are small JSON)"
+    declared = headers.get("content-length", "").strip()
+    if declared.isdigit() and int(declared) > limit:
+        return too_big, receive
+    chunks: list[bytes] = []
+    size = 0
+    after: Message | None = None  # a message other than the body's (a disconnect): replayed next
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            after = message
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return too_big, receive
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+    if after is not None:
+        pending.append(after)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return None, replay
 
 
 # ---- helpers -----------------------------------------------------------------------------------
