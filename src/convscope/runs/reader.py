@@ -111,22 +111,33 @@ class RunReader:
             with self._lock:
                 return self._conn.execute(sql, args).fetchall()
 
-        return retry(run, "read")
+        try:
+            return retry(run, "read")
+        except sqlite3.DatabaseError as exc:  # malformed pages, a missing table: not a busy file
+            raise RunCorruptError(f"{self._db} cannot be read: {exc}") from exc
+
+    def _loads(self, text: Any, where: str) -> Any:
+        """A JSON value stored by the writer; one that does not parse is a corrupt run."""
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise RunCorruptError(f"{self._db}: {where} is not JSON ({exc})") from exc
 
     # -- run level ----------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
         """Run-level keys: status, last_step, created, updated, model, ... (JSON values)."""
-        return {k: json.loads(v) for k, v in self._rows("SELECT key, value FROM meta")}
+        return {k: self._loads(v, f"meta {k!r}") for k, v in self._rows("SELECT key, value FROM meta")}
 
     def config(self) -> dict[str, Any]:
         return {
-            k: json.loads(v) for k, v in self._rows("SELECT key, value FROM config ORDER BY pos")
+            k: self._loads(v, f"config {k!r}")
+            for k, v in self._rows("SELECT key, value FROM config ORDER BY pos")
         }
 
     def last_step(self) -> int | None:
         """The last committed step (None before the first commit)."""
         rows = self._rows("SELECT value FROM meta WHERE key = 'last_step'")
-        value = json.loads(rows[0][0]) if rows else None
+        value = self._loads(rows[0][0], "meta 'last_step'") if rows else None
         return value if isinstance(value, int) else None
 
     def is_stale(self, seconds: float) -> bool:
@@ -252,7 +263,10 @@ class RunReader:
                 per.setdefault(name, []).append(i)
             kept = sorted(i for at in per.values() for i in thinned(at, max_points))
             rows = [rows[i] for i in kept]
-        return [{"step": s, "layer": name, **json.loads(stats)} for s, name, stats in rows]
+        return [
+            {"step": s, "layer": name, **self._loads(stats, f"layer_stats of {name!r} at step {s}")}
+            for s, name, stats in rows
+        ]
 
     def snapshot_series(self) -> list[tuple[str, str]]:
         """Every (layer, kind) that has snapshots, sorted."""
@@ -284,7 +298,7 @@ class RunReader:
         if not rows:
             return None
         s, dtype, shape, scale_exp, data = rows[0]
-        return s, decode(dtype, tuple(json.loads(shape)), scale_exp, data)
+        return s, decode(dtype, tuple(self._loads(shape, f"snapshot {layer}/{kind} shape")), scale_exp, data)
 
     def json(self, key: str, step: int | None = None) -> tuple[int, Any] | None:
         """(step, value) of the newest JSON value under `key` at or before `step`."""
@@ -294,7 +308,7 @@ class RunReader:
             sql += " AND step <= ?"
             params.append(step)
         rows = self._rows(sql + " ORDER BY step DESC LIMIT 1", params)
-        return (rows[0][0], json.loads(rows[0][1])) if rows else None
+        return (rows[0][0], self._loads(rows[0][1], f"json {key!r}")) if rows else None
 
     # -- controls and checkpoints ---------------------------------------------------------------
     def send_control(self, key: str, value: Any) -> int:

@@ -157,7 +157,7 @@ class Broadcaster:
 
         @router.get("/runs/{run}/events")
         async def events(run: str, request: Request) -> StreamingResponse:
-            self.state.run_dir(run)  # 404 before the stream starts
+            await run_in_threadpool(self._readable, run)  # a 404 or 422 before the stream starts
             return StreamingResponse(
                 self.stream(run),
                 media_type="text/event-stream",
@@ -166,17 +166,31 @@ class Broadcaster:
 
         return router
 
+    def _readable(self, run: str) -> None:
+        """What a watcher's first poll reads, read once (ApiError 404/422 when it cannot be)."""
+        if run not in self.watchers:
+            RunWatcher(self.state, run).poll()
+
     async def stream(self, run: str) -> AsyncIterator[str]:
         queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
+        problem: str | None = None
         async with self._lock:  # one watcher per run, also when pages connect at once
             watcher = self.watchers.get(run)
             if watcher is None or watcher.task is None or watcher.task.done():
                 watcher = RunWatcher(self.state, run)
-                await run_in_threadpool(watcher.poll)  # the baseline: hello tells it
-                self.watchers[run] = watcher
-            watcher.queues.add(queue)
-            if watcher.task is None or watcher.task.done():
-                watcher.task = asyncio.create_task(watcher.run_loop())
+                try:
+                    await run_in_threadpool(watcher.poll)  # the baseline: hello tells it
+                except Exception as err:  # unreadable since the check: said once, as run_loop would
+                    problem = " ".join(str(err).split())[:300]
+                else:
+                    self.watchers[run] = watcher
+            if problem is None:
+                watcher.queues.add(queue)
+                if watcher.task is None or watcher.task.done():
+                    watcher.task = asyncio.create_task(watcher.run_loop())
+        if problem is not None:
+            yield _sse("problem", {"error": problem})
+            return
         try:
             hello = {k: (watcher.current or {}).get(k) for k in ("last_step", "status", "stale")}
             yield "retry: 2000\n\n"

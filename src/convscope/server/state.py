@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -21,11 +22,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from convscope.config import ServeConfig
-from convscope.runs import RunNotFoundError, RunReader
+from convscope.runs import RunCorruptError, RunNotFoundError, RunReader, RunSchemaError
 
 from .errors import ApiError
 from .readers import OpenRun, Readers
 from .workers import Workers
+
+log = logging.getLogger("convscope.server")
 
 T = TypeVar("T")
 
@@ -196,8 +199,12 @@ class AppState:
             run = self.readers.acquire(name, path)
         except (RunNotFoundError, FileNotFoundError):
             raise ApiError(404, f"{name!r} is not a convscope run (no run.sqlite)") from None
+        except (RunCorruptError, RunSchemaError) as exc:
+            raise _unreadable(name, path, exc) from None
         try:
             yield run
+        except (RunCorruptError, RunSchemaError) as exc:  # a file damaged while it is served
+            raise _unreadable(name, path, exc) from None
         finally:
             self.readers.release(run)
 
@@ -207,3 +214,11 @@ class AppState:
         query sees the latest commit)."""
         with self.open_run(name) as run:
             yield run.reader
+
+
+def _unreadable(name: str, path: Path, exc: Exception) -> ApiError:
+    """One line for a run whose file cannot be read (corrupt, another program's, a newer schema):
+    422 naming the run's file by the run's name (not the server's absolute path), logged once."""
+    line = " ".join(str(exc).replace(str(path), name).split())[:300]
+    log.warning("run %r cannot be read: %s", name, line)
+    return ApiError(422, line)
