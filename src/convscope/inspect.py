@@ -9,6 +9,7 @@ It ties the layers together (models + data → capture → render) and so sits o
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +144,10 @@ def inspect(
         torch.set_num_threads(threads)
 
 
+class NonFiniteOutputWarning(UserWarning):
+    """The model's output for the inspected image is NaN or ±Inf (the report says so too)."""
+
+
 def _inspect(
     model: str, weights: str | None, image: str | None, target: int | None, out: str | Path,
     layers: list[str] | None, norm: Mode, input_size: str | None, all_channels: bool,
@@ -168,6 +173,13 @@ def _inspect(
         )
     if not loaded.metadata and loaded.entry is not None and loaded.entry.weights is None:
         notes.append("This zoo net ships no trained weights: its filters are random initialisation.")
+    if not bool(torch.isfinite(logits).all()):
+        bad = sum(int((~torch.isfinite(p)).sum()) for p in loaded.model.parameters())
+        why = f"{bad:,} of its parameter values are NaN or ±Inf" if bad else "its parameters are finite"
+        note = (f"The model's output for this image is not finite (NaN or ±Inf; {why}): no prediction"
+                " is shown, and maps that are not finite are marked, not drawn.")
+        notes.append(note)
+        warnings.warn(note, NonFiniteOutputWarning, stacklevel=2)
     gu, gv = image_gradient(x[0].detach().float())  # (C, H, W) each
     info = ReportInput(
         title=f"convscope inspect — {model}",

@@ -212,3 +212,29 @@ def test_model_spec_that_exits_is_one_line_exit_2(tmp_path: Path, spec: str, mes
     assert len(lines) == 1 and lines[0].startswith(message), res.stderr
     assert res.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no tmp/ report folder
+
+
+def test_nan_weights_give_a_warning_line_and_strict_json(tmp_path: Path) -> None:
+    """NaN weights: the report is still written (its maps marked, not drawn), report.json is JSON
+    that a browser parses (no NaN literal), no prediction is shown, and the CLI says why once."""
+    from safetensors.torch import save_file
+
+    from convscope.models.zoo import ZOO
+
+    state = {k: torch.full_like(v, float("nan")) for k, v in ZOO["convnetjs-cifar"].factory().state_dict().items()}
+    save_file(state, str(tmp_path / "nan.safetensors"))
+    res = run_cli("inspect", "--weights", "nan.safetensors", "--out", "o", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    n = sum(v.numel() for v in state.values())
+    warning = (
+        f"warning: The model's output for this image is not finite (NaN or ±Inf; {n:,} of its parameter"
+        " values are NaN or ±Inf): no prediction is shown, and maps that are not finite are marked, not drawn."
+    )
+    assert [line for line in res.stderr.splitlines() if line.startswith("warning:")] == [warning]
+    assert "Traceback" not in res.stderr
+    text = (tmp_path / "o" / "report.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    report = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in report.json"))
+    assert report["predictions"] == []
+    index = (tmp_path / "o" / "index.html").read_text()
+    assert "no prediction: the model's output is not finite" in index and "nan%" not in index

@@ -3,6 +3,7 @@ thin commands over the library (each writes a report under --out)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -46,9 +47,11 @@ def inspect(
 
     Example: convscope inspect --model zoo:convnetjs-cifar --image chelsea --out report/
     """
+    from convscope.inspect import NonFiniteOutputWarning
     from convscope.inspect import inspect as run_inspect
 
-    with console.status("capturing and rendering…"):
+    with console.status("capturing and rendering…"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NonFiniteOutputWarning)
         path = run_inspect(
             model,
             weights=weights,
@@ -60,6 +63,11 @@ def inspect(
             input_size=input_size,
             all_channels=all_channels,
         )
+    for w in caught:
+        if issubclass(w.category, NonFiniteOutputWarning):
+            typer.echo(f"warning: {w.message}", err=True)
+        else:  # any other warning as Python would have shown it
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     typer.echo(f"report: {path.resolve()}")
 
 

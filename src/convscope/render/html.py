@@ -14,6 +14,7 @@ import base64
 import hashlib
 import html
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,23 @@ def head(title: str, css: str) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<style>{css}</style></head>"
     )
+
+
+def finite(value: Any) -> Any:
+    """A copy of `value` with every non-finite float replaced by None (tuples become lists)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def strict_json(value: Any, *, indent: int | None = 2) -> str:
+    """JSON that every parser reads: NaN and ±Inf become null (json.dumps writes NaN, which is
+    not JSON: a browser's JSON.parse refuses the whole file)."""
+    return json.dumps(finite(value), indent=indent, allow_nan=False)
 
 
 def bar(fraction: float) -> str:
@@ -120,5 +138,5 @@ def write_report(
     text = body(png, files)
     path = out / "index.html"
     path.write_text(page(title=title, header=header, body=text, css=css), encoding="utf-8")
-    (out / json_name).write_text(json.dumps(summary(files), indent=indent), encoding="utf-8")
+    (out / json_name).write_text(strict_json(summary(files), indent=indent), encoding="utf-8")
     return path

@@ -17,7 +17,6 @@ carries the dashboard's CSP in a <meta> tag (render/html.py) and opens offline.
 from __future__ import annotations
 
 import html
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import torch
 from torch import Tensor
 
 from .grid import grid
-from .html import bar, page, report_dir
+from .html import bar, page, report_dir, strict_json
 from .normalize import Mode
 from .picture import Picture
 from .report_pictures import (
@@ -138,7 +137,7 @@ def write_report(views: list[BlockView], info: ReportInput, out_dir: str | Path)
         "title": info.title, "model": info.model, "image": info.image_name, "target": info.target,
         "norm": info.norm, "all_channels": info.all_channels, "predictions": preds, "blocks": metas,
     }  # fmt: skip
-    (out / "report.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    (out / "report.json").write_text(strict_json(summary, indent=2), encoding="utf-8")
     return path
 
 
@@ -326,7 +325,7 @@ def _index_body(
         f"<tr class='pred'><td>{html.escape(p['name'])}{' ◀ target' if p['class'] == info.target else ''}</td>"
         f"<td>{bar(p['probability'])}</td><td>{100 * p['probability']:.1f}%</td></tr>"
         for p in preds
-    )
+    ) or "<tr><td>no prediction: the model's output is not finite (NaN or ±Inf)</td></tr>"
     gloss_rows = "".join(
         f"<tr><td>{html.escape(s)}</td><td><code>{html.escape(api)}</code></td><td>{html.escape(m)}</td></tr>"
         for s, api, m in GLOSSARY
@@ -387,6 +386,9 @@ def _gradient_section(info: ReportInput, first: dict[str, Any] | None, png: Path
 
 
 def _predictions(info: ReportInput) -> list[dict[str, Any]]:
+    """The top 5 classes and their probabilities; none when the output is NaN or ±Inf."""
+    if not bool(torch.isfinite(info.logits[0]).all()):
+        return []
     probs = torch.softmax(info.logits.detach().float()[0], dim=-1)
     top = torch.topk(probs, min(5, probs.numel()))
     return [

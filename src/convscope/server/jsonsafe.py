@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from fastapi.responses import JSONResponse
 
-
-def finite(value: Any) -> Any:
-    """A copy of `value` with every non-finite float replaced by None (tuples become lists)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value
+from convscope.render.html import finite
 
 
 def dumps(value: Any) -> str:
