@@ -8,6 +8,44 @@ const COLORS = ["#2456a6", "#d1495b", "#2a9d55", "#e09f3e", "#7b4fb0", "#1f9bb5"
 const STEP_INCRS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 2e6, 5e6]; // whole steps only
 const MAX_POINTS = 4000; // drawn points per series; longer histories are strided (the last point kept)
 
+/** Labels for a linear axis's ticks `splits` that are `incr` apart: as many decimals as the
+ *  increment needs (uPlot's default keeps 3, so 0.02712, 0.02714, 0.02716 all read "0.027"),
+ *  more while two labels still read alike; very small or large values in exponent notation. */
+export function tickLabels(splits, incr) {
+  const vals = splits.filter((v) => v !== null && v !== undefined && Number.isFinite(v));
+  if (!vals.length) return splits.map(() => "");
+  const gaps = vals.slice(1).map((v, i) => Math.abs(v - vals[i])).filter((g) => g > 0);
+  const step = incr > 0 ? incr : gaps.length ? Math.min(...gaps) : Math.abs(vals[0]) || 1;
+  const big = Math.max(...vals.map(Math.abs));
+  const clean = (v) => (Math.abs(v) < step * 1e-6 ? 0 : v); // no "-0.000" for a zero made by float sums
+  const exp = big >= 1e5 || big < 1e-3;
+  const say = (d) => (v) => (exp ? clean(v).toExponential(d)
+    : clean(v).toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d }));
+  // decimals (or mantissa digits) that write the increment exactly: 0.5 -> 1, 0.25 -> 2, 2e-5 -> 5, 100 -> 0
+  const decimals = (x) => {
+    for (let k = 0; k < 15; k++) { const m = x * 10 ** k; if (Math.abs(m - Math.round(m)) < 1e-6 * Math.max(1, m)) return k; }
+    return 15;
+  };
+  let d = decimals(exp ? step / 10 ** Math.floor(Math.log10(big) + 1e-9) : step);
+  let labels = vals.map(say(d));
+  while (new Set(labels).size < labels.length && d < 15) labels = vals.map(say(++d));
+  const f = say(d);
+  return splits.map((v) => (v === null || v === undefined || !Number.isFinite(v) ? "" : f(v)));
+}
+
+/** An axis's `values`: tickLabels, also kept on the chart's element (data-ticks-y, data-ticks-y2:
+ *  what the browser tests read; uPlot draws the labels on a canvas). */
+function linearTicks(el, name) {
+  return (u, splits, axisIdx, space, incr) => {
+    const labels = tickLabels(splits, incr);
+    el.dataset[`ticks${name}`] = JSON.stringify(labels);
+    return labels;
+  };
+}
+
+/** An axis's width: room for its longest label (uPlot keeps a fixed size otherwise and cuts it). */
+const axisSize = (u, values) => Math.max(56, 18 + 8 * Math.max(0, ...(values || []).map((v) => String(v ?? "").length)));
+
 export class Chart {
   /** el: container; series: [{label, color?, dash?, width?, points?, y2?}] (y2: on the second,
    *  right-hand axis); opts: {log, y: [min, max] | null, ylabel, y2label} */
@@ -29,12 +67,12 @@ export class Chart {
     const scales = { x: { time: false }, y: yScale };
     const axes = [
       { label: "step", size: 36, labelSize: 14, incrs: STEP_INCRS },
-      { label: ylabel, size: 56, labelSize: 14, values: log ? (u, vals) => vals.map((v) => (v === null || v === undefined ? "" : v.toExponential(0))) : undefined },
+      { label: ylabel, size: log ? 56 : axisSize, labelSize: 14, values: log ? (u, vals) => vals.map((v) => (v === null || v === undefined ? "" : v.toExponential(0))) : linearTicks(this.el, "Y") },
     ];
     if (this.series.some((s) => s.y2)) {
       // a range also while the series has no point yet (uPlot's axis code fails on an empty scale)
       scales.y2 = { range: (u, min, max) => (min === null || max === null ? [0, 1] : window.uPlot.rangeNum(min, max, 0.1, true)) };
-      axes.push({ scale: "y2", side: 1, label: y2label, size: 56, labelSize: 14, grid: { show: false } });
+      axes.push({ scale: "y2", side: 1, label: y2label, size: axisSize, labelSize: 14, grid: { show: false }, values: linearTicks(this.el, "Y2") });
     }
     const opts = {
       width: this.width(), height: 200,

@@ -30,6 +30,7 @@ export class Controls {
       $(`#apply-${key}`).addEventListener("click", go);
       input.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); go(); } });
       input.addEventListener("input", () => { // a new value: the last answer no longer applies to it
+        input.dataset.typed = "1"; // the user's value, not yet sent: fill() leaves it
         const ack = $(`#ack-${key}`);
         if (!ack.classList.contains("wait")) { ack.textContent = ""; ack.className = "ack"; }
       });
@@ -49,11 +50,7 @@ export class Controls {
     const meta = info.meta || {};
     this.latest = latest;
     this.info = info;
-    for (const key of HYPER) {
-      const input = $(`#ctl-${key}`);
-      const v = this.effective(key);
-      if (document.activeElement !== input && v !== null) input.value = String(v);
-    }
+    this.fill();
     const zoo = Array.isArray(meta.zoo) ? meta.zoo : [];
     const sel = $("#zoo-select");
     const current = String(meta.model || "").replace(/^zoo:/, "");
@@ -69,6 +66,20 @@ export class Controls {
     this.enable(info);
   }
 
+  /** Fill the fields with the values in effect (the last logged scalars once the history is in;
+   *  the run's config before), except a field the user is typing in or has typed a value into
+   *  that is not in effect yet (one applied is left alone until the trainer logs it). */
+  fill() {
+    for (const key of HYPER) {
+      const input = $(`#ctl-${key}`);
+      const v = this.effective(key);
+      if (v === null) continue;
+      if (input.dataset.typed && input.value.trim() !== "" && Number(input.value) === Number(v)) delete input.dataset.typed;
+      if (document.activeElement === input || input.dataset.typed) continue;
+      if (input.value !== String(v)) input.value = String(v);
+    }
+  }
+
   /** The value of a setting the trainer uses now (its last logged scalar, else the run's config). */
   effective(key) {
     const v = this.latest(key) ?? this.info?.config?.[key];
@@ -80,7 +91,9 @@ export class Controls {
     if (!HYPER.includes(key)) return "";
     const v = this.effective(key);
     if (v === null) return "";
-    $(`#ctl-${key}`).value = String(v);
+    const input = $(`#ctl-${key}`);
+    input.value = String(v);
+    delete input.dataset.typed;
     return ` — still ${v}`;
   }
 
@@ -165,7 +178,7 @@ export class Controls {
       } else {
         ack.className = "ack ok";
         ack.textContent = `✓ applied at step ${c.applied_step}`;
-        if (HYPER.includes(c.key)) $(`#ctl-${c.key}`).value = String(c.value);
+        if (HYPER.includes(c.key)) $(`#ctl-${c.key}`).value = String(c.value); // typed until the new value is logged
       }
       this.sent.delete(c.id);
     }
@@ -195,5 +208,6 @@ export class Controls {
     $("#ctl-log").textContent = "";
     $("#ctl-log-box").hidden = true;
     for (const a of document.querySelectorAll("#controls .ack")) { a.textContent = ""; a.className = "ack"; }
+    for (const key of HYPER) delete $(`#ctl-${key}`).dataset.typed; // another run: its own values
   }
 }

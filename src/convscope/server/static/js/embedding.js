@@ -45,8 +45,12 @@ class EmbeddingView {
       el("div", { style: "position:relative" }, this.canvas, this.tip), this.legend, this.info);
     this.canvas.addEventListener("mousemove", (e) => this.hover(e));
     this.canvas.addEventListener("mouseleave", () => { this.tip.hidden = true; });
-    this.ckpt.addEventListener("focus", () => this.checkpoints());
+    for (const ev of ["focus", "pointerdown"]) this.ckpt.addEventListener(ev, () => this.checkpoints());
     $("#run-select").addEventListener("change", () => this.reset());
+    // main.js opens the run (the picker is still empty while this module loads) and tells when it
+    // has the run's info or a checkpoint was saved: the list is filled from what it read
+    document.addEventListener("convscope:run", (e) => { if (e.detail.run === this.run) this.fillCheckpoints(e.detail.info.checkpoints); });
+    document.addEventListener("convscope:checkpoints", (e) => { if (e.detail.run === this.run) this.fillCheckpoints(e.detail.checkpoints); });
     this.checkpoints();
   }
 
@@ -66,12 +70,20 @@ class EmbeddingView {
     if (!run) return;
     try {
       const info = await getJSON(runPath(run));
-      const keep = this.ckpt.value;
-      const rows = [...(info.checkpoints || [])].sort((a, b) => (a.step ?? 0) - (b.step ?? 0));
-      this.ckpt.replaceChildren(el("option", { value: "", text: "the weights of now" }),
-        ...rows.map((c) => el("option", { value: c.name, text: `${c.name} (step ${c.step ?? "?"})` })));
-      if ([...this.ckpt.options].some((o) => o.value === keep)) this.ckpt.value = keep;
+      if (run === this.run) this.fillCheckpoints(info.checkpoints);
     } catch { /* tried again on focus */ }
+  }
+
+  /** The checkpoints of the run (GET /api/runs/{run}: [{name, step, ...}]), oldest first. */
+  fillCheckpoints(list) {
+    const keep = this.ckpt.value;
+    const rows = [...(Array.isArray(list) ? list : [])].sort((a, b) => (a.step ?? 0) - (b.step ?? 0));
+    const key = JSON.stringify(rows.map((c) => [c.name, c.step]));
+    if (key === this.ckpt.dataset.key) return; // the same list: an open dropdown stays as it is
+    this.ckpt.dataset.key = key;
+    this.ckpt.replaceChildren(el("option", { value: "", text: "the weights of now" }),
+      ...rows.map((c) => el("option", { value: c.name, text: `${c.name} (step ${c.step ?? "?"})` })));
+    if ([...this.ckpt.options].some((o) => o.value === keep)) this.ckpt.value = keep;
   }
 
   status(text, kind) { this.state.className = `ack ${kind}`; this.state.textContent = text; }

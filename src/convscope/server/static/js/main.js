@@ -38,14 +38,22 @@ async function loadRuns() {
     $("#status").textContent = "no runs";
     return null;
   }
-  for (const r of runs) {
-    sel.append(el("option", { value: r.name, text: `${r.name} — ${r.status ?? "?"}${r.model ? ` — ${r.model}` : ""}` }));
-  }
+  for (const r of runs) sel.append(el("option", { value: r.name, text: runLabel(r.name, r.status, false, r.model) }));
   const fromHash = decodeURIComponent((location.hash.match(/run=([^&]+)/) || [])[1] || "")
     || new URLSearchParams(location.search).get("run") || ""; // #run=NAME or ?run=NAME
   const pick = runs.find((r) => r.name === fromHash) || runs.find((r) => r.status === "running") || runs[0];
   sel.value = pick.name;
   return pick.name;
+}
+
+/** The run picker's words for a run: its name, its state (as the status badge says it), its net. */
+function runLabel(name, status, stale, model) {
+  return `${name} — ${stale ? "trainer not responding" : status ?? "?"}${model ? ` — ${model}` : ""}`;
+}
+
+/** Tell the page's other panels (occlusion.js, embedding.js: separate modules) about the run. */
+function announce(kind, detail) {
+  document.dispatchEvent(new CustomEvent(`convscope:${kind}`, { detail: { run: S.run, ...detail } }));
 }
 
 async function openRun(name) {
@@ -84,8 +92,6 @@ function applyInfo(info) {
   S.stale = info.stale;
   S.lastStep = info.last_step;
   S.json.layers = info.layers_step;
-  const option = [...$("#run-select").options].find((o) => o.value === info.name);
-  if (option) option.textContent = `${info.name} — ${info.status}${info.meta?.model ? ` — ${info.meta.model}` : ""}`;
   $("#model").textContent = `${info.meta?.model ?? "?"}${info.meta?.trainer === "watch" ? " · recorded by convscope.watch" : ""}`;
   sizeLine(info.size);
   layers.build(info.layers || []);
@@ -93,6 +99,7 @@ function applyInfo(info) {
   controls.show(info, latest);
   upload.offer(info);
   header();
+  announce("run", { info }); // the occlusion and embedding panels fill their lists from it
 }
 
 async function loadAll(gen) {
@@ -144,8 +151,11 @@ async function onControls(p) {
   controls.update(p.controls);
   if (noteRestarts(p.controls)) schedule();
   if (p.controls.some((c) => c.result && ["save_checkpoint", "load_checkpoint"].includes(c.key))) {
+    const gen = generation;
     const info = await getJSON(runPath(S.run));
+    if (gen !== generation) return;
     controls.checkpoints(info.checkpoints || []);
+    announce("checkpoints", { checkpoints: info.checkpoints || [] });
   }
 }
 
@@ -202,6 +212,7 @@ function schedule() {
 
 function draw() {
   header();
+  controls.fill(); // the fields show the values in effect once the history is in (not the launch settings)
   drawCharts();
   for (const c of layers.cards.values()) layers.stats(c, S);
 }
@@ -227,13 +238,16 @@ function header() {
   pill.className = `pill ${S.stale ? "stale" : S.status || ""}`;
   pill.title = S.stale ? "the trainer has not committed a step or polled controls for a while" : "";
   controls.setPaused(S.status);
+  const option = [...$("#run-select").options].find((o) => o.value === S.run);
+  if (option && S.info) option.textContent = runLabel(S.run, S.status, S.stale, S.info.meta?.model); // as the badge says
   $("#step").textContent = S.lastStep ?? "–";
   $("#examples").textContent = int(latest("examples"));
   const ms = (v) => (v === null ? "–" : `${fmt(v, 3)} ms`);
   const since = netStart(); // numbers of the net now training only (a restart starts them afresh)
   $("#fwd").textContent = ms(windowMean(S.scalars.get("fwd_ms_per_example"), undefined, since));
   $("#bwd").textContent = ms(windowMean(S.scalars.get("bwd_ms_per_example"), undefined, since));
-  $("#eps").textContent = int(windowRate(S.scalars.get("examples"), S.scalars.get("examples_per_s"), undefined, since));
+  // while no examples flow (paused, trainer silent) the rate of the last steps would be a stale number
+  $("#eps").textContent = S.stale ? "–" : S.status === "paused" ? "paused" : int(windowRate(S.scalars.get("examples"), S.scalars.get("examples_per_s"), undefined, since));
   $("#loss").textContent = fmt(latest("loss", since));
   $("#loss-ema").textContent = fmt(latest("loss", since) === null ? null : [...ema(S.scalars.get("loss"), undefined, S.restarts.map((r) => r.step))].at(-1)?.[1]);
   $("#wd-loss").textContent = fmt(latest("wd_loss", since));

@@ -27,33 +27,46 @@ class OcclusionView {
       el("div.row", {},
         el("label", {}, "image ", this.image), el("label", {}, "layer ", this.layer),
         el("label", {}, "window ", this.window), el("label", {}, "stride ", this.stride), this.go, this.state),
-      el("p.note", { text: "upload an image above (\"Your own image\") to occlude it, or pick a test image. The trainer (or, for an ended run, a worker from its newest checkpoint) computes the maps; the grey square is 0.5 in pixel space." }),
+      el("p.note", { text: "To occlude your own file, send it under \"Try an image\" above: it joins this list once the trainer has answered. Or pick a test image. The trainer (or, for an ended run, a worker from its newest checkpoint) computes the maps; the grey square is 0.5 in pixel space." }),
       this.out);
     for (const ev of ["focus", "pointerdown"]) this.image.addEventListener(ev, () => this.refresh());
     $("#run-select").addEventListener("change", () => { this.ticket++; this.out.textContent = ""; this.state.textContent = ""; this.refresh(); });
+    // main.js says when it has opened a run (the picker is empty while this module loads) and
+    // predictions.js when the trainer answered an upload: the list is read again at once
+    document.addEventListener("convscope:run", (e) => { if (e.detail.run === this.run) this.refresh(); });
+    document.addEventListener("convscope:upload", (e) => { if (e.detail.run === this.run) this.refresh(`upload:${e.detail.id}`); });
     this.refresh();
     setInterval(() => { if (!this.image.options.length) this.refresh(); }, 3000);
   }
 
   get run() { return $("#run-select").value; }
 
-  async refresh() {
+  /** Read the images that can be occluded (and the layers) again; `choose`: select that one. */
+  async refresh(choose = null) {
     const run = this.run;
-    if (!run || this.busy) return;
+    if (choose) this.choose = choose;
+    if (!run) return;
+    if (this.busy) { this.again = true; return; } // read once more when this one is done
     this.busy = true;
+    this.again = false;
     try {
       const [src, info] = await Promise.all([getJSON(runPath(run, "/occlusion-images")), getJSON(runPath(run))]);
       if (run !== this.run) return;
       const keep = this.image.value;
       const opts = [...src.uploads.map((u) => el("option", { value: `upload:${u.id}`, text: `upload #${u.id}: ${u.name}` })),
         ...Array.from({ length: src.tests }, (_, k) => el("option", { value: `test:${k}`, text: `test image ${k}` }))];
-      this.image.replaceChildren(...opts);
-      if (keep && opts.some((o) => o.value === keep)) this.image.value = keep;
+      const key = JSON.stringify(opts.map((o) => [o.value, o.textContent]));
+      if (key !== this.image.dataset.key) { this.image.dataset.key = key; this.image.replaceChildren(...opts); } // (an open dropdown stays)
+      if (this.choose && opts.some((o) => o.value === this.choose)) { this.image.value = this.choose; this.choose = null; }
+      else if (keep && opts.some((o) => o.value === keep)) this.image.value = keep;
       const names = (info.layers || []).map((l) => l.name);
       const layer = this.layer.value;
       this.layer.replaceChildren(el("option", { value: "", text: "last conv (default)" }), ...names.map((n) => el("option", { value: n, text: n })));
       if (names.includes(layer)) this.layer.value = layer;
-    } catch { /* the next focus tries again */ } finally { this.busy = false; }
+    } catch { /* the next focus tries again */ } finally {
+      this.busy = false;
+      if (this.again) this.refresh();
+    }
   }
 
   status(text, kind) { this.state.className = `ack ${kind}`; this.state.textContent = text; }

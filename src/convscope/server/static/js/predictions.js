@@ -158,7 +158,14 @@ export class Upload {
         late: "no answer from the trainer in 60 s (paused? not responding?)", current: () => ticket === this.ticket });
     } catch (err) { state.className = "ack bad"; state.textContent = err.message; return; }
     if (r === null) return;
-    if (r.status === "done") { this.show(st.run, id, r); state.className = "ack ok"; state.textContent = `✓ answered at step ${r.step}`; return; }
+    if (r.status === "done") {
+      this.show(st.run, id, r);
+      state.className = "ack ok";
+      state.textContent = `✓ answered at step ${r.step}`;
+      // the occlusion panel (occlusion.js) lists answered uploads: it reads its list again now
+      document.dispatchEvent(new CustomEvent("convscope:upload", { detail: { run: st.run, id } }));
+      return;
+    }
     state.className = "ack bad"; state.textContent = `the trainer could not: ${r.error}`;
   }
 
