@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -230,3 +232,33 @@ def test_characters_the_font_lacks_are_spelled_in_ascii() -> None:
     assert _plain("3×3 → −1 ≥ 0 ✓") == "3x3 -> -1 >= 0 ?"
     a = np.random.default_rng(7).random((2, 4, 4))
     np.testing.assert_array_equal(grid(a, title="∂x/∂u").array, grid(a, title="dx/du").array)
+
+
+def test_the_constant_note_names_cells_by_their_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caller that shows a subset or a reordering labels each cell with its own index: the note
+    under the grid must name a constant map or filter by that label, not by its position (an
+    inspect report said "14, 15" under filters labelled 2 and 15)."""
+    import importlib
+
+    g = importlib.import_module("convscope.render.grid")  # (convscope.render.grid is the function)
+
+    seen: list[list[str]] = []
+    real = g._sheet
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(list(kwargs["notes"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(g, "_sheet", spy)
+    a = np.abs(np.random.default_rng(5).normal(size=(4, 5, 5)))
+    a[1] = 0.0
+    a[3] = 2.5
+    grid(a, labels=["7", "2", "9", "15"])
+    assert seen[-1][1] == "hatched = constant map (2): 2, 15"
+    grid(a)
+    assert seen[-1][1] == "hatched = constant map (2): 1, 3"  # default labels: the positions
+    w = np.random.default_rng(6).normal(size=(5, 4, 3, 3))
+    w[0] = 0.0
+    w[4] = 0.0
+    g.filters(w, labels=["11", "3", "8", "1", "0"], max_out=3)  # filter 4 ("0") is not drawn
+    assert seen[-1][1] == "hatched = constant filter (2): 11, 0"

@@ -115,11 +115,12 @@ def grid(
     for i in np.flatnonzero(constant):
         mark_constant(rgb[i])
 
-    notes = [] if labels is False else _notes(n, arr.ndim == 1, what="map")
+    names = _cell_labels(labels, count)
+    notes = [] if labels is False else _notes(n, arr.ndim == 1, what="map", names=names)
     return _sheet(
         rgb,
         cols=_default_cols(count, wide) if cols is None else cols,
-        labels=_cell_labels(labels, count),
+        labels=names,
         title=title,
         notes=notes,
     )
@@ -168,14 +169,14 @@ def filters(
     n = normalize(arr, mode=norm, signed=signed, scale=scale)  # per output filter
     n_out, n_in = min(c_out, max_out), min(c_in, max_in)
     cut = [f"filters 0-{n_out - 1} of {c_out}"] if n_out < c_out else []
-    names = _cell_labels(labels, c_out)  # one per filter, of all c_out
-    names = None if names is None else names[:n_out]
+    every = _cell_labels(labels, c_out)  # one per filter, of all c_out
+    names = None if every is None else every[:n_out]
     colour = c_in == 3  # a colour picture of each filter, like first-layer filter figures
     rgb_meaning = "grey = 0, a channel brighter where > 0" if signed else "black = 0"
     notes = (
         []
         if labels is False
-        else _notes(n, False, what="filter", colours=rgb_meaning if colour else None)
+        else _notes(n, False, what="filter", colours=rgb_meaning if colour else None, names=every)
     )
 
     if colour:
@@ -318,8 +319,12 @@ def _fmt(v: float) -> str:
     return "0" if v == 0 else f"{v:.3g}"
 
 
-def _notes(n: Normalized, one_map: bool, *, what: str, colours: str | None = None) -> list[str]:
-    """What the colours mean and what is special, in one or two short lines."""
+def _notes(
+    n: Normalized, one_map: bool, *, what: str, colours: str | None = None, names: list[str] | None = None
+) -> list[str]:
+    """What the colours mean and what is special, in one or two short lines. A constant map or
+    filter is named by its cell's label (`names`, one per position: a caller that shows a subset
+    or a reordering labels each cell with its own index), else by its position."""
     if colours is None:
         colours = "blue < 0, white = 0, red > 0" if n.signed else "dark = 0, bright = max"
     shared = bool(np.all(n.vmax == n.vmax[0]))
@@ -330,7 +335,7 @@ def _notes(n: Normalized, one_map: bool, *, what: str, colours: str | None = Non
     notes = [f"{colours}; {scale}"]
     if n.constant.any() and not one_map:
         idx = np.flatnonzero(n.constant)
-        shown = ", ".join(str(i) for i in idx[:12]) + (", ..." if len(idx) > 12 else "")
+        shown = ", ".join(names[i] if names else str(i) for i in idx[:12]) + (", ..." if len(idx) > 12 else "")
         notes.append(f"hatched = constant {what} ({len(idx)}): {shown}")
     elif n.constant.any():
         notes.append("hatched = constant: every value is the same")
