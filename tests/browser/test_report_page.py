@@ -125,4 +125,31 @@ def test_diagnose_report_renders_in_chromium(browser: Any, tmp_path: Path) -> No
     assert sizes and all(ok and w > 0 for ok, w in sizes)
     assert errors == []
     assert "on this data" in page.inner_text("body")
+    page.set_viewport_size({"width": 800, "height": 900})  # the layer table scrolls in its box
+    assert _width(page) == (800, 800)
+    page.close()
+
+
+def test_projection_patches_keep_their_aspect(browser: Any, tmp_path: Path) -> None:
+    """A unit's receptive-field crop is often not square (18×22 at the border of conv3): drawn in
+    its 128×128 box it must keep its shape (CSS object-fit; it was stretched to a square)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "convscope", "project", "--out", str(tmp_path / "p")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    page, errors, _ = _open(browser, tmp_path / "p" / "index.html")
+    _all_pictures(page)
+    shapes = page.eval_on_selector_all(
+        "figure img.proj",
+        "els => els.map(e => { const r = e.getBoundingClientRect();"
+        " return [e.naturalWidth, e.naturalHeight, r.width, r.height, getComputedStyle(e).objectFit]; })",
+    )
+    wide = [x for x in shapes if x[0] != x[1]]
+    assert wide, shapes  # the default image has crops at the border
+    assert {(w, h, fit) for _, _, w, h, fit in wide} == {(130, 130, "contain")}  # 128 + border: nw:nh inside
+    assert errors == []
     page.close()

@@ -61,7 +61,7 @@ border-radius:3px;color:#fff;margin-right:6px;vertical-align:middle}.sev.high{ba
 .sev.medium{background:#d97706}.sev.low{background:#6b7280}.advice{color:#374151;font-style:italic}
 details{margin:4px 0}summary{cursor:pointer;color:#2563eb;font-size:12px}
 pre{font-size:11px;background:#f3f4f6;padding:6px;overflow:auto;max-height:240px}
-table.layers{border-collapse:collapse;font-size:13px}table.layers th,table.layers td{border:1px solid #e5e7eb;
+div.scroll{overflow-x:auto;max-width:100%}table.layers{border-collapse:collapse;font-size:13px}table.layers th,table.layers td{border:1px solid #e5e7eb;
 padding:3px 8px;text-align:right;white-space:nowrap}table.layers th:first-child,table.layers td:first-child{text-align:left;
 font-family:ui-monospace,monospace}table.layers td.flag{color:#b91c1c;font-weight:600}
 .count{display:inline-block;min-width:70px;font-weight:600}.ok{color:#15803d}
@@ -295,7 +295,8 @@ def _layer_table(d: Diagnosis) -> str:
             f"<td>{_sci(s.relative_grad)}</td><td{_flag(bad_ratio)}>{_sci(ratio)}</td></tr>"
         )
     return (
-        "<section id='layers'><h2>Layers</h2><table class='layers'>" + head + "".join(rows) + "</table>"
+        "<section id='layers'><h2>Layers</h2><div class='scroll'><table class='layers'>" + head + "".join(rows)
+        + "</table></div>"
         "<p class='stats'>dead = zero on every input; mostly dead = zero on at least "
         f"{d.thresholds['mostly_dead']:.0%} of them; zeros = share of all activation values that are 0; "
         "roughness 1 ≈ white noise, 0 = constant (deeper layers are shown, not flagged: their filters "

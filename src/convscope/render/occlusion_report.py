@@ -110,7 +110,7 @@ def panels(r: OcclusionResult) -> dict[str, tuple[Picture, str]]:
     if g.projection is not None:
         out["c-projection"] = (attribution(g.projection, size=SIZE), f"(c) deconvnet projection of map {g.channel}'s strongest activation (unoccluded image)")
     out["d-probability"] = (heat(prob, 0.0, 1.0), f"(d) p({tname}) per occluder position, scale 0 (dark) – 1 (yellow); unoccluded: {g.clean_probability:.3f}")
-    out["d-overlay"] = (_fit(overlay(r.image, prob, alpha=0.6)), f"(d) p({tname}) over the image (this map's own range {prob.min():.3f}–{prob.max():.3f}; dark = low)")
+    out["d-overlay"] = (_fit(overlay(r.image, prob, alpha=0.6)), f"(d′) (d) over the image, scaled to its own range {prob.min():.3f} (dark) – {prob.max():.3f} (bright), not (d)'s scale")
     out["e-labels"] = (labels_picture(g.label.numpy().astype(np.int64)), "(e) most probable label per occluder position")
     return out
 

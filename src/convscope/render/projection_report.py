@@ -40,7 +40,7 @@ STYLE_NOTES = {
 CSS = """
 .unit{border-top:1px solid #e5e7eb;padding:8px 0}.unit:first-of-type{border-top:0}
 .unit h3,.cls h3{font-size:13px;margin:0 0 6px;font-family:ui-monospace,monospace}
-.cls{border-top:1px solid #e5e7eb;padding:8px 0}figure img.proj{width:128px;height:128px}
+.cls{border-top:1px solid #e5e7eb;padding:8px 0}figure img.proj{width:128px;height:128px;object-fit:contain;background:#f3f4f6}
 .rules td,.rules th{border:1px solid #e5e7eb;padding:3px 8px;text-align:left;font-size:12px}
 .rules{border-collapse:collapse}.note{color:#555;font-size:12px}
 """
