@@ -15,7 +15,13 @@ from urllib.parse import urljoin
 import numpy as np
 import pytest
 from PIL import Image
-from server.fakerun import FakeTrainer, fixture_writer, scalars_of, write_fixture_run
+from server.fakerun import (
+    FakeTrainer,
+    dashboard_over,
+    fixture_writer,
+    scalars_of,
+    write_fixture_run,
+)
 
 from convscope.config import ServeConfig
 from convscope.runs import RunReader, RunWriter
@@ -33,13 +39,8 @@ def served(
     root = tmp_path_factory.mktemp("runs")
     write_fixture_run(root, "finished-fixture")
     trainer = FakeTrainer(root / "live", step_s=0.05, snapshot_every=5).start()
-    server = DashboardServer(root, ServeConfig(port=0, poll_s=0.2)).start()
-    try:
+    with dashboard_over(root, trainer) as server:
         yield server, trainer
-    finally:
-        server.stop()
-        trainer.stop()
-    assert trainer.error is None
 
 
 @pytest.fixture

@@ -22,9 +22,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from server.fakerun import CONFIG, LAYERS, META, FakeTrainer
+from server.fakerun import CONFIG, LAYERS, META, FakeTrainer, dashboard_over
 
-from convscope.config import ServeConfig
 from convscope.runs import RunWriter
 from convscope.server import DashboardServer
 
@@ -58,13 +57,8 @@ def served(
     root = tmp_path_factory.mktemp("runs")
     write_recorded(root)
     trainer = FakeTrainer(root / "live", step_s=0.05, snapshot_every=5).start()
-    server = DashboardServer(root, ServeConfig(port=0, poll_s=0.2)).start()
-    try:
+    with dashboard_over(root, trainer) as server:
         yield server, trainer
-    finally:
-        server.stop()
-        trainer.stop()
-    assert trainer.error is None
 
 
 def open_page(

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server.fakerun import FakeTrainer
+from server.fakerun import FakeTrainer, dashboard_over
 
-from convscope.config import ServeConfig
 from convscope.server import DashboardServer
 
 pytestmark = pytest.mark.browser
@@ -28,13 +27,8 @@ CHARTS = {"#chart-loss": "#training", "#chart-acc": "#training", "#chart-ratio":
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardServer]:
     root = tmp_path_factory.mktemp("runs")
     trainer = FakeTrainer(root / "live", step_s=0.05, snapshot_every=5).start()
-    server = DashboardServer(root, ServeConfig(port=0, poll_s=0.2)).start()
-    try:
+    with dashboard_over(root, trainer) as server:
         yield server
-    finally:
-        server.stop()
-        trainer.stop()
-    assert trainer.error is None
 
 
 def overlap(a: dict[str, float], b: dict[str, float]) -> float:

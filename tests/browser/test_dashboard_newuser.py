@@ -28,9 +28,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from server.fakerun import CONFIG, LAYERS, META, PREDICTIONS, sample_images, stats_of
+from server.fakerun import (
+    CONFIG,
+    LAYERS,
+    META,
+    PREDICTIONS,
+    dashboard_over,
+    sample_images,
+    stats_of,
+)
 
-from convscope.config import ServeConfig
 from convscope.runs import RunWriter
 from convscope.server import DashboardServer
 
@@ -142,13 +149,8 @@ class Trainer:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DashboardServer, Trainer]]:
     root = tmp_path_factory.mktemp("runs")
     trainer = Trainer(root / "live").start()
-    server = DashboardServer(root, ServeConfig(port=0, poll_s=0.2)).start()
-    try:
+    with dashboard_over(root, trainer) as server:
         yield server, trainer
-    finally:
-        server.stop()
-        trainer.stop()
-    assert trainer.error is None
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ import base64
 import io
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from convscope.config import ServeConfig
 from convscope.runs import RunWriter
+from convscope.server import DashboardServer
 
 CLASSES = ["cat", "dog", "car"]
 INPUT_SHAPE = [3, 8, 8]
@@ -235,3 +239,17 @@ class FakeTrainer:
         w.log_json(step, f"upload:{ident}", result)
         w.commit(step)
         return {}
+
+
+@contextmanager
+def dashboard_over(root: Path, trainer: Any) -> Iterator[DashboardServer]:
+    """A DashboardServer over `root` (any free port, polling every 0.2 s) while `trainer` (started:
+    a FakeTrainer, or the browser tests' own) writes a run there; both stopped after, and the
+    trainer must not have failed."""
+    server = DashboardServer(root, ServeConfig(port=0, poll_s=0.2)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        trainer.stop()
+    assert trainer.error is None
