@@ -208,3 +208,16 @@ def test_embedding_map_and_placement(live: Any) -> None:
     bad = client.post("/api/runs/live/embeddings", json={"checkpoint": "missing"})
     assert bad.status_code == 400 and "no checkpoint" in bad.json()["error"]
     assert client.post("/api/runs/live/embeddings", json={"n": 1}).status_code == 400
+
+
+def test_an_embedding_of_fewer_than_four_images_is_refused_up_front(live: Any) -> None:
+    """t-SNE's smallest perplexity (1) needs 4 images: n=2 was accepted and then failed in the
+    trainer with "perplexity must be a number from 1 to 1000, got 0.3333", a setting never given."""
+    client, trainer = live
+    res = client.post("/api/runs/live/embeddings", json={"n": 3})
+    assert (res.status_code, res.json()) == (400, {"error": "n must be an integer in 4..1000 or null"})
+    sent = client.post("/api/runs/live/embeddings", json={"n": 4})
+    assert sent.status_code == 200, sent.text
+    trainer.train_step()
+    body = client.get(f"/api/runs/live/embeddings/{sent.json()['id']}").json()
+    assert body["status"] == "done" and body["n"] == 4 and body["perplexity"] == 1.0, body

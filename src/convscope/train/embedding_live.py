@@ -37,6 +37,7 @@ from convscope.analysis.embedding import (
 from convscope.runs import RunReader, RunWriter
 
 MAX_N = 1000  # held-out images per map at most
+MIN_N = 4  # t-SNE's smallest perplexity, 1, needs 3 × 1 + 1 images
 DEFAULT_N = 500  # about 2-4 s on the zoo nets, one core
 THUMB = 32  # thumbnail side in the sprite sheet, at most (pixels)
 SEED = 0
@@ -50,7 +51,7 @@ def check_request(value: Any) -> dict[str, Any]:
     for key, v in (("layer", layer), ("checkpoint", ckpt)):
         if v is not None and (not isinstance(v, str) or not 0 < len(v) <= 200):
             raise ValueError(f"embed: {key} must be a name or null")
-    for key, v, lo, hi in (("base", base, 1, 1 << 40), ("n", n, 2, MAX_N)):
+    for key, v, lo, hi in (("base", base, 1, 1 << 40), ("n", n, MIN_N, MAX_N)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi):
             raise ValueError(f"embed: {key} must be an integer in {lo}..{hi} or null")
     return {"layer": layer, "checkpoint": ckpt, "base": base, "n": n}

@@ -26,6 +26,7 @@ from .projections import queue_analysis, request_status
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
 MAX_N = 1000  # as train/embedding_live.py
+MIN_N = 4  # t-SNE's smallest perplexity, 1, needs 3 × 1 + 1 images
 EmbeddingId = Annotated[
     int, int_param(Path, 1, MAX_STEP, "the id POST .../embeddings answered", what="embedding id ")
 ]
@@ -52,7 +53,7 @@ def request_embedding(run: str, state: State, body: Annotated[dict[str, Any], Bo
     for key, v in (("layer", layer), ("checkpoint", ckpt)):
         if v is not None and (not isinstance(v, str) or not 0 < len(v) <= 200):
             raise ApiError(400, f"{key} must be a name or null")
-    for key, v, lo, hi in (("n", n, 2, MAX_N), ("base", base, 1, MAX_STEP)):
+    for key, v, lo, hi in (("n", n, MIN_N, MAX_N), ("base", base, 1, MAX_STEP)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi):
             raise ApiError(400, f"{key} must be an integer in {lo}..{hi} or null")
     with state.reader(run) as r:
