@@ -390,3 +390,20 @@ def test_a_body_at_the_limit_reaches_the_route(live: tuple[TestClient, RunWriter
     res = c.post("/api/runs/live/controls", content=iter(chunks), headers={"content-type": "application/json"})
     assert res.status_code == 200
     assert [x.key for x in w.poll_controls()][-1] == "pause"
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("{bad", "the body is not valid JSON (Expecting property name enclosed in double quotes at character 1)"),
+        ("", "the body must be a JSON object ({...}); it is empty"),
+        ("[1, 2]", "the body must be a JSON object ({...})"),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_is_one_plain_line(
+    live: tuple[TestClient, RunWriter], body: str, error: str
+) -> None:
+    c, w = live
+    res = c.post("/api/runs/live/controls", content=body, headers={"content-type": "application/json"})
+    assert (res.status_code, res.json()) == (400, {"error": error})
+    assert w.poll_controls() == []

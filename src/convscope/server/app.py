@@ -134,7 +134,15 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "body"))
+        loc = tuple(first.get("loc", ()))
+        if first.get("type") == "json_invalid":  # loc: ("body", character offset)
+            why = str((first.get("ctx") or {}).get("error", "")).strip()
+            at = f" at character {loc[1]}" if len(loc) > 1 else ""
+            return JSONResponse({"error": f"the body is not valid JSON ({why or 'cannot be parsed'}{at})"}, status_code=400)
+        if loc == ("body",) and first.get("type") in ("dict_type", "missing"):
+            empty = "; it is empty" if first.get("type") == "missing" else ""
+            return JSONResponse({"error": f"the body must be a JSON object ({{...}}){empty}"}, status_code=400)
+        where = ".".join(str(p) for p in loc if p not in ("query", "body"))
         msg = str(first.get("msg", "invalid request")).rstrip(".")
         return JSONResponse({"error": f"{where}: {msg}" if where else msg}, status_code=400)
 
