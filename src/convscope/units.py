@@ -48,6 +48,9 @@ class UnitHits:
     projections: list[Tensor]  # (C, h, w): the deconvnet projection of that hit, same box
     stimulus: Tensor | None = None  # (C, S, S) in [0, 1]
     stimulus_activation: float | None = None
+    # the largest mean activation of the map over its top-k images (a lower bound of the dataset's):
+    # an optimal stimulus below it did not converge, and the report says so
+    best_image_activation: float | None = None
 
 
 @dataclass
@@ -119,7 +122,7 @@ def units(
     seconds["patches and projections"] = time.perf_counter() - t0
     if stimulus_steps:
         t0 = time.perf_counter()
-        _stimuli(loaded, out, stimulus_steps)
+        _stimuli(loaded, dataset, out, stimulus_steps)
         seconds["optimal stimuli"] = time.perf_counter() - t0
     return Units(model=model, data=spec, inputs=result.inputs, k=k, layers=out, fields=fields, seconds=seconds)
 
@@ -150,7 +153,7 @@ def _unit(net: Any, dataset: Any, norm: Callable[[Tensor], Tensor], layer: str, 
     )
 
 
-def _stimuli(loaded: LoadedModel, layers: dict[str, list[UnitHits]], steps: int) -> None:
+def _stimuli(loaded: LoadedModel, dataset: Any, layers: dict[str, list[UnitHits]], steps: int) -> None:
     from convscope.analysis.units.optimize import Optimize
 
     c, h, _ = loaded.input_shape
@@ -159,3 +162,4 @@ def _stimuli(loaded: LoadedModel, layers: dict[str, list[UnitHits]], steps: int)
             opt = Optimize(loaded.model, layer=layer, channel=u.channel, mean=loaded.mean, std=loaded.std, channels=c)
             s = opt.run(steps=steps, size=h, seed=u.channel)
             u.stimulus, u.stimulus_activation = s.image[0].detach(), s.activation
+            u.best_image_activation = max(opt.activation(_image(dataset, i)[None]) for i in dict.fromkeys(u.indices))

@@ -45,7 +45,7 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-PLAIN = OptimizeConfig(robust=False, decay=0.0, blur_every=0, sd=0.0)  # no regulariser at all
+PLAIN = OptimizeConfig(robust=False, decay=0.0, blur_every=0, sd=0.0, lr=0.05)  # no regulariser at all
 
 
 # ---- the image side ----------------------------------------------------------------------------
@@ -398,13 +398,13 @@ def test_bad_input_is_one_clear_line(cifar: tuple[nn.Module, list[float], list[f
     assert _error(lambda: Optimize(model, layer="conv3", channel=0, style="deepdream")) == (
         "style must be one of lucent, yosinski; got 'deepdream'"
     )
-    assert _error(lambda: OptimizeConfig(lr=0.0)) == "lr must be a positive number, got 0.0"
+    assert _error(lambda: OptimizeConfig(lr=0.0)) == "lr must be a positive number or None, got 0.0"
     assert (
         _error(lambda: OptimizeConfig(colors="sRGB"))
         == "colors must be imagenet, builtin or none; got 'sRGB'"
     )
     assert _error(
-        lambda: Optimize(model, layer="conv3", channel=0, config=OptimizeConfig(pad=0)).run(size=16)
+        lambda: Optimize(model, layer="conv3", channel=0, config=OptimizeConfig(pad=0, jitter=8, jitter2=4, robust=True)).run(size=16)
     ) == (
         "size 16 leaves a 4-px view after pad 0 and jitter 8+4; give a larger size or smaller jitter"
     )

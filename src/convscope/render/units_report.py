@@ -29,7 +29,7 @@ GAP = 2
 CSS = """
 .maps{display:flex;flex-wrap:wrap;gap:18px}.map{border:1px solid #e5e7eb;border-radius:4px;padding:6px}
 .map h3{font:600 12px ui-monospace,monospace;margin:0 0 4px}.map .figs{gap:8px}
-figure img.mosaic{image-rendering:pixelated}.note{color:#555;font-size:12px}
+figure img.mosaic{image-rendering:pixelated}.note{color:#555;font-size:12px}.warn{color:#a00;font-size:12px;max-width:16em}
 """
 
 
@@ -116,6 +116,9 @@ def _sections(u: Any, png: Path | None, files: dict[str, str]) -> str:
                 pic = stimulus_picture(h.stimulus, patches.height)
                 act = "" if h.stimulus_activation is None else f" (mean a = {h.stimulus_activation:.3g})"
                 figs.append(_fig(pic, f"optimal stimulus{act}", f"{slug}-stimulus", png, files))
+                warn = stimulus_warning(h)
+                if warn:
+                    figs.append(f"<p class='warn'>{html.escape(warn)}</p>")
             cards.append(
                 f"<div class='map'><h3>map {h.channel}: top a = {h.values[0]:.4g}, image #{h.indices[0]}</h3>"
                 f"<div class='figs'>{''.join(figs)}</div></div>"
@@ -126,6 +129,25 @@ def _sections(u: Any, png: Path | None, files: dict[str, str]) -> str:
             f"<div class='maps'>{''.join(cards)}</div></section>"
         )
     return "\n".join(parts)
+
+
+def _best_image(h: Any) -> float | None:
+    """The map's largest mean activation over the dataset's images, when the job measured it
+    (`best_image_activation` on the unit; the top values are single-position maxima, not means)."""
+    v = getattr(h, "best_image_activation", None)
+    return None if v is None else float(v)
+
+
+def stimulus_warning(h: Any) -> str | None:
+    """One line when the optimal stimulus reaches less mean activation than the best dataset
+    image (the optimiser failed on this map); None otherwise or when either is unknown."""
+    best, got = _best_image(h), getattr(h, "stimulus_activation", None)
+    if getattr(h, "stimulus", None) is None or best is None or got is None or got >= best:
+        return None
+    return (
+        f"not optimal: this stimulus reaches mean a = {got:.3g}, below the best dataset image's"
+        f" {best:.3g} — the optimiser did not find this map's optimum"
+    )
 
 
 def _any_stimulus(u: Any) -> bool:
@@ -171,6 +193,8 @@ def _summary(u: Any, files: dict[str, str]) -> dict[str, Any]:
                         for v, i, p, b in zip(h.values, h.indices, h.positions, h.boxes, strict=True)
                     ],
                     "stimulus_activation": h.stimulus_activation,
+                    "best_image_activation": _best_image(h),
+                    "stimulus_warning": stimulus_warning(h),
                     "pictures": {
                         kind: files.get(f"{_slug(layer)}-{h.channel}-{kind}")
                         for kind in ("patches", "projections", "stimulus")
