@@ -114,13 +114,13 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not self.host:
             raise ValueError("ServeConfig.host must not be empty (use 127.0.0.1)")
+        if self.token is not None and (len(self.token) < 8 or not self.token.isprintable()):
+            raise ValueError("ServeConfig.token must be at least 8 printable characters")
         if self.host not in LOCAL_HOSTS and not self.token:
             raise ValueError(
                 f"host {self.host!r} is reachable from other machines: a token is required "
                 "(ServeConfig(token=...); the CLI generates one with --host)"
             )
-        if self.token is not None and (len(self.token) < 8 or not self.token.isprintable()):
-            raise ValueError("ServeConfig.token must be at least 8 printable characters")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"ServeConfig.port must be in 0..65535, got {self.port}")
         if isinstance(self.allow_hosts, str):

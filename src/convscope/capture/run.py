@@ -5,12 +5,17 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from convscope.capture.probe import Probe, Trace
+
+#: what a forward raises on an input it does not take: re-raised as the same type, its message
+#: prefixed with x's shape (subclasses such as torch.OutOfMemoryError pass on as they were)
+_PLAIN = (RuntimeError, ValueError, TypeError, IndexError)
 
 
 def capture(
@@ -25,26 +30,65 @@ def capture(
     """Run `model(x)` inside a Probe; with `target`, back-propagate the sum over the batch of
     that class's score so every block gets dL/dW, dL/dz, dL/da (L = score[target]).
     Returns the trace and the model's output logits (detached). The model is left as it was:
-    parameter `.grad`s are restored after the backward."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
-    if not torch.isfinite(x).all():
-        raise ValueError("input contains NaN or Inf")
+    parameter `.grad`s are restored after the backward, and no hook stays, also when it raises.
+
+    `x` is a float image batch (B, C, H, W); `target` a class index (an int) in range of the
+    model's outputs. Either wrong is one TypeError/ValueError naming it, before any forward; an
+    error the forward raises on x (e.g. a channel count the model does not take) keeps its type
+    and message, prefixed with x's shape."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    _check_input(model, x)
+    if target is not None:
+        target = _class_index(target)
     saved = {p: p.grad for p in model.parameters()}
     try:
         with Probe(model, layers, keep=keep) as probe, torch.enable_grad():
-            out = model(x, **forward_kwargs)
+            try:
+                out = model(x, **forward_kwargs)
+            except _PLAIN as exc:
+                if type(exc) not in _PLAIN:  # a subclass (torch.OutOfMemoryError, the model's own) as it was
+                    raise
+                raise type(exc)(f"the model's forward failed on x of shape {tuple(x.shape)} ({x.dtype}): {exc}") from exc
             logits = logits_of(out)
             if target is not None:
                 if not 0 <= target < logits.shape[-1]:
                     raise ValueError(
                         f"target class {target} out of range: the model has {logits.shape[-1]} outputs"
+                        f" (0..{logits.shape[-1] - 1})"
                     )
                 logits[..., target].sum().backward()
         return probe.trace, logits.detach()
     finally:
         for p, g in saved.items():
             p.grad = g
+
+
+def _check_input(model: nn.Module, x: object) -> None:
+    """x is a float batch of finite values: (B, C, H, W) for a net of 2-d convolutions (the
+    wording of analysis/attribution), (B, ...) for any other (1-d convolutions, an MLP)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a tensor (B, C, H, W), got {type(x).__name__}")
+    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        if x.dim() != 4:
+            hint = ": one image needs a batch dimension, x.unsqueeze(0)" if x.dim() == 3 else ""
+            raise ValueError(f"x must be shaped (B, C, H, W); got {tuple(x.shape)}{hint}")
+    elif x.dim() < 2:
+        raise ValueError(f"x must be a batch (B, ...); got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a float tensor; got {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x holds NaN or Inf values")
+
+
+def _class_index(target: object) -> int:
+    """target as an int class index: an int (numpy's, or a one-element integer tensor, too)."""
+    if isinstance(target, bool):
+        raise TypeError(f"target must be a class index (an int), got bool {target!r}")
+    try:
+        return operator.index(target)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"target must be a class index (an int), got {type(target).__name__} {target!r}") from None
 
 
 def logits_of(out: Any) -> Tensor:

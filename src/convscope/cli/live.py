@@ -3,6 +3,7 @@ dashboard server, and the processes around them."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from typing import Annotated
 import typer
 
 from convscope.cli.app import app
-from convscope.config import TrainConfig
+from convscope.config import LOCAL_HOSTS, ServeConfig, TrainConfig
 from convscope.models import zoo_names
 
 
@@ -38,6 +39,9 @@ def demo(
     """
     import webbrowser
 
+    # every option checked before the trainer starts: a bad one creates no run folder
+    TrainConfig(model=model, data=data, steps=steps)
+    _serve_config(host="127.0.0.1", port=port, token=None, allow_hosts=tuple(allow_host or ()))
     run_dir = runs / time.strftime("demo-%Y%m%d-%H%M%S")
     cmd = [sys.executable, "-m", "convscope", "train", "--run", str(run_dir), "--model", model, "--data", data]
     if steps is not None:
@@ -45,7 +49,7 @@ def demo(
     child = subprocess.Popen(cmd, preexec_fn=_end_with_parent())
     try:
         _wait_for_run(run_dir, child)
-        port = _free_port(port)
+        port = _listen_port("127.0.0.1", port)
         url = f"http://127.0.0.1:{port}/?run={run_dir.name}"
         typer.echo(f"dashboard: {url}   (Ctrl-C stops training and the dashboard; the run stays in {run_dir})")
         if not no_browser:
@@ -79,6 +83,9 @@ def train(
     """
     from convscope.train import Trainer
 
+    least_mb, most_mb = 2**20 / 10**6, 1e12  # TrainConfig's least run_budget_bytes (1 MiB), an exabyte
+    if not (math.isfinite(run_budget_mb) and least_mb <= run_budget_mb <= most_mb):  # nan, inf, -1
+        raise ValueError(f"--run-budget-mb must be a finite number of MB in {least_mb}..{most_mb:g}, got {run_budget_mb:g}")
     cfg = TrainConfig(model=model, data=data, steps=steps, lr=lr, batch_size=batch_size, momentum=momentum,
                       weight_decay=weight_decay, train_size=train_size, run_budget_bytes=int(run_budget_mb * 10**6))
     started: list[Trainer] = []
@@ -137,20 +144,39 @@ def serve(
 
     if not runs.is_dir():
         raise ValueError(f"{runs} is not a folder of runs")
-    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+    if host not in LOCAL_HOSTS and token is None:
         token = secrets.token_urlsafe(24)
-    port = _free_port(port)
+    # every option checked before anything is printed or started (each error names its flag)
+    _serve_config(host=host, port=port, token=token, allow_hosts=tuple(allow_host or ()))
+    port = _listen_port(host, port)
     suffix = f"?token={token}" if token else ""
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"dashboard: http://{shown}:{port}/{suffix}")
     _serve(runs, host=host, port=port, token=token, allow_hosts=tuple(allow_host or ()))
 
 
+#: ServeConfig's field names in its errors → the flags that set them
+_FLAGS = {"ServeConfig.token": "--token", "ServeConfig.allow_hosts": "--allow-host",
+          "ServeConfig.host": "--host", "ServeConfig.port": "--port"}
+
+
+def _serve_config(*, host: str, port: int, token: str | None, allow_hosts: tuple[str, ...]) -> ServeConfig:
+    """The dashboard's settings from the command line, checked up front: a ValueError naming the flag."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port {port} is out of range 0..65535 (0: any free port)")
+    try:
+        return ServeConfig(host=host, port=port, token=token, allow_hosts=allow_hosts)
+    except (ValueError, TypeError) as exc:
+        text = str(exc)
+        for field, flag in _FLAGS.items():
+            text = text.replace(field, flag)
+        raise ValueError(text) from None
+
+
 def _serve(runs: Path, *, host: str, port: int, token: str | None, allow_hosts: tuple[str, ...] = ()) -> None:
     """Blocking; Ctrl-C or SIGTERM ends the live streams and returns (open pages do not hold it
     up), so `demo` can stop its trainer. uvicorn re-raises the signal it caught once it has shut
     down: SIGTERM's default action would end the process before any `finally` ran."""
-    from convscope.config import ServeConfig
     from convscope.server.serve import serve, yield_to_training
 
     def interrupt(signum: int, frame: object) -> None:
@@ -167,17 +193,57 @@ def _serve(runs: Path, *, host: str, port: int, token: str | None, allow_hosts: 
         signal.signal(signal.SIGTERM, previous)
 
 
-def _free_port(preferred: int) -> int:
+def _listen_port(host: str, preferred: int) -> int:
+    """The port the dashboard will listen on at `host`: `preferred` (0: any), or a free one when it
+    is taken. A host this machine cannot listen on (no such name, not one of its addresses) is a
+    ValueError naming --host, before any URL is printed. Binds as uvicorn's asyncio server does."""
+    try:
+        _bind_all(host, 0)
+    except OSError as exc:  # socket.gaierror too
+        reason = exc.strerror or str(exc)
+        raise ValueError(
+            f"--host {host} cannot be listened on ({reason}): give an address of this machine, "
+            "e.g. 127.0.0.1 or 0.0.0.0"
+        ) from None
+    if preferred:
+        try:
+            return _bind_all(host, preferred)
+        except OSError:  # taken (or not ours to take): a free one instead
+            pass
+    for _ in range(5):  # port 0 on every address of `host` at once: one that is free on all
+        try:
+            return _bind_all(host, _bind_all(host, 0, first_only=True))
+        except OSError:
+            continue
+    raise RuntimeError(f"no free port on {host}")
+
+
+def _bind_all(host: str, port: int, *, first_only: bool = False) -> int:
+    """Bind (and close) a listening socket on each of `host`'s addresses at `port`, as asyncio's
+    create_server does; the port bound (the first address's). Raises OSError when one fails."""
     import socket
 
-    for candidate in (preferred, 0):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    bound = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
             try:
-                s.bind(("127.0.0.1", candidate))
-            except OSError:
+                sock = socket.socket(family, kind, proto)
+            except OSError:  # the address family is not supported here: asyncio skips it too
                 continue
-            return int(s.getsockname()[1])
-    raise RuntimeError("no free port")
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
+            sock.bind(address)
+            if first_only:
+                break
+        if not bound:
+            raise OSError(f"no address of {host} can be listened on")
+        return int(bound[0].getsockname()[1])
+    finally:
+        for sock in bound:
+            sock.close()
 
 
 def _wait_for_run(run_dir: Path, child: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
