@@ -1,6 +1,8 @@
-"""RunReader.scalars(max_points=): the database thins a long series of consecutive steps at a step
-stride; the rows must be exactly those `thinned` keeps of the whole series (every k-th, k =
-ceil(n / max_points), and the last), also for series with gaps, NaN values, `since` and names."""
+"""RunReader.scalars(max_points=): the database thins the long series of consecutive steps at one
+step stride (k = ceil(n / max_points) of the longest: the steps that are multiples of k, and each
+series' first and last), so series logged together keep points at the same steps; a long series
+with gaps is `thinned` (every k-th row and the last). Checked against that rule written out on the
+whole series, with NaN values, `since` and names; layer_stats(max_points=) is `thinned` per layer."""
 
 from __future__ import annotations
 
@@ -18,6 +20,23 @@ def _same(a: dict[str, list[tuple[int, float]]], b: dict[str, list[tuple[int, fl
         return [(s, repr(v)) for s, v in rows]  # nan == nan here
 
     return a.keys() == b.keys() and all(key(a[k]) == key(b[k]) for k in a)
+
+
+def _rule(whole: dict[str, list[tuple[int, float]]], max_points: int) -> dict[str, list[tuple[int, float]]]:
+    """The thinning rule written out on whole series."""
+
+    def consecutive(v: list[tuple[int, float]]) -> bool:
+        return v[-1][0] - v[0][0] + 1 == len(v)
+
+    runs = [len(v) for v in whole.values() if len(v) > max_points and consecutive(v)]
+    k = -(-max(runs, default=1) // max_points)
+    out = {}
+    for name, v in whole.items():
+        if len(v) > max_points and consecutive(v):
+            out[name] = [(s, x) for s, x in v if s % k == 0 or s in (v[0][0], v[-1][0])]
+        else:
+            out[name] = thinned(v, max_points)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +67,7 @@ def test_thinned_in_the_database_is_thinned_of_the_whole(run: Path, max_points: 
     r = RunReader(run)
     try:
         whole = r.scalars(since=since)
-        expect = {k: thinned(v, max_points) for k, v in whole.items()}
+        expect = _rule(whole, max_points)
         got = r.scalars(since=since, max_points=max_points)
         assert _same(got, expect)
         rows = r.layer_stats(since=since)
@@ -70,6 +89,9 @@ def test_known_answer(run: Path) -> None:
         got = r.scalars(names="loss", max_points=10)["loss"]  # 101 points: k = 11
         assert [s for s, _ in got] == [0, 11, 22, 33, 44, 55, 66, 77, 88, 99, 100]
         assert got[1] == (11, 2.0 - 11 / 100)
+        late = r.scalars(since=12, max_points=10)  # loss: steps 13..100 (88): k = 9, one for all
+        assert [s for s, _ in late["loss"]] == [13, 18, 27, 36, 45, 54, 63, 72, 81, 90, 99, 100]
+        assert [s for s, _ in late["late"]] == [95, 96, 97, 98, 99, 100]  # 6 points: whole
         assert math.isnan(dict(r.scalars(names="nan_at_7", max_points=200)["nan_at_7"])[7])
         assert [s for s, _ in r.scalars(names="every_3rd", max_points=17)["every_3rd"]] == [*range(0, 97, 6), 99]
         assert [x["step"] for x in r.layer_stats("fc", max_points=3)] == [0, 35, 70, 100]  # 21 rows: k = 7

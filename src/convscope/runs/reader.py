@@ -185,8 +185,8 @@ class RunReader:
     ) -> dict[str, list[tuple[int, float]]]:
         """name -> [(step, value)] in step order; only steps > `since` when given. Asked-for
         names are always keys (an empty list until logged). NaN comes back as nan. `max_points`
-        thins each series longer than that to every k-th point, k = ceil(n / max_points), and
-        its last (`thinned`); the database does it for a series of consecutive steps, so a long
+        thins each series longer than that to about that many points, its first and last kept
+        (`_thinned_scalars`); the database does it for a series of consecutive steps, so a long
         run's history is not read whole (15,000 steps of 12 series: 0.42 s read whole, 0.03 s)."""
         if max_points is not None and max_points < 1:
             raise ValueError(f"max_points must be >= 1, got {max_points}")
@@ -215,24 +215,30 @@ class RunReader:
     def _thinned_scalars(
         self, out: dict[str, list[tuple[int, float]]], where: str, params: list[Any], max_points: int
     ) -> dict[str, list[tuple[int, float]]]:
-        """scalars(max_points=): per series its count and step range first; a long series of
-        consecutive steps (the usual: one value per step) is read at a step stride, which picks
-        the rows `thinned` would; any other is read whole and thinned here."""
+        """scalars(max_points=): per series its count and step range first. The long series of
+        consecutive steps (the usual: one value per step) are read at ONE step stride k =
+        ceil(n / max_points) of the longest, at the steps that are multiples of k (and each
+        one's first and last): series logged together keep points at the same steps, so the
+        page can pair them (examples and examples_per_s give the rate). Any other long series
+        is read whole and `thinned` here."""
         spans = self._rows(
             f"SELECT name, COUNT(*), MIN(step), MAX(step) FROM scalars{where} GROUP BY name", params
         )
         pick = " AND ".join(c for c in (where.removeprefix(" WHERE "), "name = ?") if c)
+        runs = [n for _, n, first, last in spans if n > max_points and last - first + 1 == n]
+        k = -(-max(runs, default=1) // max_points)
         for name, n, first, last in sorted(spans, key=lambda r: r[2]):
             if n > max_points and last - first + 1 == n:
-                k = -(-n // max_points)
                 rows = self._rows(
-                    f"SELECT step, value FROM scalars WHERE {pick} AND ((step - ?) % ? = 0 OR step = ?)"
+                    f"SELECT step, value FROM scalars WHERE {pick} AND (step % ? = 0 OR step IN (?, ?))"
                     " ORDER BY step",
-                    [*params, name, first, k, last],
+                    [*params, name, k, first, last],
                 )
             else:
                 rows = thinned(
-                    self._rows(f"SELECT step, value FROM scalars WHERE {pick} ORDER BY step", [*params, name]),
+                    self._rows(
+                        f"SELECT step, value FROM scalars WHERE {pick} ORDER BY step", [*params, name]
+                    ),
                     max_points,
                 )
             out[name] = [(step, math.nan if value is None else value) for step, value in rows]
