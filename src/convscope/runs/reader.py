@@ -187,7 +187,7 @@ class RunReader:
         names are always keys (an empty list until logged). NaN comes back as nan. `max_points`
         thins each series longer than that to about that many points, its first and last kept
         (`_thinned_scalars`); the database does it for a series of consecutive steps, so a long
-        run's history is not read whole (15,000 steps of 12 series: 0.42 s read whole, 0.03 s)."""
+        run's history is not read whole (15,469 steps of 12 series: 0.48 s read whole, 0.15 s)."""
         if max_points is not None and max_points < 1:
             raise ValueError(f"max_points must be >= 1, got {max_points}")
         conds: list[str] = []
