@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -282,6 +283,8 @@ def test_restart_marks_charts_resets_numbers_and_names_the_net(
 ) -> None:
     _, trainer = served
     text_is(page, "#val-acc", "90.2%")
+    at = re.fullmatch(r"\(step (\d+)\)", page.inner_text("#val-at"))  # validation runs every 5 steps here
+    assert at is not None and int(at[1]) > 0 and (int(at[1]) - trainer.net_start) % 5 == 0, page.inner_text("#val-at")
     text_is(page, "#train-acc", "87.5%")
     page.locator("details.model-box summary").click()
     page.select_option("#zoo-select", "other-net")
@@ -290,6 +293,7 @@ def test_restart_marks_charts_resets_numbers_and_names_the_net(
     restart = trainer.net_start
     assert page.inner_text("#ack-model") == f"✓ restarted with other-net at step {restart}"
     text_is(page, "#val-acc", "–")  # the old net's 90.2% is not this net's
+    text_is(page, "#val-at", "")
     text_is(page, "#train-acc", "12.5%")
     for chart in ("loss", "acc", "ratio", "dead"):
         page.wait_for_function(f"(document.querySelector('#chart-{chart}').dataset.marks || '').includes('restart')")

@@ -197,11 +197,16 @@ function mergeStats(rows) {
 }
 
 function latest(name, since = -Infinity) {
+  return latestPoint(name, since)?.[1] ?? null;
+}
+
+/** [step, value] of a scalar's newest point at or after `since`, or null. */
+function latestPoint(name, since = -Infinity) {
   const m = S.scalars.get(name);
   if (!m || !m.size) return null;
   let best = -Infinity, v = null;
   for (const [s, x] of m) if (s > best && s >= since) { best = s; v = x; }
-  return v;
+  return best === -Infinity ? null : [best, v];
 }
 
 let drawTimer = null;
@@ -252,7 +257,9 @@ function header() {
   $("#loss-ema").textContent = fmt(latest("loss", since) === null ? null : [...ema(S.scalars.get("loss"), undefined, S.restarts.map((r) => r.step))].at(-1)?.[1]);
   $("#wd-loss").textContent = fmt(latest("wd_loss", since));
   $("#train-acc").textContent = pct(latest("train_acc", since));
-  $("#val-acc").textContent = pct(latest("val_acc", since));
+  const val = latestPoint("val_acc", since); // validation runs every N steps: say which step it is of
+  $("#val-acc").textContent = pct(val ? val[1] : null);
+  $("#val-at").textContent = val ? `(step ${val[0]})` : "";
   $("#cur-lr").textContent = fmt(latest("lr"));
   $("#cur-momentum").textContent = fmt(latest("momentum") ?? S.info?.config?.momentum ?? null);
   $("#cur-batch").textContent = int(latest("batch_size") ?? S.info?.config?.batch_size ?? null);
