@@ -79,11 +79,21 @@ def test_upload_then_occlusion_panels(browser: Any, served: DashboardServer, tmp
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(served.url + "#run=live")
+    # the run open first: a click before the page has chosen its run is answered "still loading"
+    # in the page's status line and #upload-state stays empty (what two slow CI runs showed)
+    _until(
+        lambda: page.evaluate(
+            "() => document.querySelector('#run-select').value === 'live'"
+            " && /\\d/.test(document.querySelector('#step').textContent)"
+        ),
+        "the page to open the run",
+        timeout_s=60.0,
+    )
     page.locator("#upload-file").set_input_files(str(photo))
     page.locator("#upload-btn").click()
     try:  # answered by the live trainer: slow under load
         page.locator("#upload-state.ok").wait_for(timeout=120_000)
-    except Exception as exc:  # failed once in a fresh-clone CI run, never in place: say what the page showed
+    except Exception as exc:  # say what the page showed
         raise AssertionError(f"upload never ok: {_state(page, '#upload-state')}; console: {errors}") from exc
     page.locator("#occ-image").click()  # the list of images is read again
     option = page.locator("#occ-image option[value^='upload:']").first
