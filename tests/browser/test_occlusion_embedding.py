@@ -79,22 +79,21 @@ def test_upload_then_occlusion_panels(browser: Any, served: DashboardServer, tmp
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(served.url + "#run=live")
-    # the run open first: a click before the page has chosen its run is answered "still loading"
-    # in the page's status line and #upload-state stays empty (what two slow CI runs showed)
-    _until(
-        lambda: page.evaluate(
-            "() => document.querySelector('#run-select').value === 'live'"
-            " && /\\d/.test(document.querySelector('#step').textContent)"
-        ),
-        "the page to open the run",
-        timeout_s=60.0,
-    )
+    # the file input and its button are off until the page has the run and its trainer answers
+    # (controls.enable). The form is then submitted as its button does, not by a click at the
+    # button's place: pictures still loading move the page under a click (twice in slow
+    # fresh-clone CI runs the upload never started: #upload-state stayed empty)
+    from playwright.sync_api import expect
+
+    for selector in ("#upload-file", "#upload-btn"):
+        expect(page.locator(selector)).to_be_enabled(timeout=120_000)
     page.locator("#upload-file").set_input_files(str(photo))
-    page.locator("#upload-btn").click()
+    page.locator("#upload-form").evaluate("(f) => f.requestSubmit(document.querySelector('#upload-btn'))")
     try:  # answered by the live trainer: slow under load
         page.locator("#upload-state.ok").wait_for(timeout=120_000)
     except Exception as exc:  # say what the page showed
-        raise AssertionError(f"upload never ok: {_state(page, '#upload-state')}; console: {errors}") from exc
+        said = page.inner_text("#messages")
+        raise AssertionError(f"upload never ok: {_state(page, '#upload-state')}; messages: {said!r}; console: {errors}") from exc
     page.locator("#occ-image").click()  # the list of images is read again
     option = page.locator("#occ-image option[value^='upload:']").first
     option.wait_for(state="attached", timeout=30000)
