@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -17,3 +20,15 @@ def assert_same_model(probed: nn.Module, plain: nn.Module) -> None:
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs from the plain run"
     assert probed.training == plain.training
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """One torch thread in the block: as each torchrun process has (OMP_NUM_THREADS=1), so kernels
+    round alike; and as the docs' timings (fast on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _helpers import one_thread
 from torch import Tensor, nn
 
 from convscope.analysis.units.optimize import Optimize, OptimizeConfig, OptimizeError
@@ -37,12 +38,9 @@ from convscope.models import load_model
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One intra-op thread, as the timings in the docs (and fast on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 PLAIN = OptimizeConfig(robust=False, decay=0.0, blur_every=0, sd=0.0, lr=0.05)  # no regulariser at all

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from _helpers import one_thread
 from torch import nn
 
 from convscope.analysis.units.optimize import Optimize, OptimizeConfig
@@ -25,11 +26,9 @@ from convscope.render.units_report import stimulus_warning
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 class SignNet(nn.Module):

@@ -6,7 +6,6 @@ hides a class), and a checkpoint is placed into the same map. Screenshots: /tmp/
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,9 +13,10 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from server.fakerun import ThreadedTrainer, dashboard_over
 from skimage import data as skdata
 
-from convscope.config import ServeConfig, TrainConfig
+from convscope.config import TrainConfig
 from convscope.server import DashboardServer
 from convscope.train import Trainer
 
@@ -34,25 +34,8 @@ A_DOT = """() => { const c = document.querySelector('#emb-canvas'); const d = c.
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardServer]:
     root = tmp_path_factory.mktemp("runs")
     cfg = TrainConfig(train_size=512, val_size=200, test_images=4, batch_size=16, val_every=50, snapshot_every=0.5)
-    trainer = Trainer(cfg, root / "live")
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            trainer.run()
-        except BaseException as exc:  # reported by the fixture's teardown
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    server = DashboardServer(root, ServeConfig(port=0, poll_s=0.2)).start()
-    try:
+    with dashboard_over(root, ThreadedTrainer(Trainer(cfg, root / "live")).start()) as server:
         yield server
-    finally:
-        server.stop()
-        trainer.stop()
-        thread.join(timeout=30)
-    assert errors == []
 
 
 def _until(check: Callable[[], Any], what: str, timeout_s: float = 90.0) -> Any:

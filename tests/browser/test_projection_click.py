@@ -4,14 +4,14 @@ back the deconvnet and guided-backprop pictures the trainer computed. Screenshot
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from server.fakerun import ThreadedTrainer, dashboard_over
 
-from convscope.config import ServeConfig, TrainConfig
+from convscope.config import TrainConfig
 from convscope.server import DashboardServer
 from convscope.train import Trainer
 
@@ -22,25 +22,8 @@ pytestmark = pytest.mark.browser
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardServer]:
     root = tmp_path_factory.mktemp("runs")
     cfg = TrainConfig(train_size=512, val_size=64, test_images=4, batch_size=16, val_every=50, snapshot_every=0.5)
-    trainer = Trainer(cfg, root / "live")
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            trainer.run()
-        except BaseException as exc:  # reported by the fixture's teardown
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    server = DashboardServer(root, ServeConfig(port=0, poll_s=0.2)).start()
-    try:
+    with dashboard_over(root, ThreadedTrainer(Trainer(cfg, root / "live")).start()) as server:
         yield server
-    finally:
-        server.stop()
-        trainer.stop()
-        thread.join(timeout=30)
-    assert errors == []
 
 
 def test_click_a_map_then_the_nine_strongest(browser: Any, served: DashboardServer) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 import torch
-from _torchrun import load_script, one_thread, torchrun
+from _helpers import one_thread
+from _torchrun import load_script, torchrun
 
 import convscope as cs
 from convscope.capture import count_hooks

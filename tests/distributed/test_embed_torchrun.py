@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from _torchrun import one_thread, torchrun
+from _helpers import one_thread
+from _torchrun import torchrun
 from typer.testing import CliRunner
 
 from convscope.cli import app

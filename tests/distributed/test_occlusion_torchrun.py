@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from _torchrun import one_thread, torchrun
+from _helpers import one_thread
+from _torchrun import torchrun
 from typer.testing import CliRunner
 
 from convscope.cli import app

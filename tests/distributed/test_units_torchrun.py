@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from _torchrun import load_script, one_thread, torchrun
+from _helpers import one_thread
+from _torchrun import load_script, torchrun
 
 from convscope.analysis.units import TopPatches, TopPatchesResult
 from convscope.capture import count_hooks

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from convscope.runs import RunReader, RunWriter
-from convscope.runs.reader import thinned
+from convscope.runs.thinning import thinned
 
 
 def _same(a: dict[str, list[tuple[int, float]]], b: dict[str, list[tuple[int, float]]]) -> bool:

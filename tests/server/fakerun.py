@@ -241,6 +241,30 @@ class FakeTrainer:
         return {}
 
 
+class ThreadedTrainer:
+    """A built-in `Trainer` run in a thread, with FakeTrainer's start() / stop() / error, for
+    `dashboard_over` (the browser tests that train the real net)."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.trainer.run()
+        except BaseException as exc:  # reported by dashboard_over's teardown
+            self.error = exc
+
+    def start(self) -> ThreadedTrainer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.trainer.stop()
+        self._thread.join(timeout=30)
+
+
 @contextmanager
 def dashboard_over(root: Path, trainer: Any) -> Iterator[DashboardServer]:
     """A DashboardServer over `root` (any free port, polling every 0.2 s) while `trainer` (started:

@@ -38,7 +38,10 @@ def capture(
     and message, prefixed with x's shape."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    _check_input(model, x)
+    problem = batch_problem(x, image=any(isinstance(m, nn.Conv2d) for m in model.modules()))
+    if problem is not None:
+        error, line = problem
+        raise error(line)
     if target is not None:
         target = _class_index(target)
     saved = {p: p.grad for p in model.parameters()}
@@ -64,21 +67,23 @@ def capture(
             p.grad = g
 
 
-def _check_input(model: nn.Module, x: object) -> None:
-    """x is a float batch of finite values: (B, C, H, W) for a net of 2-d convolutions (the
-    wording of analysis/attribution), (B, ...) for any other (1-d convolutions, an MLP)."""
+def batch_problem(x: object, *, image: bool = True) -> tuple[type[Exception], str] | None:
+    """What is wrong with `x` as a model's input batch, or None: (the exception a caller without an
+    error class of its own raises, one line). `image`: a (B, C, H, W) batch, as 2-d convolutions
+    take; else any (B, ...) batch (1-d convolutions, an MLP). Float and finite in both. Shared by
+    `capture` and the attribution methods (analysis/attribution/base.py)."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a tensor (B, C, H, W), got {type(x).__name__}")
-    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        if x.dim() != 4:
-            hint = ": one image needs a batch dimension, x.unsqueeze(0)" if x.dim() == 3 else ""
-            raise ValueError(f"x must be shaped (B, C, H, W); got {tuple(x.shape)}{hint}")
-    elif x.dim() < 2:
-        raise ValueError(f"x must be a batch (B, ...); got shape {tuple(x.shape)}")
+        return TypeError, f"x must be a tensor (B, C, H, W), got {type(x).__name__}"
+    if image and x.dim() != 4:
+        hint = ": one image needs a batch dimension, x.unsqueeze(0)" if x.dim() == 3 else ""
+        return ValueError, f"x must be shaped (B, C, H, W); got {tuple(x.shape)}{hint}"
+    if not image and x.dim() < 2:
+        return ValueError, f"x must be a batch (B, ...); got shape {tuple(x.shape)}"
     if not x.is_floating_point():
-        raise TypeError(f"x must be a float tensor; got {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x holds NaN or Inf values")
+        return TypeError, f"x must be a float tensor; got {x.dtype}"
+    if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):  # the sum first: cheap
+        return ValueError, "x holds NaN or Inf values"
+    return None
 
 
 def _class_index(target: object) -> int:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
@@ -46,9 +46,8 @@ from convscope.runs.schema import (
     used_bytes,
     write_txn,
 )  # fmt: skip
+from convscope.runs.thinning import check_max_points, thin_scalars, thinned_per
 from convscope.runs.values import check_name, dumps, loads_or_none
-
-T = TypeVar("T")
 
 
 class RunReader:
@@ -120,7 +119,7 @@ class RunReader:
         """A JSON value stored by the writer; one that does not parse is a corrupt run."""
         try:
             return json.loads(text)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # (as values.loads_or_none)
             raise RunCorruptError(f"{self._db}: {where} is not JSON ({exc})") from exc
 
     # -- run level ----------------------------------------------------------------------------
@@ -186,10 +185,9 @@ class RunReader:
         """name -> [(step, value)] in step order; only steps > `since` when given. Asked-for
         names are always keys (an empty list until logged). NaN comes back as nan. `max_points`
         thins each series longer than that to about that many points, its first and last kept
-        (`_thinned_scalars`); the database does it for a series of consecutive steps, so a long
+        (thinning.thin_scalars); the database does it for a series of consecutive steps, so a long
         run's history is not read whole (15,469 steps of 12 series: 0.48 s read whole, 0.15 s)."""
-        if max_points is not None and max_points < 1:
-            raise ValueError(f"max_points must be >= 1, got {max_points}")
+        check_max_points(max_points)
         conds: list[str] = []
         params: list[Any] = []
         out: dict[str, list[tuple[int, float]]] = {}
@@ -205,43 +203,13 @@ class RunReader:
             params.append(since)
         where = f" WHERE {' AND '.join(conds)}" if conds else ""
         if max_points is not None:
-            return self._thinned_scalars(out, where, params, max_points)
+            for name, rows in thin_scalars(self._rows, where, params, max_points).items():
+                out[name] = [(step, math.nan if value is None else value) for step, value in rows]
+            return out
         for name, step, value in self._rows(
             f"SELECT name, step, value FROM scalars{where} ORDER BY step", params
         ):
             out.setdefault(name, []).append((step, math.nan if value is None else value))
-        return out
-
-    def _thinned_scalars(
-        self, out: dict[str, list[tuple[int, float]]], where: str, params: list[Any], max_points: int
-    ) -> dict[str, list[tuple[int, float]]]:
-        """scalars(max_points=): per series its count and step range first. The long series of
-        consecutive steps (the usual: one value per step) are read at ONE step stride k =
-        ceil(n / max_points) of the longest, at the steps that are multiples of k (and each
-        one's first and last): series logged together keep points at the same steps, so the
-        page can pair them (examples and examples_per_s give the rate). Any other long series
-        is read whole and `thinned` here."""
-        spans = self._rows(
-            f"SELECT name, COUNT(*), MIN(step), MAX(step) FROM scalars{where} GROUP BY name", params
-        )
-        pick = " AND ".join(c for c in (where.removeprefix(" WHERE "), "name = ?") if c)
-        runs = [n for _, n, first, last in spans if n > max_points and last - first + 1 == n]
-        k = -(-max(runs, default=1) // max_points)
-        for name, n, first, last in sorted(spans, key=lambda r: r[2]):
-            if n > max_points and last - first + 1 == n:
-                rows = self._rows(
-                    f"SELECT step, value FROM scalars WHERE {pick} AND (step % ? = 0 OR step IN (?, ?))"
-                    " ORDER BY step",
-                    [*params, name, k, first, last],
-                )
-            else:
-                rows = thinned(
-                    self._rows(
-                        f"SELECT step, value FROM scalars WHERE {pick} ORDER BY step", [*params, name]
-                    ),
-                    max_points,
-                )
-            out[name] = [(step, math.nan if value is None else value) for step, value in rows]
         return out
 
     def layer_stats(
@@ -249,8 +217,7 @@ class RunReader:
     ) -> list[dict[str, Any]]:
         """[{"step", "layer", **stats}] in step order (layers in the order they were logged);
         `max_points` thins each layer's rows as `thinned` does (only the kept rows are parsed)."""
-        if max_points is not None and max_points < 1:
-            raise ValueError(f"max_points must be >= 1, got {max_points}")
+        check_max_points(max_points)
         conds: list[str] = []
         params: list[Any] = []
         if layer is not None:
@@ -264,11 +231,7 @@ class RunReader:
             f"SELECT step, layer, stats FROM layer_stats{where} ORDER BY step, id", params
         )
         if max_points is not None:
-            per: dict[str, list[int]] = {}
-            for i, (_, name, _) in enumerate(rows):
-                per.setdefault(name, []).append(i)
-            kept = sorted(i for at in per.values() for i in thinned(at, max_points))
-            rows = [rows[i] for i in kept]
+            rows = thinned_per(rows, lambda row: row[1], max_points)  # per layer
         return [
             {"step": s, "layer": name, **self._loads(stats, f"layer_stats of {name!r} at step {s}")}
             for s, name, stats in rows
@@ -421,11 +384,3 @@ def list_runs(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
     found.sort(key=lambda t: (-t[0], t[1]))
     return [row for _, _, row in found]
 
-
-def thinned(items: list[T], max_points: int | None) -> list[T]:
-    """Every k-th item (and always the last) so at most about `max_points` remain, k =
-    ceil(len / max_points); all of them when there are no more than that."""
-    if max_points is None or len(items) <= max_points:
-        return items
-    k = -(-len(items) // max_points)
-    return [x for i, x in enumerate(items) if i % k == 0 or i == len(items) - 1]

@@ -130,7 +130,7 @@ class RunWatcher:
             try:
                 events = await run_in_threadpool(self.poll)
             except Exception as err:  # the run vanished or the store is busy: tell, keep trying
-                events = [("problem", {"error": " ".join(str(err).split())[:300]})]
+                events = [_problem(err)]
             frames = [_sse(*ev) for ev in events]  # once, whatever the number of clients
             for q in list(self.queues):
                 for ev in frames:
@@ -157,7 +157,7 @@ class Broadcaster:
 
         @router.get("/runs/{run}/events")
         async def events(run: str, request: Request) -> StreamingResponse:
-            await run_in_threadpool(self._readable, run)  # a 404 or 422 before the stream starts
+            await self._watcher(run)  # a 404 or 422 (ApiError) before the stream starts
             return StreamingResponse(
                 self.stream(run),
                 media_type="text/event-stream",
@@ -166,31 +166,28 @@ class Broadcaster:
 
         return router
 
-    def _readable(self, run: str) -> None:
-        """What a watcher's first poll reads, read once (ApiError 404/422 when it cannot be)."""
-        if run not in self.watchers:
-            RunWatcher(self.state, run).poll()
+    async def _watcher(self, run: str) -> RunWatcher:
+        """The run's watcher; a new one (none yet, or its loop ended with its last page) is polled
+        once first: the baseline that `hello` tells, and where an unreadable run raises."""
+        async with self._lock:  # one watcher per run, also when pages connect at once
+            watcher = self.watchers.get(run)
+            if watcher is None or (watcher.task is not None and watcher.task.done()):
+                watcher = RunWatcher(self.state, run)
+                await run_in_threadpool(watcher.poll)
+                self.watchers[run] = watcher
+            return watcher
 
     async def stream(self, run: str) -> AsyncIterator[str]:
         queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
-        problem: str | None = None
-        async with self._lock:  # one watcher per run, also when pages connect at once
-            watcher = self.watchers.get(run)
-            if watcher is None or watcher.task is None or watcher.task.done():
-                watcher = RunWatcher(self.state, run)
-                try:
-                    await run_in_threadpool(watcher.poll)  # the baseline: hello tells it
-                except Exception as err:  # unreadable since the check: said once, as run_loop would
-                    problem = " ".join(str(err).split())[:300]
-                else:
-                    self.watchers[run] = watcher
-            if problem is None:
-                watcher.queues.add(queue)
-                if watcher.task is None or watcher.task.done():
-                    watcher.task = asyncio.create_task(watcher.run_loop())
-        if problem is not None:
-            yield _sse("problem", {"error": problem})
+        try:
+            watcher = await self._watcher(run)
+        except Exception as err:  # unreadable since the route's check: said once, as run_loop would
+            yield _sse(*_problem(err))
             return
+        async with self._lock:
+            watcher.queues.add(queue)
+            if watcher.task is None or watcher.task.done():
+                watcher.task = asyncio.create_task(watcher.run_loop())
         try:
             hello = {k: (watcher.current or {}).get(k) for k in ("last_step", "status", "stale")}
             yield "retry: 2000\n\n"
@@ -221,6 +218,11 @@ class Broadcaster:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.watchers.clear()
+
+
+def _problem(err: Exception) -> Event:
+    """The "problem" event for an error reading the run: its message on one line."""
+    return "problem", {"error": " ".join(str(err).split())[:300]}
 
 
 def _sse(name: str, payload: dict[str, Any]) -> str:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from convscope.analysis.attribution.rules import PLAIN, RULES, Rule, RuleMode, rule_text
 from convscope.capture.naming import role, selectable_names
 from convscope.capture.probe import Block, Probe, UnknownLayerError
+from convscope.capture.run import batch_problem
 
 Target = int | Tensor | list[int] | None
 Position = str | tuple[int, int] | None
@@ -139,14 +140,9 @@ class Attribution:
                 m.training = True
 
     def _input(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise AttributionError(f"x must be a tensor (B, C, H, W), got {type(x).__name__}")
-        if x.dim() != 4:
-            raise AttributionError(f"x must be shaped (B, C, H, W); got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise AttributionError(f"x must be a float tensor; got {x.dtype}")
-        if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):  # the sum first: cheap
-            raise AttributionError("x holds NaN or Inf values")
+        problem = batch_problem(x)  # (B, C, H, W), float, finite: as capture() checks it
+        if problem is not None:
+            raise AttributionError(problem[1])
         return x.detach().clone().requires_grad_(True)
 
     def _forward(
