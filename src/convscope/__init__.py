@@ -1,24 +1,34 @@
-"""convscope: see inside convolutional networks — x, W, z = W*x + b, a = f(z) and their gradients."""
+"""convscope: see inside convolutional networks — x, W, z = W*x + b, a = f(z) and their gradients.
 
-from convscope import (
-    display,  # noqa: F401  (sets the Jupyter display of Block and Trace)
-    render,
-)
-from convscope.analysis import (
-    Deconvnet,
-    GradCAM,
-    GuidedBackprop,
-    GuidedGradCAM,
-    Saliency,
-    SmoothGrad,
-    TopPatches,
-    receptive_field,
-)
-from convscope.capture import Block, Probe, Trace, capture, count_hooks
-from convscope.config import CaptureConfig
-from convscope.distributed import diagnose  # split among torchrun ranks when a process group is up
-from convscope.notebook import show
-from convscope.train.watch import watch
+The public names below are imported on first use (convscope/_lazy.py): `import convscope` is
+instant, and the first `convscope.X` imports them all (torch included) as one import would.
+"""
+
+from typing import TYPE_CHECKING
+
+from convscope._lazy import lazy
+
+if TYPE_CHECKING:
+    from convscope import render
+    from convscope._api import (
+        Block,
+        CaptureConfig,
+        Deconvnet,
+        GradCAM,
+        GuidedBackprop,
+        GuidedGradCAM,
+        Probe,
+        Saliency,
+        SmoothGrad,
+        TopPatches,
+        Trace,
+        capture,
+        count_hooks,
+        diagnose,
+        receptive_field,
+        show,
+        watch,
+    )
 
 __all__ = [
     "Block", "CaptureConfig", "Deconvnet", "GradCAM", "GuidedBackprop", "GuidedGradCAM", "Probe",
@@ -26,3 +36,4 @@ __all__ = [
     "receptive_field", "render", "show", "watch",
 ]  # fmt: skip
 __version__ = "0.1.0"
+lazy(__name__, dict.fromkeys(__all__, "convscope._api"), shadows=frozenset({"capture"}))

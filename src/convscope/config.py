@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 #: Every tensor a block can hold; `CaptureConfig.keep` picks a subset.
 FIELDS: tuple[str, ...] = (

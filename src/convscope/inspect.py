@@ -130,8 +130,8 @@ def inspect(
 ) -> Path:
     """Write the report for one image; `target` defaults to the top predicted class.
     `all_channels` draws every map, filter and input channel (else at most the 64 strongest maps
-    per picture, and of W and dL/dW the 16 filters with the largest norm over input channels
-    0-15; the report says what is left out)."""
+    per picture; of W and dL/dW up to 64 filters in colour over an RGB input, deeper the 16
+    filters with the largest norm over input channels 0-15; the report says what is left out)."""
     if norm not in ("map", "layer"):
         raise ValueError(f"norm must be 'map' or 'layer', got {norm!r}")
     # one image: torch's intra-op threads only add sync cost to its many small ops (measured on 2

@@ -141,7 +141,7 @@ def test_pause_stops_the_step_counter_and_resume_restarts_it(
             "document.querySelector('#status').textContent === 'paused'", timeout=10_000
         )
         page.wait_for_function(
-            "document.querySelector('#pause-state').textContent.includes('applied at step')"
+            "document.querySelector('#pause-state').textContent.includes('in effect from step')"
         )
         assert page.inner_text("#pause-btn") == "Resume"
         shown = page.inner_text("#step")
@@ -167,7 +167,7 @@ def test_new_learning_rate_reaches_the_trainer(
     page.fill("#ctl-lr", "0.03125")
     page.click("#apply-lr")
     page.wait_for_function(
-        "document.querySelector('#ack-lr').textContent.includes('applied at step')", timeout=10_000
+        "document.querySelector('#ack-lr').textContent.includes('in effect from step')", timeout=10_000
     )
     with RunReader(trainer.path) as r:
         [ctrl] = [c for c in r.controls() if c["key"] == "lr"]

@@ -314,12 +314,18 @@ def test_paused_run_says_paused_everywhere(
 def test_screenshots_after_the_fixes(
     browser: Any, served: tuple[DashboardServer, FakeTrainer]
 ) -> None:
-    for width, height in ((390, 844), (1280, 800)):
+    for width, height in ((320, 640), (390, 844), (1280, 800)):
         page, errors = open_page(browser, served[0], "live", width=width, height=height)
         try:
             page.wait_for_function("document.querySelector('#status').textContent === 'running'")
             page.wait_for_timeout(500)
             assert page.evaluate("document.documentElement.scrollWidth") == width
+            # the Controls grid and the file field stay inside the window (at 320 px they did not)
+            wider = page.evaluate(
+                "[...document.querySelectorAll('#controls *, #upload-box *')].filter(e => e.getClientRects().length"
+                " && e.getBoundingClientRect().right > window.innerWidth).map(e => e.id || e.tagName)"
+            )
+            assert wider == []
             page.screenshot(path=f"/tmp/dash-fixes-{width}.png")
         finally:
             page.close()

@@ -291,7 +291,7 @@ def test_restart_marks_charts_resets_numbers_and_names_the_net(
     page.click("#zoo-apply")
     page.wait_for_selector("#ack-model.ok", timeout=15_000)
     restart = trainer.net_start
-    assert page.inner_text("#ack-model") == f"✓ restarted with other-net at step {restart}"
+    assert page.inner_text("#ack-model") == f"✓ restarted with other-net: its first step is {restart}"
     text_is(page, "#val-acc", "–")  # the old net's 90.2% is not this net's
     text_is(page, "#val-at", "")
     text_is(page, "#train-acc", "12.5%")

@@ -100,3 +100,38 @@ def test_serve_on_a_taken_port_chooses_a_free_one(tmp_path: Path) -> None:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
+
+
+@pytest.mark.parametrize("layers", [",", " , ,", ""])
+def test_units_with_no_layer_named_is_refused_not_defaulted(tmp_path: Path, layers: str) -> None:
+    """`--layers ,` used to fall back silently to the default (last conv) layer."""
+    done = run_cli("units", "--layers", layers, "--out", str(tmp_path / "u"), cwd=tmp_path)
+    _refused(done, f"error: --layers needs comma-separated layer names such as conv1,conv2; got {layers!r}")
+    assert not (tmp_path / "u").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["inspect", "--norm", "x"], "--norm must be one of map, layer; got 'x'"),
+        (["occlusion", "--window", "0"], "--window must be an integer >= 1; got 0"),
+        (["occlusion", "--stride", "-2"], "--stride must be an integer >= 1; got -2"),
+        (["occlusion", "--batch-size", "0"], "--batch-size must be an integer >= 1; got 0"),
+        (["occlusion", "--approx", "1"], "--approx must be a number in (0, 1); got 1"),
+        (["occlusion", "--approx", "nan"], "--approx must be a number in (0, 1); got nan"),
+        (["occlusion", "--method", "bogus"], "--method must be one of incremental, full; got 'bogus'"),
+        (["units", "--k", "10001"], "--k must be an integer in 1..10000; got 10001"),
+        (["units", "--batch-size", "0"], "--batch-size must be an integer >= 1; got 0"),
+        (["embed", "--perplexity", "0.5"], "--perplexity must be a number in 1..1000; got 0.5"),
+        (["embed", "--side", "0"], "--side must be an integer in 1..1000; got 0"),
+        (["embed", "--n", "0"], "--n must be an integer >= 1; got 0"),
+        (["diagnose", "--limit", "0"], "--limit must be an integer >= 1; got 0"),
+        (["diagnose", "--mostly-dead", "0"], "--mostly-dead must be a number in (0, 1]; got 0"),
+        (["diagnose", "--lr", "-1"], "--lr must be a number > 0; got -1"),
+    ],
+)  # fmt: skip
+def test_analysis_options_out_of_range_name_their_flag(tmp_path: Path, args: list[str], line: str) -> None:
+    """The library's own message names its parameter ("batch must be …" for --batch-size): the
+    command checks its flags first, so the line names the flag and comes before torch is imported."""
+    _refused(run_cli(*args, "--out", str(tmp_path / "o"), cwd=tmp_path), f"error: {line}")
+    assert not (tmp_path / "o").exists()

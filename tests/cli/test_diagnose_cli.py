@@ -113,7 +113,7 @@ def test_builtin_net_on_builtin_data(tmp_path: Path) -> None:
         (["--data", "no-such-dir"], "no-such-dir: no such file or directory"),
         (["--model", "zoo:nope"], "unknown zoo model 'nope'"),
         (["--layer", "conv9", "--data", "builtin:digits:val"], "unknown layer"),
-        (["--mostly-dead", "2", "--data", "builtin:digits:val"], "mostly_dead must be a fraction in (0, 1]"),
+        (["--mostly-dead", "2", "--data", "builtin:digits:val"], "--mostly-dead must be a number in (0, 1]; got 2"),
         (["--model", "net.py:Net", "--input-size", "1x2x2", "--data", "imgs.npz", "--batch-size", "5", "--gradients"],
          "labels of a batch run from 0 to 4 but the model has 2 outputs"),
     ],

@@ -110,7 +110,7 @@ def test_job_approx_measures_its_error_against_exact(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--window", "0"], "error: window must be a positive integer; got 0"),
+        (["--window", "0"], "error: --window must be an integer >= 1; got 0"),
         (["--layer", "nope"], "error: unknown layer 'nope'; valid: conv1, relu1, conv2, relu2, conv3, relu3, fc;"),
     ],
 )

@@ -20,7 +20,6 @@ from rich.text import Text
 from convscope.cli import analyses as analyses  # registers its commands (order: --help's)
 from convscope.cli import live as live
 from convscope.cli.app import _state, app, console
-from convscope.models import ZOO
 
 __all__ = ["app", "main"]
 
@@ -31,6 +30,8 @@ def zoo() -> None:
 
     Example: convscope zoo
     """
+    from convscope.models import ZOO
+
     table = Table()
     for col in ("name", "input", "classes", "weights", "test acc"):
         table.add_column(col, no_wrap=True)
@@ -68,13 +69,15 @@ def main() -> None:
         _leave_group()
         if _state["debug"]:
             raise
-        from convscope.train.answers import one_line
+        from convscope.errors import one_line
 
         console.print(f"[red]error:[/red] {one_line(exc)}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 
 def _leave_group() -> None:
+    if "torch.distributed" not in sys.modules:  # nothing ran that could have joined a group
+        return
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

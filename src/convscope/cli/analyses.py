@@ -14,6 +14,8 @@ from convscope.cli.app import (
     InputSizeOpt,
     ModelOpt,
     WeightsOpt,
+    _check_choice,
+    _check_range,
     _data_opt,
     _main_rank,
     _progress,
@@ -39,7 +41,8 @@ def inspect(
     all_channels: Annotated[
         bool,
         typer.Option(help="draw every map, filter and input channel (default: the 64 strongest maps per"
-                     " picture; of W and dL/dW the 16 filters with the largest norm over input channels"
+                     " picture; of W and dL/dW over an RGB input up to 64 filters in colour, deeper the 16 with the"
+                     " largest norm over input channels"
                      " 0-15); large and slow on deep nets"),
     ] = False,
 ) -> None:
@@ -47,6 +50,7 @@ def inspect(
 
     Example: convscope inspect --model zoo:convnetjs-cifar --image chelsea --out report/
     """
+    _check_choice("--norm", norm, ("map", "layer"))
     from convscope.inspect import NonFiniteOutputWarning
     from convscope.inspect import inspect as run_inspect
 
@@ -139,6 +143,10 @@ def occlusion(
     Example: convscope occlusion --model zoo:zfnet-small --image chelsea:test --layer conv5 --window 16 --stride 8 --out occ/
     """
 
+    for flag, value in (("--window", window), ("--stride", stride), ("--batch-size", batch_size)):
+        _check_range(flag, value, 1)
+    _check_range("--approx", approx, 0, 1, integer=False, lo_open=True, hi_open=True)
+    _check_choice("--method", method, ("incremental", "full"))
     from convscope.occlusion import occlusion as run_occlusion
     from convscope.render.occlusion_report import write_occlusion_report
 
@@ -185,10 +193,14 @@ def units(
     Example: convscope units --model zoo:zfnet-small --layers conv1,conv5 --k 9 --out units/
     """
 
+    _check_range("--k", k, 1, 10_000)
+    _check_range("--batch-size", batch_size, 1)
+    names = None if layers is None else [n.strip() for n in layers.split(",") if n.strip()]
+    if names == []:
+        raise ValueError(f"--layers needs comma-separated layer names such as conv1,conv2; got {layers!r}")
     from convscope.render.units_report import write_units_report
     from convscope.units import units as run_units
 
-    names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
     with _progress("streaming", "images") as progress:
         result = run_units(
             model,
@@ -233,6 +245,10 @@ def embed(
     Example: convscope embed --model zoo:zfnet-small --layer fc7 --n 5000 --out embed/
     """
 
+    _check_range("--perplexity", perplexity, 1, 1000, integer=False)
+    _check_range("--side", side, 1, 1000)
+    _check_range("--n", n, 1)
+    _check_range("--batch-size", batch_size, 1)
     from convscope.embed import embed as run_embed
     from convscope.render.embedding_report import write_embedding_report
 
@@ -330,6 +346,10 @@ def diagnose(
 
     Example: convscope diagnose --model zoo:convnetjs-cifar --data builtin:photo-crops --out diag/
     """
+    _check_range("--batch-size", batch_size, 1)
+    _check_range("--limit", limit, 1)
+    _check_range("--mostly-dead", mostly_dead, 0, 1, integer=False, lo_open=True)
+    _check_range("--lr", lr, 0, integer=False, lo_open=True)
     import torch
 
     from convscope.data import open_dataset

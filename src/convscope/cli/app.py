@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -78,12 +79,14 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks on errors")] = False,
 ) -> None:
     _state["debug"] = debug
-    from convscope.distributed import init_from_env
-
-    if "WORLD_SIZE" in os.environ and ctx.invoked_subcommand not in DISTRIBUTED:
+    if "WORLD_SIZE" not in os.environ:
+        return  # not under torchrun: nothing to join (and no torch to import before the command needs it)
+    if ctx.invoked_subcommand not in DISTRIBUTED:
         raise ValueError(
             f"`convscope {ctx.invoked_subcommand}` runs in one process; under torchrun use one of {', '.join(DISTRIBUTED)}"
         )
+    from convscope.distributed import init_from_env
+
     w = init_from_env()  # under torchrun: join the process group, each rank streams its shard
     if w is not None and not w.main:  # rank 0 alone prints and writes
         console.quiet = True
@@ -95,4 +98,30 @@ def _main_rank() -> bool:
 
     w = world()
     return w is None or w.main
+
+
+def _check_range(flag: str, value: float | None, lo: float, hi: float | None = None, *,
+                 integer: bool = True, lo_open: bool = False, hi_open: bool = False) -> None:
+    """An option outside its range is one `error: --flag …` line before anything heavy is imported
+    (the library checks it again, in its own parameter's name). None: the option's default."""
+    if value is None:
+        return
+    ok = math.isfinite(value) and (value > lo if lo_open else value >= lo)
+    ok = ok and (hi is None or (value < hi if hi_open else value <= hi))
+    if ok:
+        return
+    kind = "an integer" if integer else "a number"
+    if hi is None:
+        where = f"{'>' if lo_open else '>='} {lo:g}"
+    elif lo_open or hi_open:
+        where = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    else:
+        where = f"in {lo:g}..{hi:g}"
+    raise ValueError(f"{flag} must be {kind} {where}; got {value:g}")
+
+
+def _check_choice(flag: str, value: str | None, choices: tuple[str, ...]) -> None:
+    """A word option that is not one of `choices` (None: its default): one `error: --flag …` line."""
+    if value is not None and value not in choices:
+        raise ValueError(f"{flag} must be one of {', '.join(choices)}; got {value!r}")
 

@@ -34,7 +34,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from convscope.models.zoo import UnknownModelError, ZooEntry, get_entry, zoo_names
+from convscope.models.names import zoo_names
+from convscope.models.zoo import UnknownModelError, ZooEntry, get_entry
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")

@@ -26,6 +26,8 @@ import safetensors
 import torch
 from torch import nn
 
+from convscope.models.names import ZOO_NAMES, zoo_names
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 """Where shipped zoo weights live (``<package>/models/weights/<ZooEntry.weights>``)."""
 
@@ -294,6 +296,9 @@ class ZooEntry:
 
 
 def _registry(*entries: ZooEntry) -> dict[str, ZooEntry]:
+    names = tuple(entry.name for entry in entries)
+    if names != ZOO_NAMES:  # models/names.py is what --help lists without importing this module
+        raise RuntimeError(f"models/names.py's ZOO_NAMES {ZOO_NAMES} != the registered nets {names}")
     return {entry.name: entry for entry in entries}
 
 
@@ -343,11 +348,6 @@ ZOO: dict[str, ZooEntry] = _registry(
     ),
 )
 """THE registry of zoo nets, keyed by name; CLI choices are derived from it."""
-
-
-def zoo_names() -> list[str]:
-    """The zoo's net names, in registry order."""
-    return list(ZOO)
 
 
 def get_entry(name: str) -> ZooEntry:

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from convscope.errors import one_line
 from convscope.runs import Control, RunWriter
 from convscope.train.embedding_live import answer_embedding
 from convscope.train.occlusion_live import answer_occlusion
@@ -138,11 +139,3 @@ class ControlAnswers:
                                     self.probe_transform, self.probe_labels, step=step)  # fmt: skip
         except (ValueError, TypeError) as exc:
             return {"ok": False, "error": one_line(exc)}
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as the one line convscope shows (KeyError's quotes dropped, whitespace folded)."""
-    text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, KeyError) and text.startswith("'") and text.endswith("'"):
-        text = text[1:-1]
-    return " ".join(text.split())

@@ -36,10 +36,10 @@ from torch import Tensor, nn
 
 from convscope.config import CONTROL_RANGES, EVOLUTION_PREFIX, TrainConfig
 from convscope.data import PHOTO_CLASSES, digits, open_dataset, photo_crops, prepare
+from convscope.errors import one_line
 from convscope.models import get_entry, zoo_names
 from convscope.models.spec import build_spec, spec_of
 from convscope.runs import Control
-from convscope.train.answers import one_line
 from convscope.train.threads import choose_threads
 from convscope.train.watch import Recorder
 

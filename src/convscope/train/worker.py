@@ -19,8 +19,8 @@ from typing import Any
 
 from torch import nn
 
+from convscope.errors import one_line
 from convscope.runs import RunReader, RunWriter
-from convscope.train.answers import one_line
 from convscope.train.embedding_live import answer_embedding
 from convscope.train.loop import Data, build_allowed, state_mismatch, train_config_of
 from convscope.train.occlusion_live import answer_occlusion

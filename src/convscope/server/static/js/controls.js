@@ -1,6 +1,6 @@
 // controls.js — the dashboard's side of the control channel: every button sends one control
 // row (POST /controls, validated by the server); the trainer's acknowledgement arrives on the
-// live channel and is shown next to the button ("applied at step S" or the trainer's error).
+// live channel and is shown next to the button ("in effect from step S" or the trainer's error).
 
 import { $, el, postJSON, runPath, say } from "./api.js";
 
@@ -167,7 +167,7 @@ export class Controls {
       } else if (c.key === "model") {
         const got = String(c.result.model ?? c.value);
         ack.className = "ack ok";
-        ack.textContent = `✓ restarted with ${got.includes("\n") ? "the edited layer spec" : got.replace(/^zoo:/, "")} at step ${c.applied_step}`;
+        ack.textContent = `✓ restarted with ${got.includes("\n") ? "the edited layer spec" : got.replace(/^zoo:/, "")}: its first step is ${c.applied_step}`;
       } else if (c.key === "save_checkpoint" && c.result.name) {
         const taken = c.result.asked ? ` ("${c.result.asked}" was taken: both are kept)` : "";
         ack.className = "ack ok";
@@ -177,7 +177,8 @@ export class Controls {
         ack.textContent = `✓ loaded ${c.result.name}: the weights of step ${c.result.step ?? "?"}, training goes on from them`;
       } else {
         ack.className = "ack ok";
-        ack.textContent = `✓ applied at step ${c.applied_step}`;
+        // applied_step is the next step the trainer runs (the page still shows the one before it)
+        ack.textContent = `✓ in effect from step ${c.applied_step}`;
         if (HYPER.includes(c.key)) $(`#ctl-${c.key}`).value = String(c.value); // typed until the new value is logged
       }
       this.sent.delete(c.id);
