@@ -77,6 +77,35 @@ def test_convscope_capture_stays_the_function_when_its_package_is_imported(first
     assert out.splitlines() == ["function", "function convscope.capture.run"]
 
 
+def test_subpackages_are_attributes_after_a_bare_import() -> None:
+    """The README's `cs.analysis.Occlusion` and `convscope.distributed.top_patches` (the eager
+    `__init__` bound every subpackage as a side effect)."""
+    out = _run("""
+        import convscope as cs
+        import convscope.models as m
+        print(cs.analysis.Occlusion.__name__, cs.distributed.top_patches.__name__, list(m.zoo.ZOO)[0])
+    """)
+    assert out == "Occlusion top_patches convnetjs-cifar"
+
+
+def test_in_a_notebook_results_draw_themselves_whatever_was_imported() -> None:
+    """Under IPython `import convscope` imports everything, so a Trace from `convscope.capture` and
+    an attribution map from `convscope.analysis` have their Jupyter display (their hooks are set
+    from the layers above, which importing only those packages would not load)."""
+    out = _run("""
+        import IPython  # what a Jupyter kernel has loaded before the user's first cell
+        import torch
+        from convscope.capture import Probe
+        from convscope.analysis import Saliency
+        m = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(72, 3))
+        x = torch.rand(1, 3, 8, 8)
+        with Probe(m) as p:
+            m(x).sum().backward()
+        print(p.trace._repr_html_().startswith("<div"), Saliency(m).attribute(x, target=0)._repr_html_() is not None)
+    """)
+    assert out == "True True"
+
+
 def test_unknown_names_raise_attribute_error_naming_them() -> None:
     out = _run("""
         import convscope, convscope.models

@@ -1,9 +1,12 @@
 """convscope: see inside convolutional networks — x, W, z = W*x + b, a = f(z) and their gradients.
 
 The public names below are imported on first use (convscope/_lazy.py): `import convscope` is
-instant, and the first `convscope.X` imports them all (torch included) as one import would.
+instant, and the first `convscope.X` imports them all (torch included) as one import would. Under
+IPython (a notebook) they are imported at once: the Jupyter display of every result is set then.
 """
 
+import importlib as _importlib
+import sys as _sys
 from typing import TYPE_CHECKING
 
 from convscope._lazy import lazy
@@ -37,3 +40,6 @@ __all__ = [
 ]  # fmt: skip
 __version__ = "0.1.0"
 lazy(__name__, dict.fromkeys(__all__, "convscope._api"), shadows=frozenset({"capture"}))
+
+if "IPython" in _sys.modules:  # a notebook: all now, so every result draws itself (display hooks), as
+    _importlib.import_module("convscope._api")  # `from convscope.capture import Probe` alone did before

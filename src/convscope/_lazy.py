@@ -8,12 +8,15 @@ It imports nothing from convscope, so every layer may use it (tests/test_archite
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 
 
 def lazy(package: str, where: dict[str, str], shadows: frozenset[str] = frozenset()) -> None:
-    """Make `package`'s public name N come from module `where[N]` on first use (then kept).
+    """Make `package`'s public name N come from module `where[N]` on first use (then kept); any
+    other name is its submodule of that name, imported on first use (`convscope.analysis.Occlusion`
+    after a bare `import convscope`, as when `__init__` imported everything).
 
     `shadows`: public names that are also the names of submodules (`convscope.capture`, the
     function, over `convscope/capture/`). Importing such a submodule would bind the package's
@@ -24,9 +27,12 @@ def lazy(package: str, where: dict[str, str], shadows: frozenset[str] = frozense
 
     class LazyPackage(types.ModuleType):
         def __getattr__(self, name: str) -> object:
-            if name not in where:
+            if name in where:
+                value = getattr(importlib.import_module(where[name]), name)
+            elif not name.startswith("__") and importlib.util.find_spec(f"{package}.{name}") is not None:
+                value = importlib.import_module(f"{package}.{name}")  # a subpackage, as `cs.analysis`
+            else:
                 raise AttributeError(f"module {package!r} has no attribute {name!r}")
-            value = getattr(importlib.import_module(where[name]), name)
             vars(self)[name] = value
             return value
 

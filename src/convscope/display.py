@@ -1,4 +1,5 @@
-"""Jupyter display of a Trace and its Blocks (sets their `display` hooks on `import convscope`).
+"""Jupyter display of a Trace and its Blocks (its import sets their `display` hooks: done by
+`import convscope` in a notebook, or by the first `convscope.X` elsewhere; convscope/__init__.py).
 
     with cs.Probe(model) as probe: ...
     probe.trace                 # in a notebook: the block table (name, type, output, filters, parameters, a)

@@ -117,7 +117,7 @@ def _check_range(flag: str, value: float | None, lo: float, hi: float | None = N
         where = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
     else:
         where = f"in {lo:g}..{hi:g}"
-    raise ValueError(f"{flag} must be {kind} {where}; got {value:g}")
+    raise ValueError(f"{flag} must be {kind} {where}; got {value if integer else format(value, 'g')}")
 
 
 def _check_choice(flag: str, value: str | None, choices: tuple[str, ...]) -> None:

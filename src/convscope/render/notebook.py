@@ -2,7 +2,8 @@
 
 The layers below may not import this one (DESIGN.md §2), so each result class holds a
 `display` hook (a ClassVar, None until set) and its `_repr_html_` calls it; importing this
-module (done by `convscope.render`, so by `import convscope`) sets the hooks of `Sensitivity`
+module (done by `convscope.render`, so by `import convscope` in a notebook, or by the first
+`convscope.X` elsewhere: convscope/__init__.py) sets the hooks of `Sensitivity`
 (an occlusion grid) and `EmbeddingResult`. The other results register from their report modules
 (attribution, projection, occlusion, diagnose, units, embed, evolution). `Trace` and `Block`
 are capture's, which render never imports: their hooks are set one layer up, in
