@@ -126,3 +126,10 @@ def test_models_names_match_the_registry_and_a_mismatch_is_refused() -> None:
     assert zoo_names() == list(ZOO) == list(ZOO_NAMES)
     with pytest.raises(RuntimeError, match=r"ZOO_NAMES .* != the registered nets \('convnetjs-cifar',\)"):
         zoo._registry(ZOO["convnetjs-cifar"])
+
+
+def test_the_package_lists_the_names_its_api_module_imports() -> None:
+    import convscope
+    import convscope._api
+
+    assert convscope.__all__ == convscope._api.__all__

@@ -11,34 +11,16 @@ from typing import TYPE_CHECKING
 
 from convscope._lazy import lazy
 
-if TYPE_CHECKING:
-    from convscope import render
-    from convscope._api import (
-        Block,
-        CaptureConfig,
-        Deconvnet,
-        GradCAM,
-        GuidedBackprop,
-        GuidedGradCAM,
-        Probe,
-        Saliency,
-        SmoothGrad,
-        TopPatches,
-        Trace,
-        capture,
-        count_hooks,
-        diagnose,
-        receptive_field,
-        show,
-        watch,
-    )
+if TYPE_CHECKING:  # the names' types, from the module that imports them at run time
+    from convscope._api import *  # noqa: F403  (so __all__'s names are star-imported: F405 is off here)
 
-__all__ = [
+__all__ = [  # noqa: F405
     "Block", "CaptureConfig", "Deconvnet", "GradCAM", "GuidedBackprop", "GuidedGradCAM", "Probe",
     "Saliency", "SmoothGrad", "TopPatches", "Trace", "capture", "count_hooks", "diagnose",
     "receptive_field", "render", "show", "watch",
 ]  # fmt: skip
 __version__ = "0.1.0"
+# the same names as _api.__all__ (tests/test_lazy_imports.py): written here so that `import convscope` stays light
 lazy(__name__, dict.fromkeys(__all__, "convscope._api"), shadows=frozenset({"capture"}))
 
 if "IPython" in _sys.modules:  # a notebook: all now, so every result draws itself (display hooks), as
