@@ -500,3 +500,48 @@ def test_overwrite_reads_a_kept_z_before_an_in_place_relu_and_keeps_no_copy() ->
         net(torch.randn(3, 2, 5, 5))
     assert count_hooks(net) == 0 and count_hooks(model) == 0
     assert_same_model(net, twin)
+
+
+def test_grad_tap_sees_the_gradients_a_full_probe_keeps_without_keeping_them() -> None:
+    """`grad_tap` gets dL/da and dL/dz of every block as the backward makes them, equal to what a
+    probe that keeps them holds (plain autograd as the oracle for one of them), channels first
+    for a channels-last model; with keep=() nothing is kept. No hook is left; the model computes
+    what it computes without the probe, also when the backward or the forward raises."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(inplace=True), nn.Conv2d(3, 4, 3), nn.Tanh()
+    ).to(memory_format=torch.channels_last)
+    twin = copy.deepcopy(model)
+    x = torch.randn(2, 2, 6, 6).contiguous(memory_format=torch.channels_last)
+    with Probe(twin) as full:
+        twin(x).square().sum().backward()
+    tapped: dict[tuple[str, str], torch.Tensor] = {}
+
+    def tap(block: object, field: str, g: torch.Tensor) -> None:
+        tapped[(block.name, field)] = g.clone()  # type: ignore[attr-defined]
+
+    with Probe(model, keep=(), grad_tap=tap) as probe:
+        model(x).square().sum().backward()
+    assert set(tapped) == {("0", "grad_a"), ("0", "grad_z"), ("3", "grad_a"), ("3", "grad_z")}
+    for (name, field), g in tapped.items():
+        kept = getattr(full.trace[name], field)
+        assert g.shape == kept.shape and torch.allclose(g, kept, atol=1e-6), (name, field)
+    a3 = torch.tanh(model[3](model[2](model[1](model[0](x))))).detach().requires_grad_(True)
+    (oracle,) = torch.autograd.grad(a3.square().sum(), a3)
+    assert torch.allclose(tapped[("3", "grad_a")], oracle, atol=1e-6)
+    assert all(b.grad_a is None and b.grad_z is None and b.a is None for b in probe.trace.values())
+    assert count_hooks(model) == 0
+    plain = copy.deepcopy(model)
+
+    def boom(block: object, field: str, g: torch.Tensor) -> None:
+        raise RuntimeError("tap failed")
+
+    with pytest.raises(RuntimeError, match="tap failed"), Probe(model, keep=(), grad_tap=boom):
+        model(x).sum().backward()
+    with pytest.raises(RuntimeError, match="Given groups"), Probe(model, keep=(), grad_tap=tap):
+        model(torch.randn(2, 5, 6, 6))
+    plain(x).sum().backward()  # the same calls without a probe
+    with pytest.raises(RuntimeError, match="Given groups"):
+        plain(torch.randn(2, 5, 6, 6))
+    assert count_hooks(model) == 0
+    assert_same_model(model, plain)

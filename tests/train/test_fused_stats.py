@@ -3,6 +3,7 @@ and against numbers worked out by hand."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -125,3 +126,115 @@ def test_update_ratio_of_a_zero_weight_is_what_torch_divides() -> None:
     w, prev = torch.zeros(2, 2), torch.tensor([[0.0, 3.0], [4.0, 0.0]])  # ‖W − W_prev‖ = 5, ‖W‖ = 0
     assert fused_stats([StatsInput("l", weight=w, previous_weight=prev)])["l"]["update_ratio"] == math.inf
     assert math.isnan(fused_stats([StatsInput("l", weight=w, previous_weight=w)])["l"]["update_ratio"])
+
+
+class ResidualMix(nn.Module):
+    """The patterns a statistics step's taps meet: conv→BN→ReLU(inplace) (z overwritten), conv→BN
+    then a residual `+=` into it (z of a block with no activation, overwritten), a downsample
+    conv→BN added out of place (z read when the next block starts), a lone in-place ReLU, conv→tanh
+    (not ReLU: a's own min and max), a linear at the end (its z read after the pass)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1, self.r1 = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True)
+        self.c2, self.b2 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.down, self.bd = nn.Conv2d(4, 6, 1, stride=2), nn.BatchNorm2d(6)
+        self.c3, self.b3 = nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6)
+        self.relu = nn.ReLU(inplace=True)
+        self.c4, self.t4 = nn.Conv2d(6, 5, 3), nn.Tanh()
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 1:
+            raise RuntimeError("one example")
+        x = self.r1(self.b1(self.c1(x)))
+        out = self.b2(self.c2(x))
+        out += x
+        x = self.relu(out)
+        x = self.relu(self.b3(self.c3(x)) + self.bd(self.down(x)))
+        x = self.t4(self.c4(x)).mean((2, 3))
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"])
+def test_reductions_as_the_pass_makes_them_equal_block_stats_of_a_full_capture(
+    memory_format: torch.memory_format,
+) -> None:
+    """The statistics step's path (z, a and dL/da reduced by the probe's taps, dL/da not kept)
+    against block_stats of a full capture of the same step on a twin model: the same numbers. Every
+    block but the last had its z read during the pass. No hook is left and the model is what the
+    twin is, also after a forward that raised."""
+    from _helpers import assert_same_model
+
+    from convscope.train.stats import Reductions
+    from convscope.train.watch import STATS_KEEP
+
+    torch.manual_seed(3)
+    model = ResidualMix().to(memory_format=memory_format)
+    with torch.no_grad():
+        model.b1.bias[1] = -40.0  # a dead map (BN output about -40 everywhere)
+    twin = copy.deepcopy(model)
+    x = torch.randn(4, 3, 8, 8).contiguous(memory_format=memory_format)
+    y = torch.tensor([0, 1, 2, 0])
+    seen = Reductions(lambda block: block.activation in RELU)
+    opt, twin_opt = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, twin))
+    used = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with Probe(model, keep=STATS_KEEP, tap=seen.tap, overwrite=seen.overwrite, grad_tap=seen.grad_tap) as probe:
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    with Probe(twin) as full:
+        F.cross_entropy(twin(x), y).backward()
+        twin_opt.step()
+    modules = dict(model.named_modules())
+    rows, names = [], list(probe.trace)
+    for name, b in probe.trace.items():
+        assert b.grad_a is None  # reduced in the backward, not kept
+        s = seen.pop(b)
+        assert (s is not None and s.z_range is not None) == (name != "fc"), name  # (fc's z: read after)
+        if s is not None:
+            assert (s.a is not None) == (s.grad_a is not None) == (b.activation is not None), name
+        current = getattr(modules.get(name), "weight", None) if b.kind != "activation" else None
+        prev = used.get(f"{name}.weight") if current is not None else None
+        rows.append(StatsInput(name, b.a, b.z, b.grad_a, current, b.grad_weight, prev,
+                               relu=b.activation in RELU, seen=s))  # fmt: skip
+    got = fused_stats(rows)
+    assert names == list(full.trace) and set(got) == set(names)
+    for name, b in full.trace.items():
+        prev = used.get(f"{name}.weight") if b.kind != "activation" else None
+        w = getattr(dict(twin.named_modules()).get(name), "weight", None) if prev is not None else None
+        one = block_stats(b.a, b.z, b.grad_a, w, b.grad_weight, prev, relu=b.activation in RELU)
+        assert got[name].keys() == one.keys(), name
+        for key, value in one.items():
+            assert got[name][key] == pytest.approx(value, rel=1e-5, abs=1e-7), (name, key)
+    assert got["c1"]["dead_fraction"] == 0.25 and got["c2"]["z_min"] < 0  # z before the `+=` wrote into it
+    stats_probe = Probe(model, keep=STATS_KEEP, tap=seen.tap, overwrite=seen.overwrite, grad_tap=seen.grad_tap)
+    with pytest.raises(RuntimeError, match="one example"), stats_probe:
+        model(x[:1])
+    with pytest.raises(RuntimeError, match="one example"):
+        twin(x[:1])
+    assert_same_model(model, twin)
+
+
+def test_update_ratio_of_big_weights_in_chunks_equals_float64() -> None:
+    """W bigger than CHUNK goes through the chunked ‖W − W_prev‖ (nchw and channels-last, the
+    copy laid out alike); a copy laid out otherwise takes the one-tensor path: the same numbers as
+    a float64 computation, and the chunks leave W and W_prev untouched."""
+    from convscope.train.stats import CHUNK
+
+    torch.manual_seed(4)
+    w = torch.randn(72, 64, 8, 8)  # 294,912 elements: two chunks
+    assert w.numel() > CHUNK
+    prev = w + 1e-3 * torch.randn_like(w)
+    w_cl, prev_cl = w.contiguous(memory_format=torch.channels_last), prev.contiguous(memory_format=torch.channels_last)
+    flat2 = torch.randn(3 * CHUNK + 5)
+    flat_prev = flat2 - 1e-2 * torch.rand_like(flat2)
+    rows = [StatsInput("nchw", weight=w, previous_weight=prev), StatsInput("cl", weight=w_cl, previous_weight=prev_cl),
+            StatsInput("mixed", weight=w_cl, previous_weight=prev), StatsInput("long", weight=flat2, previous_weight=flat_prev)]  # fmt: skip
+    keep = [(r.weight.clone(), r.previous_weight.clone()) for r in rows if r.weight is not None and r.previous_weight is not None]
+    got = fused_stats(rows)
+    for r, (w0, p0) in zip(rows, keep, strict=True):
+        assert r.weight is not None and r.previous_weight is not None
+        want = ((r.weight.double() - r.previous_weight.double()).norm() / r.weight.double().norm()).item()
+        assert got[r.name]["update_ratio"] == pytest.approx(want, rel=1e-5), r.name
+        assert got[r.name]["weight_norm"] == pytest.approx(r.weight.double().norm().item(), rel=1e-5)
+        assert torch.equal(r.weight, w0) and torch.equal(r.previous_weight, p0)

@@ -34,6 +34,7 @@ class KeptTensors:
     config: CaptureConfig
     _tap: Callable[[Block, str, Tensor], None] | None
     _overwrite: Callable[[Block, str, Tensor], bool] | None
+    _grad_tap: Callable[[Block, str, Tensor], None] | None
     _general: bool  # a tap, a field left out, or kept tensors moved: `_keep` checks each
     _moves: bool  # kept tensors go to another device or dtype
     _param_grads: bool  # dL/dW hooks are wanted (W, b or their gradients kept)
@@ -90,27 +91,33 @@ class KeptTensors:
         gradient is complete), and a forward with no backward then costs no parameter hooks."""
         if not t.requires_grad:
             return
-        keep = ("grad_a" if slot == "a" else "grad_z") in self.config.keep
+        field = "grad_a" if slot == "a" else "grad_z"
+        keep = field in self.config.keep
+        tap = self._grad_tap
         if leader is not None and not self._param_grads:
             leader = None
-        if not keep and leader is None:
+        if not keep and leader is None and tap is None:
             return
         cfg, moves, hook_params = self.config, self._moves, self._hook_params
 
         def store(grad: Tensor) -> None:
             if leader is not None:
                 hook_params(leader)
-            if not keep:
-                return
+            if (not keep and tap is None) or (slot != "a" and slot != block._z_source):
+                return  # (dL/dconv of a block with a norm is neither kept nor tapped)
             g = grad.detach()
             if to_first is not None:
                 g = g.permute(to_first)
+            if tap is not None:
+                tap(block, field, g)
+            if not keep:
+                return
             if moves:
                 g = g.to(device=cfg.device, dtype=cfg.dtype)
             if slot == "a":
                 block.grad_a = g
-            elif slot == block._z_source:  # dL/dconv of a block with a norm is not kept:
-                block._grads[slot] = g  # holding it would only cost memory
+            else:
+                block._grads[slot] = g
 
         self._hooks.tensor(t, store)
 

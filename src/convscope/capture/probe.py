@@ -88,7 +88,10 @@ class Probe(KeptTensors):
     `overwrite(block, field, tensor)`, if given, is called with a kept x, conv, z or a just before
     an op writes into its memory (an in-place ReLU into z): returning True drops the field there
     (set to None, no copy kept; the caller has read what it needs, e.g. a reduction), False keeps
-    the usual copy. Each forward of `model` inside the probe
+    the usual copy. `grad_tap(block, field, grad)`, if given, is called with dL/da and dL/dz
+    ("grad_a", "grad_z") of every wanted block as the backward makes them (detached, channels
+    first), kept or not: a reduction there reads them while they are in the CPU cache and lets
+    the backward reuse their memory. Each forward of `model` inside the probe
     is one pass and `probe.trace` is the last one (an earlier trace you kept a reference to
     stays valid; the probe itself holds only the last, so a training loop does not grow
     memory). Run the backward inside the `with` block to get gradients. `probe.passes`
@@ -106,6 +109,7 @@ class Probe(KeptTensors):
         dtype: torch.dtype | None = None,
         tap: Callable[[Block, str, Tensor], None] | None = None,
         overwrite: Callable[[Block, str, Tensor], bool] | None = None,
+        grad_tap: Callable[[Block, str, Tensor], None] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"Probe needs an nn.Module, got {type(model).__name__}")
@@ -128,6 +132,7 @@ class Probe(KeptTensors):
         # every wanted block as it is recorded; it may raise to end the forward there.
         self._tap = tap
         self._overwrite = overwrite
+        self._grad_tap = grad_tap
         plan = module_plan(model)  # walked once here, reused by every __enter__
         self._modules = [model, *plan.modules]
         self._names, self._roles = plan.names, plan.roles

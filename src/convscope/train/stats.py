@@ -2,33 +2,84 @@
 and ONE host transfer (`analysis.stats.block_stats` computes the same numbers one layer at a time,
 with one transfer per layer; tests/train/test_fused_stats.py checks the two agree).
 
-    rows = [StatsInput.of(block, current_weight=...) for block in trace.values()]
+    seen = Reductions(is_relu)     # a statistics step: Probe(..., tap=seen.tap, overwrite=seen.overwrite,
+                                   #                          grad_tap=seen.grad_tap) reduces as the pass runs
+    rows = [StatsInput(name, block.a, block.z, ..., seen=seen.pop(block)) for name, block in trace.items()]
     fused_stats(rows)       # {"conv1": {"a_min": 0.0, "a_max": 3.1, ..., "update_ratio": 2e-3}, ...}
 
-Where the work goes (CPU, one thread): the maps are read cold (the backward has moved on), so
-the cost is passes over memory (on convnetjs-cifar at batch 32, about 0.1-0.25 ms per pass over a
-(32, 16, 32, 32) map) plus ~3 µs per torch call. So: the norms of all layers (dL/da, W, W - W_prev,
-dL/dW) are ONE `torch._foreach_norm`, the differences W - W_prev one `_foreach_sub`; z and dL/da
-give their minimum and maximum in one `aminmax` pass each; every result is viewed 1-D, joined by
-one `cat` and read back with one `.tolist()`; what follows from those numbers (a's min and max, the
-dead-map fraction, the mean, the update ratio) is worked out in Python on the host. A ReLU block
-(a = max(z, 0)) reads z once (aminmax) and a once (per-channel sums over contiguous rows of H·W):
-a's min and max are max(z_min, 0) and max(z_max, 0), a map is all zero iff its sum is 0 (a >= 0),
-and the mean is the sum of the sums over the count. Four passes where there were six: measured
-cold, 1.28 ms for all of convnetjs-cifar's blocks at batch 32 where the earlier code took 1.45 ms.
+Where the work goes (CPU): passes over memory (on convnetjs-cifar at batch 32, about 0.1-0.25 ms
+per cold pass over a (32, 16, 32, 32) map) plus ~3 µs per torch call. So: a statistics step's maps
+are reduced by `Reductions` as the pass makes them (in the CPU cache), and a snapshot step's kept
+maps here, by the same functions; the norms of all layers (W, W - W_prev, dL/dW, and a kept
+dL/da) are ONE `torch._foreach_norm`, the differences W - W_prev one `_foreach_sub` (a big W's
+through a small buffer: `_moved_norm`); z and dL/da give their minimum and maximum in one
+`aminmax` pass each; every result is viewed 1-D, joined by one `cat` and read back with one
+`.tolist()`; what follows from those numbers (a's min and max, the dead-map fraction, the mean,
+the update ratio) is worked out in Python on the host. A ReLU block (a = max(z, 0)) reads z once
+(aminmax) and a once (per-channel sums over contiguous rows of H·W): a's min and max are
+max(z_min, 0) and max(z_max, 0), a map is all zero iff its sum is 0 (a >= 0), and the mean is the
+sum of the sums over the count. All of it runs on one torch thread (`_one_thread`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import ParamSpec, TypeVar
 
 import torch
 from torch import Tensor
 
 from convscope.analysis.stats import flat
+from convscope.capture import Block
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _one_thread(fn: Callable[P, R]) -> Callable[P, R]:
+    """`fn` under no_grad, with torch on one thread. The reductions here are passes over memory:
+    one thread moves them as fast as two (‖W‖ of resnet18-shaped: 1.9 ms wall either way) for
+    half the CPU or less (1.9 ms against 5.7 ms: the second thread's share, its wait and spin);
+    and the recorder's budget is CPU time. Setting the thread count costs ~0.2 µs."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
+        if threads != 1:
+            torch.set_num_threads(1)
+        torch.set_grad_enabled(False)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_grad_enabled(grad)
+            if threads != 1:
+                torch.set_num_threads(threads)
+
+    return run
+
+
+@dataclass
+class APart:
+    """An activation map reduced (tensors, not read yet): a ReLU map's per-channel sums (`relu`),
+    else its min, max, dead-map fraction and mean."""
+
+    parts: list[Tensor]
+    relu: bool
+    count: int  # elements of the map
+
+
+@dataclass
+class Seen:
+    """A block's maps reduced as a statistics step's probe saw them made (`Reductions`)."""
+
+    z_range: tuple[Tensor, Tensor] | None = None  # z's (min, max)
+    a: APart | None = None
+    grad_a: tuple[Tensor, Tensor, Tensor] | None = None  # dL/da's (min, max, norm)
 
 
 @dataclass(frozen=True)
@@ -36,8 +87,8 @@ class StatsInput:
     """One block's tensors for `fused_stats` (any may be None: its numbers are then absent).
 
     `weight` is W after the optimizer step, `previous_weight` the W the forward used (both or
-    neither: update_ratio = ‖W − W_prev‖ / ‖W‖). `relu` says a = max(z, 0). `z_range`: z's
-    (min, max), read before an in-place op wrote over z (then `z` is None)."""
+    neither: update_ratio = ‖W − W_prev‖ / ‖W‖). `relu` says a = max(z, 0). `seen`: what the
+    probe already reduced of z, a and dL/da as they were made (used instead of those tensors)."""
 
     name: str
     a: Tensor | None = None  # (B, C, H, W) or (B, F)
@@ -47,14 +98,99 @@ class StatsInput:
     grad_weight: Tensor | None = None
     previous_weight: Tensor | None = None
     relu: bool = False
-    z_range: tuple[Tensor, Tensor] | None = None
+    seen: Seen | None = None
+
+
+class Reductions:
+    """A statistics step's probe callbacks (`Probe(tap=, overwrite=, grad_tap=)`): each block's a,
+    z and dL/da are reduced as the pass makes them, while they are in the CPU cache, instead of
+    being read cold after the step (on resnet18-shaped at batch 8, ~74 MB of a, ~104 MB of z and
+    ~74 MB of dL/da a step); dL/da is then not kept at all, so the backward reuses its memory.
+    z's range is read just before an in-place op writes over z (an in-place ReLU, a residual
+    `+=`: where the probe would copy it), else at a's tap (z just read by the activation), else
+    when the next block starts (z just read by what follows it). `pop(block)` hands them to
+    `StatsInput.seen`; what the pass never handed over (the last block's z) is read there."""
+
+    def __init__(self, relu: Callable[[Block], bool]) -> None:
+        self._relu = relu
+        self._of: weakref.WeakKeyDictionary[Block, Seen] = weakref.WeakKeyDictionary()
+        self._last: weakref.ref[Block] | None = None  # the block of the last tap
+
+    def _seen(self, block: Block) -> Seen:
+        seen = self._of.get(block)
+        if seen is None:
+            seen = self._of[block] = Seen()
+        return seen
+
+    def tap(self, block: Block, field: str, t: Tensor) -> None:
+        last = self._last() if self._last is not None else None
+        if last is not block:
+            if last is not None and last.z is not None:
+                self._z_range(last)  # a block with no activation: its z has just been read
+            self._last = weakref.ref(block)
+        if field == "a":
+            self._a(block, t)
+
+    @_one_thread
+    def _a(self, block: Block, a: Tensor) -> None:
+        seen = self._z_range(block)
+        seen.a = _a_part(a.detach(), self._relu(block) and seen.z_range is not None)
+
+    @_one_thread
+    def _z_range(self, block: Block) -> Seen:
+        """z's range from the kept z (intact: an in-place write over it went through `overwrite`)."""
+        seen = self._seen(block)
+        z = block.z
+        if seen.z_range is None and z is not None:
+            seen.z_range = _aminmax(z)
+        return seen
+
+    @_one_thread
+    def overwrite(self, block: Block, field: str, t: Tensor) -> bool:
+        if field != "z":
+            return False  # the probe's usual copy
+        seen = self._seen(block)
+        if seen.z_range is None:
+            seen.z_range = _aminmax(t)
+        return True  # no copy of z kept
+
+    @_one_thread
+    def grad_tap(self, block: Block, field: str, g: Tensor) -> None:
+        if field == "grad_a":
+            f = flat(g)
+            self._seen(block).grad_a = (*torch.aminmax(f), torch.linalg.vector_norm(f))
+
+    def pop(self, block: Block) -> Seen | None:
+        self._last = None
+        return self._of.pop(block, None)
+
+
+def _aminmax(t: Tensor) -> tuple[Tensor, Tensor]:
+    lo, hi = torch.aminmax(flat(t.detach()))
+    return lo, hi
+
+
+def _a_part(a: Tensor, relu: bool) -> APart:
+    """A map's reductions: per-channel sums when a = max(z, 0) and z's range is known (a's min
+    and max follow from it), else min, max, dead-map fraction and mean."""
+    if relu and a.dim() >= 2:
+        return APart([_channel_sums(a)], True, a.numel())
+    if a.dim() >= 2:
+        a = a.contiguous()  # per-channel max of a channels-last map: 1.6 ms -> 0.3 ms copy + amax
+        dims = _channel_dims(a)
+        hi, lo = a.amax(dim=dims), a.amin(dim=dims)  # (C,) each
+        return APart([lo.min(), hi.max(), ((hi == 0) & (lo == 0)).float().mean(), a.mean()], False, a.numel())
+    return APart([*torch.aminmax(a), a.mean()], False, a.numel())
+
+
+_A_KEYS = {4: ("a_min", "a_max", "dead_fraction", "a_mean"), 3: ("a_min", "a_max", "a_mean")}
 
 
 def _channel_dims(t: Tensor) -> tuple[int, ...]:
     return (0, *range(2, t.dim()))  # every dim but the channel dim 1
 
 
-@torch.no_grad()
+@_one_thread
 def fused_stats(rows: list[StatsInput]) -> dict[str, dict[str, float]]:
     """block_stats() of every row, computed together; layers with no numbers are left out."""
     parts: list[Tensor] = []  # 1-D views of the results, read back together at the end
@@ -70,22 +206,19 @@ def fused_stats(rows: list[StatsInput]) -> dict[str, dict[str, float]]:
     norm_of: list[tuple[str, str, Tensor]] = []  # (layer, key, tensor): one _foreach_norm
     moved: list[tuple[str, Tensor, Tensor]] = []  # (layer, W, W_prev): one _foreach_sub
     for r in rows:
-        a, z_range = r.a, _range_of(r.z, r.z_range)
-        if r.relu and a is not None and z_range is not None and a.dim() >= 2:
-            put(r.name, [*z_range, _channel_sums(a)], partial(_relu_numbers, a.numel()))
-            a = z_range = None
-        if a is not None:
-            if a.dim() >= 2:
-                a = a.contiguous()  # per-channel max of a channels-last map: 1.6 ms -> 0.3 ms copy + amax
-                dims = _channel_dims(a)
-                hi, lo = a.amax(dim=dims), a.amin(dim=dims)  # (C,) each
-                put(r.name, [lo.min(), hi.max(), ((hi == 0) & (lo == 0)).float().mean(), a.mean()],
-                    partial(_named, ("a_min", "a_max", "dead_fraction", "a_mean")))  # fmt: skip
-            else:
-                put(r.name, [*torch.aminmax(a), a.mean()], partial(_named, ("a_min", "a_max", "a_mean")))
+        seen = r.seen or Seen()
+        z_range = seen.z_range if seen.z_range is not None else None if r.z is None else _aminmax(r.z)
+        a = seen.a if seen.a is not None else None if r.a is None else _a_part(r.a, r.relu and z_range is not None)
+        if a is not None and a.relu and z_range is not None:  # (a ReLU map's sums come with z's range)
+            put(r.name, [*z_range, *a.parts], partial(_relu_numbers, a.count))
+            z_range = None
+        elif a is not None:
+            put(r.name, a.parts, partial(_named, _A_KEYS[len(a.parts)]))
         if z_range is not None:
             put(r.name, list(z_range), partial(_named, ("z_min", "z_max")))
-        if r.grad_a is not None:
+        if seen.grad_a is not None:
+            put(r.name, list(seen.grad_a), partial(_named, ("grad_a_min", "grad_a_max", "grad_a_norm")))
+        elif r.grad_a is not None:
             put(r.name, list(torch.aminmax(flat(r.grad_a))), partial(_named, ("grad_a_min", "grad_a_max")))
             norm_of.append((r.name, "grad_a_norm", r.grad_a))
         if r.weight is not None:
@@ -95,15 +228,20 @@ def fused_stats(rows: list[StatsInput]) -> dict[str, dict[str, float]]:
         if r.grad_weight is not None:
             norm_of.append((r.name, "grad_weight_norm", r.grad_weight))
     ratio_of: list[tuple[str, int, int]] = []  # (layer, index of ‖W−W_prev‖, index of ‖W‖) in norm_of
-    if moved:
-        diffs = torch._foreach_sub([w for _, w, _ in moved], [p for _, _, p in moved])
-        w_index = {name: i for i, (name, key, _) in enumerate(norm_of) if key == "weight_norm"}
-        for (name, _, _), d in zip(moved, diffs, strict=True):
+    w_index = {name: i for i, (name, key, _) in enumerate(norm_of) if key == "weight_norm"}
+    small = [(name, w, p) for name, w, p in moved if not _by_chunks(w, p)]
+    if small:  # small weights: their differences at once (one _foreach_sub), normed with the rest
+        diffs = torch._foreach_sub([w for _, w, _ in small], [p for _, _, p in small])
+        for (name, _, _), d in zip(small, diffs, strict=True):
             ratio_of.append((name, len(norm_of), w_index[name]))
             norm_of.append((name, "", d))
     if norm_of:
         norms = torch._foreach_norm([t for _, _, t in norm_of])
         parts.extend(v.reshape(1) for v in norms)
+    big = [(name, w, p) for name, w, p in moved if _by_chunks(w, p)]
+    for at, (name, w, p) in enumerate(big, start=len(norm_of)):  # read back after the norms
+        ratio_of.append((name, at, w_index[name]))
+        parts.append(_moved_norm(w, p).reshape(1))
     if not parts:
         return {}
     read = torch.cat(parts).tolist()  # the one host transfer (cat promotes dtypes)
@@ -112,9 +250,9 @@ def fused_stats(rows: list[StatsInput]) -> dict[str, dict[str, float]]:
     for name, n, numbers in finish:
         out.setdefault(name, {}).update(numbers(read[at : at + n]))
         at += n
-    if norm_of:
+    if norm_of or big:
         got = read[at:]
-        for (name, key, _), v in zip(norm_of, got, strict=True):
+        for (name, key, _), v in zip(norm_of, got, strict=False):
             if key:
                 out.setdefault(name, {})[key] = v
         for name, moved_at, w_at in ratio_of:
@@ -122,12 +260,29 @@ def fused_stats(rows: list[StatsInput]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _range_of(z: Tensor | None, z_range: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor] | None:
-    """z's (min, max) in one pass, or as read before an in-place op wrote over z."""
-    if z is None:
-        return z_range
-    lo, hi = torch.aminmax(flat(z))
-    return lo, hi
+CHUNK = 1 << 18  # elements of W − W_prev made at a time by `_moved_norm` (1 MiB of float32)
+
+
+def _by_chunks(w: Tensor, p: Tensor) -> bool:
+    """W − W_prev goes through `_moved_norm`: W is big, and it and its copy lie alike in memory."""
+    dense = w.is_contiguous() or (w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last))
+    return w.numel() > CHUNK and dense and w.stride() == p.stride() and w.dtype == p.dtype
+
+
+def _moved_norm(w: Tensor, p: Tensor) -> Tensor:
+    """‖W − W_prev‖ made a chunk at a time in one small buffer that stays in the CPU cache, not
+    as a new W-sized tensor: writing that tensor (45 MB on resnet18-shaped) was most of the cost
+    of the update ratios (~13 ms CPU of ~20 for the differences and their norms)."""
+    fw, fp = flat(w), flat(p)
+    n = fw.numel()
+    buf = torch.empty(CHUNK, dtype=fw.dtype, device=fw.device)
+    chunks: list[Tensor] = []
+    for i in range(0, n, CHUNK):
+        b = buf[: min(CHUNK, n - i)]
+        torch.sub(fw[i : i + CHUNK], fp[i : i + CHUNK], out=b)
+        chunks.append(torch.linalg.vector_norm(b))
+    norm: Tensor = torch.linalg.vector_norm(torch.stack(chunks))
+    return norm
 
 
 def _channel_sums(a: Tensor) -> Tensor:

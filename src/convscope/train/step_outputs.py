@@ -6,7 +6,6 @@ and the layer table the page's cards are built from.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -15,12 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convscope.analysis.diagnose import Diagnoser
-from convscope.analysis.stats import flat
 from convscope.analysis.update_hold import UpdateHold
 from convscope.capture import Block, Probe, Trace
 from convscope.capture.naming import RELU, base_name
 from convscope.runs import RunWriter
-from convscope.train.stats import StatsInput, fused_stats
+from convscope.train.stats import Reductions, StatsInput, fused_stats
 
 SNAPSHOT_KINDS = ("z", "a", "grad_z", "grad_a", "weight", "grad_weight")
 KEEP_INPUTS = 8  # snapshot inputs kept in memory for projection requests (the page shows recent ones)
@@ -47,19 +45,7 @@ class StepOutputs:
     _armed_passes: int
     _snapshot_source: str
     _inputs: dict[int, Tensor]
-    # z's (min, max) read just before an in-place op wrote over it (statistics steps), by block
-    _z_ranges: weakref.WeakKeyDictionary[Block, tuple[Tensor, Tensor]]
-
-    def _z_before_overwrite(self, block: Block, field: str, t: Tensor) -> bool:
-        """The statistics probe's `overwrite`: z is about to be written over (an in-place ReLU, a
-        residual `+=`): read its min and max now (one pass, no host sync) and keep no copy of it,
-        where the probe would copy it (a read and a write of the map, and the memory): ~15 ms of
-        a resnet18-shaped step at batch 8. Any other field: the usual copy."""
-        if field != "z":
-            return False
-        lo, hi = torch.aminmax(flat(t))
-        self._z_ranges[block] = (lo, hi)
-        return True
+    _reductions: Reductions
 
     def _log_stats(self, step: int, trace: Trace) -> None:
         rows = []
@@ -70,7 +56,7 @@ class StepOutputs:
                 current, used = used, None
             rows.append(
                 StatsInput(name, block.a, block.z, block.grad_a, current, block.grad_weight, used,
-                           relu=block.activation in RELU, z_range=self._z_ranges.pop(block, None))
+                           relu=block.activation in RELU, seen=self._reductions.pop(block))
             )  # fmt: skip
         for name, stats in fused_stats(rows).items():
             self.writer.log_layer_stats(step, name, stats)

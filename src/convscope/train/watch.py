@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import statistics
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,16 +37,17 @@ from torch import Tensor, nn
 
 from convscope.analysis.diagnose import Diagnoser
 from convscope.analysis.update_hold import UpdateHold
-from convscope.capture import Block, HookSet, Probe
-from convscope.capture.naming import role
+from convscope.capture import HookSet, Probe
+from convscope.capture.naming import RELU, role
 from convscope.runs import RunWriter
 from convscope.runs.writer import ending
 from convscope.train.answers import ControlAnswers, ControlHandler
 from convscope.train.recorder_budget import PLAIN, SNAPSHOT, Budget
+from convscope.train.stats import Reductions
 from convscope.train.step_outputs import StepOutputs, layer_table
 
 KEEP = ("x", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")  # a snapshot step's probe
-STATS_KEEP = ("z", "a", "grad_a", "weight", "grad_weight")  # a statistics step's: what fused_stats reads
+STATS_KEEP = ("z", "a", "weight", "grad_weight")  # a statistics step's (dL/da: reduced as it comes, not kept)
 REPORT_EVERY = 2.0  # seconds between json "recording" rows (what was recorded and skipped)
 
 
@@ -120,7 +120,7 @@ class Recorder(ControlAnswers, StepOutputs):
         self._coasted: list[tuple[int, float, float | None, float, int]] = []
         self._hook_s: float | None = None  # CPU seconds the timing hooks add to a pass (measured once, _attach)
         self._inputs: dict[int, Tensor] = {}  # step → example 0 of its snapshot (projection requests)
-        self._z_ranges: weakref.WeakKeyDictionary[Block, tuple[Tensor, Tensor]] = weakref.WeakKeyDictionary()
+        self._reductions = Reductions(lambda block: block.activation in RELU)  # a statistics step's taps
         # held-out images in [0, 1] (N, C, H, W) for the unit explorer, and what the model is fed
         self.probe_images = None if probe is None else _check_probe(probe)
         self.probe_transform: Callable[[Tensor], Tensor] = probe_transform or (lambda x: x)
@@ -155,9 +155,10 @@ class Recorder(ControlAnswers, StepOutputs):
         self._modules = dict(model.named_modules())
         self._module_of: dict[str, nn.Module | None] = {}  # block name → its module (_current_weight)
         self.probe = Probe(model, self._layers, keep=KEEP)  # snapshot steps (and probing())
-        # a statistics step's z that an in-place op (ReLU(inplace=True), ResNet's `out += identity`)
-        # is about to overwrite: its min and max are read then, not a copy kept (_z_before_overwrite)
-        self._stats_probe = Probe(model, self._layers, keep=STATS_KEEP, overwrite=self._z_before_overwrite)
+        # a statistics step's z, a and dL/da are reduced as they are made (train/stats.py Reductions)
+        seen = self._reductions
+        self._stats_probe = Probe(model, self._layers, keep=STATS_KEEP, tap=seen.tap, overwrite=seen.overwrite,
+                                  grad_tap=seen.grad_tap)  # fmt: skip
         self._armed: Probe | None = None
         self._plan = PLAIN
         self._timing = HookSet()
