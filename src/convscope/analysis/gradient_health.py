@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from convscope.analysis.stats import chunked_norm
+
 TYPICAL_UPDATE_RATIO = 1e-3  # CS231n: "somewhere around 1e-3"
 UPDATE_RATIO_LOW = 1e-4  # 10× below the typical ratio: the lr may be too low for this layer
 UPDATE_RATIO_HIGH = 1e-2  # 10× above: the lr may be too high for this layer
@@ -94,5 +96,5 @@ def depth_flags(relative: Sequence[float]) -> list[DepthFlag | None]:
 
 
 def norm(t: Tensor) -> float:
-    """Euclidean norm of all elements, in float64 (inf/NaN pass through)."""
-    return float(torch.linalg.vector_norm(t.detach().to(torch.float64)))
+    """Euclidean norm of all elements, in float64 (inf/NaN pass through), without a float64 copy."""
+    return float(chunked_norm(t.detach(), dtype=torch.float64))

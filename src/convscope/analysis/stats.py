@@ -24,6 +24,36 @@ def flat(t: Tensor) -> Tensor:
     return p.view(-1) if p.is_contiguous() else t.reshape(-1)
 
 
+CHUNK = 1 << 18  # elements per step of `chunked_norm` (1 MiB of float32: stays in the CPU cache)
+
+
+def chunked_norm(t: Tensor, minus: Tensor | None = None, dtype: torch.dtype | None = None) -> Tensor:
+    """‖t − minus‖ (or ‖t‖) computed in `dtype` (default: t's), CHUNK elements at a time through
+    one small buffer, instead of making a t-sized temporary (W − W_prev, a float64 copy): writing
+    that to fresh memory costs more than the norm (a float64 norm of a 20M-element gradient: 77 ms
+    and 39k page faults through a copy; resnet18-shaped's W − W_prev: ~13 ms of ~20). `minus`
+    has t's shape and lies alike in memory (same strides)."""
+    ft = flat(t)
+    fm = None if minus is None else flat(minus)
+    n, dtype = ft.numel(), dtype or ft.dtype
+    if fm is None and dtype == ft.dtype:
+        whole: Tensor = torch.linalg.vector_norm(ft)
+        return whole
+    buf = torch.empty(min(n, CHUNK), dtype=dtype, device=ft.device)
+    parts: list[Tensor] = []
+    for i in range(0, n, CHUNK):
+        b = buf[: min(CHUNK, n - i)]
+        if fm is None:
+            b.copy_(ft[i : i + CHUNK])
+        else:
+            torch.sub(ft[i : i + CHUNK], fm[i : i + CHUNK], out=b)
+        parts.append(torch.linalg.vector_norm(b))
+    if not parts:
+        return torch.zeros((), dtype=dtype, device=ft.device)
+    norm: Tensor = torch.linalg.vector_norm(torch.stack(parts))
+    return norm
+
+
 @dataclass(frozen=True)
 class MapStats:
     """Statistics over every element of a tensor (all examples, channels and positions)."""

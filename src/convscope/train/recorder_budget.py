@@ -23,8 +23,12 @@ their writing, shared by both pools, left statistics starved. A job runs when it
 estimated cost (median of its recent costs; the smallest while fewer than three are known: a
 kind's first steps can pay one-time costs, e.g. the heap growing to the new peak that a held
 capture needs, and one such sample must not hold that kind back for long). A kind's first step
-gives no sample of its own cost or probe overhead (its first probe pass, the layer table); a
-diagnosis sample taken on it counts (min-of-few corrects a slow first one). Within the statistics
+gives no sample of its own cost or probe overhead (its first probe pass, the layer table). A
+diagnosis sample taken on the recorder's first step gives no estimate either (it sets up every
+tally: ~365 ms on resnet18-shaped at batch 8 where later samples take ~30 ms; taken as the
+estimate, it held every later sample back and, once one was due regardless, had statistics save
+up for it for ~18 steps) and is paid, as the rest of that step, from the picture pool; a later
+slow first sample is corrected by min-of-few. Within the statistics
 pool, statistics come first: a diagnosis sample is taken only when the pool's recent income
 still brings statistics every 0.8 × STATS_EVERY_S (or every step, when a step is longer); else it
 waits, and is counted as skipped (after DIAGNOSIS_FLOOR × `diagnose_every` statistics steps
@@ -193,6 +197,7 @@ class Budget:
         `step()` out of it)."""
         background_s = min(background_s, loop_s or 0.0)
         pictures_s = min(pictures_s, (loop_s or 0.0) - background_s)
+        first = not self._warm  # the recorder's first step: its one-time costs are the picture pool's
         earning = overhead = 0.0
         if loop_s is not None:
             own_loop = loop_s - background_s - pictures_s  # the writer thread's CPU moved out first
@@ -206,7 +211,7 @@ class Budget:
             self._own[kind].append(own_s - diagnosis_s)
         else:  # a kind's first step pays one-time costs (first probe pass, layer table): not an estimate
             self._warm.add(kind)
-        if diagnosis_s:
+        if diagnosis_s and not first:  # (the first sample also sets up every tally: no estimate)
             self._diagnosis.append(diagnosis_s)
         if kind != PLAIN or diagnosis_s or self._plain_seen % REFRESH_EVERY == 0 or len(self._plain_own) < WINDOW:
             self._update_estimates()  # (medians: refreshed when a sample can move them much)
@@ -235,7 +240,10 @@ class Budget:
             self.picture_pool -= cost - base - stats_part
         elif kind == STATS:
             self.stats_pool -= cost - base - diagnosis_s
-        self.stats_pool -= diagnosis_s
+        if first:
+            self.picture_pool -= diagnosis_s
+        else:
+            self.stats_pool -= diagnosis_s
         self.picture_pool -= pictures_s
         self._income.append(income + self._bound_pools())
 

@@ -12,13 +12,13 @@ per cold pass over a (32, 16, 32, 32) map) plus ~3 µs per torch call. So: a sta
 are reduced by `Reductions` as the pass makes them (in the CPU cache), and a snapshot step's kept
 maps here, by the same functions; the norms of all layers (W, W - W_prev, dL/dW, and a kept
 dL/da) are ONE `torch._foreach_norm`, the differences W - W_prev one `_foreach_sub` (a big W's
-through a small buffer: `_moved_norm`); z and dL/da give their minimum and maximum in one
+through a small buffer: `chunked_norm`); z and dL/da give their minimum and maximum in one
 `aminmax` pass each; every result is viewed 1-D, joined by one `cat` and read back with one
 `.tolist()`; what follows from those numbers (a's min and max, the dead-map fraction, the mean,
 the update ratio) is worked out in Python on the host. A ReLU block (a = max(z, 0)) reads z once
 (aminmax) and a once (per-channel sums over contiguous rows of H·W): a's min and max are
 max(z_min, 0) and max(z_max, 0), a map is all zero iff its sum is 0 (a >= 0), and the mean is the
-sum of the sums over the count. All of it runs on one torch thread (`_one_thread`).
+sum of the sums over the count. All of it runs on one torch thread (`one_thread`).
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ from typing import ParamSpec, TypeVar
 import torch
 from torch import Tensor
 
-from convscope.analysis.stats import flat
+from convscope.analysis.stats import CHUNK, chunked_norm, flat
 from convscope.capture import Block
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _one_thread(fn: Callable[P, R]) -> Callable[P, R]:
+def one_thread(fn: Callable[P, R]) -> Callable[P, R]:
     """`fn` under no_grad, with torch on one thread. The reductions here are passes over memory:
     one thread moves them as fast as two (‖W‖ of resnet18-shaped: 1.9 ms wall either way) for
     half the CPU or less (1.9 ms against 5.7 ms: the second thread's share, its wait and spin);
@@ -131,12 +131,12 @@ class Reductions:
         if field == "a":
             self._a(block, t)
 
-    @_one_thread
+    @one_thread
     def _a(self, block: Block, a: Tensor) -> None:
         seen = self._z_range(block)
         seen.a = _a_part(a.detach(), self._relu(block) and seen.z_range is not None)
 
-    @_one_thread
+    @one_thread
     def _z_range(self, block: Block) -> Seen:
         """z's range from the kept z (intact: an in-place write over it went through `overwrite`)."""
         seen = self._seen(block)
@@ -145,7 +145,7 @@ class Reductions:
             seen.z_range = _aminmax(z)
         return seen
 
-    @_one_thread
+    @one_thread
     def overwrite(self, block: Block, field: str, t: Tensor) -> bool:
         if field != "z":
             return False  # the probe's usual copy
@@ -154,7 +154,7 @@ class Reductions:
             seen.z_range = _aminmax(t)
         return True  # no copy of z kept
 
-    @_one_thread
+    @one_thread
     def grad_tap(self, block: Block, field: str, g: Tensor) -> None:
         if field == "grad_a":
             f = flat(g)
@@ -190,7 +190,7 @@ def _channel_dims(t: Tensor) -> tuple[int, ...]:
     return (0, *range(2, t.dim()))  # every dim but the channel dim 1
 
 
-@_one_thread
+@one_thread
 def fused_stats(rows: list[StatsInput]) -> dict[str, dict[str, float]]:
     """block_stats() of every row, computed together; layers with no numbers are left out."""
     parts: list[Tensor] = []  # 1-D views of the results, read back together at the end
@@ -241,7 +241,7 @@ def fused_stats(rows: list[StatsInput]) -> dict[str, dict[str, float]]:
     big = [(name, w, p) for name, w, p in moved if _by_chunks(w, p)]
     for at, (name, w, p) in enumerate(big, start=len(norm_of)):  # read back after the norms
         ratio_of.append((name, at, w_index[name]))
-        parts.append(_moved_norm(w, p).reshape(1))
+        parts.append(chunked_norm(w, p).reshape(1))
     if not parts:
         return {}
     read = torch.cat(parts).tolist()  # the one host transfer (cat promotes dtypes)
@@ -260,29 +260,11 @@ def fused_stats(rows: list[StatsInput]) -> dict[str, dict[str, float]]:
     return out
 
 
-CHUNK = 1 << 18  # elements of W − W_prev made at a time by `_moved_norm` (1 MiB of float32)
-
-
 def _by_chunks(w: Tensor, p: Tensor) -> bool:
-    """W − W_prev goes through `_moved_norm`: W is big, and it and its copy lie alike in memory."""
+    """‖W − W_prev‖ through `chunked_norm` (no W-sized difference): W is big, and it and its copy
+    lie alike in memory."""
     dense = w.is_contiguous() or (w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last))
     return w.numel() > CHUNK and dense and w.stride() == p.stride() and w.dtype == p.dtype
-
-
-def _moved_norm(w: Tensor, p: Tensor) -> Tensor:
-    """‖W − W_prev‖ made a chunk at a time in one small buffer that stays in the CPU cache, not
-    as a new W-sized tensor: writing that tensor (45 MB on resnet18-shaped) was most of the cost
-    of the update ratios (~13 ms CPU of ~20 for the differences and their norms)."""
-    fw, fp = flat(w), flat(p)
-    n = fw.numel()
-    buf = torch.empty(CHUNK, dtype=fw.dtype, device=fw.device)
-    chunks: list[Tensor] = []
-    for i in range(0, n, CHUNK):
-        b = buf[: min(CHUNK, n - i)]
-        torch.sub(fw[i : i + CHUNK], fp[i : i + CHUNK], out=b)
-        chunks.append(torch.linalg.vector_norm(b))
-    norm: Tensor = torch.linalg.vector_norm(torch.stack(chunks))
-    return norm
 
 
 def _channel_sums(a: Tensor) -> Tensor:

@@ -37,13 +37,13 @@ from torch import Tensor, nn
 
 from convscope.analysis.diagnose import Diagnoser
 from convscope.analysis.update_hold import UpdateHold
-from convscope.capture import HookSet, Probe
+from convscope.capture import HookSet, Probe, Trace
 from convscope.capture.naming import RELU, role
 from convscope.runs import RunWriter
 from convscope.runs.writer import ending
 from convscope.train.answers import ControlAnswers, ControlHandler
 from convscope.train.recorder_budget import PLAIN, SNAPSHOT, Budget
-from convscope.train.stats import Reductions
+from convscope.train.stats import Reductions, one_thread
 from convscope.train.step_outputs import StepOutputs, layer_table
 
 KEEP = ("x", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")  # a snapshot step's probe
@@ -330,11 +330,9 @@ class Recorder(ControlAnswers, StepOutputs):
                 self._snapshot(step, trace)
                 self.budget.last_snapshot = now
             if self.budget.diagnose(step, statistics.median(self._wall_steps) if self._wall_steps else 0.0):
-                t0 = self._cpu()
-                self._window.observe(trace, detail=False)
-                if now - self._window_start >= self.findings_every:
-                    self._publish_findings(step)
-                diagnosis_s = self._cpu() - t0
+                t0, w0 = self._cpu(), self.writer.background_cpu_split[0]
+                self._sample_diagnosis(step, trace, now)
+                diagnosis_s = self._cpu() - t0 - (self.writer.background_cpu_split[0] - w0)  # (less the writer's)
         if scalars:
             self.writer.log_scalars(step, scalars)
         del trace
@@ -373,6 +371,14 @@ class Recorder(ControlAnswers, StepOutputs):
         # planning and arming: charged with the next step
         self._carried = self._returned - before_plan - (self.writer.background_cpu_split[0] - mid[0])
         return step
+
+    @one_thread
+    def _sample_diagnosis(self, step: int, trace: Trace, now: float) -> None:
+        """A live-diagnosis sample of this step's pass; the findings, when a window is complete.
+        Passes over memory, as the statistics: on one torch thread (train/stats.py `one_thread`)."""
+        self._window.observe(trace, detail=False)
+        if now - self._window_start >= self.findings_every:
+            self._publish_findings(step)
 
     def _nothing_due(self, now: float) -> bool:
         """No commit, report or control poll is due at `now` (a coasting step does none of them)."""
