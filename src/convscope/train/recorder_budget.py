@@ -8,7 +8,8 @@ that captures a pass must be in place before its forward):
   snapshot   the same plus tensor snapshots of the pictures (due every `snapshot_every` seconds)
   plain      neither: only the scalars
 
-Accounting, per step: the training earns `share × t_train` (t_train: the loop's own time, measured
+Accounting, per step: the training earns `share × (1 − unseen) × t_train` (`unseen`: the part left
+for what the recorder cannot measure of itself; watch() leaves a tenth; t_train: the loop's own time, measured
 from the recorder returning to the next `step()` call, less the probe's overhead). The recorder is
 charged what it costs: its time inside `step()` (answering controls excluded, polling for them
 included), the CPU of the run writer's thread and of its timing hooks in the loop (both moved from
@@ -124,6 +125,7 @@ class Budget:
     every: int = 1  # statistics only on steps that are a multiple of this
     diagnose_every: int = 4  # steps between live-diagnosis samples (0 = never); within a budget also
     # statistics steps between them (statistics on every 20th step: a sample on every 80th)
+    unseen: float = 0.0  # part of the share left for what the recorder cannot measure of itself
     stats_pool: float = 0.0  # seconds of recorder time the statistics may still spend
     picture_pool: float = 0.0
     last_snapshot: float | None = None  # time of the last snapshot (None: one is due now)
@@ -150,6 +152,8 @@ class Budget:
     def __post_init__(self) -> None:
         if self.share is not None and not 0 < self.share < 1:
             raise ValueError(f"budget must be a share of the step time in (0, 1) or None, got {self.share}")
+        if not 0 <= self.unseen < 1:
+            raise ValueError(f"unseen must be a part of the share in [0, 1), got {self.unseen}")
 
     # ---- estimates ------------------------------------------------------------------------
     def estimate(self, kind: str) -> float:
@@ -230,7 +234,7 @@ class Budget:
         if self.share is None:
             return
         base = (own_s if kind == PLAIN else min(self._estimates["base"], own_s)) + background_s
-        net = self.share * train - base
+        net = self.share * (1 - self.unseen) * train - base
         self.picture_pool += PICTURE_PART * net
         self.stats_pool += (1 - PICTURE_PART) * net
         income = (1 - PICTURE_PART) * net
@@ -314,7 +318,7 @@ class Budget:
             return 0
         typical = _median(self._plain_loop)
         longest = min(max(self._plain_loop), LOOP_OUTLIER * typical)
-        per_step = max(self.share * longest - min(self._plain_own, default=0.0), 1e-12)  # at most, to a pool
+        per_step = max(self.share * (1 - self.unseen) * longest - min(self._plain_own, default=0.0), 1e-12)  # at most, to a pool
         ahead = _fewer(self.estimate(STATS) - self.stats_pool, per_step)  # (COAST_MAX at most)
         due_in = self.last_snapshot + self.snapshot_every - now
         if due_in > 0:

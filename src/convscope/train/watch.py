@@ -49,6 +49,10 @@ from convscope.train.step_outputs import StepOutputs, layer_table
 KEEP = ("x", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")  # a snapshot step's probe
 STATS_KEEP = ("z", "a", "weight", "grad_weight")  # a statistics step's (dL/da: reduced as it comes, not kept)
 REPORT_EVERY = 2.0  # seconds between json "recording" rows (what was recorded and skipped)
+# A tenth of the budget is left for what the recorder cannot measure of itself: its writer thread
+# slowing the training thread beside it (caches, memory bandwidth). Spending the whole 3% it
+# measured, it slowed convnetjs-cifar at batch 32 by 3.1-3.2% of CPU (bench/watch.py, stop 24).
+UNSEEN = 0.1
 
 
 class Recorder(ControlAnswers, StepOutputs):
@@ -86,7 +90,8 @@ class Recorder(ControlAnswers, StepOutputs):
             raise ValueError(f"snapshot_every must be >= 0 seconds, got {snapshot_every}")
         if commit_every < 0:
             raise ValueError(f"commit_every must be >= 0 seconds, got {commit_every}")
-        self.budget = Budget(budget, snapshot_every=snapshot_every, every=every, diagnose_every=diagnose_every)
+        self.budget = Budget(budget, snapshot_every=snapshot_every, every=every, diagnose_every=diagnose_every,
+                             unseen=UNSEEN)  # fmt: skip
         info = {"model": type(model).__name__, "trainer": "watch", **(meta or {})}
         self.writer = RunWriter(run_dir, config=config or {}, meta=info, resume=resume)
         last = self.writer.last_step if resume else None
