@@ -75,3 +75,29 @@ def test_flat_is_a_view_in_memory_order_of_any_dense_layout() -> None:
     assert torch.equal(flat(cl), cl.permute(0, 2, 3, 1).reshape(-1))  # channels-last memory order
     gappy = x[:, :, ::2]  # not dense: a flattened copy, the same elements
     assert torch.equal(flat(gappy), gappy.reshape(-1))
+
+
+def test_chunked_norm_equals_float64_without_a_copy_and_keeps_float64_range() -> None:
+    """chunked_norm: ‖t‖ in float64 and ‖t − u‖ a chunk at a time equal a float64 computation
+    (a length that is not a multiple of the chunk, channels-last views alike); values whose squares
+    underflow (1e-30) or overflow (1e20) in float32 keep their float64 norm; the inputs are left as
+    they were; an empty tensor has norm 0; gradient_health.norm is the float64 one."""
+    from convscope.analysis.gradient_health import norm
+    from convscope.analysis.stats import CHUNK, chunked_norm
+
+    torch.manual_seed(5)
+    t = torch.randn(2 * CHUNK + 7)
+    u = t + 1e-3 * torch.randn_like(t)
+    t0, u0 = t.clone(), u.clone()
+    assert chunked_norm(t, dtype=torch.float64).item() == pytest.approx(t.double().norm().item(), rel=1e-12)
+    assert chunked_norm(t, u).item() == pytest.approx((t.double() - u.double()).norm().item(), rel=1e-5)
+    assert torch.equal(t, t0) and torch.equal(u, u0)
+    w = torch.randn(70, 64, 8, 8).contiguous(memory_format=torch.channels_last)
+    p = (w + 1e-2).contiguous(memory_format=torch.channels_last)
+    want = (w.double() - p.double()).norm().item()  # float32 sums of 286,720 equal squares: torch's
+    assert abs(chunked_norm(w, p).item() - want) <= abs(torch.linalg.vector_norm(w - p).item() - want)  # own is off 2e-4
+    tiny, huge = torch.full((CHUNK + 1,), 1e-30), torch.full((3,), 1e20)
+    assert torch.linalg.vector_norm(tiny).item() == 0.0  # float32 squares underflow
+    assert norm(tiny) == pytest.approx(float(tiny[0]) * (CHUNK + 1) ** 0.5, rel=1e-9)  # (1e-30 as float32)
+    assert norm(huge) == pytest.approx(float(huge[0]) * 3**0.5, rel=1e-12)
+    assert chunked_norm(torch.zeros(0), dtype=torch.float64).item() == 0.0
