@@ -18,10 +18,14 @@ def flat(t: Tensor) -> Tensor:
     than the same memory viewed flat (aminmax of a (32, 16, 32, 32) map here: 0.40 vs 0.10 ms)."""
     if t.is_contiguous():
         return t.view(-1)
-    strides = t.stride()
-    order = sorted(range(t.dim()), key=lambda d: -strides[d])  # outermost dim first
-    p = t.permute(order)
+    p = _memory_order(t)
     return p.view(-1) if p.is_contiguous() else t.reshape(-1)
+
+
+def _memory_order(t: Tensor) -> Tensor:
+    """`t` permuted so that its dims run outermost first in memory (contiguous iff t is dense)."""
+    strides = t.stride()
+    return t.permute(sorted(range(t.dim()), key=lambda d: -strides[d]))
 
 
 CHUNK = 1 << 18  # elements per step of `chunked_norm` (1 MiB of float32: stays in the CPU cache)
@@ -32,13 +36,18 @@ def chunked_norm(t: Tensor, minus: Tensor | None = None, dtype: torch.dtype | No
     one small buffer, instead of making a t-sized temporary (W − W_prev, a float64 copy): writing
     that to fresh memory costs more than the norm (a float64 norm of a 20M-element gradient: 77 ms
     and 39k page faults through a copy; resnet18-shaped's W − W_prev: ~13 ms of ~20). `minus`
-    has t's shape and lies alike in memory (same strides)."""
+    has t's shape; laid out otherwise than t (other strides, or not dense), the difference is made
+    whole."""
+    dtype = dtype or t.dtype
+    alike = minus is None or (
+        minus.shape == t.shape and minus.stride() == t.stride() and _memory_order(t).is_contiguous()
+    )
+    if (minus is None and dtype == t.dtype) or not alike:
+        whole: Tensor = torch.linalg.vector_norm(t if minus is None else t - minus, dtype=dtype)
+        return whole
     ft = flat(t)
     fm = None if minus is None else flat(minus)
-    n, dtype = ft.numel(), dtype or ft.dtype
-    if fm is None and dtype == ft.dtype:
-        whole: Tensor = torch.linalg.vector_norm(ft)
-        return whole
+    n = ft.numel()
     buf = torch.empty(min(n, CHUNK), dtype=dtype, device=ft.device)
     parts: list[Tensor] = []
     for i in range(0, n, CHUNK):

@@ -136,7 +136,6 @@ class Reductions:
         seen = self._z_range(block)
         seen.a = _a_part(a.detach(), self._relu(block) and seen.z_range is not None)
 
-    @one_thread
     def _z_range(self, block: Block) -> Seen:
         """z's range from the kept z (intact: an in-place write over it went through `overwrite`)."""
         seen = self._seen(block)
@@ -145,7 +144,6 @@ class Reductions:
             seen.z_range = _aminmax(z)
         return seen
 
-    @one_thread
     def overwrite(self, block: Block, field: str, t: Tensor) -> bool:
         if field != "z":
             return False  # the probe's usual copy
@@ -165,6 +163,7 @@ class Reductions:
         return self._of.pop(block, None)
 
 
+@one_thread
 def _aminmax(t: Tensor) -> tuple[Tensor, Tensor]:
     lo, hi = torch.aminmax(flat(t.detach()))
     return lo, hi
@@ -229,7 +228,7 @@ def fused_stats(rows: list[StatsInput]) -> dict[str, dict[str, float]]:
             norm_of.append((r.name, "grad_weight_norm", r.grad_weight))
     ratio_of: list[tuple[str, int, int]] = []  # (layer, index of ‖W−W_prev‖, index of ‖W‖) in norm_of
     w_index = {name: i for i, (name, key, _) in enumerate(norm_of) if key == "weight_norm"}
-    small = [(name, w, p) for name, w, p in moved if not _by_chunks(w, p)]
+    small = [(name, w, p) for name, w, p in moved if w.numel() <= CHUNK]
     if small:  # small weights: their differences at once (one _foreach_sub), normed with the rest
         diffs = torch._foreach_sub([w for _, w, _ in small], [p for _, _, p in small])
         for (name, _, _), d in zip(small, diffs, strict=True):
@@ -238,7 +237,7 @@ def fused_stats(rows: list[StatsInput]) -> dict[str, dict[str, float]]:
     if norm_of:
         norms = torch._foreach_norm([t for _, _, t in norm_of])
         parts.extend(v.reshape(1) for v in norms)
-    big = [(name, w, p) for name, w, p in moved if _by_chunks(w, p)]
+    big = [(name, w, p) for name, w, p in moved if w.numel() > CHUNK]  # ‖W − W_prev‖ with no W-sized difference
     for at, (name, w, p) in enumerate(big, start=len(norm_of)):  # read back after the norms
         ratio_of.append((name, at, w_index[name]))
         parts.append(chunked_norm(w, p).reshape(1))
@@ -252,19 +251,12 @@ def fused_stats(rows: list[StatsInput]) -> dict[str, dict[str, float]]:
         at += n
     if norm_of or big:
         got = read[at:]
-        for (name, key, _), v in zip(norm_of, got, strict=False):
+        for (name, key, _), v in zip(norm_of, got[: len(norm_of)], strict=True):
             if key:
                 out.setdefault(name, {})[key] = v
         for name, moved_at, w_at in ratio_of:
             out[name]["update_ratio"] = _ratio(got[moved_at], got[w_at])
     return out
-
-
-def _by_chunks(w: Tensor, p: Tensor) -> bool:
-    """‖W − W_prev‖ through `chunked_norm` (no W-sized difference): W is big, and it and its copy
-    lie alike in memory."""
-    dense = w.is_contiguous() or (w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last))
-    return w.numel() > CHUNK and dense and w.stride() == p.stride() and w.dtype == p.dtype
 
 
 def _channel_sums(a: Tensor) -> Tensor:

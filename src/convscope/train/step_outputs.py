@@ -18,7 +18,7 @@ from convscope.analysis.update_hold import UpdateHold
 from convscope.capture import Block, Probe, Trace
 from convscope.capture.naming import RELU, base_name
 from convscope.runs import RunWriter
-from convscope.train.stats import Reductions, StatsInput, fused_stats
+from convscope.train.stats import Reductions, StatsInput, fused_stats, one_thread
 
 SNAPSHOT_KINDS = ("z", "a", "grad_z", "grad_a", "weight", "grad_weight")
 KEEP_INPUTS = 8  # snapshot inputs kept in memory for projection requests (the page shows recent ones)
@@ -39,6 +39,7 @@ class StepOutputs:
     _held: UpdateHold
     _window: Diagnoser
     _window_start: float
+    findings_every: float
     _first_seen: dict[tuple[str, str, tuple[int, ...]], int]
     _modules: dict[str, nn.Module]
     _module_of: dict[str, nn.Module | None]
@@ -62,6 +63,14 @@ class StepOutputs:
             self.writer.log_layer_stats(step, name, stats)
             if stats.get("update_ratio") is not None:
                 self._held.observe(step, name, float(stats["update_ratio"]))
+
+    @one_thread
+    def _sample_diagnosis(self, step: int, trace: Trace, now: float) -> None:
+        """A live-diagnosis sample of this step's pass; the findings, when a window is complete.
+        Passes over memory, as the statistics: on one torch thread (train/stats.py `one_thread`)."""
+        self._window.observe(trace, detail=False)
+        if now - self._window_start >= self.findings_every:
+            self._publish_findings(step)
 
     def _publish_findings(self, step: int) -> None:
         """The live diagnosis of the last window of sampled batches → json `findings`; each

@@ -37,13 +37,13 @@ from torch import Tensor, nn
 
 from convscope.analysis.diagnose import Diagnoser
 from convscope.analysis.update_hold import UpdateHold
-from convscope.capture import HookSet, Probe, Trace
+from convscope.capture import HookSet, Probe
 from convscope.capture.naming import RELU, role
 from convscope.runs import RunWriter
 from convscope.runs.writer import ending
 from convscope.train.answers import ControlAnswers, ControlHandler
 from convscope.train.recorder_budget import PLAIN, SNAPSHOT, Budget
-from convscope.train.stats import Reductions, one_thread
+from convscope.train.stats import Reductions
 from convscope.train.step_outputs import StepOutputs, layer_table
 
 KEEP = ("x", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")  # a snapshot step's probe
@@ -335,9 +335,9 @@ class Recorder(ControlAnswers, StepOutputs):
                 self._snapshot(step, trace)
                 self.budget.last_snapshot = now
             if self.budget.diagnose(step, statistics.median(self._wall_steps) if self._wall_steps else 0.0):
-                t0, w0 = self._cpu(), self.writer.background_cpu_split[0]
+                t0 = self._own_cpu()
                 self._sample_diagnosis(step, trace, now)
-                diagnosis_s = self._cpu() - t0 - (self.writer.background_cpu_split[0] - w0)  # (less the writer's)
+                diagnosis_s = self._own_cpu() - t0
         if scalars:
             self.writer.log_scalars(step, scalars)
         del trace
@@ -356,9 +356,9 @@ class Recorder(ControlAnswers, StepOutputs):
             self._last_poll = done
             controls = self.writer.poll_controls()  # the polling is the recorder's cost ...
             if controls or self.paused:
-                t0, w0 = self._cpu(), self.writer.background_cpu_split[0]
+                t0 = self._own_cpu()
                 self._answer_and_hold(controls)  # ... answering is not (nor a pause)
-                controls_s = self._cpu() - t0 - (self.writer.background_cpu_split[0] - w0)  # (the writer's: below)
+                controls_s = self._own_cpu() - t0  # (the writer's meanwhile: below)
         before_plan = self._cpu()
         mid = self.writer.background_cpu_split
         during, during_pictures = mid[0] - entry[0], max(mid[1] - entry[1], 0.0)  # the writer, meanwhile
@@ -377,13 +377,9 @@ class Recorder(ControlAnswers, StepOutputs):
         self._carried = self._returned - before_plan - (self.writer.background_cpu_split[0] - mid[0])
         return step
 
-    @one_thread
-    def _sample_diagnosis(self, step: int, trace: Trace, now: float) -> None:
-        """A live-diagnosis sample of this step's pass; the findings, when a window is complete.
-        Passes over memory, as the statistics: on one torch thread (train/stats.py `one_thread`)."""
-        self._window.observe(trace, detail=False)
-        if now - self._window_start >= self.findings_every:
-            self._publish_findings(step)
+    def _own_cpu(self) -> float:
+        """The process's CPU seconds less the run writer thread's: this thread's work (and torch's)."""
+        return self._cpu() - self.writer.background_cpu_split[0]
 
     def _nothing_due(self, now: float) -> bool:
         """No commit, report or control poll is due at `now` (a coasting step does none of them)."""
