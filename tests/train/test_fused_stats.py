@@ -4,7 +4,9 @@ and against numbers worked out by hand."""
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -162,8 +164,9 @@ def test_reductions_as_the_pass_makes_them_equal_block_stats_of_a_full_capture(
 ) -> None:
     """The statistics step's path (z, a and dL/da reduced by the probe's taps, dL/da not kept)
     against block_stats of a full capture of the same step on a twin model: the same numbers. Every
-    block but the last had its z read during the pass. No hook is left and the model is what the
-    twin is, also after a forward that raised."""
+    block but the last had its z read during the pass. Every callback's time, by the Reductions'
+    clock (one tick a read here), is in `spent`. No hook is left and the model is what the twin
+    is, also after a forward that raised."""
     from _helpers import assert_same_model
 
     from convscope.train.stats import Reductions
@@ -176,12 +179,24 @@ def test_reductions_as_the_pass_makes_them_equal_block_stats_of_a_full_capture(
     twin = copy.deepcopy(model)
     x = torch.randn(4, 3, 8, 8).contiguous(memory_format=memory_format)
     y = torch.tensor([0, 1, 2, 0])
-    seen = Reductions(lambda block: block.activation in RELU)
+    ticks = itertools.count()
+    seen = Reductions(lambda block: block.activation in RELU, clock=lambda: float(next(ticks)))
+    calls = [0]
+
+    def counted(fn: Any) -> Any:
+        def call(*args: Any) -> Any:
+            calls[0] += 1
+            return fn(*args)
+
+        return call
+
     opt, twin_opt = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, twin))
     used = {n: p.detach().clone() for n, p in model.named_parameters()}
-    with Probe(model, keep=STATS_KEEP, tap=seen.tap, overwrite=seen.overwrite, grad_tap=seen.grad_tap) as probe:
+    with Probe(model, keep=STATS_KEEP, tap=counted(seen.tap), overwrite=counted(seen.overwrite),
+               grad_tap=counted(seen.grad_tap)) as probe:  # fmt: skip
         F.cross_entropy(model(x), y).backward()
         opt.step()
+    assert calls[0] > 20 and seen.take_spent() == calls[0] and seen.spent == 0.0
     with Probe(twin) as full:
         F.cross_entropy(twin(x), y).backward()
         twin_opt.step()

@@ -213,6 +213,46 @@ def test_one_time_costs_of_the_first_probed_steps_do_not_hold_statistics_back() 
     assert list(b._overhead[STATS]) == pytest.approx([6.0, 0.5, 0.5])
 
 
+def test_a_probed_step_is_charged_the_median_overhead_not_its_own_swing() -> None:
+    """Steady plain loops of 10 s. Probed loops of 10.5, 10.5, then 16 (a swing of the machine):
+    from the third sample on the median of the samples (0.5) is charged, not 6; a probed loop
+    faster than the plain ones (9) is a sample of -1 (not clamped to 0: the median of clamped
+    samples is biased up once most swings fall below the overhead)."""
+    b = _seen((3, PLAIN, 10.0, 0.25), (1, STATS, 10.0, 1.25))  # (a kind's first step: no sample)
+    charged = []
+    for loop in (10.5, 10.5, 16.0, 9.0):
+        cost = b.total.cost_s
+        b.observe(STATS, loop, 1.25)
+        charged.append(b.total.cost_s - cost - 1.25)
+    assert charged == pytest.approx([0.5, 0.5, 0.5, 0.5])
+    assert list(b._overhead[STATS]) == pytest.approx([0.5, 0.5, 6.0, -1.0])
+    assert b.estimate(STATS) == pytest.approx(1.0 + 0.5)
+
+
+def test_the_timed_reductions_are_the_least_overhead_charged() -> None:
+    """Steady plain loops: the median sample (0.5) is charged where the reductions timed in the
+    loop took less (0.2), the timed 0.8 where they took more. Plain loops that swing (7 and 13 s:
+    the median of 3 samples cannot resolve a second) are charged the timed 1.0 alone, whatever
+    the samples' median (here 3)."""
+    b = _seen((3, PLAIN, 10.0, 0.25), (1, STATS, 10.0, 1.25), (2, STATS, 10.5, 1.25))
+    for probed, want in ((0.2, 0.5), (0.8, 0.8)):
+        cost = b.total.cost_s
+        b.observe(STATS, 10.5, 1.25, probed_s=probed)
+        assert b.total.cost_s - cost - 1.25 == pytest.approx(want)
+    noisy = _seen(*[(1, PLAIN, loop, 0.25) for loop in (7.0, 13.0) * 4], (1, STATS, 10.0, 1.25))
+    for loop in (13.0, 13.0, 13.0):
+        cost = noisy.total.cost_s
+        noisy.observe(STATS, loop, 1.25, probed_s=1.0)
+        charged = noisy.total.cost_s - cost - 1.25
+    assert _median_of(noisy._overhead[STATS]) == pytest.approx(3.0) and charged == pytest.approx(1.0)
+    assert noisy.estimate(STATS) == pytest.approx(1.0 + 1.0)
+
+
+def _median_of(values: deque[float]) -> float:
+    s = sorted(values)
+    return s[len(s) // 2]
+
+
 def test_the_writer_threads_snapshot_work_is_the_pictures_alone() -> None:
     """Share 1/10 of 10-second loops. The writer thread took 2 s for two snapshots (1 s each: a
     sample of a snapshot's cost beyond its step). A plain loop holding 1 s of that work (the
@@ -373,7 +413,7 @@ def _simulate(coasting: bool, steps: int = 3000) -> tuple[list[str], Budget, int
         b.observe(kind, loop if step else None, own)
         kind = b.plan(step + 1, t)
         planned_at = t
-        left = b.plain_ahead(t, min(walls, default=0.0)) if coasting and kind == PLAIN else 0
+        left = b.plain_ahead(t, max(walls, default=0.0)) if coasting and kind == PLAIN else 0
     for s, _, lp, ow in waiting:
         b.coast(s, planned_at)
         b.observe(PLAIN, lp, ow)
@@ -458,9 +498,9 @@ def test_what_the_writer_does_during_step_is_no_own_time(tmp_path: Path, monkeyp
             log_stats(*args)
 
         def seen_observe(kind: str, loop_s: float | None, own_s: float, diagnosis_s: float = 0.0,
-                         background_s: float = 0.0, pictures_s: float = 0.0) -> None:  # fmt: skip
+                         background_s: float = 0.0, pictures_s: float = 0.0, probed_s: float = 0.0) -> None:  # fmt: skip
             seen.append((kind, own_s, background_s, pictures_s))
-            observe(kind, loop_s, own_s, diagnosis_s, background_s, pictures_s)
+            observe(kind, loop_s, own_s, diagnosis_s, background_s, pictures_s, probed_s)
 
         run._log_stats = busy_stats  # type: ignore[method-assign]
         run.budget.observe = seen_observe  # type: ignore[method-assign]

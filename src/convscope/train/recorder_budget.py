@@ -13,8 +13,9 @@ for what the recorder cannot measure of itself; watch() leaves a tenth; t_train:
 from the recorder returning to the next `step()` call, less the probe's overhead). The recorder is
 charged what it costs: its time inside `step()` (answering controls excluded, polling for them
 included), the CPU of the run writer's thread and of its timing hooks in the loop (both moved from
-the loop's time to the recorder's), plus, on a probed step, the probe's overhead (that step's loop
-time minus the median loop time of recent plain steps). The
+the loop's time to the recorder's), plus, on a probed step, the probe's overhead (a probed step's
+loop time minus the median loop time of recent plain steps; charged as the median of the recent
+probed steps' samples: `_split_loop`). The
 earnings go to two pools: 1/3 to pictures (snapshots; once it holds one snapshot's cost the rest
 flows to statistics) and 2/3 to statistics and diagnosis. The writer thread's work on a snapshot
 (compressing and storing it after its step: ~5 ms on convnetjs-cifar, ~1.3 s on resnet18-shaped at
@@ -54,6 +55,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +80,7 @@ def _fewer(gap: float, per_step: float) -> int:
     return int(min(math.ceil(x) - 1, COAST_MAX))
 
 
-def _median(values: deque[float]) -> float:
+def _median(values: Collection[float]) -> float:
     if not values:
         return 0.0
     s = sorted(values)
@@ -137,6 +139,9 @@ class Budget:
     _overhead: dict[str, deque[float]] = field(
         default_factory=lambda: {STATS: deque(maxlen=WINDOW), SNAPSHOT: deque(maxlen=WINDOW)}
     )
+    _floor: dict[str, deque[float]] = field(  # the probe's reductions, timed in the loop
+        default_factory=lambda: {STATS: deque(maxlen=WINDOW), SNAPSHOT: deque(maxlen=WINDOW)}
+    )
     _own: dict[str, deque[float]] = field(
         default_factory=lambda: {STATS: deque(maxlen=WINDOW), SNAPSHOT: deque(maxlen=WINDOW)}
     )
@@ -166,7 +171,8 @@ class Budget:
 
     def _update_estimates(self) -> None:
         base = _median(self._plain_own)
-        est = {k: max(_typical(self._own[k]) - base, 0.0) + _typical(self._overhead[k]) for k in (STATS, SNAPSHOT)}
+        est = {k: max(_typical(self._own[k]) - base, 0.0) + self._overhead_of(k, _median(self._floor[k]))
+               for k in (STATS, SNAPSHOT)}  # fmt: skip
         # a snapshot step has the statistics too; then the run writer compresses and stores it
         est[SNAPSHOT] = max(est[SNAPSHOT], est[STATS]) + _typical(self._writer_pictures)
         est["diagnosis"] = _typical(self._diagnosis)
@@ -189,6 +195,7 @@ class Budget:
         diagnosis_s: float = 0.0,
         background_s: float = 0.0,
         pictures_s: float = 0.0,
+        probed_s: float = 0.0,
     ) -> None:
         """One finished step: what it recorded (`kind`), the loop's time before it (None for the
         first step), the recorder's time in `step()` (answering controls excluded; the diagnosis
@@ -198,14 +205,15 @@ class Budget:
         `pictures_s`: the writer thread's CPU on snapshots, beside `background_s` (not part of it),
         is the pictures' alone: the picture pool pays it (`background_s` is shared like a plain
         step's cost). Neither may be in `own_s` (the recorder takes what the writer did during
-        `step()` out of it)."""
+        `step()` out of it). `probed_s`: the time the probe's own reductions took inside the loop
+        (`train.stats.Reductions.spent`), measured directly: the least probe overhead charged."""
         background_s = min(background_s, loop_s or 0.0)
         pictures_s = min(pictures_s, (loop_s or 0.0) - background_s)
         first = not self._warm  # the recorder's first step: its one-time costs are the picture pool's
         earning = overhead = 0.0
         if loop_s is not None:
             own_loop = loop_s - background_s - pictures_s  # the writer thread's CPU moved out first
-            earning, overhead = self._split_loop(kind, own_loop, sample=kind in self._warm)
+            earning, overhead = self._split_loop(kind, own_loop, sample=kind in self._warm, floor=probed_s)
             if kind == PLAIN:
                 self._plain_loop.append(own_loop)
         if kind == PLAIN:
@@ -251,13 +259,23 @@ class Budget:
         self.picture_pool -= pictures_s
         self._income.append(income + self._bound_pools())
 
-    def _split_loop(self, kind: str, own_loop: float, *, sample: bool = True) -> tuple[float, float]:
+    def _split_loop(self, kind: str, own_loop: float, *, sample: bool = True, floor: float = 0.0) -> tuple[float, float]:
         """(the part of the loop's time that earns a share, the probe's overhead in it). A loop more
         than LOOP_OUTLIER times the usual plain one did other work too (an evaluation, a pause,
         another loop): that time earns nothing, and on a probed step it is no probe overhead (the
         usual one is charged, no sample taken). A snapshot the writer compressed meanwhile is none
         either: `own_loop` is without the writer thread's CPU. `sample=False` (a kind's first
-        step): its overhead is charged, and kept out of the estimate (one-time costs)."""
+        step): its overhead is charged, and kept out of the estimate (one-time costs).
+
+        Once three samples are known, a probed step is charged their median, not its own sample:
+        on resnet18-shaped at batch 8 loops swing ±70 ms around a probe overhead of ~15 ms, so one
+        step's sample is mostly the machine's noise; charged one by one and each clamped at 0,
+        they summed to about twice the median, and a swing of +100 ms took what ~5 statistics steps
+        cost from their pool (statistics came on 16 of 40 steps where their measured cost fits
+        ~30). The median of unclamped samples is the shift of the probed loops against the plain
+        ones (the probe's overhead); clamped samples bias it up once most swings are below it. The
+        median can also fall below what the probe's reductions measurably took in this loop
+        (`floor`: on resnet18-shaped ~10 ms, in swings of ±70 ms): never less than that is charged."""
         if not self._plain_loop:
             return own_loop, 0.0
         typical = _median(self._plain_loop)
@@ -265,12 +283,40 @@ class Budget:
         earning = min(own_loop, limit)
         if kind == PLAIN:
             return earning, 0.0
+        samples = self._overhead[kind]
+        if floor > 0 and sample:
+            self._floor[kind].append(floor)
         if own_loop > limit:
-            return earning, min(_typical(self._overhead[kind]), earning)
-        overhead = max(own_loop - typical, 0.0)
+            return earning, min(self._overhead_of(kind, floor), earning)
+        overhead = own_loop - typical  # (not clamped: the machine's swings either way, around the probe's cost)
         if sample:
-            self._overhead[kind].append(overhead)
-        return earning, overhead
+            samples.append(overhead)
+        if sample and len(samples) >= 3:  # the median of recent samples is charged, not this one
+            return earning, min(self._overhead_of(kind, floor), earning)
+        return earning, min(max(overhead, floor, 0.0), earning)
+
+    def _overhead_of(self, kind: str, floor: float) -> float:
+        """A probed step's overhead, to charge and to plan with: `_typical` of the recent samples,
+        never less than the reductions timed in the loop (`floor`); only the floor where the
+        samples cannot resolve it (the standard error of their median, from the spread of the
+        plain loops, above the floor: on resnet18-shaped at batch 8, ~25 ms against ~18 ms timed;
+        two runs of 35 steps there gave medians of ~0 and ~70 ms). On convnetjs-cifar the loops
+        are steady enough that the median also holds what no callback times (the weights' copy
+        before the optimizer writes them, the hooks' dispatch, the caches the reductions evict)."""
+        if floor > 0 and self._noise(len(self._overhead[kind])) > floor:
+            return floor
+        return max(_typical(self._overhead[kind]), floor, 0.0)
+
+    def _noise(self, n: int) -> float:
+        """The standard error of a median difference between n probed loops and the recent plain
+        ones, the loops' scale taken from the plain loops' median absolute deviation (normal
+        errors: σ ≈ 1.4826 MAD, a median's error ≈ 1.2533 σ/√n)."""
+        loops = self._plain_loop
+        if n == 0 or not loops:
+            return math.inf
+        mid = _median(loops)
+        sigma = 1.4826 * _median([abs(x - mid) for x in loops])
+        return 1.2533 * sigma * math.sqrt(1 / n + 1 / len(loops))
 
     def _bound_pools(self) -> float:
         """A full picture pool overflows into statistics; neither saves up without bound (no
@@ -306,13 +352,14 @@ class Budget:
 
     def plain_ahead(self, now: float, step_s: float) -> int:
         """How many coming steps may skip planning, asked at the end of a step (at `now`) whose
-        plan() for the next step said plain; `step_s`: the shortest recent step (wall seconds).
+        plan() for the next step said plain; `step_s`: the longest recent step (wall seconds).
         The recorder then runs that next step and `k` more on this plan, accounting for them on
         the step after (coast, then observe each), so the k plans it skips would each have seen
         1..k more observes: k is the largest number for which k of the richest recent plain steps
         (the longest recent loop's share, less the cheapest recent plain step) still leave
-        statistics and a due snapshot unaffordable, and k of the shortest recent steps do not
-        reach the next snapshot's time. A step that earns more than any recent one (a longer
+        statistics and a due snapshot unaffordable, and k of the longest recent steps do not
+        reach the next snapshot's time (k of the shortest, as this said until stop 28, let a run of
+        longer recent steps reach it unplanned: the snapshot came a step late). A step that earns more than any recent one (a longer
         loop) can bring its statistics a step or more later, never fewer of them. 0: plan each."""
         if self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or not self._plain_loop:
             return 0

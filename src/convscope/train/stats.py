@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 import torch
 from torch import Tensor
@@ -59,6 +60,20 @@ def one_thread(fn: Callable[P, R]) -> Callable[P, R]:
             torch.set_grad_enabled(grad)
             if threads != 1:
                 torch.set_num_threads(threads)
+
+    return run
+
+
+def _timed(fn: Callable[Concatenate[Reductions, P], R]) -> Callable[Concatenate[Reductions, P], R]:
+    """A `Reductions` callback whose wall time is added to its `spent`."""
+
+    @functools.wraps(fn)
+    def run(reductions: Reductions, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        t0 = reductions.clock()
+        try:
+            return fn(reductions, *args, **kwargs)
+        finally:
+            reductions.spent += reductions.clock() - t0
 
     return run
 
@@ -109,10 +124,14 @@ class Reductions:
     z's range is read just before an in-place op writes over z (an in-place ReLU, a residual
     `+=`: where the probe would copy it), else at a's tap (z just read by the activation), else
     when the next block starts (z just read by what follows it). `pop(block)` hands them to
-    `StatsInput.seen`; what the pass never handed over (the last block's z) is read there."""
+    `StatsInput.seen`; what the pass never handed over (the last block's z) is read there.
+    `spent`: the seconds (by `clock`) its callbacks took (inside the training loop: the recorder
+    charges at least that much probe overhead; `take_spent()` reads and resets it)."""
 
-    def __init__(self, relu: Callable[[Block], bool]) -> None:
+    def __init__(self, relu: Callable[[Block], bool], clock: Callable[[], float] = time.perf_counter) -> None:
         self._relu = relu
+        self.clock = clock
+        self.spent = 0.0
         self._of: weakref.WeakKeyDictionary[Block, Seen] = weakref.WeakKeyDictionary()
         self._last: weakref.ref[Block] | None = None  # the block of the last tap
 
@@ -122,6 +141,11 @@ class Reductions:
             seen = self._of[block] = Seen()
         return seen
 
+    def take_spent(self) -> float:
+        spent, self.spent = self.spent, 0.0
+        return spent
+
+    @_timed
     def tap(self, block: Block, field: str, t: Tensor) -> None:
         last = self._last() if self._last is not None else None
         if last is not block:
@@ -144,6 +168,7 @@ class Reductions:
             seen.z_range = _aminmax(z)
         return seen
 
+    @_timed
     def overwrite(self, block: Block, field: str, t: Tensor) -> bool:
         if field != "z":
             return False  # the probe's usual copy
@@ -152,6 +177,7 @@ class Reductions:
             seen.z_range = _aminmax(t)
         return True  # no copy of z kept
 
+    @_timed
     @one_thread
     def grad_tap(self, block: Block, field: str, g: Tensor) -> None:
         if field == "grad_a":

@@ -125,7 +125,7 @@ class Recorder(ControlAnswers, StepOutputs):
         self._coasted: list[tuple[int, float, float | None, float, int]] = []
         self._hook_s: float | None = None  # CPU seconds the timing hooks add to a pass (measured once, _attach)
         self._inputs: dict[int, Tensor] = {}  # step → example 0 of its snapshot (projection requests)
-        self._reductions = Reductions(lambda block: block.activation in RELU)  # a statistics step's taps
+        self._reductions = Reductions(lambda block: block.activation in RELU, clock=lambda: self._clock())  # a statistics step's taps
         # held-out images in [0, 1] (N, C, H, W) for the unit explorer, and what the model is fed
         self.probe_images = None if probe is None else _check_probe(probe)
         self.probe_transform: Callable[[Tensor], Tensor] = probe_transform or (lambda x: x)
@@ -366,11 +366,12 @@ class Recorder(ControlAnswers, StepOutputs):
         background += during - during_pictures
         pictures += during_pictures
         background += (self._hook_s or 0.0) * passes
-        self.budget.observe(plan, loop_s, own, diagnosis_s, background, pictures)  # before the next plan reads the pools
+        probed = self._reductions.take_spent()  # (a statistics step's reductions, in its loop)
+        self.budget.observe(plan, loop_s, own, diagnosis_s, background, pictures, probed)  # before the next plan reads the pools
         now = self._planned_at = self._clock()
         self._arm(self.budget.plan(self.step_index, now))
         if self._plan == PLAIN:
-            self._coast_left = self.budget.plain_ahead(now, min(self._wall_steps, default=0.0))
+            self._coast_left = self.budget.plain_ahead(now, max(self._wall_steps, default=0.0))
         self._background_seen = mid  # (the writer's CPU while planning: charged with the next loop)
         self._returned = self._cpu()
         # planning and arming: charged with the next step
