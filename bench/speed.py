@@ -83,9 +83,12 @@ def _watch_rows(data: dict[str, Any]) -> list[Row]:
             hit = [x for x in d["overhead"] if x["net"] == net and x["batch"] == b]
             if not hit or not hit[0]["recording"]["stats_steps"]:
                 return None
-            rec = hit[0]["recording"]  # over every watched step, timed or not
+            rec = hit[0]["recording"]  # over the timed watched steps (older results: every watched step)
+            steps, stats = rec.get("timed_steps", rec["steps"]), rec.get("timed_stats_steps", rec["stats_steps"])
+            if not stats:
+                return None
             seconds_per_step = hit[0]["timings"]["watch on"]["median_s"]
-            interval = rec["steps"] / rec["stats_steps"] * seconds_per_step
+            interval = steps / stats * seconds_per_step
             return float(interval / max(0.25, seconds_per_step))  # ≤ 1: every 0.25 s (or every step)
 
         rows.append(Row("1 stats interval / 0.25 s ≤", f"{net} B={b} (or / one step, if longer)", 1.0, False, cadence))
