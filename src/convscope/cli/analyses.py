@@ -247,7 +247,7 @@ def embed(
 
     _check_range("--perplexity", perplexity, 1, 1000, integer=False)
     _check_range("--side", side, 1, 1000)
-    _check_range("--n", n, 1)
+    _check_range("--n (--images)", n, 1)
     _check_range("--batch-size", batch_size, 1)
     from convscope.embed import embed as run_embed
     from convscope.render.embedding_report import write_embedding_report

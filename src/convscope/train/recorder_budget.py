@@ -267,15 +267,14 @@ class Budget:
         either: `own_loop` is without the writer thread's CPU. `sample=False` (a kind's first
         step): its overhead is charged, and kept out of the estimate (one-time costs).
 
-        Once three samples are known, a probed step is charged their median, not its own sample:
-        on resnet18-shaped at batch 8 loops swing ±70 ms around a probe overhead of ~15 ms, so one
-        step's sample is mostly the machine's noise; charged one by one and each clamped at 0,
-        they summed to about twice the median, and a swing of +100 ms took what ~5 statistics steps
-        cost from their pool (statistics came on 16 of 40 steps where their measured cost fits
-        ~30). The median of unclamped samples is the shift of the probed loops against the plain
-        ones (the probe's overhead); clamped samples bias it up once most swings are below it. The
-        median can also fall below what the probe's reductions measurably took in this loop
-        (`floor`: on resnet18-shaped ~10 ms, in swings of ±70 ms): never less than that is charged."""
+        Once three samples are known, a probed step is charged their median (`_overhead_of`), not
+        its own sample: on resnet18-shaped at batch 8 loops swing ±70 ms around a probe overhead of
+        ~20 ms, so one step's sample is mostly the machine's noise; charged one by one, each
+        clamped at 0, a statistics step cost anything from 0 to 100 ms (a swing of +100 ms took
+        what ~3 statistics steps cost from their pool). The median of unclamped samples is the
+        shift of the probed loops against the plain ones (the probe's overhead); clamped samples
+        bias it up once most swings fall below it. Never less than `floor` is charged: what the
+        probe's reductions measurably took in this loop (on resnet18-shaped ~18-20 ms)."""
         if not self._plain_loop:
             return own_loop, 0.0
         typical = _median(self._plain_loop)
@@ -358,9 +357,10 @@ class Budget:
         1..k more observes: k is the largest number for which k of the richest recent plain steps
         (the longest recent loop's share, less the cheapest recent plain step) still leave
         statistics and a due snapshot unaffordable, and k of the longest recent steps do not
-        reach the next snapshot's time (k of the shortest, as this said until stop 28, let a run of
-        longer recent steps reach it unplanned: the snapshot came a step late). A step that earns more than any recent one (a longer
-        loop) can bring its statistics a step or more later, never fewer of them. 0: plan each."""
+        reach the next snapshot's time (k of the shortest let a run of the longer recent steps
+        reach it unplanned: the snapshot came a step late). A step that earns more than any recent
+        one (a longer loop) can bring its statistics a step or more later, never fewer of them.
+        0: plan each."""
         if self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or not self._plain_loop:
             return 0
         typical = _median(self._plain_loop)
