@@ -269,7 +269,7 @@ def bench_overhead(plan: Plan, x: Tensor, y: Tensor, work: Path) -> list[dict[st
         recording["timed_stats_steps"] = recording["stats_steps"] - warm["stats_steps"]
         # a statistics step's cost (its own work and the probe's, as the recorder estimates it) over
         # a plain loop: above the statistics' part of the budget, they cannot come every step
-        plain_loop = budget.estimate("base") + statistics.median(budget._plain_loop) if budget._plain_loop else 0.0
+        plain_loop = budget.estimate("base") + budget.typical_loop()
         recording["stats_cost_share"] = budget.estimate("stats") / plain_loop if plain_loop else None
         watched.close()
         print(f"({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -9,46 +9,33 @@ that captures a pass must be in place before its forward):
   plain      neither: only the scalars
 
 Accounting, per step: the training earns `share × (1 − unseen) × t_train` (`unseen`: the part left
-for what the recorder cannot measure of itself; watch() leaves a tenth; t_train: the loop's own time, measured
-from the recorder returning to the next `step()` call, less the probe's overhead). The recorder is
-charged what it costs: its time inside `step()` (answering controls excluded, polling for them
-included), the CPU of the run writer's thread and of its timing hooks in the loop (both moved from
-the loop's time to the recorder's), plus, on a probed step, the probe's overhead (a probed step's
-loop time minus the median loop time of recent plain steps; charged as the median of the recent
-probed steps' samples: `_split_loop`). The
-earnings go to two pools: 1/3 to pictures (snapshots; once it holds one snapshot's cost the rest
-flows to statistics) and 2/3 to statistics and diagnosis. The writer thread's work on a snapshot
-(compressing and storing it after its step: ~5 ms on convnetjs-cifar, ~1.3 s on resnet18-shaped at
-batch 8, where the step's own part is ~50 ms) is the picture pool's alone, and a snapshot's
-estimate includes it (`picture_cost`): else a big net's snapshots looked cheap, came every 2 s and
-their writing, shared by both pools, left statistics starved. A job runs when its pool holds its
-estimated cost (median of its recent costs; the smallest while fewer than three are known: a
-kind's first steps can pay one-time costs, e.g. the heap growing to the new peak that a held
-capture needs, and one such sample must not hold that kind back for long). A kind's first step
-gives no sample of its own cost or probe overhead (its first probe pass, the layer table). A
-diagnosis sample taken on the recorder's first step gives no estimate either (it sets up every
-tally: ~365 ms on resnet18-shaped at batch 8 where later samples take ~30 ms; taken as the
-estimate, it held every later sample back and, once one was due regardless, had statistics save
-up for it for ~18 steps) and is paid, as the rest of that step, from the picture pool; a later
-slow first sample is corrected by min-of-few. Within the statistics
-pool, statistics come first: a diagnosis sample is taken only when the pool's recent income
-still brings statistics every 0.8 × STATS_EVERY_S (or every step, when a step is longer); else it
-waits, and is counted as skipped (after DIAGNOSIS_FLOOR × `diagnose_every` statistics steps
-without one, a sample is taken once the pool holds its cost). On convnetjs-cifar at batch 64 the
-samples (~1.5-3 ms each, one per 4 statistics steps) had pushed statistics from every ~0.24 s to
-every ~0.30 s; on resnet18-shaped at batch 8 (a sample ~155 ms, statistics ~39 ms of a 76 ms
-share) from every step to 17 of 30. With `share=None` every job runs on schedule
-whatever it costs (the tests' exact mode). What was skipped is counted and reported (`report()`),
-and the recorder writes it into the run (json "recording") for the page.
+for what the recorder cannot measure of itself; watch() leaves a tenth; t_train: the loop's own
+time, from the recorder returning to the next `step()` call, less the probe's overhead). The
+recorder is charged what it costs: its time inside `step()` (answering controls excluded, polling
+for them included), the CPU of the run writer's thread and of its timing hooks in the loop (both
+moved from the loop's time to the recorder's), and on a probed step the probe's overhead
+(`_split_loop`: a median of recent samples, never less than the reductions timed in the loop).
+The earnings go to two pools: 1/3 to pictures (snapshots; once it holds one snapshot's cost the
+rest flows to statistics) and 2/3 to statistics and diagnosis. The writer thread's work on a
+snapshot after its step is the picture pool's alone, and a snapshot's estimate includes it
+(`picture_cost`). A job runs when its pool holds its estimated cost (the median of its recent
+costs; the smallest while fewer than three are known, so one-time costs do not hold a kind back).
+A kind's first step gives no sample of its own cost or probe overhead; a diagnosis sample on the
+recorder's first step gives no estimate and is paid from the picture pool. Within the statistics
+pool statistics come first: a diagnosis sample is taken only when the pool's recent income still
+brings statistics every CADENCE_MARGIN × STATS_EVERY_S (or every step, when a step is longer);
+else it waits, counted as skipped, until DIAGNOSIS_FLOOR × `diagnose_every` statistics steps went
+without one. With `share=None` every job runs on schedule whatever it costs (the tests' exact
+mode). What was skipped is counted and reported (`report()`), and the recorder writes it into the
+run (json "recording") for the page. docs/speed.md gives the measurements behind each rule.
 
-Coasting: after a step's training the recorder's own objects are cold (a convnetjs-cifar step of
-B=32 evicts them), so each one it touches costs: a plain step that planned and accounted for itself
-took ~150 µs, ten times its warm cost. `plain_ahead()` says how many coming steps stay plain even if
-each earns as much as the richest recent plain step; the recorder runs those with only their
-scalars logged and gives them to the budget (`coast`, then `observe`) on the next full step. While no
-loop is longer than the recent ones, what it records is what planning every step records
-(tests/train/test_recorder_budget.py); a longer loop (one that earns more) can bring statistics a
-step or so later, never fewer of them. A plain step now costs ~80 µs.
+Coasting: after a step's training the recorder's own objects are cold, so each one it touches
+costs (a plain step that planned for itself took ~150 µs, ten times its warm cost). `plain_ahead()`
+says how many coming steps stay plain even if each earns as much as the richest recent plain step;
+the recorder runs those with only their scalars logged and gives them to the budget (`coast`, then
+`observe`) on the next full step. While no loop is longer than the recent ones, what it records is
+what planning every step records (tests/train/test_recorder_budget.py); a longer loop can bring
+statistics a step or so later, never fewer of them.
 """
 
 from __future__ import annotations
@@ -268,40 +255,33 @@ class Budget:
         step): its overhead is charged, and kept out of the estimate (one-time costs).
 
         Once three samples are known, a probed step is charged their median (`_overhead_of`), not
-        its own sample: on resnet18-shaped at batch 8 loops swing ±70 ms around a probe overhead of
-        ~20 ms, so one step's sample is mostly the machine's noise; charged one by one, each
-        clamped at 0, a statistics step cost anything from 0 to 100 ms (a swing of +100 ms took
-        what ~3 statistics steps cost from their pool). The median of unclamped samples is the
-        shift of the probed loops against the plain ones (the probe's overhead); clamped samples
-        bias it up once most swings fall below it. Never less than `floor` is charged: what the
-        probe's reductions measurably took in this loop (on resnet18-shaped ~18-20 ms)."""
+        its own sample, which on a big net is mostly the machine's swing (docs/speed.md); never
+        less than `floor`, what the probe's reductions measurably took in this loop."""
         if not self._plain_loop:
             return own_loop, 0.0
-        typical = _median(self._plain_loop)
+        typical = self.typical_loop()
         limit = LOOP_OUTLIER * typical
         earning = min(own_loop, limit)
         if kind == PLAIN:
             return earning, 0.0
-        samples = self._overhead[kind]
         if floor > 0 and sample:
             self._floor[kind].append(floor)
         if own_loop > limit:
             return earning, min(self._overhead_of(kind, floor), earning)
         overhead = own_loop - typical  # (not clamped: the machine's swings either way, around the probe's cost)
         if sample:
-            samples.append(overhead)
-        if sample and len(samples) >= 3:  # the median of recent samples is charged, not this one
-            return earning, min(self._overhead_of(kind, floor), earning)
+            self._overhead[kind].append(overhead)
+            if len(self._overhead[kind]) >= 3:  # the median of recent samples is charged, not this one
+                overhead = self._overhead_of(kind, floor)
         return earning, min(max(overhead, floor, 0.0), earning)
 
     def _overhead_of(self, kind: str, floor: float) -> float:
-        """A probed step's overhead, to charge and to plan with: `_typical` of the recent samples,
-        never less than the reductions timed in the loop (`floor`); only the floor where the
-        samples cannot resolve it (the standard error of their median, from the spread of the
-        plain loops, above the floor: on resnet18-shaped at batch 8, ~25 ms against ~18 ms timed;
-        two runs of 35 steps there gave medians of ~0 and ~70 ms). On convnetjs-cifar the loops
-        are steady enough that the median also holds what no callback times (the weights' copy
-        before the optimizer writes them, the hooks' dispatch, the caches the reductions evict)."""
+        """A probed step's overhead, to charge and to plan with: `_typical` of the recent samples
+        (unclamped: clamping biases it up once most swings fall below it), never less than the
+        reductions timed in the loop (`floor`); only the floor where the samples cannot resolve it
+        (the standard error of their median above the floor: resnet18-shaped at batch 8). Where
+        the loops are steady (convnetjs-cifar) the median also holds what no callback times: the
+        weights' copy before the optimizer step, the hooks' dispatch, the caches evicted."""
         if floor > 0 and self._noise(len(self._overhead[kind])) > floor:
             return floor
         return max(_typical(self._overhead[kind]), floor, 0.0)
@@ -316,6 +296,10 @@ class Budget:
         mid = _median(loops)
         sigma = 1.4826 * _median([abs(x - mid) for x in loops])
         return 1.2533 * sigma * math.sqrt(1 / n + 1 / len(loops))
+
+    def typical_loop(self) -> float:
+        """The median loop time of recent plain steps (0 before any)."""
+        return _median(self._plain_loop)
 
     def _bound_pools(self) -> float:
         """A full picture pool overflows into statistics; neither saves up without bound (no
@@ -363,7 +347,7 @@ class Budget:
         0: plan each."""
         if self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or not self._plain_loop:
             return 0
-        typical = _median(self._plain_loop)
+        typical = self.typical_loop()
         longest = min(max(self._plain_loop), LOOP_OUTLIER * typical)
         per_step = max(self.share * (1 - self.unseen) * longest - min(self._plain_own, default=0.0), 1e-12)  # at most, to a pool
         ahead = _fewer(self.estimate(STATS) - self.stats_pool, per_step)  # (COAST_MAX at most)
