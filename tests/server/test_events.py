@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from server.fakerun import fixture_writer
 
 from convscope.config import ServeConfig
 from convscope.runs import RunReader
+from convscope.runs.watched import MARK_EVERY_S, WATCHED_FILE, is_watched
 from convscope.server import create_app
 from convscope.server.events import RunWatcher
 from convscope.server.state import AppState
@@ -76,3 +78,26 @@ def test_broadcaster_close_is_clean(tmp_path: Path) -> None:
     done.start()  # a thread of its own: Playwright may own this thread's event loop
     done.join(timeout=10)
     assert app.state.dash.stopping.is_set()
+
+
+def test_a_listened_running_run_is_marked_watched(tmp_path: Path) -> None:
+    w = fixture_writer(tmp_path, "live")  # running
+    fixture_writer(tmp_path, "done").close(status="finished")
+    try:
+        state = AppState(runs_root=tmp_path, config=ServeConfig())
+        watcher = RunWatcher(state, "live")
+        mark = tmp_path / "live" / WATCHED_FILE
+        watcher.poll()
+        assert is_watched(tmp_path / "live")  # the trainer now leaves a core to this server
+        os.utime(mark, (100.0, 100.0))
+        watcher.poll()
+        assert mark.stat().st_mtime == 100.0  # at most every MARK_EVERY_S
+        assert watcher._marked is not None
+        watcher._marked -= MARK_EVERY_S
+        watcher.poll()
+        assert is_watched(tmp_path / "live")
+        ended = RunWatcher(state, "done")
+        ended.poll()
+        assert not (tmp_path / "done" / WATCHED_FILE).exists()  # an ended run's folder is left alone
+    finally:
+        w.close()

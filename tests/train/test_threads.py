@@ -1,46 +1,103 @@
-"""The trainer's thread count (train/threads.py): from the cores free, one left to the server."""
+"""The trainer's thread count (train/threads.py): from the cores free, one left to the server
+while a page watches the run (runs/watched.py)."""
 
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from convscope.train import threads
-from convscope.train.threads import choose_threads, pick_threads
+from convscope.config import TrainConfig
+from convscope.runs import RunReader
+from convscope.runs.watched import FRESH_S, mark_watched
+from convscope.train import Trainer, loop, threads
+from convscope.train.loop import WATCHED_CHECK_S
+from convscope.train.threads import (
+    Look,
+    choose_threads,
+    core_times,
+    look,
+    others_busy,
+    pick_threads,
+)
 
 
 @pytest.mark.parametrize(
-    ("cores", "load", "own", "expected"),
+    ("cores", "others", "expected"),
     [
-        (2, 0.0, 0.0, 1),  # an idle 2-core machine: one for training, one for the server
-        (2, 1.0, 0.0, 1),  # the issue's case: one core busy elsewhere -> never 2 threads
-        (1, 0.0, 0.0, 1),  # at least one
-        (8, 0.0, 0.0, 7),
-        (8, 2.6, 0.0, 4),  # 2.6 cores busy: 5 free (a core less than half busy counts), 4 + server
-        (8, 2.4, 0.0, 5),
-        (8, 4.0, 3.0, 6),  # 3 of the load is this trainer's own: others keep 1 core busy
-        (4, 9.0, 0.0, 1),  # overloaded
-        (16, 0.49, 0.0, 15),
+        (2, 0.0, 1),  # an idle 2-core machine, a page watching: one for training, one for the server
+        (2, 1.0, 1),  # the issue's case: one core busy elsewhere -> never 2 threads
+        (1, 0.0, 1),  # at least one
+        (8, 0.0, 7),
+        (8, 2.6, 4),  # 2.6 cores busy: 5 free (a core less than half busy counts), 4 + server
+        (8, 2.4, 5),
+        (4, 9.0, 1),  # overloaded
+        (16, 0.49, 15),
+        (4, -1.0, 3),  # (a negative measure is none)
     ],
 )
-def test_pick_threads_exact(cores: int, load: float, own: float, expected: int) -> None:
-    assert pick_threads(cores, load, own=own) == expected
+def test_pick_threads_exact(cores: int, others: float, expected: int) -> None:
+    assert pick_threads(cores, others) == expected
 
 
 def test_pick_threads_without_a_server_share_and_bad_cores() -> None:
     assert pick_threads(8, 0.0, reserve=0) == 8
+    assert pick_threads(2, 0.0, reserve=0) == 2  # no page: both cores
+    assert pick_threads(2, 1.0, reserve=0) == 1  # ... unless one is busy elsewhere
+    assert pick_threads(2, 0.4, reserve=0) == 2
     with pytest.raises(ValueError, match="cores must be >= 1, got 0"):
         pick_threads(0, 0.0)
+
+
+STAT = """cpu  900 0 100 1000 0 0 0 0 0 0
+cpu0 300 0 50 600 50 0 0 0 0 0
+cpu1 600 10 40 400 0 0 0 0 0 0
+cpu12 5 0 0 5 0 0 0 0 0 0
+intr 12345 0 0
+"""
+
+
+def test_core_times_sum_the_usable_cores_of_proc_stat() -> None:
+    assert core_times(STAT, {0}) == (350.0, 1000.0)  # busy: all but idle (600) and iowait (50)
+    assert core_times(STAT, {0, 1}) == (1000.0, 2050.0)
+    assert core_times(STAT, {12}) == (5.0, 10.0)  # cpu12, not cpu1 followed by a 2
+    assert core_times(STAT, {7}) is None  # not listed
+    assert core_times("", {0}) is None
+
+
+def test_others_busy_is_the_cores_busy_less_this_process() -> None:
+    a = Look(wall=10.0, own=5.0, cores=(1000.0, 4000.0))
+    b = Look(wall=12.0, own=7.0, cores=(1300.0, 4400.0))  # 300 of 400 ticks busy on 2 cores: 1.5 cores
+    assert others_busy(a, b, cores=2) == pytest.approx(0.5)  # this process: 1 core of it
+    c = Look(wall=12.0, own=9.0, cores=(1300.0, 4400.0))
+    assert others_busy(a, c, cores=2) == 0.0  # never below 0 (CPU and /proc/stat tick apart)
+
+
+def test_others_busy_falls_back_on_the_load_average(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "load_average", lambda: 2.5)
+    a, b = Look(wall=0.0, own=0.0, cores=None), Look(wall=10.0, own=10.0, cores=None)
+    assert others_busy(a, b, cores=4) == 1.5  # the load less this process's one core
+
+
+def test_a_real_look_sees_a_busy_process() -> None:
+    a = look()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:  # this process keeps one core busy
+        pass
+    b = look()
+    assert b.cores is not None and b.cores[0] - a.cores[0] > 0  # type: ignore[index]
+    assert 0.0 <= others_busy(a, b) < len(os.sched_getaffinity(0))
 
 
 def test_choose_threads_explicit_settings_win(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "usable_cores", lambda: 4)
-    monkeypatch.setattr(threads, "load_average", lambda: 1.2)
-    assert choose_threads(0) == 2  # 4 cores, ~1 busy: 3 free, 1 left to the server
+    assert choose_threads(0, others=1.2) == 2  # 4 cores, ~1 busy: 3 free, 1 left to the server
+    assert choose_threads(0, others=1.2, watched=False) == 3  # no page watches: every free core
     assert choose_threads(3) == 3  # TrainConfig.threads
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert choose_threads(0) is None  # torch already honours the environment
@@ -49,3 +106,32 @@ def test_choose_threads_explicit_settings_win(monkeypatch: pytest.MonkeyPatch) -
 def test_usable_cores_reads_the_affinity_mask() -> None:
     assert threads.usable_cores() == len(os.sched_getaffinity(0)) >= 1
     assert torch.get_num_threads() >= 1
+
+
+def test_the_trainer_leaves_a_core_only_while_a_page_watches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(loop, "others_busy", lambda a, b: 0.0)  # an idle 2-core machine
+    before = torch.get_num_threads()
+    small = dict(train_size=64, val_size=16, test_images=2, batch_size=8, snapshot_every=0.0)
+    trainer = Trainer(TrainConfig(**small), tmp_path / "run")  # type: ignore[arg-type]
+    try:
+        assert (trainer.watched, trainer.threads, torch.get_num_threads()) == (False, 2, 2)
+        t = trainer._watched_checked
+        mark_watched(tmp_path / "run")  # a page opened the run's live stream
+        trainer._recheck_threads(t + WATCHED_CHECK_S / 2)
+        assert trainer.threads == 2  # not looked at yet
+        trainer._recheck_threads(t + WATCHED_CHECK_S)
+        assert (trainer.watched, trainer.threads, torch.get_num_threads()) == (True, 1, 1)
+        mark_watched(tmp_path / "run", now=time.time() - FRESH_S - 1)  # the page went away
+        trainer._recheck_threads(t + 2 * WATCHED_CHECK_S)
+        assert (trainer.watched, trainer.threads, torch.get_num_threads()) == (False, 2, 2)
+        trainer.train_step()
+        trainer.recorder.close("finished")
+        with RunReader(tmp_path / "run") as r:
+            assert r.meta()["threads"] == 2
+    finally:
+        torch.set_num_threads(before)

@@ -16,7 +16,9 @@ Each event is serialised once and the same bytes go to every client. The watcher
 store's `PRAGMA data_version` first (readers.py) and re-reads nothing when no commit happened
 since its last poll (only liveness, which changes with time). A client that falls behind (its
 queue full) is dropped; EventSource reconnects by itself.
-On shutdown (`AppState.stopping`) every stream ends, so the server can close cleanly.
+While a page listens, the watcher also keeps the run's `watched` mark fresh (runs/watched.py):
+the built-in trainer then leaves a core to this server. On shutdown (`AppState.stopping`) every
+stream ends, so the server can close cleanly.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from convscope.runs import RunReader
+from convscope.runs.watched import MARK_EVERY_S, mark_watched
 
 from .jsonsafe import dumps
 from .routes.data import layer_names, public_control
@@ -57,8 +60,14 @@ class RunWatcher:
         self._json_steps: dict[str, int | None] = {}
         self._version: int | None = None  # the store's data_version at the last full poll
         self.full_polls = 0  # polls that re-read the store (tests)
+        self._marked: float | None = None  # monotonic time of the last `watched` mark
 
     def poll(self) -> list[Event]:
+        events = self._read()
+        self._mark()
+        return events
+
+    def _read(self) -> list[Event]:
         with self.state.open_run(self.run) as run:
             version = run.version()
             if version == self._version and self.current is not None:  # no commit since
@@ -71,6 +80,15 @@ class RunWatcher:
             self._version = version  # read before the data: a commit in between shows next time
             self.full_polls += 1
             return events
+
+    def _mark(self) -> None:
+        """A page listens: refresh the run's `watched` mark (at most every MARK_EVERY_S), while
+        the run is running (an ended run's folder is left as it is)."""
+        now = time.monotonic()
+        due = self._marked is None or now - self._marked >= MARK_EVERY_S
+        if due and (self.current or {}).get("status") == "running":
+            self._marked = now
+            mark_watched(self.state.run_dir(self.run))
 
     def _poll(self, r: RunReader) -> list[Event]:
         events: list[Event] = []

@@ -40,10 +40,13 @@ from convscope.errors import one_line
 from convscope.models import get_entry, zoo_names
 from convscope.models.spec import build_spec, spec_of
 from convscope.runs import Control
-from convscope.train.threads import choose_threads
+from convscope.runs.watched import is_watched
+from convscope.train.threads import choose_threads, look, others_busy
 from convscope.train.watch import Recorder
 
 THREADS_RECHECK_S = 30.0  # seconds of training between looks at the cores free
+THREADS_SAMPLE_S = 0.1  # the first look at the cores free: what others keep busy over this long
+WATCHED_CHECK_S = 1.0  # seconds between looks at whether a page watches (a core for the server)
 VAL_SHARE = 0.03  # validation passes may take at most this share of the training time
 
 
@@ -195,7 +198,11 @@ class Trainer:
         self.notify = notify
         self.nonfinite_step: int | None = None  # the first step with a NaN/Inf loss (since the last restart)
         torch.manual_seed(config.seed)
-        self._threads_checked: tuple[float, float] | None = None  # (wall, CPU) at the last look
+        self.watched = is_watched(self.run_dir)  # a page holds the run's live stream (runs/watched.py)
+        self._watched_checked = time.monotonic()
+        self._looked = look()  # the clocks at the last look at the cores free
+        if config.threads == 0 and choose_threads() is not None:  # not set by config or environment
+            time.sleep(THREADS_SAMPLE_S)  # what other processes keep busy now
         self._set_threads()
         self.model_spec = config.model
         self.model, self.input_shape = self._build(config.model)
@@ -233,18 +240,28 @@ class Trainer:
 
     # ---- threads (train/threads.py) ------------------------------------------------------
     def _set_threads(self) -> None:
-        """Set torch's thread count from the cores free now; again every THREADS_RECHECK_S of
-        training (the load of other processes changes), counting this process's own CPU use."""
-        own = 0.0
-        wall, cpu = time.monotonic(), time.process_time()
-        if self._threads_checked is not None:
-            wall0, cpu0 = self._threads_checked
-            own = (cpu - cpu0) / max(wall - wall0, 1e-9)  # cores this process kept busy since
-        self._threads_checked = (wall, cpu)
-        n = choose_threads(self.config.threads, own=own)
+        """Set torch's thread count from the cores free now, one left to the server while a page
+        watches; again every THREADS_RECHECK_S of training (the load of other processes changes),
+        measured since the last look, and as soon as a page starts or stops watching."""
+        before, self._looked = self._looked, look()
+        others = others_busy(before, self._looked)
+        n = choose_threads(self.config.threads, others=others, watched=self.watched)
         if n is not None and n != torch.get_num_threads():
             torch.set_num_threads(n)
         self.threads = torch.get_num_threads()
+
+    def _recheck_threads(self, now: float) -> None:
+        """The thread count again when a page started or stopped watching (looked at every
+        WATCHED_CHECK_S: one stat of a file) or THREADS_RECHECK_S passed."""
+        if now - self._watched_checked < WATCHED_CHECK_S:
+            return
+        self._watched_checked = now
+        watched = is_watched(self.run_dir)
+        due = now - self._looked.wall >= THREADS_RECHECK_S
+        if watched != self.watched or due:
+            self.watched = watched
+            self._set_threads()
+            self.writer.set_meta("threads", self.threads)
 
     # ---- building ------------------------------------------------------------------------
     def _build(self, spec: str) -> tuple[nn.Module, tuple[int, int, int]]:
@@ -318,9 +335,7 @@ class Trainer:
     def train_step(self) -> int:
         step = self.recorder.step_index
         metrics: dict[str, float] = {}
-        if self._threads_checked and time.monotonic() - self._threads_checked[0] >= THREADS_RECHECK_S:
-            self._set_threads()
-            self.writer.set_meta("threads", self.threads)
+        self._recheck_threads(time.monotonic())
         started = time.process_time()
         final = self.config.steps is not None and step == self.config.steps - 1  # a finished run ends validated
         if (step % self.config.val_every == 0 and self._val_affordable()) or final:
