@@ -1,7 +1,7 @@
 """Issue 10 in one table: every speed goal of the live path, over several runs of its bench, with the spread.
 
     make bench                            # runs this after the other benches (3 runs each)
-    .venv/bin/python bench/speed.py       # the five benches below, 3 runs each (about 40 minutes)
+    .venv/bin/python bench/speed.py       # the six benches below, 3 runs each (about 50 minutes)
     .venv/bin/python bench/speed.py --runs 1 --quick   # a smoke run
     .venv/bin/python bench/speed.py --only capture,trainer
 
