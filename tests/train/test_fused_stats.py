@@ -169,8 +169,8 @@ def test_reductions_as_the_pass_makes_them_equal_block_stats_of_a_full_capture(
     is, also after a forward that raised."""
     from _helpers import assert_same_model
 
+    from convscope.train.model_hooks import STATS_KEEP
     from convscope.train.stats import Reductions
-    from convscope.train.watch import STATS_KEEP
 
     torch.manual_seed(3)
     model = ResidualMix().to(memory_format=memory_format)

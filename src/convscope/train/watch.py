@@ -26,8 +26,7 @@ import math
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
@@ -37,17 +36,15 @@ from torch import Tensor, nn
 
 from convscope.analysis.diagnose import Diagnoser
 from convscope.analysis.update_hold import UpdateHold
-from convscope.capture import HookSet, Probe
-from convscope.capture.naming import RELU, role
+from convscope.capture.naming import RELU
 from convscope.runs import RunWriter
 from convscope.runs.writer import ending
 from convscope.train.answers import ControlAnswers, ControlHandler
+from convscope.train.model_hooks import ModelHooks
 from convscope.train.recorder_budget import PLAIN, SNAPSHOT, Budget
 from convscope.train.stats import Reductions
 from convscope.train.step_outputs import StepOutputs, layer_table
 
-KEEP = ("x", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")  # a snapshot step's probe
-STATS_KEEP = ("z", "a", "weight", "grad_weight")  # a statistics step's (dL/da: reduced as it comes, not kept)
 REPORT_EVERY = 2.0  # seconds between json "recording" rows (what was recorded and skipped)
 # A tenth of the budget is left for what the recorder cannot measure of itself: its writer thread
 # slowing the training thread beside it (caches, memory bandwidth). Spending the whole 3% it
@@ -55,10 +52,11 @@ REPORT_EVERY = 2.0  # seconds between json "recording" rows (what was recorded a
 UNSEEN = 0.1
 
 
-class Recorder(ControlAnswers, StepOutputs):
-    """Records one step per `step()` call; see the module docstring (the dashboard's controls are
-    answered by `ControlAnswers`, train/answers.py; statistics, findings and snapshots are written
-    by `StepOutputs`, train/step_outputs.py)."""
+class Recorder(ModelHooks, ControlAnswers, StepOutputs):
+    """Records one step per `step()` call; see the module docstring (the model's timing hooks and
+    probes are `ModelHooks`, train/model_hooks.py; the dashboard's controls are answered by
+    `ControlAnswers`, train/answers.py; statistics, findings and snapshots are written by
+    `StepOutputs`, train/step_outputs.py)."""
 
     def __init__(
         self,
@@ -152,143 +150,6 @@ class Recorder(ControlAnswers, StepOutputs):
     @diagnose_every.setter
     def diagnose_every(self, value: int) -> None:
         self.budget.diagnose_every = value
-
-    # ---- model attach/detach (a restart swaps the model) ---------------------------------
-    def _attach(self, model: nn.Module) -> None:
-        """Timing hooks stay on the model; a probe is entered only before the steps it records."""
-        self.model = model
-        self._modules = dict(model.named_modules())
-        self._module_of: dict[str, nn.Module | None] = {}  # block name → its module (_current_weight)
-        self.probe = Probe(model, self._layers, keep=KEEP)  # snapshot steps (and probing())
-        # a statistics step's z, a and dL/da are reduced as they are made (train/stats.py Reductions)
-        seen = self._reductions
-        self._stats_probe = Probe(model, self._layers, keep=STATS_KEEP, tap=seen.tap, overwrite=seen.overwrite,
-                                  grad_tap=seen.grad_tap)  # fmt: skip
-        self._armed: Probe | None = None
-        self._plan = PLAIN
-        self._timing = HookSet()
-        self._t: dict[str, float] = {}
-        self._batch = 0
-        self._passes = 0
-        self._seen_passes = 0
-        self._layers_written = False
-        try:
-            self._timing.add(model.register_forward_pre_hook(self._forward_starts))
-            self._timing.add(model.register_forward_hook(self._mark("fwd_end"), always_call=True))
-            first = next((m for m in model.modules() if role(m) == "leader"), None)
-            weight = getattr(first, "weight", None)
-            if isinstance(weight, Tensor) and weight.requires_grad:
-                self._timing.add(weight.register_hook(self._grad_mark))
-            if self._hook_s is None:  # the same hooks on any model: a restart does not measure again
-                self._hook_s = self._hook_cost()
-            self.budget.last_snapshot = None  # a (new) model's first step: layer table and pictures
-            self._arm(SNAPSHOT)
-        except BaseException:
-            self._detach()
-            raise
-
-    def _hook_cost(self, calls: int = 32) -> float:
-        """CPU seconds the timing hooks add to one training pass, measured once on a stand-in: a
-        module call and a backward through a weight, with and without hooks like the recorder's
-        (a hooked module call loses its fast path; a tensor hook is a Python call in autograd)."""
-        stand_in, x = nn.Identity(), torch.zeros(1)
-        weight = torch.zeros(1, requires_grad=True)
-        saved = dict(self._t), self._passes, self._batch
-
-        def timed() -> float:  # this thread's CPU: the writer thread working meanwhile is no hook cost
-            t0 = time.thread_time()
-            for _ in range(calls):
-                stand_in(weight * x).sum().backward()
-            return time.thread_time() - t0
-
-        hooks = HookSet()
-        try:
-            timed()  # (the first calls warm up)
-            bare = min(timed() for _ in range(3))
-            hooks.add(stand_in.register_forward_pre_hook(self._forward_starts))
-            hooks.add(stand_in.register_forward_hook(self._mark("hook_cost"), always_call=True))
-            hooks.add(weight.register_hook(self._grad_mark))
-            hooked = min(timed() for _ in range(3))
-        finally:
-            hooks.release()
-            self._t, self._passes, self._batch = saved
-        return max(hooked - bare, 0.0) / calls
-
-    def _detach(self) -> None:
-        try:
-            self._timing.release()
-        finally:
-            self._disarm()
-
-    def _arm(self, plan: str) -> None:
-        """Have the probe `plan` needs in place for the next forward (none for a plain step)."""
-        self._plan = plan
-        if plan != PLAIN:
-            self._coast_left = 0
-        if self._quiet:
-            return  # inside unobserved(): armed when it ends
-        wanted = None if plan == PLAIN else self.probe if plan == SNAPSHOT else self._stats_probe
-        if wanted is self._armed:
-            return
-        self._disarm()
-        if wanted is not None:
-            wanted.__enter__()
-            self._armed = wanted
-            self._armed_passes = wanted.passes
-
-    def _disarm(self) -> None:
-        armed, self._armed = self._armed, None
-        if armed is not None:
-            armed.close()
-
-    @contextmanager
-    def _unobserved(self) -> Iterator[None]:
-        """No probe during the block (controls, a trainer's validation); the plan is kept."""
-        self._disarm()
-        self._quiet += 1
-        try:
-            yield
-        finally:
-            self._quiet -= 1
-            if not self._closed and not self._quiet:
-                self._arm(self._plan)  # the plan of now (a restart in the block may have set it)
-
-    def unobserved(self) -> Any:
-        """`with recorder.unobserved():` model calls in the block are not recorded (validation)."""
-        return self._unobserved()
-
-    @contextmanager
-    def probing(self) -> Iterator[Probe]:
-        """`with recorder.probing() as probe:` every field of a forward in the block is kept."""
-        with self._unobserved(), self.probe as probe:
-            yield probe
-
-    def swap_model(self, model: nn.Module) -> None:
-        """Record `model` from now on (the built-in trainer's restart); live diagnosis starts afresh."""
-        self._detach()
-        self._attach(model)
-        self._window = Diagnoser(data="recent training batches", lr=self.lr)
-        self._window_start = self._clock()
-        self._first_seen = {}
-        self._held.reset()
-
-    def _forward_starts(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        if not torch.is_grad_enabled():
-            return  # an evaluation pass (validation): not a training step's
-        self._t["fwd_start"] = self._clock()
-        self._passes += 1
-        x = args[0] if args and isinstance(args[0], Tensor) else None
-        self._batch = int(x.shape[0]) if x is not None and x.dim() >= 1 else 0
-
-    def _mark(self, key: str) -> Callable[..., None]:
-        def hook(*_: Any) -> None:
-            if torch.is_grad_enabled():
-                self._t[key] = self._clock()
-
-        return hook
-
-    def _grad_mark(self, grad: Tensor) -> None:
-        self._t["bwd_end"] = self._clock()
 
     # ---- the one call in the user's loop -------------------------------------------------
     def step(self, loss: float | Tensor | None = None, **metrics: float | Tensor) -> int:
