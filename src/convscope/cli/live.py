@@ -33,7 +33,8 @@ def demo(
     """Train the built-in net on built-in data and watch it live at http://127.0.0.1:PORT.
 
     The trainer runs in a child process and the dashboard in this one; they meet only in the run
-    store (runs/demo-*/run.sqlite). Ctrl-C stops both; the run stays on disk.
+    store (runs/demo-*/run.sqlite, and the `watched` mark beside it: while a page is open the
+    trainer leaves a core to the dashboard). Ctrl-C stops both; the run stays on disk.
 
     Example: convscope demo --steps 5000 --no-browser
     """
