@@ -31,17 +31,17 @@ def test_a_symlink_is_neither_followed_nor_a_mark(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     (run / WATCHED_FILE).symlink_to(target)
-    mark_watched(run, now=1000.0)
+    assert not mark_watched(run, now=1000.0)
     assert target.stat().st_mtime == 5.0 and target.read_text() == "kept"  # not touched through it
     assert not is_watched(run, now=1000.0)  # a link is not a mark, whatever its own time
     dangling = tmp_path / "run2"
     dangling.mkdir()
     (dangling / WATCHED_FILE).symlink_to(tmp_path / "absent")
-    mark_watched(dangling, now=1000.0)
+    assert not mark_watched(dangling, now=1000.0)
     assert not (tmp_path / "absent").exists() and not is_watched(dangling, now=1000.0)
     folder = tmp_path / "run3"
     (folder / WATCHED_FILE).mkdir(parents=True)  # the name taken by a folder
-    mark_watched(folder, now=1000.0)
+    assert not mark_watched(folder, now=1000.0)
     assert not is_watched(folder, now=1000.0)
 
 
@@ -55,3 +55,11 @@ def test_no_folder_and_a_read_only_folder_give_false(tmp_path: Path) -> None:
     )
     assert out.split() == ["False", "False"]
     assert not (tmp_path / WATCHED_FILE).exists()
+    assert mark_watched(tmp_path, now=1000.0)  # an existing mark on a read-only mount: not refreshed
+    out = on_read_only_mount(
+        tmp_path,
+        "from convscope.runs.watched import mark_watched, is_watched;"
+        f"print(mark_watched({str(tmp_path)!r}, now=2000.0), is_watched({str(tmp_path)!r}, now=1000.0))",
+    )
+    assert out.split() == ["False", "True"]
+    assert (tmp_path / WATCHED_FILE).stat().st_mtime == 1000.0

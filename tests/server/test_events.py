@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -90,14 +91,35 @@ def test_a_listened_running_run_is_marked_watched(tmp_path: Path) -> None:
         watcher.poll()
         assert is_watched(tmp_path / "live")  # the trainer now leaves a core to this server
         os.utime(mark, (100.0, 100.0))
+        watcher._marked = time.monotonic() + 60  # (a mark a moment ago, whatever this machine's speed)
         watcher.poll()
         assert mark.stat().st_mtime == 100.0  # at most every MARK_EVERY_S
-        assert watcher._marked is not None
-        watcher._marked -= MARK_EVERY_S
+        watcher._marked = time.monotonic() - MARK_EVERY_S
         watcher.poll()
+        assert is_watched(tmp_path / "live")
+        w.set_meta("status", "paused")  # a paused run is still watched (not ended)
+        w.commit(3)
+        os.utime(mark, (100.0, 100.0))
+        watcher._marked = time.monotonic() - MARK_EVERY_S
+        assert watcher.poll()[-1][1]["status"] == "paused"
         assert is_watched(tmp_path / "live")
         ended = RunWatcher(state, "done")
         ended.poll()
         assert not (tmp_path / "done" / WATCHED_FILE).exists()  # an ended run's folder is left alone
+    finally:
+        w.close()
+
+
+def test_the_stream_marks_the_run_while_a_page_holds_it(tmp_path: Path) -> None:
+    w = fixture_writer(tmp_path, "live")
+    app = create_app(tmp_path, ServeConfig(poll_s=0.05))
+    try:
+        with TestClient(app, base_url=LOCAL) as c, c.stream("GET", "/api/runs/live/events") as res:
+            assert res.status_code == 200
+            for line in res.iter_lines():
+                if line.startswith("event: step"):
+                    break
+            assert is_watched(tmp_path / "live")
+            app.state.dash.stopping.set()
     finally:
         w.close()

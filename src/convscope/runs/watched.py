@@ -24,19 +24,20 @@ FRESH_S = 5.0  # a mark older than this: no page listens any more
 
 def mark_watched(run_dir: str | os.PathLike[str], now: float | None = None) -> bool:
     """Set the mark's time to `now` (default: the clock), creating the file; False where the folder
-    is not writable (or the name is taken by something other than a plain file)."""
+    is not writable, or the name is taken by something other than a plain file (left as it is)."""
     path = Path(run_dir) / WATCHED_FILE
-    times = None if now is None else (now, now)
     try:
-        os.utime(path, times, follow_symlinks=False)
+        if not stat.S_ISREG(os.stat(path, follow_symlinks=False).st_mode):
+            return False
     except FileNotFoundError:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
         except OSError:
             return False
-        os.close(fd)
-        if times is not None:
-            os.utime(path, times, follow_symlinks=False)
+    except OSError:
+        return False
+    try:
+        os.utime(path, None if now is None else (now, now), follow_symlinks=False)
     except OSError:
         return False
     return True

@@ -32,7 +32,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from convscope.runs import RunReader
+from convscope.runs import CLOSE_STATUSES, RunReader
 from convscope.runs.watched import MARK_EVERY_S, mark_watched
 
 from .jsonsafe import dumps
@@ -83,10 +83,11 @@ class RunWatcher:
 
     def _mark(self) -> None:
         """A page listens: refresh the run's `watched` mark (at most every MARK_EVERY_S), while
-        the run is running (an ended run's folder is left as it is)."""
+        the run has not ended (running or paused: an ended run's folder is left as it is)."""
         now = time.monotonic()
         due = self._marked is None or now - self._marked >= MARK_EVERY_S
-        if due and (self.current or {}).get("status") == "running":
+        status = (self.current or {}).get("status")
+        if due and status is not None and status not in CLOSE_STATUSES:
             self._marked = now
             mark_watched(self.state.run_dir(self.run))
 

@@ -201,6 +201,8 @@ class Trainer:
         self.watched = is_watched(self.run_dir)  # a page holds the run's live stream (runs/watched.py)
         self._watched_checked = time.monotonic()
         self._looked = look()  # the clocks at the last look at the cores free
+        self._others = 0.0  # cores other processes kept busy, as last measured
+        self._measure_at = math.inf  # monotonic time of a measure due sooner than THREADS_RECHECK_S
         if config.threads == 0 and choose_threads() is not None:  # not set by config or environment
             time.sleep(THREADS_SAMPLE_S)  # what other processes keep busy now
         self._set_threads()
@@ -239,29 +241,38 @@ class Trainer:
         self._evolution_off = config.evolution_checkpoints == 0
 
     # ---- threads (train/threads.py) ------------------------------------------------------
-    def _set_threads(self) -> None:
-        """Set torch's thread count from the cores free now, one left to the server while a page
-        watches; again every THREADS_RECHECK_S of training (the load of other processes changes),
-        measured since the last look, and as soon as a page starts or stops watching."""
-        before, self._looked = self._looked, look()
-        others = others_busy(before, self._looked)
+    def _set_threads(self, others: float | None = None) -> None:
+        """Set torch's thread count from the cores free, one kept for the server while a page
+        watches; `others`: the cores other processes keep busy (None: measured since the last
+        look, and a new window starts)."""
+        if others is None:
+            before, self._looked = self._looked, look()
+            others = self._others = others_busy(before, self._looked)
         n = choose_threads(self.config.threads, others=others, watched=self.watched)
         if n is not None and n != torch.get_num_threads():
             torch.set_num_threads(n)
         self.threads = torch.get_num_threads()
 
     def _recheck_threads(self, now: float) -> None:
-        """The thread count again when a page started or stopped watching (looked at every
-        WATCHED_CHECK_S: one stat of a file) or THREADS_RECHECK_S passed."""
+        """Between steps, at most every WATCHED_CHECK_S (one stat of a file): when a page started
+        or stopped watching, the thread count at once from the last load measured, and measured
+        anew over the next WATCHED_CHECK_S (the last window held the page's server at work);
+        else measured every THREADS_RECHECK_S."""
         if now - self._watched_checked < WATCHED_CHECK_S:
             return
         self._watched_checked = now
         watched = is_watched(self.run_dir)
-        due = now - self._looked.wall >= THREADS_RECHECK_S
-        if watched != self.watched or due:
+        if watched != self.watched:
             self.watched = watched
+            self._set_threads(self._others)
+            self._looked = look()
+            self._measure_at = now + WATCHED_CHECK_S
+        elif now >= self._measure_at or now - self._looked.wall >= THREADS_RECHECK_S:
+            self._measure_at = math.inf
             self._set_threads()
-            self.writer.set_meta("threads", self.threads)
+        else:
+            return
+        self.writer.set_meta("threads", self.threads)
 
     # ---- building ------------------------------------------------------------------------
     def _build(self, spec: str) -> tuple[nn.Module, tuple[int, int, int]]:
