@@ -123,3 +123,24 @@ def test_the_stream_marks_the_run_while_a_page_holds_it(tmp_path: Path) -> None:
             app.state.dash.stopping.set()
     finally:
         w.close()
+
+
+def test_another_sites_page_may_not_open_the_stream(tmp_path: Path) -> None:
+    w = fixture_writer(tmp_path, "live")
+    app = create_app(tmp_path, ServeConfig(poll_s=0.05))
+    try:
+        with TestClient(app, base_url=LOCAL) as c:
+            for site in ("cross-site", "same-site"):
+                res = c.get("/api/runs/live/events", headers={"Sec-Fetch-Site": site})
+                assert res.status_code == 403
+                assert res.json()["error"] == f"the live stream is the dashboard page's own (Sec-Fetch-Site: {site})"
+            assert not (tmp_path / "live" / WATCHED_FILE).exists()  # no page of its own: not marked
+            with c.stream("GET", "/api/runs/live/events", headers={"Sec-Fetch-Site": "same-origin"}) as res:
+                assert res.status_code == 200
+                for line in res.iter_lines():
+                    if line.startswith("event: step"):
+                        break
+                app.state.dash.stopping.set()
+        assert is_watched(tmp_path / "live")
+    finally:
+        w.close()

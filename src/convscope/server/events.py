@@ -17,7 +17,8 @@ store's `PRAGMA data_version` first (readers.py) and re-reads nothing when no co
 since its last poll (only liveness, which changes with time). A client that falls behind (its
 queue full) is dropped; EventSource reconnects by itself.
 While a page listens, the watcher also keeps the run's `watched` mark fresh (runs/watched.py):
-the built-in trainer then leaves a core to this server. On shutdown (`AppState.stopping`) every
+the built-in trainer then leaves a core to this server. So another site's page may not open a
+stream (a browser's `Sec-Fetch-Site` other than same-origin or none: 403), though it is a GET. On shutdown (`AppState.stopping`) every
 stream ends, so the server can close cleanly.
 """
 
@@ -35,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from convscope.runs import CLOSE_STATUSES, RunReader
 from convscope.runs.watched import MARK_EVERY_S, mark_watched
 
+from .errors import ApiError
 from .jsonsafe import dumps
 from .routes.data import layer_names, public_control
 from .state import AppState
@@ -176,6 +178,9 @@ class Broadcaster:
 
         @router.get("/runs/{run}/events")
         async def events(run: str, request: Request) -> StreamingResponse:
+            site = request.headers.get("sec-fetch-site")
+            if site is not None and site not in ("same-origin", "none"):  # a stream marks the run watched
+                raise ApiError(403, f"the live stream is the dashboard page's own (Sec-Fetch-Site: {site[:40]})")
             await self._watcher(run)  # a 404 or 422 (ApiError) before the stream starts
             return StreamingResponse(
                 self.stream(run),
