@@ -110,22 +110,16 @@ def test_a_listened_running_run_is_marked_watched(tmp_path: Path) -> None:
         w.close()
 
 
-def test_the_stream_marks_the_run_while_a_page_holds_it(tmp_path: Path) -> None:
-    w = fixture_writer(tmp_path, "live")
-    app = create_app(tmp_path, ServeConfig(poll_s=0.05))
-    try:
-        with TestClient(app, base_url=LOCAL) as c, c.stream("GET", "/api/runs/live/events") as res:
-            assert res.status_code == 200
-            for line in res.iter_lines():
-                if line.startswith("event: step"):
-                    break
-            assert is_watched(tmp_path / "live")
-            app.state.dash.stopping.set()
-    finally:
-        w.close()
+def _until_step(c: TestClient, headers: dict[str, str]) -> int:
+    """Open the run's live stream with `headers` and read it up to its first `step` event."""
+    with c.stream("GET", "/api/runs/live/events", headers=headers) as res:
+        for line in res.iter_lines():
+            if line.startswith("event: step"):
+                break
+        return res.status_code
 
 
-def test_another_sites_page_may_not_open_the_stream(tmp_path: Path) -> None:
+def test_the_stream_marks_the_run_and_refuses_another_sites_page(tmp_path: Path) -> None:
     w = fixture_writer(tmp_path, "live")
     app = create_app(tmp_path, ServeConfig(poll_s=0.05))
     try:
@@ -135,12 +129,9 @@ def test_another_sites_page_may_not_open_the_stream(tmp_path: Path) -> None:
                 assert res.status_code == 403
                 assert res.json()["error"] == f"the live stream is the dashboard page's own (Sec-Fetch-Site: {site})"
             assert not (tmp_path / "live" / WATCHED_FILE).exists()  # no page of its own: not marked
-            with c.stream("GET", "/api/runs/live/events", headers={"Sec-Fetch-Site": "same-origin"}) as res:
-                assert res.status_code == 200
-                for line in res.iter_lines():
-                    if line.startswith("event: step"):
-                        break
-                app.state.dash.stopping.set()
-        assert is_watched(tmp_path / "live")
+            for headers in ({}, {"Sec-Fetch-Site": "same-origin"}):  # a client, the dashboard's page
+                assert _until_step(c, headers) == 200
+                assert is_watched(tmp_path / "live")
+            app.state.dash.stopping.set()
     finally:
         w.close()

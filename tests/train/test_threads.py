@@ -14,9 +14,10 @@ import torch
 from convscope.config import TrainConfig
 from convscope.runs import RunReader
 from convscope.runs.watched import FRESH_S, mark_watched
-from convscope.train import Trainer, loop, threads
-from convscope.train.loop import THREADS_RECHECK_S, WATCHED_CHECK_S
+from convscope.train import Trainer, threads
+from convscope.train.threads import RECHECK_S as THREADS_RECHECK_S
 from convscope.train.threads import (
+    WATCHED_CHECK_S,
     Look,
     choose_threads,
     core_times,
@@ -132,7 +133,7 @@ def test_the_trainer_leaves_a_core_only_while_a_page_watches(
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     measured: list[float] = [0.0]  # what others_busy says: an idle 2-core machine
-    monkeypatch.setattr(loop, "others_busy", lambda a, b: measured[0])
+    monkeypatch.setattr(threads, "others_busy", lambda a, b: measured[0])
     before = torch.get_num_threads()
     small = dict(train_size=64, val_size=16, test_images=2, batch_size=8, snapshot_every=0.0)
     trainer = Trainer(TrainConfig(**small), tmp_path / "run")  # type: ignore[arg-type]
@@ -147,16 +148,16 @@ def test_the_trainer_leaves_a_core_only_while_a_page_watches(
     monkeypatch.setattr(trainer.writer, "set_meta", spy)
     try:
         assert (trainer.watched, trainer.threads, torch.get_num_threads()) == (False, 2, 2)
-        t = trainer._watched_checked
+        t = trainer._threads.checked
         mark_watched(tmp_path / "run")  # a page opened the run's live stream
         trainer._recheck_threads(t + WATCHED_CHECK_S / 2)
         assert trainer.threads == 2 and said == []  # not looked at yet
-        trainer._watched_checked = -math.inf  # the next step looks (train_step does)
+        trainer._threads.checked = -math.inf  # the next step looks (train_step does)
         trainer.train_step()
         assert (trainer.watched, trainer.threads, torch.get_num_threads(), said) == (True, 1, 1, [1])
         measured[0] = 0.6  # the page's server was at work over the window since the last measure
         mark_watched(tmp_path / "run", now=time.time() - FRESH_S - 1)  # the page went away
-        trainer._watched_checked = -math.inf
+        trainer._threads.checked = -math.inf
         t = time.monotonic()
         trainer._recheck_threads(t)
         assert (trainer.watched, trainer.threads) == (False, 2)  # at once, from the load last measured (idle)

@@ -18,8 +18,8 @@ since its last poll (only liveness, which changes with time). A client that fall
 queue full) is dropped; EventSource reconnects by itself.
 While a page listens, the watcher also keeps the run's `watched` mark fresh (runs/watched.py):
 the built-in trainer then leaves a core to this server. So another site's page may not open a
-stream (a browser's `Sec-Fetch-Site` other than same-origin or none: 403), though it is a GET. On shutdown (`AppState.stopping`) every
-stream ends, so the server can close cleanly.
+stream (a browser's `Sec-Fetch-Site` other than same-origin or none: 403), though it is a GET.
+On shutdown (`AppState.stopping`) every stream ends, so the server can close cleanly.
 """
 
 from __future__ import annotations

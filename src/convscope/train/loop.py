@@ -40,13 +40,9 @@ from convscope.errors import one_line
 from convscope.models import get_entry, zoo_names
 from convscope.models.spec import build_spec, spec_of
 from convscope.runs import Control
-from convscope.runs.watched import is_watched
-from convscope.train.threads import choose_threads, look, others_busy
+from convscope.train.threads import TrainerThreads
 from convscope.train.watch import Recorder
 
-THREADS_RECHECK_S = 30.0  # seconds of training between looks at the cores free
-THREADS_SAMPLE_S = 0.1  # the first look at the cores free: what others keep busy over this long
-WATCHED_CHECK_S = 1.0  # seconds between looks at whether a page watches (a core for the server)
 VAL_SHARE = 0.03  # validation passes may take at most this share of the training time
 
 
@@ -198,14 +194,8 @@ class Trainer:
         self.notify = notify
         self.nonfinite_step: int | None = None  # the first step with a NaN/Inf loss (since the last restart)
         torch.manual_seed(config.seed)
-        self.watched = is_watched(self.run_dir)  # a page holds the run's live stream (runs/watched.py)
-        self._watched_checked = time.monotonic()
-        self._looked = look()  # the clocks at the last look at the cores free
-        self._others = 0.0  # cores other processes kept busy, as last measured
-        self._measure_at = math.inf  # monotonic time of a measure due sooner than THREADS_RECHECK_S
-        if config.threads == 0 and choose_threads() is not None:  # not set by config or environment
-            time.sleep(THREADS_SAMPLE_S)  # what other processes keep busy now
-        self._set_threads()
+        self._threads = TrainerThreads(config.threads, self.run_dir)  # train/threads.py
+        self.threads = self._threads.count
         self.model_spec = config.model
         self.model, self.input_shape = self._build(config.model)
         self.data = Data(config, self.input_shape)
@@ -241,38 +231,15 @@ class Trainer:
         self._evolution_off = config.evolution_checkpoints == 0
 
     # ---- threads (train/threads.py) ------------------------------------------------------
-    def _set_threads(self, others: float | None = None) -> None:
-        """Set torch's thread count from the cores free, one kept for the server while a page
-        watches; `others`: the cores other processes keep busy (None: measured since the last
-        look, and a new window starts)."""
-        if others is None:
-            before, self._looked = self._looked, look()
-            others = self._others = others_busy(before, self._looked)
-        n = choose_threads(self.config.threads, others=others, watched=self.watched)
-        if n is not None and n != torch.get_num_threads():
-            torch.set_num_threads(n)
-        self.threads = torch.get_num_threads()
+    @property
+    def watched(self) -> bool:
+        """A page watches this run (a core is kept for the dashboard server)."""
+        return self._threads.watched
 
     def _recheck_threads(self, now: float) -> None:
-        """Between steps, at most every WATCHED_CHECK_S (one stat of a file): when a page started
-        or stopped watching, the thread count at once from the last load measured, and measured
-        anew over the next WATCHED_CHECK_S (the last window held the page's server at work);
-        else measured every THREADS_RECHECK_S."""
-        if now - self._watched_checked < WATCHED_CHECK_S:
-            return
-        self._watched_checked = now
-        watched = is_watched(self.run_dir)
-        if watched != self.watched:
-            self.watched = watched
-            self._set_threads(self._others)
-            self._looked = look()
-            self._measure_at = now + WATCHED_CHECK_S
-        elif now >= self._measure_at or now - self._looked.wall >= THREADS_RECHECK_S:
-            self._measure_at = math.inf
-            self._set_threads()
-        else:
-            return
-        self.writer.set_meta("threads", self.threads)
+        if self._threads.recheck(now):
+            self.threads = self._threads.count
+            self.writer.set_meta("threads", self.threads)
 
     # ---- building ------------------------------------------------------------------------
     def _build(self, spec: str) -> tuple[nn.Module, tuple[int, int, int]]:

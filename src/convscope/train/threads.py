@@ -25,7 +25,15 @@ import os
 import time
 from collections.abc import Set
 from dataclasses import dataclass
+from pathlib import Path
 
+import torch
+
+from convscope.runs.watched import is_watched
+
+RECHECK_S = 30.0  # seconds of training between measures of the cores free
+SAMPLE_S = 0.1  # the first measure: what other processes keep busy over this long
+WATCHED_CHECK_S = 1.0  # seconds between looks at whether a page watches (a core for the server)
 SERVER_CORES = 1  # left to the dashboard server while a page watches, when there is more than one core
 EXPLICIT_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 PROC_STAT = "/proc/stat"
@@ -126,3 +134,51 @@ def choose_threads(configured: int = 0, *, others: float = 0.0, watched: bool = 
     if any(os.environ.get(k) for k in EXPLICIT_ENV):
         return None
     return pick_threads(usable_cores(), others, reserve=SERVER_CORES if watched else 0)
+
+
+class TrainerThreads:
+    """The built-in trainer's torch thread count over a run (`Trainer` asks `recheck(now)` between
+    steps): set when it is made, from the cores free over SAMPLE_S; looked at again at most every
+    WATCHED_CHECK_S (one stat of the run's `watched` mark). When a page starts or stops watching,
+    the count follows at once from the load last measured, and the load is measured anew over the
+    next WATCHED_CHECK_S (the last window held the page's server at work); else every RECHECK_S."""
+
+    def __init__(self, configured: int, run_dir: Path) -> None:
+        self.configured, self.run_dir = configured, run_dir
+        self.watched = is_watched(run_dir)  # a page holds the run's live stream (runs/watched.py)
+        self.checked = time.monotonic()  # the last look at the mark
+        self._looked = look()  # the clocks at the last measure of the cores free
+        self._others = 0.0  # cores other processes kept busy, as last measured
+        self._measure_at = math.inf  # monotonic time of a measure due sooner than RECHECK_S
+        if configured == 0 and choose_threads() is not None:  # not set by config or environment
+            time.sleep(SAMPLE_S)
+        self.count = self._set()
+
+    def _set(self, others: float | None = None) -> int:
+        """Set torch's thread count for `others` busy cores (None: measured since the last
+        measure, and a new window starts); the count torch now has."""
+        if others is None:
+            before, self._looked = self._looked, look()
+            others = self._others = others_busy(before, self._looked)
+        n = choose_threads(self.configured, others=others, watched=self.watched)
+        if n is not None and n != torch.get_num_threads():
+            torch.set_num_threads(n)
+        return torch.get_num_threads()
+
+    def recheck(self, now: float) -> bool:
+        """Look again if due at `now` (monotonic seconds); True when the count was set again."""
+        if now - self.checked < WATCHED_CHECK_S:
+            return False
+        self.checked = now
+        watched = is_watched(self.run_dir)
+        if watched != self.watched:
+            self.watched = watched
+            self.count = self._set(self._others)
+            self._looked = look()
+            self._measure_at = now + WATCHED_CHECK_S
+        elif now >= self._measure_at or now - self._looked.wall >= RECHECK_S:
+            self._measure_at = math.inf
+            self.count = self._set()
+        else:
+            return False
+        return True
