@@ -121,9 +121,19 @@ def test_choose_threads_explicit_settings_win(monkeypatch: pytest.MonkeyPatch) -
     assert choose_threads(0) is None  # torch already honours the environment
 
 
-def test_usable_cores_reads_the_affinity_mask() -> None:
-    assert threads.usable_cores() == len(os.sched_getaffinity(0)) >= 1
+def test_usable_cores_reads_the_affinity_mask_and_the_cpu_quota(monkeypatch: pytest.MonkeyPatch) -> None:
+    quota = threads.quota_cores()  # this machine's (None: no quota)
+    cpus = len(os.sched_getaffinity(0))
+    assert threads.usable_cores() == (cpus if quota is None else min(cpus, max(1, round(quota + 1e-9)))) >= 1
     assert torch.get_num_threads() >= 1
+    monkeypatch.setattr(threads, "usable_cpus", lambda: frozenset(range(8)))
+    for quota, cores in ((None, 8), (1.5, 2), (1.49, 1), (0.2, 1), (2.0, 2), (16.0, 8)):
+        monkeypatch.setattr(threads, "quota_cores", lambda q=quota: q)
+        assert threads.usable_cores() == cores, quota
+    monkeypatch.setattr(threads, "quota_cores", lambda: 1.0)  # `docker run --cpus=1` on an 8-core host
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    assert choose_threads(0, others=0.0, watched=False) == 1
 
 
 def test_the_trainer_leaves_a_core_only_while_a_page_watches(

@@ -6,7 +6,8 @@ thread: torch's threads wait for each other at every op, so one preempted thread
     a = look(); ...; others_busy(a, look())        # cores other processes kept busy in between
 
 The cores are those this process may run on (`os.sched_getaffinity`, not `os.cpu_count()`: a
-container or `taskset` gives fewer). Other processes' load, in cores, is those cores' busy time
+container or `taskset` gives fewer), and no more than its cgroup's CPU quota (`docker run
+--cpus=1.5`: 2; train/cpu_quota.py), which the affinity mask does not show. Other processes' load, in cores, is those cores' busy time
 between two looks (/proc/stat) less this process's own CPU time; where /proc/stat is not read, the
 1-minute load average less this process's use (which lingers a minute after other work ends).
 Busy cores are that load rounded (a core busy more than half the time is busy). One core is kept
@@ -30,6 +31,7 @@ from pathlib import Path
 import torch
 
 from convscope.runs.watched import is_watched
+from convscope.train.cpu_quota import quota_cores
 
 RECHECK_S = 30.0  # seconds of training between measures of the cores free
 SAMPLE_S = 0.1  # the first measure: what other processes keep busy over this long
@@ -50,8 +52,12 @@ def pick_threads(cores: int, others: float, *, reserve: int = SERVER_CORES) -> i
 
 
 def usable_cores() -> int:
-    """Cores this process may run on."""
-    return len(usable_cpus()) or os.cpu_count() or 1  # (no affinity mask: not Linux)
+    """Cores this process may run on, no more than its cgroup's CPU quota allows (rounded, at least one)."""
+    cores = len(usable_cpus()) or os.cpu_count() or 1  # (no affinity mask: not Linux)
+    quota = quota_cores()
+    if quota is not None:
+        cores = min(cores, max(1, math.floor(quota + 0.5)))
+    return cores
 
 
 def load_average() -> float:
