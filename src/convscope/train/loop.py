@@ -195,7 +195,6 @@ class Trainer:
         self.nonfinite_step: int | None = None  # the first step with a NaN/Inf loss (since the last restart)
         torch.manual_seed(config.seed)
         self._threads = TrainerThreads(config.threads, self.run_dir)  # train/threads.py
-        self.threads = self._threads.count
         self.model_spec = config.model
         self.model, self.input_shape = self._build(config.model)
         self.data = Data(config, self.input_shape)
@@ -232,13 +231,17 @@ class Trainer:
 
     # ---- threads (train/threads.py) ------------------------------------------------------
     @property
+    def threads(self) -> int:
+        """torch's thread count for this run, as last set."""
+        return self._threads.count
+
+    @property
     def watched(self) -> bool:
         """A page watches this run (a core is kept for the dashboard server)."""
         return self._threads.watched
 
     def _recheck_threads(self, now: float) -> None:
         if self._threads.recheck(now):
-            self.threads = self._threads.count
             self.writer.set_meta("threads", self.threads)
 
     # ---- building ------------------------------------------------------------------------
