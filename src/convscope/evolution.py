@@ -10,7 +10,7 @@
 For a run of the built-in trainer, which keeps checkpoints evo-NNNNNN after 1, 2, 5, 10, 20, ...
 steps (TrainConfig.evolution_checkpoints) and "last" at the end: at each kept checkpoint, for
 each chosen feature map of `layer`, the strongest activation over a fixed held-out set (the run's
-validation split, normalised as the trainer normalised it: train.loop.Data), found by
+validation split, normalised as the trainer normalised it: train.trainer_data.Data), found by
 `TopPatches(k=1)`, with the input patch under its receptive field and its deconvnet projection
 cropped to the same box. Default: the last conv layer, the 8 maps with the strongest final
 activation.
@@ -39,7 +39,7 @@ from convscope.config import EVOLUTION_PREFIX, TrainConfig
 from convscope.project import last_conv
 from convscope.render.evolution_report import Evolution, EvolutionCell, EvolutionColumn
 from convscope.runs import RunReader
-from convscope.train.loop import Data, train_config_of
+from convscope.train.trainer_data import Data, train_config_of
 from convscope.train.worker import WorkerError, rebuild
 
 MAX_TOP = 64  # --top at most

@@ -19,7 +19,7 @@ from convscope.evolution import evolution
 from convscope.models import get_entry
 from convscope.render.evolution_report import Evolution, write_evolution_report
 from convscope.train import Trainer
-from convscope.train.loop import Data
+from convscope.train.trainer_data import Data
 from convscope.train.watch import watch
 
 # the smallest zoo net on the built-in digits; 6 steps keep evo-000001, -000002, -000005 and "last"

@@ -22,9 +22,10 @@ from torch import nn
 from convscope.errors import one_line
 from convscope.runs import RunReader, RunWriter
 from convscope.train.embedding_live import answer_embedding
-from convscope.train.loop import Data, build_allowed, state_mismatch, train_config_of
 from convscope.train.occlusion_live import answer_occlusion
 from convscope.train.projections import answer_projection
+from convscope.train.trainer_controls import build_allowed, state_mismatch
+from convscope.train.trainer_data import Data, train_config_of
 from convscope.train.units_live import answer_unit
 
 IDLE_S = 60.0  # the worker exits after this long without a request
