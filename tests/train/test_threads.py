@@ -17,10 +17,12 @@ from convscope.runs.watched import FRESH_S, mark_watched
 from convscope.train import Trainer, threads
 from convscope.train.threads import RECHECK_S as THREADS_RECHECK_S
 from convscope.train.threads import (
+    SAMPLE_S,
     WATCHED_CHECK_S,
     Look,
     choose_threads,
     core_times,
+    free_threads,
     look,
     others_busy,
     pick_threads,
@@ -119,6 +121,25 @@ def test_choose_threads_explicit_settings_win(monkeypatch: pytest.MonkeyPatch) -
     assert choose_threads(3) == 3  # TrainConfig.threads
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert choose_threads(0) is None  # torch already honours the environment
+
+
+def test_free_threads_for_a_command_take_every_core_others_leave(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
+    slept: list[float] = []
+    monkeypatch.setattr(threads.time, "sleep", slept.append)
+    before, after = Look(0.0, 0.0, None), Look(0.1, 0.0, None)
+    looks: list[Look] = []
+    monkeypatch.setattr(threads, "look", lambda: looks.pop(0))
+    for busy, expected in ((0.4, 4), (1.6, 2), (3.7, 1), (9.0, 1)):  # no core kept for a server
+        looks[:] = [before, after]
+        monkeypatch.setattr(threads, "others_busy", lambda a, b, v=busy: v if (a, b) == (before, after) else -1)
+        assert free_threads() == expected
+    assert slept == [SAMPLE_S] * 4  # the load is measured over SAMPLE_S
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    assert free_threads() is None  # the environment's count stands
+    assert len(slept) == 4
 
 
 def test_usable_cores_reads_the_affinity_mask_and_the_cpu_quota(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,11 +17,15 @@ from convscope.cli.app import (
     _check_choice,
     _check_range,
     _data_opt,
+    _free_threads,
     _main_rank,
     _progress,
     app,
     console,
 )
+from convscope.errors import one_line
+
+EVOLUTION_STEPS = 1000  # `evolution` with no --run: the steps trained first (checkpoints after 1, 2, 5, ..., 1000)
 
 
 @app.command()
@@ -101,6 +105,7 @@ def project(
 
     if channel is not None and top != 9:
         raise typer.BadParameter("give --channel or --top, not both")
+    _free_threads()
     with console.status("projecting…"):
         result = run_project(
             model,
@@ -150,6 +155,7 @@ def occlusion(
     from convscope.occlusion import occlusion as run_occlusion
     from convscope.render.occlusion_report import write_occlusion_report
 
+    _free_threads()
     with _progress("occluding", "positions") as progress:
         result = run_occlusion(model, weights=weights, image=image, layer=layer, window=window, stride=stride,
                                target=target, input_size=input_size, method=method, batch=batch_size, approx=approx,
@@ -201,6 +207,7 @@ def units(
     from convscope.render.units_report import write_units_report
     from convscope.units import units as run_units
 
+    _free_threads()
     with _progress("streaming", "images") as progress:
         result = run_units(
             model,
@@ -252,6 +259,7 @@ def embed(
     from convscope.embed import embed as run_embed
     from convscope.render.embedding_report import write_embedding_report
 
+    _free_threads()
     with _progress("codes", "images") as update:
 
         def progress(done: int, total: int | None) -> None:
@@ -271,7 +279,11 @@ def embed(
 
 @app.command()
 def evolution(
-    run: Annotated[Path, typer.Option(help="a run folder written by the built-in trainer (convscope train / demo)")],
+    run: Annotated[
+        Path | None,
+        typer.Option(help="a run folder written by the built-in trainer (convscope train / demo); default: "
+                          f"OUT/run, where zoo:convnetjs-cifar is first trained on builtin:photo-crops for {EVOLUTION_STEPS} steps"),
+    ] = None,
     out: Annotated[Path, typer.Option(help="folder for index.html, evolution.json and the PNGs")] = Path("evolution"),
     layer: Annotated[
         str | None, typer.Option(help="the layer whose feature maps are followed (default: the last conv layer)")
@@ -300,6 +312,9 @@ def evolution(
         if not parts or not all(c.isdigit() for c in parts):
             raise EvolutionError(f"--channels needs comma-separated map numbers such as 0,3,5; got {channels!r}")
         chosen = [int(c) for c in parts]
+    _free_threads()
+    if run is None:
+        run = _evolution_run(out / "run")
     with _progress("two passes over the checkpoints") as progress:
         result = run_evolution(
             run,
@@ -359,6 +374,7 @@ def diagnose(
     from convscope.inspect import open_model
     from convscope.render.diagnose_report import write_diagnosis_report
 
+    _free_threads()
     loaded = open_model(model, weights=weights, input_size=input_size)
     c, h, w = loaded.input_shape
     spec = data or ("builtin:digits" if c == 1 else "builtin:photo-crops")
@@ -397,6 +413,36 @@ def diagnose(
     if not diag.findings:
         console.print("no findings on this data", highlight=False)
     typer.echo(f"report: {path.resolve()}")
+
+
+def _evolution_run(run: Path) -> Path:
+    """The run `evolution` follows when no --run is given: OUT/run, where the built-in trainer first
+    trains zoo:convnetjs-cifar on builtin:photo-crops for EVOLUTION_STEPS steps (its evolution
+    checkpoints after 1, 2, 5, 10, ... steps); a finished one left there by an earlier call is reused."""
+    from convscope.config import TrainConfig
+    from convscope.runs import RunReader
+    from convscope.train import Trainer
+
+    if run.exists():
+        try:
+            with RunReader(run) as reader:
+                status = reader.meta().get("status")
+        except Exception as err:  # not a run store, or a broken one: never overwritten
+            raise ValueError(f"{run} is in the way of the default run (not a run: {one_line(err)}): "
+                             "delete it, or pass --run or another --out") from None
+        if status != "finished":
+            raise ValueError(f"{run} holds an unfinished run (status {status!r}): delete it, or pass --run")
+        typer.echo(f"following {run}, trained by an earlier call (delete it to train anew)")
+        return run
+    typer.echo(f"no --run: training zoo:convnetjs-cifar on builtin:photo-crops for {EVOLUTION_STEPS} steps into {run}")
+    trainer = Trainer(TrainConfig(steps=EVOLUTION_STEPS), run)
+    with _progress("training", "steps") as progress:
+        trainer.run(on_step=lambda step: progress(step + 1, EVOLUTION_STEPS))
+    with RunReader(run) as reader:
+        status = reader.meta().get("status")
+    if status != "finished":
+        raise ValueError(f"training into {run} ended {status}: delete it and run again, or pass --run")
+    return run
 
 
 def _untrained(model: str, weights: str | None, metadata: dict[str, str]) -> str | None:

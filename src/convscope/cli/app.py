@@ -92,6 +92,18 @@ def _main(
         console.quiet = True
 
 
+def _free_threads() -> None:
+    """torch's thread count for an analysis command: the cores other processes leave free
+    (train/threads.py `free_threads`; the environment's OMP_NUM_THREADS wins)."""
+    import torch
+
+    from convscope.train.threads import free_threads
+
+    n = free_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+
+
 def _main_rank() -> bool:
     """False on torchrun's ranks other than 0: they stream their shard and write nothing."""
     from convscope.distributed import world

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from convscope.cli.app import app
+from convscope.cli.app import _free_threads, app
 from convscope.config import LOCAL_HOSTS, ServeConfig, TrainConfig
 from convscope.models import zoo_names
 
@@ -125,6 +125,7 @@ def answer(
 
     if not 0 < idle <= 3600:
         raise typer.BadParameter("--idle must be in (0, 3600] seconds")
+    _free_threads()
     done = answer_requests(run, idle_s=idle)
     typer.echo(f"answered {done} request(s)")
 

@@ -61,7 +61,7 @@ border-radius:3px;color:#fff;margin-right:6px;vertical-align:middle}.sev.high{ba
 .sev.medium{background:#d97706}.sev.low{background:#6b7280}.advice{color:#374151;font-style:italic}
 details{margin:4px 0}summary{cursor:pointer;color:#2563eb;font-size:12px}
 pre{font-size:11px;background:#f3f4f6;padding:6px;overflow:auto;max-height:240px}
-div.scroll{overflow-x:auto;max-width:100%}table.layers{border-collapse:collapse;font-size:13px}table.layers th,table.layers td{border:1px solid #e5e7eb;
+div.scroll{overflow-x:auto;max-width:100%}svg.ratios{max-width:100%;height:auto}table.layers{border-collapse:collapse;font-size:13px}table.layers th,table.layers td{border:1px solid #e5e7eb;
 padding:3px 8px;text-align:right;white-space:nowrap}table.layers th:first-child,table.layers td:first-child{text-align:left;
 font-family:ui-monospace,monospace}table.layers td.flag{color:#b91c1c;font-weight:600}
 .count{display:inline-block;min-width:70px;font-weight:600}.ok{color:#15803d}
@@ -331,9 +331,11 @@ def _gradient_section(d: Diagnosis) -> str:
         colour = "#2563eb" if ok else "#b91c1c"
         parts.append(f"<text x='{left - 8}' y='{y + 13}' font-size='12' text-anchor='end' font-family='monospace'>{_e(s.name)}</text>")
         parts.append(f"<rect x='{left}' y='{y + 3}' width='{x(s.update_ratio) - left:.1f}' height='12' fill='{colour}'/>")
-        parts.append(f"<text x='{x(s.update_ratio) + 4:.1f}' y='{y + 13}' font-size='11'>{_sci(s.update_ratio)}</text>")
+        parts.append(f"<text x='{x(s.update_ratio) + 4:.1f}' y='{y + 13}' font-size='11' stroke='#fff' "
+                     f"stroke-width='3' paint-order='stroke'>{_sci(s.update_ratio)}</text>")  # (over the guide line)
+    full = left + width + 80  # drawn at this width, narrower in a narrow window (the viewBox scales it)
     svg = (
-        f"<svg width='{left + width + 80}' height='{height}' role='img' "
+        f"<svg class='ratios' width='{full}' height='{height}' viewBox='0 0 {full} {height}' role='img' "
         f"aria-label='update to weight ratio per layer, log scale'>{''.join(parts)}</svg>"
     )
     lr = f"lr = {d.lr:g}" + (" — assumed, as no learning rate was given" if d.lr_assumed else "")

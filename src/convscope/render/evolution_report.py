@@ -29,7 +29,8 @@ from .picture import Picture
 PAGE_PX = 1400  # the report is laid out to fit this width
 LABEL_PX = 86  # the row labels' column
 MAX_CELL_PX = 96  # a patch is shown at most this large (px, long side) ...
-MIN_CELL_PX = 40  # ... and at least this large (a page with very many columns scrolls)
+MIN_CELL_PX = 40  # ... and at least this large on a wide page; on a narrow window down to MIN_SHOWN_PX
+MIN_SHOWN_PX = 30  # a column is never narrower (a strip with more columns than fit scrolls)
 
 
 @dataclass(frozen=True)
@@ -105,13 +106,14 @@ def _cell_px(columns: int) -> int:
 def _css(columns: int) -> str:
     px = _cell_px(columns)
     return (
-        f".strip{{display:grid;grid-template-columns:{LABEL_PX}px repeat({columns},{px + 4}px);gap:4px 2px;"
-        "align-items:center;overflow-x:auto;padding-bottom:4px}"
+        # the columns shrink to the window (down to MIN_SHOWN_PX; below that the strip scrolls)
+        f".strip{{display:grid;grid-template-columns:{LABEL_PX}px repeat({columns},minmax({MIN_SHOWN_PX}px,{px + 4}px));"
+        "gap:4px 2px;align-items:center;overflow-x:auto;padding-bottom:4px}"
         ".strip .lab{font-size:11px;color:#555;text-align:right;padding-right:6px}"
         ".strip .col{font:11px ui-monospace,monospace;color:#333;text-align:center}"
-        f".strip img{{width:{px}px;height:{px}px;object-fit:contain;image-rendering:pixelated;"
+        f".strip img{{width:100%;max-width:{px}px;aspect-ratio:1;height:auto;object-fit:contain;image-rendering:pixelated;"
         "border:1px solid #ddd;background:#fff;display:block}"
-        ".strip .val{font:11px ui-monospace,monospace;color:#333;text-align:center}"
+        ".strip .val{font:11px ui-monospace,monospace;color:#333;text-align:center;overflow-wrap:anywhere}"
         ".note{color:#555;font-size:12px}main{max-width:1400px;box-sizing:border-box}"
         "table.spec td{padding-right:12px}"
     )

@@ -134,8 +134,9 @@ class Trainer(TrainerControls):
         self._stop.set()
         self.recorder.paused = False
 
-    def run(self) -> None:
-        """Train until done or stopped; the run is closed as finished / stopped / crashed."""
+    def run(self, on_step: Callable[[int], None] | None = None) -> None:
+        """Train until done or stopped; the run is closed as finished / stopped / crashed.
+        `on_step(step)` is called after each training step (a progress bar)."""
         status = "crashed"
         try:
             self.writer.log_snapshot(self.recorder.step_index, "_test", "input", self.data.xtest)
@@ -143,7 +144,9 @@ class Trainer(TrainerControls):
                 self.writer.set_meta("note", self.data.note)
             steps = self.config.steps
             while not self._stop.is_set() and (steps is None or self.recorder.step_index < steps):
-                self.train_step()
+                step = self.train_step()
+                if on_step is not None:
+                    on_step(step)
             status = "finished" if not self._stop.is_set() else "stopped"
         except KeyboardInterrupt:
             status = "stopped"

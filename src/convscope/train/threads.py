@@ -142,6 +142,19 @@ def choose_threads(configured: int = 0, *, others: float = 0.0, watched: bool = 
     return pick_threads(usable_cores(), others, reserve=SERVER_CORES if watched else 0)
 
 
+def free_threads(sample_s: float = SAMPLE_S) -> int | None:
+    """Threads for a one-off job (an analysis command, the projections worker): the usable cores
+    other processes leave free over `sample_s` seconds, at least one; None when the environment
+    sets a count (torch honours it; torchrun sets 1 per process). Torch's default, one thread per
+    core, turns every small op into a wait for a preempted thread when the cores are busy: `units`'
+    optimal stimuli took 18-21 s a map with two threads beside a running trainer, 0.3-2.1 s with one."""
+    if any(os.environ.get(k) for k in EXPLICIT_ENV):
+        return None
+    before = look()
+    time.sleep(sample_s)
+    return pick_threads(usable_cores(), others_busy(before, look()), reserve=0)
+
+
 class TrainerThreads:
     """The built-in trainer's torch thread count over a run (`Trainer` asks `recheck(now)` between
     steps): set when it is made, from the cores free over SAMPLE_S; looked at again at most every
