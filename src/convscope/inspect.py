@@ -111,7 +111,8 @@ def open_image(source: str | None, channels: int) -> tuple[npt.NDArray[np.uint8]
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(
-            f"image {source!r} is neither a file nor a built-in photo ({', '.join(PHOTOS)})"
+            f"image {source!r} is neither a file nor a built-in photo ({', '.join(PHOTOS)}; "
+            f"or NAME:test, a held-out crop, for {', '.join(PHOTO_CLASSES)})"
         )
     return load_image(path), path.name
 

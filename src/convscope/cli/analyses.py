@@ -52,7 +52,7 @@ def inspect(
 ) -> None:
     """Write an HTML report for one image: an overview page and a page per block, PNGs beside them.
 
-    Example: convscope inspect --model zoo:convnetjs-cifar --image chelsea --out report/
+    Example: convscope inspect --model zoo:convnetjs-cifar --image chelsea:test --out report/
     """
     _check_choice("--norm", norm, ("map", "layer"))
     from convscope.inspect import NonFiniteOutputWarning

@@ -36,7 +36,9 @@ WeightsOpt = Annotated[
     str | None, typer.Option(help=".safetensors or a torch checkpoint (loaded with weights_only=True)")
 ]
 ImageOpt = Annotated[
-    str | None, typer.Option(help="an image file, or a built-in photo name such as chelsea, astronaut, coffee")
+    str | None,
+    typer.Option(help="an image file; a built-in photo (chelsea, astronaut, coffee, ...: the whole photo); or NAME:test, "
+                      "a held-out crop of it as the zoo nets were trained on (default: chelsea:test)"),
 ]
 InputSizeOpt = Annotated[
     str | None, typer.Option(help="C x H x W for a model that is not from the zoo, e.g. 3x64x64")

@@ -49,8 +49,8 @@ GLOSSARY: tuple[tuple[str, str, str], ...] = (
     ("W*x + b", "conv", "raw convolution output (\"convolved feature\")"),
     ("z", "z", "pre-activation: what enters the nonlinearity (after BatchNorm when there is one)"),
     ("a = f(z)", "a", "activation map = feature map (one per filter); \"rectified feature map\" when f is ReLU"),
-    ("dL/dW", "grad_weight", "weight gradient: how the loss changes with each filter weight"),
-    ("dL/dz, dL/da", "grad_z, grad_a", "activation gradients: how the loss changes with each unit"),
+    ("dL/dW", "grad_weight", "weight gradient: how L changes with each filter weight (L: the target class's score here)"),
+    ("dL/dz, dL/da", "grad_z, grad_a", "activation gradients: how L changes with each unit"),
     ("∂x/∂u, ∂x/∂v", "image_gradient", "finite-difference image gradient (Sobel) — a property of an image, NOT dL/dW"),
 )
 
@@ -343,14 +343,16 @@ to 0. In kernel methods "feature map" means something else — the map φ that s
 space — which convscope does not show.</p>
 <p>Colours: a picture whose values are all ≥ 0 (<code>a</code> after a ReLU, an <code>x</code> that is
 the previous block's output) uses a sequential scale from dark (0) to bright (max); one with both signs
-(<code>z</code>, every gradient, <code>W</code>) a diverging scale, blue &lt; 0, white = 0, red &gt; 0;
+(usually <code>z</code>, the gradients and <code>W</code>) a diverging scale, blue &lt; 0, white = 0, red &gt; 0;
 the input image itself is drawn in its own colours. Each map is scaled {scaled}; a map that is constant
 (for example a dead filter's all-zero map) is drawn flat under a magenta hatch.</p></section>
 <section id="gradients"><h2>Two different "gradients"</h2>
 <p>The <b>image gradient</b> ∂x/∂u, ∂x/∂v is a finite difference between neighbouring pixels of the image:
 edges light up whatever the network is. The <b>weight gradient</b> dL/dW is computed by back-propagation:
-one number per filter weight saying how the loss L would change if that weight changed — it is what
-training follows.</p><div class="figs">{grads_html}</div></section>
+one number per filter weight saying how L would change if that weight changed. Here L is the score of
+the target class (see the top of the page): red means raising that weight raises the score. Training
+back-propagates the loss instead, whose gradient for the true class points the other way, and steps
+against it.</p><div class="figs">{grads_html}</div></section>
 <section id="blocks"><h2>Every block ({len(views)}) — open one for x, W, z, a and their gradients</h2>
 <nav class="blocks">{nav}</nav>
 <p>Each strip shows the block's strongest maps on one shared scale; the numbers under them are channel
