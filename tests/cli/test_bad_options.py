@@ -102,12 +102,23 @@ def test_serve_on_a_taken_port_chooses_a_free_one(tmp_path: Path) -> None:
                     proc.wait()
 
 
-@pytest.mark.parametrize("layers", [",", " , ,", ""])
-def test_units_with_no_layer_named_is_refused_not_defaulted(tmp_path: Path, layers: str) -> None:
+@pytest.mark.parametrize(("command", "flag", "layers"), [
+    ("units", "--layers", ","), ("units", "--layer", " , ,"), ("units", "--layers", ""),
+    ("inspect", "--layer", ","), ("diagnose", "--layer", " , "),
+])  # fmt: skip
+def test_no_layer_named_is_refused_not_defaulted(tmp_path: Path, command: str, flag: str, layers: str) -> None:
     """`--layers ,` used to fall back silently to the default (last conv) layer."""
-    done = run_cli("units", "--layers", layers, "--out", str(tmp_path / "u"), cwd=tmp_path)
-    _refused(done, f"error: --layers needs comma-separated layer names such as conv1,conv2; got {layers!r}")
+    done = run_cli(command, flag, layers, "--out", str(tmp_path / "u"), cwd=tmp_path)
+    _refused(done, f"error: --layer needs layer names such as conv1 or conv1,conv2; got {layers!r}")
     assert not (tmp_path / "u").exists()
+
+
+def test_layers_repeated_or_comma_separated_are_one_list() -> None:
+    from convscope.cli.analyses import _layer_list
+
+    assert _layer_list(None) is None
+    assert _layer_list(["conv1"]) == ["conv1"]
+    assert _layer_list(["conv1,conv2", " conv3 ", "layer1.0.conv1,"]) == ["conv1", "conv2", "conv3", "layer1.0.conv1"]
 
 
 @pytest.mark.parametrize(

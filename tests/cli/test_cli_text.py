@@ -87,3 +87,21 @@ def test_a_bad_setting_on_the_command_line_says_its_range(tmp_path: Path) -> Non
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["error: bad training setting(s): lr=-1.0 (must be 0 < lr <= 10)"]
     assert not (tmp_path / "run").exists()
+
+
+def test_debug_after_the_command_shows_the_traceback(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "convscope", "inspect", "--image", "no-such.png", "--out", str(tmp_path / "r")]
+    plain = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    debug = subprocess.run([*args, "--debug"], capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    assert plain.stderr.startswith("error: image 'no-such.png' is neither a file nor a built-in photo")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
+
+
+def test_zoo_says_what_its_accuracy_is_of() -> None:
+    done = subprocess.run([sys.executable, "-m", "convscope", "zoo"], capture_output=True, text=True, timeout=120,
+                          env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "photo-crops acc" in text and "(builtin:photo-crops, not CIFAR-10)" in text
+    assert "zoo:tiny-vgg: CNN Explainer's Tiny VGG: 2× [conv3×3-ReLU ×2, pool2], fc 1690→10" in text

@@ -30,20 +30,27 @@ def zoo() -> None:
 
     Example: convscope zoo
     """
+    from convscope.data import PHOTO_CLASSES
     from convscope.models import ZOO
 
+    out = Console()
     table = Table()
-    for col in ("name", "input", "classes", "weights", "test acc"):
+    for col in ("name", "input", "classes", "weights", "photo-crops acc"):
         table.add_column(col, no_wrap=True)
-    table.add_column("description", overflow="fold")
     for name, entry in ZOO.items():
         path = entry.weights_path
         shipped = "yes" if path is not None and path.exists() else "no"
         # the shipped weights' accuracy on held-out built-in photo crops (scripts/train_zoo.py)
         acc = entry.shipped_metadata().get("test_accuracy") if shipped == "yes" else None
         table.add_row(f"zoo:{name}", "×".join(map(str, entry.input_shape)), str(entry.num_classes), shipped,
-                      "-" if acc is None else f"{float(acc):.3f}", Text(entry.description))
-    Console().print(table)
+                      "-" if acc is None else f"{float(acc):.3f}")
+    out.print(table)
+    for name, entry in ZOO.items():  # below the table: whole at any terminal width
+        out.print(Text(f"zoo:{name}: ", style="bold") + Text(entry.description), soft_wrap=False)
+    out.print(Text(
+        "photo-crops acc: the shipped weights' accuracy on held-out crops of the built-in photos (builtin:photo-crops, "
+        f"not CIFAR-10): the class is which photo a crop comes from ({', '.join(PHOTO_CLASSES)})."
+    ))
 
 
 def _short_helps() -> None:
@@ -60,6 +67,9 @@ _short_helps()
 def main() -> None:
     """Entry point: usage errors as the CLI library prints them; any other error as one line
     and exit code 2 (the traceback only with --debug)."""
+    argv = sys.argv
+    if "--debug" in argv[2:]:  # given after the command's name too (`convscope inspect --debug`)
+        sys.argv = [argv[0], "--debug", *(a for a in argv[1:] if a != "--debug")]
     try:
         app()
     except SystemExit:

@@ -38,7 +38,7 @@ def inspect(
     ] = None,
     out: Annotated[Path, typer.Option(help="folder for index.html, report.json and the PNGs")] = Path("report"),
     layers: Annotated[
-        list[str] | None, typer.Option("--layer", help="keep only this block (repeatable)")
+        list[str] | None, typer.Option("--layer", help="keep only this block (repeatable, or comma-separated)")
     ] = None,
     norm: Annotated[str, typer.Option(help="map: each map on its own scale; layer: one scale per picture")] = "map",
     input_size: InputSizeOpt = None,
@@ -66,7 +66,7 @@ def inspect(
             image=image,
             target=target,
             out=out,
-            layers=layers,
+            layers=_layer_list(layers),
             norm=norm,  # type: ignore[arg-type]
             input_size=input_size,
             all_channels=all_channels,
@@ -182,7 +182,9 @@ def units(
     weights: WeightsOpt = None,
     data: Annotated[str | None, _data_opt("photo-crops val")] = None,
     layers: Annotated[
-        str | None, typer.Option(help="comma-separated layers, e.g. conv1,conv2 (default: the last conv layer)")
+        list[str] | None,
+        typer.Option("--layer", "--layers", help="a layer to show: repeatable, or comma-separated as conv1,conv2 "
+                                                 "(default: the last conv layer)"),
     ] = None,
     k: Annotated[int, typer.Option(help="strongest images per feature map")] = 9,
     maps: Annotated[int, typer.Option(help="feature maps shown per layer (those with the strongest top hit)")] = 16,
@@ -201,9 +203,7 @@ def units(
 
     _check_range("--k", k, 1, 10_000)
     _check_range("--batch-size", batch_size, 1)
-    names = None if layers is None else [n.strip() for n in layers.split(",") if n.strip()]
-    if names == []:
-        raise ValueError(f"--layers needs comma-separated layer names such as conv1,conv2; got {layers!r}")
+    names = _layer_list(layers)
     from convscope.render.units_report import write_units_report
     from convscope.units import units as run_units
 
@@ -338,7 +338,7 @@ def diagnose(
     batch_size: Annotated[int, typer.Option(help="inputs per forward pass")] = 64,
     limit: Annotated[int | None, typer.Option(help="stop after this many inputs")] = None,
     layers: Annotated[
-        list[str] | None, typer.Option("--layer", help="diagnose only this block (repeatable)")
+        list[str] | None, typer.Option("--layer", help="diagnose only this block (repeatable, or comma-separated)")
     ] = None,
     lr: Annotated[
         float | None, typer.Option(help="your SGD learning rate, for the update/weight ratio (default: 0.01, assumed)")
@@ -388,7 +388,7 @@ def diagnose(
         diag = run_diagnose(
             loaded.model,
             dataset,
-            layers,
+            _layer_list(layers),
             batch_size=batch_size,
             limit=limit,
             lr=lr,
@@ -413,6 +413,16 @@ def diagnose(
     if not diag.findings:
         console.print("no findings on this data", highlight=False)
     typer.echo(f"report: {path.resolve()}")
+
+
+def _layer_list(values: list[str] | None) -> list[str] | None:
+    """--layer given repeatedly and/or comma-separated (conv1,conv2), as one list (None: not given)."""
+    if values is None:
+        return None
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--layer needs layer names such as conv1 or conv1,conv2; got {', '.join(map(repr, values))}")
+    return names
 
 
 def _evolution_run(run: Path) -> Path:
