@@ -46,7 +46,7 @@ def test_diagnose_data_help_is_whole() -> None:
     text = words(help_of("diagnose"))
     assert (
         "--data <str> builtin:photo-crops[:train|val|test], builtin:digits[:…], a dataset folder, or "
-        ".npz/.npy (default: photo-crops; digits for a 1-channel model)"
+        ".npz/.npy (default: photo-crops train, the images the net learnt from; digits for a 1-channel model)"
     ) in text
 
 

@@ -333,7 +333,7 @@ def evolution(
 def diagnose(
     model: ModelOpt = "zoo:convnetjs-cifar",
     weights: WeightsOpt = None,
-    data: Annotated[str | None, _data_opt("photo-crops")] = None,
+    data: Annotated[str | None, _data_opt("photo-crops train, the images the net learnt from")] = None,
     out: Annotated[Path, typer.Option(help="folder for index.html and diagnosis.json")] = Path("diag"),
     batch_size: Annotated[int, typer.Option(help="inputs per forward pass")] = 64,
     limit: Annotated[int | None, typer.Option(help="stop after this many inputs")] = None,
