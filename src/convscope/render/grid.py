@@ -36,6 +36,10 @@ DENSE_CELL = 24  # px per unit of a dense vector
 HEAT_SIDE = 256  # a dense weight matrix is scaled up (integer factor) towards this long side,
 #               or until its short side reaches CELL, whichever is more (at most 32x)
 HEAT_MAX = 1024  # ... and box-averaged down to this long side when larger (the note says so)
+HEAT_ROW = 12  # px per row (column) of a very wide (tall) matrix, whose short side would be thin:
+#               it is scaled more along its short side, up to HEAT_MAX // 2 px and half the long
+#               side (the note then gives both scales)
+NOTE_W = 320  # px: notes wider than this and than the grid wrap onto more lines
 GAP = 4  # px between neighbouring cells
 MARGIN = 6  # px around the whole picture
 LABEL_PX = 12  # font size of cell labels and notes
@@ -297,6 +301,15 @@ def _shrink(values: Floats, cell: int) -> Floats:
     return np.clip(np.stack(out).astype(np.float64), 0.0, 1.0)
 
 
+def _shrink_to(values: Floats, h: int, w: int) -> Floats:
+    """Box-average maps (N, H, W) to (N, h, w) (done on values, not colours)."""
+    out = [
+        np.asarray(Image.fromarray(m.astype(np.float32)).resize((w, h), Image.Resampling.BOX))
+        for m in values
+    ]
+    return np.clip(np.stack(out).astype(np.float64), 0.0, 1.0)
+
+
 def _default_cols(count: int, wide: int) -> int:
     """One row up to `wide` cells, then a near-square grid."""
     return count if count <= wide else math.ceil(math.sqrt(count))
@@ -331,7 +344,7 @@ def _notes(
     if shared:
         scale = f"range {_fmt(float(n.vmin[0]))} ... {_fmt(float(n.vmax[0]))}"
     else:
-        scale = f"each {what} scaled to its own max{' |v|' if n.signed else ''}"
+        scale = f"each {what} scaled to its own max{' abs value' if n.signed else ''}"
     notes = [f"{colours}; {scale}"]
     if n.constant.any() and not one_map:
         idx = np.flatnonzero(n.constant)
@@ -363,14 +376,21 @@ def _heat_matrix(
     rows, cols = arr.shape
     n = normalize(arr[None], mode=norm, signed=signed, scale=scale)  # one map: "map" == "layer"
     values, target = n.values, cell or HEAT_MAX
-    if max(rows, cols) > target:
-        values = _shrink(values, target)  # (1, rows', cols'), long side = target
-    side, short = max(values.shape[1:]), min(values.shape[1:])
+    if max(rows, cols) > target:  # box-average the long side(s) only: rows stay rows
+        values = _shrink_to(values, min(rows, target), min(cols, target))
+    h, w = values.shape[1:]
+    side, short = max(h, w), min(h, w)
     if cell is None:  # towards HEAT_SIDE, or a short side of CELL; never past HEAT_MAX or 32x
         factor = max(1, min(32, HEAT_MAX // side, max(HEAT_SIDE // side, -(-CELL // short))))
     else:
         factor = _factor(side, cell, CELL)
-    rgb = _blocks(apply(values, _cmap(signed)), factor)
+    # a very wide (tall) matrix: thin rows (columns) are scaled more, to HEAT_ROW px each, as far
+    # as HEAT_MAX // 2 px and half the long side allow
+    thick = factor
+    if cell is None and factor < HEAT_ROW:
+        thick = max(factor, min(HEAT_ROW, HEAT_MAX // 2 // short, side * factor // 2 // short))
+    fy, fx = (thick, factor) if h < w else (factor, thick) if w < h else (factor, factor)
+    rgb = np.ascontiguousarray(apply(values, _cmap(signed)).repeat(fy, axis=1).repeat(fx, axis=2))
     if n.constant[0]:
         mark_constant(rgb[0])
     lines = _notes(n, True, what="matrix") if notes else []
@@ -381,7 +401,9 @@ def _heat_matrix(
         shown = ", ".join(str(i) for i in flat_rows[:12]) + (", ..." if flat_rows.size > 12 else "")
         lines.append(f"constant rows ({flat_rows.size}): {shown}")
     if notes and values.shape[1:] != arr.shape:
-        lines.append(f"box-averaged from {rows}x{cols} to {values.shape[1]}x{values.shape[2]} px")
+        lines.append(f"box-averaged from {rows}x{cols} to {h}x{w} px")
+    if notes and fy != fx:
+        lines.append(f"stretched: each row {fy} px tall, each column {fx} px wide")
     head = f"dense weights {rows}x{cols}: a row per output, a column per input"
     return _sheet(rgb, cols=1, labels=None, title=title or head, notes=lines)
 
@@ -414,7 +436,22 @@ def _plain(text: str) -> str:
 
 
 def _text_w(text: str, px: int) -> int:
-    return math.ceil(_font(px).getlength(text)) if text else 0
+    """Drawn width in px: the advance, or the ink's right edge when a glyph overhangs it."""
+    if not text:
+        return 0
+    font = _font(px)
+    return math.ceil(max(font.getlength(text), font.getbbox(text)[2]))
+
+
+def _wrap(text: str, width: int, px: int) -> list[str]:
+    """`text` in lines at most `width` px wide, broken at spaces (a longer word keeps its line)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and _text_w(f"{lines[-1]} {word}", px) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
 
 
 def _sheet(
@@ -439,7 +476,6 @@ def _sheet(
         None if texts is None else [_plain(t) for t in texts]
         for texts in (labels, row_labels, col_labels)
     )
-    notes = [_plain(t) for t in notes]
     count, h, w = cells.shape[:3]
     rows = -(-count // cols)
     label_h = LABEL_PX + 4 if labels else 0
@@ -449,6 +485,10 @@ def _sheet(
     slot_w = max([w] + [_text_w(s, LABEL_PX) + 2 for s in (labels or []) + (col_labels or [])])
     grid_w = left_w + cols * slot_w + (cols - 1) * GAP
     grid_h = rows * (h + label_h) + (rows - 1) * GAP
+    # notes wrap to the grid's (or title's) width, or NOTE_W when that is narrower: a caption
+    # never makes the picture much wider than what it explains
+    note_w = max(grid_w, _text_w(title or "", TITLE_PX), NOTE_W)
+    notes = [line for t in notes for line in _wrap(_plain(t), note_w, LABEL_PX)]
     note_h = (LABEL_PX + 5) * len(notes) + (4 if notes else 0)
     width = 2 * MARGIN + max(
         [grid_w, _text_w(title or "", TITLE_PX)] + [_text_w(s, LABEL_PX) for s in notes]
