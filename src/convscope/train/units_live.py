@@ -86,7 +86,9 @@ def answer_unit(
     if maps.dim() == 4:  # its activation map on the first probe images, now
         writer.log_snapshot(step, prefix, "activations", _chw(grid(maps[:, channel : channel + 1].transpose(0, 1), labels=False, signed=False).array))
     first_answer = value.get("stimulus", True) is not False
-    evo_steps = _evolution(model, writer, layer, channel, images, norm, field, prefix, step) if first_answer else []
+    evo_steps, evo_note = (
+        _evolution(model, writer, layer, channel, images, norm, field, prefix, step) if first_answer else ([], None)
+    )
     stim_act = None
     if stimulus_steps and first_answer:
         c_in, h, _ = images.shape[1:]
@@ -107,6 +109,7 @@ def answer_unit(
         "stimulus_activation": stim_act,
         "has_filter": has_filter,
         "evolution_steps": evo_steps,
+        "evolution_note": evo_note,
         "step": step,
         "weights": weights or f"step {step}",
         "seconds": round(time.perf_counter() - t0, 3),
@@ -119,14 +122,22 @@ def answer_unit(
 def _evolution(
     model: nn.Module, writer: RunWriter, layer: str, channel: int, images: Tensor,
     norm: Callable[[Tensor], Tensor], field: dict[str, Any], prefix: str, step: int,
-) -> list[int]:
+) -> tuple[list[int], str | None]:
     """ZF Fig. 4 for this map: its strongest activation over the first probe images with the
-    weights of each kept `evo-*` checkpoint, as a strip (input patches over their projections).
-    The live model's weights are swapped for each checkpoint and restored exactly after."""
+    weights of each kept `evo-*` checkpoint of the net now training, as a strip (input patches
+    over their projections), and None; or no steps and a one-line note saying why there is no
+    strip. A checkpoint saved before the newest restart with another net (`net_start`) is of
+    another net, even when its weights fit this one. The live model's weights are swapped for
+    each checkpoint and restored exactly after."""
     with RunReader(writer.path) as r:
-        rows = sorted((c for c in r.checkpoints() if str(c["name"]).startswith(EVOLUTION_PREFIX)), key=lambda c: c["step"])
+        evo = sorted((c for c in r.checkpoints() if str(c["name"]).startswith(EVOLUTION_PREFIX)), key=lambda c: c["step"])
+        start = net_start(r.controls(), step)
+    rows = [c for c in evo if int(c["step"]) >= start]
     if not rows:
-        return []
+        if not evo:
+            return [], "no evolution strip: the run keeps no evo-* checkpoints"
+        return [], (f"no evolution strip: the run's evo-* checkpoints (steps {int(evo[0]['step']) + 1}–"
+                    f"{int(evo[-1]['step']) + 1}) are of the net before the restart at step {start}")  # fmt: skip
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     probe = images[:EVOLUTION_IMAGES]
     patches: list[Picture] = []
@@ -136,21 +147,34 @@ def _evolution(
         for row in rows[-MAX_EVOLUTION:]:
             state = writer.load_checkpoint(str(row["name"]))
             if set(state) != set(saved) or any(state[k].shape != saved[k].shape for k in saved):
-                continue  # saved before a change of model
+                continue  # does not fit this model (a restart the controls do not tell of)
             with torch.no_grad():
                 model.load_state_dict(state)
             (hit,) = TopPatches(model, layers=[layer], k=1).run(probe, transform=norm)[layer][channel]
             patch, proj = crops(model, probe[hit.index], hit, layer=layer, channel=channel, transform=norm)
             patches.append(mosaic([patch], [hit.box], [hit.position], field, signed=False))
             projections.append(mosaic([proj], [hit.box], [hit.position], field, signed=True))
-            steps.append(int(row["step"]) + 1)  # weight updates the checkpoint holds
+            steps.append(int(row["step"]) + 1 - start)  # weight updates of this net the checkpoint holds
     finally:
         with torch.no_grad():
             model.load_state_dict(saved)
-    if steps:
-        strip = Picture.vstack([Picture.hstack(patches, pad=4), Picture.hstack(projections, pad=4)], pad=4)
-        writer.log_snapshot(step, prefix, "evolution", _chw(strip.array))
-    return steps
+    if not steps:
+        return [], "no evolution strip: no evo-* checkpoint of this net fits the model"
+    strip = Picture.vstack([Picture.hstack(patches, pad=4), Picture.hstack(projections, pad=4)], pad=4)
+    writer.log_snapshot(step, prefix, "evolution", _chw(strip.array))
+    return steps, None
+
+
+def net_start(controls: list[dict[str, Any]], step: int) -> int:
+    """The first step of the net that trains at `step` (0 without a restart): the step at which
+    the newest restart with another net at or before it took effect (an answered, accepted
+    `model` control; the trainer acknowledges it with the index of the net's first step)."""
+    starts = [
+        int(c["applied_step"]) for c in controls
+        if c["key"] == "model" and c["applied_step"] is not None and isinstance(c["result"], dict)
+        and c["result"].get("ok") is not False and int(c["applied_step"]) <= step + 1
+    ]  # fmt: skip
+    return max(starts, default=0)
 
 
 def _filter(model: nn.Module, layer: str, x: Tensor) -> Tensor | None:
