@@ -1,6 +1,8 @@
 // charts.js — the four time-series charts (uPlot, vendored in /static/vendor/uplot/): loss,
 // accuracy, update-to-weight ratio per layer (log axis, reference line at 1e-3) and dead fraction.
 // Every chart draws vertical marks (marks.js): restarts with another net, the scrubbed step.
+// A line never joins two nets: main.js gives each net's points their own series (segment), and
+// the four charts share one x range (setRange).
 
 import { marksPlugin } from "./marks.js";
 
@@ -47,15 +49,37 @@ function linearTicks(el, name) {
 const axisSize = (u, values) => Math.max(56, 18 + 8 * Math.max(0, ...(values || []).map((v) => String(v ?? "").length)));
 
 export class Chart {
-  /** el: container; series: [{label, color?, dash?, width?, points?, y2?}] (y2: on the second,
-   *  right-hand axis); opts: {log, y: [min, max] | null, ylabel, y2label} */
+  /** el: container; series: [{label, color?, dash?, width?, points?, y2?, legend?}] (y2: on the
+   *  second, right-hand axis; legend: false leaves it out of the legend, as an earlier net's part
+   *  of a series already named); opts: {log, y: [min, max] | null, ylabel, y2label} */
   constructor(el, series, opts = {}) {
     this.el = el;
-    this.series = series;
     this.opts = opts;
     this.plot = null;
     this.marks = []; // [{step, label, kind: "restart" | "a" | "b"}]
+    this.xRange = null; // [min, max] of the x axis, shared by the charts (null: the data's)
+    this.setSeries(series);
+    el.chart = this; // (what the browser tests read)
+  }
+
+  /** Other series (another net, another view): the plot is built anew with the next `set`. */
+  setSeries(series) {
+    const key = JSON.stringify(series);
+    if (key === this._seriesKey) return false;
+    this._seriesKey = key;
+    this.series = series;
     this.data = [[], ...series.map(() => [])];
+    if (this.plot) this.plot.destroy();
+    this.plot = null;
+    this.el.dataset.series = JSON.stringify(series.map((x) => x.label)); // what the browser tests read
+    return true;
+  }
+
+  /** The x axis's range [min, max] (steps), or null for the data's own. */
+  setRange(range) {
+    this.xRange = range && Number.isFinite(range[0]) && Number.isFinite(range[1])
+      ? [range[0], Math.max(range[1], range[0] + 1)] : null;
+    this.el.dataset.xrange = JSON.stringify(this.xRange);
   }
 
   width() { return Math.max(160, this.el.clientWidth || 300); } // never wider than its card
@@ -79,7 +103,8 @@ export class Chart {
       legend: { live: true },
       cursor: { drag: { x: true, y: false } },
       scales, axes,
-      plugins: [marksPlugin(() => this.marks)],
+      // the labels as drawn (text, x0..x1 in px from the plot's left; text null: left out): for the tests
+      plugins: [marksPlugin(() => this.marks, (labels) => { this.el.dataset.markLabels = JSON.stringify(labels); })],
       series: [
         { label: "step" },
         ...this.series.map((s, i) => ({
@@ -91,6 +116,13 @@ export class Chart {
     };
     this.el.textContent = "";
     this.plot = new window.uPlot(opts, this.data, this.el);
+    const rows = this.plot.root.querySelectorAll(".u-legend .u-series"); // [0] is the step
+    this.series.forEach((s, i) => { if (s.legend === false && rows[i + 1]) rows[i + 1].style.display = "none"; });
+    this._applyRange();
+  }
+
+  _applyRange() {
+    if (this.plot && this.xRange && this.data[0].length) this.plot.setScale("x", { min: this.xRange[0], max: this.xRange[1] });
   }
 
   /** xs: steps; ys: one array per series (null for a gap). */
@@ -104,7 +136,7 @@ export class Chart {
     if (this.opts.log) data = [data[0], ...data.slice(1).map((arr) => arr.map((v) => (v > 0 ? v : null)))];
     this.data = data;
     if (!this.plot) this._build();
-    else this.plot.setData(data);
+    else this.plot.batch(() => { this.plot.setData(data); this._applyRange(); });
   }
 
   resize() {

@@ -1,6 +1,10 @@
 // main.js — the dashboard page: run picker, header numbers, charts, timeline, and the live
 // channel (server-sent events) that keeps them current. Everything is read through the JSON
 // API of convscope.server (see server/app.py); nothing here talks to a trainer directly.
+// A run may hold several nets (restarts with another net, told by the answered `model` controls):
+// the charts show the net now training from its first step, or, ticked, the whole run — each
+// net's points their own series, so no line joins two nets. The history is asked for first,
+// before any picture, so the charts are whole at once.
 
 import { $, el, events, fmt, getJSON, int, pct, runPath, say } from "./api.js";
 import { align, Chart } from "./charts.js";
@@ -16,6 +20,7 @@ const S = {
   steps: [], series: {}, stepA: null, stepB: null, compare: false, live: true,
   json: {}, snapshotStep: undefined,
   restarts: [], // [{step, model}]: the trainer restarted with another net before `step`
+  whole: false, // the charts show the whole run (every net), not only the net now training
 };
 window.convscope = S; // for the curious (and the browser tests)
 
@@ -61,16 +66,23 @@ async function openRun(name) {
   if (source) source.close();
   source = null;
   Object.assign(S, { run: name, info: null, status: null, stale: false, lastStep: null, scalars: new Map(), stats: new Map(),
-    steps: [], series: {}, stepA: null, stepB: null, live: true, json: {}, snapshotStep: undefined, restarts: [] });
+    steps: [], series: {}, stepA: null, stepB: null, live: true, json: {}, snapshotStep: undefined, restarts: [], whole: false });
   $("#live").checked = true;
   controls.reset();
   upload.reset();
   showPredictions(name, null);
   showFindings(null);
+  spanBoxes();
   if (!name) return;
-  const info = await getJSON(runPath(name));
+  // the history first (its requests before the panels' pictures): which net trains since when,
+  // then its points — while the run's description comes
+  const [info, ctl] = await Promise.all([getJSON(runPath(name)), getJSON(runPath(name, "/controls"))]);
   if (gen !== generation) return;
+  noteRestarts(ctl.controls);
+  const history = fetchHistory(name);
   applyInfo(info);
+  spanBoxes();
+  let hello = false; // the first hello finds the history on its way; a later one (a reconnect) asks again
   source = events(name);
   const on = (ev, fn) => source.addEventListener(ev, (e) => {
     if (gen !== generation) return;
@@ -78,12 +90,16 @@ async function openRun(name) {
     try { data = JSON.parse(e.data); } catch { return; }
     Promise.resolve(fn(data)).catch((err) => say(err.message));
   });
-  on("hello", () => loadAll(gen));
+  on("hello", () => { if (hello) return loadAll(gen); hello = true; return null; });
   on("step", onStep);
   on("scalars", (p) => { merge(p.scalars); schedule(); });
   on("stats", (p) => { mergeStats(p.stats); schedule(); });
   on("controls", onControls);
   on("problem", (p) => say(`live channel: ${p.error}`));
+  useHistory(await history);
+  if (gen !== generation) return;
+  draw();
+  await refreshSnapshots();
 }
 
 function applyInfo(info) {
@@ -95,26 +111,48 @@ function applyInfo(info) {
   $("#model").textContent = `${info.meta?.model ?? "?"}${info.meta?.trainer === "watch" ? " · recorded by convscope.watch" : ""}`;
   sizeLine(info.size);
   layers.build(info.layers || []);
-  buildCharts(info.layers || []);
+  buildCharts();
   controls.show(info, latest);
   upload.offer(info);
   header();
   announce("run", { info }); // the occlusion and embedding panels fill their lists from it
 }
 
-async function loadAll(gen) {
-  const params = { max_points: HISTORY_POINTS }; // a long run's history arrives thinned; live points come whole
-  const [sc, st, ctl] = await Promise.all([getJSON(runPath(S.run, "/scalars"), params),
-    getJSON(runPath(S.run, "/stats"), params), getJSON(runPath(S.run, "/controls"))]);
-  if (gen !== generation) return;
-  S.restarts = [];
-  noteRestarts(ctl.controls);
+/** The charts' history of the span shown: the net now training (from its first step) or the
+ *  whole run. A long span arrives thinned to HISTORY_POINTS a series; live points come whole. */
+function fetchHistory(name) {
+  const params = { max_points: HISTORY_POINTS };
+  const from = S.whole ? -Infinity : netStart();
+  if (Number.isFinite(from)) params.since = from - 1; // (since: steps after it)
+  return Promise.all([getJSON(runPath(name, "/scalars"), params), getJSON(runPath(name, "/stats"), params)]);
+}
+
+/** The history answered, with the live points that came meanwhile kept on top. */
+function useHistory([sc, st]) {
+  const liveScalars = S.scalars;
+  const liveStats = [...S.stats.values()].flat().sort((a, b) => a.step - b.step);
   S.scalars = new Map();
   S.stats = new Map();
   merge(sc.scalars);
   mergeStats(st.stats);
-  await refreshSnapshots();
+  for (const [name, m] of liveScalars) merge({ [name]: [...m] });
+  mergeStats(liveStats.filter((r) => !(S.stats.get(r.layer) || []).some((x) => x.step === r.step)));
+}
+
+/** Everything again (a reconnect may have missed points; the span shown changed). */
+async function loadAll(gen) {
+  const ctl = await getJSON(runPath(S.run, "/controls"));
+  if (gen !== generation) return;
+  S.restarts = [];
+  noteRestarts(ctl.controls);
+  const answer = await fetchHistory(S.run);
+  if (gen !== generation) return;
+  S.scalars = new Map();
+  S.stats = new Map();
+  useHistory(answer);
+  spanBoxes();
   draw();
+  await refreshSnapshots();
 }
 
 // ---- live channel ------------------------------------------------------------------------------
@@ -149,7 +187,7 @@ async function onStep(p) {
 
 async function onControls(p) {
   controls.update(p.controls);
-  if (noteRestarts(p.controls)) schedule();
+  if (noteRestarts(p.controls)) { spanBoxes(); schedule(); }
   if (p.controls.some((c) => c.result && ["save_checkpoint", "load_checkpoint"].includes(c.key))) {
     const gen = generation;
     const info = await getJSON(runPath(S.run));
@@ -173,8 +211,49 @@ function noteRestarts(rows) {
   return added;
 }
 
-/** The step the current net started at (0 without a restart): per-net numbers count from it. */
+/** The step the current net started at (-Infinity without a restart): per-net numbers count from it. */
 function netStart() { return S.restarts.length ? S.restarts[S.restarts.length - 1].step : -Infinity; }
+
+/** The run's nets in step order: [{n, start, end, model}] (steps start <= s < end). */
+function segments() {
+  const first = String(S.info?.config?.model ?? S.info?.meta?.model ?? "").replace(/^zoo:/, "");
+  const nets = [{ start: -Infinity, model: S.restarts.length ? first : (S.info?.meta?.model ?? first).replace(/^zoo:/, "") }];
+  for (const r of S.restarts) nets.push({ start: r.step, model: r.model });
+  return nets.map((s, i) => ({ ...s, n: i + 1, end: i + 1 < nets.length ? nets[i + 1].start : Infinity }));
+}
+
+// ---- which span the charts show -----------------------------------------------------------------
+// one line above the training charts and one above the health charts (both say the same, either
+// switches all four): shown only once the run has more than one net
+function spanBoxes() {
+  for (const id of ["training", "health"]) {
+    const card = $(`#${id}`);
+    let box = $(".chart-span", card);
+    if (!box) {
+      const input = el("input", { type: "checkbox", "aria-label": "charts: the whole run, every net" });
+      input.addEventListener("change", (e) => setWhole(e.target.checked));
+      box = el("div.row.note.chart-span", {}, el("label", {}, input, el("span.span-whole")), el("span.span-now"));
+      card.insertBefore(box, $(".charts", card));
+    }
+    box.style.display = S.restarts.length ? "" : "none"; // (.row's display would win over `hidden`)
+    if (!S.restarts.length) continue;
+    const nets = segments();
+    const now = nets[nets.length - 1];
+    $("input", box).checked = S.whole;
+    $(".span-whole", box).textContent = ` whole run (${nets.length} nets)`;
+    $(".span-now", box).textContent = S.whole
+      ? `— charts show every net; a line never joins two nets (restarts dashed)`
+      : `— charts show the net now training, ${now.model}, from its first step ${int(now.start)}`;
+  }
+}
+
+function setWhole(on) {
+  if (S.whole === on) return;
+  S.whole = on;
+  spanBoxes();
+  drawCharts(); // at once with what is loaded; then with the span's own history
+  loadAll(generation).catch((err) => say(err.message));
+}
 
 function merge(scalars) {
   for (const [name, pts] of Object.entries(scalars || {})) {
@@ -267,40 +346,92 @@ function header() {
 }
 
 // ---- charts ------------------------------------------------------------------------------------
-function buildCharts(layerList) {
+const LOSS_SERIES = [{ label: "loss L", color: "#9fb6d9", width: 1 }, { label: "loss L, smoothed", color: "#2456a6", width: 2 },
+  { label: "weight-decay loss (right axis)", color: "#d1495b", y2: true }];
+const ACC_SERIES = [{ label: "training", color: "#2456a6" }, { label: "validation", color: "#d1495b", points: true }];
+const HEALTHY = { label: "1e-3 (healthy)", color: "#888", dash: [6, 4], width: 1 };
+const LAYER_COLORS = ["#2456a6", "#d1495b", "#2a9d55", "#e09f3e", "#7b4fb0", "#1f9bb5", "#8c564b", "#c44fa0", "#6b7b2a", "#555"];
+
+function buildCharts() {
   for (const c of Object.values(charts)) c.destroy();
-  const names = layerList.filter((L) => L.kind !== "activation").map((L) => L.name);
-  const deadNames = layerList.map((L) => L.name);
   charts = {
-    loss: new Chart($("#chart-loss"), [{ label: "loss L", color: "#9fb6d9", width: 1 }, { label: "loss L, smoothed", color: "#2456a6", width: 2 },
-      { label: "weight-decay loss (right axis)", color: "#d1495b", y2: true }], { ylabel: "loss L", y2label: "weight-decay loss" }),
-    acc: new Chart($("#chart-acc"), [{ label: "training" }, { label: "validation", points: true }], { y: [0, 1], ylabel: "accuracy" }),
-    ratio: new Chart($("#chart-ratio"), [...names.map((label) => ({ label })), { label: "1e-3 (healthy)", color: "#888", dash: [6, 4], width: 1 }],
-      { log: true, ylabel: "‖ΔW‖ / ‖W‖" }),
-    dead: new Chart($("#chart-dead"), deadNames.map((label) => ({ label })), { y: [0, 1], ylabel: "dead fraction" }),
+    loss: new Chart($("#chart-loss"), LOSS_SERIES, { ylabel: "loss L", y2label: "weight-decay loss" }),
+    acc: new Chart($("#chart-acc"), ACC_SERIES, { y: [0, 1], ylabel: "accuracy" }),
+    ratio: new Chart($("#chart-ratio"), [HEALTHY], { log: true, ylabel: "‖ΔW‖ / ‖W‖" }),
+    dead: new Chart($("#chart-dead"), [], { y: [0, 1], ylabel: "dead fraction" }),
   };
-  charts.ratio.names = names;
-  charts.dead.names = deadNames;
 }
 
-function statSeries(names, key) {
-  return names.map((n) => {
-    const m = new Map();
-    for (const r of S.stats.get(n) || []) if (r[key] !== undefined && r[key] !== null) m.set(r.step, r[key]);
-    return m;
-  });
+/** The points of Map(step -> v) with start <= step < end. */
+function within(m, start, end) {
+  const out = new Map();
+  if (m) for (const [s, v] of m) if (s >= start && s < end) out.set(s, v);
+  return out;
+}
+
+/** Layer names of a net's stats rows (in the order first seen), or the current net's layers. */
+function layersOf(seg, current, keep) {
+  if (current) return (S.info?.layers || []).filter(keep).map((L) => L.name);
+  const names = [];
+  for (const [layer, rows] of S.stats) if (rows.some((r) => r.step >= seg.start && r.step < seg.end)) names.push(layer);
+  return names;
+}
+
+/** Per-layer series of a stat over the nets shown: [specs, maps]. */
+function statSeries(nets, key, keep) {
+  const specs = [], maps = [];
+  const last = nets[nets.length - 1];
+  for (const seg of nets) {
+    const current = seg === last && !Number.isFinite(seg.end);
+    layersOf(seg, current, keep).forEach((name, i) => {
+      const m = new Map();
+      for (const r of S.stats.get(name) || []) {
+        if (r.step >= seg.start && r.step < seg.end && r[key] !== undefined && r[key] !== null) m.set(r.step, r[key]);
+      }
+      if (!current && !m.size) return;
+      const tag = nets.length > 1 ? ` (net ${seg.n}: ${seg.model})` : "";
+      specs.push({ label: `${name}${tag}`, color: LAYER_COLORS[i % LAYER_COLORS.length], width: current ? 1.5 : 1 });
+      maps.push(m);
+    });
+  }
+  return [specs, maps];
+}
+
+/** The same series once per net shown (only the newest in the legend): [specs, maps]. */
+function perNet(nets, base, maps) {
+  const specs = [], out = [];
+  nets.forEach((seg, k) => base.forEach((b, i) => {
+    specs.push(k === nets.length - 1 ? b : { ...b, label: `${b.label} (net ${seg.n})`, legend: false });
+    out.push(within(maps[i], seg.start, seg.end));
+  }));
+  return [specs, out];
 }
 
 function drawCharts() {
   if (!charts.loss) return;
-  const [lx, ly] = align([S.scalars.get("loss"), ema(S.scalars.get("loss"), undefined, S.restarts.map((r) => r.step)), S.scalars.get("wd_loss")]);
-  charts.loss.set(lx, ly);
-  const [ax, ay] = align([S.scalars.get("train_acc"), S.scalars.get("val_acc")]);
-  charts.acc.set(ax, ay);
-  const [rx, ry] = align(statSeries(charts.ratio.names, "update_ratio"));
-  charts.ratio.set(rx, [...ry, rx.map(() => 1e-3)]);
-  const [dx, dy] = align(statSeries(charts.dead.names, "dead_fraction"));
-  charts.dead.set(dx, dy);
+  const all = segments();
+  const nets = S.whole ? all : all.slice(-1); // the span shown: every net, or the one now training
+  const restarts = S.restarts.map((r) => r.step);
+  const plan = {
+    loss: perNet(nets, LOSS_SERIES, [S.scalars.get("loss"), ema(S.scalars.get("loss"), undefined, restarts), S.scalars.get("wd_loss")]),
+    acc: perNet(nets, ACC_SERIES, [S.scalars.get("train_acc"), S.scalars.get("val_acc")]),
+    ratio: statSeries(nets, "update_ratio", (L) => L.kind !== "activation"),
+    dead: statSeries(nets, "dead_fraction", () => true),
+  };
+  // one x range for the four charts: from the first step shown (the net's first step) to the newest point
+  let lo = Infinity, hi = -Infinity;
+  for (const [, maps] of Object.values(plan)) for (const m of maps) for (const st of m.keys()) { if (st < lo) lo = st; if (st > hi) hi = st; }
+  if (Number.isFinite(nets[0].start)) lo = nets[0].start;
+  const range = Number.isFinite(lo) && Number.isFinite(hi) ? [lo, Math.max(hi, lo)] : null;
+  const healthy = new Map(range ? [[range[0], 1e-3], [range[1], 1e-3]] : []);
+  plan.ratio = [[...plan.ratio[0], HEALTHY], [...plan.ratio[1], healthy]];
+  for (const [key, [specs, maps]] of Object.entries(plan)) {
+    const c = charts[key];
+    c.setSeries(specs);
+    c.setRange(range);
+    const [xs, ys] = align(maps);
+    c.set(xs, ys);
+  }
   const marks = S.restarts.map((r) => ({ step: r.step, label: `restart: ${r.model}`, kind: "restart" }));
   if (S.stepA !== null && S.steps.length && (!S.live || S.compare)) marks.push({ step: S.stepA, label: S.compare ? "A" : "shown", kind: "a" });
   if (S.compare && S.stepB !== null && S.steps.length) marks.push({ step: S.stepB, label: "B", kind: "b" });
