@@ -27,20 +27,36 @@ def test_spec_options_and_semicolons() -> None:
     assert net.fc1.in_features == 4 * 4 * 4 and net(torch.zeros(1, 1, 9, 9)).shape == (1, 3)
 
 
+CONV_FORM = "conv FILTERS SIZE [stride S] [pad P] [ACT], e.g. 'conv 16 5 pad 2 relu'"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("", "empty"),
-        ("conv 8 3\npool 2", "must end with an fc"),
-        ("conv 8 9\nfc 2", "line 1 ('conv 8 9'): the maps shrink to -3×-3"),
-        ("conv 8 three\nfc 2", "line 1 ('conv 8 three'): cannot read"),
-        ("fc 4\nconv 2 3", "conv after fc"),
-        ("conv 8 3 swish\nfc 2", "unknown option 'swish'"),
-        ("blur 3\nfc 2", "unknown layer 'blur'"),
-        ("fc 100000\nfc 100000", "parameters is more than the limit"),
+        ("", "the layer spec is empty"),
+        ("conv 8 3\npool 2", "the spec must end with an fc layer giving the class scores"),
+        ("conv 8 9\nfc 2", "line 1: 'conv 8 9' shrinks the maps to -3×-3; use padding or fewer pools"),
+        ("conv 8 three\nfc 2", f"line 1: 'three' is not a whole number ({CONV_FORM})"),
+        ("fc 4\nconv 2 3", "line 2: conv after fc (the maps are flattened by then)"),
+        (
+            "conv 8 3 swish\nfc 2",
+            "line 1: unknown option 'swish': conv takes stride S, pad P and an activation "
+            "(relu, leaky_relu, tanh, sigmoid, gelu, none)",
+        ),
+        ("blur 3\nfc 2", "line 1: 'blur' is not a layer (conv, pool, fc, dropout)"),
+        ("fc 100000\nfc 100000", "10,007,700,000 parameters is more than the limit of 20,000,000"),  # 7,600,000 + 10,000,100,000
+        # the line numbers are the text box's: blank and comment lines count, ';' parts share one
+        ("conv 8 3 relu\nbanana 3\nfc 10", "line 2: 'banana' is not a layer (conv, pool, fc, dropout)"),
+        ("# a net\n\nconv ten 3 relu\nfc 10", f"line 3: 'ten' is not a whole number ({CONV_FORM})"),
+        ("conv 4 3; bla 2\nfc 3", "line 1: 'bla' is not a layer (conv, pool, fc, dropout)"),
+        ("conv 8\nfc 2", "line 1: conv needs FILTERS SIZE, e.g. 'conv 16 5 pad 2 relu'"),
+        ("conv 8 3\nfc", "line 2: fc needs UNITS, e.g. 'fc 10'"),
+        ("conv 8 3 pad\nfc 2", f"line 1: pad needs a number after it ({CONV_FORM})"),
+        ("dropout half\nfc 2", "line 1: 'half' is not a number (dropout P, e.g. 'dropout 0.5')"),
+        ("pool 2 relu\nfc 2", "line 1: pool takes no activation, got 'relu'"),
     ],
 )
 def test_spec_errors_name_the_line(text: str, message: str) -> None:
     with pytest.raises(SpecError) as err:
         build_spec(text, (3, 5, 5))
-    assert message in str(err.value)
+    assert str(err.value) == message

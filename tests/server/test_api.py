@@ -376,7 +376,7 @@ BAD_CONTROLS: list[tuple[dict[str, Any], str]] = [
     ({"key": "weight_decay", "value": -0.5}, "weight_decay must be 0 <= weight_decay <= 1"),
     ({"key": "explode", "value": 1}, "unknown control 'explode'"),
     ({"key": "predict", "value": {}}, "uploads"),
-    ({"key": "model", "value": "  "}, "model must be one of the zoo nets"),
+    ({"key": "model", "value": "  "}, "model is empty: pick a zoo net or write a layer spec"),
     ({"key": "load_checkpoint", "value": "step-9"}, "no checkpoint named 'step-9'"),
     ({"key": "save_checkpoint", "value": "../x"}, "checkpoint name"),
     ({"value": 1}, "unknown control None"),

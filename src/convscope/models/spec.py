@@ -10,6 +10,9 @@ One layer per line (or separated by ';'); `#` starts a comment. Layers: `conv FI
 [stride S] [pad P] [ACT]`, `pool SIZE [stride S]`, `fc UNITS [ACT]`, `dropout P`, with ACT one
 of relu, leaky_relu, tanh, sigmoid, gelu, none. `build_spec(text, input_shape)` returns an
 nn.Sequential and checks every size fits; `spec_of(model)` writes the spec of a zoo-like net.
+A spec that cannot be built is one SpecError line naming the line as the text box numbers it
+(blank and comment lines counted) and what is wrong: "line 2: 'banana' is not a layer (conv,
+pool, fc, dropout)".
 """
 
 from __future__ import annotations
@@ -29,6 +32,16 @@ class SpecError(ValueError):
 
 
 MAX_NUMBER = 1_000_000  # no filter count, size, stride, padding or unit count may be larger
+FORMS = {  # each layer's form, as the errors quote it
+    "conv": "FILTERS SIZE [stride S] [pad P] [ACT], e.g. 'conv 16 5 pad 2 relu'",
+    "pool": "SIZE [stride S], e.g. 'pool 2'",
+    "fc": "UNITS [ACT], e.g. 'fc 10'",
+    "dropout": "P, e.g. 'dropout 0.5'",
+}
+USAGE = {  # what a layer cannot do without
+    "conv": "FILTERS SIZE, e.g. 'conv 16 5 pad 2 relu'", "pool": "SIZE, e.g. 'pool 2'",
+    "fc": "UNITS, e.g. 'fc 10'", "dropout": "P, e.g. 'dropout 0.5'",
+}  # fmt: skip
 
 
 def build_spec(
@@ -44,8 +57,7 @@ def build_spec(
     `max_params` parameters, and any layer whose output for one image holds more than
     `max_activations` values (checked before the test forward pass allocates it).
     """
-    lines = [ln.split("#", 1)[0].strip() for part in text.splitlines() for ln in part.split(";")]
-    lines = [ln for ln in lines if ln]
+    lines = spec_lines(text)
     if not lines:
         raise SpecError("the layer spec is empty")
     if len(lines) > 64:
@@ -67,15 +79,19 @@ def build_spec(
         counts[kind] = counts.get(kind, 0) + 1
         layers[f"{kind}{counts[kind]}"] = module
 
-    for n, line in enumerate(lines, 1):
+    for n, line in lines:
         words = line.lower().split()
         op, rest = words[0], words[1:]
         try:
+            if op not in USAGE:
+                raise SpecError(f"{_show(op, 30)} is not a layer ({', '.join(USAGE)})")
+            if len(rest) < (1 + (op == "conv")):
+                raise SpecError(f"{op} needs {USAGE[op]}")
             if op == "conv":
                 if flat is not None:
-                    raise SpecError("conv after fc")
-                filters, size = _int(rest[0]), _int(rest[1])
-                opts, act = _options(rest[2:], ("stride", "pad"))
+                    raise SpecError("conv after fc (the maps are flattened by then)")
+                filters, size = _int(rest[0], op), _int(rest[1], op)
+                opts, act = _options(op, rest[2:], ("stride", "pad"))
                 stride, pad = opts.get("stride", 1), opts.get("pad", 0)
                 if filters < 1 or size < 1 or stride < 1 or pad < 0:
                     raise SpecError("filters, size and stride must be ≥ 1 and pad ≥ 0")
@@ -85,8 +101,8 @@ def build_spec(
                 if act:
                     add(act, ACTIVATIONS[act]())
             elif op == "pool":
-                size = _int(rest[0])
-                opts, act = _options(rest[1:], ("stride",))
+                size = _int(rest[0], op)
+                opts, act = _options(op, rest[1:], ("stride",))
                 if act:
                     raise SpecError(f"pool takes no activation, got {act!r}")
                 stride = opts.get("stride", size)
@@ -95,8 +111,8 @@ def build_spec(
                 add("pool", nn.MaxPool2d(size, stride=stride))
                 h, w = (h - size) // stride + 1, (w - size) // stride + 1
             elif op == "fc":
-                units = _int(rest[0])
-                _, act = _options(rest[1:], ())
+                units = _int(rest[0], op)
+                _, act = _options(op, rest[1:], ())
                 if units < 1:
                     raise SpecError("fc units must be ≥ 1")
                 if flat is None:
@@ -107,23 +123,21 @@ def build_spec(
                 flat = units
                 if act:
                     add(act, ACTIVATIONS[act]())
-            elif op == "dropout":
-                p = float(rest[0])
+            else:  # dropout
+                p = _float(rest[0])
                 if not 0 <= p < 1:
                     raise SpecError("dropout p must be in [0, 1)")
                 add("dropout", nn.Dropout(p))
-            else:
-                raise SpecError(f"unknown layer {op!r} (conv, pool, fc, dropout)")
         except (IndexError, ValueError) as exc:
             if isinstance(exc, SpecError) and "parameters is more than" in str(exc):
                 raise
             msg = exc.args[0] if isinstance(exc, SpecError) else f"cannot read {_show(line)}"
-            raise SpecError(f"line {n} ({_show(line)}): {msg}") from None
+            raise SpecError(f"line {n}: {msg}") from None
         if h < 1 or w < 1:
-            raise SpecError(f"line {n} ({_show(line)}): the maps shrink to {h}×{w}; use padding or fewer pools")
+            raise SpecError(f"line {n}: {_show(line)} shrinks the maps to {h}×{w}; use padding or fewer pools")
         if flat is None and c * h * w > max_activations:
             raise SpecError(
-                f"line {n} ({_show(line)}): {c}×{h}×{w} values per image is more than the limit of "
+                f"line {n}: {_show(line)} gives {c}×{h}×{w} values per image, more than the limit of "
                 f"{max_activations:,}"
             )
     if flat is None:
@@ -134,27 +148,51 @@ def build_spec(
     return model
 
 
+def spec_lines(text: str) -> list[tuple[int, str]]:
+    """(line number in `text`, counting from 1, layer text) for each layer of a spec: lines split
+    at ';', `#` comments and blank lines left out -- the line numbers the errors name are the
+    ones the user sees in the text box."""
+    return [
+        (n, part.split("#", 1)[0].strip())
+        for n, raw in enumerate(text.splitlines(), 1)
+        for part in raw.split(";")
+        if part.split("#", 1)[0].strip()
+    ]
+
+
 def _show(line: str, limit: int = 60) -> str:
     """The line as quoted in an error message, cut to `limit` characters."""
     return repr(line if len(line) <= limit else line[:limit] + "…")
 
 
-def _int(word: str) -> int:
-    """A whole number of at most MAX_NUMBER in size (ValueError, reported with the line, if not)."""
-    value = int(word)
+def _int(word: str, op: str) -> int:
+    """A whole number of at most MAX_NUMBER in size (a SpecError naming layer `op`'s form if not)."""
+    try:
+        value = int(word)
+    except ValueError:
+        raise SpecError(f"{_show(word, 30)} is not a whole number ({op} {FORMS[op]})") from None
     if abs(value) > MAX_NUMBER:
         raise SpecError(f"{word} is too large (at most {MAX_NUMBER:,})")
     return value
 
 
-def _options(words: list[str], allowed: tuple[str, ...]) -> tuple[dict[str, int], str | None]:
+def _float(word: str) -> float:
+    try:
+        return float(word)
+    except ValueError:
+        raise SpecError(f"{_show(word, 30)} is not a number (dropout {FORMS['dropout']})") from None
+
+
+def _options(op: str, words: list[str], allowed: tuple[str, ...]) -> tuple[dict[str, int], str | None]:
     opts: dict[str, int] = {}
     act: str | None = None
     i = 0
     while i < len(words):
         word = words[i]
         if word in allowed:
-            opts[word] = _int(words[i + 1])
+            if i + 1 == len(words):
+                raise SpecError(f"{word} needs a number after it ({op} {FORMS[op]})")
+            opts[word] = _int(words[i + 1], op)
             i += 2
         elif word in ACTIVATIONS:
             act = word
@@ -162,7 +200,9 @@ def _options(words: list[str], allowed: tuple[str, ...]) -> tuple[dict[str, int]
         elif word == "none":
             i += 1
         else:
-            raise SpecError(f"unknown option {word!r}")
+            takes = {"conv": "stride S, pad P and an activation", "pool": "stride S", "fc": "an activation"}[op]
+            acts = ", ".join([*ACTIVATIONS, "none"])
+            raise SpecError(f"unknown option {_show(word, 30)}: {op} takes {takes}" + (f" ({acts})" if op != "pool" else ""))
     return opts, act
 
 

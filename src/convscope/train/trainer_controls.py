@@ -51,9 +51,12 @@ class ModelChoiceError(ValueError):
 
 
 def _is_spec_text(text: str) -> bool:
-    lines = [ln.split("#", 1)[0].strip() for part in text.splitlines() for ln in part.split(";")]
-    first = next((ln for ln in lines if ln), "")
-    return bool(first) and first.split()[0].lower() in SPEC_OPS
+    """Layer-spec text (parsed, never imported) rather than a name: more than one word, or a layer
+    word alone ('fc'). A single other word -- `file.py:Net`, `module:function`, an unknown net --
+    is a model name, refused with the choices (ModelChoiceError); a spec with a bad line gets
+    build_spec's error naming that line."""
+    words = text.split()
+    return len(words) > 1 or (len(words) == 1 and words[0].lower() in SPEC_OPS)
 
 
 def build_allowed(spec: str, input_shape: tuple[int, int, int] | None) -> tuple[nn.Module, tuple[int, int, int]]:
@@ -69,7 +72,7 @@ def build_allowed(spec: str, input_shape: tuple[int, int, int] | None) -> tuple[
         raise ModelChoiceError(spec)
     if input_shape is None:
         raise ValueError("a layer spec needs an input shape: start from a zoo net")
-    return build_spec(text, input_shape), input_shape
+    return build_spec(spec, input_shape), input_shape  # spec unstripped: its line numbers are the user's
 
 
 def decay_weights(model: nn.Module) -> list[Tensor]:
@@ -158,8 +161,8 @@ class TrainerControls:
             raise ValueError(f"checkpoint {name!r} cannot be read: {one_line(exc)}") from None
         bad, extra = state_mismatch(self.model.state_dict(), state)
         if bad or extra:
-            parts = ([f"missing or different: {', '.join(bad[:5])}"] if bad else []) + (
-                [f"not in this model: {', '.join(extra[:5])}"] if extra else []
+            parts = ([f"missing or different: {_some(bad)}"] if bad else []) + (
+                [f"not in this model: {_some(extra)}"] if extra else []
             )
             raise ValueError(f"checkpoint {name!r} does not fit this model ({'; '.join(parts)})")
         self.model.load_state_dict(state)
@@ -222,6 +225,12 @@ class TrainerControls:
         self.writer.log_json(step, prefix, result)
         self.writer.commit(step)
         return {"ok": True, **result}
+
+
+def _some(keys: list[str], shown: int = 5) -> str:
+    """The first `shown` keys, and how many more there are: 'a, b, c, d, e … and 2 more'."""
+    more = len(keys) - shown
+    return ", ".join(keys[:shown]) + (f" … and {more} more" if more > 0 else "")
 
 
 def _checkpoint_step(path: Path) -> int | None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from convscope.runs import RunReader, list_runs
 from convscope.runs.store import RunReadOnlyError
 
-from ..controls import check_control
+from ..controls import check_control, describe_checkpoints
 from ..errors import ERROR_RESPONSES, ApiError
 from ..jsonsafe import SafeJSONResponse
 from ..pictures import KINDS
@@ -69,7 +69,7 @@ def summary(state: AppState, name: str, r: RunReader) -> dict[str, Any]:
         "last_step": last,
         "status": status,
         "stale": r.is_stale(state.config.stale_after_s),
-        "checkpoints": r.checkpoints(),
+        "checkpoints": describe_checkpoints(r.checkpoints(), meta, r.path),  # with each one's net, and if it fits
         "has_test_images": bool(r.snapshot_steps("_test", "input")),
         "size": r.storage(),
     }

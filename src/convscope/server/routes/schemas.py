@@ -64,7 +64,9 @@ PNG: dict[int | str, JSON] = {
 }
 
 CHECKPOINT = obj({"name": STR, "file": STR, "step": INT_OR_NULL, "time": {"type": "number"},
-                  "bytes": INT})  # fmt: skip
+                  "bytes": INT, "net": STR_OR_NULL, "fits": {"type": ["boolean", "null"]}})  # fmt: skip
+# net: what the checkpoint's metadata names (a zoo net, "layer spec"); fits: its weights fit the net
+# training now (null: unsaid) -- server/controls.py describe_checkpoints
 RUNS = obj({"runs": array(obj({
     "name": STR, "status": STR_OR_NULL, "last_step": INT_OR_NULL, "model": ANY,
     "created": NUM_OR_NULL, "error": STR_OR_NULL,

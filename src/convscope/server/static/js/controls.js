@@ -1,10 +1,14 @@
 // controls.js — the dashboard's side of the control channel: every button sends one control
 // row (POST /controls, validated by the server); the trainer's acknowledgement arrives on the
 // live channel and is shown next to the button ("in effect from step S" or the trainer's error).
+// What the page can tell without the server -- a field left empty, text that is not a number, an
+// empty layer spec, no net picked -- is said next to the control too, replacing its last message,
+// and nothing is sent.
 
-import { $, el, postJSON, runPath, say } from "./api.js";
+import { $, el, postJSON, runPath } from "./api.js";
 
 const HYPER = ["lr", "momentum", "batch_size", "weight_decay"];
+const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i; // what a hyperparameter field takes
 const LABEL = { lr: "learning rate", momentum: "momentum", batch_size: "batch size", weight_decay: "weight decay",
   pause: "pause", resume: "resume", model: "network", save_checkpoint: "save checkpoint", load_checkpoint: "load checkpoint" };
 
@@ -23,9 +27,16 @@ export class Controls {
     });
     for (const key of HYPER) {
       const input = $(`#ctl-${key}`);
+      // a text field: what was typed stays visible (a number field drops "abc" as it is typed
+      // and reads as empty), so the answer can say what is wrong with it
+      input.type = "text";
+      input.inputMode = "decimal";
+      input.autocomplete = "off";
       const go = () => {
-        if (input.value.trim() === "") { say(`type a ${LABEL[key]} first`); return; }
-        this.send(key, Number(input.value), $(`#ack-${key}`));
+        const typed = input.value.trim();
+        const wrong = numberError(typed, LABEL[key]);
+        if (wrong) { this.tell($(`#ack-${key}`), wrong); return; }
+        this.send(key, Number(typed), $(`#ack-${key}`));
       };
       $(`#apply-${key}`).addEventListener("click", go);
       input.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); go(); } });
@@ -35,14 +46,41 @@ export class Controls {
         if (!ack.classList.contains("wait")) { ack.textContent = ""; ack.className = "ack"; }
       });
     }
-    $("#zoo-apply").addEventListener("click", () => this.send("model", $("#zoo-select").value, $("#ack-model")));
-    $("#spec-apply").addEventListener("click", () => this.send("model", $("#spec-text").value, $("#ack-model")));
+    this.saved = null; // the name of the checkpoint just saved: selected once the list has it
+    $("#zoo-select").addEventListener("change", () => this.zooButton());
+    $("#zoo-apply").addEventListener("click", () => {
+      const name = $("#zoo-select").value;
+      if (!name) { this.tell($("#ack-model"), "pick a zoo net first"); return; }
+      this.send("model", name, $("#ack-model"));
+    });
+    $("#spec-apply").addEventListener("click", () => {
+      const spec = $("#spec-text").value;
+      const layers = spec.split(/[\n;]/).map((l) => l.split("#")[0].trim()).filter(Boolean);
+      if (!layers.length) {
+        this.tell($("#ack-model"), "the layer spec is empty: write one layer per line, e.g. conv 8 3 relu, pool 2, fc 10");
+        return;
+      }
+      this.send("model", spec, $("#ack-model"));
+    });
     $("#ckpt-save").addEventListener("click", () => this.send("save_checkpoint", $("#ckpt-name").value.trim() || null, $("#ack-ckpt")));
     $("#ckpt-load").addEventListener("click", () => {
       const name = $("#ckpt-select").value;
-      if (!name) { say("no checkpoint to load yet"); return; }
+      if (!name) { this.tell($("#ack-ckpt"), this.info?.checkpoints?.length ? "pick a checkpoint first" : "no checkpoint to load yet: save one first"); return; }
       this.send("load_checkpoint", name, $("#ack-ckpt"));
     });
+  }
+
+  /** A message of the page's own next to a control, in place of its last one. */
+  tell(ack, text) {
+    ack.className = "ack bad";
+    ack.textContent = text;
+    delete ack.dataset.id;
+  }
+
+  /** "restart with this net" works only with a net picked in the list. */
+  zooButton() {
+    const button = $("#zoo-apply");
+    if (!button.dataset.off) button.disabled = !$("#zoo-select").value;
   }
 
   /** Show the run: fill inputs with the current values, the zoo, the spec, the checkpoints. */
@@ -56,9 +94,12 @@ export class Controls {
     const current = String(meta.model || "").replace(/^zoo:/, "");
     const chosen = sel.value; // the user's choice stays while the net it was shown for trains
     sel.textContent = "";
+    if (!zoo.includes(current)) { // a layer spec trains (or no net is listed): no zoo net is chosen yet
+      const text = !zoo.length ? "(the trainer lists no zoo nets)" : current ? "(a layer spec trains: pick a zoo net)" : "(pick a zoo net)";
+      sel.append(el("option", { value: "", text }));
+    }
     for (const name of zoo) sel.append(el("option", { value: name, text: name }));
-    if (!zoo.length) sel.append(el("option", { value: "", text: "(the trainer lists no zoo nets)" }));
-    sel.value = current !== this.shownModel || !zoo.includes(chosen) ? current : chosen;
+    sel.value = current !== this.shownModel || !zoo.includes(chosen) ? (zoo.includes(current) ? current : "") : chosen;
     this.shownModel = current;
     const spec = $("#spec-text");
     if (document.activeElement !== spec) spec.value = meta.spec || "";
@@ -97,13 +138,23 @@ export class Controls {
     return ` — still ${v}`;
   }
 
+  /** The run's checkpoints (GET /api/runs/{run}: name, step, net, fits), each with its net; one
+   *  whose weights do not fit the net training now is listed but cannot be chosen. The one just
+   *  saved is selected when it appears; else the choice stays. */
   checkpoints(list) {
     const sel = $("#ckpt-select");
-    const keep = sel.value;
+    const keep = this.saved && list.some((c) => c.name === this.saved) ? this.saved : sel.value;
+    if (keep === this.saved) this.saved = null;
     sel.textContent = "";
     if (!list.length) sel.append(el("option", { value: "", text: "no checkpoints yet" }));
-    for (const c of list) sel.append(el("option", { value: c.name, text: `${c.name} (step ${c.step ?? "?"})` }));
-    if (keep && list.some((c) => c.name === keep)) sel.value = keep;
+    for (const c of list) sel.append(el("option", { value: c.name, text: checkpointLabel(c), disabled: c.fits === false }));
+    const fits = list.filter((c) => c.fits !== false);
+    if (keep && fits.some((c) => c.name === keep)) sel.value = keep;
+    else if (fits.length) sel.value = fits[fits.length - 1].name; // the newest that fits
+    else if (list.length) {
+      sel.prepend(el("option", { value: "", text: "(none fits the net training now)" }));
+      sel.value = "";
+    }
   }
 
   /** Which controls can work: all for the built-in trainer; pause/resume only for a
@@ -126,6 +177,9 @@ export class Controls {
     for (const e of document.querySelectorAll("[data-builtin]")) {
       e.disabled = ended || stale || watch;
     }
+    const zoo = $("#zoo-apply");
+    if (ended || stale || watch) zoo.dataset.off = "1"; else delete zoo.dataset.off;
+    this.zooButton();
   }
 
   setPaused(status) {
@@ -169,6 +223,7 @@ export class Controls {
         ack.className = "ack ok";
         ack.textContent = `✓ restarted with ${got.includes("\n") ? "the edited layer spec" : got.replace(/^zoo:/, "")}: its first step is ${c.applied_step}`;
       } else if (c.key === "save_checkpoint" && c.result.name) {
+        this.saved = c.result.name; // main.js refreshes the list next: selected there
         const taken = c.result.asked ? ` ("${c.result.asked}" was taken: both are kept)` : "";
         ack.className = "ack ok";
         ack.textContent = `✓ saved as ${c.result.name}, the weights of step ${c.result.step ?? "?"}${taken}`;
@@ -211,4 +266,20 @@ export class Controls {
     for (const a of document.querySelectorAll("#controls .ack")) { a.textContent = ""; a.className = "ack"; }
     for (const key of HYPER) delete $(`#ctl-${key}`).dataset.typed; // another run: its own values
   }
+}
+
+/** Why `text` cannot be sent as a number for the field `label`, or "" when it can. */
+export function numberError(text, label) {
+  if (text === "") return `type a ${label} first`;
+  if (NUMBER.test(text)) return "";
+  const shown = text.length > 24 ? `${text.slice(0, 24)}…` : text;
+  if (/^[+-]?\d*,\d+$/.test(text)) return `not a number: ${shown} (write a point: ${text.replace(",", ".")})`;
+  return `not a number: ${shown}`;
+}
+
+/** A checkpoint as the lists show it: "NAME (step S, NET)", and why it cannot be chosen. */
+export function checkpointLabel(c) {
+  const net = c.net ? `, ${c.net}` : "";
+  const misfit = c.fits === false ? " — does not fit the net training now" : "";
+  return `${c.name} (step ${c.step ?? "?"}${net})${misfit}`;
 }

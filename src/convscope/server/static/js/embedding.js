@@ -7,11 +7,13 @@
 // Mounted in #embedding-box.
 
 import { $, awaitAnswer, el, getJSON, postJSON, runPath, url } from "./api.js";
+import { checkpointLabel } from "./controls.js";
 
 const POLL_MS = 300;
 const GIVE_UP_MS = 180000;
 const SIDE = 520; // canvas px
 const PAD = 14;
+const MIN_N = 4, MAX_N = 1000; // as the server's route (server/routes/embedding.py MIN_N, MAX_N)
 // matplotlib's tab10, then tab20's light tones: the colours of render/embedding_report.py
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
   "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5"];
@@ -24,8 +26,9 @@ class EmbeddingView {
     this.map = null; // the base map's answer
     this.placed = null; // a placement's answer
     this.hidden = new Set();
-    this.n = el("input", { id: "emb-n", type: "number", min: 2, max: 1000, value: 500, "aria-label": "held-out images in the map" });
-    this.make = el("button", { id: "emb-go", type: "button", onclick: () => this.ask({ n: Number(this.n.value) || null }) }, "map the held-out images");
+    this.n = el("input", { id: "emb-n", type: "number", min: MIN_N, max: MAX_N, step: 1, value: 500,
+      "aria-label": `held-out images in the map (${MIN_N} to ${MAX_N})` });
+    this.make = el("button", { id: "emb-go", type: "button", onclick: () => this.mapImages() }, "map the held-out images");
     this.ckpt = el("select", { id: "emb-ckpt", "aria-label": "checkpoint to place into the map" });
     this.place = el("button", { id: "emb-place", type: "button", disabled: true, onclick: () => this.placeCheckpoint() }, "embed this checkpoint into the same map");
     this.state = el("span.ack", { id: "emb-state" });
@@ -43,6 +46,7 @@ class EmbeddingView {
       el("div.row", {}, el("label", {}, "images ", this.n), this.make, this.state),
       el("div.row", {}, el("label", {}, "checkpoint ", this.ckpt), this.place),
       el("div", { style: "position:relative" }, this.canvas, this.tip), this.legend, this.info);
+    this.n.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); this.mapImages(); } });
     this.canvas.addEventListener("mousemove", (e) => this.hover(e));
     this.canvas.addEventListener("mouseleave", () => { this.tip.hidden = true; });
     for (const ev of ["focus", "pointerdown"]) this.ckpt.addEventListener(ev, () => this.checkpoints());
@@ -78,12 +82,24 @@ class EmbeddingView {
   fillCheckpoints(list) {
     const keep = this.ckpt.value;
     const rows = [...(Array.isArray(list) ? list : [])].sort((a, b) => (a.step ?? 0) - (b.step ?? 0));
-    const key = JSON.stringify(rows.map((c) => [c.name, c.step]));
+    const key = JSON.stringify(rows.map((c) => [c.name, c.step, c.net, c.fits]));
     if (key === this.ckpt.dataset.key) return; // the same list: an open dropdown stays as it is
     this.ckpt.dataset.key = key;
     this.ckpt.replaceChildren(el("option", { value: "", text: "the weights of now" }),
-      ...rows.map((c) => el("option", { value: c.name, text: `${c.name} (step ${c.step ?? "?"})` })));
-    if ([...this.ckpt.options].some((o) => o.value === keep)) this.ckpt.value = keep;
+      ...rows.map((c) => el("option", { value: c.name, text: checkpointLabel(c), disabled: c.fits === false })));
+    if ([...this.ckpt.options].some((o) => o.value === keep && !o.disabled)) this.ckpt.value = keep;
+  }
+
+  /** Map as many held-out images as the field says: a whole number in MIN_N..MAX_N, else said here. */
+  mapImages() {
+    const typed = this.n.value.trim(); // "" for text a number field cannot read (validity.badInput)
+    const n = /^\d+$/.test(typed) ? Number(typed) : NaN;
+    if (!(n >= MIN_N && n <= MAX_N)) {
+      const was = typed === "" || this.n.validity.badInput ? "" : ` (not ${typed.length > 24 ? `${typed.slice(0, 24)}…` : typed})`;
+      this.status(`images: type a whole number from ${MIN_N} to ${MAX_N}${was}`, "bad");
+      return;
+    }
+    this.ask({ n });
   }
 
   status(text, kind) { this.state.className = `ack ${kind}`; this.state.textContent = text; }
@@ -138,13 +154,7 @@ class EmbeddingView {
   }
 
   /** xy → canvas px over the base map's range (placed points share it). */
-  scale() {
-    const xs = this.map.xy.map((p) => p[0]);
-    const ys = this.map.xy.map((p) => p[1]);
-    const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
-    const s = (SIDE - 2 * PAD) / Math.max(x1 - x0, y1 - y0, 1e-9);
-    return ([x, y]) => [PAD + (x - x0) * s, SIDE - PAD - (y - y0) * s];
-  }
+  scale() { return mapScale(this.map.xy); }
 
   draw() {
     const g = this.canvas.getContext("2d");
@@ -194,6 +204,19 @@ class EmbeddingView {
     const t = this.map.thumb, cols = Math.ceil(Math.sqrt(this.map.n));
     g.drawImage(this.sheet, (i % cols) * t, Math.floor(i / cols) * t, t, t, 0, 0, 64, 64);
   }
+}
+
+/** xy → canvas px for a map whose points are `xy`: one scale for both axes (the map keeps its
+ *  shape), the map centred in the canvas within PAD of its edges, y pointing up. */
+export function mapScale(xy) {
+  const xs = xy.map((p) => p[0]);
+  const ys = xy.map((p) => p[1]);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const room = SIDE - 2 * PAD;
+  const s = room / Math.max(x1 - x0, y1 - y0, 1e-9);
+  const left = PAD + (room - (x1 - x0) * s) / 2; // the spare room on the short side, half each way
+  const bottom = SIDE - PAD - (room - (y1 - y0) * s) / 2;
+  return ([x, y]) => [left + (x - x0) * s, bottom - (y - y0) * s];
 }
 
 const box = $("#embedding-box");
