@@ -45,10 +45,12 @@ CELLS = S.obj({
     "step": S.INT, "width": S.INT, "height": S.INT,
     "cells": S.array({"type": "array", "items": S.INT, "minItems": 4, "maxItems": 4}),
 })  # fmt: skip
-UNIT = S.obj({"channel": S.INT, "value": S.NUM_OR_NULL, "position": {"type": ["array", "null"]}})
+UNIT = S.obj({"channel": S.INT, "value": S.NUM_OR_NULL, "position": {"type": ["array", "null"]},
+              "name": S.STR_OR_NULL})  # fmt: skip  # name: the class, for the output layer
 PROJECTION = S.obj({
     "id": S.INT, "status": {"enum": ["pending", "done", "failed"]}, "error": S.STR_OR_NULL,
-    "layer": S.STR_OR_NULL, "tensor": S.STR_OR_NULL, "step": S.INT_OR_NULL,
+    "layer": S.STR_OR_NULL, "tensor": S.STR_OR_NULL, "symbol": {"enum": ["a", "z", None]},
+    "step": S.INT_OR_NULL,
     "input_step": S.INT_OR_NULL, "weights": S.STR_OR_NULL, "asked": S.INT_OR_NULL, "seconds": S.NUM_OR_NULL,
     "budget_s": S.NUM_OR_NULL, "units": S.array(UNIT), "rules": {"type": "object"},
 })  # fmt: skip
@@ -158,7 +160,39 @@ def projection_status(run: str, state: State, ident: ProjectionId) -> dict[str, 
     with state.reader(run) as r:
         row = control_row(r, run, "project", ident, "projection")
         answer = r.json(f"project:{ident}")
-    return request_status(ident, row, answer, S.pending(PROJECTION, ident))
+        classes = output_classes(r)
+    out = request_status(ident, row, answer, S.pending(PROJECTION, ident))
+    if out["status"] == "done":
+        tensor = out["tensor"] if isinstance(out["tensor"], str) else ""
+        symbol = symbol_of(tensor)
+        names = classes.get(str(out["layer"])) if symbol == "z" else None
+        out["symbol"] = symbol
+        out["units"] = [
+            {**u, "name": names[u["channel"]] if names and 0 <= u.get("channel", -1) < len(names) else None}
+            for u in out["units"]
+            if isinstance(u, dict)
+        ]
+    return out
+
+
+def symbol_of(tensor: str) -> str | None:
+    """"a" or "z" for a block's tensor as the answerer names it ("a of block conv2 (after relu2)",
+    "z of block fc (no activation follows)"), None for a module's output: the letter the page
+    writes before a unit's value."""
+    head = tensor.split(" ", 1)[0]
+    return head if head in ("a", "z") and tensor.startswith(f"{head} of block ") else None
+
+
+def output_classes(r: RunReader) -> dict[str, list[str]]:
+    """{the last layer: the run's class names} when its output has one unit per class (its z
+    are the class scores), else {}."""
+    classes = r.meta().get("classes")
+    found = r.json("layers")
+    rows = found[1] if found is not None and isinstance(found[1], list) else []
+    last = rows[-1] if rows and isinstance(rows[-1], dict) else {}
+    if not isinstance(classes, list) or last.get("out_shape") != [len(classes)] or not classes:
+        return {}
+    return {str(last.get("name")): [str(c) for c in classes]}
 
 
 @router.get(

@@ -6,10 +6,52 @@
 // control row (`occlude`), this module polls until the answer is in the run store, then draws
 // the panels it stored. Mounted in #occlusion-box.
 
-import { $, awaitAnswer, el, getJSON, postJSON, runPath, url } from "./api.js";
+import { $, awaitAnswer, el, fmt, getJSON, postJSON, runPath, url } from "./api.js";
 
 const POLL_MS = 300;
 const GIVE_UP_MS = 120000;
+const MAX_SIDE = 64; // window and stride: whole pixels 1..64 (as the server checks)
+
+/** The occluder's window or stride as typed: null for empty (auto), a whole number 1..64, or
+ *  undefined when it is neither ("e", "2.5", "0", "99": refused in the page, never sent). */
+export function sideValue(input) {
+  if (input.validity.badInput) return undefined; // the browser could not read a number ("e")
+  const text = input.value.trim();
+  if (text === "") return null;
+  const n = Number(text);
+  return Number.isInteger(n) && n >= 1 && n <= MAX_SIDE ? n : undefined;
+}
+
+/** The colour scale of panel (b): the bar its colours come from (0 or the lowest value, dark
+ *  purple, to the highest, yellow: the sequential map), where this image's positions lie on it,
+ *  and what the numbers are. The picture alone is a flat yellow square when every position gives
+ *  nearly the same total. */
+function featureScale(r) {
+  const values = (r.feature || []).flat().filter(Number.isFinite);
+  if (!values.length) return null;
+  const lo = Math.min(...values), hi = Math.max(...values);
+  const vmin = Math.min(lo, 0), vmax = hi;
+  const span = vmax - vmin;
+  const at = (v) => (span > 0 ? (100 * (v - vmin)) / span : 0);
+  const range = el("span.occ-range", { title: `this image: ${fmt(lo)} … ${fmt(hi)}` });
+  range.style.left = `${at(lo)}%`;
+  range.style.width = `${Math.max(at(hi) - at(lo), 0.5)}%`;
+  const clean = Number.isFinite(r.clean_feature) ? r.clean_feature : null;
+  const effect = clean === null ? ""
+    : lo < clean && clean !== 0 ? `: covering a part lowers it by at most ${fmt((100 * (clean - lo)) / Math.abs(clean), 3)}% of the unoccluded ${fmt(clean)}`
+    : `: no position of the square lowers it below the unoccluded ${fmt(clean)}`;
+  return el("div.occ-scale", { "data-min": vmin, "data-max": vmax },
+    el("div.occ-bar.seq", {}, range),
+    el("div.occ-ticks", {}, el("span", { text: `${fmt(vmin)} (dark)` }), el("span", { text: `${fmt(vmax)} (yellow)` })),
+    el("p.note", { text: `colour = total activation of map ${r.channel} with the square at that position, from ${fmt(vmin)} (dark purple) to ${fmt(vmax)} (yellow). `
+      + `Here it spans ${fmt(lo)} … ${fmt(hi)} (marked on the bar)${effect}.` }));
+}
+
+/** The server's words for a bad window/stride, in the page's words. */
+function plain(message) {
+  return message.replace(/^(window|stride) must be an integer in (\d+)\.\.(\d+) or null$/,
+    "$1 must be a whole number of pixels from $2 to $3, or empty for auto");
+}
 
 class OcclusionView {
   constructor(box) {
@@ -76,7 +118,18 @@ class OcclusionView {
     const [kind, id] = (this.image.value || "").split(":");
     if (!run || !kind) { this.status("no image to occlude yet: upload one or wait for the test images", "bad"); return; }
     const body = { [kind]: Number(id), layer: this.layer.value || null };
-    for (const [k, input] of [["window", this.window], ["stride", this.stride]]) if (input.value) body[k] = Number(input.value);
+    for (const [k, input] of [["window", this.window], ["stride", this.stride]]) {
+      const v = sideValue(input);
+      if (v === undefined) {
+        input.setAttribute("aria-invalid", "true");
+        const typed = input.validity.badInput ? "what is typed is not a number" : `${input.value} is not one`;
+        this.status(`${k}: type a whole number of pixels from 1 to ${MAX_SIDE} (${typed}), or leave it empty for auto`, "bad");
+        input.focus();
+        return;
+      }
+      input.removeAttribute("aria-invalid");
+      if (v !== null) body[k] = v;
+    }
     const ticket = ++this.ticket;
     this.status("sent, waiting for the side that holds the model…", "wait");
     let r;
@@ -88,21 +141,22 @@ class OcclusionView {
       if (r.status !== "done") { this.status(`could not: ${r.error}`, "bad"); return; }
       this.show(run, r);
       this.status(`✓ ${r.positions} positions in ${r.seconds} s (${r.method}) · ${r.weights}`, "ok");
-    } catch (err) { this.status(err.message, "bad"); }
+    } catch (err) { this.status(plain(err.message), "bad"); }
   }
 
   show(run, r) {
-    const figs = r.panels.map((p) => el("figure.panel.occ-panel", { "data-kind": p.kind, style: "width:226px" },
+    const figs = r.panels.map((p) => el("figure.panel.occ-panel", { "data-kind": p.kind },
       el("img", { src: url(runPath(run, `/occlusions/${r.id}/${p.kind}.png`)), alt: p.caption, width: 224 }),
-      el("figcaption", { text: p.caption })));
-    const legend = el("ul.occ-legend", { style: "list-style:none;padding:0;font-size:12px" }, ...r.legend.map((c) => el("li", {},
-      el("span.swatch", { style: `display:inline-block;width:12px;height:12px;margin-right:6px;vertical-align:middle;background:${c.colour}` }),
+      el("figcaption", { text: p.caption }),
+      p.kind === "b-feature" ? featureScale(r) : null));
+    const legend = el("ul.occ-legend", {}, ...r.legend.map((c) => el("li", {},
+      el("span.swatch", { style: `background:${c.colour}` }),
       `${c.name}${c.class === r.target ? " (the class in (d))" : ""} — ${c.positions} of ${r.positions} positions`)));
     const top = r.top.map(([, name, p]) => `${name} ${(100 * p).toFixed(1)}%`).join("; ");
     const worst = Math.min(...r.probability.flat());
     this.out.replaceChildren(
       el("p", { text: `${r.image} → unoccluded: ${top}. p(${r.target_name}) falls from ${r.clean_probability.toFixed(3)} to ${worst.toFixed(3)} where the square hurts most; layer ${r.layer}, map ${r.channel}, window ${r.window}, stride ${r.stride}.` }),
-      el("div.occ-figs", { style: "display:flex;flex-wrap:wrap;gap:12px" }, ...figs), legend,
+      el("div.occ-figs", {}, ...figs), legend,
       el("p.note", { text: "Each cell of (b), (d), (e) is one position of the grey square (top-left corner at rows × cols of the stride). Dark in (d): covering that part lowers the class probability — the model depends on it." }));
   }
 }

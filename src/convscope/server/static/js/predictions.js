@@ -92,7 +92,7 @@ export class Upload {
   constructor(getState) {
     this.state = getState;
     this.ticket = 0;
-    $("#upload-form").addEventListener("submit", (e) => { e.preventDefault(); this.go($("#upload-file").files[0]); });
+    $("#upload-form").addEventListener("submit", (e) => { e.preventDefault(); const f = $("#upload-file").files[0]; this.go(f, f?.name); });
   }
 
   reset() {
@@ -124,14 +124,17 @@ export class Upload {
       btn.addEventListener("click", async () => {
         try {
           const blob = await (await fetch(src)).blob();
-          await this.go(new File([blob], `heldout-${p.index}.png`, { type: "image/png" }));
+          // the crop is what is answered now: the file picker no longer names the last file
+          $("#upload-file").value = "";
+          await this.go(new File([blob], `heldout-${p.index}.png`, { type: "image/png" }), `held-out crop ${p.index}`);
         } catch (err) { say(err.message); }
       });
       box.append(btn);
     }
   }
 
-  async go(file) {
+  /** Send `file`; `what` names it in the answer line ("tiny.png", "held-out crop 3"). */
+  async go(file, what = file?.name) {
     const st = this.state();
     const state = $("#upload-state");
     if (!st.run) { say("the page is still loading the run: try again in a moment"); return; }
@@ -161,7 +164,7 @@ export class Upload {
     if (r.status === "done") {
       this.show(st.run, id, r);
       state.className = "ack ok";
-      state.textContent = `✓ answered at step ${r.step}`;
+      state.textContent = `✓ answered at step ${r.step}${what ? `: ${what}` : ""}`;
       // the occlusion panel (occlusion.js) lists answered uploads: it reads its list again now
       document.dispatchEvent(new CustomEvent("convscope:upload", { detail: { run: st.run, id } }));
       return;

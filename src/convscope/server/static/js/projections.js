@@ -43,14 +43,16 @@ export class Projections {
     this.button = el("button.project-top", { type: "button", onclick: () => this.ask(null),
       title: "the 9 feature maps that fire most on this example, each projected back to pixels" },
     "projections: 9 strongest");
-    card.append(el("div.project-bar", {}, this.button,
-      el("small", { text: " or click one map in a = f(z) to project it (deconvnet and guided backprop)" })), this.box);
+    // the hint only on a card with an a = f(z) picture to click (bind() shows it)
+    this.hint = el("small.project-hint", { text: " or click one map in a = f(z) to project it (deconvnet and guided backprop)", hidden: true });
+    card.append(el("div.project-bar", {}, this.button, this.hint), this.box);
   }
 
   /** Make the a = f(z) picture clickable (called whenever the card builds its panels). */
   bind(img) {
     if (img.dataset.projectBound) return;
     img.dataset.projectBound = "1";
+    this.hint.hidden = false;
     img.classList.add("clickable");
     img.title = "click a map to project it back to pixels";
     img.addEventListener("click", async (ev) => {
@@ -97,10 +99,16 @@ export class Projections {
     const pic = (k, kind, alt) => el("img", { alt, src: url(runPath(run, `/projections/${r.id}/${k}/${kind}.png`)) });
     for (const u of r.units) {
       const where = u.position ? ` at (i, j) = (${u.position.join(", ")})` : "";
+      // which tensor the value is of: a = f(z) (>= 0 after a ReLU), or z for a block without an
+      // activation (fc: the class scores, any sign); "max" only for a map with positions
+      const sym = r.symbol || "value";
+      const what = u.position ? `map ${u.channel}: max ${sym} = ${fmt(u.value)}`
+        : u.name ? `class ${u.channel} (${u.name}): ${sym} = ${fmt(u.value)}`
+        : `unit ${u.channel}: ${sym} = ${fmt(u.value)}`;
       const explore = el("button.explore", { type: "button", title: "its 9 strongest probe images, their projections and its optimal stimulus",
         onclick: () => this.explore(run, u.channel, row) }, "what excites it?");
       const row = el("div.unit", { "data-channel": u.channel },
-        el("h4", {}, `map ${u.channel}: max a = ${fmt(u.value)}${where} `, explore),
+        el("h4", {}, `${what}${where} `, explore),
         el("div.figs", {},
           u.position ? el("figure", {}, pic(u.channel, "a", `a[${u.channel}]`), el("figcaption", { text: `a[${u.channel}]` })) : null,
           el("figure", {}, pic(u.channel, "deconvnet", "deconvnet projection"), el("figcaption", { text: "deconvnet (ZF)" })),
