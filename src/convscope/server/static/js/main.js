@@ -216,8 +216,10 @@ function netStart() { return S.restarts.length ? S.restarts[S.restarts.length - 
 
 /** The run's nets in step order: [{n, start, end, model}] (steps start <= s < end). */
 function segments() {
-  const first = String(S.info?.config?.model ?? S.info?.meta?.model ?? "").replace(/^zoo:/, "");
-  const nets = [{ start: -Infinity, model: S.restarts.length ? first : (S.info?.meta?.model ?? first).replace(/^zoo:/, "") }];
+  const name = (m) => String(m ?? "").replace(/^zoo:/, "");
+  // the first net: as launched (config.model; a recorder's run may not say it), the only one: meta.model
+  const first = S.restarts.length ? name(S.info?.config?.model) || "first net" : name(S.info?.meta?.model ?? S.info?.config?.model);
+  const nets = [{ start: -Infinity, model: first }];
   for (const r of S.restarts) nets.push({ start: r.step, model: r.model });
   return nets.map((s, i) => ({ ...s, n: i + 1, end: i + 1 < nets.length ? nets[i + 1].start : Infinity }));
 }
