@@ -169,6 +169,8 @@ def test_unit_explorer_round_trip(tmp_path: Path) -> None:
         done = client.get(f"/api/runs/run/units/{ident}").json()
         assert done["status"] == "done" and done["layer"] == "conv1" and done["channel"] == 2
         assert len(done["hits"]) == 9 and done["probe_images"] == 24
+        assert done["evolution_steps"] == []  # and the page is told why
+        assert done["evolution_note"] == "no evolution strip: the run keeps no evo-* checkpoints"
         for kind in ("patches", "projections", "filter", "stimulus"):
             r = client.get(f"/api/runs/run/units/{ident}/{kind}.png")
             assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n", kind

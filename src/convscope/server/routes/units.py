@@ -33,7 +33,8 @@ UNIT = S.obj({
     "id": S.INT, "status": {"enum": ["pending", "done", "failed"]}, "error": S.STR_OR_NULL,
     "layer": S.STR_OR_NULL, "channel": S.INT_OR_NULL, "hits": S.array(HIT), "probe_images": S.INT_OR_NULL,
     "field": {"type": ["object", "null"]}, "stimulus_activation": S.NUM_OR_NULL,
-    "has_filter": {"type": ["boolean", "null"]}, "evolution_steps": S.array(S.INT), "step": S.INT_OR_NULL,
+    "has_filter": {"type": ["boolean", "null"]}, "evolution_steps": S.array(S.INT),
+    "evolution_note": S.STR_OR_NULL, "step": S.INT_OR_NULL,
     "weights": S.STR_OR_NULL, "seconds": S.NUM_OR_NULL,
 })  # fmt: skip
 BODY = S.body(

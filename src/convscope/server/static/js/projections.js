@@ -156,10 +156,13 @@ export class Projections {
       stimFig));
     const evo = r.evolution_steps.length ? r.evolution_steps : (row.dataset.evoSteps ? JSON.parse(row.dataset.evoSteps) : []);
     if (r.evolution_steps.length) { row.dataset.evoSteps = JSON.stringify(r.evolution_steps); row.dataset.evoId = String(id); }
+    if (r.evolution_note) row.dataset.evoNote = r.evolution_note;
     if (evo.length) {
       out.append(el("figure.evolution", {},
         el("img", { alt: "evolution strip", src: url(runPath(run, `/units/${row.dataset.evoId}/evolution.png`)) }),
         el("figcaption", { text: `its strongest probe image over training (Zeiler & Fergus Fig. 4): after ${evo.join(", ")} steps — patches above, deconvnet projections below` })));
+    } else if (row.dataset.evoNote) {
+      out.append(el("p.note.evolution-note", { text: row.dataset.evoNote })); // why there is no strip
     }
     if (live) setTimeout(() => { if ($("input.live", out)?.checked) this.explore(run, channel, row, true); }, LIVE_MS);
   }
