@@ -44,9 +44,10 @@ class LoadedModel:
     std: list[float] | None
 
     def to_input(self, img: npt.NDArray[np.uint8]) -> tuple[Tensor, npt.NDArray[np.uint8]]:
-        """uint8 (H, W, 3) → the model's input (1, C, H, W), and the resized image as shown."""
+        """uint8 (H, W, 3) → the model's input (1, C, H, W), and the image as shown: its centre in the
+        input's aspect, resized (nothing stretched)."""
         c, h, w = self.input_shape
-        x = prepare(img, size=(h, w), channels=c)  # (C, H, W) in [0, 1]
+        x = prepare(img, size=(h, w), channels=c, crop=True)  # (C, H, W) in [0, 1], centre-cropped
         shown = (x.permute(1, 2, 0).expand(h, w, 3) * 255).round().to(torch.uint8).numpy()
         return self.normalize(x.unsqueeze(0)), np.ascontiguousarray(shown)
 
@@ -166,6 +167,11 @@ def _inspect(
         raise ValueError(f"--target {target} out of range: the model has {k} classes (0..{k - 1})")
     trace, logits = capture(loaded.model, x, target=target, layers=layers)
     notes = []
+    ih, iw = img.shape[:2]
+    _, h, w = loaded.input_shape
+    if ih * w != iw * h:
+        notes.append(f"The {iw}×{ih} image was centre-cropped to the net's aspect, then resized to {w}×{h}:"
+                     " nothing is stretched, and the edges cut off are not seen.")
     if "photo-crops" in loaded.metadata.get("trained_on", ""):
         notes.append(
             "This net was trained on builtin:photo-crops: its 10 classes say which photo a small crop"

@@ -50,21 +50,38 @@ def luminance(x: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(dim=-3, keepdim=True)  # (..., 1, H, W)
 
 
-def prepare(img: np.ndarray, *, size: tuple[int, int], channels: int) -> torch.Tensor:
+def prepare(img: np.ndarray, *, size: tuple[int, int], channels: int, crop: bool = False) -> torch.Tensor:
     """uint8 (H, W, 3) -> float32 (channels, size[0], size[1]) in [0, 1].
 
     Resizes with Pillow's bilinear filter (antialiased when shrinking) when the size
-    differs, then keeps RGB (channels=3) or takes the luminance (channels=1).
+    differs, then keeps RGB (channels=3) or takes the luminance (channels=1). `crop`: first
+    the centre of the image in the target's aspect (`centre_crop`), so nothing is stretched.
     """
     _check_image(img, "prepare")
     _check_size_channels(size, channels, "prepare")
     h, w = int(size[0]), int(size[1])
+    if crop:
+        img = centre_crop(img, (h, w))
     if img.shape[:2] != (h, w):
         img = np.asarray(
             Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR)
         )  # (h, w, 3) uint8; Pillow takes (W, H)
     x = to_chw_float(img)  # (3, h, w)
     return luminance(x) if channels == 1 else x
+
+
+def centre_crop(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The largest centred part of uint8 (H, W, 3) `img` in the aspect of `size` (h, w): a
+    120×80 picture for a square input keeps its middle 80×80 (a view, no copy)."""
+    ih, iw = img.shape[:2]
+    h, w = size
+    if ih * w > iw * h:  # taller than the target: cut rows
+        keep = max(1, round(iw * h / w))
+        top = (ih - keep) // 2
+        return img[top : top + keep]
+    keep = max(1, round(ih * w / h))
+    left = (iw - keep) // 2
+    return img[:, left : left + keep]
 
 
 def conform(x: torch.Tensor, *, size: tuple[int, int], channels: int) -> torch.Tensor:

@@ -134,7 +134,7 @@ def _decode(state: AppState, data: bytes, name: str, shape: tuple[int, int, int]
     cfg = state.config
     try:
         img = load_image(data, max_bytes=cfg.max_upload_bytes, max_pixels=cfg.max_upload_pixels)
-        x = prepare(img, size=(h, w), channels=c)  # (C, H, W) in [0, 1]
+        x = prepare(img, size=(h, w), channels=c, crop=True)  # (C, H, W) in [0, 1], centre-cropped
     except ImageError as err:
         raise ApiError(400, str(err).replace("<bytes>", name or "the upload", 1)) from None
     return encode_png(x)
