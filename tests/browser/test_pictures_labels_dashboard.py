@@ -234,3 +234,20 @@ def test_occlusion_b_has_a_scale_and_bad_sizes_are_refused(browser: Any, served:
     finally:
         page.close()
     assert errors == []
+
+
+def test_predict_with_no_file_says_so_beside_the_upload(browser: Any, served: Any) -> None:
+    """It was a toast at the bottom right that stayed over the next, successful answer."""
+    page, errors = open_page(browser, served[0], "live")
+    try:
+        page.wait_for_selector("#upload-file:not([disabled])", timeout=15_000)
+        page.click("#upload-btn")
+        page.wait_for_selector("#upload-state.bad", timeout=5_000)
+        assert page.inner_text("#upload-state") == "choose an image file first (or click a held-out crop)"
+        assert page.locator("#messages .msg").count() == 0
+        page.locator("#heldout button.crop").nth(0).click()  # an answer replaces the line
+        page.wait_for_function("/answered at step \\d+: held-out crop 0$/.test(document.querySelector('#upload-state').textContent)", timeout=15_000)
+        assert page.locator("#upload-state.bad").count() == 0
+    finally:
+        page.close()
+    assert errors == []

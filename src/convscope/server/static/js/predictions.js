@@ -137,8 +137,10 @@ export class Upload {
   async go(file, what = file?.name) {
     const st = this.state();
     const state = $("#upload-state");
-    if (!st.run) { say("the page is still loading the run: try again in a moment"); return; }
-    if (!file) { say("choose an image file first (or click a held-out crop)"); return; }
+    // said beside the upload, replacing its last line (not a toast that outlives the next answer)
+    const refuse = (text) => { state.className = "ack bad"; state.textContent = text; };
+    if (!st.run) { refuse("the page is still loading the run: try again in a moment"); return; }
+    if (!file) { refuse("choose an image file first (or click a held-out crop)"); return; }
     const ticket = ++this.ticket;
     const form = new FormData();
     form.append("image", file, file.name);
@@ -174,7 +176,7 @@ export class Upload {
 
   show(run, id, r) {
     $("#upload-result").append(
-      el("figure.panel", {}, el("figcaption", {}, el("span.sym", { text: "x" }), "as the network sees it"),
+      el("figure.panel", {}, el("figcaption", {}, el("span.sym", { text: "x" }), "as the network sees it (its centre, resized)"),
         el("img", { src: url(runPath(run, `/uploads/${id}/image.png`)), alt: "your image, resized for the network" })),
       el("div", { style: "flex:1 1 420px" }, el("h3", { text: "top-3 of the classes it knows" }), top3(r.top || [], null)));
     $("#upload-maps").append(...uploadPanels(run, id, r.layers || []));
