@@ -40,6 +40,7 @@ from convscope.project import last_conv
 from convscope.render.evolution_report import Evolution, EvolutionCell, EvolutionColumn
 from convscope.runs import RunReader
 from convscope.train.trainer_data import Data, train_config_of
+from convscope.train.units_live import net_start
 from convscope.train.worker import WorkerError, rebuild
 
 MAX_TOP = 64  # --top at most
@@ -77,6 +78,7 @@ def evolution(
     run_dir = Path(run)
     with RunReader(run_dir) as reader:
         meta, config, rows = reader.meta(), reader.config(), reader.checkpoints()
+        start = net_start(reader.controls(), reader.last_step() or 0)  # the net now in the run (restarts)
     if meta.get("trainer") != "builtin":
         raise EvolutionError(
             "this run was recorded by watch() in your own loop: its model is not in the run, so it cannot be "
@@ -86,8 +88,12 @@ def evolution(
         model = rebuild(meta).eval()
     except WorkerError as err:
         raise EvolutionError(str(err)) from None
-    columns = _columns(rows)
+    columns = _columns(rows, start)
     notes: list[str] = []
+    earlier = sum(1 for r in rows if str(r["name"]).startswith(EVOLUTION_PREFIX) and _is_step(r["step"]) and r["step"] < start)
+    if earlier:
+        notes.append(f"{earlier} evolution checkpoint(s) of the net(s) before the restart at step {start} were left out;"
+                     " steps are counted from this net's first.")
     if isinstance(meta.get("evolution_note"), str):
         notes.append(str(meta["evolution_note"]))
     if meta.get("status") == "running":
@@ -153,16 +159,21 @@ def evolution(
     )
 
 
-def _columns(rows: list[dict[str, Any]]) -> list[tuple[EvolutionColumn, dict[str, Any]]]:
-    """The evolution checkpoints and "last", in step order; one per step (evo-* before "last").
-    A checkpoint's row holds the last committed step index; its weights had that + 1 steps."""
-    evo = [r for r in rows if str(r["name"]).startswith(EVOLUTION_PREFIX) and _is_step(r["step"])]
+def _columns(rows: list[dict[str, Any]], start: int = 0) -> list[tuple[EvolutionColumn, dict[str, Any]]]:
+    """The evolution checkpoints and "last" of the net that started at step `start` (0: the run's
+    first), in step order; one per step (evo-* before "last"). A checkpoint's row holds the last
+    committed step index; its weights had that + 1 - `start` steps of this net."""
+    mine = [r for r in rows if _is_step(r["step"]) and r["step"] >= start]
+    evo = [r for r in mine if str(r["name"]).startswith(EVOLUTION_PREFIX)]
     if not evo:
+        if start and any(str(r["name"]).startswith(EVOLUTION_PREFIX) for r in rows):
+            raise EvolutionError(f"the run's evolution checkpoints are of the net before the restart at step {start}:"
+                                 " this net has none yet")
         raise EvolutionError(f"the run has no evolution checkpoints ({EVOLUTION_PREFIX}NNNNNN): {HOW_TO_GET}")
-    last = [r for r in rows if r["name"] == "last" and _is_step(r["step"])]
+    last = [r for r in mine if r["name"] == "last"]
     by_step: dict[int, dict[str, Any]] = {}
     for r in evo + last:
-        by_step.setdefault(int(r["step"]) + 1, r)
+        by_step.setdefault(int(r["step"]) + 1 - start, r)
     return [(EvolutionColumn(str(by_step[s]["name"]), s), by_step[s]) for s in sorted(by_step)]
 
 

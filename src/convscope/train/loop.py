@@ -97,6 +97,7 @@ class Trainer(TrainerControls):
         self._perm = torch.randperm(len(self.data.xtr_normed))
         self._cursor = 0
         self._evolution_off = config.evolution_checkpoints == 0
+        self._net_start = 0  # the run's step index at which the net now training took its first step
 
     # ---- threads (train/threads.py) ------------------------------------------------------
     @property
@@ -244,16 +245,20 @@ class Trainer(TrainerControls):
         return False
 
     def _keep_evolution(self, done: int) -> None:
-        """Checkpoint evo-NNNNNN once `done` steps are committed, for `done` in 1, 2, 5, 10, ...
-        (`convscope evolution` draws them), while they fit the budget: at most
-        `evolution_checkpoints` of them, together at most `evolution_max_bytes`. The budget or a
-        full disk ends them for the run, said in meta "evolution_note"; training goes on."""
-        if self._evolution_off or self.nonfinite_step is not None or not is_evolution_step(done):
+        """Checkpoint evo-NNNNNN once `done` steps of the run are committed, when the net now
+        training has had 1, 2, 5, 10, ... of them (a net started by a restart has its own series;
+        NNNNNN counts the run's steps), while they fit the budget: at most `evolution_checkpoints`
+        of this net, all of the run's together at most `evolution_max_bytes`. The budget or a full
+        disk ends them until the next restart, said in meta "evolution_note"; training goes on.
+        (`convscope evolution` and the unit explorer draw them.)"""
+        own = done - self._net_start
+        if self._evolution_off or self.nonfinite_step is not None or not is_evolution_step(own):
             return
         name = f"{EVOLUTION_PREFIX}{done:06d}"
         state = self.model.state_dict()
-        kept = list(self.writer.checkpoint_path(name).parent.glob(f"{EVOLUTION_PREFIX}*.safetensors"))
-        used = sum(p.stat().st_size for p in kept)
+        every = list(self.writer.checkpoint_path(name).parent.glob(f"{EVOLUTION_PREFIX}*.safetensors"))
+        used = sum(p.stat().st_size for p in every)
+        kept = [p for p in every if _evolution_done(p) > self._net_start]  # this net's
         size = sum(t.numel() * t.element_size() for t in state.values())  # + a small safetensors header
         stop = ""
         if len(kept) >= self.config.evolution_checkpoints:
@@ -314,3 +319,9 @@ class Trainer(TrainerControls):
     def _top3(self, p: Tensor) -> list[list[Any]]:
         top = torch.topk(p, min(3, p.numel()))
         return [[int(i), self._name(int(i)), round(float(v), 5)] for v, i in zip(top.values, top.indices, strict=True)]
+
+
+def _evolution_done(path: Path) -> int:
+    """The run's steps done when evo-NNNNNN was kept (-1 for a name not of that form)."""
+    digits = path.stem.removeprefix(EVOLUTION_PREFIX)
+    return int(digits) if digits.isdigit() else -1

@@ -108,6 +108,8 @@ class TrainerControls:
     _cursor: int
     _val_cost: float | None
     _acc_window: deque[float]
+    _net_start: int
+    _evolution_off: bool
     _build: Callable[[str], tuple[nn.Module, tuple[int, int, int]]]
     _optimizer: Callable[[], torch.optim.SGD]
     _describe_input: Callable[[], None]
@@ -181,6 +183,8 @@ class TrainerControls:
         self._val_cost = None  # a new net: validated at the next multiple of val_every
         self._acc_window.clear()
         self.nonfinite_step = None
+        self._net_start = self.recorder.step_index  # this net's first step: its own evolution series
+        self._evolution_off = self.config.evolution_checkpoints == 0
         self.recorder.swap_model(model)
         self.recorder.probe_images, self.recorder.probe_transform = self.data.xval, self.data.norm
         self.recorder.probe_labels = self.data.yval
