@@ -62,8 +62,8 @@ class TrainConfig:
     seed: int = 0  # data order and initialisation
     threads: int = 0  # torch threads; 0 = from the cores free now, one left to the server (train/threads.py)
     max_data_bytes: int = 512 * 2**20  # the in-memory training set is cut to fit this
-    evolution_checkpoints: int = 16  # checkpoints evo-NNNNNN after 1, 2, 5, 10, 20, 50, ... steps for
-    #                                  `convscope evolution` (16 reach step 100,000); 0 = none
+    evolution_checkpoints: int = 16  # checkpoints evo-NNNNNN after 1, 2, 5, 10, 20, 50, ... steps of each
+    #                                  net (a restart starts anew) for `convscope evolution` (16 reach step 100,000); 0 = none
     evolution_max_bytes: int = 64 * 2**20  # and no more once they would pass this in total (64 MiB:
     #                                        16 of zfnet-small's 1.8 MB; one of resnet18-shaped's 45 MB)
     run_budget_bytes: int = 10**9  # run.sqlite's byte budget (1 GB, >= 1 MiB): past it the oldest snapshots of
