@@ -177,6 +177,10 @@ def test_restart_labels_inside_beside_their_line_never_overlapping(page: Any) ->
 
 
 def test_history_is_asked_for_before_any_picture(page: Any) -> None:
+    for _ in range(300):  # the pictures come after the charts: on a busy machine, seconds later
+        if any(".png" in u for u in page.requests):
+            break
+        page.wait_for_timeout(100)
     urls = [u.split("/api/runs/restarted", 1)[-1] for u in page.requests if "/api/" in u]
     first_png = next(i for i, u in enumerate(urls) if ".png" in u)
     asked = {u.split("?")[0]: i for i, u in reversed(list(enumerate(urls)))}

@@ -60,7 +60,8 @@ def test_two_ranks_equal_one_process(tmp_path: Path, n: int) -> None:
     _close(one, two)
 
 
-def test_diagnose_cli_under_torchrun_writes_the_same_report_data(tmp_path: Path) -> None:
+def test_diagnose_cli_under_torchrun_writes_the_same_report_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the command keeps one_thread's count (as torchrun sets it)
     args = ["--limit", "70", "--batch-size", "16"]
     torchrun("-m", "convscope", "diagnose", *args, "--out", str(tmp_path / "two"))
     from typer.testing import CliRunner
