@@ -97,6 +97,16 @@ def _watch_rows(data: dict[str, Any]) -> list[Row]:
             return float(interval / max(0.25, seconds_per_step))  # ≤ 1: every 0.25 s (or every step)
 
         rows.append(Row("1 stats interval / 0.25 s ≤", f"{net} B={b} (or / one step, if longer)", 1.0, False, cadence))
+
+        def weights(d: dict[str, Any], net: str = net, b: int = b) -> float | None:
+            hit = [x for x in d["overhead"] if x["net"] == net and x["batch"] == b]
+            rec = hit[0]["recording"] if hit else {}
+            if not rec.get("timed_weight_stats_steps"):
+                return None
+            return float(rec["timed_steps"] / rec["timed_weight_stats_steps"])  # steps per one with ‖W‖, ‖dL/dW‖, ΔW
+
+        rows.append(Row("1 weights' side every … steps", f"{net} B={b} (‖W‖, ‖dL/dW‖, update ratio)", None, False,
+                        weights, " steps"))  # fmt: skip
     return rows
 
 

@@ -1,7 +1,8 @@
 """The recorder's hold on the model (train/watch.py's Recorder mixes this in): the timing hooks
 that stay on it (a pass's start and end, the backward's end: the page's forward and backward
 times), the two probes armed before the steps they record (a snapshot step's keeps every field,
-a statistics step's reduces z, a and dL/da as the pass makes them: train/stats.py), the blocks
+a statistics step's reduces z, a and dL/da as the pass makes them: train/stats.py, and keeps W and
+dL/dW unless it has the maps' statistics only), the blocks
 that no probe sees (`unobserved`: controls, validation), and the swap of the model on a restart.
 """
 
@@ -19,11 +20,12 @@ from convscope.analysis.diagnose import Diagnoser
 from convscope.analysis.update_hold import UpdateHold
 from convscope.capture import HookSet, Probe
 from convscope.capture.naming import role
-from convscope.train.recorder_budget import PLAIN, SNAPSHOT, Budget
+from convscope.train.recorder_budget import MAPS, PLAIN, SNAPSHOT, Budget
 from convscope.train.stats import Reductions
 
 KEEP = ("x", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")  # a snapshot step's probe
 STATS_KEEP = ("z", "a", "weight", "grad_weight")  # a statistics step's (dL/da: reduced as it comes, not kept)
+MAPS_KEEP = ("z", "a")  # the maps' statistics only (recorder_budget.py MAPS): no copy of W, no dL/dW
 
 
 class ModelHooks:
@@ -54,8 +56,10 @@ class ModelHooks:
         self.probe = Probe(model, self._layers, keep=KEEP)  # snapshot steps (and probing())
         # a statistics step's z, a and dL/da are reduced as they are made (train/stats.py Reductions)
         seen = self._reductions
-        self._stats_probe = Probe(model, self._layers, keep=STATS_KEEP, tap=seen.tap, overwrite=seen.overwrite,
-                                  grad_tap=seen.grad_tap)  # fmt: skip
+        self._stats_probe, self._maps_probe = (
+            Probe(model, self._layers, keep=keep, tap=seen.tap, overwrite=seen.overwrite, grad_tap=seen.grad_tap)
+            for keep in (STATS_KEEP, MAPS_KEEP)
+        )
         self._armed: Probe | None = None
         self._plan = PLAIN
         self._timing = HookSet()
@@ -119,7 +123,7 @@ class ModelHooks:
             self._coast_left = 0
         if self._quiet:
             return  # inside unobserved(): armed when it ends
-        wanted = None if plan == PLAIN else self.probe if plan == SNAPSHOT else self._stats_probe
+        wanted = {PLAIN: None, SNAPSHOT: self.probe, MAPS: self._maps_probe}.get(plan, self._stats_probe)
         if wanted is self._armed:
             return
         self._disarm()

@@ -5,6 +5,10 @@ Loss and scalars are written every step. The optional work is planned one step a
 that captures a pass must be in place before its forward):
 
   stats      per-layer statistics (and, when due, a live-diagnosis sample) of the next step
+  maps       the statistics of the maps only (z, a, dL/da), not the weights' side (‖W‖, ‖dL/dW‖,
+             the update ratio: the copy of W before the optimizer step and three passes over
+             every weight): only where a step is longer than STATS_EVERY_S, so statistics are
+             wanted every step, and the pool cannot pay the whole statistics every step
   snapshot   the same plus tensor snapshots of the pictures (due every `snapshot_every` seconds)
   plain      neither: only the scalars
 
@@ -16,7 +20,8 @@ for them included), the CPU of the run writer's thread and of its timing hooks i
 moved from the loop's time to the recorder's), and on a probed step the probe's overhead
 (`_split_loop`: a median of recent samples, never less than the reductions timed in the loop).
 The earnings go to two pools: 1/3 to pictures (snapshots; once it holds one snapshot's cost the
-rest flows to statistics) and 2/3 to statistics and diagnosis. The writer thread's work on a
+rest flows to statistics) and 2/3 to statistics and diagnosis (where a step is longer than
+STATS_EVERY_S, the maps' statistics' cost goes to statistics first, and the rest is shared so). The writer thread's work on a
 snapshot after its step is the picture pool's alone, and a snapshot's estimate includes it
 (`picture_cost`). A job runs when its pool holds its estimated cost (the median of its recent
 costs; the smallest while fewer than three are known, so one-time costs do not hold a kind back).
@@ -25,7 +30,12 @@ recorder's first step gives no estimate and is paid from the picture pool. Withi
 pool statistics come first: a diagnosis sample is taken only when the pool's recent income still
 brings statistics every CADENCE_MARGIN × STATS_EVERY_S (or every step, when a step is longer);
 else it waits, counted as skipped, until DIAGNOSIS_FLOOR × `diagnose_every` statistics steps went
-without one. With `share=None` every job runs on schedule whatever it costs (the tests' exact
+without one. Where a step is longer than STATS_EVERY_S the maps' statistics come first too: a step
+whose pool holds the whole statistics' cost has them, else one whose pool holds the maps' has
+those (`maps`), so the weights' side comes as often as what is left pays for it, and at least on
+every WEIGHTS_FLOOR-th statistics step (then the step waits for the whole cost); the tallies
+count both (`weight_steps`; on resnet18-shaped at batch 8 the whole statistics cost ~2.7% of a
+step, the maps' ~1%: docs/speed.md). With `share=None` every job runs on schedule whatever it costs (the tests' exact
 mode). What was skipped is counted and reported (`report()`), and the recorder writes it into the
 run (json "recording") for the page. docs/speed.md gives the measurements behind each rule.
 
@@ -46,7 +56,9 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-PLAIN, STATS, SNAPSHOT = "plain", "stats", "snapshot"
+from convscope.train.recording_tally import Tally, describe
+
+PLAIN, STATS, SNAPSHOT, MAPS = "plain", "stats", "snapshot", "maps"
 PICTURE_PART = 1 / 3  # of the earnings, for snapshots (the rest: statistics and diagnosis)
 WINDOW = 9  # recent samples kept per estimate (medians: a validation pass is not a cost)
 
@@ -57,6 +69,7 @@ COAST_MAX = 16  # steps the recorder may run without planning (plain_ahead), at 
 STATS_EVERY_S = 0.25  # the page's live numbers: per-layer statistics at least this often (or every step)
 CADENCE_MARGIN = 0.8  # a diagnosis sample must leave statistics within this part of STATS_EVERY_S
 DIAGNOSIS_FLOOR = 4  # × diagnose_every statistics steps: a sample then even if it delays statistics
+WEIGHTS_FLOOR = 8  # statistics steps of the maps only, at most, before one with the weights' side
 
 
 def _fewer(gap: float, per_step: float) -> int:
@@ -82,30 +95,6 @@ def _typical(values: deque[float]) -> float:
 
 
 @dataclass
-class Tally:
-    """What was recorded and skipped over some steps (a report window, or the whole run)."""
-
-    steps: int = 0
-    stats_steps: int = 0
-    stats_skipped: int = 0  # steps that could have had statistics (every `every`-th) and had none
-    snapshots: int = 0
-    snapshots_late: int = 0  # steps a due snapshot waited for its pool
-    diagnosis_samples: int = 0
-    diagnosis_skipped: int = 0
-    train_s: float = 0.0  # the loop's own time (probe overhead not counted)
-    cost_s: float = 0.0  # the recorder's
-
-    def as_dict(self) -> dict[str, Any]:
-        share = self.cost_s / self.train_s if self.train_s > 0 else None
-        return {
-            "steps": self.steps, "stats_steps": self.stats_steps, "stats_skipped": self.stats_skipped,
-            "snapshots": self.snapshots, "snapshot_steps_late": self.snapshots_late,
-            "diagnosis_samples": self.diagnosis_samples, "diagnosis_skipped": self.diagnosis_skipped,
-            "cost_share": share,
-        }  # fmt: skip
-
-
-@dataclass
 class Budget:
     """Plans each step's optional work within `share` of the step time (None: no limit)."""
 
@@ -124,19 +113,21 @@ class Budget:
     _plain_loop: deque[float] = field(default_factory=lambda: deque(maxlen=2 * WINDOW))
     _plain_own: deque[float] = field(default_factory=lambda: deque(maxlen=2 * WINDOW))
     _overhead: dict[str, deque[float]] = field(
-        default_factory=lambda: {STATS: deque(maxlen=WINDOW), SNAPSHOT: deque(maxlen=WINDOW)}
+        default_factory=lambda: {k: deque(maxlen=WINDOW) for k in (STATS, SNAPSHOT, MAPS)}
     )
     _floor: dict[str, deque[float]] = field(  # the probe's reductions, timed in the loop
-        default_factory=lambda: {STATS: deque(maxlen=WINDOW), SNAPSHOT: deque(maxlen=WINDOW)}
+        default_factory=lambda: {k: deque(maxlen=WINDOW) for k in (STATS, SNAPSHOT, MAPS)}
     )
     _own: dict[str, deque[float]] = field(
-        default_factory=lambda: {STATS: deque(maxlen=WINDOW), SNAPSHOT: deque(maxlen=WINDOW)}
+        default_factory=lambda: {k: deque(maxlen=WINDOW) for k in (STATS, SNAPSHOT, MAPS)}
     )
     _diagnosis: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     _income: deque[float] = field(default_factory=lambda: deque(maxlen=2 * WINDOW))  # to the stats pool, per step
     _writer_pictures: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))  # per snapshot
     _estimates: dict[str, float] = field(default_factory=dict)
     _probed_since: int = 0  # statistics steps since the last diagnosis sample
+    _maps_since: int = 0  # statistics steps of the maps only since the last with the weights' side
+    _long: bool = False  # steps are longer than STATS_EVERY_S (as plan() last saw them): the maps' statistics first
     _plain_seen: int = 0  # plain steps observed (the estimates are refreshed every REFRESH_EVERY of them)
     _warm: set[str] = field(default_factory=set)  # kinds whose first (one-time) step has been seen
     _planned: tuple[bool, bool] = (False, False)  # the step being run: (statistics wanted, snapshot due)
@@ -159,7 +150,7 @@ class Budget:
     def _update_estimates(self) -> None:
         base = _median(self._plain_own)
         est = {k: max(_typical(self._own[k]) - base, 0.0) + self._overhead_of(k, _median(self._floor[k]))
-               for k in (STATS, SNAPSHOT)}  # fmt: skip
+               for k in (STATS, SNAPSHOT, MAPS)}  # fmt: skip
         # a snapshot step has the statistics too; then the run writer compresses and stores it
         est[SNAPSHOT] = max(est[SNAPSHOT], est[STATS]) + _typical(self._writer_pictures)
         est["diagnosis"] = _typical(self._diagnosis)
@@ -218,26 +209,30 @@ class Budget:
         cost = own_s + overhead + background_s
         wanted, due = self._planned
         self._planned = (False, False)
+        if kind != PLAIN:
+            self._maps_since = self._maps_since + 1 if kind == MAPS else 0
         for t in (self.total, self.window):
             t.steps += 1
             t.train_s += train
             t.cost_s += cost + pictures_s
             t.stats_steps += kind != PLAIN
             t.stats_skipped += wanted and kind == PLAIN
+            t.weight_steps += kind in (STATS, SNAPSHOT)
             t.snapshots += kind == SNAPSHOT
             t.snapshots_late += due and kind != SNAPSHOT
         if self.share is None:
             return
         base = (own_s if kind == PLAIN else min(self._estimates["base"], own_s)) + background_s
         net = self.share * (1 - self.unseen) * train - base
-        self.picture_pool += PICTURE_PART * net
-        self.stats_pool += (1 - PICTURE_PART) * net
-        income = (1 - PICTURE_PART) * net
+        first_in = min(max(net, 0.0), self.estimate(MAPS)) if self._long and self._own[MAPS] else 0.0
+        self.picture_pool += PICTURE_PART * (net - first_in)
+        income = first_in + (1 - PICTURE_PART) * (net - first_in)
+        self.stats_pool += income
         if kind == SNAPSHOT:
             stats_part = min(self.estimate(STATS), cost - base)
             self.stats_pool -= stats_part
             self.picture_pool -= cost - base - stats_part
-        elif kind == STATS:
+        elif kind in (STATS, MAPS):
             self.stats_pool -= cost - base - diagnosis_s
         if first:
             self.picture_pool -= diagnosis_s
@@ -317,21 +312,44 @@ class Budget:
         return overflow
 
     # ---- planning -------------------------------------------------------------------------
-    def plan(self, step: int, now: float) -> str:
-        """What step `step` (the next one) records, decided at `now` (seconds)."""
+    def plan(self, step: int, now: float, step_s: float = 0.0) -> str:
+        """What step `step` (the next one) records, decided at `now` (seconds); `step_s`: a typical
+        step's wall seconds (0: unknown; then never the maps only)."""
         self.coast(step, now)
         wanted, due = self._planned
+        self._long = step_s >= STATS_EVERY_S
         if self.share is None or self.snapshot_every == 0:  # no budget, or a snapshot every step asked
             kind = SNAPSHOT if due else STATS if wanted else PLAIN
         elif self.last_snapshot is None:
             kind = SNAPSHOT  # the first step: the layer table, a first picture, first costs
         elif due and self.picture_pool >= self.estimate(SNAPSHOT) - self.estimate(STATS) and self.stats_pool >= 0:
             kind = SNAPSHOT  # its pictures from the picture pool, its statistics from the other
-        elif wanted and self.stats_pool >= self.estimate(STATS):
+        elif wanted and self.stats_pool >= self.estimate(STATS) + (self.diagnosis_estimate() if self._saving(step_s) else 0.0):
             kind = STATS
+        elif wanted and (self._maps_first(step_s) or self._saving(step_s)) and self.stats_pool >= self.estimate(MAPS):
+            kind = MAPS  # (the weights' side when the pool holds it: above)
         else:
             kind = PLAIN
         return kind
+
+    def _maps_first(self, step_s: float) -> bool:
+        """Whether a step may have the maps' statistics without the weights' side: statistics are
+        wanted every step (a step is longer than STATS_EVERY_S), within a budget, and fewer than
+        WEIGHTS_FLOOR statistics steps went without the weights' side."""
+        return self.share is not None and step_s >= STATS_EVERY_S and self._maps_since < WEIGHTS_FLOOR
+
+    def _saving(self, step_s: float) -> bool:
+        """Where the maps' statistics come first, an overdue diagnosis sample (DIAGNOSIS_FLOOR ×
+        `diagnose_every` statistics steps without one) is saved for: the next step with the weights'
+        side waits until the pool holds the sample's cost too (the maps' statistics go on meanwhile)."""
+        return (self.share is not None and step_s >= STATS_EVERY_S and self.diagnose_every > 0
+                and self._probed_since >= DIAGNOSIS_FLOOR * self.diagnose_every)  # fmt: skip
+
+    def _next_stats(self, step_s: float) -> float:
+        """The estimated cost of the next statistics step (the maps' only, when they may come first
+        and their cost is known)."""
+        stats = self.estimate(STATS)
+        return min(stats, self.estimate(MAPS)) if self._own[MAPS] and self._maps_first(step_s) else stats
 
     def plain_ahead(self, now: float, step_s: float) -> int:
         """How many coming steps may skip planning, asked at the end of a step (at `now`) whose
@@ -350,7 +368,7 @@ class Budget:
         typical = self.typical_loop()
         longest = min(max(self._plain_loop), LOOP_OUTLIER * typical)
         per_step = max(self.share * (1 - self.unseen) * longest - min(self._plain_own, default=0.0), 1e-12)  # at most, to a pool
-        ahead = _fewer(self.estimate(STATS) - self.stats_pool, per_step)  # (COAST_MAX at most)
+        ahead = _fewer(self._next_stats(step_s) - self.stats_pool, per_step)  # (COAST_MAX at most)
         due_in = self.last_snapshot + self.snapshot_every - now
         if due_in > 0:
             ahead = min(ahead, _fewer(due_in, step_s) if step_s > 0 else 0)
@@ -391,12 +409,12 @@ class Budget:
         CADENCE_MARGIN × STATS_EVERY_S (or on the next step, when a step is longer). A sample that
         would delay them waits; after DIAGNOSIS_FLOOR × `diagnose_every` statistics steps without
         one, it is taken when the pool holds its cost (the diagnosis is not starved for good)."""
-        cost, stats = self.diagnosis_estimate(), self.estimate(STATS)
+        cost = self.diagnosis_estimate()
         if self._probed_since >= DIAGNOSIS_FLOOR * self.diagnose_every:
             return self.stats_pool >= cost
         steps = max(self.every, int(CADENCE_MARGIN * STATS_EVERY_S / step_s) if step_s > 0 else 1)
-        after = self.stats_pool - stats - cost
-        return after + steps * _median(self._income) >= stats
+        after = self.stats_pool - self.estimate(STATS) - cost  # (a sample comes on a step with the whole statistics)
+        return after + steps * _median(self._income) >= self._next_stats(step_s)
 
     # ---- what it did ----------------------------------------------------------------------
     def report(self, *, reset_window: bool = True) -> dict[str, Any]:
@@ -408,21 +426,3 @@ class Budget:
             self.window = Tally()
         return out
 
-
-def describe(share: float | None, t: Tally) -> str:
-    """One sentence for the page: what the recorder kept and what it skipped, and why."""
-    if t.steps == 0:
-        return "no steps recorded yet"
-    parts = [f"per-layer statistics on {t.stats_steps} of {t.steps} steps"]
-    if t.snapshots:
-        parts.append(f"{t.snapshots} snapshot{'s' if t.snapshots != 1 else ''}")
-    if t.diagnosis_skipped:
-        parts.append(f"{t.diagnosis_skipped} live-diagnosis sample{'s' if t.diagnosis_skipped != 1 else ''} skipped")
-    if t.snapshots_late:
-        parts.append(f"snapshots waited {t.snapshots_late} step{'s' if t.snapshots_late != 1 else ''} for the budget")
-    text = "; ".join(parts)
-    used = f"{100 * t.cost_s / t.train_s:.1f}%" if t.train_s > 0 else "unknown"
-    if share is None:
-        return f"{text} (no budget: everything on schedule; recording cost {used} of the step time)"
-    why = f"to keep recording within {100 * share:g}% of the step time" if t.stats_skipped else "all within the budget"
-    return f"{text}, {why} (measured: {used})"

@@ -156,11 +156,18 @@ export class Layers {
       ["a", row.a_min, row.a_max], ["z", row.z_min, row.z_max], ["dL/da", row.grad_a_min, row.grad_a_max],
     ].filter(([, lo, hi]) => lo !== undefined || hi !== undefined)
       .map(([n, lo, hi]) => el("span", {}, `${n}: min `, el("b", { text: fmt(lo) }), " max ", el("b", { text: fmt(hi) }), " · "));
+    // the weights' side may come on fewer steps than the maps' (a long step's budget): its last values, with their step
+    const weights = (key) => {
+      if (row[key] !== undefined) return [row[key], null];
+      for (let i = rows.indexOf(row) - 1; i >= 0; i--) if (rows[i][key] !== undefined) return [rows[i][key], rows[i].step];
+      return [undefined, null];
+    };
     const more = [
-      ["dead", row.dead_fraction, pct], ["mean a", row.a_mean, fmt], ["‖W‖", row.weight_norm, fmt],
-      ["‖dL/dW‖", row.grad_weight_norm, fmt], ["‖dL/da‖", row.grad_a_norm, fmt], ["update ratio ‖ΔW‖/‖W‖", row.update_ratio, fmt],
-    ].filter(([, v]) => v !== undefined)
-      .map(([n, v, f]) => el("span", {}, `${n} `, el("b", { text: f(v) }), " · "));
+      ["dead", [row.dead_fraction, null], pct], ["mean a", [row.a_mean, null], fmt], ["‖W‖", weights("weight_norm"), fmt],
+      ["‖dL/dW‖", weights("grad_weight_norm"), fmt], ["‖dL/da‖", [row.grad_a_norm, null], fmt],
+      ["update ratio ‖ΔW‖/‖W‖", weights("update_ratio"), fmt],
+    ].filter(([, [v]]) => v !== undefined)
+      .map(([n, [v, at], f]) => el("span", {}, `${n} `, el("b", { text: f(v) }), at === null ? " · " : ` (step ${at}) · `));
     box.append(`at step ${row.step}: `, ...items, ...more);
   }
 }

@@ -1,0 +1,197 @@
+"""Where a step is longer than 0.25 s the recorder wants statistics on every step: the maps'
+statistics (z, a, dL/da) come first, the weights' side (‖W‖, ‖dL/dW‖, the update ratio) as often
+as the rest of the budget pays for it (train/recorder_budget.py MAPS). Made-up costs with
+hand-worked answers, then a real recorder whose steps of each kind are checked against an oracle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from convscope.analysis import block_stats
+from convscope.capture import count_hooks
+from convscope.runs import RunReader
+from convscope.train import watch
+from convscope.train.recorder_budget import MAPS, PLAIN, SNAPSHOT, STATS, WEIGHTS_FLOOR, Budget
+from convscope.train.recording_tally import Tally, describe
+
+# Share 1/8 of 8-second loops: a step earns 1, less a plain step's own 0.125. The first snapshot's
+# cost is a one-time one (no estimate): the picture pool's cap is 0, so all 0.875 reach statistics.
+COSTS = {PLAIN: 0.125, STATS: 2.125, SNAPSHOT: 4.125, MAPS: 0.625}  # the weights' side: 1.5 of the 2
+
+
+def _run(costs: dict[str, float], steps: int, step_s: float, diagnose_every: int = 0,
+         sample_s: float = 0.0) -> tuple[str, list[float], Budget, list[int]]:  # fmt: skip
+    """Plans of `steps` steps (S, M, . and the snapshot's S), the statistics pool after each, the
+    budget, and the steps that had a diagnosis sample (costing `sample_s`)."""
+    b = Budget(0.125, snapshot_every=1e9, every=1, diagnose_every=diagnose_every)
+    plans, pools, sampled = [], [], []
+    for step in range(steps):
+        kind = b.plan(step, now=float(step), step_s=step_s)
+        if kind == SNAPSHOT:
+            b.last_snapshot = float(step)
+        d = 0.0
+        if kind != MAPS and kind != PLAIN and diagnose_every and b.diagnose(step, step_s):
+            d = sample_s
+            sampled.append(step)
+        plans.append("." if kind == PLAIN else kind[0].upper())
+        b.observe(kind, 8.0 if step else None, costs[kind] + d, diagnosis_s=d)
+        pools.append(b.stats_pool)
+    return "".join(plans), pools, b, sampled
+
+
+def test_long_steps_have_the_maps_statistics_every_step_and_the_weights_side_when_the_pool_holds_it() -> None:
+    """1-second steps. 0: the snapshot; 1, 2: statistics (the first is its kind's one-time cost: no
+    estimate; the second measures 2): the pool nets 0.875 - 2 = -1.125; 3, 4: plain (-0.25, 0.625);
+    5-8: the maps' statistics (5: one-time, no estimate; 6 on: 0.5): each nets 0.375, to 2.125 at
+    8, which holds the whole statistics' 2: step 9 has them (2.125 + 0.875 - 2 = 1.0), and so on:
+    three steps of the maps' statistics, one with the weights' side, none without statistics."""
+    plans, pools, b, _ = _run(COSTS, 16, step_s=1.0)
+    assert plans == "SSS..MMMMSMMMSMM"
+    assert pools == pytest.approx([0.0, 0.0, -1.125, -0.25, 0.625, 1.0, 1.375, 1.75, 2.125,
+                                   1.0, 1.375, 1.75, 2.125, 1.0, 1.375, 1.75], abs=1e-9)  # fmt: skip
+    assert (b.estimate(STATS), b.estimate(MAPS)) == pytest.approx((2.0, 0.5))
+    t = b.total
+    assert (t.steps, t.stats_steps, t.weight_steps, t.stats_skipped) == (16, 14, 5, 2)
+    assert "per-layer statistics on 14 of 16 steps (‖W‖, ‖dL/dW‖ and the update ratio on 5 of them)" in describe(0.125, t)
+
+
+def test_short_steps_never_leave_out_the_weights_side() -> None:
+    """The same costs on 0.1-second steps (statistics wanted every 0.25 s, not every step): a
+    statistics step has the weights' side or none is taken, as before."""
+    plans, _, b, _ = _run(COSTS, 16, step_s=0.1)
+    assert plans == "SSS....S.S..S.S."
+    assert b.total.weight_steps == b.total.stats_steps == 7
+    assert "‖W‖" not in describe(0.125, b.total)
+
+
+def test_the_weights_side_comes_at_least_every_eighth_statistics_step() -> None:
+    """The maps' statistics cost 1 - 0.125 = 0.875, all a step earns: the pool stays where it is
+    and never holds the whole statistics' 2 by itself. 5, 6: the maps' (the first a one-time cost),
+    then 7 plain (0.625 < 0.875); 8-13: the maps'; after WEIGHTS_FLOOR (8) of them the next waits for
+    the whole cost: 14 plain (1.5 -> 2.375), 15 the whole statistics, then the maps' again."""
+    assert WEIGHTS_FLOOR == 8
+    plans, pools, _, _ = _run({**COSTS, MAPS: 1.0}, 24, step_s=1.0)
+    assert plans == "SSS..MM.MMMMMM.SMMMMMMMM"
+    assert pools[13:16] == pytest.approx([1.5, 2.375, 1.25])
+    assert pools[16:] == pytest.approx([1.25] * 8)
+
+
+def test_an_overdue_diagnosis_sample_is_saved_for_while_the_maps_statistics_go_on() -> None:
+    """A sample (cost 3) wanted on every statistics step: 0 and 1 have one (the first ones are
+    taken while the costs are learnt; the pool goes to -3). Later ones would delay statistics, so
+    they wait (6, 13, 17, 21); after 4 waits (DIAGNOSIS_FLOOR x 1) the next step with the weights'
+    side waits until the pool holds both costs (2 + 3): the maps' statistics go on every step
+    meanwhile (22-32: the pool climbs by 0.375 a step to 5.125), and 33 has the sample."""
+    plans, pools, b, sampled = _run(COSTS, 40, step_s=1.0, diagnose_every=1, sample_s=3.0)
+    assert plans == "SS....S.MMMMMSMMMSMMMSMMMMMMMMMMMSMMMSMM"
+    assert sampled == [0, 1, 33]
+    assert pools[32] == pytest.approx(5.125) and pools[33] == pytest.approx(1.0)
+    assert (b.total.diagnosis_samples, b.total.diagnosis_skipped) == (3, 5)
+
+
+def test_where_steps_are_long_the_maps_cost_reaches_statistics_before_the_split() -> None:
+    """A plain step nets 0.875. With the maps' statistics known to cost 0.5 and a picture pool with
+    room (a snapshot estimated at 10), a long step gives statistics 0.5 first and shares the other
+    0.375 (2/3 to statistics: 0.25; 1/3 to pictures: 0.125); a short step shares all 0.875."""
+    got = []
+    for step_s in (1.0, 0.1):
+        b = Budget(0.125, snapshot_every=1e9, every=1, diagnose_every=0)
+        b.last_snapshot = 0.0
+        b._own[MAPS].extend([0.625] * 3)
+        b._own[STATS].extend([2.125] * 3)
+        b._own[SNAPSHOT].extend([10.125] * 3)
+        b._plain_own.extend([0.125] * 3)
+        b._plain_loop.extend([8.0] * 3)
+        b._update_estimates()
+        assert (b.estimate(MAPS), b.estimate(STATS), b.estimate(SNAPSHOT)) == pytest.approx((0.5, 2.0, 10.0))
+        assert b.plan(1, 1.0, step_s=step_s) == PLAIN  # (nothing in the pools yet)
+        b.observe(PLAIN, 8.0, 0.125)
+        got.append((b.stats_pool, b.picture_pool))
+    assert got == [pytest.approx((0.75, 0.125)), pytest.approx((0.875 * 2 / 3, 0.875 / 3))]
+
+
+def test_no_budget_never_leaves_out_the_weights_side() -> None:
+    b = Budget(None, snapshot_every=1e9, every=1, diagnose_every=0)
+    b.last_snapshot = 0.0
+    assert {b.plan(s, float(s), step_s=5.0) for s in range(5)} == {STATS}
+    assert Tally(steps=3, stats_steps=3, weight_steps=3).as_dict()["weight_stats_steps"] == 3
+
+
+# ---- a real recorder -----------------------------------------------------------------------------
+def _net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+
+
+def _oracle(twin: nn.Sequential, opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> dict[str, float]:
+    """The first block's statistics of one SGD step of `_net()`, written out by hand (block_stats)."""
+    w_before = twin[0].weight.detach().clone()
+    z = F.conv2d(x, twin[0].weight, twin[0].bias, padding=1)
+    a = torch.relu(z)
+    loss = F.cross_entropy(twin[3](a.flatten(1)), y)
+    g_a, g_w = torch.autograd.grad(loss, [a, twin[0].weight], retain_graph=True)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return {k: float(v) for k, v in block_stats(a, z, g_a, twin[0].weight.detach(), g_w, w_before, relu=True).items()}
+
+
+WEIGHT_KEYS = {"weight_norm", "grad_weight_norm", "update_ratio"}
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_recorder_writes_the_maps_statistics_exactly_and_no_weights_side_on_their_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool
+) -> None:
+    """Steps planned as the maps' statistics (every odd one, scripted) hold z's, a's and dL/da's
+    numbers equal to the oracle's and none of the weights' side; the others hold all of them. The
+    run says how many steps had the weights' side; no hook is left and the weights are the twin's,
+    also when a forward raises on a maps step (the steps before it are kept)."""
+    script = iter([MAPS if s % 2 else STATS for s in range(1, 20)])  # (step 0: a snapshot, armed at the start)
+
+    def plan(self: Budget, step: int, now: float, step_s: float = 0.0) -> str:
+        self.coast(step, now)
+        return next(script)
+
+    monkeypatch.setattr(Budget, "plan", plan)
+    model, twin = _net(), _net()
+    opt, opt_twin = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, twin))
+    expected: dict[int, dict[str, float]] = {}
+    gen = torch.Generator().manual_seed(1)
+    raised = False
+    with watch(model, tmp_path / "run", commit_every=0.0) as run:
+        for i in range(6):
+            x, y = torch.randn(4, 1, 4, 4, generator=gen), torch.tensor([0, 1, 2, 1])
+            if fail and i == 5:
+                with pytest.raises(RuntimeError, match=r"shapes cannot|mat1"):
+                    model(torch.randn(4, 1, 5, 5))  # a wrong batch inside a maps step's probe
+                raised = True
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.step(loss=loss)
+            expected[i] = _oracle(twin, opt_twin, x, y)
+        rec: Any = run.budget.report(reset_window=False)
+    assert raised == fail
+    assert count_hooks(model) == 0
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p, q)
+    with RunReader(tmp_path / "run") as r:
+        rows = {row["step"]: row for row in r.layer_stats(layer="0")}
+        assert [s for s, _ in r.scalars()["loss"]] == list(range(6))
+    assert sorted(rows) == list(range(6))
+    for s, row in rows.items():
+        want = expected[s] if s % 2 == 0 else {k: v for k, v in expected[s].items() if k not in WEIGHT_KEYS}
+        assert set(want) <= set(row) and not (s % 2 and WEIGHT_KEYS & set(row)), (s, sorted(row))
+        for key, value in want.items():
+            assert row[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (s, key)
+    total = rec["total"]
+    assert (total["steps"], total["stats_steps"], total["weight_stats_steps"]) == (6, 6, 3)
+    assert "(‖W‖, ‖dL/dW‖ and the update ratio on 3 of them)" in rec["note"]
