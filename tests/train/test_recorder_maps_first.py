@@ -70,35 +70,48 @@ def test_short_steps_never_leave_out_the_weights_side() -> None:
     assert "‖W‖" not in describe(0.125, b.total)
 
 
-def test_the_weights_side_comes_at_least_every_eighth_statistics_step() -> None:
-    """The maps' statistics cost 1 - 0.125 = 0.875, all a step earns: the pool stays where it is
-    and never holds the whole statistics' 2 by itself. 5, 6: the maps' (the first a one-time cost),
-    then 7 plain (0.625 < 0.875); 8-13: the maps'; after WEIGHTS_FLOOR (8) of them the next waits for
-    the whole cost: 14 plain (1.5 -> 2.375), 15 the whole statistics, then the maps' again."""
+def test_the_weights_side_comes_at_least_every_eighth_statistics_step_and_may_owe_its_cost() -> None:
+    """The maps' statistics cost 0.725 (own 0.85), 0.15 less than a step earns: eight of them (5-12)
+    bring the pool to 1.825, short of the whole statistics' 2. After WEIGHTS_FLOOR (8) of them the
+    weights' side is due, and the pool may owe one step's weights' side (2 - 0.725 = 1.275): it
+    needs 0.725, so step 13 has the whole statistics (1.825 + 0.875 - 2 = 0.7) and no step is
+    left plain: the pool earns 8 x 0.15 = 1.2 over the next eight, what the weights' side costs
+    beyond the maps' (1.275) less the 0.075 it still owes."""
     assert WEIGHTS_FLOOR == 8
+    plans, pools, b, _ = _run({**COSTS, MAPS: 0.85}, 32, step_s=1.0)
+    assert plans == "SSS..MMMMMMMMSMMMMMMMMSMMMMMMMMS"
+    assert b.estimate(MAPS) == pytest.approx(0.725)
+    assert pools[12:14] == pytest.approx([1.825, 0.7]) and pools[21:23] == pytest.approx([1.9, 0.775])
+
+
+def test_maps_that_take_all_a_step_earns_leave_a_step_plain_for_the_weights_side() -> None:
+    """The maps' statistics cost 0.875, all a step earns: the pool stays at 0.625 (5-12). The
+    weights' side is then due and needs the pool to hold 2 - 1.125 (what it may owe) = 0.875: step
+    13 is plain (1.5), 14 has the whole statistics (0.375), and so on: one step in ten without
+    statistics keeps the recorder within its share."""
     plans, pools, _, _ = _run({**COSTS, MAPS: 1.0}, 24, step_s=1.0)
-    assert plans == "SSS..MM.MMMMMM.SMMMMMMMM"
-    assert pools[13:16] == pytest.approx([1.5, 2.375, 1.25])
-    assert pools[16:] == pytest.approx([1.25] * 8)
+    assert plans == "SSS..MMMMMMMM.SMMMMMMMM."
+    assert pools[12:15] == pytest.approx([0.625, 1.5, 0.375]) and pools[22:] == pytest.approx([0.375, 1.25])
 
 
 def test_an_overdue_diagnosis_sample_is_saved_for_while_the_maps_statistics_go_on() -> None:
     """A sample (cost 3) wanted on every statistics step: 0 and 1 have one (the first ones are
     taken while the costs are learnt; the pool goes to -3). Later ones would delay statistics, so
-    they wait (6, 13, 17, 21); after 4 waits (DIAGNOSIS_FLOOR x 1) the next step with the weights'
-    side waits until the pool holds both costs (2 + 3): the maps' statistics go on every step
-    meanwhile (22-32: the pool climbs by 0.375 a step to 5.125), and 33 has the sample."""
-    plans, pools, b, sampled = _run(COSTS, 40, step_s=1.0, diagnose_every=1, sample_s=3.0)
-    assert plans == "SS....S.MMMMMSMMMSMMMSMMMMMMMMMMMSMMMSMM"
-    assert sampled == [0, 1, 33]
-    assert pools[32] == pytest.approx(5.125) and pools[33] == pytest.approx(1.0)
-    assert (b.total.diagnosis_samples, b.total.diagnosis_skipped) == (3, 5)
+    they wait (6, 13, 17, 21); after 4 waits (DIAGNOSIS_FLOOR x 1) the weights' side waits until the
+    pool holds both costs (2 + 3) while the maps' statistics go on (22-29: the pool climbs by 0.375
+    a step to 4.0); the 8th of them in a row (WEIGHTS_FLOOR) makes step 30 one with the whole
+    statistics at their own cost, and the pool holds the overdue sample's 3 too: it is taken there
+    (4.0 + 0.875 - 2 - 3 = -0.125)."""
+    plans, pools, _, sampled = _run(COSTS, 31, step_s=1.0, diagnose_every=1, sample_s=3.0)
+    assert plans == "SS....S.MMMMMSMMMSMMMSMMMMMMMMS"
+    assert sampled == [0, 1, 30]
+    assert pools[29] == pytest.approx(4.0) and pools[30] == pytest.approx(-0.125)
 
 
-def test_where_steps_are_long_the_maps_cost_reaches_statistics_before_the_split() -> None:
-    """A plain step nets 0.875. With the maps' statistics known to cost 0.5 and a picture pool with
-    room (a snapshot estimated at 10), a long step gives statistics 0.5 first and shares the other
-    0.375 (2/3 to statistics: 0.25; 1/3 to pictures: 0.125); a short step shares all 0.875."""
+def test_the_pictures_keep_their_third_of_a_long_steps_earnings() -> None:
+    """A plain step nets 0.875; with a picture pool that has room (a snapshot estimated at 10) it
+    gives 1/3 to pictures and 2/3 to statistics whether the step is long (the maps' statistics
+    may come first) or short: the maps' statistics come first within the statistics' part."""
     got = []
     for step_s in (1.0, 0.1):
         b = Budget(0.125, snapshot_every=1e9, every=1, diagnose_every=0)
@@ -110,10 +123,10 @@ def test_where_steps_are_long_the_maps_cost_reaches_statistics_before_the_split(
         b._plain_loop.extend([8.0] * 3)
         b._update_estimates()
         assert (b.estimate(MAPS), b.estimate(STATS), b.estimate(SNAPSHOT)) == pytest.approx((0.5, 2.0, 10.0))
-        assert b.plan(1, 1.0, step_s=step_s) == PLAIN  # (nothing in the pools yet)
         b.observe(PLAIN, 8.0, 0.125)
+        assert b.plan(2, 2.0, step_s=step_s) == (MAPS if step_s == 1.0 else PLAIN)  # 0.583 holds the maps' 0.5
         got.append((b.stats_pool, b.picture_pool))
-    assert got == [pytest.approx((0.75, 0.125)), pytest.approx((0.875 * 2 / 3, 0.875 / 3))]
+    assert got == [pytest.approx((0.875 * 2 / 3, 0.875 / 3))] * 2
 
 
 def test_no_budget_never_leaves_out_the_weights_side() -> None:

@@ -20,8 +20,7 @@ for them included), the CPU of the run writer's thread and of its timing hooks i
 moved from the loop's time to the recorder's), and on a probed step the probe's overhead
 (`_split_loop`: a median of recent samples, never less than the reductions timed in the loop).
 The earnings go to two pools: 1/3 to pictures (snapshots; once it holds one snapshot's cost the
-rest flows to statistics) and 2/3 to statistics and diagnosis (where a step is longer than
-STATS_EVERY_S, the maps' statistics' cost goes to statistics first, and the rest is shared so). The writer thread's work on a
+rest flows to statistics) and 2/3 to statistics and diagnosis. The writer thread's work on a
 snapshot after its step is the picture pool's alone, and a snapshot's estimate includes it
 (`picture_cost`). A job runs when its pool holds its estimated cost (the median of its recent
 costs; the smallest while fewer than three are known, so one-time costs do not hold a kind back).
@@ -33,9 +32,10 @@ else it waits, counted as skipped, until DIAGNOSIS_FLOOR × `diagnose_every` sta
 without one. Where a step is longer than STATS_EVERY_S the maps' statistics come first too: a step
 whose pool holds the whole statistics' cost has them, else one whose pool holds the maps' has
 those (`maps`), so the weights' side comes as often as what is left pays for it, and at least on
-every WEIGHTS_FLOOR-th statistics step (then the step waits for the whole cost); the tallies
-count both (`weight_steps`; on resnet18-shaped at batch 8 the whole statistics cost ~2.7% of a
-step, the maps' ~1%: docs/speed.md). With `share=None` every job runs on schedule whatever it costs (the tests' exact
+every WEIGHTS_FLOOR-th statistics step (then the step waits for the whole cost). A diagnosis sample
+needs the weights' side; an overdue one is saved for (`_whole_cost`) while the maps' statistics go
+on. The tallies count both kinds (`weight_steps`; on resnet18-shaped at batch 8 the whole
+statistics cost ~2.4% of a step, the maps' ~1.4%: docs/speed.md). With `share=None` every job runs on schedule whatever it costs (the tests' exact
 mode). What was skipped is counted and reported (`report()`), and the recorder writes it into the
 run (json "recording") for the page. docs/speed.md gives the measurements behind each rule.
 
@@ -127,7 +127,6 @@ class Budget:
     _estimates: dict[str, float] = field(default_factory=dict)
     _probed_since: int = 0  # statistics steps since the last diagnosis sample
     _maps_since: int = 0  # statistics steps of the maps only since the last with the weights' side
-    _long: bool = False  # steps are longer than STATS_EVERY_S (as plan() last saw them): the maps' statistics first
     _plain_seen: int = 0  # plain steps observed (the estimates are refreshed every REFRESH_EVERY of them)
     _warm: set[str] = field(default_factory=set)  # kinds whose first (one-time) step has been seen
     _planned: tuple[bool, bool] = (False, False)  # the step being run: (statistics wanted, snapshot due)
@@ -224,10 +223,9 @@ class Budget:
             return
         base = (own_s if kind == PLAIN else min(self._estimates["base"], own_s)) + background_s
         net = self.share * (1 - self.unseen) * train - base
-        first_in = min(max(net, 0.0), self.estimate(MAPS)) if self._long and self._own[MAPS] else 0.0
-        self.picture_pool += PICTURE_PART * (net - first_in)
-        income = first_in + (1 - PICTURE_PART) * (net - first_in)
-        self.stats_pool += income
+        self.picture_pool += PICTURE_PART * net
+        self.stats_pool += (1 - PICTURE_PART) * net
+        income = (1 - PICTURE_PART) * net
         if kind == SNAPSHOT:
             stats_part = min(self.estimate(STATS), cost - base)
             self.stats_pool -= stats_part
@@ -317,33 +315,43 @@ class Budget:
         step's wall seconds (0: unknown; then never the maps only)."""
         self.coast(step, now)
         wanted, due = self._planned
-        self._long = step_s >= STATS_EVERY_S
         if self.share is None or self.snapshot_every == 0:  # no budget, or a snapshot every step asked
             kind = SNAPSHOT if due else STATS if wanted else PLAIN
         elif self.last_snapshot is None:
             kind = SNAPSHOT  # the first step: the layer table, a first picture, first costs
         elif due and self.picture_pool >= self.estimate(SNAPSHOT) - self.estimate(STATS) and self.stats_pool >= 0:
             kind = SNAPSHOT  # its pictures from the picture pool, its statistics from the other
-        elif wanted and self.stats_pool >= self.estimate(STATS) + (self.diagnosis_estimate() if self._saving(step_s) else 0.0):
+        elif wanted and self.share is not None and step_s >= STATS_EVERY_S:
+            kind = self._long_step()
+        elif wanted and self.stats_pool >= self.estimate(STATS):
             kind = STATS
-        elif wanted and (self._maps_first(step_s) or self._saving(step_s)) and self.stats_pool >= self.estimate(MAPS):
-            kind = MAPS  # (the weights' side when the pool holds it: above)
         else:
             kind = PLAIN
         return kind
+
+    def _long_step(self) -> str:
+        """What a step longer than STATS_EVERY_S records (statistics wanted on every step): the whole
+        statistics when the pool holds their cost, else the maps' when it holds theirs. The pool may
+        owe one step's weights' side (`credit`: the whole cost less the maps'), so a pool that earns
+        the maps' statistics every step and the weights' side on every WEIGHTS_FLOOR-th leaves no step
+        plain. The WEIGHTS_FLOOR-th statistics step in a row without the weights' side has them (or
+        none). An overdue diagnosis sample (DIAGNOSIS_FLOOR × `diagnose_every` statistics steps
+        without one; it needs the weights' side) is saved for: the whole statistics then wait until
+        the pool holds the sample's cost too, but for that floor, while the maps' go on."""
+        pool, stats, maps = self.stats_pool, self.estimate(STATS), self.estimate(MAPS)
+        credit = max(stats - maps, 0.0) if self._own[MAPS] else 0.0  # (none before the maps' cost is known)
+        if self._maps_since >= WEIGHTS_FLOOR:
+            return STATS if pool >= stats - credit else PLAIN
+        overdue = self.diagnose_every > 0 and self._probed_since >= DIAGNOSIS_FLOOR * self.diagnose_every
+        if pool >= stats + (self.diagnosis_estimate() if overdue else 0.0):
+            return STATS
+        return MAPS if pool >= maps - credit else PLAIN
 
     def _maps_first(self, step_s: float) -> bool:
         """Whether a step may have the maps' statistics without the weights' side: statistics are
         wanted every step (a step is longer than STATS_EVERY_S), within a budget, and fewer than
         WEIGHTS_FLOOR statistics steps went without the weights' side."""
         return self.share is not None and step_s >= STATS_EVERY_S and self._maps_since < WEIGHTS_FLOOR
-
-    def _saving(self, step_s: float) -> bool:
-        """Where the maps' statistics come first, an overdue diagnosis sample (DIAGNOSIS_FLOOR ×
-        `diagnose_every` statistics steps without one) is saved for: the next step with the weights'
-        side waits until the pool holds the sample's cost too (the maps' statistics go on meanwhile)."""
-        return (self.share is not None and step_s >= STATS_EVERY_S and self.diagnose_every > 0
-                and self._probed_since >= DIAGNOSIS_FLOOR * self.diagnose_every)  # fmt: skip
 
     def _next_stats(self, step_s: float) -> float:
         """The estimated cost of the next statistics step (the maps' only, when they may come first
