@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from train.test_recorder_budget import _net, _twin_step  # the net and its hand-written oracle step
 
-from convscope.analysis import block_stats
 from convscope.capture import count_hooks
 from convscope.runs import RunReader
 from convscope.train import watch
@@ -137,24 +136,6 @@ def test_no_budget_never_leaves_out_the_weights_side() -> None:
 
 
 # ---- a real recorder -----------------------------------------------------------------------------
-def _net() -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
-
-
-def _oracle(twin: nn.Sequential, opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> dict[str, float]:
-    """The first block's statistics of one SGD step of `_net()`, written out by hand (block_stats)."""
-    w_before = twin[0].weight.detach().clone()
-    z = F.conv2d(x, twin[0].weight, twin[0].bias, padding=1)
-    a = torch.relu(z)
-    loss = F.cross_entropy(twin[3](a.flatten(1)), y)
-    g_a, g_w = torch.autograd.grad(loss, [a, twin[0].weight], retain_graph=True)
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    return {k: float(v) for k, v in block_stats(a, z, g_a, twin[0].weight.detach(), g_w, w_before, relu=True).items()}
-
-
 WEIGHT_KEYS = {"weight_norm", "grad_weight_norm", "update_ratio"}
 
 
@@ -175,7 +156,7 @@ def test_a_recorder_writes_the_maps_statistics_exactly_and_no_weights_side_on_th
     monkeypatch.setattr(Budget, "plan", plan)
     model, twin = _net(), _net()
     opt, opt_twin = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, twin))
-    expected: dict[int, dict[str, float]] = {}
+    expected: dict[int, dict[str, Any]] = {}
     gen = torch.Generator().manual_seed(1)
     raised = False
     with watch(model, tmp_path / "run", commit_every=0.0) as run:
@@ -190,7 +171,7 @@ def test_a_recorder_writes_the_maps_statistics_exactly_and_no_weights_side_on_th
             loss.backward()
             opt.step()
             run.step(loss=loss)
-            expected[i] = _oracle(twin, opt_twin, x, y)
+            expected[i], _ = _twin_step(twin, opt_twin, x, y)  # (the oracle: the step written out by hand)
         rec: Any = run.budget.report(reset_window=False)
     assert raised == fail
     assert count_hooks(model) == 0

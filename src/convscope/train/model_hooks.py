@@ -20,7 +20,7 @@ from convscope.analysis.diagnose import Diagnoser
 from convscope.analysis.update_hold import UpdateHold
 from convscope.capture import HookSet, Probe
 from convscope.capture.naming import role
-from convscope.train.recorder_budget import MAPS, PLAIN, SNAPSHOT, Budget
+from convscope.train.recorder_budget import MAPS, PLAIN, SNAPSHOT, STATS, Budget
 from convscope.train.stats import Reductions
 
 KEEP = ("x", "z", "a", "grad_z", "grad_a", "weight", "grad_weight")  # a snapshot step's probe
@@ -56,10 +56,10 @@ class ModelHooks:
         self.probe = Probe(model, self._layers, keep=KEEP)  # snapshot steps (and probing())
         # a statistics step's z, a and dL/da are reduced as they are made (train/stats.py Reductions)
         seen = self._reductions
-        self._stats_probe, self._maps_probe = (
-            Probe(model, self._layers, keep=keep, tap=seen.tap, overwrite=seen.overwrite, grad_tap=seen.grad_tap)
-            for keep in (STATS_KEEP, MAPS_KEEP)
-        )
+        self._probe_of: dict[str, Probe] = {SNAPSHOT: self.probe} | {  # each plan's probe (none for a plain step)
+            plan: Probe(model, self._layers, keep=keep, tap=seen.tap, overwrite=seen.overwrite, grad_tap=seen.grad_tap)
+            for plan, keep in ((STATS, STATS_KEEP), (MAPS, MAPS_KEEP))
+        }
         self._armed: Probe | None = None
         self._plan = PLAIN
         self._timing = HookSet()
@@ -123,7 +123,7 @@ class ModelHooks:
             self._coast_left = 0
         if self._quiet:
             return  # inside unobserved(): armed when it ends
-        wanted = {PLAIN: None, SNAPSHOT: self.probe, MAPS: self._maps_probe}.get(plan, self._stats_probe)
+        wanted = self._probe_of.get(plan)
         if wanted is self._armed:
             return
         self._disarm()

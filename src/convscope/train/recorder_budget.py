@@ -33,7 +33,7 @@ without one. Where a step is longer than STATS_EVERY_S the maps' statistics come
 whose pool holds the whole statistics' cost has them, else one whose pool holds the maps' has
 those (`maps`), so the weights' side comes as often as what is left pays for it, and at least on
 every WEIGHTS_FLOOR-th statistics step (then the step waits for the whole cost). A diagnosis sample
-needs the weights' side; an overdue one is saved for (`_whole_cost`) while the maps' statistics go
+needs the weights' side; an overdue one is saved for (`_long_step`) while the maps' statistics go
 on. The tallies count both kinds (`weight_steps`; on resnet18-shaped at batch 8 the whole
 statistics cost ~2.4% of a step, the maps' ~1.4%: docs/speed.md). With `share=None` every job runs on schedule whatever it costs (the tests' exact
 mode). What was skipped is counted and reported (`report()`), and the recorder writes it into the
@@ -321,7 +321,7 @@ class Budget:
             kind = SNAPSHOT  # the first step: the layer table, a first picture, first costs
         elif due and self.picture_pool >= self.estimate(SNAPSHOT) - self.estimate(STATS) and self.stats_pool >= 0:
             kind = SNAPSHOT  # its pictures from the picture pool, its statistics from the other
-        elif wanted and self.share is not None and step_s >= STATS_EVERY_S:
+        elif wanted and self._long(step_s):
             kind = self._long_step()
         elif wanted and self.stats_pool >= self.estimate(STATS):
             kind = STATS
@@ -342,22 +342,26 @@ class Budget:
         credit = max(stats - maps, 0.0) if self._own[MAPS] else 0.0  # (none before the maps' cost is known)
         if self._maps_since >= WEIGHTS_FLOOR:
             return STATS if pool >= stats - credit else PLAIN
-        overdue = self.diagnose_every > 0 and self._probed_since >= DIAGNOSIS_FLOOR * self.diagnose_every
-        if pool >= stats + (self.diagnosis_estimate() if overdue else 0.0):
+        if pool >= stats + (self.diagnosis_estimate() if self._diagnosis_overdue() else 0.0):
             return STATS
         return MAPS if pool >= maps - credit else PLAIN
 
-    def _maps_first(self, step_s: float) -> bool:
-        """Whether a step may have the maps' statistics without the weights' side: statistics are
-        wanted every step (a step is longer than STATS_EVERY_S), within a budget, and fewer than
-        WEIGHTS_FLOOR statistics steps went without the weights' side."""
-        return self.share is not None and step_s >= STATS_EVERY_S and self._maps_since < WEIGHTS_FLOOR
+    def _long(self, step_s: float) -> bool:
+        """Steps of `step_s` wall seconds want statistics on every step (longer than STATS_EVERY_S),
+        within a budget: the maps' statistics may come without the weights' side (`_long_step`)."""
+        return self.share is not None and step_s >= STATS_EVERY_S
+
+    def _diagnosis_overdue(self) -> bool:
+        """DIAGNOSIS_FLOOR × `diagnose_every` statistics steps went without a diagnosis sample."""
+        return self.diagnose_every > 0 and self._probed_since >= DIAGNOSIS_FLOOR * self.diagnose_every
 
     def _next_stats(self, step_s: float) -> float:
-        """The estimated cost of the next statistics step (the maps' only, when they may come first
-        and their cost is known)."""
+        """The estimated cost of the next statistics step: the maps' only when they may come without
+        the weights' side (long steps, the floor not reached) and their cost is known."""
         stats = self.estimate(STATS)
-        return min(stats, self.estimate(MAPS)) if self._own[MAPS] and self._maps_first(step_s) else stats
+        if self._own[MAPS] and self._long(step_s) and self._maps_since < WEIGHTS_FLOOR:
+            return min(stats, self.estimate(MAPS))
+        return stats
 
     def plain_ahead(self, now: float, step_s: float) -> int:
         """How many coming steps may skip planning, asked at the end of a step (at `now`) whose
@@ -418,7 +422,7 @@ class Budget:
         would delay them waits; after DIAGNOSIS_FLOOR × `diagnose_every` statistics steps without
         one, it is taken when the pool holds its cost (the diagnosis is not starved for good)."""
         cost = self.diagnosis_estimate()
-        if self._probed_since >= DIAGNOSIS_FLOOR * self.diagnose_every:
+        if self._diagnosis_overdue():
             return self.stats_pool >= cost
         steps = max(self.every, int(CADENCE_MARGIN * STATS_EVERY_S / step_s) if step_s > 0 else 1)
         after = self.stats_pool - self.estimate(STATS) - cost  # (a sample comes on a step with the whole statistics)

@@ -184,6 +184,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
         # that coasted meanwhile are accounted for first (before this step's work reads the pools)
         entry = self.writer.background_cpu_split  # (all, pictures): what the writer did during step() is no own time
         background, pictures = self._observe_coasted(entry, loop_s, step, now)
+        typical = statistics.median(self._wall_steps) if self._wall_steps else 0.0  # wall s a step (0: unknown)
         diagnosis_s = 0.0
         if trace is None:
             plan = PLAIN  # nothing was captured (no forward, or only no-grad ones)
@@ -195,7 +196,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
             if plan == SNAPSHOT:
                 self._snapshot(step, trace)
                 self.budget.last_snapshot = now
-            if plan != MAPS and self.budget.diagnose(step, self._typical_step()):  # (a sample needs W and dL/dW)
+            if plan != MAPS and self.budget.diagnose(step, typical):  # (a sample needs W and dL/dW)
                 t0 = self._own_cpu()
                 self._sample_diagnosis(step, trace, now)
                 diagnosis_s = self._own_cpu() - t0
@@ -230,7 +231,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
         probed = self._reductions.take_spent()  # (a statistics step's reductions, in its loop)
         self.budget.observe(plan, loop_s, own, diagnosis_s, background, pictures, probed)  # before the next plan reads the pools
         now = self._planned_at = self._clock()
-        self._arm(self.budget.plan(self.step_index, now, self._typical_step()))
+        self._arm(self.budget.plan(self.step_index, now, typical))
         if self._plan == PLAIN:
             self._coast_left = self.budget.plain_ahead(now, max(self._wall_steps, default=0.0))
         self._background_seen = mid  # (the writer's CPU while planning: charged with the next loop)
@@ -238,10 +239,6 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
         # planning and arming: charged with the next step
         self._carried = self._returned - before_plan - (self.writer.background_cpu_split[0] - mid[0])
         return step
-
-    def _typical_step(self) -> float:
-        """The median wall seconds from step to step, recently (0: none known yet)."""
-        return statistics.median(self._wall_steps) if self._wall_steps else 0.0
 
     def _own_cpu(self) -> float:
         """The process's CPU seconds less the run writer thread's: this thread's work (and torch's)."""
