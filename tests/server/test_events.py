@@ -30,7 +30,7 @@ def test_watcher_sends_what_changed(tmp_path: Path) -> None:
         watcher = RunWatcher(AppState(runs_root=tmp_path, config=ServeConfig()), "live")
         first = watcher.poll()
         assert first == [("step", {"last_step": 2, "status": "running", "stale": False, "snapshot_step": 2,
-                                   "json": {"layers": 0, "predictions": 2, "findings": 2}})]  # fmt: skip
+                                   "json": {"layers": 0, "predictions": 2, "findings": 2, "recording": None}})]  # fmt: skip
         assert watcher.poll() == []  # nothing new
         w.log_scalars(3, {"loss": 0.25})
         w.log_layer_stats(3, "conv1", {"dead_fraction": 0.5})

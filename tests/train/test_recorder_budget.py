@@ -168,6 +168,7 @@ def test_the_recorder_says_what_it_skipped_and_what_it_kept_is_exact(tmp_path: P
     assert (total["steps"], total["stats_steps"], total["stats_skipped"], total["snapshots"]) == (8, len(kept), 8 - len(kept), 1)
     assert total["cost_share"] > 0.03
     assert "per-layer statistics on" in rec["note"] and "to keep recording within 3% of the step time" in rec["note"]
+    assert rec["total_note"].startswith(f"per-layer statistics on {len(kept)} of 8 steps")  # the whole run's (the page's second line)
 
 
 def _seen(*steps: tuple[int, str, float, float], snapshot_every: float = 1e9) -> Budget:

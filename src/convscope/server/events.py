@@ -42,7 +42,7 @@ from .routes.data import layer_names, public_control
 from .state import AppState
 
 Event = tuple[str, dict[str, Any]]
-JSON_KEYS = ("layers", "predictions", "findings")  # the page refetches these when their step moves
+JSON_KEYS = ("layers", "predictions", "findings", "recording")  # the page refetches these when their step moves
 QUEUE_SIZE = 256  # events a slow client may lag behind before it is dropped
 WAIT_S = 0.25  # how often a stream looks at `stopping` while idle
 

@@ -430,10 +430,10 @@ class Budget:
 
     # ---- what it did ----------------------------------------------------------------------
     def report(self, *, reset_window: bool = True) -> dict[str, Any]:
-        """The json "recording" row: budget, this window's and the run's tallies, one sentence."""
+        """The json "recording" row: budget, this window's and the run's tallies, a sentence on each."""
         w, t = self.window.as_dict(), self.total.as_dict()
         out = {"budget": self.share, "snapshot_every_s": self.snapshot_every, "window": w, "total": t,
-               "note": describe(self.share, self.window)}  # fmt: skip
+               "note": describe(self.share, self.window), "total_note": describe(self.share, self.total)}  # fmt: skip
         if reset_window:
             self.window = Tally()
         return out

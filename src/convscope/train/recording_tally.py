@@ -51,4 +51,5 @@ def describe(share: float | None, t: Tally) -> str:
     if share is None:
         return f"{text} (no budget: everything on schedule; recording cost {used} of the step time)"
     why = f"to keep recording within {100 * share:g}% of the step time" if t.stats_skipped else "all within the budget"
-    return f"{text}, {why} (measured: {used})"
+    over = ", over the budget: what is never skipped (the scalars, the first snapshot) costs more on steps this short"
+    return f"{text}, {why} (measured: {used}{over if t.train_s > 0 and t.cost_s > share * t.train_s * 1.5 else ''})"

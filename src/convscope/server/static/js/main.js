@@ -11,6 +11,7 @@ import { align, Chart } from "./charts.js";
 import { Controls } from "./controls.js";
 import { Layers } from "./layers.js";
 import { showFindings, showPredictions, Upload } from "./predictions.js";
+import { showRecording } from "./recording.js";
 import { ema, windowMean, windowRate } from "./smooth.js";
 
 const S = {
@@ -72,6 +73,7 @@ async function openRun(name) {
   upload.reset();
   showPredictions(name, null);
   showFindings(null);
+  showRecording(null);
   spanBoxes();
   if (!name) return;
   // the history first (its requests before the panels' pictures): which net trains since when,
@@ -169,12 +171,14 @@ async function onStep(p) {
     applyInfo(info);
     await refreshSnapshots();
   }
-  for (const key of ["predictions", "findings"]) {
-    if (p.json[key] !== S.json[key] && p.json[key] !== null) {
+  for (const key of ["predictions", "findings", "recording"]) {
+    if (p.json[key] !== S.json[key] && p.json[key] !== null && p.json[key] !== undefined) {
       S.json[key] = p.json[key];
       const found = await getJSON(runPath(S.run, `/json/${key}`));
       if (gen !== generation) return;
-      if (key === "predictions") { showPredictions(S.run, found); upload.crops(S.run, found); } else showFindings(found);
+      if (key === "predictions") { showPredictions(S.run, found); upload.crops(S.run, found); }
+      else if (key === "findings") showFindings(found);
+      else showRecording(found);
     }
   }
   if (p.snapshot_step !== S.snapshotStep) {

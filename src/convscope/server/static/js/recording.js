@@ -1,0 +1,20 @@
+// recording.js — what convscope.watch's recorder kept and skipped to stay within its budget
+// (json "recording", written every ~2 s: train/recorder_budget.py report()), under the Training
+// card's numbers: the last window's sentence and the whole run's. Runs of the built-in trainer
+// record everything and write none: the line stays hidden.
+
+import { $, el } from "./api.js";
+
+export function showRecording(found) {
+  const box = $("#recording");
+  box.textContent = "";
+  const v = found && found.value && typeof found.value === "object" ? found.value : null;
+  const note = v && typeof v.note === "string" ? v.note : "";
+  const total = v && typeof v.total_note === "string" ? v.total_note : "";
+  box.hidden = !note && !total;
+  if (box.hidden) return;
+  const budget = typeof v.budget === "number" ? `budget ${+(100 * v.budget).toPrecision(3)}% of the step time` : "no budget";
+  box.append(el("span.what", { text: "recorded " }), el("small", { text: `(convscope.watch, ${budget})` }));
+  if (note && note !== total) box.append(el("div", {}, el("span.when", { text: `last ~2 s, to step ${found.step}: ` }), el("span.said", { text: note })));
+  if (total || note) box.append(el("div", {}, el("span.when", { text: `whole run, to step ${found.step}: ` }), el("span.said", { text: total || note })));
+}
