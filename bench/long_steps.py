@@ -1,6 +1,7 @@
 """What the recorder keeps over many long steps: resnet18-shaped at batch 8 on one thread (~1 s a
 step), watched with watch()'s defaults for N steps of bench/watch.py's loop. Prints one letter per
-step (S: the whole statistics or a snapshot's, M: the maps' statistics only, .: none), the run's
+step (S: the whole statistics or a snapshot's, D: the same with a live-diagnosis sample, M: the
+maps' statistics only, .: none), the run's
 tallies and the steps with snapshots. docs/speed.md ("the maps' statistics first") quotes it.
 
     .venv/bin/python bench/long_steps.py --steps 300       # ~5.5 min
@@ -36,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     letters = []
     for _ in range(args.steps):
         planned = rec._plan  # what this step records (armed at the end of the last)
+        sampled = rec.budget.total.diagnosis_samples
         loop.watched_step()
-        letters.append({"plain": ".", "maps": "M"}.get(planned, "S"))
+        diagnosis = rec.budget.total.diagnosis_samples > sampled
+        letters.append({"plain": ".", "maps": "M"}.get(planned, "D" if diagnosis else "S"))
     total = rec.budget.report(reset_window=False)["total"]
     loop.close()
     print("".join(letters))
