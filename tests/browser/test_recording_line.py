@@ -79,6 +79,10 @@ def test_the_line_follows_a_newer_row_and_is_hidden_without_one(browser: Any, tm
     w = fixture_writer(tmp_path, "live", trainer="watch")
     plain = fixture_writer(tmp_path, "builtin")  # (the built-in trainer writes no "recording")
     plain.close(status="finished")
+    older = fixture_writer(tmp_path, "older", trainer="watch")  # a row from before "total_note"
+    older.log_json(2, "recording", {"budget": 0.03, "note": "per-layer statistics on 2 of 3 steps, all within the budget (measured: 1.0%)"})
+    older.commit(2)
+    older.close(status="finished")
     row = {"budget": 0.03, "note": "per-layer statistics on 1 of 3 steps, to keep recording within 3% of the step "
            "time (measured: 2.9%)", "total_note": "per-layer statistics on 1 of 3 steps, to keep recording within 3% "
            "of the step time (measured: 2.9%)"}  # fmt: skip
@@ -95,6 +99,8 @@ def test_the_line_follows_a_newer_row_and_is_hidden_without_one(browser: Any, tm
         w.log_json(4, "recording", later)
         w.commit(4)
         second = _shown(page, "3 of 5 steps")  # pushed by the live channel, no reload
+        page.select_option("#run-select", "older")
+        third = _shown(page, "2 of 3 steps")
         page.select_option("#run-select", "builtin")
         page.wait_for_function("document.querySelector('#step').textContent === '2'")
         hidden = page.evaluate(f"document.querySelector({json.dumps(BOX)}).hidden")
@@ -107,4 +113,8 @@ def test_the_line_follows_a_newer_row_and_is_hidden_without_one(browser: Any, tm
         "recorded (convscope.watch, budget 3% of the step time)"
         f"last ~2 s, to step 4: {later['note']}whole run, to step 4: {later['total_note']}"
     )
+    assert third == (
+        "recorded (convscope.watch, budget 3% of the step time)"
+        "last ~2 s, to step 2: per-layer statistics on 2 of 3 steps, all within the budget (measured: 1.0%)"
+    )  # (the window's sentence only: not called the whole run's)
     assert hidden is True and errors == []

@@ -1,7 +1,8 @@
 // recording.js — what convscope.watch's recorder kept and skipped to stay within its budget
 // (json "recording", written every ~2 s: train/recorder_budget.py report()), under the Training
-// card's numbers: the last window's sentence and the whole run's. Runs of the built-in trainer
-// record everything and write none: the line stays hidden.
+// card's numbers: the last window's sentence and the whole run's (a run written before the whole
+// run's was added has the window's only). Runs of the built-in trainer record everything and
+// write none: the line stays hidden.
 
 import { $, el } from "./api.js";
 
@@ -16,5 +17,5 @@ export function showRecording(found) {
   const budget = typeof v.budget === "number" ? `budget ${+(100 * v.budget).toPrecision(3)}% of the step time` : "no budget";
   box.append(el("span.what", { text: "recorded " }), el("small", { text: `(convscope.watch, ${budget})` }));
   if (note && note !== total) box.append(el("div", {}, el("span.when", { text: `last ~2 s, to step ${found.step}: ` }), el("span.said", { text: note })));
-  if (total || note) box.append(el("div", {}, el("span.when", { text: `whole run, to step ${found.step}: ` }), el("span.said", { text: total || note })));
+  if (total) box.append(el("div", {}, el("span.when", { text: `whole run, to step ${found.step}: ` }), el("span.said", { text: total })));
 }
