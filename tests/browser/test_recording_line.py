@@ -1,7 +1,8 @@
-"""What convscope.watch's recorder kept and skipped, on the page (issue 10: "a recorder that skips
-work must say what it skipped, on the page and in the store"), in Debian's chromium: the Training
+"""What the recorder (convscope.watch's and the built-in trainer's) kept and skipped, on the page
+(issue 10: "a recorder that skips work must say what it skipped, on the page and in the store"),
+in Debian's chromium: the Training
 card's line shows json "recording" exactly as the store holds it, follows a newer row while the
-page is open, and stays hidden for a run that has none (the built-in trainer records everything)."""
+page is open, and stays hidden for a run that has none (written by hand with RunWriter)."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def test_a_watched_runs_recording_is_on_the_training_card(browser: Any, tmp_path
         page.close()
     finally:
         server.stop()
-    assert text.startswith("recorded (convscope.watch, budget 3% of the step time)")
+    assert text.startswith("recorded (budget 3% of the step time)")
     assert text.endswith(f"whole run, to step 11: {rec['total_note']}")
     if rec["total_note"] != rec["note"]:  # (the same when no row was written before the one at close)
         assert f"last ~2 s, to step 11: {rec['note']}whole run" in text
@@ -77,7 +78,7 @@ def test_a_watched_runs_recording_is_on_the_training_card(browser: Any, tmp_path
 
 def test_the_line_follows_a_newer_row_and_is_hidden_without_one(browser: Any, tmp_path: Path) -> None:
     w = fixture_writer(tmp_path, "live", trainer="watch")
-    plain = fixture_writer(tmp_path, "builtin")  # (the built-in trainer writes no "recording")
+    plain = fixture_writer(tmp_path, "builtin")  # (no "recording" row: the fixture writes none)
     plain.close(status="finished")
     older = fixture_writer(tmp_path, "older", trainer="watch")  # a row from before "total_note"
     older.log_json(2, "recording", {"budget": 0.03, "note": "per-layer statistics on 2 of 3 steps, all within the budget (measured: 1.0%)"})
@@ -108,13 +109,13 @@ def test_the_line_follows_a_newer_row_and_is_hidden_without_one(browser: Any, tm
     finally:
         server.stop()
         w.close(status="finished")
-    assert first == f"recorded (convscope.watch, budget 3% of the step time)whole run, to step 2: {row['note']}"  # (the same twice: once)
+    assert first == f"recorded (budget 3% of the step time)whole run, to step 2: {row['note']}"  # (the same twice: once)
     assert second == (
-        "recorded (convscope.watch, budget 3% of the step time)"
+        "recorded (budget 3% of the step time)"
         f"last ~2 s, to step 4: {later['note']}whole run, to step 4: {later['total_note']}"
     )
     assert third == (
-        "recorded (convscope.watch, budget 3% of the step time)"
+        "recorded (budget 3% of the step time)"
         "last ~2 s, to step 2: per-layer statistics on 2 of 3 steps, all within the budget (measured: 1.0%)"
     )  # (the window's sentence only: not called the whole run's)
     assert hidden is True and errors == []
