@@ -148,7 +148,7 @@ def test_the_recorder_says_what_it_skipped_and_what_it_kept_is_exact(tmp_path: P
     opt, opt_twin = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, twin))
     expected = {}
     with watch(model, tmp_path / "run", commit_every=0.0) as run:
-        run._clock, run._cpu = clocks.wall, clocks.cpu  # before the first step: the budget's clocks
+        run._clock, run._cpu, run._thread_cpu = clocks.wall, clocks.cpu, clocks.cpu  # before the first step: the budget's clocks
         for i in range(8):
             x, y, loss = _train_step(model, opt, clocks)
             run.step(loss=loss)
@@ -449,6 +449,7 @@ def test_a_recorder_coasts_over_plain_steps_and_loses_nothing(tmp_path: Path, mo
         path = tmp_path / f"run-{coasting}"
         with watch(model, path, snapshot_every=1.0) as run:
             run._clock, run._cpu, run._hook_s = clocks.wall, clocks.cpu, 0.0
+            run._thread_cpu = clocks.cpu
             coast, log_stats = run._coast, run._log_stats
             run._coast = lambda step, *a, c=coast, seen=coasted: seen.append(step) or c(step, *a)  # type: ignore[method-assign]
 
@@ -479,9 +480,10 @@ def test_a_recorder_coasts_over_plain_steps_and_loses_nothing(tmp_path: Path, mo
 
 
 def test_what_the_writer_does_during_step_is_no_own_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The process clock counts the writer thread too: when it compresses a snapshot (2 ms) while a
-    statistics step's `step()` runs (its own work 1 ms), the budget is told own 1 ms and pictures
-    2 ms (charged to the picture pool), not own 3 ms; 0.5 ms of other writer work, background."""
+    """The process clock counts the writer thread too, the thread clock in `step()` does not: when
+    the writer compresses a snapshot (2 ms) while a statistics step's `step()` runs (its own work 1
+    ms), the budget is told own 1 ms and pictures 2 ms (charged to the picture pool), not own 3 ms;
+    0.5 ms of other writer work, background."""
     writer = {"all": 0.0, "pictures": 0.0}
     monkeypatch.setattr(RunWriter, "background_cpu_split", property(lambda self: (writer["all"], writer["pictures"])))
     monkeypatch.setattr(RunWriter, "picture_costs", lambda self: [])
@@ -490,6 +492,7 @@ def test_what_the_writer_does_during_step_is_no_own_time(tmp_path: Path, monkeyp
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with watch(model, tmp_path / "run", snapshot_every=1e9, budget=None) as run:
         run._clock, run._cpu, run._hook_s = clocks.wall, clocks.cpu, 0.0
+        run._thread_cpu = lambda: clocks.cpu() - writer["all"]  # (this thread's: the process's less the writer's)
         log_stats, observe = run._log_stats, run.budget.observe
 
         def busy_stats(*args: object) -> None:  # 1 ms of the recorder, 2.5 ms of the writer meanwhile
@@ -524,7 +527,7 @@ def test_statistics_of_a_z_an_in_place_relu_writes_over_are_exact(tmp_path: Path
     opt, opt_twin = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, twin))
     expected = {}
     with watch(model, tmp_path / "run", budget=None, snapshot_every=1e9, commit_every=0.0) as run:
-        run._clock, run._cpu = clocks.wall, clocks.cpu
+        run._clock, run._cpu, run._thread_cpu = clocks.wall, clocks.cpu, clocks.cpu
         torch.manual_seed(3)
         for i in range(4):
             x, y, loss = _train_step(model, opt, clocks)
