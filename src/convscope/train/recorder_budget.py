@@ -14,9 +14,10 @@ that captures a pass must be in place before its forward):
 
 Accounting, per step: the training earns `share × (1 − unseen) × t_train` (`unseen`: the part left
 for what the recorder cannot measure of itself; watch() leaves a tenth; t_train: the loop's own
-time, from the recorder returning to the next `step()` call, less the probe's overhead). The
-recorder is charged what it costs: its time inside `step()` (answering controls excluded, polling
-for them included), the CPU of the run writer's thread and of its timing hooks in the loop (both
+time on the process's CPU clock, from the recorder returning to the next `step()` call, less the
+probe's overhead). The recorder is charged what it costs: its time inside `step()` (on its thread's
+CPU clock: watch.py `_own_cpu`; answering controls excluded, polling for them included), the CPU of
+the run writer's thread and of its timing hooks in the loop (both
 moved from the loop's time to the recorder's), and on a probed step the probe's overhead
 (`_split_loop`: a median of recent samples, never less than the reductions timed in the loop).
 The earnings go to two pools: 1/3 to pictures (snapshots; once it holds one snapshot's cost the

@@ -1,0 +1,71 @@
+"""The recorder's two CPU clocks (train/watch.py `_own_cpu`): the loop's time, from step() to
+step(), is the process's (every thread of the training: torch's intra-op threads too), its own
+time in step() its thread's. Linux folds another running thread's CPU into the process's clock at
+the scheduler's tick or when that thread sleeps, so read on the process's clock step() was charged
+work of the loop's other threads (docs/speed.md, "Two clocks"). Here another thread works 50 ms of
+its own CPU while step() waits for it: none of it is step()'s own time; work of another thread in
+the loop is the loop's. CPU seconds, not wall time: the bound holds on a loaded machine too."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import torch
+from train.test_recorder_budget import _net
+
+from convscope.capture import count_hooks
+from convscope.train import watch
+
+WORK_S = 0.05  # CPU seconds the other thread works
+
+
+def _work() -> None:
+    """Work WORK_S of this thread's own CPU (whatever the wall time it takes)."""
+    end = time.thread_time() + WORK_S
+    x = 0
+    while time.thread_time() < end:
+        x += 1
+
+
+def _other_thread_works() -> None:
+    t = threading.Thread(target=_work)
+    t.start()
+    t.join()  # (this thread waits: no CPU)
+
+
+def test_another_threads_cpu_is_the_loops_not_the_recorders(tmp_path: Path) -> None:
+    model = _net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen: list[tuple[str, float | None, float]] = []
+    with watch(model, tmp_path / "run", budget=None, snapshot_every=1e9) as run:
+        observe = run.budget.observe
+
+        def seen_observe(kind: str, loop_s: float | None, own_s: float, *rest: float) -> None:
+            seen.append((kind, loop_s, own_s))
+            observe(kind, loop_s, own_s, *rest)
+
+        run.budget.observe = seen_observe  # type: ignore[method-assign]
+        own_before = run._own_cpu()
+        _other_thread_works()
+        assert run._own_cpu() - own_before < WORK_S / 2  # the recorder's clock: this thread's only
+        x = torch.randn(4, 1, 4, 4)
+        for _ in range(3):
+            with torch.no_grad():
+                model(x)
+            _other_thread_works()  # in the loop: the loop's time
+            run.step(loss=1.0)
+        log_stats = run._log_stats
+
+        def stats_while_another_thread_works(*args: object) -> None:
+            _other_thread_works()  # in step(), but not the recorder's work
+            log_stats(*args)
+
+        run._log_stats = stats_while_another_thread_works  # type: ignore[method-assign]
+        model(x).sum().backward()  # a pass the probe captures: statistics in the next step()
+        run.step(loss=1.0)
+    assert count_hooks(model) == 0 and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    loops = [loop for _, loop, _ in seen[1:3]]
+    assert all(loop is not None and loop >= WORK_S * 0.9 for loop in loops), loops  # the process's clock saw it
+    assert all(own < WORK_S / 2 for _, _, own in seen), seen  # never step()'s own time
