@@ -279,8 +279,9 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
         """The budget observes the steps that coasted since the last full one, each with what plan()
         would have noted at the end of the step before it. The writer thread's CPU since the last
         full step is shared by length among those steps' loops and `step()` calls and this step's
-        loop (`loop_s`); the parts in `step()` calls are in their own time already (the process
-        clock), the loops' parts are charged as background, the part spent on snapshots to the
+        loop (`loop_s`); the loops' parts are charged as background (the parts in coasting `step()`
+        calls, ~40 µs each against a loop's milliseconds, are charged to no one: their own time is
+        their thread's clock), the part spent on snapshots to the
         pictures (whose cost per snapshot the budget learns here too). Returns this step's parts
         (background, pictures) (`step`, entered at `now`; None: no step, the run closes)."""
         seen_all, seen_pictures = self._background_seen

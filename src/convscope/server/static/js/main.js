@@ -158,6 +158,13 @@ async function loadAll(gen) {
 }
 
 // ---- live channel ------------------------------------------------------------------------------
+/** The run's json rows the page shows (server/events.py JSON_KEYS), each refetched when its step moves. */
+const JSON_PANELS = {
+  predictions: (found) => { showPredictions(S.run, found); upload.crops(S.run, found); },
+  findings: showFindings,
+  recording: showRecording,
+};
+
 async function onStep(p) {
   const statusChanged = p.status !== S.status || p.stale !== S.stale;
   S.status = p.status;
@@ -171,14 +178,12 @@ async function onStep(p) {
     applyInfo(info);
     await refreshSnapshots();
   }
-  for (const key of ["predictions", "findings", "recording"]) {
+  for (const [key, show] of Object.entries(JSON_PANELS)) {
     if (p.json[key] !== S.json[key] && p.json[key] !== null && p.json[key] !== undefined) {
       S.json[key] = p.json[key];
       const found = await getJSON(runPath(S.run, `/json/${key}`));
       if (gen !== generation) return;
-      if (key === "predictions") { showPredictions(S.run, found); upload.crops(S.run, found); }
-      else if (key === "findings") showFindings(found);
-      else showRecording(found);
+      show(found);
     }
   }
   if (p.snapshot_step !== S.snapshotStep) {
