@@ -9,7 +9,8 @@ Runs, each in its own process, N times in turn (capture, watch, trainer, page, s
   capture   bench/capture.py --threads 1       goal 3: full capture / plain pass (wall and CPU)
   watch     bench/watch.py --overhead-only     goal 1: watch() on / off throughput, stats cadence
   trainer   bench/trainer.py                   goal 2: Trainer / bare loop, examples per second (its own
-            thread choice with no page watching: every free core, train/threads.py)
+            thread choice with no page watching: every free core, train/threads.py); goal 1's
+            live cadence of the Trainer alone (statistics per second, seconds between snapshots)
   trainer-watched  bench/trainer.py --watched  goal 2 while a page watches (the Trainer leaves a core
             to the dashboard server: one thread on 2 cores); its examples per second are shown
   page      bench/page.py                      goal 4: commit → whole card, 1 and 20 pages; throughput
@@ -110,6 +111,9 @@ def _watch_rows(data: dict[str, Any]) -> list[Row]:
     return rows
 
 
+CADENCE_S = "20 s"  # bench/trainer.py's CADENCE_S: the trainer alone, as the demo runs it
+
+
 def _trainer_rows(data: dict[str, Any]) -> list[Row]:
     """The Trainer's own thread choice; while a page watches, its examples per second are shown
     (one thread on 2 cores: the bare loop's own ~2,500 is the limit) and the ratios are the goal."""
@@ -121,6 +125,10 @@ def _trainer_rows(data: dict[str, Any]) -> list[Row]:
         Row("2 Trainer / bare ≥", f"{case} CPU", 0.9, True, lambda d: d["ratio"]["cpu"]),
         Row("2 Trainer ex/s ≥", f"{case} wall", None if watched else 3000, True,
             lambda d: d["ex_per_s"]["trainer"]["wall"], " ex/s"),
+        Row("1 Trainer statistics ≥", f"{case} alone {CADENCE_S}", 4.0, True,
+            lambda d: d["cadence"]["stats_hz"] if "cadence" in d else None, " Hz"),
+        Row("1 Trainer snapshots every …", f"{case} alone {CADENCE_S}", None, False,
+            lambda d: d["cadence"]["snapshot_every_s"] if "cadence" in d else None, " s"),
     ]  # fmt: skip
 
 
