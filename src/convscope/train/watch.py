@@ -38,6 +38,7 @@ from convscope.analysis.diagnose import Diagnoser
 from convscope.analysis.update_hold import UpdateHold
 from convscope.capture.naming import RELU
 from convscope.runs import RunWriter
+from convscope.runs.values import check_name
 from convscope.runs.writer import ending
 from convscope.train.answers import ControlAnswers, ControlHandler
 from convscope.train.model_hooks import ModelHooks
@@ -264,9 +265,13 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
         (its accounting, reading the writer thread's clock, planning) waits for the next full step.
         The loop's Python objects are cold after a training step, so each one the recorder touches
         costs; here it touches few. A commit, report or control poll that falls due makes the step
-        a full one (with commit_every=0 or poll_every=0 no step coasts)."""
+        a full one (with commit_every=0 or poll_every=0 no step coasts). Its scalars (floats, by
+        `_number`) join the step data at the writer's next call (`log_scalars_later`: no lock, no
+        checks; they are committed with the next full step's, as they would be anyway)."""
         if scalars:
-            self.writer.log_scalars(step, scalars)
+            if "" in scalars:  # (a keyword can be empty: step(**{"": 1.0})): the writer's error, now
+                check_name("scalar name", "")
+            self.writer.log_scalars_later(step, scalars)
         self.step_index = step + 1
         self._last_step_time = now
         self._coast_left -= 1
