@@ -71,7 +71,8 @@ def test_a_watched_runs_recording_is_on_the_training_card(browser: Any, tmp_path
     assert text.startswith("recorded (budget 3% of the step time)")
     assert text.endswith(f"whole run, to step 11: {rec['total_note']}")
     if rec["total_note"] != rec["note"]:  # (the same when no row was written before the one at close)
-        assert f"last ~2 s, to step 11: {rec['note']}whole run" in text
+        assert f"last {rec['window_s']:.1f} s, to step 11: {rec['note']}whole run" in text
+    assert 0 < rec["window_s"] < 10  # (the row at close: since the last one, or the recorder's start)
     assert rec["total_note"].startswith("per-layer statistics on ") and " of 12 steps" in rec["total_note"]
     assert width <= 1280 and errors == []
 
@@ -100,6 +101,10 @@ def test_the_line_follows_a_newer_row_and_is_hidden_without_one(browser: Any, tm
         w.log_json(4, "recording", later)
         w.commit(4)
         second = _shown(page, "3 of 5 steps")  # pushed by the live channel, no reload
+        w.log_scalars(5, {"loss": 0.4})
+        w.log_json(5, "recording", {**later, "total_note": later["total_note"].replace("5 steps", "6 steps"), "window_s": 1.96})
+        w.commit(5)
+        timed = _shown(page, "3 of 6 steps")  # a row that says how long its window was
         page.select_option("#run-select", "older")
         third = _shown(page, "2 of 3 steps")
         page.select_option("#run-select", "builtin")
@@ -114,6 +119,7 @@ def test_the_line_follows_a_newer_row_and_is_hidden_without_one(browser: Any, tm
         "recorded (budget 3% of the step time)"
         f"last ~2 s, to step 4: {later['note']}whole run, to step 4: {later['total_note']}"
     )
+    assert timed.startswith(f"recorded (budget 3% of the step time)last 2.0 s, to step 5: {later['note']}whole run")
     assert third == (
         "recorded (budget 3% of the step time)"
         "last ~2 s, to step 2: per-layer statistics on 2 of 3 steps, all within the budget (measured: 1.0%)"

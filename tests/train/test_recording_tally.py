@@ -1,8 +1,16 @@
 """The one sentence the page shows about what the recorder kept and skipped (train/recording_tally.py
-describe), worked by hand for each case."""
+describe), worked by hand for each case; and the seconds each json "recording" row's window covers."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import convscope as cs
+from convscope.capture.hooks import count_hooks
+from convscope.runs import RunReader
 from convscope.train.recording_tally import Tally, describe
 
 
@@ -29,3 +37,29 @@ def test_the_sentence_for_each_case() -> None:
     assert describe(None, Tally(steps=2, stats_steps=2, weight_steps=2, train_s=1.0, cost_s=0.5)) == (
         "per-layer statistics on 2 of 2 steps (no budget: everything on schedule; recording cost 50.0% of the step time)"
     )
+
+
+def test_each_row_says_how_long_its_window_was(tmp_path: Path) -> None:
+    """watch() on a clock that moves 0.5 s a step: a row every 2 s (REPORT_EVERY), each with the
+    seconds since the last one (the first: since the recorder started), and one at close."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    clock = [100.0]
+    rows = []
+    with cs.watch(model, tmp_path / "run", commit_every=0.0) as run:
+        run._clock = lambda: clock[0]
+        run._report_from = clock[0]  # (the recorder started at 100 s on this clock)
+        log_json = run.writer.log_json
+        run.writer.log_json = lambda step, key, value: (  # type: ignore[method-assign]
+            rows.append((step, value["window_s"])) if key == "recording" else None, log_json(step, key, value))[1]
+        for _ in range(9):
+            clock[0] += 0.5
+            with torch.no_grad():
+                run.step(loss=float(model(torch.ones(2, 4)).sum()))
+        clock[0] += 0.25
+    assert rows == [(0, 0.5), (4, 2.0), (8, 2.0), (8, 0.25)]  # (the first step reports at once)
+    with RunReader(tmp_path / "run") as r:
+        step, last = r.json("recording")  # type: ignore[misc]
+    assert step == 8 and last["window_s"] == 0.25
+    assert count_hooks(model) == 0 and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -113,6 +113,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
         self._last_step_time: float | None = None
         self._returned: float | None = None  # CPU clock when step() last returned: the loop's time starts
         self._last_poll = self._last_commit = self._last_report = -math.inf
+        self._report_from = clock()  # when the window of the next json "recording" row began
         self._closed = False
         self._quiet = 0  # depth of unobserved() blocks
         self._carried = 0.0  # CPU seconds of the last plan and arm, charged to the next step
@@ -213,7 +214,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
             self._commit(done)
         if done - self._last_report >= REPORT_EVERY:
             self._last_report = done
-            self.writer.log_json(step, "recording", self.budget.report())
+            self._report(step, done)
         self._last_step_time = done
         controls_s = 0.0
         if done - self._last_poll >= self.poll_every:
@@ -326,6 +327,13 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
         if self._last_step_time is not None and now > self._last_step_time and batch:
             scalars["examples_per_s"] = batch / (now - self._last_step_time)
 
+    def _report(self, step: int, now: float) -> None:
+        """The json "recording" row of `step`: the budget's report, and `window_s`, the seconds its
+        window ("note") covers (since the last row, or the recorder's start): the page says so."""
+        row = self.budget.report() | {"window_s": max(now - self._report_from, 0.0)}
+        self._report_from = now
+        self.writer.log_json(step, "recording", row)
+
     def _commit(self, now: float) -> None:
         self.writer.commit(self.step_index - 1)
         self._last_commit = now
@@ -354,7 +362,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
             self._detach()
             if self._returned is not None:  # what was recorded and skipped, to the end
                 self._observe_coasted(self.writer.background_cpu_split, None)
-                self.writer.log_json(self.step_index - 1, "recording", self.budget.report())
+                self._report(self.step_index - 1, self._clock())
                 self.writer.commit(self.step_index - 1)  # every finished step, whatever the status
         finally:
             self.writer.close(status=status)
