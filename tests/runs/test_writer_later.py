@@ -73,6 +73,8 @@ def test_close_commits_them_or_drops_them_as_logged_rows(tmp_path: Path, status:
     w.commit(0)
     w.log_scalars_later(1, {"loss": 0.5})  # logged, never committed
     w.close(status)
+    with pytest.raises(RuntimeError, match="is closed"):
+        w.log_scalars_later(2, {"loss": 0.25})  # as log_scalars: refused, not dropped unsaid
     assert _losses(tmp_path / "run") == kept
 
 

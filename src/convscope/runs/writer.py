@@ -239,7 +239,9 @@ class RunWriter:
         call that reads or adds to it takes them first (from any thread), so they behave as if
         logged now. No lock and no checks here: a recorder's step that coasts (train/watch.py)
         runs right after a training step has evicted the writer's objects from the CPU caches,
-        where `log_scalars` cost ~30 µs; an append costs ~1 µs."""
+        where `log_scalars` cost ~30 µs; an append costs ~1 µs. A closed writer refuses them now."""
+        if self._closed:
+            self._check_open()
         self._later.append((step, values))
 
     def _take_later(self) -> None:
