@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -60,10 +61,26 @@ def test_a_commit_below_them_is_refused_as_for_log_scalars(tmp_path: Path) -> No
             errors.append(str(e.value))
         assert errors[0] == errors[1]
         b.commit(7)  # nothing was lost by the refusal
-        b.log_scalars_later(3, {"loss": 0.5})  # below the committed step: refused at the next call
+        b.log_scalars_later(3, {"loss": 0.5})  # below the committed step: refused at the next call,
+        b.log_scalars_later(8, {"loss": 0.25})  # and only that row: the others are taken
         with pytest.raises(ValueError, match="step 3 is before the last committed step 7"):
-            b.commit(8)
-    assert _losses(tmp_path / "b") == [(7, 1.0)]
+            b.log_json(8, "other", 1)
+        b.commit(8)
+    assert _losses(tmp_path / "b") == [(7, 1.0), (8, 0.25)]
+
+
+def test_a_row_refused_at_close_leaves_the_run_closed_and_whole(tmp_path: Path) -> None:
+    w = RunWriter(tmp_path / "run")
+    w.log_scalars(7, {"loss": 1.0})
+    w.commit(7)
+    w.log_scalars(8, {"loss": 0.5})
+    w.log_scalars_later(3, {"loss": 9.0})  # below the committed step
+    with pytest.raises(ValueError, match="step 3 is before the last committed step 7"):
+        w.close("finished")
+    with RunReader(tmp_path / "run") as r:
+        assert r.meta()["status"] == "finished" and r.last_step() == 8
+    assert _losses(tmp_path / "run") == [(7, 1.0), (8, 0.5)]
+    w.close("finished")  # (idempotent: closed)
 
 
 @pytest.mark.parametrize(("status", "kept"), [("finished", [(0, 1.0), (1, 0.5)]), ("stopped", [(0, 1.0)])])
@@ -79,24 +96,29 @@ def test_close_commits_them_or_drops_them_as_logged_rows(tmp_path: Path, status:
 
 
 def test_another_thread_takes_them_in_order(tmp_path: Path) -> None:
-    """Appended in one thread while another logs and commits: every row arrives, each step's last
-    value wins, and nothing is taken twice."""
+    """Appended in one thread while another logs and commits (each call takes what was appended so
+    far): every row arrives, in order, and the commits in between see every row below them."""
     with RunWriter(tmp_path / "run") as w:
         done = threading.Event()
+        taken_meanwhile = []
 
         def append() -> None:
             for step in range(2000):
                 w.log_scalars_later(step, {"loss": float(step)})
+                if step % 50 == 49:
+                    time.sleep(0)  # (let the other thread run: the GIL would else keep this one going)
             done.set()
 
         t = threading.Thread(target=append)
         t.start()
         while not done.is_set():
-            w.log_json(0, "other", {"n": 1})  # each call takes what was appended so far
+            w.log_json(0, "other", {"n": 1})
+            taken_meanwhile.append(w._pending.max_step)  # how far this thread took them
+            time.sleep(0)
         t.join()
         w.commit(1999)
-    losses = _losses(tmp_path / "run")
-    assert losses == [(s, float(s)) for s in range(2000)]
+    assert len({s for s in taken_meanwhile if s is not None}) > 1  # taken part-way, more than once
+    assert _losses(tmp_path / "run") == [(s, float(s)) for s in range(2000)]
 
 
 def test_a_checkpoint_counts_their_steps(tmp_path: Path) -> None:

@@ -4,14 +4,15 @@ describe), worked by hand for each case; and the seconds each json "recording" r
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-import convscope as cs
 from convscope.capture.hooks import count_hooks
-from convscope.runs import RunReader
+from convscope.runs import RunReader, RunWriter
 from convscope.train.recording_tally import Tally, describe
+from convscope.train.watch import Recorder
 
 
 def test_the_sentence_for_each_case() -> None:
@@ -40,19 +41,22 @@ def test_the_sentence_for_each_case() -> None:
 
 
 def test_each_row_says_how_long_its_window_was(tmp_path: Path) -> None:
-    """watch() on a clock that moves 0.5 s a step: a row every 2 s (REPORT_EVERY), each with the
+    """A recorder on a clock that moves 0.5 s a step: a row every 2 s (REPORT_EVERY), each with the
     seconds since the last one (the first: since the recorder started), and one at close."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    clock = [100.0]
+    clock = [100.0]  # the recorder starts at 100 s on this clock
     rows = []
-    with cs.watch(model, tmp_path / "run", commit_every=0.0) as run:
-        run._clock = lambda: clock[0]
-        run._report_from = clock[0]  # (the recorder started at 100 s on this clock)
-        log_json = run.writer.log_json
-        run.writer.log_json = lambda step, key, value: (  # type: ignore[method-assign]
-            rows.append((step, value["window_s"])) if key == "recording" else None, log_json(step, key, value))[1]
+
+    class Writer(RunWriter):
+        def log_json(self, step: int, key: str, value: Any) -> None:
+            if key == "recording":
+                rows.append((step, value["window_s"]))
+            super().log_json(step, key, value)
+
+    with Recorder(model, tmp_path / "run", commit_every=0.0, clock=lambda: clock[0]) as run:
+        run.writer.__class__ = Writer  # (the rows it writes, seen as they are logged)
         for _ in range(9):
             clock[0] += 0.5
             with torch.no_grad():

@@ -236,26 +236,34 @@ class RunWriter:
         """`log_scalars(step, values)` for a caller that has checked them (names non-empty strings,
         values floats, `step` an int not below any it logged before; the dict is not changed
         afterwards): the rows join the step data at the writer's next call, in order, as every
-        call that reads or adds to it takes them first (from any thread), so they behave as if
-        logged now. No lock and no checks here: a recorder's step that coasts (train/watch.py)
-        runs right after a training step has evicted the writer's objects from the CPU caches,
-        where `log_scalars` cost ~30 µs; an append costs ~1 µs. A closed writer refuses them now."""
-        if self._closed:
-            self._check_open()
+        call that reads or adds to it takes them first (from any thread), in the order of the
+        calls. No lock and no checks here: a recorder's step that coasts (train/watch.py) runs
+        right after a training step has evicted the writer's objects from the CPU caches, where
+        `log_scalars` cost ~30 µs; an append costs ~1 µs. Unlike `log_scalars`, a step below the
+        last committed one is refused by the writer's next call (its row dropped, the others
+        taken). A closed writer refuses them here, also one closed by another thread meanwhile."""
         self._later.append((step, values))
+        if self._closed:  # (checked after the append: a close() that ran meanwhile did not take it)
+            with self._lock:
+                self._later.clear()  # never to be written: said here, not dropped unsaid
+                self._check_open()
 
     def _take_later(self) -> None:
-        """Move the rows of `log_scalars_later` into the pending step data (the lock held)."""
-        later, pending = self._later, self._pending
+        """Move the rows of `log_scalars_later` into the pending step data (the lock held). A row
+        below the last committed step is dropped and, once every other row is taken, refused."""
+        later, pending, refused = self._later, self._pending, None
         while later:
             step, values = later.popleft()
             if self._last_step is not None and step < self._last_step:
-                raise ValueError(
+                refused = refused or ValueError(
                     f"step {step} is before the last committed step {self._last_step}; steps must not decrease"
                 )
+                continue
             for name, value in values.items():
                 pending.scalars[(name, step)] = value
             pending.note(step)
+        if refused is not None:
+            raise refused
 
     def log_layer_stats(self, step: int, layer: str, stats: Mapping[str, Any]) -> None:
         """Per-layer statistics of `step` (name -> number); merged with earlier ones of the step."""
@@ -417,10 +425,14 @@ class RunWriter:
                 return
             self._closed = True
             self._finalizer.detach()
+            refused = None
             try:
                 step = None
                 if self._later:
-                    self._take_later()
+                    try:
+                        self._take_later()
+                    except ValueError as err:  # a row below the last step: the run still closes
+                        refused = err
                 if status == "finished" and self._pending.has_step_data():
                     step = self._pending.max_step
                 else:
@@ -432,6 +444,8 @@ class RunWriter:
                 finally:
                     self._conn.close()
                     unlock_run(self._lock_fd)
+            if refused is not None:
+                raise refused
 
     def __enter__(self) -> RunWriter:
         return self
