@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trainer import cadence
+
 from convscope.config import TrainConfig
 from convscope.train.loop import Trainer
 from convscope.train.watch import Recorder
@@ -51,21 +53,17 @@ def main() -> None:
         trainer = Trainer(TrainConfig(batch_size=32, train_size=4096, seed=0, threads=args.threads), Path(tmp) / "run")
         for _ in range(100):
             trainer.train_step()
-        rec, total = trainer.recorder, trainer.recorder.budget.total
-        stats0, writer0, steps0 = total.stats_steps, rec.writer.background_cpu_s, rec.step_index
+        rec = trainer.recorder
+        writer0, steps0 = rec.writer.background_cpu_s, rec.step_index
         on[0] = True
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < args.seconds:
-            trainer.train_step()
-        wall = time.perf_counter() - t0
+        live = cadence(trainer, args.seconds)  # (bench/trainer.py's: the same tally, the same count)
         on[0] = False
         steps = rec.step_index - steps0
         writer_us = 1e6 * (rec.writer.background_cpu_s - writer0) / steps
-        stats_hz = (total.stats_steps - stats0) / wall
         rec.close()
     print(f"{args.label}: plain step() {1e6 * statistics.mean(plain):.1f} µs mean thread CPU (n={len(plain)}),"
-          f" writer {writer_us:.0f} µs/step, statistics {stats_hz:.2f} Hz, {steps / wall:.0f} steps/s"
-          f" ({args.threads} thread(s), {wall:.0f} s)")  # fmt: skip
+          f" writer {writer_us:.0f} µs/step, statistics {live['stats_hz']:.2f} Hz, {steps / live['seconds']:.0f} steps/s"
+          f" ({args.threads} thread(s), {live['seconds']:.0f} s)")  # fmt: skip
 
 
 if __name__ == "__main__":

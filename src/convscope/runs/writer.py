@@ -204,11 +204,18 @@ class RunWriter:
             self._take_later()
         s = check_step(step)
         self._check_open()
-        if self._last_step is not None and s < self._last_step:
-            raise ValueError(
-                f"step {s} is before the last committed step {self._last_step}; steps must not decrease"
-            )
+        below = self._below_committed(s)
+        if below is not None:
+            raise below
         return s
+
+    def _below_committed(self, step: int) -> ValueError | None:
+        """The error for a step below the last committed one (None: not below)."""
+        if self._last_step is None or step >= self._last_step:
+            return None
+        return ValueError(
+            f"step {step} is before the last committed step {self._last_step}; steps must not decrease"
+        )
 
     def _check_open(self) -> None:
         if self._closed:
@@ -254,10 +261,9 @@ class RunWriter:
         later, pending, refused = self._later, self._pending, None
         while later:
             step, values = later.popleft()
-            if self._last_step is not None and step < self._last_step:
-                refused = refused or ValueError(
-                    f"step {step} is before the last committed step {self._last_step}; steps must not decrease"
-                )
+            below = self._below_committed(step)
+            if below is not None:
+                refused = refused or below
                 continue
             for name, value in values.items():
                 pending.scalars[(name, step)] = value
@@ -396,8 +402,7 @@ class RunWriter:
         tensors = checkpoints.state_tensors(state_dict)
         with self._lock:
             self._check_open()
-            if self._later:
-                self._take_later()
+            self._take_later()
             step = max(
                 (s for s in (self._last_step, self._pending.max_step) if s is not None),
                 default=None,
@@ -428,11 +433,10 @@ class RunWriter:
             refused = None
             try:
                 step = None
-                if self._later:
-                    try:
-                        self._take_later()
-                    except ValueError as err:  # a row below the last step: the run still closes
-                        refused = err
+                try:
+                    self._take_later()
+                except ValueError as err:  # a row below the last step: the run still closes
+                    refused = err
                 if status == "finished" and self._pending.has_step_data():
                     step = self._pending.max_step
                 else:

@@ -167,6 +167,8 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
             if "train_acc" in metrics:
                 raise ValueError("give the training accuracy once: acc= or train_acc=, not both")
             metrics["train_acc"] = metrics.pop("acc")
+        if "" in metrics:  # (a keyword can be empty: step(**{"": 1.0})): the writer's error, before any work
+            check_name("scalar name", "")
         scalars: dict[str, float] = {k: _number(k, v) for k, v in metrics.items()}
         if loss is not None:
             scalars["loss"] = _number("loss", loss)
@@ -270,8 +272,6 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
         `_number`) join the step data at the writer's next call (`log_scalars_later`: no lock, no
         checks; they are committed with the next full step's, as they would be anyway)."""
         if scalars:
-            if "" in scalars:  # (a keyword can be empty: step(**{"": 1.0})): the writer's error, now
-                check_name("scalar name", "")
             self.writer.log_scalars_later(step, scalars)
         self.step_index = step + 1
         self._last_step_time = now
