@@ -3,7 +3,9 @@
 Shortcuts (probe.py): torch's own conv/linear/norm modules get a post-hook only (a call of one
 outside every module still starts a pass); a model's module plan is cached while its module
 tree is unchanged (and holds the model weakly); the function mode is off inside torch's own
-non-in-place activation modules that only the probe hooks. Each is checked against plain
+non-in-place activation modules that only the probe hooks, and these too get one hook after their
+forward; the probe's blocks skip the dataclass's __init__; a probe's close passes over its kept
+views once when all are intact. Each is checked against plain
 autograd, with no hook, no function mode left and the model unchanged, also when the forward raises.
 """
 
@@ -13,6 +15,7 @@ import copy
 import gc
 import types
 import weakref
+from dataclasses import fields
 
 import pytest
 import torch
@@ -21,7 +24,7 @@ from _helpers import assert_same_model
 from capture._oracle import Keep, check
 from torch import Tensor, nn
 
-from convscope.capture import Probe, count_hooks
+from convscope.capture import Block, Probe, count_hooks
 from convscope.capture.hooks import HookSet
 
 
@@ -363,3 +366,71 @@ def test_parameter_hooks_go_on_in_the_backward_and_give_the_total_dl_dw() -> Non
         model(x).sum().backward()
         assert param_hooks() == 0 and probe.trace["0"].grad_weight is None
     assert count_hooks(model) == 0
+
+
+def test_a_quiet_activation_called_alone_starts_a_pass_each_time() -> None:
+    # torch's own non-in-place activation module gets one hook after its forward (`_quiet_hook`):
+    # called outside every module it is a pass of its own, a lone activation block
+    model = Net().eval()
+    x = torch.randn(1, 2, 4, 4)
+    with Probe(model) as probe:
+        model.relu(x)
+        assert probe.passes == 1 and list(probe.trace) == ["relu"]
+        y = (x - 1).requires_grad_()
+        model.relu(y).sum().backward()
+        assert probe.passes == 2
+    b = probe.trace["relu"]
+    assert b.kind == "activation" and b.activation == "ReLU" and b.act_name == "relu"
+    assert torch.equal(b.x, y.detach()) and torch.equal(b.z, y.detach()) and torch.equal(b.a, torch.relu(y.detach()))
+    assert b.grad_a is not None and torch.equal(b.grad_a, torch.ones_like(y))
+    assert b.grad_z is not None and torch.equal(b.grad_z, y.grad)
+    assert count_hooks(model) == 0 and torch._C._len_torch_function_stack() == 0
+
+
+def test_the_probes_blocks_are_the_dataclasss_blocks() -> None:
+    # `Block._new` (the probe's constructor) leaves every other field at its dataclass default
+    made, new = Block(name="c", kind="conv", spec=None, channels_last=True), Block._new("c", "conv", None, True)
+    assert {f.name: getattr(new, f.name) for f in fields(Block)} == {f.name: getattr(made, f.name) for f in fields(Block)}
+    other = Block._new("d", "activation", None)
+    new.stale.add("x")
+    new._grads["conv"] = torch.ones(1)
+    new._view_versions["weight"] = 1
+    assert other.stale == set() and other._grads == {} and other._view_versions == {}  # containers of its own
+    assert repr(other) == repr(Block(name="d", kind="activation"))
+
+
+class _WritesUnseen(nn.Module):
+    """conv → ReLU, then a write into the ReLU's output that no function mode sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.relu(self.conv(x))
+        with torch._C.DisableTorchFunction():
+            a.mul_(2.0)  # (the probe cannot copy a first: it is dropped, and said so)
+        return a
+
+
+def test_an_unseen_write_in_a_forward_only_probe_drops_that_map_and_weights_are_still_watched() -> None:
+    # at close, one pass over the kept views when all are intact; else the full check, then the
+    # weights left shared with the model are marked as before
+    model = _WritesUnseen().eval()
+    plain = copy.deepcopy(model)
+    x = torch.randn(1, 2, 4, 4)
+    with Probe(model) as probe:
+        out = model(x)
+    b = probe.trace["conv"]
+    assert b.a is None and b.stale == {"a"}
+    want = F.conv2d(x, model.conv.weight, model.conv.bias, padding=1)
+    assert b.z is not None and torch.equal(b.z, want) and torch.equal(out, 2 * torch.relu(want))
+    assert_same_model(model, plain)
+    assert b.weight is not None and b.weight.data_ptr() == model.conv.weight.data_ptr()
+    with torch.no_grad():
+        model.conv.weight.add_(1.0)
+    with pytest.warns(UserWarning, match="changed in place after the probe closed"):
+        assert b.weight is None
+    assert b.stale == {"a", "weight"} and b.bias is not None
+    assert count_hooks(model) == 0 and torch._C._len_torch_function_stack() == 0

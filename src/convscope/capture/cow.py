@@ -74,13 +74,26 @@ class KeptTensors:
                     return
         else:
             d = t.detach()
-        setattr(block, _STORED.get(name, name), d)  # (W and b without their properties: a new block)
-        ref, version = weakref.ref(block), d._version
-        fresh = self._fresh  # filed by storage when a write may need them (`_file`)
-        fresh.append((ref, name, version))
-        if also is not None:
-            setattr(block, also, d)
-            fresh.append((ref, also, version))
+        self._keep_all(block, ((name, d, also),), detached=True)
+
+    def _keep_all(
+        self, block: Block, kept: Iterable[tuple[str, Tensor, str | None]], *, detached: bool = False
+    ) -> None:
+        """`_keep(block, name, t, also)` of each, at once (one weak reference to the block for all);
+        `detached`: the tensors are already the views to keep (from `_keep`)."""
+        if self._general and not detached:  # the checks, one by one
+            for name, t, also in kept:
+                self._keep(block, name, t, also)
+            return
+        ref, fresh = weakref.ref(block), self._fresh  # filed by storage when a write may need them (`_file`)
+        for name, t, also in kept:
+            d = t if detached else t.detach()
+            setattr(block, _STORED.get(name, name), d)  # (W and b without their properties: a new block)
+            version = d._version
+            fresh.append((ref, name, version))
+            if also is not None:
+                setattr(block, also, d)
+                fresh.append((ref, also, version))
 
     def _grad_hook(
         self, block: Block, slot: str, t: Tensor, to_first: Perm, leader: nn.Module | None = None
@@ -91,35 +104,36 @@ class KeptTensors:
         gradient is complete), and a forward with no backward then costs no parameter hooks."""
         if not t.requires_grad:
             return
-        field = "grad_a" if slot == "a" else "grad_z"
-        keep = field in self.config.keep
-        tap = self._grad_tap
         if leader is not None and not self._param_grads:
             leader = None
-        if not keep and leader is None and tap is None:
+        if leader is None and self._grad_tap is None and ("grad_a" if slot == "a" else "grad_z") not in self.config.keep:
             return
-        cfg, moves, hook_params = self.config, self._moves, self._hook_params
+        # (a partial of a method, not a closure: one object, not a cell per variable, on every
+        # hooked tensor of every pass)
+        self._hooks.tensor(t, partial(self._store_grad, block, slot, to_first, leader))
 
-        def store(grad: Tensor) -> None:
-            if leader is not None:
-                hook_params(leader)
-            if (not keep and tap is None) or (slot != "a" and slot != block._z_source):
-                return  # (dL/dconv of a block with a norm is neither kept nor tapped)
-            g = grad.detach()
-            if to_first is not None:
-                g = g.permute(to_first)
-            if tap is not None:
-                tap(block, field, g)
-            if not keep:
-                return
-            if moves:
-                g = g.to(device=cfg.device, dtype=cfg.dtype)
-            if slot == "a":
-                block.grad_a = g
-            else:
-                block._grads[slot] = g
-
-        self._hooks.tensor(t, store)
+    def _store_grad(self, block: Block, slot: str, to_first: Perm, leader: nn.Module | None, grad: Tensor) -> None:
+        """`_grad_hook`'s hook: dL/dz or dL/da of `block` (and the leader's parameter hooks)."""
+        if leader is not None:
+            self._hook_params(leader)
+        field = "grad_a" if slot == "a" else "grad_z"
+        tap, cfg = self._grad_tap, self.config
+        keep = field in cfg.keep
+        if (not keep and tap is None) or (slot != "a" and slot != block._z_source):
+            return  # (dL/dconv of a block with a norm is neither kept nor tapped)
+        g = grad.detach()
+        if to_first is not None:
+            g = g.permute(to_first)
+        if tap is not None:
+            tap(block, field, g)
+        if not keep:
+            return
+        if self._moves:
+            g = g.to(device=cfg.device, dtype=cfg.dtype)
+        if slot == "a":
+            block.grad_a = g
+        else:
+            block._grads[slot] = g
 
     def _hook_params(self, module: nn.Module) -> None:
         """One tensor hook per parameter of a conv/linear (once per probe): dL/dW of the backward."""
@@ -210,20 +224,35 @@ class KeptTensors:
                 if block is not None and name in ("weight", "bias"):
                     block._view_versions[name] = version
 
-    def _check_versions(self) -> None:
-        """A kept view written by an op the probe could not see is dropped, and said so."""
-        for entries in (*self._held.values(), self._fresh):  # the usual case, first: all alive and intact
+    def _leave_intact_views(self) -> None:
+        """`_check_versions()` then `_leave_views()`, in one pass over the views when every one is
+        alive and intact (the usual case at a probe's close)."""
+        marks: list[tuple[Block, str, int]] = []
+        if self._intact(marks):
+            for block, name, version in marks:
+                block._view_versions[name] = version
+            return
+        self._check_versions()
+        self._leave_views()
+
+    def _intact(self, marks: list[tuple[Block, str, int]] | None = None) -> bool:
+        """Every kept view alive and unwritten? (`marks` gets each W and b view's block, field and
+        version meanwhile, for `_leave_views`.)"""
+        for entries in (*self._held.values(), self._fresh):
             for ref, name, version in entries:
                 block = ref()
                 if block is None:
-                    break
+                    return False
                 t = getattr(block, _STORED.get(name, name))
                 if t is not None and t._version != version:
-                    break
-            else:
-                continue
-            break
-        else:
+                    return False
+                if marks is not None and name in _STORED:
+                    marks.append((block, name, version))
+        return True
+
+    def _check_versions(self) -> None:
+        """A kept view written by an op the probe could not see is dropped, and said so."""
+        if self._intact():  # the usual case, first: all alive and intact
             return
         self._file()
         for key in list(self._held):

@@ -200,14 +200,18 @@ class Probe(KeptTensors):
             _MALLOC[0] = True
         try:
             wrap, mode_of, quiet = self._wraps.wrap, self._mode_cell, self._quiet
-            pre, post, leaf_post = self._pre, self._post_hook, self._leaf_hook
+            pre, post, leaf_post, model = self._pre, self._post_hook, self._leaf_hook, self.model
             for module, leaf, scripted in self._hooked:
                 if scripted or "forward" in module.__dict__:  # no wrapper can stand in (wrap.py): hooks
                     self._hook_module(module, leaf)
                 elif leaf:  # torch's own conv/linear/norm: its forward (sealed), then `_leaf_hook`
                     wrap(module, None, leaf_post, mode_of)
-                else:
-                    wrap(module, pre, post, mode_of if _quiet_activation(module, quiet) else None)
+                elif not _quiet_activation(module, quiet):
+                    wrap(module, pre, post, None)
+                elif module is model:
+                    wrap(module, pre, post, mode_of)
+                else:  # torch's own activation, not in place: its forward (sealed), then `_quiet_hook`
+                    wrap(module, None, self._quiet_hook, mode_of)
             for module in self._sealable:
                 d = module.__dict__
                 if "forward" not in d and not d.get("inplace", False):
@@ -249,12 +253,14 @@ class Probe(KeptTensors):
                 self._wraps.release()
             finally:
                 self._hooks.release()
-            self._check_versions()
             if self._backward_ran:  # an optimizer step is likely next: keep W as it was used
+                self._check_versions()
                 self._copy_storages(
                     storage_of(p) for m in self._modules for p in m._parameters.values() if p is not None
                 )
-            self._leave_views()
+                self._leave_views()
+            else:
+                self._leave_intact_views()
             self._held, self._fresh = {}, []
 
     # ---- passes, module hooks -----------------------------------------------------------
@@ -363,6 +369,28 @@ class Probe(KeptTensors):
                     call = _NormCall(self._open, module, name, to_first, tuple(inp.shape))  # type: ignore[arg-type]
                     self._norm_after(call, output)
 
+    def _quiet_hook(
+        self,
+        module: nn.Module,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        output: Any,
+    ) -> None:
+        """`_pre` + `_post_hook` of torch's own activation module, not in place (`_quiet_activation`),
+        after its forward: that wrote nothing (its input is as it was before) and called nothing the
+        probe must see, so its call is recorded now. Called outside every module with no pass
+        running (or as the pass's first call), it starts one."""
+        if not self._stack and (self._mode is None or module is self._first_call):
+            self._start_pass(module)
+        if self._mode is None or not isinstance(output, Tensor):
+            return
+        inp = _first_tensor(args, kwargs)
+        if inp is None:
+            return
+        with _no_dispatch():
+            self._activation_before(self._call_name(self._names.get(id(module), "?")), module, inp)
+            self._activation_after(output)
+
     def _pause_mode(self, module: nn.Module) -> None:
         """Inside torch's own activation module, not in place and hooked by the probe alone, the
         function mode has nothing to see (one activation call, which the module's hooks record;
@@ -460,12 +488,11 @@ class Probe(KeptTensors):
         # a Linear over (B, H, W, C) is a 1×1 conv over C: shown channels-first
         linear = isinstance(module, nn.Linear)
         last = linear and inp.dim() == 4
-        spec = spec_of(module, last)
-        block = Block(name=name, kind="linear" if linear and not last else "conv", spec=spec, channels_last=last)
+        block = Block._new(name, "linear" if linear and not last else "conv", spec_of(module, last), last)
         to_first: Perm = CHANNELS_LAST if last else None
         out_version = out._version
         self._open, self._open_views = block, [(out, out_version, to_first)]
-        leader = _Leader(block, module, inp, inp._version, out, out_version, to_first)
+        leader = (block, module, inp, inp._version, out, out_version, to_first)
         self._open_leader = None
         if self.layers is None or self._wanted(name):
             self._adopt(block, leader)
@@ -478,28 +505,32 @@ class Probe(KeptTensors):
         self.trace._add(block)
         if leader is None:
             leader, self._open_leader = self._open_leader, None
-            if leader is None or leader.block is not block:
+            if leader is None or leader[0] is not block:
                 return
-        module, to_first, keep = leader.module, leader.to_first, self._keep
-        inp, out = leader.inp, leader.out
-        if inp._version == leader.inp_version:
-            keep(block, "x", inp if to_first is None else inp.permute(to_first))
-        if out._version == leader.out_version:
+        _, module, inp, inp_version, out, out_version, to_first = leader
+        kept: list[tuple[str, Tensor, str | None]] = []  # (field, tensor, also): `_keep_all`
+        if inp._version == inp_version:
+            kept.append(("x", inp if to_first is None else inp.permute(to_first), None))
+        intact = out._version == out_version
+        if intact:
             out_first = out if to_first is None else out.permute(to_first)
-            keep(block, "conv", out_first, "z" if block._z_source == "conv" else None)
-            self._grad_hook(block, "conv", out, to_first, module)
-        elif torch.is_grad_enabled():
-            self._hook_params(module)  # no hook on its output to do it in the backward: now
+            kept.append(("conv", out_first, "z" if block._z_source == "conv" else None))
+        params = self._param_blocks
         for pname, gname in _PARAMS:
             p = param(module, pname)
             if isinstance(p, Tensor):
                 as_conv = block.channels_last and pname == "weight"
-                keep(block, pname, p[:, :, None, None] if as_conv else p)
-                targets = self._param_blocks.get(id(p))
+                kept.append((pname, p[:, :, None, None] if as_conv else p, None))
+                targets = params.get(id(p))
                 if targets is None:
-                    self._param_blocks[id(p)] = [(block, gname, as_conv)]
+                    params[id(p)] = [(block, gname, as_conv)]
                 else:
                     targets.append((block, gname, as_conv))
+        self._keep_all(block, kept)
+        if intact:
+            self._grad_hook(block, "conv", out, to_first, module)
+        elif torch.is_grad_enabled():
+            self._hook_params(module)  # no hook on its output to do it in the backward: now
 
     def _norm_after(self, call: _NormCall, out: Tensor) -> None:
         """The norm of the open block returned without calling an activation: z is its output."""
@@ -532,7 +563,7 @@ class Probe(KeptTensors):
         )
         to_first: Perm | object = norm.to_first if fused and norm else self._open_match(inp)
         if block is None or to_first is _NO_MATCH:
-            block = Block(name=name, kind="activation", spec=None)
+            block = Block._new(name, "activation", None)
             block._z_source = "input"
             to_first = None
             if self._wanted(name):
@@ -576,17 +607,10 @@ _WATCHED = _FOLLOWED | ACTIVATION_FUNCTIONS.keys()  # torch functions `_on_funct
 _PLAIN: dict[str, bool] = {}  # function name → neither watched nor in place by its name
 
 
-@dataclass(slots=True)
-class _Leader:
-    """A conv/linear call whose block is not kept (yet): kept if a later member is wanted."""
-
-    block: Block
-    module: nn.Module
-    inp: Tensor
-    inp_version: int
-    out: Tensor
-    out_version: int
-    to_first: Perm
+# A conv/linear call whose block is not kept (yet): kept if a later member is wanted. (block, module,
+# its input, the input's version, its output, the output's version, to_first); a tuple: one is made
+# on every conv/linear call of every pass
+_Leader = tuple[Block, nn.Module, Tensor, int, Tensor, int, Perm]
 
 
 @dataclass

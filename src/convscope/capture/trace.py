@@ -59,6 +59,16 @@ class Block:
     #: set by convscope.render (capture may not import it): Block → HTML, so it draws itself in Jupyter
     display: ClassVar[Callable[[Block], str] | None] = None
 
+    @classmethod
+    def _new(cls, name: str, kind: str, spec: LayerSpec | None, channels_last: bool = False) -> Block:
+        """`Block(name=, kind=, spec=, channels_last=)` for the probe, on every block of every pass:
+        only these and the three containers are set on the instance; every other field reads its
+        class default (the dataclass's) until it is set."""
+        block = object.__new__(cls)
+        block.name, block.kind, block.spec, block.channels_last = name, kind, spec, channels_last
+        block.stale, block._grads, block._view_versions = set(), {}, {}
+        return block
+
     def _repr_html_(self) -> str | None:
         return None if Block.display is None else Block.display(self)
 
