@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime as dt
+import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _timing import Away
+from _timing import Away, git_commit
 
 from convscope.models.zoo import ZOO
 from convscope.train.watch import Recorder
@@ -33,7 +36,7 @@ from convscope.train.watch import Recorder
 NET = "convnetjs-cifar"
 
 
-def measure(batch: int, steps: int, block: int) -> str:
+def measure(batch: int, steps: int, block: int) -> dict[str, Any]:
     torch.manual_seed(0)
     base = ZOO[NET].factory()
     xs = torch.randn(batch * 8, *ZOO[NET].input_shape)
@@ -88,15 +91,22 @@ def measure(batch: int, steps: int, block: int) -> str:
         run.close()
     off_ms = 1e3 * statistics.mean(off)
     on_ms = 1e3 * (sum(sum(v) for v in on.values()) + writer) / sum(len(v) for v in on.values())
+    return {
+        "net": NET, "batch": batch, "steps": steps, "block": block, "off_ms": off_ms, "on_ms": on_ms,
+        "writer_ms": 1e3 * writer / steps, "on_off": off_ms / on_ms, "measured_share": cost / train,
+        "kinds": {kind: {"steps": len(v), "over_off_ms": 1e3 * statistics.mean(v) - off_ms} for kind, v in sorted(on.items())},
+    }  # fmt: skip
+
+
+def describe(r: dict[str, Any]) -> str:
     lines = [
-        f"{NET} B={batch}, {steps} steps a loop in blocks of {block}: off {off_ms:.2f} ms a step, on {on_ms:.2f}"
-        f" (its writer thread {1e3 * writer / steps:.3f}); true cost {100 * (on_ms / off_ms - 1):+.2f}%,"
-        f" on/off {off_ms / on_ms:.4f}; the recorder measured {100 * cost / train:.2f}% for itself"
+        f"{r['net']} B={r['batch']}, {r['steps']} steps a loop in blocks of {r['block']}: off {r['off_ms']:.2f} ms"
+        f" a step, on {r['on_ms']:.2f} (its writer thread {r['writer_ms']:.3f}); true cost"
+        f" {100 * (r['on_ms'] / r['off_ms'] - 1):+.2f}%, on/off {r['on_off']:.4f}; the recorder measured"
+        f" {100 * r['measured_share']:.2f}% for itself"
     ]
-    for kind, v in sorted(on.items()):
-        lines.append(
-            f"    {kind:>8}: {len(v):5d} steps, {1e3 * statistics.mean(v) - off_ms:+8.3f} ms over off"
-        )
+    for kind, k in r["kinds"].items():
+        lines.append(f"    {kind:>8}: {k['steps']:5d} steps, {k['over_off_ms']:+8.3f} ms over off")
     return "\n".join(lines)
 
 
@@ -107,10 +117,21 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--steps", type=int, default=960, help="timed steps of each loop")
     ap.add_argument("--block", type=int, default=8, help="steps of one loop before the other's")
+    ap.add_argument("--quick", action="store_true", help="160 steps a loop: a smoke run")
+    ap.add_argument("--out", type=Path, help="also write the results as JSON (bench/speed.py reads them)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    results = []
+    t0 = time.perf_counter()
     for batch in args.batch:
-        print(measure(batch, args.steps, args.block), flush=True)
+        results.append(measure(batch, 160 if args.quick else args.steps, args.block))
+        print(describe(results[-1]), flush=True)
+    if args.out is not None:
+        meta = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "commit": git_commit(),
+                "torch": torch.__version__, "threads": 1, "quick": args.quick,
+                "wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"meta": meta, "gap": results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -50,8 +50,9 @@ class HookSet:
         if d is None:
             d = OrderedDict()
             t._backward_hooks = d
-            if t.grad_fn is not None:
-                t.grad_fn._register_hook_dict(t)
+            node = t.grad_fn  # (once: each read of it makes a new Python object, ~0.3 µs)
+            if node is not None:
+                node._register_hook_dict(t)
         key = next(_keys)
         d[key] = fn
         self._in_dicts.append((ref(d), key))
