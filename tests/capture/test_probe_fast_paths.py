@@ -11,11 +11,13 @@ autograd, with no hook, no function mode left and the model unchanged, also when
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import types
 import weakref
 from dataclasses import fields
+from typing import Any
 
 import pytest
 import torch
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from _helpers import assert_same_model
 from capture._oracle import Keep, check
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from convscope.capture import Block, Probe, count_hooks
 from convscope.capture.hooks import HookSet
@@ -397,6 +400,20 @@ def test_the_probes_blocks_are_the_dataclasss_blocks() -> None:
     new._view_versions["weight"] = 1
     assert other.stale == set() and other._grads == {} and other._view_versions == {}  # containers of its own
     assert repr(other) == repr(Block(name="d", kind="activation"))
+    model = Net().eval()
+    with torch.no_grad(), Probe(model) as probe:  # forward only, all intact: one pass over the views at close
+        model(torch.randn(1, 2, 4, 4))
+    b = probe.trace["fc"]
+    unset = {"norm_name", "norm_type", "act_name", "activation", "grad_weight", "grad_bias", "grad_a", "_z_source"}
+    assert {n: getattr(b, n) for n in unset} == {n: getattr(Block(name="fc", kind="linear"), n) for n in unset}
+    assert b._kept and b.stale == set() and b._grads == {}
+    w, bias = model.fc.weight, model.fc.bias
+    assert b._view_versions == {"weight": w._version, "bias": bias._version}  # both left to be checked on access
+    with torch.no_grad():
+        bias.add_(1.0)
+    with pytest.warns(UserWarning, match="changed in place after the probe closed"):
+        assert b.bias is None
+    assert b.weight is not None and b.stale == {"bias"}
 
 
 class _WritesUnseen(nn.Module):
@@ -434,3 +451,128 @@ def test_an_unseen_write_in_a_forward_only_probe_drops_that_map_and_weights_are_
         assert b.weight is None
     assert b.stale == {"a", "weight"} and b.bias is not None
     assert count_hooks(model) == 0 and torch._C._len_torch_function_stack() == 0
+
+
+class _Pass(TorchFunctionMode):
+    """A function mode of the model's own (as `with torch.device(...)` enters one)."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        return func(*args, **(kwargs or {}))
+
+
+class _ModeAbove(nn.Module):
+    def __init__(self, device_mode: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.device_mode = device_mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        with torch.device("cpu") if self.device_mode else _Pass():  # a mode above the probe's
+            a = self.relu(y)
+        return self.relu(a - 1.0)
+
+
+@pytest.mark.parametrize("device_mode", [False, True])
+def test_a_quiet_activation_under_a_mode_of_the_models_own_is_recorded_once(device_mode: bool) -> None:
+    # the probe's mode is not on top there: the activation cannot run sealed, the mode sees its
+    # relu call, and the activation module's own call is what is recorded (not a second, functional one)
+    model = _ModeAbove(device_mode).eval()
+    plain = copy.deepcopy(model)
+    x = torch.randn(1, 2, 4, 4, requires_grad=True)
+    with Probe(model) as probe:
+        model(x).sum().backward()
+    assert list(probe.trace) == ["conv", "relu#1"]
+    b = probe.trace["conv"]
+    assert (b.act_name, b.activation) == ("relu", "ReLU") and not b.stale
+    want = F.conv2d(x, model.conv.weight, model.conv.bias, padding=1).detach()
+    assert torch.equal(b.z, want) and torch.equal(b.a, torch.relu(want))
+    mask = ((torch.relu(want) - 1.0) > 0).float()
+    assert b.grad_a is not None and torch.equal(b.grad_a, mask)
+    assert b.grad_z is not None and torch.equal(b.grad_z, mask * (want > 0).float())
+    lone = probe.trace["relu#1"]
+    assert lone.kind == "activation" and torch.equal(lone.z, torch.relu(want) - 1.0)
+    assert count_hooks(model) == 0 and torch._C._len_torch_function_stack() == 0
+    assert_same_model(model, plain)
+
+
+class _RaisingAct(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.act = nn.GELU()
+        self.conv2 = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        with contextlib.suppress(RuntimeError):
+            self.act(y.to(torch.int64))  # GELU of an integer tensor raises inside the module's forward
+        return self.act(self.conv2(y))
+
+
+def test_an_activation_whose_forward_raises_is_recorded_with_its_input() -> None:
+    # (as its pre-hook did: x, z and the call's name before the forward ran; no a)
+    model = _RaisingAct().eval()
+    plain = copy.deepcopy(model)
+    x = torch.randn(1, 2, 4, 4)
+    with Probe(model) as probe:
+        out = model(x)
+    assert list(probe.trace) == ["conv", "act", "conv2"]
+    y = F.conv2d(x, model.conv.weight, model.conv.bias, padding=1)
+    lone = probe.trace["act"]
+    assert lone.kind == "activation" and lone.a is None and torch.equal(lone.z, y.to(torch.int64))
+    assert probe.trace["conv"].act_name is None and probe.trace["conv2"].act_name == "act#1"
+    assert torch.equal(probe.trace["conv2"].a, out)
+    with pytest.raises(RuntimeError, match="approximate"), Probe(nn.Sequential(model.conv, nn.GELU()), ["1"]) as p2:
+        p2.model[1].approximate = "bogus"
+        p2.model(x)
+    assert list(p2.trace) == ["0"] and p2.trace["1"] is p2.trace["0"] and p2.trace["0"].a is None
+    assert count_hooks(model) == 0 and count_hooks(p2.model) == 0 and torch._C._len_torch_function_stack() == 0
+    assert_same_model(model, plain)
+
+
+def test_in_forward_during_the_taps_of_a_quiet_activation_called_alone() -> None:
+    model = Net().eval()
+    seen: list[tuple[str, str, bool]] = []
+    probe = Probe(model, tap=lambda b, f, t: seen.append((b.name, f, probe.in_forward)))
+    with probe:
+        model.relu(torch.randn(1, 2, 4, 4))  # a pass's first call: pre- and post-hook
+        model.relu(torch.randn(1, 2, 4, 4))  # again from outside: the next pass, sealed
+    assert seen == [("relu", "x", True), ("relu", "z", True), ("relu", "a", False)] * 2
+    assert probe.passes == 2 and count_hooks(model) == 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_tap_that_raises_on_a_leaders_output_leaves_its_block_without_gradients() -> None:
+    # a forward ended by a tap (attribution style) at block 2's conv output: the block is not in
+    # any parameter's list, so a backward from the tapped tensor (through conv 2) gives it no dL/dW,
+    # even with the parameters' hooks already on from an earlier backward in the same probe
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Conv2d(3, 3, 1), nn.ReLU())
+    plain = copy.deepcopy(model)
+    x = torch.randn(1, 2, 6, 6)
+    got: dict[str, Any] = {}
+
+    def tap(b: Block, f: str, t: Tensor) -> None:
+        if got.get("armed") and b.name == "2" and f == "conv":
+            got["t"] = t
+            raise _Stop
+
+    with Probe(model, tap=tap) as probe:
+        model(x).sum().backward()
+        got["armed"] = True
+        with pytest.raises(_Stop):
+            model(x)
+        got["t"].sum().backward()
+    b = probe.trace["2"]
+    assert b.x is not None and b.conv is None and b.weight is None
+    assert b.grad_weight is None and b.grad_bias is None
+    assert probe.trace["0"].grad_weight is not None  # the backward from block 2's conv reached block 0
+    assert model[2].weight.grad is not None  # (and conv 2's parameters)
+    assert count_hooks(model) == 0 and torch._C._len_torch_function_stack() == 0
+    model.zero_grad()
+    plain.zero_grad()
+    assert_same_model(model, plain)

@@ -208,10 +208,9 @@ class Probe(KeptTensors):
                     wrap(module, None, leaf_post, mode_of)
                 elif not _quiet_activation(module, quiet):
                     wrap(module, pre, post, None)
-                elif module is model:
-                    wrap(module, pre, post, mode_of)
-                else:  # torch's own activation, not in place: its forward (sealed), then `_quiet_hook`
-                    wrap(module, None, self._quiet_hook, mode_of)
+                else:  # torch's own activation, not in place: sealed, then `_quiet_hook` (a pass's first
+                    # call, or one with another mode above the probe's: `_pre` and `_post_hook`)
+                    wrap(module, pre, post, mode_of, None if module is model else self._quiet_hook)
             for module in self._sealable:
                 d = module.__dict__
                 if "forward" not in d and not d.get("inplace", False):
@@ -377,19 +376,24 @@ class Probe(KeptTensors):
         output: Any,
     ) -> None:
         """`_pre` + `_post_hook` of torch's own activation module, not in place (`_quiet_activation`),
-        after its forward: that wrote nothing (its input is as it was before) and called nothing the
-        probe must see, so its call is recorded now. Called outside every module with no pass
-        running (or as the pass's first call), it starts one."""
-        if not self._stack and (self._mode is None or module is self._first_call):
+        after a sealed forward (the probe's mode was on top of the mode stack and off while it ran):
+        that wrote nothing (its input is as it was before) and nothing in it was seen, so its call is
+        recorded now (its input also when it raised: `output` None). Called outside every module
+        (the pass's first module again) it starts the next pass."""
+        if not self._stack and module is self._first_call:
             self._start_pass(module)
-        if self._mode is None or not isinstance(output, Tensor):
-            return
         inp = _first_tensor(args, kwargs)
-        if inp is None:
+        if self._mode is None or inp is None:
             return
+        stack = self._stack
         with _no_dispatch():
-            self._activation_before(self._call_name(self._names.get(id(module), "?")), module, inp)
-            self._activation_after(output)
+            stack.append(self._names.get(id(module), "?"))  # (`in_forward` in x's and z's taps, as in `_pre`)
+            try:
+                self._activation_before(self._call_name(stack[-1]), module, inp)
+            finally:
+                stack.pop()
+            if isinstance(output, Tensor):
+                self._activation_after(output)
 
     def _pause_mode(self, module: nn.Module) -> None:
         """Inside torch's own activation module, not in place and hooked by the probe alone, the
@@ -515,18 +519,21 @@ class Probe(KeptTensors):
         if intact:
             out_first = out if to_first is None else out.permute(to_first)
             kept.append(("conv", out_first, "z" if block._z_source == "conv" else None))
-        params = self._param_blocks
+        params: list[tuple[Tensor, str, bool]] = []
         for pname, gname in _PARAMS:
             p = param(module, pname)
             if isinstance(p, Tensor):
                 as_conv = block.channels_last and pname == "weight"
                 kept.append((pname, p[:, :, None, None] if as_conv else p, None))
-                targets = params.get(id(p))
-                if targets is None:
-                    params[id(p)] = [(block, gname, as_conv)]
-                else:
-                    targets.append((block, gname, as_conv))
-        self._keep_all(block, kept)
+                params.append((p, gname, as_conv))
+        self._keep_all(block, kept)  # (a tap of x or conv may raise here: the block then gets no dL/dW)
+        blocks = self._param_blocks
+        for p, gname, as_conv in params:
+            targets = blocks.get(id(p))
+            if targets is None:
+                blocks[id(p)] = [(block, gname, as_conv)]
+            else:
+                targets.append((block, gname, as_conv))
         if intact:
             self._grad_hook(block, "conv", out, to_first, module)
         elif torch.is_grad_enabled():
