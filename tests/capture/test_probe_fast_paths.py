@@ -3,9 +3,9 @@
 Shortcuts (probe.py): torch's own conv/linear/norm modules get a post-hook only (a call of one
 outside every module still starts a pass); a model's module plan is cached while its module
 tree is unchanged (and holds the model weakly); the function mode is off inside torch's own
-non-in-place activation modules that only the probe hooks, and these too get one hook after their
-forward; the probe's blocks skip the dataclass's __init__; a probe's close passes over its kept
-views once when all are intact. Each is checked against plain
+non-in-place activation modules that only the probe hooks (and on when a mode of the model's own
+is above the probe's); the probe's blocks skip the dataclass's __init__; a probe's close passes
+over its kept views once when all are intact. Each is checked against plain
 autograd, with no hook, no function mode left and the model unchanged, also when the forward raises.
 """
 
@@ -29,6 +29,13 @@ from torch.overrides import TorchFunctionMode
 
 from convscope.capture import Block, Probe, count_hooks
 from convscope.capture.hooks import HookSet
+
+
+def _left_nothing(model: nn.Module, plain: nn.Module | None = None) -> None:
+    """No hook and no function mode left; the model's parameters and buffers are `plain`'s."""
+    assert count_hooks(model) == 0 and torch._C._len_torch_function_stack() == 0
+    if plain is not None:
+        assert_same_model(model, plain)
 
 
 class Net(nn.Module):
@@ -80,7 +87,7 @@ def test_a_leaf_module_called_alone_starts_a_pass_each_time() -> None:
     assert torch.equal(block.x, x + 1)
     assert torch.equal(block.conv, F.conv2d(x + 1, model.conv1.weight, model.conv1.bias, padding=1))
     assert torch.equal(out, F.conv2d(x, model.conv1.weight, model.conv1.bias, padding=1))
-    assert count_hooks(model) == 0 and torch._C._len_torch_function_stack() == 0
+    _left_nothing(model)
 
 
 def test_a_changed_module_tree_is_seen_by_the_next_probe() -> None:
@@ -140,8 +147,7 @@ def test_activation_raising_inside_a_paused_mode_leaves_nothing_behind(monkeypat
     monkeypatch.undo()
     assert inside == [0]  # the mode was off in torch's own ReLU, and is back on the stack... then gone
     assert probe.trace["conv1"].z is not None
-    assert count_hooks(model) == 0 and torch._C._len_torch_function_stack() == 0
-    assert_same_model(model, plain)
+    _left_nothing(model, plain)
     with Probe(model) as probe:  # and the next probe of it works as before
         model(x)
     assert torch.equal(probe.trace["conv1"].a, torch.relu(probe.trace["conv1"].z))
@@ -372,8 +378,8 @@ def test_parameter_hooks_go_on_in_the_backward_and_give_the_total_dl_dw() -> Non
 
 
 def test_a_quiet_activation_called_alone_starts_a_pass_each_time() -> None:
-    # torch's own non-in-place activation module gets one hook after its forward (`_quiet_hook`):
-    # called outside every module it is a pass of its own, a lone activation block
+    # torch's own non-in-place activation module, called outside every module, is a pass of its
+    # own: a lone activation block
     model = Net().eval()
     x = torch.randn(1, 2, 4, 4)
     with Probe(model) as probe:
@@ -387,7 +393,7 @@ def test_a_quiet_activation_called_alone_starts_a_pass_each_time() -> None:
     assert torch.equal(b.x, y.detach()) and torch.equal(b.z, y.detach()) and torch.equal(b.a, torch.relu(y.detach()))
     assert b.grad_a is not None and torch.equal(b.grad_a, torch.ones_like(y))
     assert b.grad_z is not None and torch.equal(b.grad_z, y.grad)
-    assert count_hooks(model) == 0 and torch._C._len_torch_function_stack() == 0
+    _left_nothing(model)
 
 
 def test_the_probes_blocks_are_the_dataclasss_blocks() -> None:
@@ -450,7 +456,7 @@ def test_an_unseen_write_in_a_forward_only_probe_drops_that_map_and_weights_are_
     with pytest.warns(UserWarning, match="changed in place after the probe closed"):
         assert b.weight is None
     assert b.stale == {"a", "weight"} and b.bias is not None
-    assert count_hooks(model) == 0 and torch._C._len_torch_function_stack() == 0
+    _left_nothing(model)
 
 
 class _Pass(TorchFunctionMode):
@@ -476,8 +482,8 @@ class _ModeAbove(nn.Module):
 
 @pytest.mark.parametrize("device_mode", [False, True])
 def test_a_quiet_activation_under_a_mode_of_the_models_own_is_recorded_once(device_mode: bool) -> None:
-    # the probe's mode is not on top there: the activation cannot run sealed, the mode sees its
-    # relu call, and the activation module's own call is what is recorded (not a second, functional one)
+    # the probe's mode is not on top there: the activation runs with it on, the mode sees its relu
+    # call, and the activation module's own call is what is recorded (not a second, functional one)
     model = _ModeAbove(device_mode).eval()
     plain = copy.deepcopy(model)
     x = torch.randn(1, 2, 4, 4, requires_grad=True)
@@ -493,8 +499,7 @@ def test_a_quiet_activation_under_a_mode_of_the_models_own_is_recorded_once(devi
     assert b.grad_z is not None and torch.equal(b.grad_z, mask * (want > 0).float())
     lone = probe.trace["relu#1"]
     assert lone.kind == "activation" and torch.equal(lone.z, torch.relu(want) - 1.0)
-    assert count_hooks(model) == 0 and torch._C._len_torch_function_stack() == 0
-    assert_same_model(model, plain)
+    _left_nothing(model, plain)
 
 
 class _RaisingAct(nn.Module):
@@ -528,8 +533,8 @@ def test_an_activation_whose_forward_raises_is_recorded_with_its_input() -> None
         p2.model[1].approximate = "bogus"
         p2.model(x)
     assert list(p2.trace) == ["0"] and p2.trace["1"] is p2.trace["0"] and p2.trace["0"].a is None
-    assert count_hooks(model) == 0 and count_hooks(p2.model) == 0 and torch._C._len_torch_function_stack() == 0
-    assert_same_model(model, plain)
+    _left_nothing(p2.model)
+    _left_nothing(model, plain)
 
 
 def test_in_forward_during_the_taps_of_a_quiet_activation_called_alone() -> None:
@@ -537,8 +542,8 @@ def test_in_forward_during_the_taps_of_a_quiet_activation_called_alone() -> None
     seen: list[tuple[str, str, bool]] = []
     probe = Probe(model, tap=lambda b, f, t: seen.append((b.name, f, probe.in_forward)))
     with probe:
-        model.relu(torch.randn(1, 2, 4, 4))  # a pass's first call: pre- and post-hook
-        model.relu(torch.randn(1, 2, 4, 4))  # again from outside: the next pass, sealed
+        model.relu(torch.randn(1, 2, 4, 4))  # a pass's first call
+        model.relu(torch.randn(1, 2, 4, 4))  # again from outside: the next pass
     assert seen == [("relu", "x", True), ("relu", "z", True), ("relu", "a", False)] * 2
     assert probe.passes == 2 and count_hooks(model) == 0
 
@@ -572,7 +577,7 @@ def test_a_tap_that_raises_on_a_leaders_output_leaves_its_block_without_gradient
     assert b.grad_weight is None and b.grad_bias is None
     assert probe.trace["0"].grad_weight is not None  # the backward from block 2's conv reached block 0
     assert model[2].weight.grad is not None  # (and conv 2's parameters)
-    assert count_hooks(model) == 0 and torch._C._len_torch_function_stack() == 0
+    _left_nothing(model)
     model.zero_grad()
     plain.zero_grad()
     assert_same_model(model, plain)

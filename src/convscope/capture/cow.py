@@ -74,20 +74,20 @@ class KeptTensors:
                     return
         else:
             d = t.detach()
-        self._keep_all(block, ((name, d, also),), detached=True)
+        self._put(block, ((name, d, also),))
 
-    def _keep_all(
-        self, block: Block, kept: Iterable[tuple[str, Tensor, str | None]], *, detached: bool = False
-    ) -> None:
-        """`_keep(block, name, t, also)` of each, at once (one weak reference to the block for all);
-        `detached`: the tensors are already the views to keep (from `_keep`)."""
-        if self._general and not detached:  # the checks, one by one
+    def _keep_all(self, block: Block, kept: list[tuple[str, Tensor, str | None]]) -> None:
+        """`_keep(block, name, t, also)` of each, at once (one weak reference to the block for all)."""
+        if self._general:  # the checks, one by one
             for name, t, also in kept:
                 self._keep(block, name, t, also)
-            return
+        else:
+            self._put(block, [(name, t.detach(), also) for name, t, also in kept])
+
+    def _put(self, block: Block, views: Iterable[tuple[str, Tensor, str | None]]) -> None:
+        """Set each detached view as field `name` of `block` (and as `also`), noted for copy on write."""
         ref, fresh = weakref.ref(block), self._fresh  # filed by storage when a write may need them (`_file`)
-        for name, t, also in kept:
-            d = t if detached else t.detach()
+        for name, d, also in views:
             setattr(block, _STORED.get(name, name), d)  # (W and b without their properties: a new block)
             version = d._version
             fresh.append((ref, name, version))

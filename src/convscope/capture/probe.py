@@ -200,17 +200,14 @@ class Probe(KeptTensors):
             _MALLOC[0] = True
         try:
             wrap, mode_of, quiet = self._wraps.wrap, self._mode_cell, self._quiet
-            pre, post, leaf_post, model = self._pre, self._post_hook, self._leaf_hook, self.model
+            pre, post, leaf_post = self._pre, self._post_hook, self._leaf_hook
             for module, leaf, scripted in self._hooked:
                 if scripted or "forward" in module.__dict__:  # no wrapper can stand in (wrap.py): hooks
                     self._hook_module(module, leaf)
                 elif leaf:  # torch's own conv/linear/norm: its forward (sealed), then `_leaf_hook`
                     wrap(module, None, leaf_post, mode_of)
-                elif not _quiet_activation(module, quiet):
-                    wrap(module, pre, post, None)
-                else:  # torch's own activation, not in place: sealed, then `_quiet_hook` (a pass's first
-                    # call, or one with another mode above the probe's: `_pre` and `_post_hook`)
-                    wrap(module, pre, post, mode_of, None if module is model else self._quiet_hook)
+                else:
+                    wrap(module, pre, post, mode_of if _quiet_activation(module, quiet) else None)
             for module in self._sealable:
                 d = module.__dict__
                 if "forward" not in d and not d.get("inplace", False):
@@ -367,33 +364,6 @@ class Probe(KeptTensors):
                     name = self._call_name(self._names[id(module)])
                     call = _NormCall(self._open, module, name, to_first, tuple(inp.shape))  # type: ignore[arg-type]
                     self._norm_after(call, output)
-
-    def _quiet_hook(
-        self,
-        module: nn.Module,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        output: Any,
-    ) -> None:
-        """`_pre` + `_post_hook` of torch's own activation module, not in place (`_quiet_activation`),
-        after a sealed forward (the probe's mode was on top of the mode stack and off while it ran):
-        that wrote nothing (its input is as it was before) and nothing in it was seen, so its call is
-        recorded now (its input also when it raised: `output` None). Called outside every module
-        (the pass's first module again) it starts the next pass."""
-        if not self._stack and module is self._first_call:
-            self._start_pass(module)
-        inp = _first_tensor(args, kwargs)
-        if self._mode is None or inp is None:
-            return
-        stack = self._stack
-        with _no_dispatch():
-            stack.append(self._names.get(id(module), "?"))  # (`in_forward` in x's and z's taps, as in `_pre`)
-            try:
-                self._activation_before(self._call_name(stack[-1]), module, inp)
-            finally:
-                stack.pop()
-            if isinstance(output, Tensor):
-                self._activation_after(output)
 
     def _pause_mode(self, module: nn.Module) -> None:
         """Inside torch's own activation module, not in place and hooked by the probe alone, the

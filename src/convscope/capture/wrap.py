@@ -59,22 +59,17 @@ class WrapSet:
     def __len__(self) -> int:
         return len(self._wrapped)
 
-    def wrap(
-        self, module: nn.Module, pre: Pre | None, post: Post | None, mode: ModeCell | None, sealed: Post | None = None
-    ) -> None:
+    def wrap(self, module: nn.Module, pre: Pre | None, post: Post | None, mode: ModeCell | None) -> None:
         """Put a wrapper in `module.forward`: `pre`, the forward (with the probe's mode, `mode[0]`,
         off the mode stack while it runs if a cell is given and the mode is on top: "sealed"), then
         `post` (also when the forward raises, with None for its output). Either may be None.
-        `sealed` (with a cell): a call that finds the mode on top runs sealed with `sealed` alone
-        after it, instead of `pre` and `post`; any other call (no mode yet, or another mode above
-        it: then the probe's mode sees what the forward calls) gets `pre` and `post`.
         `module` has no instance `forward` of its own."""
         # one wrapper function for all, bound to the module (so `copy.deepcopy(model)` while the
         # probe is active binds the copy's to the copy, which finds no entry: it passes through)
         forward = module.forward  # the class's, bound
         bound = MethodType(_probed_forward, module)
         module.__dict__["forward"] = bound
-        _ACTIVE[id(module)] = (module, forward, pre, post, mode, sealed)
+        _ACTIVE[id(module)] = (module, forward, pre, post, mode)
         self._wrapped.append((module, bound))
 
     def release(self) -> None:
@@ -88,9 +83,9 @@ class WrapSet:
 
 
 # id(module) → (the module, its class's forward bound to it, pre, post, the probe's mode cell if its
-# forward is sealed, else None, the post-hook of a sealed call instead of pre and post): the wrapped
-# modules of every active probe (a module has at most one: another probe uses hooks)
-_ACTIVE: dict[int, tuple[nn.Module, Callable[..., Any], Pre | None, Post | None, ModeCell | None, Post | None]] = {}
+# forward is sealed, else None): the wrapped modules of every active probe (a module has at most
+# one: another probe uses hooks)
+_ACTIVE: dict[int, tuple[nn.Module, Callable[..., Any], Pre | None, Post | None, ModeCell | None]] = {}
 
 
 def _probed_forward(this: nn.Module, *args: Any, **kwargs: Any) -> Any:
@@ -98,18 +93,7 @@ def _probed_forward(this: nn.Module, *args: Any, **kwargs: Any) -> Any:
     entry = _ACTIVE.get(id(this))
     if entry is None or entry[0] is not this:  # a deep copy's, or released (something wrapped it again)
         return type(this).forward(this, *args, **kwargs)
-    _, forward, pre, post, mode, sealed = entry
-    if sealed is not None and mode is not None:
-        on = mode[0]
-        if on is not None and _len_modes() and _top_mode(_len_modes() - 1) is on:
-            _pop_mode()
-            out = None
-            try:
-                out = forward(*args, **kwargs)
-            finally:
-                _push_mode(on)
-                sealed(this, args, kwargs, out)
-            return out
+    _, forward, pre, post, mode = entry
     if pre is not None:
         pre(this, args, kwargs)
     out = paused = None
