@@ -340,10 +340,10 @@ def test_diagnosis_samples_wait_while_they_would_delay_statistics() -> None:
 
 
 def test_plain_ahead_worked_out_by_hand() -> None:
-    """Share 1/10 of 10-second loops, a plain step's own 0.25: at most 0.75 a step reaches either
-    pool. Statistics estimated at 1.5 (own 1.75 - 0.25), snapshots at 3. The k steps that skip
-    planning skip the plans that would have seen 1..k more steps' earnings: k is the most steps
-    with k × 0.75 still short of the gap."""
+    """Share 1/10 of 10-second loops, a plain step's own 0.25: at most 0.75 a step to the pools.
+    Statistics estimated at 1.5 (own 1.75 - 0.25), snapshots at 3. The k steps that skip planning
+    skip the plans that would have seen 1..k more steps' earnings: k is the most steps whose
+    earnings still leave the pools short (with a full picture pool, k × 0.75 to statistics)."""
     b = _seen((4, PLAIN, 10.0, 0.25), (3, STATS, 10.0, 1.75), (2, SNAPSHOT, 10.0, 3.25), snapshot_every=100.0)
     assert (b.estimate(STATS), b.estimate(SNAPSHOT), b.estimate("base")) == pytest.approx((1.5, 3.0, 0.25))
     b.stats_pool, b.picture_pool = 0.0, 1.5
@@ -355,10 +355,15 @@ def test_plain_ahead_worked_out_by_hand() -> None:
     b.stats_pool = -3.0  # in debt (its floor: twice the estimate): 4.5 short, 5 steps; but a
     assert b.plain_ahead(now=48.0, step_s=13.0) == 3  # snapshot is due in 52 s: the 4th step of 13 s
     assert b.plain_ahead(now=48.0, step_s=0.0) == 0  # (no step length known yet: plan each)
+    # below its cap (1.5) the picture pool gets its third of a step's 0.75 (0.25), the statistics
+    # pool the rest (0.5), and what the picture pool would hold beyond the cap
     b.picture_pool = 0.0  # due now: the picture pool 1.5 short, the statistics pool 3 in debt
-    assert b.plain_ahead(now=100.0, step_s=10.25) == 3  # 3 / 0.75 = 4 steps: 3 skip planning
+    assert b.plain_ahead(now=100.0, step_s=10.25) == 5  # 6 × 0.25 reach the cap, 6 × 0.5 the debt
     b.stats_pool = -0.5
-    assert b.plain_ahead(now=100.0, step_s=10.25) == 1  # the picture pool's 1.5: 2 steps
+    assert b.plain_ahead(now=100.0, step_s=10.25) == 3  # statistics 2 short: 4 × 0.5 fill it, 3 do not
+    b.picture_pool = 1.25  # 0.25 below the cap: from the 2nd step on, 0.75 a step to statistics
+    assert b.plain_ahead(now=48.0, step_s=10.25) == 2  # -0.5 + 2 × 0.5 + 0.25 = 0.75 after 2, 1.5 after 3
+    b.picture_pool = 0.0
     b.stats_pool = 1.0
     assert b.plain_ahead(now=100.0, step_s=10.25) == 0  # statistics 0.5 short: the next step
     b.stats_pool, b.picture_pool = -3.0, 1.5

@@ -42,7 +42,8 @@ run (json "recording") for the page. docs/speed.md gives the measurements behind
 
 Coasting: after a step's training the recorder's own objects are cold, so each one it touches
 costs (a plain step that planned for itself took ~150 µs, ten times its warm cost). `plain_ahead()`
-says how many coming steps stay plain even if each earns as much as the richest recent plain step;
+says how many coming steps stay plain even if each earns as much as the richest recent plain step
+(each pool getting its part of it);
 the recorder runs those with only their scalars logged and gives them to the budget (`coast`, then
 `observe`) on the next full step. While no loop is longer than the recent ones, what it records is
 what planning every step records (tests/train/test_recorder_budget.py); a longer loop can bring
@@ -53,7 +54,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,15 @@ def _fewer(gap: float, per_step: float) -> int:
         return 0
     x = gap / per_step
     return int(min(math.ceil(x) - 1, COAST_MAX))
+
+
+def _most(short: Callable[[int], bool]) -> int:
+    """The most whole steps k (up to COAST_MAX) for which `short(k)` holds (it holds for fewer
+    steps once it fails for some: a pool only grows while no step is planned); 0 if none."""
+    k = 0
+    while k < COAST_MAX and short(k + 1):
+        k += 1
+    return k
 
 
 def _median(values: Collection[float]) -> float:
@@ -373,21 +383,30 @@ class Budget:
         (the longest recent loop's share, less the cheapest recent plain step) still leave
         statistics and a due snapshot unaffordable, and k of the longest recent steps do not
         reach the next snapshot's time (k of the shortest let a run of the longer recent steps
-        reach it unplanned: the snapshot came a step late). A step that earns more than any recent
-        one (a longer loop) can bring its statistics a step or more later, never fewer of them.
-        0: plan each."""
+        reach it unplanned: the snapshot came a step late). Of each such step's earnings the
+        statistics pool gets its part (2/3) and what the picture pool holds beyond its cap, the
+        picture pool its third up to the cap (`_bound_pools`). A step that earns more than any
+        recent one (a longer loop) can bring its statistics a step or more later, never fewer of
+        them. 0: plan each."""
         if self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or not self._plain_loop:
             return 0
         typical = self.typical_loop()
         longest = min(max(self._plain_loop), LOOP_OUTLIER * typical)
-        per_step = max(self.share * (1 - self.unseen) * longest - min(self._plain_own, default=0.0), 1e-12)  # at most, to a pool
-        ahead = _fewer(self._next_stats(step_s) - self.stats_pool, per_step)  # (COAST_MAX at most)
+        per_step = max(self.share * (1 - self.unseen) * longest - min(self._plain_own, default=0.0), 0.0)  # at most
+        to_pictures = PICTURE_PART * per_step
+        cap = self.estimate(SNAPSHOT) - self.estimate(STATS)
+        stats_pool, picture_pool = self.stats_pool, self.picture_pool
+
+        def stats_after(k: int) -> float:  # the most the statistics pool can hold after k more steps
+            return stats_pool + k * (per_step - to_pictures) + max(picture_pool + k * to_pictures - cap, 0.0)
+
+        target = self._next_stats(step_s)
+        ahead = _most(lambda k: stats_after(k) < target)
         due_in = self.last_snapshot + self.snapshot_every - now
         if due_in > 0:
             ahead = min(ahead, _fewer(due_in, step_s) if step_s > 0 else 0)
         else:  # due: waits for the picture pool (and a stats pool not in debt)
-            gap = max(self.estimate(SNAPSHOT) - self.estimate(STATS) - self.picture_pool, -self.stats_pool)
-            ahead = min(ahead, _fewer(gap, per_step))
+            ahead = min(ahead, _most(lambda k: picture_pool + k * to_pictures < cap or stats_after(k) < 0))
         return ahead
 
     def coast(self, step: int, planned_at: float) -> None:
