@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -48,20 +49,50 @@ InputSizeOpt = Annotated[
 @contextmanager
 def _progress(what: str, unit: str = "") -> Iterator[Callable[..., None]]:
     """The progress bar (with ETA, on stderr) every long job shows: yields update(done, total,
-    description=None)."""
+    description=None). Where no bar can be drawn (stderr is a file or a pipe: a CI log, `2> log`)
+    a line every LINE_EVERY_S seconds says the same (`_Lines`)."""
+    if not console.is_terminal:
+        yield _Lines(what, unit)
+        return
     import rich.progress as rp
 
     columns: list[Any] = [rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn()]
     if unit:
         columns.append(rp.TextColumn(unit))
     columns.append(rp.TimeRemainingColumn())
-    with rp.Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+    with rp.Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(what, total=None)
 
         def update(done: int, total: int | None, description: str | None = None) -> None:
             bar.update(task, completed=done, total=total, description=description)
 
         yield update
+
+
+LINE_EVERY_S = 10.0  # a progress line this often where no bar can be drawn
+
+
+class _Lines:
+    """`_progress` without a terminal: "what: done/total unit (p%), ~N s left" on stderr at most
+    every `every` seconds (the first after `every`: a short job prints none)."""
+
+    def __init__(self, what: str, unit: str, clock: Callable[[], float] = time.monotonic, every: float | None = None) -> None:
+        self.what, self.unit, self._clock = what, unit, clock
+        self._every = LINE_EVERY_S if every is None else every
+        self._start = self._last = clock()
+
+    def __call__(self, done: int, total: int | None, description: str | None = None) -> None:
+        now = self._clock()
+        if now - self._last < self._every:
+            return
+        self._last = now
+        if description is not None:
+            self.what = description
+        line = f"{self.what}: {done}" + (f"/{total}" if total else "") + (f" {self.unit}" if self.unit else "")
+        if total and 0 < done <= total:
+            left = (now - self._start) / done * (total - done)
+            line += f" ({100 * done // total}%), ~{math.ceil(left)} s left"
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _data_opt(default: str) -> Any:
