@@ -35,12 +35,20 @@ def test_a_line_every_interval_with_count_share_and_time_left(capsys: pytest.Cap
     clock.now = 115.0
     lines(150, 500)  # 3 s after the last line: nothing
     clock.now = 122.0
-    lines(122, None, description="second pass")  # no total known: the count alone, under the new name
-    clock.now = 140.0
+    lines(40, 500)  # counting again (a pass started over): the time left is reckoned from here on
+    clock.now = 132.0
+    lines(140, 500)  # 10 s for 100: 360 more take 36 s
+    clock.now = 133.0
+    lines(0, None, description="second pass")  # a new phase: said at once, with no total known
+    clock.now = 135.0
+    lines(60, None)
+    clock.now = 143.0
     lines(500, 500)
     assert capsys.readouterr().err.splitlines() == [
         "occluding: 120/500 positions (24%), ~38 s left",
-        "second pass: 122 positions",
+        "occluding: 40/500 positions (8%)",
+        "occluding: 140/500 positions (28%), ~36 s left",
+        "second pass: 0 positions",
         "second pass: 500/500 positions (100%), ~0 s left",
     ]
 
@@ -49,6 +57,7 @@ def test_a_command_whose_stderr_is_no_terminal_prints_progress_lines(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(app_module, "LINE_EVERY_S", 0.0)  # a line on every update
+    monkeypatch.setattr(app_module.console, "_force_terminal", False)  # (whatever FORCE_COLOR or TTY_COMPATIBLE say)
     res = CliRunner().invoke(app, ["diagnose", "--model", "zoo:convnetjs-mnist", "--data", "builtin:digits:val",
                                    "--limit", "64", "--batch-size", "16", "--out", str(tmp_path / "d")])  # fmt: skip
     assert res.exit_code == 0, res.output

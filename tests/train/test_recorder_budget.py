@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from convscope.analysis import block_stats
 from convscope.capture import count_hooks
 from convscope.runs import RunReader, RunWriter
-from convscope.train import watch
-from convscope.train.recorder_budget import PLAIN, SNAPSHOT, STATS, Budget
+from convscope.train import recorder_budget, watch
+from convscope.train.recorder_budget import MAPS, PLAIN, SNAPSHOT, STATS, WEIGHTS_FLOOR, Budget
 
 MS = 1e-3
 
@@ -339,11 +339,12 @@ def test_diagnosis_samples_wait_while_they_would_delay_statistics() -> None:
     assert (b.total.diagnosis_samples, b.total.diagnosis_skipped) == (3, 6)
 
 
-def test_plain_ahead_worked_out_by_hand() -> None:
+def test_plain_ahead_worked_out_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     """Share 1/10 of 10-second loops, a plain step's own 0.25: at most 0.75 a step to the pools.
     Statistics estimated at 1.5 (own 1.75 - 0.25), snapshots at 3. The k steps that skip planning
     skip the plans that would have seen 1..k more steps' earnings: k is the most steps whose
     earnings still leave the pools short (with a full picture pool, k × 0.75 to statistics)."""
+    monkeypatch.setattr(recorder_budget, "STATS_EVERY_S", 20.0)  # steps of 10-13 s are short ones here
     b = _seen((4, PLAIN, 10.0, 0.25), (3, STATS, 10.0, 1.75), (2, SNAPSHOT, 10.0, 3.25), snapshot_every=100.0)
     assert (b.estimate(STATS), b.estimate(SNAPSHOT), b.estimate("base")) == pytest.approx((1.5, 3.0, 0.25))
     b.stats_pool, b.picture_pool = 0.0, 1.5
@@ -371,6 +372,28 @@ def test_plain_ahead_worked_out_by_hand() -> None:
     b.stats_pool = -3.0
     assert b.plain_ahead(now=48.0, step_s=10.25) == 2  # 4.5 / 1.75 = 2.6
     assert Budget(None).plain_ahead(now=0.0, step_s=1.0) == 0  # no budget: every step planned
+
+
+def test_plain_ahead_on_long_steps_stops_where_the_maps_statistics_come(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps longer than STATS_EVERY_S want statistics on every step, and plan() has the maps'
+    statistics once the pool holds their cost less the weights' side it may owe (`_long_step`):
+    coasting stops there, not at the whole statistics' cost. The numbers of the test above."""
+    monkeypatch.setattr(recorder_budget, "STATS_EVERY_S", 20.0)  # steps of 25 s are long, of 10.25 s not
+    b = _seen((4, PLAIN, 10.0, 0.25), (3, STATS, 10.0, 1.75), (2, SNAPSHOT, 10.0, 3.25), snapshot_every=100.0)
+    b.last_snapshot = 1000.0  # no snapshot due for a while
+    b.stats_pool, b.picture_pool = -3.0, 1.5  # 0.75 a step to statistics
+    assert b.plain_ahead(now=48.0, step_s=10.25) == 5  # short steps: the whole (1.5) after 6
+    assert b.plain_ahead(now=48.0, step_s=25.0) == 3  # the maps' cost unknown (0): a pool of 0 has them, after 4
+    assert b.plan(1, 48.0, step_s=25.0) == PLAIN
+    b.stats_pool = 0.0
+    assert b.plan(1, 48.0, step_s=25.0) == MAPS
+    for _ in range(3):
+        b.observe(MAPS, 10.0, 1.25)  # the maps' statistics cost 1.0: 0.5 less than the whole
+    assert b.estimate(MAPS) == pytest.approx(1.0)
+    b.stats_pool, b.picture_pool = -3.0, 1.5
+    assert b.plain_ahead(now=48.0, step_s=25.0) == 4  # the maps' 1.0 less the 0.5 owed: 0.5, after 5
+    b._maps_since = WEIGHTS_FLOOR  # the weights' side is due: the whole less what is owed, 1.0, after 6
+    assert b.plain_ahead(now=48.0, step_s=25.0) == 5
 
 
 LOOPS_MS = (10.0, 10.5, 9.5, 10.2)  # repeating: the longest is always among the recent ones

@@ -74,25 +74,32 @@ LINE_EVERY_S = 10.0  # a progress line this often where no bar can be drawn
 
 class _Lines:
     """`_progress` without a terminal: "what: done/total unit (p%), ~N s left" on stderr at most
-    every `every` seconds (the first after `every`: a short job prints none)."""
+    every `every` seconds (the first after `every`: a short job prints none), and at once when the
+    job names a new phase (`description`). The time left is reckoned from the phase's start, or
+    from where the count last went back (a pass started over)."""
 
     def __init__(self, what: str, unit: str, clock: Callable[[], float] = time.monotonic, every: float | None = None) -> None:
         self.what, self.unit, self._clock = what, unit, clock
         self._every = LINE_EVERY_S if every is None else every
         self._start = self._last = clock()
+        self._from = self._done = 0  # the count where the time left is reckoned from; the last count
 
     def __call__(self, done: int, total: int | None, description: str | None = None) -> None:
         now = self._clock()
-        if now - self._last < self._every:
+        if done < self._done:  # counting again from the start
+            self._start, self._from = now, done
+        self._done = done
+        if description is not None and description != self.what:
+            self.what, self._start, self._from = description, now, done
+        elif now - self._last < self._every:
             return
         self._last = now
-        if description is not None:
-            self.what = description
         line = f"{self.what}: {done}" + (f"/{total}" if total else "") + (f" {self.unit}" if self.unit else "")
         if total and 0 < done <= total:
-            left = (now - self._start) / done * (total - done)
-            line += f" ({100 * done // total}%), ~{math.ceil(left)} s left"
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+            line += f" ({100 * done // total}%)"
+            if done > self._from:
+                line += f", ~{math.ceil((now - self._start) / (done - self._from) * (total - done))} s left"
+        console.print(line, markup=False, highlight=False, soft_wrap=True, emoji=False)
 
 
 def _data_opt(default: str) -> Any:

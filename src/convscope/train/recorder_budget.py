@@ -349,13 +349,19 @@ class Budget:
         none). An overdue diagnosis sample (DIAGNOSIS_FLOOR × `diagnose_every` statistics steps
         without one; it needs the weights' side) is saved for: the whole statistics then wait until
         the pool holds the sample's cost too, but for that floor, while the maps' go on."""
-        pool, stats, maps = self.stats_pool, self.estimate(STATS), self.estimate(MAPS)
+        whole, maps_only = self._long_needs()
+        if self.stats_pool >= whole:
+            return STATS
+        return MAPS if self.stats_pool >= maps_only else PLAIN
+
+    def _long_needs(self) -> tuple[float, float]:
+        """The statistics pool `_long_step` needs for the whole statistics and for the maps' only
+        (inf at the WEIGHTS_FLOOR-th: then the whole or none)."""
+        stats, maps = self.estimate(STATS), self.estimate(MAPS)
         credit = max(stats - maps, 0.0) if self._own[MAPS] else 0.0  # (none before the maps' cost is known)
         if self._maps_since >= WEIGHTS_FLOOR:
-            return STATS if pool >= stats - credit else PLAIN
-        if pool >= stats + (self.diagnosis_estimate() if self._diagnosis_overdue() else 0.0):
-            return STATS
-        return MAPS if pool >= maps - credit else PLAIN
+            return stats - credit, math.inf
+        return stats + (self.diagnosis_estimate() if self._diagnosis_overdue() else 0.0), maps - credit
 
     def _long(self, step_s: float) -> bool:
         """Steps of `step_s` wall seconds want statistics on every step (longer than STATS_EVERY_S),
@@ -400,7 +406,7 @@ class Budget:
         def stats_after(k: int) -> float:  # the most the statistics pool can hold after k more steps
             return stats_pool + k * (per_step - to_pictures) + max(picture_pool + k * to_pictures - cap, 0.0)
 
-        target = self._next_stats(step_s)
+        target = min(self._long_needs()) if self._long(step_s) else self.estimate(STATS)  # (what plan() asks)
         ahead = _most(lambda k: stats_after(k) < target)
         due_in = self.last_snapshot + self.snapshot_every - now
         if due_in > 0:
