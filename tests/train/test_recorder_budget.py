@@ -573,7 +573,7 @@ def test_statistics_of_a_z_an_in_place_relu_writes_over_are_exact(tmp_path: Path
 
 def test_the_part_left_unseen_is_not_earned() -> None:
     """`unseen` = 1/2 of a 1/10 share of 10-second loops: a plain step earns 0.5, not 1, less its
-    own 0.25 (the recorder leaves a tenth for what it cannot measure of itself)."""
+    own 0.25 (watch() leaves a fifth for what it cannot measure of itself)."""
     pools = []
     for unseen in (0.0, 0.5):
         b = Budget(0.1, snapshot_every=1e9, every=1, diagnose_every=0, unseen=unseen)
@@ -588,4 +588,4 @@ def test_the_part_left_unseen_is_not_earned() -> None:
         Budget(0.03, unseen=1.0)
     from convscope.train.watch import UNSEEN
 
-    assert UNSEEN == 0.1
+    assert UNSEEN == 0.2

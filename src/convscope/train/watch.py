@@ -47,10 +47,14 @@ from convscope.train.stats import Reductions
 from convscope.train.step_outputs import StepOutputs, layer_table
 
 REPORT_EVERY = 2.0  # seconds between json "recording" rows (what was recorded and skipped)
-# A tenth of the budget is left for what the recorder cannot measure of itself: its writer thread
-# slowing the training thread beside it (caches, memory bandwidth). Spending the whole 3% it
-# measured, it slowed convnetjs-cifar at batch 32 by 3.1-3.2% of CPU (bench/watch.py, stop 24).
-UNSEEN = 0.1
+# A fifth of the budget is left for what the recorder cannot measure of itself: its writer thread
+# slowing the training thread beside it (caches, memory bandwidth), the training step after its
+# own work slower (cold caches), a statistics step's probe overhead above the median it is charged.
+# Spending the whole 3% it measured, it slowed convnetjs-cifar at batch 32 by 3.1-3.2% of CPU
+# (bench/watch.py, stop 24); with a tenth left, by ~3.0% (2.8-3.4% in single runs of
+# bench/watch_gap.py: stops 35-36). A fifth (ae9e51b, stop 35) had cost the built-in trainer its
+# 4 Hz of statistics on one thread; coasting further (stop 36) bought that back. docs/speed.md.
+UNSEEN = 0.2
 
 
 class Recorder(ModelHooks, ControlAnswers, StepOutputs):
