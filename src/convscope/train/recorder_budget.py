@@ -13,7 +13,7 @@ that captures a pass must be in place before its forward):
   plain      neither: only the scalars
 
 Accounting, per step: the training earns `share × (1 − unseen) × t_train` (`unseen`: the part left
-for what the recorder cannot measure of itself; watch() leaves a tenth; t_train: the loop's own
+for what the recorder cannot measure of itself; watch() leaves a fifth; t_train: the loop's own
 time on the process's CPU clock, from the recorder returning to the next `step()` call, less the
 probe's overhead). The recorder is charged what it costs: its time inside `step()` (on its thread's
 CPU clock: watch.py `_own_cpu`; answering controls excluded, polling for them included), the CPU of
