@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,15 +80,6 @@ def _fewer(gap: float, per_step: float) -> int:
         return 0
     x = gap / per_step
     return int(min(math.ceil(x) - 1, COAST_MAX))
-
-
-def _most(short: Callable[[int], bool]) -> int:
-    """The most whole steps k (up to COAST_MAX) for which `short(k)` holds (it holds for fewer
-    steps once it fails for some: a pool only grows while no step is planned); 0 if none."""
-    k = 0
-    while k < COAST_MAX and short(k + 1):
-        k += 1
-    return k
 
 
 def _median(values: Collection[float]) -> float:
@@ -305,11 +296,16 @@ class Budget:
         """The median loop time of recent plain steps (0 before any)."""
         return _median(self._plain_loop)
 
+    def _picture_cap(self) -> float:
+        """What the picture pool holds at most (beyond it, earnings flow to statistics), and what a
+        snapshot asks of it: a snapshot's cost beyond the statistics it also has."""
+        return self.estimate(SNAPSHOT) - self.estimate(STATS)
+
     def _bound_pools(self) -> float:
         """A full picture pool overflows into statistics; neither saves up without bound (no
         bursts after an idle spell), nor sinks so deep it takes long to come back. Returns what
         overflowed (income of the statistics pool)."""
-        cap = self.estimate(SNAPSHOT) - self.estimate(STATS)
+        cap = self._picture_cap()
         overflow = 0.0
         if self.picture_pool > cap:
             overflow = self.picture_pool - cap
@@ -330,7 +326,7 @@ class Budget:
             kind = SNAPSHOT if due else STATS if wanted else PLAIN
         elif self.last_snapshot is None:
             kind = SNAPSHOT  # the first step: the layer table, a first picture, first costs
-        elif due and self.picture_pool >= self.estimate(SNAPSHOT) - self.estimate(STATS) and self.stats_pool >= 0:
+        elif due and self.picture_pool >= self._picture_cap() and self.stats_pool >= 0:
             kind = SNAPSHOT  # its pictures from the picture pool, its statistics from the other
         elif wanted and self._long(step_s):
             kind = self._long_step()
@@ -398,21 +394,24 @@ class Budget:
             return 0
         typical = self.typical_loop()
         longest = min(max(self._plain_loop), LOOP_OUTLIER * typical)
-        per_step = max(self.share * (1 - self.unseen) * longest - min(self._plain_own, default=0.0), 0.0)  # at most
+        per_step = max(self.share * (1 - self.unseen) * longest - min(self._plain_own, default=0.0), 1e-12)  # at most
         to_pictures = PICTURE_PART * per_step
-        cap = self.estimate(SNAPSHOT) - self.estimate(STATS)
-        stats_pool, picture_pool = self.stats_pool, self.picture_pool
+        cap = self._picture_cap()
 
-        def stats_after(k: int) -> float:  # the most the statistics pool can hold after k more steps
-            return stats_pool + k * (per_step - to_pictures) + max(picture_pool + k * to_pictures - cap, 0.0)
+        def fewer_to(pool: float) -> int:
+            """The most steps after which the statistics pool still holds less than `pool`: it gets
+            `per_step - to_pictures` a step, and the picture pool's overflow beyond its cap; so
+            k steps leave it below `pool` when both of these lines do (the most it can hold is
+            max(stats + k·(per_step − to_pictures), stats + pictures − cap + k·per_step))."""
+            gap = pool - self.stats_pool
+            return min(_fewer(gap, per_step - to_pictures), _fewer(gap + cap - self.picture_pool, per_step))
 
-        target = min(self._long_needs()) if self._long(step_s) else self.estimate(STATS)  # (what plan() asks)
-        ahead = _most(lambda k: stats_after(k) < target)
+        ahead = fewer_to(min(self._long_needs()) if self._long(step_s) else self.estimate(STATS))  # (what plan() asks)
         due_in = self.last_snapshot + self.snapshot_every - now
         if due_in > 0:
             ahead = min(ahead, _fewer(due_in, step_s) if step_s > 0 else 0)
-        else:  # due: waits for the picture pool (and a stats pool not in debt)
-            ahead = min(ahead, _most(lambda k: picture_pool + k * to_pictures < cap or stats_after(k) < 0))
+        else:  # due: waits for the picture pool (its third a step, to its cap) or a stats pool in debt
+            ahead = min(ahead, max(_fewer(cap - self.picture_pool, to_pictures), fewer_to(0.0)))
         return ahead
 
     def coast(self, step: int, planned_at: float) -> None:
