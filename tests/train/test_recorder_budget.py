@@ -3,7 +3,7 @@ the skip accounting a real recorder writes into the run."""
 
 from __future__ import annotations
 
-import random
+import math
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -397,15 +397,15 @@ def test_plain_ahead_on_long_steps_stops_where_the_maps_statistics_come(monkeypa
 
 
 LOOPS_MS = (10.0, 10.5, 9.5, 10.2)  # repeating: the longest is always among the recent ones
+PLAIN_OWN_MS = (0.1, 0.08, 0.12, 0.09, 0.11)  # and the cheapest plain step (plain_ahead's premises)
 
 
-def _simulate(coasting: bool, steps: int = 3000) -> tuple[list[str], Budget, int]:
+def _simulate(coasting: bool, steps: int = 3000, **budget: Any) -> tuple[list[str], Budget, int]:
     """The recorder's order of work on made-up costs: loops of LOOPS_MS, a plain step's recorder
-    work 0.08-0.12 ms, statistics 1.1 ms plus the probe's 0.5 ms of the loop, a snapshot 5.1 ms.
+    work PLAIN_OWN_MS, statistics 1.1 ms plus the probe's 0.5 ms of the loop, a snapshot 5.1 ms.
     A full step observes itself and plans the next; coasting (as Recorder.step does), the k steps
     plain_ahead allows after a plain plan run on it and the step after them observes them first."""
-    rng = random.Random(0)
-    b = Budget(0.03, snapshot_every=2.0, every=1, diagnose_every=0)
+    b = Budget(0.03, snapshot_every=2.0, every=1, diagnose_every=0, **budget)
     kinds: list[str] = []
     waiting: list[tuple[int, float, float, float]] = []  # coasted: (step, entered, loop, own)
     walls: deque[float] = deque(maxlen=9)
@@ -414,7 +414,7 @@ def _simulate(coasting: bool, steps: int = 3000) -> tuple[list[str], Budget, int
     kind, left, coasts = b.plan(0, 0.0), 0, 0
     for step in range(steps):
         loop = LOOPS_MS[step % len(LOOPS_MS)] * MS + (0.5 * MS if kind != PLAIN else 0.0)
-        own = {PLAIN: rng.uniform(0.08, 0.12), STATS: 1.1, SNAPSHOT: 5.1}[kind] * MS
+        own = {PLAIN: PLAIN_OWN_MS[step % len(PLAIN_OWN_MS)], STATS: 1.1, SNAPSHOT: 5.1}[kind] * MS
         t += loop if step else 0.0
         kinds.append(kind)
         if coasting and left > 0:
@@ -454,11 +454,26 @@ def test_coasting_steps_record_what_planning_every_step_records() -> None:
     very same statistics and snapshot steps, and the same tallies, as planning every step."""
     planned, b1, none = _simulate(coasting=False)
     coasted, b2, coasts = _simulate(coasting=True)
-    assert none == 0 and coasts > 1500  # (1886 of 3000)
+    assert none == 0 and coasts > 1500  # (1946 of 3000)
     assert coasted == planned
     assert b2.total.as_dict() == pytest.approx(b1.total.as_dict())
     assert (b2.stats_pool, b2.picture_pool) == pytest.approx((b1.stats_pool, b1.picture_pool))
     assert planned.count(STATS) > 300 and planned.count(SNAPSHOT) == 16  # every 2 s of 31
+
+
+def test_coasting_records_what_planning_records_with_a_part_left_unseen() -> None:
+    """The same with watch()'s fifth left unseen, capped at 0.05 ms a step (it caps every loop here:
+    a fifth of 3% of 9.5-10.5 ms is 0.057-0.063 ms): plain_ahead bounds a step's earnings as
+    observe() counts them."""
+    unseen = {"unseen": 0.2, "unseen_max": 0.05 * MS}
+    planned, b1, _ = _simulate(coasting=False, **unseen)
+    coasted, b2, coasts = _simulate(coasting=True, **unseen)
+    assert coasts > 1000
+    assert coasted == planned
+    assert b2.total.as_dict() == pytest.approx(b1.total.as_dict())
+    assert (b2.stats_pool, b2.picture_pool) == pytest.approx((b1.stats_pool, b1.picture_pool))
+    uncapped, _, _ = _simulate(coasting=False, unseen=0.2)
+    assert planned.count(STATS) > uncapped.count(STATS) > 200  # the cap leaves more to earn (254, 234)
 
 
 def test_a_recorder_coasts_over_plain_steps_and_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -586,6 +601,28 @@ def test_the_part_left_unseen_is_not_earned() -> None:
     assert pools == pytest.approx([0.75, 0.25])
     with pytest.raises(ValueError, match="unseen must be"):
         Budget(0.03, unseen=1.0)
-    from convscope.train.watch import UNSEEN
+    from convscope.train.watch import UNSEEN, UNSEEN_MAX_S
 
-    assert UNSEEN == 0.2
+    assert (UNSEEN, UNSEEN_MAX_S) == (0.2, 0.5e-3)
+
+
+def test_the_part_left_unseen_is_at_most_unseen_max_a_step() -> None:
+    """A 1/10 share, half of it unseen but at most 0.2 s a step: a 10-second loop earns 1 − 0.2
+    (not 0.5), a 2-second one 0.2 − 0.1 (the half is under the cap), each less its own 0.05 —
+    and plain_ahead's bound on a step's earnings is the same."""
+    got = []
+    for loop in (10.0, 2.0):
+        b = Budget(0.1, snapshot_every=1e9, every=1, diagnose_every=0, unseen=0.5, unseen_max=0.2)
+        b.last_snapshot = 0.0
+        b.observe(STATS, loop, 2.25)
+        b.observe(STATS, loop, 2.25)
+        before = b.stats_pool + b.picture_pool
+        b.observe(PLAIN, loop, 0.05)
+        got.append(b.stats_pool + b.picture_pool - before)
+    assert got == pytest.approx([0.8 - 0.05, 0.1 - 0.05])
+    b = Budget(0.1, unseen=0.5, unseen_max=0.2)
+    assert [b.earned(t) for t in (0.0, 2.0, 4.0, 10.0)] == pytest.approx([0.0, 0.1, 0.2, 0.8])
+    with pytest.raises(ValueError, match="unseen_max must be >= 0 seconds"):
+        Budget(0.03, unseen_max=-1.0)
+    with pytest.raises(ValueError, match="unseen_max must be >= 0 seconds"):
+        Budget(0.03, unseen_max=math.nan)

@@ -12,8 +12,10 @@ that captures a pass must be in place before its forward):
   snapshot   the same plus tensor snapshots of the pictures (due every `snapshot_every` seconds)
   plain      neither: only the scalars
 
-Accounting, per step: the training earns `share × (1 − unseen) × t_train` (`unseen`: the part left
-for what the recorder cannot measure of itself; watch() leaves a fifth; t_train: the loop's own
+Accounting, per step: the training earns `share × t_train − min(unseen × share × t_train, unseen_max)`
+(`unseen`: the part left for what the recorder cannot measure of itself, at most `unseen_max`
+seconds a step: watch() leaves a fifth, at most 0.5 ms, since what it cannot see is mostly per
+step, not per second of training: docs/speed.md; t_train: the loop's own
 time on the process's CPU clock, from the recorder returning to the next `step()` call, less the
 probe's overhead). The recorder is charged what it costs: its time inside `step()` (on its thread's
 CPU clock: watch.py `_own_cpu`; answering controls excluded, polling for them included), the CPU of
@@ -45,9 +47,10 @@ costs (a plain step that planned for itself took ~150 µs, ten times its warm co
 says how many coming steps stay plain even if each earns as much as the richest recent plain step
 (each pool getting its part of it);
 the recorder runs those with only their scalars logged and gives them to the budget (`coast`, then
-`observe`) on the next full step. While no loop is longer than the recent ones, what it records is
-what planning every step records (tests/train/test_recorder_budget.py); a longer loop can bring
-statistics a step or so later, never fewer of them.
+`observe`) on the next full step. While no loop is longer, and no plain step's own work cheaper,
+than the recent ones, what it records is what planning every step records
+(tests/train/test_recorder_budget.py); a longer loop or a cheaper step can bring statistics a
+step or so later, never fewer of them.
 """
 
 from __future__ import annotations
@@ -105,7 +108,8 @@ class Budget:
     every: int = 1  # statistics only on steps that are a multiple of this
     diagnose_every: int = 4  # steps between live-diagnosis samples (0 = never); within a budget also
     # statistics steps between them (statistics on every 20th step: a sample on every 80th)
-    unseen: float = 0.0  # part of the share left for what the recorder cannot measure of itself
+    unseen: float = 0.0  # part of the share left for what the recorder cannot measure of itself ...
+    unseen_max: float = math.inf  # ... at most these seconds a step
     stats_pool: float = 0.0  # seconds of recorder time the statistics may still spend
     picture_pool: float = 0.0
     last_snapshot: float | None = None  # time of the last snapshot (None: one is due now)
@@ -138,6 +142,14 @@ class Budget:
             raise ValueError(f"budget must be a share of the step time in (0, 1) or None, got {self.share}")
         if not 0 <= self.unseen < 1:
             raise ValueError(f"unseen must be a part of the share in [0, 1), got {self.unseen}")
+        if not self.unseen_max >= 0:
+            raise ValueError(f"unseen_max must be >= 0 seconds, got {self.unseen_max}")
+
+    def earned(self, train: float) -> float:
+        """What `train` seconds of the loop earn the recorder: its share, less the part left unseen."""
+        assert self.share is not None
+        whole = self.share * train
+        return whole - min(self.unseen * whole, self.unseen_max)
 
     # ---- estimates ------------------------------------------------------------------------
     def estimate(self, kind: str) -> float:
@@ -224,7 +236,7 @@ class Budget:
         if self.share is None:
             return
         base = (own_s if kind == PLAIN else min(self._estimates["base"], own_s)) + background_s
-        net = self.share * (1 - self.unseen) * train - base
+        net = self.earned(train) - base
         self.picture_pool += PICTURE_PART * net
         self.stats_pool += (1 - PICTURE_PART) * net
         income = (1 - PICTURE_PART) * net
@@ -388,13 +400,13 @@ class Budget:
         reach it unplanned: the snapshot came a step late). Of each such step's earnings the
         statistics pool gets its part (2/3) and what the picture pool holds beyond its cap, the
         picture pool its third up to the cap (`_bound_pools`). A step that earns more than any
-        recent one (a longer loop) can bring its statistics a step or more later, never fewer of
-        them. 0: plan each."""
+        recent one (a longer loop, or own work cheaper than the cheapest recent plain step's) can
+        bring its statistics a step or more later, never fewer of them. 0: plan each."""
         if self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or not self._plain_loop:
             return 0
         typical = self.typical_loop()
         longest = min(max(self._plain_loop), LOOP_OUTLIER * typical)
-        per_step = max(self.share * (1 - self.unseen) * longest - min(self._plain_own, default=0.0), 1e-12)  # at most
+        per_step = max(self.earned(longest) - min(self._plain_own, default=0.0), 1e-12)  # at most
         to_pictures = PICTURE_PART * per_step
         cap = self._picture_cap()
 

@@ -53,8 +53,13 @@ REPORT_EVERY = 2.0  # seconds between json "recording" rows (what was recorded a
 # Spending the whole 3% it measured, it slowed convnetjs-cifar at batch 32 by 3.1-3.2% of CPU
 # (bench/watch.py, stop 24); with a tenth left, by ~3.0% (2.8-3.4% in single runs of
 # bench/watch_gap.py: stops 35-36). A fifth (ae9e51b, stop 35) had cost the built-in trainer its
-# 4 Hz of statistics on one thread; coasting further (stop 36) bought that back. docs/speed.md.
+# 4 Hz of statistics on one thread; coasting further (stop 36) bought that back. What it cannot
+# see is mostly per step (stop 36: the writer thread's work beside a plain step, a statistics step's
+# tail above the median it is charged), ~0.05-0.1 ms on convnetjs-cifar: so at most UNSEEN_MAX_S a
+# step is left (on resnet18-shaped at batch 8, ~1 s a step, a fifth was ~6 ms a step, and the
+# recorder, charging itself ~2.4%, slowed it by 1.6-1.9%). docs/speed.md.
 UNSEEN = 0.2
+UNSEEN_MAX_S = 0.5e-3
 
 
 class Recorder(ModelHooks, ControlAnswers, StepOutputs):
@@ -94,7 +99,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
         if commit_every < 0:
             raise ValueError(f"commit_every must be >= 0 seconds, got {commit_every}")
         self.budget = Budget(budget, snapshot_every=snapshot_every, every=every, diagnose_every=diagnose_every,
-                             unseen=UNSEEN)  # fmt: skip
+                             unseen=UNSEEN, unseen_max=UNSEEN_MAX_S)  # fmt: skip
         info = {"model": type(model).__name__, "trainer": "watch", **(meta or {})}
         self.writer = RunWriter(run_dir, config=config or {}, meta=info, resume=resume)
         last = self.writer.last_step if resume else None
