@@ -230,6 +230,35 @@ def test_a_probed_step_is_charged_the_median_overhead_not_its_own_swing() -> Non
     assert b.estimate(STATS) == pytest.approx(1.0 + 0.5)
 
 
+def test_a_second_sample_is_charged_the_smaller_of_the_two() -> None:
+    """Steady plain loops of 10 s. A kind's first sample (0.5) is charged whole; a second caught in
+    a swing of the machine (16 s: 6) is charged the smaller of the two, 0.5, not 6 (on a big net
+    one such charge sank the statistics pool for six steps: docs/speed.md)."""
+    b = _seen((3, PLAIN, 10.0, 0.25), (1, STATS, 10.0, 1.25))  # (a kind's first step: no sample)
+    charged = []
+    for loop in (10.5, 16.0):
+        cost = b.total.cost_s
+        b.observe(STATS, loop, 1.25)
+        charged.append(b.total.cost_s - cost - 1.25)
+    assert charged == pytest.approx([0.5, 0.5])
+    assert list(b._overhead[STATS]) == pytest.approx([0.5, 6.0])
+    assert b.estimate(STATS) == pytest.approx(1.0 + 0.5)
+
+
+def test_the_maps_statistics_are_estimated_at_most_the_whole() -> None:
+    """The maps' statistics are part of the whole statistics' work: a maps step whose one sample
+    came in a swing (overhead 6, own 0.25 more than plain) is estimated at the whole's 1.5, not
+    6.25, so it is planned again and sampled anew; its next samples (0.5, 0.5) bring it down."""
+    b = _seen((3, PLAIN, 10.0, 0.25), (3, STATS, 10.5, 1.25), (1, MAPS, 10.0, 0.5), (1, MAPS, 16.0, 0.5))
+    assert list(b._overhead[MAPS]) == pytest.approx([6.0])
+    assert b.estimate(STATS) == pytest.approx(1.5)
+    assert b.estimate(MAPS) == pytest.approx(1.5)  # (6.25 uncapped)
+    b.observe(MAPS, 10.5, 0.5)
+    b.observe(MAPS, 10.5, 0.5)
+    assert b.estimate(MAPS) == pytest.approx(0.25 + 0.5)
+    assert _seen((3, PLAIN, 10.0, 0.25), (2, MAPS, 16.0, 0.5)).estimate(MAPS) == pytest.approx(6.25)  # (no whole known)
+
+
 def test_the_timed_reductions_are_the_least_overhead_charged() -> None:
     """Steady plain loops: the median sample (0.5) is charged where the reductions timed in the
     loop took less (0.2), the timed 0.8 where they took more. Plain loops that swing (7 and 13 s:

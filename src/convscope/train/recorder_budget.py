@@ -166,6 +166,9 @@ class Budget:
                for k in (STATS, SNAPSHOT, MAPS)}  # fmt: skip
         # a snapshot step has the statistics too; then the run writer compresses and stores it
         est[SNAPSHOT] = max(est[SNAPSHOT], est[STATS]) + _typical(self._writer_pictures)
+        if self._own[STATS]:  # the maps' statistics are a part of the whole: one early sample of
+            est[MAPS] = min(est[MAPS], est[STATS])  # theirs caught in a swing of a big net's loop
+            # (~50 ms of a 1-s step) would else keep them from coming, and from being sampled again
         est["diagnosis"] = _typical(self._diagnosis)
         est["base"] = base
         self._estimates = est
@@ -261,9 +264,10 @@ class Budget:
         either: `own_loop` is without the writer thread's CPU. `sample=False` (a kind's first
         step): its overhead is charged, and kept out of the estimate (one-time costs).
 
-        Once three samples are known, a probed step is charged their median (`_overhead_of`), not
-        its own sample, which on a big net is mostly the machine's swing (docs/speed.md); never
-        less than `floor`, what the probe's reductions measurably took in this loop."""
+        From a kind's second sample on, a probed step is charged `_overhead_of` the samples (their
+        median; the smaller of two), not its own sample, which on a big net is mostly the
+        machine's swing (docs/speed.md); never less than `floor`, what the probe's reductions
+        measurably took in this loop."""
         if not self._plain_loop:
             return own_loop, 0.0
         typical = self.typical_loop()
@@ -278,8 +282,8 @@ class Budget:
         overhead = own_loop - typical  # (not clamped: the machine's swings either way, around the probe's cost)
         if sample:
             self._overhead[kind].append(overhead)
-            if len(self._overhead[kind]) >= 3:  # the median of recent samples is charged, not this one
-                overhead = self._overhead_of(kind, floor)
+            if len(self._overhead[kind]) >= 2:  # the median of recent samples is charged, not this one
+                overhead = self._overhead_of(kind, floor)  # (while fewer than 3: their smallest)
         return earning, min(max(overhead, floor, 0.0), earning)
 
     def _overhead_of(self, kind: str, floor: float) -> float:
