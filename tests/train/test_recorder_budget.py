@@ -403,6 +403,22 @@ def test_plain_ahead_worked_out_by_hand(monkeypatch: pytest.MonkeyPatch) -> None
     assert Budget(None).plain_ahead(now=0.0, step_s=1.0) == 0  # no budget: every step planned
 
 
+def test_on_long_steps_the_statistics_earn_a_margin_over_the_maps_cost() -> None:
+    """Share 1/10. The maps' statistics cost 0.5 (own 0.25 more than plain, overhead 0.25), the
+    whole 1.5. A plain 10-s loop (own 0.25) nets 0.75: 2/3 of it (0.5) to statistics where steps
+    are short; where they are long, 1.5 × 0.5 = 0.75 capped at 5/6 of the net (0.625). A 20-s loop
+    nets 1.75, whose 2/3 (1.17) is already more than 0.75."""
+    got = []
+    for step_s, loop in ((0.1, 10.0), (25.0, 10.0), (25.0, 20.0)):
+        b = _seen((3, PLAIN, 10.0, 0.25), (3, STATS, 10.5, 1.25), (3, SNAPSHOT, 10.5, 3.25), (3, MAPS, 10.25, 0.5))
+        assert (b.estimate(MAPS), b.estimate(STATS)) == pytest.approx((0.5, 1.5))
+        b.plan(100, 1.0, step_s=step_s)
+        b.stats_pool = b.picture_pool = 0.0
+        b.observe(PLAIN, loop, 0.25)
+        got += [b.stats_pool, b.picture_pool]
+    assert got == pytest.approx([0.5, 0.25, 0.625, 0.125, 1.75 * 2 / 3, 1.75 / 3])
+
+
 def test_plain_ahead_on_long_steps_stops_where_the_maps_statistics_come(monkeypatch: pytest.MonkeyPatch) -> None:
     """Steps longer than STATS_EVERY_S want statistics on every step, and plan() has the maps'
     statistics once the pool holds their cost less the weights' side it may owe (`_long_step`):
@@ -429,7 +445,7 @@ LOOPS_MS = (10.0, 10.5, 9.5, 10.2)  # repeating: the longest is always among the
 PLAIN_OWN_MS = (0.1, 0.08, 0.12, 0.09, 0.11)  # and the cheapest plain step (plain_ahead's premises)
 
 
-def _simulate(coasting: bool, steps: int = 3000, **budget: Any) -> tuple[list[str], Budget, int]:
+def _simulate(coasting: bool, steps: int = 3000, long_steps: bool = False, **budget: Any) -> tuple[list[str], Budget, int]:
     """The recorder's order of work on made-up costs: loops of LOOPS_MS, a plain step's recorder
     work PLAIN_OWN_MS, statistics 1.1 ms plus the probe's 0.5 ms of the loop, a snapshot 5.1 ms.
     A full step observes itself and plans the next; coasting (as Recorder.step does), the k steps
@@ -443,7 +459,7 @@ def _simulate(coasting: bool, steps: int = 3000, **budget: Any) -> tuple[list[st
     kind, left, coasts = b.plan(0, 0.0), 0, 0
     for step in range(steps):
         loop = LOOPS_MS[step % len(LOOPS_MS)] * MS + (0.5 * MS if kind != PLAIN else 0.0)
-        own = {PLAIN: PLAIN_OWN_MS[step % len(PLAIN_OWN_MS)], STATS: 1.1, SNAPSHOT: 5.1}[kind] * MS
+        own = {PLAIN: PLAIN_OWN_MS[step % len(PLAIN_OWN_MS)], STATS: 1.1, MAPS: 0.6, SNAPSHOT: 5.1}[kind] * MS
         t += loop if step else 0.0
         kinds.append(kind)
         if coasting and left > 0:
@@ -469,7 +485,7 @@ def _simulate(coasting: bool, steps: int = 3000, **budget: Any) -> tuple[list[st
             b.last_snapshot = t
         t += own
         b.observe(kind, loop if step else None, own)
-        kind = b.plan(step + 1, t)
+        kind = b.plan(step + 1, t, _median_of(walls) if long_steps and walls else 0.0)
         planned_at = t
         left = b.plain_ahead(t, max(walls, default=0.0)) if coasting and kind == PLAIN else 0
     for s, _, lp, ow in waiting:
@@ -503,6 +519,23 @@ def test_coasting_records_what_planning_records_with_a_part_left_unseen() -> Non
     assert (b2.stats_pool, b2.picture_pool) == pytest.approx((b1.stats_pool, b1.picture_pool))
     uncapped, _, _ = _simulate(coasting=False, unseen=0.2)
     assert planned.count(STATS) > uncapped.count(STATS) > 200  # the cap leaves more to earn (254, 234)
+
+
+def test_coasting_records_what_planning_records_on_long_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same where steps count as long (statistics wanted on every step): the maps' statistics
+    (0.6 ms) come between the whole ones, and the statistics pool's part of the earnings grows to
+    MAPS_MARGIN × their cost (`_to_stats`); plain_ahead bounds it as observe() counts it."""
+    monkeypatch.setattr(recorder_budget, "STATS_EVERY_S", 0.005)  # steps of ~10 ms are long
+    planned, b1, _ = _simulate(coasting=False, long_steps=True)
+    coasted, b2, coasts = _simulate(coasting=True, long_steps=True)
+    assert coasted == planned and coasts > 100
+    assert b2.total.as_dict() == pytest.approx(b1.total.as_dict())
+    assert (b2.stats_pool, b2.picture_pool) == pytest.approx((b1.stats_pool, b1.picture_pool))
+    assert planned.count(MAPS) > 400 and planned.count(STATS) > 50  # (447 and 61 of 3000)
+    monkeypatch.setattr(recorder_budget, "MAPS_MARGIN", 0.0)  # the statistics' part stays 2/3
+    two_thirds, _, _ = _simulate(coasting=False, long_steps=True)
+    assert planned.count(MAPS) > two_thirds.count(MAPS)  # (419)
+    assert planned.count(SNAPSHOT) == two_thirds.count(SNAPSHOT) == 16  # (the pictures still have enough here)
 
 
 def test_a_recorder_coasts_over_plain_steps_and_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

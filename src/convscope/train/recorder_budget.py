@@ -23,7 +23,8 @@ the run writer's thread and of its timing hooks in the loop (both
 moved from the loop's time to the recorder's), and on a probed step the probe's overhead
 (`_split_loop`: a median of recent samples, never less than the reductions timed in the loop).
 The earnings go to two pools: 1/3 to pictures (snapshots; once it holds one snapshot's cost the
-rest flows to statistics) and 2/3 to statistics and diagnosis. The writer thread's work on a
+rest flows to statistics) and 2/3 to statistics and diagnosis (where steps are longer than
+STATS_EVERY_S, up to 5/6, for 1.5 × the maps' statistics' cost a step: `_to_stats`). The writer thread's work on a
 snapshot after its step is the picture pool's alone, and a snapshot's estimate includes it
 (`picture_cost`). A job runs when its pool holds its estimated cost (the median of its recent
 costs; the smallest while fewer than three are known, so one-time costs do not hold a kind back).
@@ -64,7 +65,9 @@ from typing import Any
 from convscope.train.recording_tally import Tally, describe
 
 PLAIN, STATS, SNAPSHOT, MAPS = "plain", "stats", "snapshot", "maps"
-PICTURE_PART = 1 / 3  # of the earnings, for snapshots (the rest: statistics and diagnosis)
+PICTURE_PART = 1 / 3  # of the earnings, for snapshots (the rest: statistics and diagnosis) ...
+LONG_STATS_PART = 5 / 6  # ... where steps are long, the statistics' part up to this ...
+MAPS_MARGIN = 1.5  # ... for this many times the maps' statistics a step (`_to_stats`)
 WINDOW = 9  # recent samples kept per estimate (medians: a validation pass is not a cost)
 
 
@@ -136,6 +139,7 @@ class Budget:
     _plain_seen: int = 0  # plain steps observed (the estimates are refreshed every REFRESH_EVERY of them)
     _warm: set[str] = field(default_factory=set)  # kinds whose first (one-time) step has been seen
     _planned: tuple[bool, bool] = (False, False)  # the step being run: (statistics wanted, snapshot due)
+    _long_steps: bool = False  # plan() last saw steps longer than STATS_EVERY_S (`_to_stats`)
 
     def __post_init__(self) -> None:
         if self.share is not None and not 0 < self.share < 1:
@@ -240,9 +244,9 @@ class Budget:
             return
         base = (own_s if kind == PLAIN else min(self._estimates["base"], own_s)) + background_s
         net = self.earned(train) - base
-        self.picture_pool += PICTURE_PART * net
-        self.stats_pool += (1 - PICTURE_PART) * net
-        income = (1 - PICTURE_PART) * net
+        income = self._to_stats(net)
+        self.picture_pool += net - income
+        self.stats_pool += income
         if kind == SNAPSHOT:
             stats_part = min(self.estimate(STATS), cost - base)
             self.stats_pool -= stats_part
@@ -255,6 +259,18 @@ class Budget:
             self.stats_pool -= diagnosis_s
         self.picture_pool -= pictures_s
         self._income.append(income + self._bound_pools())
+
+    def _to_stats(self, net: float) -> float:
+        """The statistics pool's part of a step's net earnings: 2/3 (the pictures 1/3). Where steps
+        are longer than STATS_EVERY_S (as plan() last saw them), statistics are wanted on every step
+        and the pictures cannot come every ~2 s anyway: up to LONG_STATS_PART, so that the pool earns
+        MAPS_MARGIN × the maps' statistics' cost a step (a margin for the swings of its estimate;
+        resnet18-shaped at batch 8: docs/speed.md). It never falls as the net grows (plain_ahead's
+        bound relies on it)."""
+        part = (1 - PICTURE_PART) * net
+        if net > 0 and self._long_steps and self._own[MAPS]:
+            part = max(part, min(LONG_STATS_PART * net, MAPS_MARGIN * self.estimate(MAPS)))
+        return part
 
     def _split_loop(self, kind: str, own_loop: float, *, sample: bool = True, floor: float = 0.0) -> tuple[float, float]:
         """(the part of the loop's time that earns a share, the probe's overhead in it). A loop more
@@ -337,6 +353,7 @@ class Budget:
         """What step `step` (the next one) records, decided at `now` (seconds); `step_s`: a typical
         step's wall seconds (0: unknown; then never the maps only)."""
         self.coast(step, now)
+        self._long_steps = self._long(step_s)
         wanted, due = self._planned
         if self.share is None or self.snapshot_every == 0:  # no budget, or a snapshot every step asked
             kind = SNAPSHOT if due else STATS if wanted else PLAIN
@@ -411,7 +428,7 @@ class Budget:
         typical = self.typical_loop()
         longest = min(max(self._plain_loop), LOOP_OUTLIER * typical)
         per_step = max(self.earned(longest) - min(self._plain_own, default=0.0), 1e-12)  # at most
-        to_pictures = PICTURE_PART * per_step
+        to_pictures = per_step - self._to_stats(per_step)  # (the statistics' part grows with the net)
         cap = self._picture_cap()
 
         def fewer_to(pool: float) -> int:

@@ -135,7 +135,9 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
         self._coasted: list[tuple[int, float, float | None, float, int]] = []
         self._hook_s: float | None = None  # CPU seconds the timing hooks add to a pass (measured once, _attach)
         self._inputs: dict[int, Tensor] = {}  # step → example 0 of its snapshot (projection requests)
-        self._reductions = Reductions(lambda block: block.activation in RELU, clock=lambda: self._clock())  # a statistics step's taps
+        # a statistics step's taps, timed on this thread's CPU clock (they run on it, one torch thread):
+        # the budget is CPU time, and a wall clock counted a busy host's preemptions as their cost
+        self._reductions = Reductions(lambda block: block.activation in RELU, clock=lambda: self._thread_cpu())
         # held-out images in [0, 1] (N, C, H, W) for the unit explorer, and what the model is fed
         self.probe_images = None if probe is None else _check_probe(probe)
         self.probe_transform: Callable[[Tensor], Tensor] = probe_transform or (lambda x: x)
