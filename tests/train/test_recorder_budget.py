@@ -457,6 +457,10 @@ def _simulate(coasting: bool, steps: int = 3000, long_steps: bool = False, **bud
     t = planned_at = 0.0
     entered: float | None = None
     kind, left, coasts = b.plan(0, 0.0), 0, 0
+
+    def typical() -> float:  # what plan() is given (0: steps never count as long)
+        return _median_of(walls) if long_steps and walls else 0.0
+
     for step in range(steps):
         loop = LOOPS_MS[step % len(LOOPS_MS)] * MS + (0.5 * MS if kind != PLAIN else 0.0)
         own = {PLAIN: PLAIN_OWN_MS[step % len(PLAIN_OWN_MS)], STATS: 1.1, MAPS: 0.6, SNAPSHOT: 5.1}[kind] * MS
@@ -469,27 +473,29 @@ def _simulate(coasting: bool, steps: int = 3000, long_steps: bool = False, **bud
             t += own
             continue
         for s, at, lp, ow in waiting:
+            step_s = typical()  # (as plan() had it, before this step's wall)
             if entered is not None:
                 walls.append(at - entered)
             entered = at
-            b.coast(s, planned_at)
+            b.coast(s, planned_at, step_s)
             planned_at = at
             b.observe(PLAIN, lp, ow)
+        step_s = typical()
         if entered is not None:
             walls.append(t - entered)
         entered = t
         if waiting:
-            b.coast(step, planned_at)
+            b.coast(step, planned_at, step_s)
         waiting = []
         if kind == SNAPSHOT:
             b.last_snapshot = t
         t += own
         b.observe(kind, loop if step else None, own)
-        kind = b.plan(step + 1, t, _median_of(walls) if long_steps and walls else 0.0)
+        kind = b.plan(step + 1, t, typical())
         planned_at = t
         left = b.plain_ahead(t, max(walls, default=0.0)) if coasting and kind == PLAIN else 0
     for s, _, lp, ow in waiting:
-        b.coast(s, planned_at)
+        b.coast(s, planned_at, typical())
         b.observe(PLAIN, lp, ow)
     return kinds, b, coasts
 
@@ -623,6 +629,14 @@ def test_what_the_writer_does_during_step_is_no_own_time(tmp_path: Path, monkeyp
         assert (own, background, pictures) == pytest.approx((1 * MS, 0.5 * MS, 2 * MS))
 
 
+def test_the_probes_reductions_are_timed_on_the_threads_cpu_clock(tmp_path: Path) -> None:
+    """The least overhead a statistics step is charged is what its reductions took on the training
+    thread's CPU clock (the budget's unit), not on the wall clock (a busy host's preemptions)."""
+    with watch(_net(), tmp_path / "run", snapshot_every=1e9) as run:
+        run._clock, run._thread_cpu = (lambda: 100.0), (lambda: 7.0)
+        assert run._reductions.clock() == 7.0
+
+
 def test_statistics_of_a_z_an_in_place_relu_writes_over_are_exact(tmp_path: Path) -> None:
     """ReLU(inplace=True): a statistics step reads z's min and max just before the ReLU writes over
     it (no copy kept); every recorded number equals block_stats on an independent twin, on the
@@ -670,8 +684,8 @@ def test_the_part_left_unseen_is_not_earned() -> None:
 
 def test_the_part_left_unseen_is_at_most_unseen_max_a_step() -> None:
     """A 1/10 share, half of it unseen but at most 0.2 s a step: a 10-second loop earns 1 − 0.2
-    (not 0.5), a 2-second one 0.2 − 0.1 (the half is under the cap), each less its own 0.05 —
-    and plain_ahead's bound on a step's earnings is the same."""
+    (not 0.5), a 2-second one 0.2 − 0.1 (the half is under the cap), each less its own 0.05
+    (plain_ahead bounds a step's earnings with the same `earned`: the simulation test below)."""
     got = []
     for loop in (10.0, 2.0):
         b = Budget(0.1, snapshot_every=1e9, every=1, diagnose_every=0, unseen=0.5, unseen_max=0.2)

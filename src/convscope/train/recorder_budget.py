@@ -48,8 +48,8 @@ costs (a plain step that planned for itself took ~150 µs, ten times its warm co
 says how many coming steps stay plain even if each earns as much as the richest recent plain step
 (each pool getting its part of it);
 the recorder runs those with only their scalars logged and gives them to the budget (`coast`, then
-`observe`) on the next full step. While no loop is longer, and no plain step's own work cheaper,
-than the recent ones, what it records is what planning every step records
+`observe`) on the next full step. While no loop is longer, and no plain step's own work cheaper
+or costlier, than the recent ones, what it records is what planning every step records
 (tests/train/test_recorder_budget.py); a longer loop or a cheaper step can bring statistics a
 step or so later, never fewer of them.
 """
@@ -265,8 +265,7 @@ class Budget:
         are longer than STATS_EVERY_S (as plan() last saw them), statistics are wanted on every step
         and the pictures cannot come every ~2 s anyway: up to LONG_STATS_PART, so that the pool earns
         MAPS_MARGIN × the maps' statistics' cost a step (a margin for the swings of its estimate;
-        resnet18-shaped at batch 8: docs/speed.md). It never falls as the net grows (plain_ahead's
-        bound relies on it)."""
+        resnet18-shaped at batch 8: docs/speed.md)."""
         part = (1 - PICTURE_PART) * net
         if net > 0 and self._long_steps and self._own[MAPS]:
             part = max(part, min(LONG_STATS_PART * net, MAPS_MARGIN * self.estimate(MAPS)))
@@ -298,8 +297,8 @@ class Budget:
         overhead = own_loop - typical  # (not clamped: the machine's swings either way, around the probe's cost)
         if sample:
             self._overhead[kind].append(overhead)
-            if len(self._overhead[kind]) >= 2:  # the median of recent samples is charged, not this one
-                overhead = self._overhead_of(kind, floor)  # (while fewer than 3: their smallest)
+            if len(self._overhead[kind]) >= 2:  # the samples' median is charged, not this one's
+                overhead = self._overhead_of(kind, floor)  # (their smallest while fewer than 3)
         return earning, min(max(overhead, floor, 0.0), earning)
 
     def _overhead_of(self, kind: str, floor: float) -> float:
@@ -419,25 +418,29 @@ class Budget:
         statistics and a due snapshot unaffordable, and k of the longest recent steps do not
         reach the next snapshot's time (k of the shortest let a run of the longer recent steps
         reach it unplanned: the snapshot came a step late). Of each such step's earnings the
-        statistics pool gets its part (2/3) and what the picture pool holds beyond its cap, the
-        picture pool its third up to the cap (`_bound_pools`). A step that earns more than any
-        recent one (a longer loop, or own work cheaper than the cheapest recent plain step's) can
-        bring its statistics a step or more later, never fewer of them. 0: plan each."""
+        statistics pool gets at most its largest part (`_to_stats`: 2/3, or 5/6 once the maps'
+        statistics have come, whether steps stay long and their estimate stays put or not) and
+        what the picture pool holds beyond its cap, the picture pool at most its third up to the
+        cap (`_bound_pools`). A step that earns more than any recent one (a longer loop, or own
+        work cheaper than the cheapest recent plain step's, or one costlier that moves the median
+        the estimates are reckoned from) can bring its statistics a step or more later, never
+        fewer of them. 0: plan each."""
         if self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or not self._plain_loop:
             return 0
         typical = self.typical_loop()
         longest = min(max(self._plain_loop), LOOP_OUTLIER * typical)
         per_step = max(self.earned(longest) - min(self._plain_own, default=0.0), 1e-12)  # at most
-        to_pictures = per_step - self._to_stats(per_step)  # (the statistics' part grows with the net)
+        to_stats = (LONG_STATS_PART if self._own[MAPS] else 1 - PICTURE_PART) * per_step  # (at most)
+        to_pictures = PICTURE_PART * per_step  # (at most)
         cap = self._picture_cap()
 
         def fewer_to(pool: float) -> int:
             """The most steps after which the statistics pool still holds less than `pool`: it gets
-            `per_step - to_pictures` a step, and the picture pool's overflow beyond its cap; so
-            k steps leave it below `pool` when both of these lines do (the most it can hold is
-            max(stats + k·(per_step − to_pictures), stats + pictures − cap + k·per_step))."""
+            `to_stats` a step, and the picture pool's overflow beyond its cap; so k steps leave it
+            below `pool` when both of these lines do (the most it can hold is
+            max(stats + k·to_stats, stats + pictures − cap + k·per_step))."""
             gap = pool - self.stats_pool
-            return min(_fewer(gap, per_step - to_pictures), _fewer(gap + cap - self.picture_pool, per_step))
+            return min(_fewer(gap, to_stats), _fewer(gap + cap - self.picture_pool, per_step))
 
         ahead = fewer_to(min(self._long_needs()) if self._long(step_s) else self.estimate(STATS))  # (what plan() asks)
         due_in = self.last_snapshot + self.snapshot_every - now
@@ -447,12 +450,15 @@ class Budget:
             ahead = min(ahead, max(_fewer(cap - self.picture_pool, to_pictures), fewer_to(0.0)))
         return ahead
 
-    def coast(self, step: int, planned_at: float) -> None:
+    def coast(self, step: int, planned_at: float, step_s: float | None = None) -> None:
         """Note what step `step`, planned at `planned_at`, wants (statistics on every `every`-th
         step) and whether a snapshot is due: plan() notes it, and a step run without planning
-        (within plain_ahead) is noted with the time the step before it ended."""
+        (within plain_ahead) is noted with the time the step before it ended and `step_s`, the
+        typical step plan() would have been given then (whether steps are long: `_to_stats`)."""
         due = self.last_snapshot is None or planned_at - self.last_snapshot >= self.snapshot_every
         self._planned = (step % self.every == 0, due)
+        if step_s is not None:
+            self._long_steps = self._long(step_s)
 
     def diagnose(self, step: int, step_s: float = 0.0) -> bool:
         """Whether this probed step also gives the live diagnosis a sample (decided on it, before

@@ -313,19 +313,21 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
         hook = self._hook_s or 0.0
         entered, planned_at = self._entered, self._planned_at
         for s, at, loop, own, passes in coasted:
+            typical = statistics.median(self._wall_steps) if self._wall_steps else 0.0  # (as plan() had it)
             if entered is not None:
                 self._wall_steps.append(at - entered)
             entered = at
-            self.budget.coast(s, planned_at)
+            self.budget.coast(s, planned_at, typical)
             planned_at = at  # (~ the end of that step: a coasting step takes microseconds)
             spent = rate * (loop or 0.0)
             self.budget.observe(PLAIN, loop, own, 0.0, (1 - part) * spent + hook * passes, part * spent)
         if step is not None:
+            typical = statistics.median(self._wall_steps) if self._wall_steps else 0.0
             if entered is not None:
                 self._wall_steps.append(now - entered)
             self._entered = now
             if coasted:
-                self.budget.coast(step, planned_at)  # it ran on the plan made before those steps
+                self.budget.coast(step, planned_at, typical)  # it ran on the plan made before those steps
         spent = rate * (loop_s or 0.0) if total > 0 else writer_cpu
         return (1 - part) * spent, part * spent
 
