@@ -403,11 +403,14 @@ def test_plain_ahead_worked_out_by_hand(monkeypatch: pytest.MonkeyPatch) -> None
     assert Budget(None).plain_ahead(now=0.0, step_s=1.0) == 0  # no budget: every step planned
 
 
-def test_on_long_steps_the_statistics_earn_a_margin_over_the_maps_cost() -> None:
+def test_on_long_steps_the_statistics_earn_a_margin_over_the_maps_cost(monkeypatch: pytest.MonkeyPatch) -> None:
     """Share 1/10. The maps' statistics cost 0.5 (own 0.25 more than plain, overhead 0.25), the
     whole 1.5. A plain 10-s loop (own 0.25) nets 0.75: 2/3 of it (0.5) to statistics where steps
     are short; where they are long, 1.5 × 0.5 = 0.75 capped at 5/6 of the net (0.625). A 20-s loop
-    nets 1.75, whose 2/3 (1.17) is already more than 0.75."""
+    nets 1.75, whose 2/3 (1.17) is already more than 0.75. (MAPS_MARGIN is 0, off, in watch():
+    the statistics' part then stays 2/3.)"""
+    assert recorder_budget.MAPS_MARGIN == 0.0
+    monkeypatch.setattr(recorder_budget, "MAPS_MARGIN", 1.5)
     got = []
     for step_s, loop in ((0.1, 10.0), (25.0, 10.0), (25.0, 20.0)):
         b = _seen((3, PLAIN, 10.0, 0.25), (3, STATS, 10.5, 1.25), (3, SNAPSHOT, 10.5, 3.25), (3, MAPS, 10.25, 0.5))
@@ -532,6 +535,7 @@ def test_coasting_records_what_planning_records_on_long_steps(monkeypatch: pytes
     (0.6 ms) come between the whole ones, and the statistics pool's part of the earnings grows to
     MAPS_MARGIN × their cost (`_to_stats`); plain_ahead bounds it as observe() counts it."""
     monkeypatch.setattr(recorder_budget, "STATS_EVERY_S", 0.005)  # steps of ~10 ms are long
+    monkeypatch.setattr(recorder_budget, "MAPS_MARGIN", 1.5)  # (0, off, by default)
     planned, b1, _ = _simulate(coasting=False, long_steps=True)
     coasted, b2, coasts = _simulate(coasting=True, long_steps=True)
     assert coasted == planned and coasts > 100

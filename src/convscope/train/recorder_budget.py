@@ -23,8 +23,8 @@ the run writer's thread and of its timing hooks in the loop (both
 moved from the loop's time to the recorder's), and on a probed step the probe's overhead
 (`_split_loop`: a median of recent samples, never less than the reductions timed in the loop).
 The earnings go to two pools: 1/3 to pictures (snapshots; once it holds one snapshot's cost the
-rest flows to statistics) and 2/3 to statistics and diagnosis (where steps are longer than
-STATS_EVERY_S, up to 5/6, for 1.5 × the maps' statistics' cost a step: `_to_stats`). The writer thread's work on a
+rest flows to statistics) and 2/3 to statistics and diagnosis (`_to_stats`: where steps are longer
+than STATS_EVERY_S, up to 5/6 for MAPS_MARGIN × the maps' statistics' cost a step; off, 0). The writer thread's work on a
 snapshot after its step is the picture pool's alone, and a snapshot's estimate includes it
 (`picture_cost`). A job runs when its pool holds its estimated cost (the median of its recent
 costs; the smallest while fewer than three are known, so one-time costs do not hold a kind back).
@@ -67,7 +67,11 @@ from convscope.train.recording_tally import Tally, describe
 PLAIN, STATS, SNAPSHOT, MAPS = "plain", "stats", "snapshot", "maps"
 PICTURE_PART = 1 / 3  # of the earnings, for snapshots (the rest: statistics and diagnosis) ...
 LONG_STATS_PART = 5 / 6  # ... where steps are long, the statistics' part up to this ...
-MAPS_MARGIN = 1.5  # ... for this many times the maps' statistics a step (`_to_stats`)
+MAPS_MARGIN = 0.0  # ... for this many times the maps' statistics a step (`_to_stats`). Off: with 1.5
+# (64a7038) the pool spent what it gained on the weights' side and diagnosis samples, not on the maps'
+# statistics every step, and the pictures got half: bench/long_steps.py --steps 200, one run each on
+# 3f3eb25, statistics on 179 of 201 steps, the weights' side on 86, 1 snapshot, against 189, 31 and
+# 3 with it off (docs/speed.md)
 WINDOW = 9  # recent samples kept per estimate (medians: a validation pass is not a cost)
 
 
@@ -265,7 +269,7 @@ class Budget:
         are longer than STATS_EVERY_S (as plan() last saw them), statistics are wanted on every step
         and the pictures cannot come every ~2 s anyway: up to LONG_STATS_PART, so that the pool earns
         MAPS_MARGIN × the maps' statistics' cost a step (a margin for the swings of its estimate;
-        resnet18-shaped at batch 8: docs/speed.md)."""
+        resnet18-shaped at batch 8: docs/speed.md). MAPS_MARGIN is 0 (off): see its comment."""
         part = (1 - PICTURE_PART) * net
         if net > 0 and self._long_steps and self._own[MAPS]:
             part = max(part, min(LONG_STATS_PART * net, MAPS_MARGIN * self.estimate(MAPS)))
