@@ -200,7 +200,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
         # that coasted meanwhile are accounted for first (before this step's work reads the pools)
         entry = self.writer.background_cpu_split  # (all, pictures): what the writer did during step() is no own time
         background, pictures = self._observe_coasted(entry, loop_s, step, now)
-        typical = statistics.median(self._wall_steps) if self._wall_steps else 0.0  # wall s a step (0: unknown)
+        typical = self._typical_wall()
         diagnosis_s = 0.0
         if trace is None:
             plan = PLAIN  # nothing was captured (no forward, or only no-grad ones)
@@ -265,6 +265,10 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
         charged beside it (`during`), from the writer's own clock."""
         return self._thread_cpu()
 
+    def _typical_wall(self) -> float:
+        """The median of recent wall seconds from step to step, as plan() is given it (0: unknown)."""
+        return statistics.median(self._wall_steps) if self._wall_steps else 0.0
+
     def _nothing_due(self, now: float) -> bool:
         """No commit, report or control poll is due at `now` (a coasting step does none of them)."""
         return (
@@ -313,7 +317,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
         hook = self._hook_s or 0.0
         entered, planned_at = self._entered, self._planned_at
         for s, at, loop, own, passes in coasted:
-            typical = statistics.median(self._wall_steps) if self._wall_steps else 0.0  # (as plan() had it)
+            typical = self._typical_wall()  # (as plan() had it, before this step's wall)
             if entered is not None:
                 self._wall_steps.append(at - entered)
             entered = at
@@ -322,7 +326,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
             spent = rate * (loop or 0.0)
             self.budget.observe(PLAIN, loop, own, 0.0, (1 - part) * spent + hook * passes, part * spent)
         if step is not None:
-            typical = statistics.median(self._wall_steps) if self._wall_steps else 0.0
+            typical = self._typical_wall()
             if entered is not None:
                 self._wall_steps.append(now - entered)
             self._entered = now
