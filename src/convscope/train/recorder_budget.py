@@ -82,6 +82,7 @@ STATS_EVERY_S = 0.25  # the page's live numbers: per-layer statistics at least t
 CADENCE_MARGIN = 0.8  # a diagnosis sample must leave statistics within this part of STATS_EVERY_S
 DIAGNOSIS_FLOOR = 4  # × diagnose_every statistics steps: a sample then even if it delays statistics
 WEIGHTS_FLOOR = 8  # statistics steps of the maps only, at most, before one with the weights' side
+FRESH_STEPS = 2  # where steps are long, only this many probed steps after a plain one give overhead samples
 
 
 def _fewer(gap: float, per_step: float) -> int:
@@ -144,6 +145,7 @@ class Budget:
     _warm: set[str] = field(default_factory=set)  # kinds whose first (one-time) step has been seen
     _planned: tuple[bool, bool] = (False, False)  # the step being run: (statistics wanted, snapshot due)
     _long_steps: bool = False  # plan() last saw steps longer than STATS_EVERY_S (`_to_stats`)
+    _since_plain: int = 0  # probed steps observed since the last plain one (`_split_loop`)
 
     def __post_init__(self) -> None:
         if self.share is not None and not 0 < self.share < 1:
@@ -218,6 +220,7 @@ class Budget:
             earning, overhead = self._split_loop(kind, own_loop, sample=kind in self._warm, floor=probed_s)
             if kind == PLAIN:
                 self._plain_loop.append(own_loop)
+        self._since_plain = 0 if kind == PLAIN else self._since_plain + 1
         if kind == PLAIN:
             self._plain_own.append(own_s)
             self._plain_seen += 1
@@ -286,7 +289,14 @@ class Budget:
         From a kind's second sample on, a probed step is charged `_overhead_of` the samples (their
         median; the smaller of two), not its own sample, which on a big net is mostly the
         machine's swing (docs/speed.md); never less than `floor`, what the probe's reductions
-        measurably took in this loop."""
+        measurably took in this loop.
+
+        Where steps are long (as plan() last saw them) nearly every step is probed, so the recent
+        plain loops are old, and a host that drifts by a few percent in between moves a 1-s loop by
+        tens of ms (bench/watch.py's resnet18-shaped: +70 to +160 ms for minutes): there a sample is
+        taken only on the FRESH_STEPS probed steps after a plain one, against that plain loop; the
+        other probed steps are charged the estimate (the timed reductions and the recorder's own
+        time are still measured on every step: only the part no clock times is not)."""
         if not self._plain_loop:
             return own_loop, 0.0
         typical = self.typical_loop()
@@ -298,6 +308,10 @@ class Budget:
             self._floor[kind].append(floor)
         if own_loop > limit:
             return earning, min(self._overhead_of(kind, floor), earning)
+        if self._long_steps and sample:  # (a kind's first step: charged whole, as below)
+            if self._since_plain >= FRESH_STEPS:
+                return earning, min(self._overhead_of(kind, floor), earning)
+            typical = self._plain_loop[-1]  # a fresh pair: this loop and the plain one before it
         overhead = own_loop - typical  # (not clamped: the machine's swings either way, around the probe's cost)
         if sample:
             self._overhead[kind].append(overhead)
