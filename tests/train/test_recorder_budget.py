@@ -278,6 +278,31 @@ def test_the_timed_reductions_are_the_least_overhead_charged() -> None:
     assert noisy.estimate(STATS) == pytest.approx(1.0 + 1.0)
 
 
+def test_on_long_steps_the_samples_are_charged_what_they_show_beyond_their_noise() -> None:
+    """Plain loops of 9.5 and 10.5 s, then three probed loops of 12 s whose reductions took 1.0,
+    each right after a plain loop of 10 (11 plain loops: median 10, MAD 0.5, sigma 0.7413; samples
+    of 2). The standard error of the samples' median is 1.2533 * 0.7413 * sqrt(1/3 + 1/11) =
+    0.6052. Where plan() saw short steps the median, 2, is charged; where it saw long ones (a
+    host's drift reads there as overhead) 2 - 0.6052 = 1.3948; and never less than the timed 1.0
+    (samples of 1.2: 1.0, not 0.5948)."""
+
+    def charged(long: bool, probed_loop: float) -> float:
+        b = _seen(*[(1, PLAIN, loop, 0.25) for loop in (9.5, 10.5) * 4], (1, STATS, 10.0, 1.25))
+        b.plan(9, 100.0, step_s=10.0 if long else 0.1)
+        for _ in range(3):
+            b.observe(PLAIN, 10.0, 0.25)
+            cost = b.total.cost_s
+            b.observe(STATS, probed_loop, 1.25, probed_s=1.0)
+        assert b._noise(3) == pytest.approx(1.2533 * 1.4826 * 0.5 * math.sqrt(1 / 3 + 1 / 11))
+        assert b.estimate(STATS) == pytest.approx(1.0 + b._overhead_of(STATS, 1.0))
+        return b.total.cost_s - cost - 1.25
+
+    assert charged(False, 12.0) == pytest.approx(2.0)
+    assert charged(True, 12.0) == pytest.approx(2.0 - 0.6052, abs=1e-4)
+    assert charged(True, 11.2) == pytest.approx(1.0)
+    assert charged(False, 11.2) == pytest.approx(1.2)
+
+
 def test_on_long_steps_overhead_samples_come_only_next_to_a_plain_step() -> None:
     """Plain loops of 10 s; long steps. The two probed steps after a plain one are sampled against
     it (10.5: 0.5 each); the third, 13 (the host slower), is not (nearly every step is probed

@@ -325,10 +325,17 @@ class Budget:
         reductions timed in the loop (`floor`); only the floor where the samples cannot resolve it
         (the standard error of their median above the floor: resnet18-shaped at batch 8). Where
         the loops are steady (convnetjs-cifar) the median also holds what no callback times: the
-        weights' copy before the optimizer step, the hooks' dispatch, the caches evicted."""
-        if floor > 0 and self._noise(len(self._overhead[kind])) > floor:
+        weights' copy before the optimizer step, the hooks' dispatch, the caches evicted. Where
+        steps are long (plain loops are then rare and old, and a host's drift of a few percent
+        reads as tens of milliseconds of overhead) the median less its standard error: what the
+        samples show beyond the floor by more than their own noise (docs/speed.md)."""
+        if floor <= 0:
+            return max(_typical(self._overhead[kind]), 0.0)
+        noise = self._noise(len(self._overhead[kind]))
+        if noise > floor:
             return floor
-        return max(_typical(self._overhead[kind]), floor, 0.0)
+        typical = _typical(self._overhead[kind])
+        return max(typical - noise if self._long_steps else typical, floor)
 
     def _noise(self, n: int) -> float:
         """The standard error of a median difference between n probed loops and the recent plain
