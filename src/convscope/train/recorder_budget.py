@@ -21,7 +21,8 @@ probe's overhead). The recorder is charged what it costs: its time inside `step(
 CPU clock: watch.py `_own_cpu`; answering controls excluded, polling for them included), the CPU of
 the run writer's thread and of its timing hooks in the loop (both
 moved from the loop's time to the recorder's), and on a probed step the probe's overhead
-(`_split_loop`: a median of recent samples, never less than the reductions timed in the loop).
+(`_split_loop`: a median of recent samples, never less than the reductions timed in the loop;
+where steps are long, samples only from the probed steps right after a plain one).
 The earnings go to two pools: 1/3 to pictures (snapshots; once it holds one snapshot's cost the
 rest flows to statistics) and 2/3 to statistics and diagnosis (`_to_stats`: where steps are longer
 than STATS_EVERY_S, up to 5/6 for MAPS_MARGIN × the maps' statistics' cost a step; off, 0). The writer thread's work on a
