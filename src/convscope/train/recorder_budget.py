@@ -145,7 +145,7 @@ class Budget:
     _plain_seen: int = 0  # plain steps observed (the estimates are refreshed every REFRESH_EVERY of them)
     _warm: set[str] = field(default_factory=set)  # kinds whose first (one-time) step has been seen
     _planned: tuple[bool, bool] = (False, False)  # the step being run: (statistics wanted, snapshot due)
-    _long_steps: bool = False  # plan() last saw steps longer than STATS_EVERY_S (`_to_stats`)
+    _long_steps: bool = False  # plan() last saw steps longer than STATS_EVERY_S (`_to_stats`, `_split_loop`)
     _since_plain: int = 0  # probed steps observed since the last plain one (`_split_loop`)
 
     def __post_init__(self) -> None:
@@ -307,11 +307,10 @@ class Budget:
             return earning, 0.0
         if floor > 0 and sample:
             self._floor[kind].append(floor)
-        if own_loop > limit:
+        paired = self._long_steps and sample  # (a kind's first step: charged whole, as below)
+        if own_loop > limit or (paired and self._since_plain >= FRESH_STEPS):
             return earning, min(self._overhead_of(kind, floor), earning)
-        if self._long_steps and sample:  # (a kind's first step: charged whole, as below)
-            if self._since_plain >= FRESH_STEPS:
-                return earning, min(self._overhead_of(kind, floor), earning)
+        if paired:
             typical = self._plain_loop[-1]  # a fresh pair: this loop and the plain one before it
         overhead = own_loop - typical  # (not clamped: the machine's swings either way, around the probe's cost)
         if sample:
@@ -330,13 +329,14 @@ class Budget:
         steps are long (plain loops are then rare and old, and a host's drift of a few percent
         reads as tens of milliseconds of overhead) the median less its standard error: what the
         samples show beyond the floor by more than their own noise (docs/speed.md)."""
-        if floor <= 0:
-            return max(_typical(self._overhead[kind]), 0.0)
-        noise = self._noise(len(self._overhead[kind]))
-        if noise > floor:
-            return floor
         typical = _typical(self._overhead[kind])
-        return max(typical - noise if self._long_steps else typical, floor)
+        if floor > 0:
+            noise = self._noise(len(self._overhead[kind]))
+            if noise > floor:
+                return floor
+            if self._long_steps:
+                typical -= noise
+        return max(typical, floor, 0.0)
 
     def _noise(self, n: int) -> float:
         """The standard error of a median difference between n probed loops and the recent plain
