@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+import torch.optim.optimizer as optim_hooks
 from torch import Tensor, nn
 
 from convscope.analysis.diagnose import Diagnoser
@@ -61,6 +62,8 @@ class ModelHooks:
             for plan, keep in ((STATS, STATS_KEEP), (MAPS, MAPS_KEEP))
         }
         self._armed: Probe | None = None
+        self._copy_timing = HookSet()  # around the statistics probe's copy of W (`_arm`)
+        self._copy_t0: float | None = None
         self._plan = PLAIN
         self._timing = HookSet()
         self._t: dict[str, float] = {}
@@ -128,14 +131,35 @@ class ModelHooks:
             return
         self._disarm()
         if wanted is not None:
-            wanted.__enter__()
+            timed = plan == STATS  # its copy of W before the optimizer step writes into it: work in the
+            # loop, timed as its reductions are (global optimizer pre-hooks run in the order added)
+            if timed:
+                self._copy_timing.add(optim_hooks.register_optimizer_step_pre_hook(self._copy_starts))
+            try:
+                wanted.__enter__()
+            except BaseException:
+                self._copy_timing.release()
+                raise
+            if timed:
+                self._copy_timing.add(optim_hooks.register_optimizer_step_pre_hook(self._copy_ends))
             self._armed = wanted
             self._armed_passes = wanted.passes
 
     def _disarm(self) -> None:
         armed, self._armed = self._armed, None
-        if armed is not None:
-            armed.close()
+        try:
+            self._copy_timing.release()
+        finally:
+            if armed is not None:
+                armed.close()
+
+    def _copy_starts(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._copy_t0 = self._reductions.clock()
+
+    def _copy_ends(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        t0, self._copy_t0 = self._copy_t0, None
+        if t0 is not None:
+            self._reductions.spent += self._reductions.clock() - t0
 
     @contextmanager
     def _unobserved(self) -> Iterator[None]:

@@ -21,8 +21,8 @@ probe's overhead). The recorder is charged what it costs: its time inside `step(
 CPU clock: watch.py `_own_cpu`; answering controls excluded, polling for them included), the CPU of
 the run writer's thread and of its timing hooks in the loop (both
 moved from the loop's time to the recorder's), and on a probed step the probe's overhead
-(`_split_loop`: a median of recent samples, never less than the reductions timed in the loop;
-where steps are long, samples only from the probed steps right after a plain one).
+(`_split_loop`: a median of recent samples, never less than the reductions timed in the loop and
+the statistics probe's copy of W before the optimizer step; where steps are long, those alone).
 The earnings go to two pools: 1/3 to pictures (snapshots; once it holds one snapshot's cost the
 rest flows to statistics) and 2/3 to statistics and diagnosis (`_to_stats`: where steps are longer
 than STATS_EVERY_S, up to 5/6 for MAPS_MARGIN × the maps' statistics' cost a step; off, 0). The writer thread's work on a
@@ -83,7 +83,6 @@ STATS_EVERY_S = 0.25  # the page's live numbers: per-layer statistics at least t
 CADENCE_MARGIN = 0.8  # a diagnosis sample must leave statistics within this part of STATS_EVERY_S
 DIAGNOSIS_FLOOR = 4  # × diagnose_every statistics steps: a sample then even if it delays statistics
 WEIGHTS_FLOOR = 8  # statistics steps of the maps only, at most, before one with the weights' side
-FRESH_STEPS = 2  # where steps are long, only this many probed steps after a plain one give overhead samples
 
 
 def _fewer(gap: float, per_step: float) -> int:
@@ -145,8 +144,7 @@ class Budget:
     _plain_seen: int = 0  # plain steps observed (the estimates are refreshed every REFRESH_EVERY of them)
     _warm: set[str] = field(default_factory=set)  # kinds whose first (one-time) step has been seen
     _planned: tuple[bool, bool] = (False, False)  # the step being run: (statistics wanted, snapshot due)
-    _long_steps: bool = False  # plan() last saw steps longer than STATS_EVERY_S (`_to_stats`, `_split_loop`)
-    _since_plain: int = 0  # probed steps observed since the last plain one (`_split_loop`)
+    _long_steps: bool = False  # plan() last saw steps longer than STATS_EVERY_S (`_to_stats`, `_overhead_of`)
 
     def __post_init__(self) -> None:
         if self.share is not None and not 0 < self.share < 1:
@@ -210,8 +208,9 @@ class Budget:
         `pictures_s`: the writer thread's CPU on snapshots, beside `background_s` (not part of it),
         is the pictures' alone: the picture pool pays it (`background_s` is shared like a plain
         step's cost). Neither may be in `own_s` (the recorder takes what the writer did during
-        `step()` out of it). `probed_s`: the time the probe's own reductions took inside the loop
-        (`train.stats.Reductions.spent`), measured directly: the least probe overhead charged."""
+        `step()` out of it). `probed_s`: the time the probe's own reductions (and the statistics probe's copy of
+        W) took inside the loop (`train.stats.Reductions.spent`), measured directly: the least
+        probe overhead charged, and where steps are long the overhead charged."""
         background_s = min(background_s, loop_s or 0.0)
         pictures_s = min(pictures_s, (loop_s or 0.0) - background_s)
         first = not self._warm  # the recorder's first step: its one-time costs are the picture pool's
@@ -221,7 +220,6 @@ class Budget:
             earning, overhead = self._split_loop(kind, own_loop, sample=kind in self._warm, floor=probed_s)
             if kind == PLAIN:
                 self._plain_loop.append(own_loop)
-        self._since_plain = 0 if kind == PLAIN else self._since_plain + 1
         if kind == PLAIN:
             self._plain_own.append(own_s)
             self._plain_seen += 1
@@ -292,12 +290,10 @@ class Budget:
         machine's swing (docs/speed.md); never less than `floor`, what the probe's reductions
         measurably took in this loop.
 
-        Where steps are long (as plan() last saw them) nearly every step is probed, so the recent
-        plain loops are old, and a host that drifts by a few percent in between moves a 1-s loop by
-        tens of ms (bench/watch.py's resnet18-shaped: +70 to +160 ms for minutes): there a sample is
-        taken only on the FRESH_STEPS probed steps after a plain one, against that plain loop; the
-        other probed steps are charged the estimate (the timed reductions and the recorder's own
-        time are still measured on every step: only the part no clock times is not)."""
+        Where steps are long (as plan() last saw them) a probed step whose work in the loop was
+        timed is charged that (`_overhead_of`), and no sample is taken: a 1-s loop swings by ±15 ms
+        from one step to the next, and nearly every step is probed there, so the plain loops to
+        compare with are old (a host's drift of a few percent reads as tens of ms)."""
         if not self._plain_loop:
             return own_loop, 0.0
         typical = self.typical_loop()
@@ -307,11 +303,8 @@ class Budget:
             return earning, 0.0
         if floor > 0 and sample:
             self._floor[kind].append(floor)
-        paired = self._long_steps and sample  # (a kind's first step: charged whole, as below)
-        if own_loop > limit or (paired and self._since_plain >= FRESH_STEPS):
+        if own_loop > limit or (self._long_steps and floor > 0 and sample):  # (a first step: charged whole)
             return earning, min(self._overhead_of(kind, floor), earning)
-        if paired:
-            typical = self._plain_loop[-1]  # a fresh pair: this loop and the plain one before it
         overhead = own_loop - typical  # (not clamped: the machine's swings either way, around the probe's cost)
         if sample:
             self._overhead[kind].append(overhead)
@@ -325,18 +318,13 @@ class Budget:
         reductions timed in the loop (`floor`); only the floor where the samples cannot resolve it
         (the standard error of their median above the floor: resnet18-shaped at batch 8). Where
         the loops are steady (convnetjs-cifar) the median also holds what no callback times: the
-        weights' copy before the optimizer step, the hooks' dispatch, the caches evicted. Where
-        steps are long (plain loops are then rare and old, and a host's drift of a few percent
-        reads as tens of milliseconds of overhead) the median less its standard error: what the
-        samples show beyond the floor by more than their own noise (docs/speed.md)."""
-        typical = _typical(self._overhead[kind])
-        if floor > 0:
-            noise = self._noise(len(self._overhead[kind]))
-            if noise > floor:
-                return floor
-            if self._long_steps:
-                typical -= noise
-        return max(typical, floor, 0.0)
+        hooks' dispatch, the caches evicted. Where steps are long, the floor: a 1-s loop's swings
+        bury what the timed work leaves out (resnet18-shaped at batch 8: 2 ± 3 ms of a maps step's
+        ~17, 0.2% of the step), and samples of them had the estimate jump between the floor and
+        half as much again (docs/speed.md)."""
+        if floor > 0 and (self._long_steps or self._noise(len(self._overhead[kind])) > floor):
+            return floor
+        return max(_typical(self._overhead[kind]), floor, 0.0)
 
     def _noise(self, n: int) -> float:
         """The standard error of a median difference between n probed loops and the recent plain

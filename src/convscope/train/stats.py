@@ -126,7 +126,8 @@ class Reductions:
     when the next block starts (z just read by what follows it). `pop(block)` hands them to
     `StatsInput.seen`; what the pass never handed over (the last block's z) is read there.
     `spent`: the seconds (by `clock`) its callbacks took (inside the training loop: the recorder
-    charges at least that much probe overhead; `take_spent()` reads and resets it)."""
+    charges at least that much probe overhead, and adds the statistics probe's copy of W before the
+    optimizer step: train/model_hooks.py; `take_spent()` reads and resets it)."""
 
     def __init__(self, relu: Callable[[Block], bool], clock: Callable[[], float] = time.perf_counter) -> None:
         self._relu = relu

@@ -244,7 +244,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
         background += during - during_pictures
         pictures += during_pictures
         background += (self._hook_s or 0.0) * passes
-        probed = self._reductions.take_spent()  # (a statistics step's reductions, in its loop)
+        probed = self._reductions.take_spent()  # (a statistics step's reductions and copy of W, in its loop)
         self.budget.observe(plan, loop_s, own, diagnosis_s, background, pictures, probed)  # before the next plan reads the pools
         now = self._planned_at = self._clock()
         self._arm(self.budget.plan(self.step_index, now, typical))
