@@ -319,7 +319,7 @@ class Budget:
         (the standard error of their median above the floor: resnet18-shaped at batch 8). Where
         the loops are steady (convnetjs-cifar) the median also holds what no callback times: the
         hooks' dispatch, the caches evicted. Where steps are long, the floor: a 1-s loop's swings
-        bury what the timed work leaves out (resnet18-shaped at batch 8: 2 ± 3 ms of a maps step's
+        bury what the timed work leaves out (resnet18-shaped at batch 8: ~2 ± 2 ms of a maps step's
         ~17, 0.2% of the step), and samples of them had the estimate jump between the floor and
         half as much again (docs/speed.md)."""
         if floor > 0 and (self._long_steps or self._noise(len(self._overhead[kind])) > floor):
