@@ -212,7 +212,7 @@ def test_one_time_costs_of_the_first_probed_steps_do_not_hold_statistics_back() 
         estimates.append(b.estimate(STATS))
     # (own: the first statistics step gives no sample either; until then nothing more than plain is known)
     assert estimates == pytest.approx([0.0, 1.0 + 6.0, 1.0 + 0.5, 1.0 + 0.5])
-    assert list(b._overhead[STATS]) == pytest.approx([6.0, 0.5, 0.5])
+    assert list(b.costs.overhead[STATS]) == pytest.approx([6.0, 0.5, 0.5])
 
 
 def test_a_probed_step_is_charged_the_median_overhead_not_its_own_swing() -> None:
@@ -227,7 +227,7 @@ def test_a_probed_step_is_charged_the_median_overhead_not_its_own_swing() -> Non
         b.observe(STATS, loop, 1.25)
         charged.append(b.total.cost_s - cost - 1.25)
     assert charged == pytest.approx([0.5, 0.5, 0.5, 0.5])
-    assert list(b._overhead[STATS]) == pytest.approx([0.5, 0.5, 6.0, -1.0])
+    assert list(b.costs.overhead[STATS]) == pytest.approx([0.5, 0.5, 6.0, -1.0])
     assert b.estimate(STATS) == pytest.approx(1.0 + 0.5)
 
 
@@ -242,7 +242,7 @@ def test_a_second_sample_is_charged_the_smaller_of_the_two() -> None:
         b.observe(STATS, loop, 1.25)
         charged.append(b.total.cost_s - cost - 1.25)
     assert charged == pytest.approx([0.5, 0.5])
-    assert list(b._overhead[STATS]) == pytest.approx([0.5, 6.0])
+    assert list(b.costs.overhead[STATS]) == pytest.approx([0.5, 6.0])
     assert b.estimate(STATS) == pytest.approx(1.0 + 0.5)
 
 
@@ -251,7 +251,7 @@ def test_the_maps_statistics_are_estimated_at_most_the_whole() -> None:
     came in a swing (overhead 6, own 0.25 more than plain) is estimated at the whole's 1.5, not
     6.25, so it is planned again and sampled anew; its next samples (0.5, 0.5) bring it down."""
     b = _seen((3, PLAIN, 10.0, 0.25), (3, STATS, 10.5, 1.25), (1, MAPS, 10.0, 0.5), (1, MAPS, 16.0, 0.5))
-    assert list(b._overhead[MAPS]) == pytest.approx([6.0])
+    assert list(b.costs.overhead[MAPS]) == pytest.approx([6.0])
     assert b.estimate(STATS) == pytest.approx(1.5)
     assert b.estimate(MAPS) == pytest.approx(1.5)  # (6.25 uncapped)
     b.observe(MAPS, 10.5, 0.5)
@@ -275,7 +275,7 @@ def test_the_timed_reductions_are_the_least_overhead_charged() -> None:
         cost = noisy.total.cost_s
         noisy.observe(STATS, loop, 1.25, probed_s=1.0)
         charged = noisy.total.cost_s - cost - 1.25
-    assert _median_of(noisy._overhead[STATS]) == pytest.approx(3.0) and charged == pytest.approx(1.0)
+    assert _median_of(noisy.costs.overhead[STATS]) == pytest.approx(3.0) and charged == pytest.approx(1.0)
     assert noisy.estimate(STATS) == pytest.approx(1.0 + 1.0)
 
 
@@ -297,7 +297,7 @@ def test_on_long_steps_a_probed_step_is_charged_its_timed_work_in_the_loop() -> 
             b.observe(STATS, 12.0, 1.25, probed_s=probed_s)
             if first:
                 break
-        return b.total.cost_s - cost - 1.25, len(b._overhead[STATS]), b.estimate(STATS) - 1.0
+        return b.total.cost_s - cost - 1.25, len(b.costs.overhead[STATS]), b.estimate(STATS) - 1.0
 
     assert charged(False, 1.0) == pytest.approx((2.0, 3, 2.0))  # (each sample 2)
     assert charged(True, 1.0) == pytest.approx((1.0, 0, 1.0))
@@ -337,7 +337,7 @@ def test_the_writer_threads_cpu_in_a_probed_loop_is_no_probe_overhead() -> None:
     b = _seen((3, PLAIN, 10.0, 0.25), (1, STATS, 10.0, 1.25))  # (a kind's first step: no estimate)
     train, cost = b.total.train_s, b.total.cost_s
     b.observe(STATS, 11.5, 1.25, background_s=1.0)
-    assert list(b._overhead[STATS]) == pytest.approx([0.5])  # (the first statistics step gave none)
+    assert list(b.costs.overhead[STATS]) == pytest.approx([0.5])  # (the first statistics step gave none)
     assert (b.total.train_s - train, b.total.cost_s - cost) == pytest.approx((10.0, 1.25 + 0.5 + 1.0))
     assert b.estimate(STATS) == pytest.approx((1.25 - 0.25) + 0.5)  # own 1 more, overhead 0.5
 
@@ -350,7 +350,7 @@ def test_a_probed_loop_that_did_other_work_is_charged_the_usual_overhead() -> No
     b = _seen((3, PLAIN, 10.0, 0.25), (3, STATS, 12.0, 1.25))
     cost, train = b.total.cost_s, b.total.train_s
     b.observe(STATS, 102.0, 1.25)
-    assert list(b._overhead[STATS]) == pytest.approx([2.0, 2.0])  # (the first statistics step: none)
+    assert list(b.costs.overhead[STATS]) == pytest.approx([2.0, 2.0])  # (the first statistics step: none)
     assert b.total.cost_s - cost == pytest.approx(1.25 + 2.0)
     assert b.estimate(STATS) == pytest.approx(1.0 + 2.0)
     # and that time is no training the recorder may take 10% of: it earns as 4 usual loops at most
@@ -380,7 +380,7 @@ def test_diagnosis_samples_wait_while_they_would_delay_statistics() -> None:
 
     assert (STATS_EVERY_S, CADENCE_MARGIN, DIAGNOSIS_FLOOR) == (0.25, 0.8, 4)
     b = Budget(0.03, diagnose_every=1)
-    b._estimates = {STATS: 1.0, "diagnosis": 2.0, SNAPSHOT: 3.0, "base": 0.0}
+    b.costs.estimates = {STATS: 1.0, "diagnosis": 2.0, SNAPSHOT: 3.0, "base": 0.0}
     b._income.extend([0.5] * 5)
     b.stats_pool = 1.99
     assert not b.diagnose(0, 0.05)

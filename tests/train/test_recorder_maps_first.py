@@ -115,12 +115,12 @@ def test_the_pictures_keep_their_third_of_a_long_steps_earnings() -> None:
     for step_s in (1.0, 0.1):
         b = Budget(0.125, snapshot_every=1e9, every=1, diagnose_every=0)
         b.last_snapshot = 0.0
-        b._own[MAPS].extend([0.625] * 3)
-        b._own[STATS].extend([2.125] * 3)
-        b._own[SNAPSHOT].extend([10.125] * 3)
-        b._plain_own.extend([0.125] * 3)
-        b._plain_loop.extend([8.0] * 3)
-        b._update_estimates()
+        b.costs.own[MAPS].extend([0.625] * 3)
+        b.costs.own[STATS].extend([2.125] * 3)
+        b.costs.own[SNAPSHOT].extend([10.125] * 3)
+        b.costs.plain_own.extend([0.125] * 3)
+        b.costs.plain_loop.extend([8.0] * 3)
+        b.costs.update()
         assert (b.estimate(MAPS), b.estimate(STATS), b.estimate(SNAPSHOT)) == pytest.approx((0.5, 2.0, 10.0))
         b.observe(PLAIN, 8.0, 0.125)
         assert b.plan(2, 2.0, step_s=step_s) == (MAPS if step_s == 1.0 else PLAIN)  # 0.583 holds the maps' 0.5

@@ -21,8 +21,9 @@ probe's overhead). The recorder is charged what it costs: its time inside `step(
 CPU clock: watch.py `_own_cpu`; answering controls excluded, polling for them included), the CPU of
 the run writer's thread and of its timing hooks in the loop (both
 moved from the loop's time to the recorder's), and on a probed step the probe's overhead
-(`_split_loop`: a median of recent samples, never less than the reductions timed in the loop and
-the statistics probe's copy of W before the optimizer step; where steps are long, those alone).
+(train/recorder_costs.py `Costs.split_loop`: a median of recent samples, never less than the
+reductions timed in the loop and the statistics probe's copy of W before the optimizer step; where
+steps are long, those alone).
 The earnings go to two pools: 1/3 to pictures (snapshots; once it holds one snapshot's cost the
 rest flows to statistics) and 2/3 to statistics and diagnosis (`_to_stats`: where steps are longer
 than STATS_EVERY_S, up to 5/6 for MAPS_MARGIN × the maps' statistics' cost a step; off, 0). The writer thread's work on a
@@ -59,13 +60,22 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from convscope.train.recorder_costs import (
+    LOOP_OUTLIER,
+    MAPS,
+    PLAIN,
+    SNAPSHOT,
+    STATS,
+    WINDOW,
+    Costs,
+    median,
+)
 from convscope.train.recording_tally import Tally, describe
 
-PLAIN, STATS, SNAPSHOT, MAPS = "plain", "stats", "snapshot", "maps"
+__all__ = ["MAPS", "PLAIN", "SNAPSHOT", "STATS", "Budget"]
 PICTURE_PART = 1 / 3  # of the earnings, for snapshots (the rest: statistics and diagnosis) ...
 LONG_STATS_PART = 5 / 6  # ... where steps are long, the statistics' part up to this ...
 MAPS_MARGIN = 0.0  # ... for this many times the maps' statistics a step (`_to_stats`). Off: with 1.5
@@ -73,11 +83,7 @@ MAPS_MARGIN = 0.0  # ... for this many times the maps' statistics a step (`_to_s
 # statistics every step, and the pictures got half: bench/long_steps.py --steps 200, one run each on
 # 3f3eb25, statistics on 179 of 201 steps, the weights' side on 86, 1 snapshot, against 189, 31 and
 # 3 with it off (docs/speed.md)
-WINDOW = 9  # recent samples kept per estimate (medians: a validation pass is not a cost)
-
-
 REFRESH_EVERY = 8  # plain steps between refreshes of the estimates, once their windows are full
-LOOP_OUTLIER = 4.0  # a probed step's loop this many times the usual plain loop held other work too
 COAST_MAX = 16  # steps the recorder may run without planning (plain_ahead), at most
 STATS_EVERY_S = 0.25  # the page's live numbers: per-layer statistics at least this often (or every step)
 CADENCE_MARGIN = 0.8  # a diagnosis sample must leave statistics within this part of STATS_EVERY_S
@@ -91,20 +97,6 @@ def _fewer(gap: float, per_step: float) -> int:
         return 0
     x = gap / per_step
     return int(min(math.ceil(x) - 1, COAST_MAX))
-
-
-def _median(values: Collection[float]) -> float:
-    if not values:
-        return 0.0
-    s = sorted(values)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-
-
-def _typical(values: deque[float]) -> float:
-    """A cost estimate: the median of recent samples, or the smallest while fewer than three are
-    known (a one-time cost among them is not the typical one)."""
-    return _median(values) if len(values) >= 3 else min(values, default=0.0)
 
 
 @dataclass
@@ -124,27 +116,13 @@ class Budget:
     last_diagnosis: int | None = None  # step of the last diagnosis sample
     total: Tally = field(default_factory=Tally)
     window: Tally = field(default_factory=Tally)
-    _plain_loop: deque[float] = field(default_factory=lambda: deque(maxlen=2 * WINDOW))
-    _plain_own: deque[float] = field(default_factory=lambda: deque(maxlen=2 * WINDOW))
-    _overhead: dict[str, deque[float]] = field(
-        default_factory=lambda: {k: deque(maxlen=WINDOW) for k in (STATS, SNAPSHOT, MAPS)}
-    )
-    _floor: dict[str, deque[float]] = field(  # the probe's reductions, timed in the loop
-        default_factory=lambda: {k: deque(maxlen=WINDOW) for k in (STATS, SNAPSHOT, MAPS)}
-    )
-    _own: dict[str, deque[float]] = field(
-        default_factory=lambda: {k: deque(maxlen=WINDOW) for k in (STATS, SNAPSHOT, MAPS)}
-    )
-    _diagnosis: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    costs: Costs = field(default_factory=Costs)  # the samples of what each kind of step costs, and the estimates
     _income: deque[float] = field(default_factory=lambda: deque(maxlen=2 * WINDOW))  # to the stats pool, per step
-    _writer_pictures: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))  # per snapshot
-    _estimates: dict[str, float] = field(default_factory=dict)
     _probed_since: int = 0  # statistics steps since the last diagnosis sample
     _maps_since: int = 0  # statistics steps of the maps only since the last with the weights' side
     _plain_seen: int = 0  # plain steps observed (the estimates are refreshed every REFRESH_EVERY of them)
     _warm: set[str] = field(default_factory=set)  # kinds whose first (one-time) step has been seen
     _planned: tuple[bool, bool] = (False, False)  # the step being run: (statistics wanted, snapshot due)
-    _long_steps: bool = False  # plan() last saw steps longer than STATS_EVERY_S (`_to_stats`, `_overhead_of`)
 
     def __post_init__(self) -> None:
         if self.share is not None and not 0 < self.share < 1:
@@ -160,35 +138,25 @@ class Budget:
         whole = self.share * train
         return whole - min(self.unseen * whole, self.unseen_max)
 
-    # ---- estimates ------------------------------------------------------------------------
+    # ---- estimates (train/recorder_costs.py) ---------------------------------------------
     def estimate(self, kind: str) -> float:
-        """Seconds a step of `kind` costs beyond a plain step (`_typical` of recent ones: their median,
-        their smallest while fewer than three; 0 unknown); a snapshot's includes the writer's work on it."""
-        return self._estimates.get(kind, 0.0)
+        """Seconds a step of `kind` costs beyond a plain step (`Costs.estimate`)."""
+        return self.costs.estimate(kind)
 
     def diagnosis_estimate(self) -> float:
-        return self._estimates.get("diagnosis", 0.0)
+        return self.costs.estimate("diagnosis")
 
-    def _update_estimates(self) -> None:
-        base = _median(self._plain_own)
-        est = {k: max(_typical(self._own[k]) - base, 0.0) + self._overhead_of(k, _median(self._floor[k]))
-               for k in (STATS, SNAPSHOT, MAPS)}  # fmt: skip
-        # a snapshot step has the statistics too; then the run writer compresses and stores it
-        est[SNAPSHOT] = max(est[SNAPSHOT], est[STATS]) + _typical(self._writer_pictures)
-        if self._own[STATS]:  # the maps' statistics are a part of the whole: one early sample of
-            est[MAPS] = min(est[MAPS], est[STATS])  # theirs caught in a swing of a big net's loop
-            # (~50 ms of a 1-s step) would else keep them from coming, and from being sampled again
-        est["diagnosis"] = _typical(self._diagnosis)
-        est["base"] = base
-        self._estimates = est
+    def typical_loop(self) -> float:
+        """The median loop time of recent plain steps (0 before any)."""
+        return self.costs.typical_loop()
 
     # ---- accounting -----------------------------------------------------------------------
     def picture_cost(self, cpu_s: float, snapshots: int = 1) -> None:
         """The run writer's thread took `cpu_s` to compress and store `snapshots` snapshots: a
         sample of what a snapshot costs beyond its step (charged as `observe(pictures_s=)`)."""
         if snapshots > 0:
-            self._writer_pictures.append(cpu_s / snapshots)
-            self._update_estimates()
+            self.costs.writer_pictures.append(cpu_s / snapshots)
+            self.costs.update()
 
     def observe(
         self,
@@ -214,23 +182,24 @@ class Budget:
         background_s = min(background_s, loop_s or 0.0)
         pictures_s = min(pictures_s, (loop_s or 0.0) - background_s)
         first = not self._warm  # the recorder's first step: its one-time costs are the picture pool's
+        costs = self.costs
         earning = overhead = 0.0
         if loop_s is not None:
             own_loop = loop_s - background_s - pictures_s  # the writer thread's CPU moved out first
-            earning, overhead = self._split_loop(kind, own_loop, sample=kind in self._warm, floor=probed_s)
+            earning, overhead = costs.split_loop(kind, own_loop, sample=kind in self._warm, floor=probed_s)
             if kind == PLAIN:
-                self._plain_loop.append(own_loop)
+                costs.plain_loop.append(own_loop)
         if kind == PLAIN:
-            self._plain_own.append(own_s)
+            costs.plain_own.append(own_s)
             self._plain_seen += 1
         elif kind in self._warm:
-            self._own[kind].append(own_s - diagnosis_s)
+            costs.own[kind].append(own_s - diagnosis_s)
         else:  # a kind's first step pays one-time costs (first probe pass, layer table): not an estimate
             self._warm.add(kind)
         if diagnosis_s and not first:  # (the first sample also sets up every tally: no estimate)
-            self._diagnosis.append(diagnosis_s)
-        if kind != PLAIN or diagnosis_s or self._plain_seen % REFRESH_EVERY == 0 or len(self._plain_own) < WINDOW:
-            self._update_estimates()  # (medians: refreshed when a sample can move them much)
+            costs.diagnosis.append(diagnosis_s)
+        if kind != PLAIN or diagnosis_s or self._plain_seen % REFRESH_EVERY == 0 or len(costs.plain_own) < WINDOW:
+            costs.update()  # (medians: refreshed when a sample can move them much)
         train = max(earning - overhead, 0.0)
         cost = own_s + overhead + background_s
         wanted, due = self._planned
@@ -248,7 +217,7 @@ class Budget:
             t.snapshots_late += due and kind != SNAPSHOT
         if self.share is None:
             return
-        base = (own_s if kind == PLAIN else min(self._estimates["base"], own_s)) + background_s
+        base = (own_s if kind == PLAIN else min(costs.estimate("base"), own_s)) + background_s
         net = self.earned(train) - base
         income = self._to_stats(net)
         self.picture_pool += net - income
@@ -273,73 +242,9 @@ class Budget:
         MAPS_MARGIN × the maps' statistics' cost a step (a margin for the swings of its estimate;
         resnet18-shaped at batch 8: docs/speed.md). MAPS_MARGIN is 0 (off): see its comment."""
         part = (1 - PICTURE_PART) * net
-        if net > 0 and self._long_steps and self._own[MAPS]:
+        if net > 0 and self.costs.long_steps and self.costs.own[MAPS]:
             part = max(part, min(LONG_STATS_PART * net, MAPS_MARGIN * self.estimate(MAPS)))
         return part
-
-    def _split_loop(self, kind: str, own_loop: float, *, sample: bool = True, floor: float = 0.0) -> tuple[float, float]:
-        """(the part of the loop's time that earns a share, the probe's overhead in it). A loop more
-        than LOOP_OUTLIER times the usual plain one did other work too (an evaluation, a pause,
-        another loop): that time earns nothing, and on a probed step it is no probe overhead (the
-        usual one is charged, no sample taken). A snapshot the writer compressed meanwhile is none
-        either: `own_loop` is without the writer thread's CPU. `sample=False` (a kind's first
-        step): its overhead is charged, and kept out of the estimate (one-time costs).
-
-        From a kind's second sample on, a probed step is charged `_overhead_of` the samples (their
-        median; the smaller of two), not its own sample, which on a big net is mostly the
-        machine's swing (docs/speed.md); never less than `floor`, what the probe's reductions
-        measurably took in this loop.
-
-        Where steps are long (as plan() last saw them) a probed step whose work in the loop was
-        timed is charged that (`_overhead_of`), and no sample is taken: a 1-s loop swings by ±15 ms
-        from one step to the next, and nearly every step is probed there, so the plain loops to
-        compare with are old (a host's drift of a few percent reads as tens of ms)."""
-        if not self._plain_loop:
-            return own_loop, 0.0
-        typical = self.typical_loop()
-        limit = LOOP_OUTLIER * typical
-        earning = min(own_loop, limit)
-        if kind == PLAIN:
-            return earning, 0.0
-        if floor > 0 and sample:
-            self._floor[kind].append(floor)
-        if own_loop > limit or (self._long_steps and floor > 0 and sample):  # (a first step: charged whole)
-            return earning, min(self._overhead_of(kind, floor), earning)
-        overhead = own_loop - typical  # (not clamped: the machine's swings either way, around the probe's cost)
-        if sample:
-            self._overhead[kind].append(overhead)
-            if len(self._overhead[kind]) >= 2:  # the samples' median is charged, not this one's
-                overhead = self._overhead_of(kind, floor)  # (their smallest while fewer than 3)
-        return earning, min(max(overhead, floor, 0.0), earning)
-
-    def _overhead_of(self, kind: str, floor: float) -> float:
-        """A probed step's overhead, to charge and to plan with: `_typical` of the recent samples
-        (unclamped: clamping biases it up once most swings fall below it), never less than the
-        reductions timed in the loop (`floor`); only the floor where the samples cannot resolve it
-        (the standard error of their median above the floor: resnet18-shaped at batch 8). Where
-        the loops are steady (convnetjs-cifar) the median also holds what no callback times: the
-        hooks' dispatch, the caches evicted. Where steps are long, the floor: a 1-s loop's swings
-        bury what the timed work leaves out (resnet18-shaped at batch 8: ~2 ± 2 ms of a maps step's
-        ~17, 0.2% of the step), and samples of them had the estimate jump between the floor and
-        half as much again (docs/speed.md)."""
-        if floor > 0 and (self._long_steps or self._noise(len(self._overhead[kind])) > floor):
-            return floor
-        return max(_typical(self._overhead[kind]), floor, 0.0)
-
-    def _noise(self, n: int) -> float:
-        """The standard error of a median difference between n probed loops and the recent plain
-        ones, the loops' scale taken from the plain loops' median absolute deviation (normal
-        errors: σ ≈ 1.4826 MAD, a median's error ≈ 1.2533 σ/√n)."""
-        loops = self._plain_loop
-        if n == 0 or not loops:
-            return math.inf
-        mid = _median(loops)
-        sigma = 1.4826 * _median([abs(x - mid) for x in loops])
-        return 1.2533 * sigma * math.sqrt(1 / n + 1 / len(loops))
-
-    def typical_loop(self) -> float:
-        """The median loop time of recent plain steps (0 before any)."""
-        return _median(self._plain_loop)
 
     def _picture_cap(self) -> float:
         """What the picture pool holds at most (beyond it, earnings flow to statistics), and what a
@@ -366,7 +271,7 @@ class Budget:
         """What step `step` (the next one) records, decided at `now` (seconds); `step_s`: a typical
         step's wall seconds (0: unknown; then never the maps only)."""
         self.coast(step, now)
-        self._long_steps = self._long(step_s)
+        self.costs.long_steps = self._long(step_s)
         wanted, due = self._planned
         if self.share is None or self.snapshot_every == 0:  # no budget, or a snapshot every step asked
             kind = SNAPSHOT if due else STATS if wanted else PLAIN
@@ -400,7 +305,7 @@ class Budget:
         """The statistics pool `_long_step` needs for the whole statistics and for the maps' only
         (inf at the WEIGHTS_FLOOR-th: then the whole or none)."""
         stats, maps = self.estimate(STATS), self.estimate(MAPS)
-        credit = max(stats - maps, 0.0) if self._own[MAPS] else 0.0  # (none before the maps' cost is known)
+        credit = max(stats - maps, 0.0) if self.costs.own[MAPS] else 0.0  # (none before the maps' cost is known)
         if self._maps_since >= WEIGHTS_FLOOR:
             return stats - credit, math.inf
         return stats + (self.diagnosis_estimate() if self._diagnosis_overdue() else 0.0), maps - credit
@@ -418,7 +323,7 @@ class Budget:
         """The estimated cost of the next statistics step: the maps' only when they may come without
         the weights' side (long steps, the floor not reached) and their cost is known."""
         stats = self.estimate(STATS)
-        if self._own[MAPS] and self._long(step_s) and self._maps_since < WEIGHTS_FLOOR:
+        if self.costs.own[MAPS] and self._long(step_s) and self._maps_since < WEIGHTS_FLOOR:
             return min(stats, self.estimate(MAPS))
         return stats
 
@@ -439,12 +344,12 @@ class Budget:
         work cheaper than the cheapest recent plain step's, or one costlier that moves the median
         the estimates are reckoned from) can bring its statistics a step or more later, never
         fewer of them. 0: plan each."""
-        if self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or not self._plain_loop:
+        costs = self.costs
+        if self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or not costs.plain_loop:
             return 0
-        typical = self.typical_loop()
-        longest = min(max(self._plain_loop), LOOP_OUTLIER * typical)
-        per_step = max(self.earned(longest) - min(self._plain_own, default=0.0), 1e-12)  # at most
-        to_stats = (LONG_STATS_PART if self._own[MAPS] else 1 - PICTURE_PART) * per_step  # (at most)
+        longest = min(max(costs.plain_loop), LOOP_OUTLIER * costs.typical_loop())
+        per_step = max(self.earned(longest) - min(costs.plain_own, default=0.0), 1e-12)  # at most
+        to_stats = (LONG_STATS_PART if costs.own[MAPS] else 1 - PICTURE_PART) * per_step  # (at most)
         to_pictures = PICTURE_PART * per_step  # (at most)
         cap = self._picture_cap()
 
@@ -472,7 +377,7 @@ class Budget:
         due = self.last_snapshot is None or planned_at - self.last_snapshot >= self.snapshot_every
         self._planned = (step % self.every == 0, due)
         if step_s is not None:
-            self._long_steps = self._long(step_s)
+            self.costs.long_steps = self._long(step_s)
 
     def diagnose(self, step: int, step_s: float = 0.0) -> bool:
         """Whether this probed step also gives the live diagnosis a sample (decided on it, before
@@ -504,7 +409,7 @@ class Budget:
             return self.stats_pool >= cost
         steps = max(self.every, int(CADENCE_MARGIN * STATS_EVERY_S / step_s) if step_s > 0 else 1)
         after = self.stats_pool - self.estimate(STATS) - cost  # (a sample comes on a step with the whole statistics)
-        return after + steps * _median(self._income) >= self._next_stats(step_s)
+        return after + steps * median(self._income) >= self._next_stats(step_s)
 
     # ---- what it did ----------------------------------------------------------------------
     def report(self, *, reset_window: bool = True) -> dict[str, Any]:
