@@ -675,39 +675,61 @@ def test_the_statistics_probes_copy_of_w_before_the_optimizer_step_is_timed(
     in the training loop: that copy (3 ms here, on the thread's clock) is timed as probe work in the
     loop, beside the reductions (which take no time on this clock): the budget is told 3 ms on each
     statistics step, none on the first step (a snapshot: its probe's copy is not timed, its loop is
-    sampled whole). No optimizer hook is left, on close or when a probe cannot be entered."""
+    sampled whole). The copy runs on one torch thread (all of its CPU on the timing thread's clock),
+    and torch gets its two back after it, also when the copy raises. No optimizer hook is left, on
+    close or when a probe cannot be entered."""
     clocks = Clocks(tick=0.0)
-    copy = Probe._before_step
+    copy, threads_seen = Probe._before_step, []
 
     def slow_copy(self: Probe, *args: Any) -> None:
         clocks.cpu_t += 3 * MS
+        threads_seen.append(torch.get_num_threads())
         copy(self, *args)
 
     monkeypatch.setattr(Probe, "_before_step", slow_copy)
     optimizer_hooks = len(optim_hooks._global_optimizer_pre_hooks)
-    model, seen = _net(), []
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with watch(model, tmp_path / "run", snapshot_every=1e9, budget=None) as run:
-        run._clock, run._cpu, run._thread_cpu = clocks.wall, clocks.cpu, clocks.cpu
-        observe = run.budget.observe
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model, seen = _net(), []
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with watch(model, tmp_path / "run", snapshot_every=1e9, budget=None) as run:
+            run._clock, run._cpu, run._thread_cpu = clocks.wall, clocks.cpu, clocks.cpu
+            observe = run.budget.observe
 
-        def seen_observe(kind: str, loop_s: float | None, own_s: float, diagnosis_s: float = 0.0,
-                         background_s: float = 0.0, pictures_s: float = 0.0, probed_s: float = 0.0) -> None:  # fmt: skip
-            seen.append((kind, probed_s))
-            observe(kind, loop_s, own_s, diagnosis_s, background_s, pictures_s, probed_s)
+            def seen_observe(kind: str, loop_s: float | None, own_s: float, diagnosis_s: float = 0.0,
+                             background_s: float = 0.0, pictures_s: float = 0.0, probed_s: float = 0.0) -> None:  # fmt: skip
+                seen.append((kind, probed_s))
+                observe(kind, loop_s, own_s, diagnosis_s, background_s, pictures_s, probed_s)
 
-        run.budget.observe = seen_observe  # type: ignore[method-assign]
-        for _ in range(3):
-            _train_step(model, opt, clocks)
-            run.step()
-        assert len(optim_hooks._global_optimizer_pre_hooks) == optimizer_hooks + 3  # (the probe's, 2 timing)
-        monkeypatch.setattr(Probe, "__enter__", lambda self: (_ for _ in ()).throw(RuntimeError("no entry")))
-        run._disarm()
-        with pytest.raises(RuntimeError, match="no entry"):
-            run._arm(STATS)
-        assert len(optim_hooks._global_optimizer_pre_hooks) == optimizer_hooks
-    assert count_hooks(model) == 0 and len(optim_hooks._global_optimizer_pre_hooks) == optimizer_hooks
-    assert seen == [(SNAPSHOT, 0.0), (STATS, pytest.approx(3 * MS)), (STATS, pytest.approx(3 * MS))]
+            run.budget.observe = seen_observe  # type: ignore[method-assign]
+            for _ in range(3):
+                _train_step(model, opt, clocks)
+                assert torch.get_num_threads() == 2
+                run.step()
+            assert len(optim_hooks._global_optimizer_pre_hooks) == optimizer_hooks + 3  # (the probe's, 2 timing)
+        assert count_hooks(model) == 0 and len(optim_hooks._global_optimizer_pre_hooks) == optimizer_hooks
+        assert seen == [(SNAPSHOT, 0.0), (STATS, pytest.approx(3 * MS)), (STATS, pytest.approx(3 * MS))]
+        assert threads_seen == [2, 1, 1]  # (the snapshot probe's copy: torch's threads, untimed)
+
+        def failing_copy(self: Probe, *args: Any) -> None:
+            raise RuntimeError("copy failed")
+
+        monkeypatch.setattr(Probe, "_before_step", failing_copy)
+        with pytest.raises(RuntimeError, match="copy failed"), watch(model, tmp_path / "run2", budget=None) as run:
+            for _ in range(2):
+                _train_step(model, opt, clocks)  # (the second step's statistics probe: its copy raises)
+                run.step()
+        assert torch.get_num_threads() == 2
+        assert count_hooks(model) == 0 and len(optim_hooks._global_optimizer_pre_hooks) == optimizer_hooks
+        with watch(model, tmp_path / "run3", budget=None) as run:
+            monkeypatch.setattr(Probe, "__enter__", lambda self: (_ for _ in ()).throw(RuntimeError("no entry")))
+            run._disarm()
+            with pytest.raises(RuntimeError, match="no entry"):
+                run._arm(STATS)
+            assert len(optim_hooks._global_optimizer_pre_hooks) == optimizer_hooks
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_statistics_of_a_z_an_in_place_relu_writes_over_are_exact(tmp_path: Path) -> None:

@@ -64,6 +64,7 @@ class ModelHooks:
         self._armed: Probe | None = None
         self._copy_timing = HookSet()  # around the statistics probe's copy of W (`_arm`)
         self._copy_t0: float | None = None
+        self._copy_threads: int | None = None  # torch's threads while the copy runs on one
         self._plan = PLAIN
         self._timing = HookSet()
         self._t: dict[str, float] = {}
@@ -150,16 +151,30 @@ class ModelHooks:
         try:
             self._copy_timing.release()
         finally:
+            self._copy_threads_back()  # (an optimizer step that raised in the probe's copy)
             if armed is not None:
                 armed.close()
 
     def _copy_starts(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """The copy runs on one thread, as the reductions do (train/stats.py `one_thread`): a pass
+        over memory, as fast on one, and all of its CPU on the clock of the thread that times it."""
+        self._copy_threads_back()
+        threads = torch.get_num_threads()
+        if threads != 1:
+            self._copy_threads = threads
+            torch.set_num_threads(1)
         self._copy_t0 = self._reductions.clock()
 
     def _copy_ends(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         t0, self._copy_t0 = self._copy_t0, None
         if t0 is not None:
             self._reductions.spent += self._reductions.clock() - t0
+        self._copy_threads_back()
+
+    def _copy_threads_back(self) -> None:
+        threads, self._copy_threads = self._copy_threads, None
+        if threads is not None:
+            torch.set_num_threads(threads)
 
     @contextmanager
     def _unobserved(self) -> Iterator[None]:

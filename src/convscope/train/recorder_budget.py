@@ -23,7 +23,7 @@ the run writer's thread and of its timing hooks in the loop (both
 moved from the loop's time to the recorder's), and on a probed step the probe's overhead
 (train/recorder_costs.py `Costs.split_loop`: a median of recent samples, never less than the
 reductions timed in the loop and the statistics probe's copy of W before the optimizer step; where
-steps are long, those alone).
+steps are long, those alone when any was timed).
 The earnings go to two pools: 1/3 to pictures (snapshots; once it holds one snapshot's cost the
 rest flows to statistics) and 2/3 to statistics and diagnosis (`_to_stats`: where steps are longer
 than STATS_EVERY_S, up to 5/6 for MAPS_MARGIN × the maps' statistics' cost a step; off, 0). The writer thread's work on a
