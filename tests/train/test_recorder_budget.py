@@ -621,6 +621,21 @@ def test_a_recorder_coasts_over_plain_steps_and_loses_nothing(tmp_path: Path, mo
     assert total_on["steps"] == 300 and total_on["stats_steps"] == len(stats_on) > 20
 
 
+def _observed(run: Any) -> list[tuple[Any, ...]]:
+    """Every `run.budget.observe` call from now on, as (kind, loop_s, own_s, diagnosis_s,
+    background_s, pictures_s, probed_s); each still reaches the budget."""
+    calls: list[tuple[Any, ...]] = []
+    observe = run.budget.observe
+
+    def spy(kind: str, loop_s: float | None, own_s: float, diagnosis_s: float = 0.0,
+            background_s: float = 0.0, pictures_s: float = 0.0, probed_s: float = 0.0) -> None:  # fmt: skip
+        calls.append((kind, loop_s, own_s, diagnosis_s, background_s, pictures_s, probed_s))
+        observe(kind, loop_s, own_s, diagnosis_s, background_s, pictures_s, probed_s)
+
+    run.budget.observe = spy
+    return calls
+
+
 def test_what_the_writer_does_during_step_is_no_own_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The process clock counts the writer thread too, the thread clock in `step()` does not: when
     the writer compresses a snapshot (2 ms) while a statistics step's `step()` runs (its own work 1
@@ -630,12 +645,12 @@ def test_what_the_writer_does_during_step_is_no_own_time(tmp_path: Path, monkeyp
     monkeypatch.setattr(RunWriter, "background_cpu_split", property(lambda self: (writer["all"], writer["pictures"])))
     monkeypatch.setattr(RunWriter, "picture_costs", lambda self: [])
     clocks = Clocks(tick=0.0)
-    model, seen = _net(), []
+    model = _net()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with watch(model, tmp_path / "run", snapshot_every=1e9, budget=None) as run:
         run._clock, run._cpu, run._hook_s = clocks.wall, clocks.cpu, 0.0
         run._thread_cpu = lambda: clocks.cpu() - writer["all"]  # (this thread's: the process's less the writer's)
-        log_stats, observe = run._log_stats, run.budget.observe
+        log_stats, calls = run._log_stats, _observed(run)
 
         def busy_stats(*args: object) -> None:  # 1 ms of the recorder, 2.5 ms of the writer meanwhile
             clocks.cpu_t += 1 * MS + 2.5 * MS
@@ -643,17 +658,12 @@ def test_what_the_writer_does_during_step_is_no_own_time(tmp_path: Path, monkeyp
             writer["pictures"] += 2 * MS
             log_stats(*args)
 
-        def seen_observe(kind: str, loop_s: float | None, own_s: float, diagnosis_s: float = 0.0,
-                         background_s: float = 0.0, pictures_s: float = 0.0, probed_s: float = 0.0) -> None:  # fmt: skip
-            seen.append((kind, own_s, background_s, pictures_s))
-            observe(kind, loop_s, own_s, diagnosis_s, background_s, pictures_s, probed_s)
-
         run._log_stats = busy_stats  # type: ignore[method-assign]
-        run.budget.observe = seen_observe  # type: ignore[method-assign]
         for _ in range(3):
             _train_step(model, opt, clocks)
             run.step()
     assert count_hooks(model) == 0
+    seen = [(kind, own, background, pictures) for kind, _, own, _, background, pictures, _ in calls]
     kinds = [k for k, *_ in seen]
     assert kinds[1:] == ["stats", "stats"]  # (no budget: statistics every step; the first step a snapshot)
     for _, own, background, pictures in seen[1:]:
@@ -691,24 +701,18 @@ def test_the_statistics_probes_copy_of_w_before_the_optimizer_step_is_timed(
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        model, seen = _net(), []
+        model = _net()
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         with watch(model, tmp_path / "run", snapshot_every=1e9, budget=None) as run:
             run._clock, run._cpu, run._thread_cpu = clocks.wall, clocks.cpu, clocks.cpu
-            observe = run.budget.observe
-
-            def seen_observe(kind: str, loop_s: float | None, own_s: float, diagnosis_s: float = 0.0,
-                             background_s: float = 0.0, pictures_s: float = 0.0, probed_s: float = 0.0) -> None:  # fmt: skip
-                seen.append((kind, probed_s))
-                observe(kind, loop_s, own_s, diagnosis_s, background_s, pictures_s, probed_s)
-
-            run.budget.observe = seen_observe  # type: ignore[method-assign]
+            calls = _observed(run)
             for _ in range(3):
                 _train_step(model, opt, clocks)
                 assert torch.get_num_threads() == 2
                 run.step()
             assert len(optim_hooks._global_optimizer_pre_hooks) == optimizer_hooks + 3  # (the probe's, 2 timing)
         assert count_hooks(model) == 0 and len(optim_hooks._global_optimizer_pre_hooks) == optimizer_hooks
+        seen = [(kind, probed) for kind, *_, probed in calls]
         assert seen == [(SNAPSHOT, 0.0), (STATS, pytest.approx(3 * MS)), (STATS, pytest.approx(3 * MS))]
         assert threads_seen == [2, 1, 1]  # (the snapshot probe's copy: torch's threads, untimed)
 

@@ -63,8 +63,6 @@ class ModelHooks:
         }
         self._armed: Probe | None = None
         self._copy_timing = HookSet()  # around the statistics probe's copy of W (`_arm`)
-        self._copy_t0: float | None = None
-        self._copy_threads: int | None = None  # torch's threads while the copy runs on one
         self._plan = PLAIN
         self._timing = HookSet()
         self._t: dict[str, float] = {}
@@ -132,17 +130,17 @@ class ModelHooks:
             return
         self._disarm()
         if wanted is not None:
-            timed = plan == STATS  # its copy of W before the optimizer step writes into it: work in the
-            # loop, timed as its reductions are (global optimizer pre-hooks run in the order added)
+            timed = plan == STATS  # its copy of W before the optimizer step: work in the loop, timed
+            add, seen = self._copy_timing.add, self._reductions  # as its reductions are (Reductions.copy_starts)
             if timed:
-                self._copy_timing.add(optim_hooks.register_optimizer_step_pre_hook(self._copy_starts))
+                add(optim_hooks.register_optimizer_step_pre_hook(seen.copy_starts))
             try:
                 wanted.__enter__()
             except BaseException:
                 self._copy_timing.release()
                 raise
             if timed:
-                self._copy_timing.add(optim_hooks.register_optimizer_step_pre_hook(self._copy_ends))
+                add(optim_hooks.register_optimizer_step_pre_hook(seen.copy_ends))
             self._armed = wanted
             self._armed_passes = wanted.passes
 
@@ -151,30 +149,9 @@ class ModelHooks:
         try:
             self._copy_timing.release()
         finally:
-            self._copy_threads_back()  # (an optimizer step that raised in the probe's copy)
+            self._reductions.threads_back()  # (an optimizer step that raised in the probe's copy)
             if armed is not None:
                 armed.close()
-
-    def _copy_starts(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        """The copy runs on one thread, as the reductions do (train/stats.py `one_thread`): a pass
-        over memory, as fast on one, and all of its CPU on the clock of the thread that times it."""
-        self._copy_threads_back()
-        threads = torch.get_num_threads()
-        if threads != 1:
-            self._copy_threads = threads
-            torch.set_num_threads(1)
-        self._copy_t0 = self._reductions.clock()
-
-    def _copy_ends(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        t0, self._copy_t0 = self._copy_t0, None
-        if t0 is not None:
-            self._reductions.spent += self._reductions.clock() - t0
-        self._copy_threads_back()
-
-    def _copy_threads_back(self) -> None:
-        threads, self._copy_threads = self._copy_threads, None
-        if threads is not None:
-            torch.set_num_threads(threads)
 
     @contextmanager
     def _unobserved(self) -> Iterator[None]:

@@ -30,7 +30,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import torch
 from torch import Tensor
@@ -126,8 +126,8 @@ class Reductions:
     when the next block starts (z just read by what follows it). `pop(block)` hands them to
     `StatsInput.seen`; what the pass never handed over (the last block's z) is read there.
     `spent`: the seconds (by `clock`) its callbacks took (inside the training loop: the recorder
-    charges at least that much probe overhead, and adds the statistics probe's copy of W before the
-    optimizer step: train/model_hooks.py; `take_spent()` reads and resets it)."""
+    charges at least that much probe overhead; `take_spent()` reads and resets it), the statistics
+    probe's copy of W before the optimizer step included (`copy_starts`, `copy_ends`)."""
 
     def __init__(self, relu: Callable[[Block], bool], clock: Callable[[], float] = time.perf_counter) -> None:
         self._relu = relu
@@ -135,6 +135,8 @@ class Reductions:
         self.spent = 0.0
         self._of: weakref.WeakKeyDictionary[Block, Seen] = weakref.WeakKeyDictionary()
         self._last: weakref.ref[Block] | None = None  # the block of the last tap
+        self._copy_t0: float | None = None  # `copy_starts`' clock reading
+        self._threads: int | None = None  # torch's threads while the copy runs on one
 
     def _seen(self, block: Block) -> Seen:
         seen = self._of.get(block)
@@ -145,6 +147,32 @@ class Reductions:
     def take_spent(self) -> float:
         spent, self.spent = self.spent, 0.0
         return spent
+
+    def copy_starts(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """A global optimizer pre-hook added just before the statistics probe's own, which copies
+        the W it keeps before the step writes into it (capture/cow.py): that copy is probe work in
+        the loop, timed into `spent` until `copy_ends` (added just after the probe's; global
+        pre-hooks run in the order added). It runs on one torch thread, as the reductions do
+        (`one_thread`): a pass over memory, as fast on one, and all of its CPU on `clock`."""
+        self.threads_back()  # (a copy that raised)
+        threads = torch.get_num_threads()
+        if threads != 1:
+            self._threads = threads
+            torch.set_num_threads(1)
+        self._copy_t0 = self.clock()
+
+    def copy_ends(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        t0, self._copy_t0 = self._copy_t0, None
+        if t0 is not None:
+            self.spent += self.clock() - t0
+        self.threads_back()
+
+    def threads_back(self) -> None:
+        """torch's threads as before `copy_starts` (idempotent; the recorder calls it on disarming,
+        for an optimizer step that raised in the probe's copy)."""
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            torch.set_num_threads(threads)
 
     @_timed
     def tap(self, block: Block, field: str, t: Tensor) -> None:
