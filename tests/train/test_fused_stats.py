@@ -253,3 +253,32 @@ def test_update_ratio_of_big_weights_in_chunks_equals_float64() -> None:
         assert got[r.name]["update_ratio"] == pytest.approx(want, rel=1e-5), r.name
         assert got[r.name]["weight_norm"] == pytest.approx(r.weight.double().norm().item(), rel=1e-5)
         assert torch.equal(r.weight, w0) and torch.equal(r.previous_weight, p0)
+
+
+def test_range_and_norm_of_a_big_gradient_in_chunks_equals_float64() -> None:
+    """dL/da bigger than two CHUNKs is reduced chunk by chunk (its min, max and norm while each chunk
+    is in the cache): the min and max exactly torch's, the norm a float64 computation's; a NaN in one
+    chunk makes all three NaN, an inf the max and the norm inf; a small tensor takes torch's own
+    ops (their values, bit for bit). The chunked norm is nearer float64 than torch's one-pass norm
+    of the whole (short float32 sums)."""
+    from convscope.analysis.stats import CHUNK
+    from convscope.train.stats import range_and_norm
+
+    torch.manual_seed(5)
+    g = torch.randn(3 * CHUNK + 7) * 1e-3  # four chunks, the last of 7 elements
+    g[CHUNK + 11] = -0.25  # the minimum, in the second chunk
+    g[-1] = 0.5  # the maximum, in the short last chunk
+    lo, hi, norm = range_and_norm(g)
+    assert (lo.item(), hi.item()) == (-0.25, 0.5)
+    exact = g.double().norm().item()
+    assert norm.item() == pytest.approx(exact, rel=1e-5)  # (here 1.7e-6 off; float32 sums)
+    assert abs(norm.item() - exact) <= abs(torch.linalg.vector_norm(g).item() - exact)  # (5.2e-6 off)
+    with_nan, with_inf = g.clone(), g.clone()
+    with_nan[2 * CHUNK + 3] = math.nan
+    with_inf[5] = math.inf
+    assert all(math.isnan(v.item()) for v in range_and_norm(with_nan))
+    lo, hi, norm = range_and_norm(with_inf)
+    assert lo.item() == -0.25 and hi.item() == math.inf and norm.item() == math.inf
+    small = torch.randn(2 * CHUNK)
+    want = (*torch.aminmax(small), torch.linalg.vector_norm(small))
+    assert all(torch.equal(a, b) for a, b in zip(range_and_norm(small), want, strict=True))
