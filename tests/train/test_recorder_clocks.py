@@ -42,9 +42,9 @@ def test_another_threads_cpu_is_the_loops_not_the_recorders(tmp_path: Path) -> N
     with watch(model, tmp_path / "run", budget=None, snapshot_every=1e9) as run:
         observe = run.budget.observe
 
-        def seen_observe(kind: str, loop_s: float | None, own_s: float, *rest: float) -> None:
+        def seen_observe(kind: str, loop_s: float | None, own_s: float, *rest: float, **kw: bool) -> None:
             seen.append((kind, loop_s, own_s))
-            observe(kind, loop_s, own_s, *rest)
+            observe(kind, loop_s, own_s, *rest, **kw)
 
         run.budget.observe = seen_observe  # type: ignore[method-assign]
         own_before = run._own_cpu()

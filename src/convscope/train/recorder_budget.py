@@ -167,6 +167,7 @@ class Budget:
         background_s: float = 0.0,
         pictures_s: float = 0.0,
         probed_s: float = 0.0,
+        coasted: bool = False,
     ) -> None:
         """One finished step: what it recorded (`kind`), the loop's time before it (None for the
         first step), the recorder's time in `step()` (answering controls excluded; the diagnosis
@@ -178,7 +179,9 @@ class Budget:
         step's cost). Neither may be in `own_s` (the recorder takes what the writer did during
         `step()` out of it). `probed_s`: the time the probe's own reductions (and the statistics probe's copy of
         W) took inside the loop (`train.stats.Reductions.spent`), measured directly: the least
-        probe overhead charged, and where steps are long the overhead charged."""
+        probe overhead charged, and where steps are long the overhead charged. `coasted`: a plain
+        step the recorder ran without planning (`plain_ahead`; its own time a sample of that, the
+        others' of a planned one: `Costs.planning_extra`)."""
         background_s = min(background_s, loop_s or 0.0)
         pictures_s = min(pictures_s, (loop_s or 0.0) - background_s)
         first = not self._warm  # the recorder's first step: its one-time costs are the picture pool's
@@ -191,6 +194,7 @@ class Budget:
                 costs.plain_loop.append(own_loop)
         if kind == PLAIN:
             costs.plain_own.append(own_s)
+            (costs.coasted_own if coasted else costs.planned_own).append(own_s)
             self._plain_seen += 1
         elif kind in self._warm:
             costs.own[kind].append(own_s - diagnosis_s)
@@ -343,30 +347,39 @@ class Budget:
         cap (`_bound_pools`). A step that earns more than any recent one (a longer loop, or own
         work cheaper than the cheapest recent plain step's, or one costlier that moves the median
         the estimates are reckoned from) can bring its statistics a step or more later, never
-        fewer of them. 0: plan each."""
+        fewer of them. The step that plans after them costs more than a coasting one
+        (`Costs.planning_extra`: its objects are cold after the training step), and is reckoned to
+        earn that much less: else, where it costs more than a step earns (convnetjs-cifar at batch
+        32 on a slow host: ~0.35 ms against ~0.28), a pool one step short of its target is planned
+        at again and again and loses ground each time, and statistics came every ~40 steps instead
+        of ~20 (docs/speed.md). Where planned steps cost no more than coasting ones, this is what
+        planning every step would do; where they cost more, statistics can come a step later than a
+        plan at every step that cost nothing would bring them. 0: plan each."""
         costs = self.costs
         if self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or not costs.plain_loop:
             return 0
         longest = min(max(costs.plain_loop), LOOP_OUTLIER * costs.typical_loop())
         per_step = max(self.earned(longest) - min(costs.plain_own, default=0.0), 1e-12)  # at most
-        to_stats = (LONG_STATS_PART if costs.own[MAPS] else 1 - PICTURE_PART) * per_step  # (at most)
-        to_pictures = PICTURE_PART * per_step  # (at most)
+        part = LONG_STATS_PART if costs.own[MAPS] else 1 - PICTURE_PART  # (at most)
+        to_stats, to_pictures = part * per_step, PICTURE_PART * per_step
         cap = self._picture_cap()
+        extra = costs.planning_extra()  # the planning step's earnings fall short by this much
 
         def fewer_to(pool: float) -> int:
-            """The most steps after which the statistics pool still holds less than `pool`: it gets
-            `to_stats` a step, and the picture pool's overflow beyond its cap; so k steps leave it
-            below `pool` when both of these lines do (the most it can hold is
-            max(stats + k·to_stats, stats + pictures − cap + k·per_step))."""
+            """The most steps after which the statistics pool still holds less than `pool` once the
+            planning step after them is in (it earns `extra` less): it gets `to_stats` a step, and
+            the picture pool's overflow beyond its cap; so k steps leave it below `pool` when both
+            of these lines do (the most it can hold is max(stats + k·to_stats, stats + pictures −
+            cap + k·per_step))."""
             gap = pool - self.stats_pool
-            return min(_fewer(gap, to_stats), _fewer(gap + cap - self.picture_pool, per_step))
+            return min(_fewer(gap + part * extra, to_stats), _fewer(gap + cap - self.picture_pool + extra, per_step))
 
         ahead = fewer_to(min(self._long_needs()) if self._long(step_s) else self.estimate(STATS))  # (what plan() asks)
         due_in = self.last_snapshot + self.snapshot_every - now
         if due_in > 0:
             ahead = min(ahead, _fewer(due_in, step_s) if step_s > 0 else 0)
         else:  # due: waits for the picture pool (its third a step, to its cap) or a stats pool in debt
-            ahead = min(ahead, max(_fewer(cap - self.picture_pool, to_pictures), fewer_to(0.0)))
+            ahead = min(ahead, max(_fewer(cap - self.picture_pool + PICTURE_PART * extra, to_pictures), fewer_to(0.0)))
         return ahead
 
     def coast(self, step: int, planned_at: float, step_s: float | None = None) -> None:

@@ -324,7 +324,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
             self.budget.coast(s, planned_at, typical)
             planned_at = at  # (~ the end of that step: a coasting step takes microseconds)
             spent = rate * (loop or 0.0)
-            self.budget.observe(PLAIN, loop, own, 0.0, (1 - part) * spent + hook * passes, part * spent)
+            self.budget.observe(PLAIN, loop, own, 0.0, (1 - part) * spent + hook * passes, part * spent, coasted=True)
         if step is not None:
             typical = self._typical_wall()
             if entered is not None:
