@@ -655,6 +655,36 @@ def test_a_recorder_coasts_over_plain_steps_and_loses_nothing(tmp_path: Path, mo
     assert total_on["steps"] == 300 and total_on["stats_steps"] == len(stats_on) > 20
 
 
+def test_a_control_poll_and_a_report_come_with_a_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poll of the page's controls, a recording report and a commit each make a step plan (no
+    coasting); of the same period (0.25 s), a poll and a commit drifted apart after a snapshot's
+    commit and made two such steps every period. One due within the next commit interval now comes
+    with the commit: 10 ms steps, a snapshot every 0.7 s (its step commits), every poll and report
+    on a commit's step, and none more than a period and a step apart."""
+    monkeypatch.setattr(RunWriter, "background_cpu_split", property(lambda self: (0.0, 0.0)))
+    monkeypatch.setattr(RunWriter, "picture_costs", lambda self: [])
+    clocks = Clocks(tick=0.0)
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    commits: list[int] = []
+    polls: list[int] = []
+    reports: list[int] = []
+    with watch(model, tmp_path / "run", snapshot_every=0.7) as run:
+        run._clock, run._cpu, run._hook_s = clocks.wall, clocks.cpu, 0.0
+        run._thread_cpu = clocks.cpu
+        commit, poll, report = run._commit, run.writer.poll_controls, run._report
+        run._commit = lambda now: commits.append(run.step_index - 1) or commit(now)  # type: ignore[method-assign]
+        run.writer.poll_controls = lambda: polls.append(run.step_index - 1) or poll()  # type: ignore[method-assign]
+        run._report = lambda step, now: reports.append(step) or report(step, now)  # type: ignore[method-assign]
+        for _ in range(300):
+            _, _, loss = _train_step(model, opt, clocks)
+            run.step(loss=loss)
+    assert len(polls) > 10 and len(reports) > 1 and len(commits) >= len(polls)
+    assert set(polls) <= set(commits) and set(reports[:-1]) <= set(commits)  # (the last: at close)
+    assert max(b - a for a, b in zip(polls, polls[1:], strict=False)) <= 26  # 0.25 s and a step
+    assert count_hooks(model) == 0
+
+
 def _observed(run: Any) -> list[tuple[Any, ...]]:
     """Every `run.budget.observe` call from now on, as (kind, loop_s, own_s, diagnosis_s,
     background_s, pictures_s, probed_s); each still reaches the budget."""

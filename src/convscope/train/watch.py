@@ -223,14 +223,20 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs):
             armed.forget()  # probed step (Probe.forget; never inside a pass, e.g. a step() from a hook)
         self.step_index = step + 1
         done = self._clock()
-        if plan == SNAPSHOT or done - self._last_commit >= self.commit_every:
+        committed = plan == SNAPSHOT or done - self._last_commit >= self.commit_every
+        if committed:
             self._commit(done)
-        if done - self._last_report >= REPORT_EVERY:
+        # a report or a control poll due within the next commit interval comes now, with the commit:
+        # a step that does any of them plans (no coasting), and such a step costs ~0.35 ms after a
+        # training step where a coasting one costs ~0.03 (docs/speed.md); apart, a poll and a commit
+        # of the same period drift apart and make two of them every period
+        early = self.commit_every if committed else 0.0
+        if done - self._last_report >= REPORT_EVERY - early:
             self._last_report = done
             self._report(step, done)
         self._last_step_time = done
         controls_s = 0.0
-        if done - self._last_poll >= self.poll_every:
+        if done - self._last_poll >= self.poll_every - early:
             self._last_poll = done
             controls = self.writer.poll_controls()  # the polling is the recorder's cost ...
             if controls or self.paused:
