@@ -261,8 +261,7 @@ def test_range_and_norm_of_a_big_gradient_in_chunks_equals_float64() -> None:
     chunk makes all three NaN, an inf the max and the norm inf; a small tensor takes torch's own
     ops (their values, bit for bit). The chunked norm is nearer float64 than torch's one-pass norm
     of the whole (short float32 sums)."""
-    from convscope.analysis.stats import CHUNK
-    from convscope.train.stats import range_and_norm
+    from convscope.analysis.stats import CHUNK, range_and_norm
 
     torch.manual_seed(5)
     g = torch.randn(3 * CHUNK + 7) * 1e-3  # four chunks, the last of 7 elements

@@ -45,18 +45,8 @@ statistics cost ~2.4% of a step, the maps' ~1.4%: docs/speed.md). With `share=No
 mode). What was skipped is counted and reported (`report()`), and the recorder writes it into the
 run (json "recording") for the page. docs/speed.md gives the measurements behind each rule.
 
-Coasting: after a step's training the recorder's own objects are cold, so each one it touches
-costs (a plain step that planned for itself took ~150 µs, ten times its warm cost). `plain_ahead()`
-says how many coming steps stay plain even if each earns as much as the richest recent plain step
-(each pool getting its part of it), the step that plans after them earning what planning costs
-beyond coasting less (`Costs.planning_extra`);
-the recorder runs those with only their scalars logged and gives them to the budget (`coast`, then
-`observe`) on the next full step. While no loop is longer, and no plain step's own work cheaper
-or costlier, than the recent ones, and planning costs no more than coasting, what it records is
-what planning every step records (tests/train/test_recorder_budget.py); a longer loop or a cheaper
-step can bring statistics a step or so later, never fewer of them; where planning costs more,
-statistics can come a step later than free plans would bring them, and far more often than plans
-that cost more than a step earns (docs/speed.md).
+Coasting (train/coasting.py): `plain_ahead()` says how many coming steps stay plain; `coast()` notes
+what a step run without planning wanted.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import torch
 from torch import Tensor
 
-from convscope.analysis.stats import CHUNK, chunked_norm, flat
+from convscope.analysis.stats import CHUNK, chunked_norm, flat, range_and_norm
 from convscope.capture import Block
 
 P = ParamSpec("P")
@@ -215,22 +215,6 @@ class Reductions:
     def pop(self, block: Block) -> Seen | None:
         self._last = None
         return self._of.pop(block, None)
-
-
-def range_and_norm(f: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """min, max and ‖f‖ of a 1-D tensor. Past a few CHUNKs (1 MiB each), each chunk is reduced twice
-    while it is in the CPU cache (its min and max, then its norm), not the whole tensor twice: a
-    map bigger than the cache is read from memory once (dL/da of resnet18-shaped at batch 8: each
-    of its first maps is 6.4-25.7 MB). NaN anywhere gives NaN for all three, as torch's do."""
-    if f.numel() <= 2 * CHUNK:
-        return (*torch.aminmax(f), torch.linalg.vector_norm(f))
-    lows, highs, norms = [], [], []
-    for chunk in f.split(CHUNK):
-        lo, hi = torch.aminmax(chunk)
-        lows.append(lo)
-        highs.append(hi)
-        norms.append(torch.linalg.vector_norm(chunk))
-    return torch.stack(lows).min(), torch.stack(highs).max(), torch.linalg.vector_norm(torch.stack(norms))
 
 
 @one_thread
