@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import weakref
 from typing import Any
 
 import pytest
@@ -204,6 +205,7 @@ def test_reductions_as_the_pass_makes_them_equal_block_stats_of_a_full_capture(
     rows, names = [], list(probe.trace)
     for name, b in probe.trace.items():
         assert b.grad_a is None  # reduced in the backward, not kept
+        assert b.activation is None or b.z is None, name  # let go once its activation's map was reduced
         s = seen.pop(b)
         assert (s is not None and s.z_range is not None) == (name != "fc"), name  # (fc's z: read after)
         if s is not None:
@@ -281,3 +283,44 @@ def test_range_and_norm_of_a_big_gradient_in_chunks_equals_float64() -> None:
     small = torch.randn(2 * CHUNK)
     want = (*torch.aminmax(small), torch.linalg.vector_norm(small))
     assert all(torch.equal(a, b) for a, b in zip(range_and_norm(small), want, strict=True))
+
+
+def test_a_statistics_pass_lets_go_of_z_once_its_activation_map_is_reduced() -> None:
+    """conv → ReLU (not in place) → pool: autograd keeps a (ReLU's result), not z. The statistics
+    probe's reductions let go of the kept z at the ReLU's tap, so z is freed there, before the next
+    block's conv runs (its memory reused while in the CPU cache); a full capture keeps it. The
+    numbers are block_stats' of the full capture; no hook is left and the model is its twin's."""
+    from _helpers import assert_same_model
+
+    from convscope.train.model_hooks import STATS_KEEP
+    from convscope.train.stats import Reductions
+
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 4 * 4, 3))  # fmt: skip
+    twin = copy.deepcopy(model)
+    x, y = torch.randn(2, 3, 8, 8), torch.tensor([0, 2])
+    seen = Reductions(lambda block: block.activation in RELU)
+    z_of: dict[str, Any] = {}
+    alive_at_next_conv: list[bool] = []
+
+    def tap(block: Any, field: str, t: torch.Tensor) -> None:
+        if field == "z":
+            z_of[block.name] = weakref.ref(t)
+        if field == "x" and block.name == "3":
+            alive_at_next_conv.append(z_of["0"]() is not None)
+        seen.tap(block, field, t)
+
+    with Probe(model, keep=STATS_KEEP, tap=tap, overwrite=seen.overwrite, grad_tap=seen.grad_tap) as probe:
+        F.cross_entropy(model(x), y).backward()
+    assert alive_at_next_conv == [False]  # conv 0's z freed before conv 3 ran
+    assert probe.trace["0"].z is None and probe.trace["3"].z is None and probe.trace["6"].z is not None
+    with Probe(twin) as full:
+        F.cross_entropy(twin(x), y).backward()
+    assert full.trace["0"].z is not None
+    got = fused_stats([StatsInput(n, b.a, b.z, b.grad_a, relu=b.activation in RELU, seen=seen.pop(b))
+                       for n, b in probe.trace.items()])  # fmt: skip
+    for name, b in full.trace.items():
+        one = block_stats(b.a, b.z, b.grad_a, None, None, relu=b.activation in RELU)
+        assert got[name] == pytest.approx(one, rel=1e-6, abs=1e-7), name
+    assert_same_model(model, twin)

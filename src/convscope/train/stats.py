@@ -124,7 +124,11 @@ class Reductions:
     z's range is read just before an in-place op writes over z (an in-place ReLU, a residual
     `+=`: where the probe would copy it), else at a's tap (z just read by the activation), else
     when the next block starts (z just read by what follows it). `pop(block)` hands them to
-    `StatsInput.seen`; what the pass never handed over (the last block's z) is read there.
+    `StatsInput.seen`; what the pass never handed over (the last block's z) is read there. A
+    block's kept z is let go once its activation's map is reduced (`block.z` is then None): else it
+    would live to the end of the pass, and the pass's next maps would take fresh memory instead
+    of z's, still in the cache (on convnetjs-cifar at batch 32 a statistics step's pass then costs
+    ~0.3 ms more: docs/speed.md).
     `spent`: the seconds (by `clock`) its callbacks took (inside the training loop: the recorder
     charges at least that much probe overhead; `take_spent()` reads and resets it), the statistics
     probe's copy of W before the optimizer step included (`copy_starts`, `copy_ends`)."""
@@ -188,6 +192,7 @@ class Reductions:
     def _a(self, block: Block, a: Tensor) -> None:
         seen = self._z_range(block)
         seen.a = _a_part(a.detach(), self._relu(block) and seen.z_range is not None)
+        block.z = None  # read: let go now, so the pass reuses its memory while in the CPU cache
 
     def _z_range(self, block: Block) -> Seen:
         """z's range from the kept z (intact: an in-place write over it went through `overwrite`)."""
