@@ -258,7 +258,7 @@ def test_update_ratio_of_big_weights_in_chunks_equals_float64() -> None:
 
 
 def test_range_and_norm_of_a_big_gradient_in_chunks_equals_float64() -> None:
-    """dL/da bigger than two CHUNKs is reduced chunk by chunk (its min, max and norm while each chunk
+    """dL/da bigger than two CHUNKs is reduced chunk by chunk (its norm, max and min while each chunk
     is in the cache): the min and max exactly torch's, the norm a float64 computation's; a NaN in one
     chunk makes all three NaN, an inf the max and the norm inf; a small tensor takes torch's own
     ops (their values, bit for bit). The chunked norm is nearer float64 than torch's one-pass norm
@@ -280,6 +280,9 @@ def test_range_and_norm_of_a_big_gradient_in_chunks_equals_float64() -> None:
     assert all(math.isnan(v.item()) for v in range_and_norm(with_nan))
     lo, hi, norm = range_and_norm(with_inf)
     assert lo.item() == -0.25 and hi.item() == math.inf and norm.item() == math.inf
+    with_inf[3 * CHUNK] = -math.inf  # (the last chunk's first element)
+    lo, hi, norm = range_and_norm(with_inf)
+    assert lo.item() == -math.inf and hi.item() == math.inf and norm.item() == math.inf
     small = torch.randn(2 * CHUNK)
     want = (*torch.aminmax(small), torch.linalg.vector_norm(small))
     assert all(torch.equal(a, b) for a, b in zip(range_and_norm(small), want, strict=True))
