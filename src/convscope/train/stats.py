@@ -13,8 +13,8 @@ are reduced by `Reductions` as the pass makes them (in the CPU cache), and a sna
 maps here, by the same functions; the norms of all layers (W, W - W_prev, dL/dW, and a kept
 dL/da) are ONE `torch._foreach_norm`, the differences W - W_prev one `_foreach_sub` (a big W's
 through a small buffer: `chunked_norm`); z gives its minimum and maximum in one `aminmax` pass,
-a dL/da reduced as it comes its three numbers in one pass over memory (`range_and_norm`, chunk by
-chunk when big); every result is viewed 1-D, joined by one `cat` and read back with one
+a dL/da reduced as it comes gives its three numbers in one pass over memory (`range_and_norm`,
+chunk by chunk when big); every result is viewed 1-D, joined by one `cat` and read back with one
 `.tolist()`; what follows from those numbers (a's min and max, the dead-map fraction, the mean,
 the update ratio) is worked out in Python on the host. A ReLU block (a = max(z, 0)) reads z once
 (aminmax) and a once (per-channel sums over contiguous rows of H·W): a's min and max are
