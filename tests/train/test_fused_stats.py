@@ -292,7 +292,8 @@ def test_a_statistics_pass_lets_go_of_z_once_its_activation_map_is_reduced() -> 
     """conv → ReLU (not in place) → pool: autograd keeps a (ReLU's result), not z. The statistics
     probe's reductions let go of the kept z at the ReLU's tap, so z is freed there, before the next
     block's conv runs (its memory reused while in the CPU cache); a full capture keeps it. The
-    numbers are block_stats' of the full capture; no hook is left and the model is its twin's."""
+    numbers are block_stats' of the full capture; no hook is left and the model is its twin's, also
+    after a tap that raised mid-pass."""
     from _helpers import assert_same_model
 
     from convscope.train.model_hooks import STATS_KEEP
@@ -326,4 +327,14 @@ def test_a_statistics_pass_lets_go_of_z_once_its_activation_map_is_reduced() -> 
     for name, b in full.trace.items():
         one = block_stats(b.a, b.z, b.grad_a, None, None, relu=b.activation in RELU)
         assert got[name] == pytest.approx(one, rel=1e-6, abs=1e-7), name
+    assert_same_model(model, twin)
+
+    def raising(block: Any, field: str, t: torch.Tensor) -> None:
+        seen.tap(block, field, t)
+        if field == "x" and block.name == "3":  # after conv 0's z was let go
+            raise RuntimeError("tap failed")
+
+    with pytest.raises(RuntimeError, match="tap failed"), Probe(model, keep=STATS_KEEP, tap=raising,
+                                                                overwrite=seen.overwrite, grad_tap=seen.grad_tap):  # fmt: skip
+        model(x)
     assert_same_model(model, twin)
