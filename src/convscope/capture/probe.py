@@ -91,7 +91,10 @@ class Probe(KeptTensors):
     the usual copy. `grad_tap(block, field, grad)`, if given, is called with dL/da and dL/dz
     ("grad_a", "grad_z") of every wanted block as the backward makes them (detached, channels
     first), kept or not: a reduction there reads them while they are in the CPU cache and lets
-    the backward reuse their memory. Each forward of `model` inside the probe
+    the backward reuse their memory. A callback may also let go of a kept x, conv, z or a it has
+    read (set the block's field to None, as `overwrite` returning True does): the probe then keeps
+    no copy of it, and the pass can reuse its memory (train/stats.py `Reductions` lets go of z once
+    its activation is reduced). Each forward of `model` inside the probe
     is one pass and `probe.trace` is the last one (an earlier trace you kept a reference to
     stays valid; the probe itself holds only the last, so a training loop does not grow
     memory). Run the backward inside the `with` block to get gradients. `probe.passes`
