@@ -82,6 +82,37 @@ def test_controls_reach_the_trainer(tmp_path: Path) -> None:
     assert saved  # the checkpoint was taken from a live model
 
 
+def test_the_settings_are_logged_on_a_nets_first_step_and_when_they_change(tmp_path: Path) -> None:
+    """lr, momentum, batch size and weight decay stay constant between controls: the store has them at
+    the run's first step, at each step where one changed, and at a new net's first step (the page
+    reads a net's own span), not on every step; the other scalars come every step."""
+    trainer = Trainer(TrainConfig(**SMALL), tmp_path / "run")  # type: ignore[arg-type]
+    reader = RunReader(tmp_path / "run")
+    trainer.recorder.poll_every = 0.0
+    for _ in range(2):
+        trainer.train_step()
+    reader.send_control("lr", 0.05)
+    trainer.train_step()  # step 2 polls after its commit: step 3 runs with lr 0.05
+    trainer.train_step()
+    trainer.train_step()
+    reader.send_control("lr", 0.05)  # the same value again: nothing changed, nothing logged
+    trainer.train_step()  # step 5 (it applies it)
+    reader.send_control("model", "zoo:tiny-vgg")
+    trainer.train_step()  # step 6 restarts with the new net: step 7 is its first
+    trainer.train_step()
+    trainer.train_step()
+    trainer.recorder.writer.flush()
+    sc = reader.scalars()
+    c = TrainConfig()
+    first = {"lr": c.lr, "momentum": c.momentum, "batch_size": 16.0, "weight_decay": c.weight_decay}
+    assert {k: sc[k] for k in first} == {
+        k: [(0, v), (3, 0.05 if k == "lr" else v), (7, 0.05 if k == "lr" else v)] for k, v in first.items()
+    }
+    assert [s for s, _ in sc["loss"]] == list(range(9)) and [s for s, _ in sc["train_acc"]] == list(range(9))
+    assert _answer(reader, "model")["applied_step"] == 7 and trainer.model_spec == "zoo:tiny-vgg"
+    trainer.recorder.close()
+
+
 def test_kill_minus_9_keeps_every_committed_step(tmp_path: Path) -> None:
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -32,6 +32,10 @@ from convscope.train.trainer_data import Data
 from convscope.train.watch import Recorder
 
 VAL_SHARE = 0.03  # validation passes may take at most this share of the training time
+# the settings a control can change: scalars logged on a net's first step and on each step where one
+# changed, not on every step (a third of the ~12 scalars a step; the run writer's thread spent ~20 us
+# a step less on convnetjs-cifar at batch 32: docs/speed.md); the page shows the latest of each
+SETTINGS = ("lr", "momentum", "batch_size", "weight_decay")
 
 
 def is_evolution_step(done: int) -> bool:
@@ -98,6 +102,7 @@ class Trainer(TrainerControls):
         self._cursor = 0
         self._evolution_off = config.evolution_checkpoints == 0
         self._net_start = 0  # the run's step index at which the net now training took its first step
+        self._settings_logged: tuple[float, ...] | None = None  # lr, momentum, batch size, weight decay as last logged
 
     # ---- threads (train/threads.py) ------------------------------------------------------
     @property
@@ -219,12 +224,11 @@ class Trainer(TrainerControls):
             hits, *w_norms = torch.stack([right, *norms]).tolist()  # one host transfer
         sq = sum(v * v for v in w_norms)
         self._acc_window.append(hits / len(yb))
-        metrics.update(
-            train_acc=sum(self._acc_window) / len(self._acc_window),
-            wd_loss=0.5 * self.weight_decay * sq,
-            lr=self.lr, momentum=self.momentum, batch_size=float(self.batch_size),
-            weight_decay=self.weight_decay,
-        )  # fmt: skip
+        metrics.update(train_acc=sum(self._acc_window) / len(self._acc_window), wd_loss=0.5 * self.weight_decay * sq)
+        settings = (self.lr, self.momentum, float(self.batch_size), self.weight_decay)
+        if settings != self._settings_logged:  # constant between controls: logged when they change
+            metrics.update(zip(SETTINGS, settings, strict=True))
+            self._settings_logged = settings  # (before step(): the controls it answers can change them, or a new net ask anew)
         step = self.recorder.step(loss=loss_value, **metrics)
         self._keep_evolution(step + 1)
         self._trained_since_val += time.process_time() - started

@@ -109,6 +109,7 @@ class TrainerControls:
     _val_cost: float | None
     _acc_window: deque[float]
     _net_start: int
+    _settings_logged: tuple[float, ...] | None
     _evolution_off: bool
     _build: Callable[[str], tuple[nn.Module, tuple[int, int, int]]]
     _optimizer: Callable[[], torch.optim.SGD]
@@ -184,6 +185,7 @@ class TrainerControls:
         self._acc_window.clear()
         self.nonfinite_step = None
         self._net_start = self.recorder.step_index  # this net's first step: its own evolution series
+        self._settings_logged = None  # logged again on its first step (the page reads a net's own span)
         self._evolution_off = self.config.evolution_checkpoints == 0
         self.recorder.swap_model(model)
         self.recorder.probe_images, self.recorder.probe_transform = self.data.xval, self.data.norm
