@@ -345,9 +345,15 @@ class Budget:
         earn that much less: else, where it costs more than a step earns (convnetjs-cifar at batch
         32 on a slow host: ~0.35 ms against ~0.28), a pool one step short of its target is planned
         at again and again and loses ground each time, and statistics came every ~40 steps instead
-        of ~20 (docs/speed.md). Where planned steps cost no more than coasting ones, this is what
-        planning every step would do; where they cost more, statistics can come a step later than a
-        plan at every step that cost nothing would bring them. 0: plan each."""
+        of ~20 (docs/speed.md). And where planning costs more, k is at least the steps after which
+        the statistics pool is still short if each brings it what recent steps brought it (the
+        median of `_income`, less than the bound above by the writer thread's share and the
+        picture pool's part): the bound alone closes the gap by a part each plan, and the built-in
+        trainer planned ~6 plain steps per statistics step, each ~0.35 ms (docs/speed.md). Where
+        planned steps cost no more than coasting ones, this is what planning every step would do;
+        where they cost more, statistics can come a step or so later than a plan at every step that
+        cost nothing would bring them (if the steps being coasted over bring more than recent ones
+        did). 0: plan each."""
         costs = self.costs
         if self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or not costs.plain_loop:
             return 0
@@ -367,7 +373,11 @@ class Budget:
             gap = pool - self.stats_pool
             return min(_fewer(gap + part * extra, to_stats), _fewer(gap + cap - self.picture_pool + extra, per_step))
 
-        ahead = fewer_to(min(self._long_needs()) if self._long(step_s) else self.estimate(STATS))  # (what plan() asks)
+        target = min(self._long_needs()) if self._long(step_s) else self.estimate(STATS)  # (what plan() asks)
+        ahead = fewer_to(target)
+        typical = median(self._income) if extra > 0 and self._income else 0.0  # to the statistics, a step
+        if typical > 0:  # planning costs: coast as far as steps that bring what recent ones did leave it short
+            ahead = max(ahead, _fewer(target - self.stats_pool + part * extra, typical))
         due_in = self.last_snapshot + self.snapshot_every - now
         if due_in > 0:
             ahead = min(ahead, _fewer(due_in, step_s) if step_s > 0 else 0)
