@@ -143,6 +143,7 @@ class FakeTrainer:
         self.writer = RunWriter(path, config=CONFIG, meta=META)
         self.step = 0
         self.lr = CONFIG["lr"]
+        self._lr_logged: float | None = None
         self.paused = False
         self.acked: list[tuple[str, Any]] = []
         self._stop = threading.Event()
@@ -178,8 +179,11 @@ class FakeTrainer:
     def _write_step(self, step: int) -> None:
         w = self.writer
         g = torch.Generator().manual_seed(step)
-        w.log_scalars(step, {**scalars_of(step), "loss": 2.0 / (1 + step), "lr": self.lr,
+        w.log_scalars(step, {**scalars_of(step), "loss": 2.0 / (1 + step),
                              "train_acc": step / (step + 4.0), "examples": 4.0 * (step + 1)})  # fmt: skip
+        if self.lr != self._lr_logged:  # as the built-in trainer logs its settings: when they change
+            w.log_scalars(step, {"lr": self.lr})
+            self._lr_logged = self.lr
         if step % 5 == 0:
             w.log_scalars(step, {"val_acc": min(1.0, 0.05 * step)})
             w.log_json(step, "predictions", PREDICTIONS)

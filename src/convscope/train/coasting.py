@@ -3,15 +3,16 @@ this in). After a step's training the recorder's own objects are cold, so each o
 (a plain step that planned for itself took ~150 µs, ten times its warm cost; ~0.35 ms on stop 40's
 host). `Budget.plain_ahead` says how many coming steps stay plain even if each earns as much as the
 richest recent plain step (each pool getting its part of it), the step that plans after them earning
-what planning costs beyond coasting less (`Costs.planning_extra`); the recorder runs those with only
-their scalars logged (`_coast`) and gives them to the budget (`coast`, then `observe`) on the next
-full step (`_observe_coasted`). A commit, report or control poll that falls due makes a step a full
+what planning costs beyond coasting less (`Costs.planning_extra`), and where planning costs more,
+at least as many as leave the statistics short at what recent steps brought them; the recorder runs
+those with only their scalars logged (`_coast`) and gives them to the budget (`coast`, then
+`observe`) on the next full step (`_observe_coasted`). A commit, report or control poll that falls due makes a step a full
 one (`_nothing_due`). While no loop is longer, and no plain step's own work cheaper or costlier,
 than the recent ones, and planning costs no more than coasting, what it records is what planning
 every step records (tests/train/test_recorder_budget.py); a longer loop or a cheaper step can bring
 statistics a step or so later, never fewer of them; where planning costs more, statistics can come a
-step later than free plans would bring them, and far more often than plans that cost more than a
-step earns (docs/speed.md).
+step or so later than free plans would bring them (more right after steps start bringing more),
+and far more often than plans that cost more than a step earns (docs/speed.md).
 """
 
 from __future__ import annotations

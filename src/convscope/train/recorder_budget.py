@@ -342,18 +342,13 @@ class Budget:
         the estimates are reckoned from) can bring its statistics a step or more later, never
         fewer of them. The step that plans after them costs more than a coasting one
         (`Costs.planning_extra`: its objects are cold after the training step), and is reckoned to
-        earn that much less: else, where it costs more than a step earns (convnetjs-cifar at batch
-        32 on a slow host: ~0.35 ms against ~0.28), a pool one step short of its target is planned
-        at again and again and loses ground each time, and statistics came every ~40 steps instead
-        of ~20 (docs/speed.md). And where planning costs more, k is at least the steps after which
-        the statistics pool is still short if each brings it what recent steps brought it (the
-        median of `_income`, less than the bound above by the writer thread's share and the
-        picture pool's part): the bound alone closes the gap by a part each plan, and the built-in
-        trainer planned ~6 plain steps per statistics step, each ~0.35 ms (docs/speed.md). Where
-        planned steps cost no more than coasting ones, this is what planning every step would do;
-        where they cost more, statistics can come a step or so later than a plan at every step that
-        cost nothing would bring them (if the steps being coasted over bring more than recent ones
-        did). 0: plan each."""
+        earn that much less (else a pool a step short of its target is planned at again and again,
+        each plan costing more than a step earns); and k is at least the steps that leave the
+        statistics pool short at what recent steps brought it (`_income`; the bound alone closed
+        the gap by about half a plan: docs/speed.md). Where planned steps cost no more than
+        coasting ones, this is what planning every step would do; where they cost more, statistics
+        can come a step or so later than free plans would bring them, more where steps now bring
+        more than the recent ones did. 0: plan each."""
         costs = self.costs
         if self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or not costs.plain_loop:
             return 0
@@ -375,8 +370,11 @@ class Budget:
 
         target = min(self._long_needs()) if self._long(step_s) else self.estimate(STATS)  # (what plan() asks)
         ahead = fewer_to(target)
-        typical = median(self._income) if extra > 0 and self._income else 0.0  # to the statistics, a step
-        if typical > 0:  # planning costs: coast as far as steps that bring what recent ones did leave it short
+        # planning costs: as far as steps bringing what recent ones did (the median, or the last if
+        # more) leave it short; the planning step's shortfall at `part` (with a full picture pool all
+        # of it: k errs short there)
+        typical = max(median(self._income), self._income[-1]) if extra > 0 and self._income else 0.0
+        if typical > 0:
             ahead = max(ahead, _fewer(target - self.stats_pool + part * extra, typical))
         due_in = self.last_snapshot + self.snapshot_every - now
         if due_in > 0:
