@@ -60,6 +60,9 @@ def weight_of(step: int) -> torch.Tensor:
     return (v - 50.0) / 64.0 * (1.0 + step)
 
 
+SETTINGS = ("lr", "momentum", "batch_size", "weight_decay")  # FakeTrainer logs them when they change
+
+
 def scalars_of(step: int) -> dict[str, float]:
     return {
         "loss": 2.0 - 0.5 * step, "wd_loss": 0.0625, "train_acc": 0.25 * step,
@@ -179,10 +182,11 @@ class FakeTrainer:
     def _write_step(self, step: int) -> None:
         w = self.writer
         g = torch.Generator().manual_seed(step)
-        w.log_scalars(step, {**scalars_of(step), "loss": 2.0 / (1 + step),
+        every_step = {k: v for k, v in scalars_of(step).items() if k not in SETTINGS}
+        w.log_scalars(step, {**every_step, "loss": 2.0 / (1 + step),
                              "train_acc": step / (step + 4.0), "examples": 4.0 * (step + 1)})  # fmt: skip
         if self.lr != self._lr_logged:  # as the built-in trainer logs its settings: when they change
-            w.log_scalars(step, {"lr": self.lr})
+            w.log_scalars(step, {k: scalars_of(step)[k] for k in SETTINGS} | {"lr": self.lr})
             self._lr_logged = self.lr
         if step % 5 == 0:
             w.log_scalars(step, {"val_acc": min(1.0, 0.05 * step)})
