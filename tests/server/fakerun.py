@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from convscope.config import ServeConfig
+from convscope.config import CONTROL_RANGES, ServeConfig
 from convscope.runs import RunWriter
 from convscope.server import DashboardServer
 
@@ -58,9 +58,6 @@ def weight_of(step: int) -> torch.Tensor:
     """conv1's filters W at `step`: (4, 3, 3, 3), exact in float16, signed."""
     v = torch.arange(4 * 3 * 3 * 3, dtype=torch.float32).reshape(4, 3, 3, 3)
     return (v - 50.0) / 64.0 * (1.0 + step)
-
-
-SETTINGS = ("lr", "momentum", "batch_size", "weight_decay")  # FakeTrainer logs them when they change
 
 
 def scalars_of(step: int) -> dict[str, float]:
@@ -182,12 +179,12 @@ class FakeTrainer:
     def _write_step(self, step: int) -> None:
         w = self.writer
         g = torch.Generator().manual_seed(step)
-        every_step = {k: v for k, v in scalars_of(step).items() if k not in SETTINGS}
-        w.log_scalars(step, {**every_step, "loss": 2.0 / (1 + step),
-                             "train_acc": step / (step + 4.0), "examples": 4.0 * (step + 1)})  # fmt: skip
-        if self.lr != self._lr_logged:  # as the built-in trainer logs its settings: when they change
-            w.log_scalars(step, {k: scalars_of(step)[k] for k in SETTINGS} | {"lr": self.lr})
-            self._lr_logged = self.lr
+        scalars = {**scalars_of(step), "loss": 2.0 / (1 + step), "lr": self.lr,
+                   "train_acc": step / (step + 4.0), "examples": 4.0 * (step + 1)}  # fmt: skip
+        if self.lr == self._lr_logged:  # the settings, as the built-in trainer logs them: when they change
+            scalars = {k: v for k, v in scalars.items() if k not in CONTROL_RANGES}
+        w.log_scalars(step, scalars)
+        self._lr_logged = self.lr
         if step % 5 == 0:
             w.log_scalars(step, {"val_acc": min(1.0, 0.05 * step)})
             w.log_json(step, "predictions", PREDICTIONS)

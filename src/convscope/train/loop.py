@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convscope.config import EVOLUTION_PREFIX, TrainConfig
+from convscope.config import CONTROL_RANGES, EVOLUTION_PREFIX, TrainConfig
 from convscope.models import zoo_names
 from convscope.models.spec import spec_of
 from convscope.train.threads import TrainerThreads
@@ -32,10 +32,6 @@ from convscope.train.trainer_data import Data
 from convscope.train.watch import Recorder
 
 VAL_SHARE = 0.03  # validation passes may take at most this share of the training time
-# the settings a control can change: scalars logged on a net's first step and on each step where one
-# changed, not on every step (a third of the ~12 scalars a step: a plain transaction of the run writer
-# 1.29 -> 1.18 ms on convnetjs-cifar at batch 32, docs/speed.md); the page shows the latest of each
-SETTINGS = ("lr", "momentum", "batch_size", "weight_decay")
 
 
 def is_evolution_step(done: int) -> bool:
@@ -225,9 +221,11 @@ class Trainer(TrainerControls):
         sq = sum(v * v for v in w_norms)
         self._acc_window.append(hits / len(yb))
         metrics.update(train_acc=sum(self._acc_window) / len(self._acc_window), wd_loss=0.5 * self.weight_decay * sq)
-        settings = (self.lr, self.momentum, float(self.batch_size), self.weight_decay)
-        if settings != self._settings_logged:  # constant between controls: logged when they change
-            metrics.update(zip(SETTINGS, settings, strict=True))
+        # the settings a control can change (CONTROL_RANGES' keys) are logged on a net's first step and
+        # where one changed, not every step: a third of the ~12 scalars a step (docs/run-store.md)
+        settings = tuple(float(getattr(self, k)) for k in CONTROL_RANGES)
+        if settings != self._settings_logged:
+            metrics.update(zip(CONTROL_RANGES, settings, strict=True))
             self._settings_logged = settings  # (before step(): a restart answered in it resets this)
         step = self.recorder.step(loss=loss_value, **metrics)
         self._keep_evolution(step + 1)
