@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 
 from convscope.runs import RunWriter
-from convscope.train.recorder_budget import PLAIN, Budget
+from convscope.train.recorder_budget import PLAIN, STATS, Budget
 
 REPORT_EVERY = 2.0  # seconds between json "recording" rows (what was recorded and skipped)
 
@@ -42,6 +42,8 @@ class Coasting:
     _returned: float | None
     _background_seen: tuple[float, float]
     _coast_left: int
+    _stats_next: bool
+    _carried: float
     _entered: float | None
     _planned_at: float
     _wall_steps: deque[float]
@@ -49,6 +51,7 @@ class Coasting:
     _hook_s: float | None
     _cpu: Callable[[], float]
     _own_cpu: Callable[[], float]
+    _arm: Callable[[str], None]
 
     def _typical_wall(self) -> float:
         """The median of recent wall seconds from step to step, as plan() is given it (0: unknown)."""
@@ -77,6 +80,11 @@ class Coasting:
         self._last_step_time = now
         self._coast_left -= 1
         self._coasted.append((step, now, loop_s, self._own_cpu() - start, passes))
+        if self._coast_left == 0 and self._stats_next:  # the next step's statistics, with no plan between
+            self._stats_next = False
+            armed = self._own_cpu()
+            self._arm(STATS)
+            self._carried += self._own_cpu() - armed  # (charged with the statistics step, as a plan's arming)
         self._returned = self._cpu()
         return step
 

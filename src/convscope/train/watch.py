@@ -127,6 +127,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs, Coasting):
         self._carried = 0.0  # CPU seconds of the last plan and arm, charged to the next step
         self._background_seen = (0.0, 0.0)  # the run writer thread's CPU seconds already charged (all, pictures)
         self._coast_left = 0  # coming steps that may coast (Budget.plain_ahead)
+        self._stats_next = False  # the last of them arms statistics (Budget.statistics_after)
         self._entered: float | None = None  # wall clock at the last full step's entry
         self._planned_at = 0.0  # wall clock at the last plan()
         self._wall_steps: deque[float] = deque(maxlen=9)  # recent wall seconds from step to step
@@ -253,8 +254,12 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs, Coasting):
         self.budget.observe(plan, loop_s, own, diagnosis_s, background, pictures, probed)  # before the next plan reads the pools
         now = self._planned_at = self._clock()
         self._arm(self.budget.plan(self.step_index, now, typical))
+        self._stats_next = False
         if self._plan == PLAIN:
-            self._coast_left = self.budget.plain_ahead(now, max(self._wall_steps, default=0.0))
+            longest = max(self._wall_steps, default=0.0)
+            then = self.budget.statistics_after(self.step_index, now, longest)  # (coasting.py)
+            self._stats_next = then > 0
+            self._coast_left = then or self.budget.plain_ahead(now, longest)
         self._background_seen = mid  # (the writer's CPU while planning: charged with the next loop)
         self._carried = self._own_cpu() - before_plan  # planning and arming: charged with the next step
         self._returned = self._cpu()
