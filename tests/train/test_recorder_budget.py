@@ -470,6 +470,43 @@ def test_plain_ahead_worked_out_by_hand(monkeypatch: pytest.MonkeyPatch) -> None
     assert b.costs.planning_extra() == 0.0 and b.plain_ahead(now=10.0, step_s=10.25) == 1  # (as at the top)
 
 
+def test_statistics_after_worked_out_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Share 1/10 of 10-second loops, statistics estimated at 1.5, a snapshot due at 100. Where a
+    plan costs 0.75 more than coasting, the statistics are armed by the last of k coasting steps: k
+    of what recent steps brought the statistics pool (0.25 each) fill it; else 0 (plan as usual)."""
+    monkeypatch.setattr(recorder_budget, "STATS_EVERY_S", 20.0)  # steps of 10-13 s are short ones here
+    b = _seen((4, PLAIN, 10.0, 0.25), (3, STATS, 10.0, 1.75), (2, SNAPSHOT, 10.0, 3.25), snapshot_every=100.0)
+    b.costs.planned_own.clear()
+    b.costs.planned_own.extend([1.0, 1.0, 1.0])
+    b.costs.coasted_own.extend([0.25, 0.25])
+    b._income.clear()
+    b._income.extend([0.25] * 5)
+    b.stats_pool = 0.0
+    assert b.statistics_after(step=10, now=10.0, step_s=10.25) == 6  # 1.5 / 0.25: statistics on step 16
+    b.stats_pool = 0.6
+    assert b.statistics_after(step=10, now=10.0, step_s=10.25) == 4  # 0.9 / 0.25 = 3.6
+    b.stats_pool = 1.5
+    assert b.statistics_after(step=10, now=10.0, step_s=10.25) == 0  # it holds them: plan() has them
+    b.stats_pool = 0.0
+    b._income.append(0.5)  # the last step brought more than the median: 1.5 / 0.5
+    assert b.statistics_after(step=10, now=10.0, step_s=10.25) == 3
+    b._income.extend([0.05] * 9)  # 1.5 / 0.05 = 30 steps: more than COAST_MAX
+    assert b.statistics_after(step=10, now=10.0, step_s=10.25) == 0
+    b._income.extend([0.25] * 9)
+    assert b.statistics_after(step=10, now=10.0, step_s=10.25) == 6
+    assert b.statistics_after(step=10, now=30.0, step_s=10.25) == 0  # the snapshot due within 7 of 10.25 s
+    assert b.statistics_after(step=10, now=10.0, step_s=0.0) == 0  # (no step length known yet)
+    assert b.statistics_after(step=10, now=10.0, step_s=25.0) == 0  # long steps: the maps' rule plans
+    b.every = 4
+    assert b.statistics_after(step=10, now=10.0, step_s=10.25) == 6  # step 16 wants statistics
+    assert b.statistics_after(step=11, now=10.0, step_s=10.25) == 0  # step 17 does not
+    b.every = 1
+    b.costs.planned_own.clear()
+    b.costs.planned_own.extend([0.25] * 3)  # a plan costs no more than coasting: plan as usual
+    assert b.costs.planning_extra() == 0.0 and b.statistics_after(step=10, now=10.0, step_s=10.25) == 0
+    assert Budget(None).statistics_after(step=0, now=0.0, step_s=1.0) == 0
+
+
 def test_on_long_steps_the_statistics_earn_a_margin_over_the_maps_cost(monkeypatch: pytest.MonkeyPatch) -> None:
     """Share 1/10. The maps' statistics cost 0.5 (own 0.25 more than plain, overhead 0.25), the
     whole 1.5. A plain 10-s loop (own 0.25) nets 0.75: 2/3 of it (0.5) to statistics where steps
@@ -529,7 +566,7 @@ def _simulate(
     walls: deque[float] = deque(maxlen=9)
     t = planned_at = 0.0
     entered: float | None = None
-    kind, left, coasts = b.plan(0, 0.0), 0, 0
+    kind, left, coasts, then = b.plan(0, 0.0), 0, 0, 0
 
     def typical() -> float:  # what plan() is given (0: steps never count as long)
         return _median_of(walls) if long_steps and walls else 0.0
@@ -544,6 +581,8 @@ def _simulate(
             coasts += 1
             waiting.append((step, t, loop, own))
             t += own
+            if left == 0 and then:  # (Budget.statistics_after: the last coasting step arms them)
+                kind = STATS
             continue
         if kind == PLAIN:
             own += planning_ms * MS
@@ -568,7 +607,8 @@ def _simulate(
         b.observe(kind, loop if step else None, own)
         kind = b.plan(step + 1, t, typical())
         planned_at = t
-        left = b.plain_ahead(t, max(walls, default=0.0)) if coasting and kind == PLAIN else 0
+        then = b.statistics_after(step + 1, t, max(walls, default=0.0)) if coasting and kind == PLAIN else 0
+        left = then or (b.plain_ahead(t, max(walls, default=0.0)) if coasting and kind == PLAIN else 0)
     for s, _, lp, ow in waiting:
         b.coast(s, planned_at, typical())
         b.observe(PLAIN, lp, ow, coasted=True)
@@ -592,13 +632,14 @@ def test_a_planning_step_dearer_than_a_steps_earnings_does_not_starve_the_statis
 ) -> None:
     """A plain step the recorder plans costs 0.25 ms more than one it coasts over (its objects cold
     after the training step), where a step earns ~0.3 ms: reckoned as a shortfall of the planning
-    step's earnings (Costs.planning_extra), and coasting on what steps bring, the statistics come
-    every ~11 steps; reckoned as free, a pool a step short of its target was planned at step after
+    step's earnings (Costs.planning_extra), coasting on what steps bring, and the statistics armed
+    by the last coasting step (Budget.statistics_after), they come every ~9 steps; reckoned as free, a pool a step short of its target was planned at step after
     step, each plan costing more than the step earned, and they all but stopped (5 in 3000 steps).
     Both keep within the share."""
     kinds, b, coasts = _simulate(coasting=True, planning_ms=0.25)
     assert b.costs.planning_extra() == pytest.approx(0.25 * MS, abs=0.05 * MS)  # (median 0.35 less 0.12)
-    assert kinds.count(STATS) > 260 and coasts > 2200  # (277; 2259: 236 and 2130 on the bound alone)
+    assert kinds.count(STATS) > 330 and coasts > 2400  # (346, 2526; a plan before each: 277, 2259; the
+    # bound alone: 236, 2130; free plans: 351)
     assert b.total.cost_s <= 0.0302 * b.total.train_s
     monkeypatch.setattr(Costs, "planning_extra", lambda self: 0.0)
     starved, b0, _ = _simulate(coasting=True, planning_ms=0.25)
@@ -683,6 +724,62 @@ def test_a_recorder_coasts_over_plain_steps_and_loses_nothing(tmp_path: Path, mo
     assert n_off == 0 and n_on > 100
     assert stats_on == stats_off and snaps_on == snaps_off and total_on == pytest.approx(total_off)
     assert total_on["steps"] == 300 and total_on["stats_steps"] == len(stats_on) > 20
+
+
+def test_a_coasting_step_arms_the_statistics_where_plans_cost_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10 ms steps, statistics 1 ms, and a step that plans 0.3 ms dearer than one that coasts (more
+    than the ~0.24 ms a step earns): most statistics steps come right after a coasting step, which
+    armed them (Budget.statistics_after), with no plan between; planning before each of them, none
+    does, and fewer come. Either way the loss is logged at every step, the statistics on the steps
+    the tallies count, no hook is left."""
+    monkeypatch.setattr(RunWriter, "background_cpu_split", property(lambda self: (0.0, 0.0)))
+    monkeypatch.setattr(RunWriter, "picture_costs", lambda self: [])
+    runs = {}
+    for armed_by_coasting in (True, False):
+        clocks = Clocks(tick=0.0)
+        model = _net()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        losses, coasted = [], []
+        path = tmp_path / f"run-{armed_by_coasting}"
+        with watch(model, path, snapshot_every=1.0) as run:
+            run._clock, run._cpu, run._hook_s = clocks.wall, clocks.cpu, 0.0
+            run._thread_cpu = clocks.cpu
+            coast, log_stats, observe_coasted = run._coast, run._log_stats, run._observe_coasted
+            run._coast = lambda step, *a, c=coast, seen=coasted: seen.append(step) or c(step, *a)  # type: ignore[method-assign]
+
+            def costly_stats(*args: object, log: Any = log_stats, c: Clocks = clocks) -> None:
+                c.cpu_t += 1 * MS
+                log(*args)
+
+            def dear_plan(*args: Any, observe: Any = observe_coasted, c: Clocks = clocks) -> Any:
+                c.cpu_t += 0.3 * MS  # what a full step costs beyond a coasting one
+                return observe(*args)
+
+            run._log_stats = costly_stats  # type: ignore[method-assign]
+            run._observe_coasted = dear_plan  # type: ignore[method-assign]
+            if not armed_by_coasting:
+                run.budget.statistics_after = lambda step, now, step_s: 0  # type: ignore[method-assign]
+            torch.manual_seed(1)
+            for _ in range(600):
+                _, _, loss = _train_step(model, opt, clocks)
+                losses.append(float(loss.detach()))
+                run.step(loss=loss)
+            extra = run.budget.costs.planning_extra()
+        assert count_hooks(model) == 0 and extra == pytest.approx(0.3 * MS)
+        with RunReader(path) as r:
+            logged = r.scalars()["loss"]
+            stats_steps = sorted({row["step"] for row in r.layer_stats(layer="0")})
+            snapshot_steps = set(r.snapshot_steps("0", "a"))
+            _, rec = r.json("recording")  # type: ignore[misc]
+        assert [s for s, _ in logged] == list(range(600)) and [v for _, v in logged] == pytest.approx(losses)
+        assert rec["total"]["stats_steps"] == len(stats_steps) and rec["total"]["steps"] == 600
+        after_coasting = [s for s in stats_steps if s - 1 in set(coasted) and s not in snapshot_steps]
+        runs[armed_by_coasting] = (len(stats_steps), len(after_coasting), len(stats_steps) - len(snapshot_steps))
+    (n_new, after_new, plain_stats_new), (n_old, after_old, _) = runs[True], runs[False]
+    assert after_old == 0  # a plan before each (90 statistics steps, 6 of them snapshots)
+    assert after_new >= 0.8 * plain_stats_new and n_new > 1.1 * n_old  # (97 of 101; 107 with 6 snapshots)
 
 
 def test_a_control_poll_and_a_report_come_with_a_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,8 +45,9 @@ statistics cost ~2.4% of a step, the maps' ~1.4%: docs/speed.md). With `share=No
 mode). What was skipped is counted and reported (`report()`), and the recorder writes it into the
 run (json "recording") for the page. docs/speed.md gives the measurements behind each rule.
 
-Coasting (train/coasting.py): `plain_ahead()` says how many coming steps stay plain; `coast()` notes
-what a step run without planning wanted.
+Coasting (train/coasting.py): `plain_ahead()` says how many coming steps stay plain, or
+`statistics_after()` how many before the last of them arms statistics; `coast()` notes what a step
+run without planning wanted.
 """
 
 from __future__ import annotations
