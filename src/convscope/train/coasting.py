@@ -15,7 +15,8 @@ than the recent ones, and planning costs no more than coasting, what it records 
 every step records (tests/train/test_recorder_budget.py); a longer loop or a cheaper step can bring
 statistics a step or so later, never fewer of them; where planning costs more, statistics can come a
 step or so later than free plans would bring them (more right after steps start bringing more),
-and far more often than plans that cost more than a step earns (docs/speed.md).
+or, armed by a coasting step, a step or so earlier (the pool a little in debt), and far more often
+than plans that cost more than a step earns (docs/speed.md).
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ class Coasting:
 
     def _coast(self, step: int, scalars: dict[str, float], start: float, now: float,
                loop_s: float | None, passes: int) -> int:  # fmt: skip
-        """A step the budget said stays plain (plain_ahead): its scalars are logged, and the rest
-        (its accounting, reading the writer thread's clock, planning) waits for the next full step.
+        """A step the budget said stays plain (plain_ahead, statistics_after): its scalars are logged,
+        and the rest (its accounting, reading the writer thread's clock, planning) waits for the next
+        full step; the last of statistics_after's arms the statistics of the next.
         The loop's Python objects are cold after a training step, so each one the recorder touches
         costs; here it touches few. A commit, report or control poll that falls due makes the step
         a full one (with commit_every=0 or poll_every=0 no step coasts). Its scalars (floats, by

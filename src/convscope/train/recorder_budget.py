@@ -387,25 +387,28 @@ class Budget:
     def statistics_after(self, step: int, now: float, step_s: float) -> int:
         """k > 0: where a plan costs more than coasting (`Costs.planning_extra`), the plain step
         `step` and k − 1 more coast and the last of them arms statistics for step `step + k`, with
-        no plan between: k steps bringing what recent ones brought the statistics pool (`_income`,
-        as in `plain_ahead`) fill it. Planned, a step short of the cost was planned at, and
-        planned statistics after it (budget simulation, planning 0.25 ms dearer: statistics on 349
-        of 3000 steps against 277, 351 with free plans; docs/speed.md). The pool can go a little
-        into debt where those steps bring less. 0 (plan as usual) where plans cost no more, steps
-        are long (the maps' rule), statistics are not wanted on step `step + k` (`every`), k
-        exceeds COAST_MAX or a snapshot falls due within k + 1 of the longest recent steps
-        (`step_s`)."""
+        no plan between. k: the steps that fill the statistics pool at the median of what recent
+        steps brought it (`_income`; not the last step's where more, as `plain_ahead` may: nothing
+        checks the pool again before these statistics), rounded up to a step that wants them
+        (`every`). Planned, each statistics step had a plan before it that cost more than a step
+        earns (budget simulation, plans 0.25 ms dearer: statistics on 277 of 3000 steps, 333 armed
+        so, 351 with free plans: docs/speed.md). The pool can go a little into debt where those
+        steps bring less, and statistics can then come a step or so earlier than plans would bring
+        them. 0 (plan as usual) where plans cost no more, steps are long (the maps' rule), nothing
+        is known of recent income, k exceeds COAST_MAX, or a snapshot falls due within k + 1 of the
+        longest recent steps (`step_s`)."""
         costs = self.costs
         if (self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or step_s <= 0
                 or not self._income or costs.planning_extra() <= 0 or self._long(step_s)):  # fmt: skip
             return 0
-        income = max(median(self._income), self._income[-1])
+        income = median(self._income)
         gap = self.estimate(STATS) - self.stats_pool
-        if income <= 0 or gap <= 0:
+        if gap > 0 and income <= 0:
             return 0
-        k = math.ceil(gap / income)
+        k = max(math.ceil(gap / income), 1) if gap > 0 else 1
+        k += -(step + k) % self.every  # (statistics wanted on every `every`-th step: Budget.coast)
         due_in = self.last_snapshot + self.snapshot_every - now
-        if k > COAST_MAX or (step + k) % self.every or due_in <= (k + 1) * step_s:
+        if k > COAST_MAX or due_in <= (k + 1) * step_s:
             return 0
         return k
 

@@ -126,8 +126,8 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs, Coasting):
         self._quiet = 0  # depth of unobserved() blocks
         self._carried = 0.0  # CPU seconds of the last plan and arm, charged to the next step
         self._background_seen = (0.0, 0.0)  # the run writer thread's CPU seconds already charged (all, pictures)
-        self._coast_left = 0  # coming steps that may coast (Budget.plain_ahead)
-        self._stats_next = False  # the last of them arms statistics (Budget.statistics_after)
+        self._coast_left = 0  # coming steps that may coast (Budget.plain_ahead, Budget.statistics_after)
+        self._stats_next = False  # ... and the last of them arms statistics (Budget.statistics_after)
         self._entered: float | None = None  # wall clock at the last full step's entry
         self._planned_at = 0.0  # wall clock at the last plan()
         self._wall_steps: deque[float] = deque(maxlen=9)  # recent wall seconds from step to step
@@ -195,6 +195,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs, Coasting):
             self._timing_scalars(scalars, now)
         if trace is None and self._coast_left > 0 and self._nothing_due(now):
             return self._coast(step, scalars, own_start, now, loop_s, passes)
+        self._coast_left, self._stats_next = 0, False  # a full step plans anew (also if it raises below)
         # the writer thread's CPU (read live) since the last full step, of which the part while the
         # loops ran (in loop_s: the process clock) is the recorder's background work; the steps
         # that coasted meanwhile are accounted for first (before this step's work reads the pools)
@@ -254,7 +255,6 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs, Coasting):
         self.budget.observe(plan, loop_s, own, diagnosis_s, background, pictures, probed)  # before the next plan reads the pools
         now = self._planned_at = self._clock()
         self._arm(self.budget.plan(self.step_index, now, typical))
-        self._stats_next = False
         if self._plan == PLAIN:
             longest = max(self._wall_steps, default=0.0)
             then = self.budget.statistics_after(self.step_index, now, longest)  # (coasting.py)
