@@ -507,6 +507,9 @@ def test_statistics_after_worked_out_by_hand(monkeypatch: pytest.MonkeyPatch) ->
     assert b.statistics_after(step=11, now=10.0, step_s=10.25) == 9  # step 17 does not: step 20
     b.stats_pool = 2.0  # the pool holds them, the next step does not want them (plan() said plain)
     assert b.statistics_after(step=10, now=10.0, step_s=10.25) == 2  # step 12
+    b._income.clear()
+    b._income.extend([0.0] * 5)  # nothing coming in: the pool could drain meanwhile, so plan as usual
+    assert b.statistics_after(step=10, now=10.0, step_s=10.25) == 0
     b.every, b.stats_pool = 1, 0.0
     b.costs.planned_own.clear()
     b.costs.planned_own.extend([0.25] * 3)  # a plan costs no more than coasting: plan as usual

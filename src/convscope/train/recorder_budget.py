@@ -394,18 +394,18 @@ class Budget:
         earns (budget simulation, plans 0.25 ms dearer: statistics on 277 of 3000 steps, 333 armed
         so, 351 with free plans: docs/speed.md). The pool can go a little into debt where those
         steps bring less, and statistics can then come a step or so earlier than plans would bring
-        them. 0 (plan as usual) where plans cost no more, steps are long (the maps' rule), nothing
-        is known of recent income, k exceeds COAST_MAX, or a snapshot falls due within k + 1 of the
+        them. 0 (plan as usual) where plans cost no more, steps are long (the maps' rule), recent
+        steps brought nothing (or nothing is known of them), k exceeds COAST_MAX, or a snapshot falls due within k + 1 of the
         longest recent steps (`step_s`)."""
         costs = self.costs
         if (self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or step_s <= 0
                 or not self._income or costs.planning_extra() <= 0 or self._long(step_s)):  # fmt: skip
             return 0
         income = median(self._income)
-        gap = self.estimate(STATS) - self.stats_pool
-        if gap > 0 and income <= 0:
+        if income <= 0:
             return 0
-        k = max(math.ceil(gap / income), 1) if gap > 0 else 1
+        gap = self.estimate(STATS) - self.stats_pool
+        k = max(math.ceil(gap / income), 1) if gap > 0 else 1  # (a full pool: the next wanted step)
         k += -(step + k) % self.every  # (statistics wanted on every `every`-th step: Budget.coast)
         due_in = self.last_snapshot + self.snapshot_every - now
         if k > COAST_MAX or due_in <= (k + 1) * step_s:
