@@ -576,7 +576,7 @@ def _simulate(
     walls: deque[float] = deque(maxlen=9)
     t = planned_at = 0.0
     entered: float | None = None
-    kind, left, coasts, then = b.plan(0, 0.0), 0, 0, 0
+    kind, left, coasts, then = b.plan(0, 0.0), 0, 0, False
 
     def typical() -> float:  # what plan() is given (0: steps never count as long)
         return _median_of(walls) if long_steps and walls else 0.0
@@ -591,7 +591,7 @@ def _simulate(
             coasts += 1
             waiting.append((step, t, loop, own))
             t += own
-            if left == 0 and then:  # (Budget.statistics_after: the last coasting step arms them)
+            if left == 0 and then:  # (Budget.coast_ahead: the last coasting step arms them)
                 kind = STATS
             continue
         if kind == PLAIN:
@@ -617,8 +617,7 @@ def _simulate(
         b.observe(kind, loop if step else None, own)
         kind = b.plan(step + 1, t, typical())
         planned_at = t
-        then = b.statistics_after(step + 1, t, max(walls, default=0.0)) if coasting and kind == PLAIN else 0
-        left = then or (b.plain_ahead(t, max(walls, default=0.0)) if coasting and kind == PLAIN else 0)
+        left, then = b.coast_ahead(step + 1, t, max(walls, default=0.0)) if coasting and kind == PLAIN else (0, False)
     for s, _, lp, ow in waiting:
         b.coast(s, planned_at, typical())
         b.observe(PLAIN, lp, ow, coasted=True)

@@ -1,22 +1,23 @@
 """Coasting: the steps watch()'s recorder runs without planning (train/watch.py's Recorder mixes this
 in). After a step's training the recorder's own objects are cold, so each one it touches costs (a
 plain step that planned for itself took ~150 µs, ten times its warm cost; ~0.35 ms on stop 40's
-host). `Budget.plain_ahead` says how many coming steps stay plain even if each earns as much as the
-richest recent plain step (each pool getting its part of it), the step that plans after them earning
-what planning costs beyond coasting less (`Costs.planning_extra`), and where planning costs more, at
-least as many as leave the statistics short at what recent steps brought them; the recorder runs
-those with only their scalars logged (`_coast`) and gives them to the budget (`coast`, then
-`observe`) on the next full step (`_observe_coasted`). Where planning costs more, and k steps
-bringing what recent ones did fill the statistics pool, `Budget.statistics_after` says so instead:
-the last of those k coasting steps arms the statistics itself, with no plan between (its arming is
-charged with the statistics step, as a plan's is). A commit, report or control poll that falls due
-makes a step a full one (`_nothing_due`), which plans as usual. While no loop is longer, and no
-plain step's own work cheaper or costlier, than the recent ones, and planning costs no more than
-coasting, what it records is what planning every step records (tests/train/test_recorder_budget.py);
-a longer loop or a cheaper step can bring statistics a step or so later, never fewer of them; where
-planning costs more, statistics can come a step or so later than free plans would bring them (more
-right after steps start bringing more), or, armed by a coasting step, a step or so earlier (the pool
-a little in debt), and far more often than plans that cost more than a step earns (docs/speed.md).
+host). `Budget.coast_ahead` (train/coast_plan.py) decides how far. `Budget.plain_ahead` says how
+many coming steps stay plain even if each earns as much as the richest recent plain step (each pool
+getting its part of it), the step that plans after them earning what planning costs beyond coasting
+less (`Costs.planning_extra`), and where planning costs more, at least as many as leave the
+statistics short at what recent steps brought them; the recorder runs those with only their scalars
+logged (`_coast`) and gives them to the budget (`coast`, then `observe`) on the next full step
+(`_observe_coasted`). Where planning costs more, and k steps bringing what recent ones did fill the
+statistics pool, `Budget.statistics_after` says so instead: the last of those k coasting steps arms
+the statistics itself, with no plan between (its arming is charged with the statistics step, as a
+plan's is). A commit, report or control poll that falls due makes a step a full one
+(`_nothing_due`), which plans as usual. While no loop is longer, and no plain step's own work
+cheaper or costlier, than the recent ones, and planning costs no more than coasting, what it records
+is what planning every step records (tests/train/test_recorder_budget.py); a longer loop or a
+cheaper step can bring statistics a step or so later, never fewer of them; where planning costs
+more, statistics can come a step or so later than free plans would bring them (more right after
+steps start bringing more), or, armed by a coasting step, a step or so earlier (the pool a little in
+debt), and far more often than plans that cost more than a step earns (docs/speed.md).
 """
 
 from __future__ import annotations

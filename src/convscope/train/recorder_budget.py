@@ -45,9 +45,9 @@ statistics cost ~2.4% of a step, the maps' ~1.4%: docs/speed.md). With `share=No
 mode). What was skipped is counted and reported (`report()`), and the recorder writes it into the
 run (json "recording") for the page. docs/speed.md gives the measurements behind each rule.
 
-Coasting (train/coasting.py): `plain_ahead()` says how many coming steps stay plain, or
-`statistics_after()` how many before the last of them arms statistics; `coast()` notes what a step
-run without planning wanted.
+Coasting (train/coasting.py): how many coming steps skip planning, and whether the last of them arms
+statistics, is train/coast_plan.py's (`coast_ahead()`); `coast()` notes what a step run without
+planning wanted.
 """
 
 from __future__ import annotations
@@ -57,9 +57,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from convscope.train.coast_plan import CoastPlan
 from convscope.train.recorder_costs import (
-    LOOP_OUTLIER,
+    LONG_STATS_PART,
     MAPS,
+    PICTURE_PART,
     PLAIN,
     SNAPSHOT,
     STATS,
@@ -70,31 +72,20 @@ from convscope.train.recorder_costs import (
 from convscope.train.recording_tally import Tally, describe
 
 __all__ = ["MAPS", "PLAIN", "SNAPSHOT", "STATS", "Budget"]
-PICTURE_PART = 1 / 3  # of the earnings, for snapshots (the rest: statistics and diagnosis) ...
-LONG_STATS_PART = 5 / 6  # ... where steps are long, the statistics' part up to this ...
-MAPS_MARGIN = 0.0  # ... for this many times the maps' statistics a step (`_to_stats`). Off: with 1.5
+MAPS_MARGIN = 0.0  # (PICTURE_PART of the earnings to snapshots, LONG_STATS_PART: recorder_costs.py) for this many times the maps' statistics a step (`_to_stats`). Off: with 1.5
 # (64a7038) the pool spent what it gained on the weights' side and diagnosis samples, not on the maps'
 # statistics every step, and the pictures got half: bench/long_steps.py --steps 200, one run each on
 # 3f3eb25, statistics on 179 of 201 steps, the weights' side on 86, 1 snapshot, against 189, 31 and
 # 3 with it off (docs/speed.md)
 REFRESH_EVERY = 8  # plain steps between refreshes of the estimates, once their windows are full
-COAST_MAX = 16  # steps the recorder may run without planning (plain_ahead), at most
 STATS_EVERY_S = 0.25  # the page's live numbers: per-layer statistics at least this often (or every step)
 CADENCE_MARGIN = 0.8  # a diagnosis sample must leave statistics within this part of STATS_EVERY_S
 DIAGNOSIS_FLOOR = 4  # × diagnose_every statistics steps: a sample then even if it delays statistics
 WEIGHTS_FLOOR = 8  # statistics steps of the maps only, at most, before one with the weights' side
 
 
-def _fewer(gap: float, per_step: float) -> int:
-    """The most whole steps k with k × per_step < gap (0 when gap <= 0)."""
-    if gap <= 0:
-        return 0
-    x = gap / per_step
-    return int(min(math.ceil(x) - 1, COAST_MAX))
-
-
 @dataclass
-class Budget:
+class Budget(CoastPlan):
     """Plans each step's optional work within `share` of the step time (None: no limit)."""
 
     share: float | None = 0.03
@@ -324,93 +315,6 @@ class Budget:
         if self.costs.own[MAPS] and self._long(step_s) and self._maps_since < WEIGHTS_FLOOR:
             return min(stats, self.estimate(MAPS))
         return stats
-
-    def plain_ahead(self, now: float, step_s: float) -> int:
-        """How many coming steps may skip planning, asked at the end of a step (at `now`) whose
-        plan() for the next step said plain; `step_s`: the longest recent step (wall seconds).
-        The recorder then runs that next step and `k` more on this plan, accounting for them on
-        the step after (coast, then observe each), so the k plans it skips would each have seen
-        1..k more observes: k is the largest number for which k of the richest recent plain steps
-        (the longest recent loop's share, less the cheapest recent plain step) still leave
-        statistics and a due snapshot unaffordable, and k of the longest recent steps do not
-        reach the next snapshot's time (k of the shortest let a run of the longer recent steps
-        reach it unplanned: the snapshot came a step late). Of each such step's earnings the
-        statistics pool gets at most its largest part (`_to_stats`: 2/3, or 5/6 once the maps'
-        statistics have come, whether steps stay long and their estimate stays put or not) and
-        what the picture pool holds beyond its cap, the picture pool at most its third up to the
-        cap (`_bound_pools`). A step that earns more than any recent one (a longer loop, or own
-        work cheaper than the cheapest recent plain step's, or one costlier that moves the median
-        the estimates are reckoned from) can bring its statistics a step or more later, never
-        fewer of them. The step that plans after them costs more than a coasting one
-        (`Costs.planning_extra`: its objects are cold after the training step), and is reckoned to
-        earn that much less (else a pool a step short of its target is planned at again and again,
-        each plan costing more than a step earns); and k is at least the steps that leave the
-        statistics pool short at what recent steps brought it (`_income`; the bound alone closed
-        the gap by about half a plan: docs/speed.md). Where planned steps cost no more than
-        coasting ones, this is what planning every step would do; where they cost more, statistics
-        can come a step or so later than free plans would bring them, more where steps now bring
-        more than the recent ones did. 0: plan each."""
-        costs = self.costs
-        if self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or not costs.plain_loop:
-            return 0
-        longest = min(max(costs.plain_loop), LOOP_OUTLIER * costs.typical_loop())
-        per_step = max(self.earned(longest) - min(costs.plain_own, default=0.0), 1e-12)  # at most
-        part = LONG_STATS_PART if costs.own[MAPS] else 1 - PICTURE_PART  # (at most)
-        to_stats, to_pictures = part * per_step, PICTURE_PART * per_step
-        cap = self._picture_cap()
-        extra = costs.planning_extra()  # the planning step's earnings fall short by this much
-
-        def fewer_to(pool: float) -> int:
-            """The most steps after which the statistics pool still holds less than `pool` once the
-            planning step after them is in (it earns `extra` less): it gets `to_stats` a step, and
-            the picture pool's overflow beyond its cap; so k steps leave it below `pool` when both
-            of these lines do (the most it can hold is max(stats + k·to_stats, stats + pictures −
-            cap + k·per_step))."""
-            gap = pool - self.stats_pool
-            return min(_fewer(gap + part * extra, to_stats), _fewer(gap + cap - self.picture_pool + extra, per_step))
-
-        target = min(self._long_needs()) if self._long(step_s) else self.estimate(STATS)  # (what plan() asks)
-        ahead = fewer_to(target)
-        # planning costs: as far as steps bringing what recent ones did (the median, or the last if
-        # more) leave it short; the planning step's shortfall at `part` (with a full picture pool all
-        # of it: k errs short there)
-        typical = max(median(self._income), self._income[-1]) if extra > 0 and self._income else 0.0
-        if typical > 0:
-            ahead = max(ahead, _fewer(target - self.stats_pool + part * extra, typical))
-        due_in = self.last_snapshot + self.snapshot_every - now
-        if due_in > 0:
-            ahead = min(ahead, _fewer(due_in, step_s) if step_s > 0 else 0)
-        else:  # due: waits for the picture pool (its third a step, to its cap) or a stats pool in debt
-            ahead = min(ahead, max(_fewer(cap - self.picture_pool + PICTURE_PART * extra, to_pictures), fewer_to(0.0)))
-        return ahead
-
-    def statistics_after(self, step: int, now: float, step_s: float) -> int:
-        """k > 0: where a plan costs more than coasting (`Costs.planning_extra`), the plain step
-        `step` and k − 1 more coast and the last of them arms statistics for step `step + k`, with
-        no plan between. k: the steps that fill the statistics pool at the median of what recent
-        steps brought it (`_income`; not the last step's where more, as `plain_ahead` may: nothing
-        checks the pool again before these statistics), rounded up to a step that wants them
-        (`every`). Planned, each statistics step had a plan before it that cost more than a step
-        earns (budget simulation, plans 0.25 ms dearer: statistics on 277 of 3000 steps, 333 armed
-        so, 351 with free plans: docs/speed.md). The pool can go a little into debt where those
-        steps bring less, and statistics can then come a step or so earlier than plans would bring
-        them. 0 (plan as usual) where plans cost no more, steps are long (the maps' rule), recent
-        steps brought nothing (or nothing is known of them), k exceeds COAST_MAX, or a snapshot falls due within k + 1 of the
-        longest recent steps (`step_s`)."""
-        costs = self.costs
-        if (self.share is None or self.snapshot_every == 0 or self.last_snapshot is None or step_s <= 0
-                or not self._income or costs.planning_extra() <= 0 or self._long(step_s)):  # fmt: skip
-            return 0
-        income = median(self._income)
-        if income <= 0:
-            return 0
-        gap = self.estimate(STATS) - self.stats_pool
-        k = max(math.ceil(gap / income), 1) if gap > 0 else 1  # (a full pool: the next wanted step)
-        k += -(step + k) % self.every  # (statistics wanted on every `every`-th step: Budget.coast)
-        due_in = self.last_snapshot + self.snapshot_every - now
-        if k > COAST_MAX or due_in <= (k + 1) * step_s:
-            return 0
-        return k
 
     def coast(self, step: int, planned_at: float, step_s: float | None = None) -> None:
         """Note what step `step`, planned at `planned_at`, wants (statistics on every `every`-th

@@ -20,6 +20,8 @@ PLAIN, STATS, SNAPSHOT, MAPS = "plain", "stats", "snapshot", "maps"
 PROBED = (STATS, SNAPSHOT, MAPS)  # the kinds of step with a probe
 WINDOW = 9  # recent samples kept per estimate (medians: a validation pass is not a cost)
 LOOP_OUTLIER = 4.0  # a probed step's loop this many times the usual plain loop held other work too
+PICTURE_PART = 1 / 3  # of a step's net earnings, for snapshots (the rest: statistics and diagnosis) ...
+LONG_STATS_PART = 5 / 6  # ... where steps are long, the statistics' part up to this (recorder_budget.py)
 
 
 def median(values: Collection[float]) -> float:

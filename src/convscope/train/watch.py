@@ -126,8 +126,8 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs, Coasting):
         self._quiet = 0  # depth of unobserved() blocks
         self._carried = 0.0  # CPU seconds of the last plan and arm, charged to the next step
         self._background_seen = (0.0, 0.0)  # the run writer thread's CPU seconds already charged (all, pictures)
-        self._coast_left = 0  # coming steps that may coast (Budget.plain_ahead, Budget.statistics_after)
-        self._stats_next = False  # ... and the last of them arms statistics (Budget.statistics_after)
+        self._coast_left = 0  # coming steps that may coast (Budget.coast_ahead: train/coast_plan.py)
+        self._stats_next = False  # ... and whether the last of them arms statistics
         self._entered: float | None = None  # wall clock at the last full step's entry
         self._planned_at = 0.0  # wall clock at the last plan()
         self._wall_steps: deque[float] = deque(maxlen=9)  # recent wall seconds from step to step
@@ -256,10 +256,8 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs, Coasting):
         now = self._planned_at = self._clock()
         self._arm(self.budget.plan(self.step_index, now, typical))
         if self._plan == PLAIN:
-            longest = max(self._wall_steps, default=0.0)
-            then = self.budget.statistics_after(self.step_index, now, longest)  # (coasting.py)
-            self._stats_next = then > 0
-            self._coast_left = then or self.budget.plain_ahead(now, longest)
+            longest = max(self._wall_steps, default=0.0)  # (coasting.py runs them)
+            self._coast_left, self._stats_next = self.budget.coast_ahead(self.step_index, now, longest)
         self._background_seen = mid  # (the writer's CPU while planning: charged with the next loop)
         self._carried = self._own_cpu() - before_plan  # planning and arming: charged with the next step
         self._returned = self._cpu()
