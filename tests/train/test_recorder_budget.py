@@ -3,9 +3,11 @@ the skip accounting a real recorder writes into the run."""
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 from collections import deque
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ from convscope.runs import RunReader, RunWriter
 from convscope.train import recorder_budget, watch
 from convscope.train.recorder_budget import MAPS, PLAIN, SNAPSHOT, STATS, WEIGHTS_FLOOR, Budget
 from convscope.train.recorder_costs import Costs
+
+watch_module = importlib.import_module("convscope.train.watch")  # (convscope.train.watch is the function)
 
 MS = 1e-3
 
@@ -502,7 +506,22 @@ def test_statistics_after_worked_out_by_hand(monkeypatch: pytest.MonkeyPatch) ->
     b._income.extend([0.25] * 5)
     assert b.statistics_after(step=10, now=10.0, step_s=10.25) == 6
     assert b.statistics_after(step=10, now=10.0, step_s=25.0) == 0  # long steps: the maps' rule plans
+    # a commit or poll due in `full_in` s (steps of 10 s) makes a step before step 16 a full one;
+    # statistics then come on the step before it where the pool is short by no more than 2/3 of
+    # what that plan costs beyond coasting (0.75): 0.5, two steps' income
+    after = partial(b.statistics_after, step=10, now=10.0, step_s=10.25, typical_s=10.0)
+    assert after(full_in=60.0) == 4  # step 14's step() ~50 s from now, a step before it's due: short 0.5
+    assert after(full_in=64.0) == 4 and after(full_in=56.0) == 4  # (the nearest whole step)
+    assert after(full_in=50.0) == 6  # step 13: short 0.75, more than the plan saved (it comes anyway)
+    assert after(full_in=90.0) == after(full_in=math.inf) == 6  # the statistics come first
+    assert after(full_in=15.0) == after(full_in=-5.0) == 6  # due at once: no coasting step before it
+    assert after(full_in=60.0, typical_s=0.0) == 6  # (no step length known)
+    b.stats_pool = 0.6
+    assert after(full_in=50.0) == 3  # short 0.15
+    b.stats_pool = 0.0
     b.every = 4
+    assert after(full_in=60.0) == 6  # step 14 does not want statistics
+    assert after(full_in=80.0) == 6  # step 16 does, and fills the pool: no meeting needed
     assert b.statistics_after(step=10, now=10.0, step_s=10.25) == 6  # step 16 wants statistics
     assert b.statistics_after(step=11, now=10.0, step_s=10.25) == 9  # step 17 does not: step 20
     b.stats_pool = 2.0  # the pool holds them, the next step does not want them (plan() said plain)
@@ -771,7 +790,7 @@ def test_a_coasting_step_arms_the_statistics_where_plans_cost_more(
             run._log_stats = costly_stats  # type: ignore[method-assign]
             run._observe_coasted = dear_plan  # type: ignore[method-assign]
             if not armed_by_coasting:
-                run.budget.statistics_after = lambda step, now, step_s: 0  # type: ignore[method-assign]
+                run.budget.statistics_after = lambda *args: 0  # type: ignore[method-assign]
             torch.manual_seed(1)
             for _ in range(600):
                 _, _, loss = _train_step(model, opt, clocks)
@@ -799,6 +818,77 @@ def test_a_coasting_step_arms_the_statistics_where_plans_cost_more(
     assert after_new >= 0.8 * plain_stats_new and len(new) > 1.1 * len(old)  # (97 of 101; 107 with 6 snapshots)
     second, after_second, plain_second, snapshots = runs[True, 2]
     assert all(s % 2 == 0 for s in second if s not in snapshots) and after_second >= 0.8 * plain_second
+
+
+def _commits_and_statistics(
+    path: Path, stats_ms: float, meet: bool, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[int], list[int], set[int], int]:
+    """600 steps of `_net()` on made-up clocks (10 ms steps, a plan 0.3 ms dearer than coasting,
+    statistics `stats_ms`, a snapshot every second); `meet`: off, no statistics step commits early
+    and none is landed before a commit (Budget.statistics_after). (commit steps, statistics steps,
+    snapshot steps, full plain steps)."""
+    clocks = Clocks(tick=0.0)
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    commits: list[int] = []
+    full_plain = 0
+    early = 0.5
+    with watch(model, path, snapshot_every=1.0) as run:
+        run._clock, run._cpu, run._hook_s = clocks.wall, clocks.cpu, 0.0
+        run._thread_cpu = clocks.cpu
+        commit, log_stats, observe_coasted = run._commit, run._log_stats, run._observe_coasted
+        run._commit = lambda now: commits.append(run.step_index - 1) or commit(now)  # type: ignore[method-assign]
+
+        def costly_stats(*args: object) -> None:
+            clocks.cpu_t += stats_ms * MS
+            log_stats(*args)
+
+        def dear_plan(*args: Any) -> Any:
+            clocks.cpu_t += 0.3 * MS
+            return observe_coasted(*args)
+
+        run._log_stats = costly_stats  # type: ignore[method-assign]
+        run._observe_coasted = dear_plan  # type: ignore[method-assign]
+        if not meet:
+            run.budget._meeting = lambda *args: 0  # type: ignore[method-assign]
+        monkeypatch.setattr(watch_module, "EARLY_COMMIT", early if meet else 0.0)
+        for _ in range(600):
+            _, _, loss = _train_step(model, opt, clocks)
+            plan, coasted = run._plan, len(run._coasted)
+            run.step(loss=loss)
+            full_plain += plan == PLAIN and len(run._coasted) != coasted + 1  # (a full step observes them: [])
+    assert count_hooks(model) == 0
+    with RunReader(path) as r:
+        stats_steps = sorted({row["step"] for row in r.layer_stats(layer="0")})
+        snapshot_steps = set(r.snapshot_steps("0", "a"))
+        assert [step for step, _ in r.scalars()["loss"]] == list(range(600))
+    return commits, stats_steps, snapshot_steps, full_plain
+
+
+@pytest.mark.parametrize("stats_ms", [1.0, 3.0])
+def test_statistics_steps_carry_the_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stats_ms: float) -> None:
+    """A commit due (every 0.25 s) makes a step a full one, which plans anew; a statistics step
+    commits once half the period has passed, and where the statistics pool is a plan's saving short
+    of full when a commit falls due, the statistics come on the step before it. Statistics cheaper
+    than a commit period's earnings (1 ms: every ~6 steps of 10 ms) then carry every commit; dearer
+    (3 ms: about one a period) they meet most commits. Either way fewer steps plan than with the
+    rule off, and commits stay within a period and a step of each other."""
+    monkeypatch.setattr(RunWriter, "background_cpu_split", property(lambda self: (0.0, 0.0)))
+    monkeypatch.setattr(RunWriter, "picture_costs", lambda self: [])
+    got = {meet: _commits_and_statistics(tmp_path / f"run-{meet}", stats_ms, meet, monkeypatch) for meet in (False, True)}
+    carried, full = {}, {}
+    for meet, (commits, stats, snapshots, full_plain) in got.items():
+        commits = commits[:-1]  # (the last: at close)
+        carried[meet] = sum(c in set(stats) or c in snapshots for c in commits) / len(commits)
+        full[meet] = full_plain
+        gaps = [b - a for a, b in itertools.pairwise(commits)]
+        assert max(gaps) <= 26  # 0.25 s and a step: what a kill -9 can lose
+        early = [b - a for a, b in itertools.pairwise(commits) if b not in snapshots]  # (a snapshot step commits)
+        assert min(early) >= (13 if meet else 25)  # half the period, 12.5 steps (or the whole)
+    (_, stats_off, _, _), (_, stats_on, _, _) = got[False], got[True]
+    assert carried[True] >= 0.9 and carried[False] <= 0.5  # 1 ms: 39 of 39 against 10 of 24; 3 ms: 39 of 41, 7 of 24
+    assert full[True] <= 0.5 * full[False]  # 7 against 21; 12 against 29
+    assert len(stats_on) >= len(stats_off)  # 110 against 107; 44 against 42
 
 
 def test_a_control_poll_and_a_report_come_with_a_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

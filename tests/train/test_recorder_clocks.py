@@ -8,10 +8,15 @@ the loop is the loop's. CPU seconds, not wall time: the bound holds on a loaded 
 
 from __future__ import annotations
 
+import gc
+import importlib
+import sys
 import threading
 import time
+import types
 from pathlib import Path
 
+import pytest
 import torch
 from train.test_recorder_budget import _net
 
@@ -69,3 +74,23 @@ def test_another_threads_cpu_is_the_loops_not_the_recorders(tmp_path: Path) -> N
     loops = [loop for _, loop, _ in seen[1:3]]
     assert all(loop is not None and loop >= WORK_S * 0.9 for loop in loops), loops  # the process's clock saw it
     assert all(own < WORK_S / 2 for _, _, own in seen), seen  # never step()'s own time
+
+
+def test_the_full_collection_the_imports_leave_due_comes_before_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recorder's set-up imports ~800 modules; the full pass of Python's collector they leave due
+    (~0.12 s) comes at the end of watch(), not in a step of the loop: one `gc.collect()` where
+    modules were imported since the last, none where not (a second recorder), one again after a
+    new import. The model is unchanged and no hook is left."""
+    watch_module = importlib.import_module("convscope.train.watch")
+    calls: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda generation=2: calls.append(generation) or 0)
+    monkeypatch.setattr(watch_module, "_modules_collected", 0)
+    model = _net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for name, wanted in (("a", [2]), ("b", [2]), ("c", [2, 2])):
+        if name == "c":
+            monkeypatch.setitem(sys.modules, "convscope_test_imported_later", types.ModuleType("later"))
+        with watch(model, tmp_path / name):
+            assert calls == wanted
+        assert count_hooks(model) == 0
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
