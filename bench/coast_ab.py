@@ -34,7 +34,7 @@ class Loop:
         self.xs, self.ys, self.batch, self.i = data[0], data[1], batch, 0
         self.run: Recorder | None = None if mode == "off" else cs.watch(self.model, tmp / mode)
         if mode == "planned" and self.run is not None:
-            self.run.budget.coast_ahead = lambda *args: (0, False)  # type: ignore[method-assign]
+            self.run.budget.coast_ahead = lambda step, now, step_s: (0, False)  # type: ignore[method-assign]
 
     def step(self) -> None:
         k, b = self.i % 32, self.batch

@@ -7,7 +7,6 @@ import importlib
 import itertools
 import math
 from collections import deque
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -506,22 +505,7 @@ def test_statistics_after_worked_out_by_hand(monkeypatch: pytest.MonkeyPatch) ->
     b._income.extend([0.25] * 5)
     assert b.statistics_after(step=10, now=10.0, step_s=10.25) == 6
     assert b.statistics_after(step=10, now=10.0, step_s=25.0) == 0  # long steps: the maps' rule plans
-    # a commit or poll due in `full_in` s (steps of 10 s) makes a step before step 16 a full one;
-    # statistics then come on the step before it where the pool is short by no more than 2/3 of
-    # what that plan costs beyond coasting (0.75): 0.5, two steps' income
-    after = partial(b.statistics_after, step=10, now=10.0, step_s=10.25, typical_s=10.0)
-    assert after(full_in=60.0) == 4  # step 14's step() ~50 s from now, a step before it's due: short 0.5
-    assert after(full_in=64.0) == 4 and after(full_in=56.0) == 4  # (the nearest whole step)
-    assert after(full_in=50.0) == 6  # step 13: short 0.75, more than the plan saved (it comes anyway)
-    assert after(full_in=90.0) == after(full_in=math.inf) == 6  # the statistics come first
-    assert after(full_in=15.0) == after(full_in=-5.0) == 6  # due at once: no coasting step before it
-    assert after(full_in=60.0, typical_s=0.0) == 6  # (no step length known)
-    b.stats_pool = 0.6
-    assert after(full_in=50.0) == 3  # short 0.15
-    b.stats_pool = 0.0
     b.every = 4
-    assert after(full_in=60.0) == 6  # step 14 does not want statistics
-    assert after(full_in=80.0) == 6  # step 16 does, and fills the pool: no meeting needed
     assert b.statistics_after(step=10, now=10.0, step_s=10.25) == 6  # step 16 wants statistics
     assert b.statistics_after(step=11, now=10.0, step_s=10.25) == 9  # step 17 does not: step 20
     b.stats_pool = 2.0  # the pool holds them, the next step does not want them (plan() said plain)
@@ -790,7 +774,7 @@ def test_a_coasting_step_arms_the_statistics_where_plans_cost_more(
             run._log_stats = costly_stats  # type: ignore[method-assign]
             run._observe_coasted = dear_plan  # type: ignore[method-assign]
             if not armed_by_coasting:
-                run.budget.statistics_after = lambda *args: 0  # type: ignore[method-assign]
+                run.budget.statistics_after = lambda step, now, step_s: 0  # type: ignore[method-assign]
             torch.manual_seed(1)
             for _ in range(600):
                 _, _, loss = _train_step(model, opt, clocks)
@@ -821,18 +805,19 @@ def test_a_coasting_step_arms_the_statistics_where_plans_cost_more(
 
 
 def _commits_and_statistics(
-    path: Path, stats_ms: float, meet: bool, monkeypatch: pytest.MonkeyPatch
+    path: Path, stats_ms: float, early: bool, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[list[int], list[int], set[int], int]:
     """600 steps of `_net()` on made-up clocks (10 ms steps, a plan 0.3 ms dearer than coasting,
-    statistics `stats_ms`, a snapshot every second); `meet`: off, no statistics step commits early
-    and none is landed before a commit (Budget.statistics_after). (commit steps, statistics steps,
-    snapshot steps, full plain steps)."""
+    statistics `stats_ms`, a snapshot every second); `early`: off, a statistics step commits only
+    when a whole commit interval has passed. (commit steps, statistics steps, snapshot steps, full
+    plain steps)."""
+    monkeypatch.setattr(watch_module, "EARLY_COMMIT", 0.5 if early else 0.0)
     clocks = Clocks(tick=0.0)
     model = _net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     commits: list[int] = []
     full_plain = 0
-    early = 0.5
     with watch(model, path, snapshot_every=1.0) as run:
         run._clock, run._cpu, run._hook_s = clocks.wall, clocks.cpu, 0.0
         run._thread_cpu = clocks.cpu
@@ -849,15 +834,12 @@ def _commits_and_statistics(
 
         run._log_stats = costly_stats  # type: ignore[method-assign]
         run._observe_coasted = dear_plan  # type: ignore[method-assign]
-        if not meet:
-            run.budget._meeting = lambda *args: 0  # type: ignore[method-assign]
-        monkeypatch.setattr(watch_module, "EARLY_COMMIT", early if meet else 0.0)
         for _ in range(600):
             _, _, loss = _train_step(model, opt, clocks)
             plan, coasted = run._plan, len(run._coasted)
             run.step(loss=loss)
             full_plain += plan == PLAIN and len(run._coasted) != coasted + 1  # (a full step observes them: [])
-    assert count_hooks(model) == 0
+    assert count_hooks(model) == 0 and any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
     with RunReader(path) as r:
         stats_steps = sorted({row["step"] for row in r.layer_stats(layer="0")})
         snapshot_steps = set(r.snapshot_steps("0", "a"))
@@ -867,28 +849,25 @@ def _commits_and_statistics(
 
 @pytest.mark.parametrize("stats_ms", [1.0, 3.0])
 def test_statistics_steps_carry_the_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stats_ms: float) -> None:
-    """A commit due (every 0.25 s) makes a step a full one, which plans anew; a statistics step
-    commits once half the period has passed, and where the statistics pool is a plan's saving short
-    of full when a commit falls due, the statistics come on the step before it. Statistics cheaper
-    than a commit period's earnings (1 ms: every ~6 steps of 10 ms) then carry every commit; dearer
-    (3 ms: about one a period) they meet most commits. Either way fewer steps plan than with the
-    rule off, and commits stay within a period and a step of each other."""
+    """A commit falling due (every 0.25 s) makes a step a full one, which plans anew. A statistics
+    step commits once half the interval has passed: statistics that come more often than commits
+    (1 ms: every ~6 steps of 10 ms; 3 ms: every ~14) then carry (almost) every commit, fewer steps
+    plan, and no fewer statistics come; commits stay within an interval and a step of each other
+    (what a kill -9 can lose), and at least half an interval apart except at a snapshot."""
     monkeypatch.setattr(RunWriter, "background_cpu_split", property(lambda self: (0.0, 0.0)))
     monkeypatch.setattr(RunWriter, "picture_costs", lambda self: [])
-    got = {meet: _commits_and_statistics(tmp_path / f"run-{meet}", stats_ms, meet, monkeypatch) for meet in (False, True)}
-    carried, full = {}, {}
-    for meet, (commits, stats, snapshots, full_plain) in got.items():
+    carried, full, counts = {}, {}, {}
+    for early in (False, True):
+        commits, stats, snapshots, full[early] = _commits_and_statistics(tmp_path / f"run-{early}", stats_ms, early, monkeypatch)
         commits = commits[:-1]  # (the last: at close)
-        carried[meet] = sum(c in set(stats) or c in snapshots for c in commits) / len(commits)
-        full[meet] = full_plain
-        gaps = [b - a for a, b in itertools.pairwise(commits)]
-        assert max(gaps) <= 26  # 0.25 s and a step: what a kill -9 can lose
-        early = [b - a for a, b in itertools.pairwise(commits) if b not in snapshots]  # (a snapshot step commits)
-        assert min(early) >= (13 if meet else 25)  # half the period, 12.5 steps (or the whole)
-    (_, stats_off, _, _), (_, stats_on, _, _) = got[False], got[True]
+        carried[early] = sum(c in set(stats) or c in snapshots for c in commits) / len(commits)
+        counts[early] = len(stats)
+        assert max(b - a for a, b in itertools.pairwise(commits)) <= 26  # 0.25 s and a step
+        apart = [b - a for a, b in itertools.pairwise(commits) if b not in snapshots]  # (a snapshot step commits)
+        assert min(apart) >= (13 if early else 25)  # half the interval, 12.5 steps (or the whole)
     assert carried[True] >= 0.9 and carried[False] <= 0.5  # 1 ms: 39 of 39 against 10 of 24; 3 ms: 39 of 41, 7 of 24
     assert full[True] <= 0.5 * full[False]  # 7 against 21; 12 against 29
-    assert len(stats_on) >= len(stats_off)  # 110 against 107; 44 against 42
+    assert counts[True] >= counts[False]  # 110 against 107; 44 against 42
 
 
 def test_a_control_poll_and_a_report_come_with_a_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -78,9 +78,9 @@ def test_another_threads_cpu_is_the_loops_not_the_recorders(tmp_path: Path) -> N
 
 def test_the_full_collection_the_imports_leave_due_comes_before_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A recorder's set-up imports ~800 modules; the full pass of Python's collector they leave due
-    (~0.12 s) comes at the end of watch(), not in a step of the loop: one `gc.collect()` where
-    modules were imported since the last, none where not (a second recorder), one again after a
-    new import. The model is unchanged and no hook is left."""
+    (~0.12 s) comes in watch(), not in a step of the loop: one `gc.collect()` where sys.modules
+    changed since the last, none where not (a second recorder), one again after a new import. The
+    model is unchanged and no hook is left."""
     watch_module = importlib.import_module("convscope.train.watch")
     calls: list[int] = []
     monkeypatch.setattr(gc, "collect", lambda generation=2: calls.append(generation) or 0)
@@ -91,6 +91,6 @@ def test_the_full_collection_the_imports_leave_due_comes_before_the_loop(tmp_pat
         if name == "c":
             monkeypatch.setitem(sys.modules, "convscope_test_imported_later", types.ModuleType("later"))
         with watch(model, tmp_path / name):
-            assert calls == wanted
+            assert calls == wanted and watch_module._modules_collected == len(sys.modules)
         assert count_hooks(model) == 0
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

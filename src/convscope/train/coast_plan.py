@@ -2,9 +2,8 @@
 runs them), and whether the last of them arms statistics. `Budget` (train/recorder_budget.py) mixes
 this in; its pools, estimates and plans are read here, never changed.
 
-    k, armed = budget.coast_ahead(step, now, step_s, full_in, typical_s)
-    # after a plain plan for `step`: k coast, the last arms statistics if `armed`; `full_in`: seconds
-    # until a commit or control poll falls due (that step is a full one whatever was planned)
+    k, armed = budget.coast_ahead(step, now, step_s)   # after a plain plan for `step`: k coast,
+                                                       # the last arms statistics if `armed`
 """
 
 from __future__ import annotations
@@ -52,15 +51,12 @@ class CoastPlan:
     _long: Callable[[float], bool]
     _long_needs: Callable[[], tuple[float, float]]
 
-    def coast_ahead(
-        self, step: int, now: float, step_s: float, full_in: float = math.inf, typical_s: float = 0.0
-    ) -> tuple[int, bool]:
+    def coast_ahead(self, step: int, now: float, step_s: float) -> tuple[int, bool]:
         """After plan() said plain for step `step` (at `now`; `step_s`: the longest recent step's
-        wall seconds, `typical_s` the median's; `full_in`: seconds until a commit or control poll
-        makes a step a full one): (k, armed): the step() calls of steps `step`..`step + k − 1` skip
-        planning, and the last of them arms statistics for step `step + k` when `armed`
+        wall seconds): (k, armed): the step() calls of steps `step`..`step + k − 1` skip planning,
+        and the last of them arms statistics for step `step + k` when `armed`
         (`statistics_after`), else the step after them plans (`plain_ahead`)."""
-        armed = self.statistics_after(step, now, step_s, full_in, typical_s)
+        armed = self.statistics_after(step, now, step_s)
         return (armed, True) if armed else (self.plain_ahead(now, step_s), False)
 
     def _snapshot_in(self, now: float) -> float | None:
@@ -129,9 +125,7 @@ class CoastPlan:
             ahead = min(ahead, max(_fewer(cap - self.picture_pool + PICTURE_PART * extra, to_pictures), fewer_to(0.0)))
         return ahead
 
-    def statistics_after(
-        self, step: int, now: float, step_s: float, full_in: float = math.inf, typical_s: float = 0.0
-    ) -> int:
+    def statistics_after(self, step: int, now: float, step_s: float) -> int:
         """k > 0: where a plan costs more than coasting (`Costs.planning_extra`), the plain step
         `step` and k − 1 more coast and the last of them arms statistics for step `step + k`, with
         no plan between. k: the steps that fill the statistics pool at the median of what recent
@@ -143,14 +137,7 @@ class CoastPlan:
         steps bring less, and statistics can then come a step or so earlier than plans would bring
         them. 0 (plan as usual) where plans cost no more, steps are long (the maps' rule), recent
         steps brought nothing (or nothing is known of them), k exceeds COAST_MAX, or a snapshot falls due within k + 1 of the
-        longest recent steps (`step_s`).
-        A commit or control poll that falls due (in `full_in` seconds) before step `step + k` makes
-        a step a full one, which plans anew: the armed statistics are lost and that step costs a
-        plan. Where the pool is then short by no more than what that plan costs beyond coasting
-        (its statistics part), the statistics come on the step before it instead (`_meeting`), and
-        commit (a statistics step commits once half the commit interval has passed: watch.py), so
-        one full step does both (convnetjs-cifar at batch 64, 20 s: 48-63 of 70-82 planned steps had
-        lost armed statistics so; with this and the early commit, 38-61 steps plan: docs/speed.md)."""
+        longest recent steps (`step_s`)."""
         due_in = self._snapshot_in(now)
         if due_in is None or step_s <= 0 or not self._income or self.costs.planning_extra() <= 0 or self._long(step_s):
             return 0
@@ -160,19 +147,6 @@ class CoastPlan:
         gap = self.estimate(STATS) - self.stats_pool
         k = max(math.ceil(gap / income), 1) if gap > 0 else 1  # (a full pool: the next wanted step)
         k += -(step + k) % self.every  # (statistics wanted on every `every`-th step: Budget.coast)
-        meet = self._meeting(step, full_in, typical_s)
-        if 0 < meet < k and gap - meet * income <= (1 - PICTURE_PART) * self.costs.planning_extra():
-            k = meet
         if k > COAST_MAX or due_in <= (k + 1) * step_s:
             return 0
         return k
-
-    def _meeting(self, step: int, full_in: float, typical_s: float) -> int:
-        """The k for which step `step + k` is the one before a commit or poll falls due (in
-        `full_in` seconds; steps of `typical_s`: a step or so of jitter either way still lands it
-        before that step, within the half interval in which a statistics step commits); 0: none
-        such (none due, no step length known, or not a step that wants statistics)."""
-        if typical_s <= 0 or not math.isfinite(full_in):
-            return 0
-        k = math.floor(full_in / typical_s + 0.5) - 2  # step `step + k`'s step() comes ~(k + 1) steps from now
-        return k if k > 0 and (step + k) % self.every == 0 else 0

@@ -14,7 +14,7 @@ Then `convscope serve runs/` from another process. Each `step()` records the los
 the step; per-layer statistics, tensor snapshots (every `snapshot_every` seconds) and live-
 diagnosis samples are planned within `budget` (default 3%) of the step time, measured as the run
 goes (train/recorder_budget.py), and what was skipped is written to the run (json "recording").
-Steps are committed together every `commit_every` seconds (a `kill -9` loses at most that much;
+Steps are committed together at most `commit_every` seconds apart (a `kill -9` loses at most that much;
 a reader never sees half a step) — the store is the only thing the dashboard sees. Pause from the
 dashboard works here too; the other controls need the built-in trainer. Controls sent while no
 trainer was running (e.g. before a resume) are refused when the recorder starts, not applied late.
@@ -108,7 +108,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs, Coasting):
         self.step_index = 0 if last is None else last + 1
         self._refuse_stale_controls()
         self.poll_every = poll_every
-        self.commit_every = commit_every  # seconds between commits (0: every step)
+        self.commit_every = commit_every  # seconds between commits, at most (0: every step)
         self.on_control = on_control
         self.findings_every = findings_every  # seconds per live-diagnosis window
         self.lr: float | None = None  # the SGD learning rate, when known (live update-ratio findings)
@@ -228,9 +228,9 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs, Coasting):
             armed.forget()  # probed step (Probe.forget; never inside a pass, e.g. a step() from a hook)
         self.step_index = step + 1
         done = self._clock()
-        # a statistics step commits early (statistics more often than commits then carry them all;
-        # else Budget.statistics_after lands them on the step before a commit): fewer full steps
-        soon = self.commit_every * EARLY_COMMIT if plan == STATS else 0.0
+        # a statistics step commits early: statistics that come more often than commits then carry
+        # them all, and no coasting step is made a full one by a commit falling due (docs/speed.md)
+        soon = self.commit_every * EARLY_COMMIT if plan in (STATS, MAPS) else 0.0
         committed = plan == SNAPSHOT or done - self._last_commit >= self.commit_every - soon
         if committed:
             self._commit(done)
@@ -264,10 +264,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs, Coasting):
         self._arm(self.budget.plan(self.step_index, now, typical))
         if self._plan == PLAIN:
             longest = max(self._wall_steps, default=0.0)  # (coasting.py runs them)
-            full_in = min(self._last_commit + self.commit_every, self._last_poll + self.poll_every) - now
-            self._coast_left, self._stats_next = self.budget.coast_ahead(
-                self.step_index, now, longest, full_in, self._typical_wall()
-            )
+            self._coast_left, self._stats_next = self.budget.coast_ahead(self.step_index, now, longest)
         self._background_seen = mid  # (the writer's CPU while planning: charged with the next loop)
         self._carried = self._own_cpu() - before_plan  # planning and arming: charged with the next step
         self._returned = self._cpu()
@@ -365,7 +362,7 @@ def watch(
     multiple of `every`), tensor snapshots (every `snapshot_every` seconds; 0 = every step) and
     live-diagnosis samples as often as they fit in `budget` (a share of the step time, measured
     as the run goes; None = all of them on schedule, whatever they cost). What was skipped is
-    written to the run (json "recording"). Steps are committed every `commit_every` seconds.
+    written to the run (json "recording"). Steps are committed at most `commit_every` seconds apart.
     `probe`: held-out images in [0, 1] (N, C, H, W) for the dashboard's unit explorer, fed to
     the model through `probe_transform` (e.g. your normalisation). Under torchrun (a process
     group of more than one rank) call it on every rank: rank 0 records the global batch's
@@ -389,7 +386,7 @@ _modules_collected = 0  # len(sys.modules) at the last `_collect_imports` that c
 
 
 def _collect_imports() -> None:
-    """Python's full collection now where modules were imported since the last one here (a first
+    """Python's full collection now where sys.modules changed since the last one here (a first
     recorder imports ~800, ~60,000 objects): else the pass they leave due comes in the loop, ~0.12 s
     of one step (docs/speed.md). A later recorder imports nothing new and pays nothing."""
     global _modules_collected
