@@ -3,7 +3,6 @@ the skip accounting a real recorder writes into the run."""
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import math
 from collections import deque
@@ -19,11 +18,10 @@ from torch import Tensor, nn
 from convscope.analysis import block_stats
 from convscope.capture import Probe, count_hooks
 from convscope.runs import RunReader, RunWriter
+from convscope.train import coasting as coasting_rules
 from convscope.train import recorder_budget, watch
 from convscope.train.recorder_budget import MAPS, PLAIN, SNAPSHOT, STATS, WEIGHTS_FLOOR, Budget
 from convscope.train.recorder_costs import Costs
-
-watch_module = importlib.import_module("convscope.train.watch")  # (convscope.train.watch is the function)
 
 MS = 1e-3
 
@@ -128,6 +126,27 @@ def _train_step(model: nn.Module, opt: torch.optim.Optimizer, clocks: Clocks) ->
     opt.step()
     clocks.train(10 * MS)
     return x, y, loss
+
+
+def _on_made_up_clocks(run: Any, clocks: Clocks, stats_ms: float = 0.0, plan_ms: float = 0.0) -> None:
+    """`run` on `clocks` (no writer-thread or hook cost given); each statistics step costs it
+    `stats_ms` more of its CPU, and a full step `plan_ms` more than a coasting one."""
+    run._clock, run._cpu, run._hook_s = clocks.wall, clocks.cpu, 0.0
+    run._thread_cpu = clocks.cpu
+    log_stats, observe_coasted = run._log_stats, run._observe_coasted
+
+    def costly_stats(*args: object) -> None:
+        clocks.cpu_t += stats_ms * MS
+        log_stats(*args)
+
+    def dear_plan(*args: Any) -> Any:
+        clocks.cpu_t += plan_ms * MS
+        return observe_coasted(*args)
+
+    if stats_ms:
+        run._log_stats = costly_stats
+    if plan_ms:
+        run._observe_coasted = dear_plan
 
 
 def _twin_step(twin: nn.Sequential, opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> tuple[dict[str, float], Tensor]:
@@ -707,16 +726,9 @@ def test_a_recorder_coasts_over_plain_steps_and_loses_nothing(tmp_path: Path, mo
         losses, coasted = [], []
         path = tmp_path / f"run-{coasting}"
         with watch(model, path, snapshot_every=1.0) as run:
-            run._clock, run._cpu, run._hook_s = clocks.wall, clocks.cpu, 0.0
-            run._thread_cpu = clocks.cpu
-            coast, log_stats = run._coast, run._log_stats
+            _on_made_up_clocks(run, clocks, stats_ms=1.0)  # statistics cost 1 ms of the recorder's CPU
+            coast = run._coast
             run._coast = lambda step, *a, c=coast, seen=coasted: seen.append(step) or c(step, *a)  # type: ignore[method-assign]
-
-            def costly_stats(*args: object, log: Any = log_stats, c: Clocks = clocks) -> None:
-                c.cpu_t += 1 * MS  # statistics cost 1 ms of the recorder's CPU
-                log(*args)
-
-            run._log_stats = costly_stats  # type: ignore[method-assign]
             if not coasting:
                 run.budget.plain_ahead = lambda now, step_s: 0  # type: ignore[method-assign]
             torch.manual_seed(1)
@@ -758,21 +770,9 @@ def test_a_coasting_step_arms_the_statistics_where_plans_cost_more(
         losses, coasted = [], []
         path = tmp_path / f"run-{armed_by_coasting}-{every}"
         with watch(model, path, snapshot_every=1.0, every=every) as run:
-            run._clock, run._cpu, run._hook_s = clocks.wall, clocks.cpu, 0.0
-            run._thread_cpu = clocks.cpu
-            coast, log_stats, observe_coasted = run._coast, run._log_stats, run._observe_coasted
+            _on_made_up_clocks(run, clocks, stats_ms=1.0, plan_ms=0.3)  # (a full step's cost beyond coasting)
+            coast = run._coast
             run._coast = lambda step, *a, c=coast, seen=coasted: seen.append(step) or c(step, *a)  # type: ignore[method-assign]
-
-            def costly_stats(*args: object, log: Any = log_stats, c: Clocks = clocks) -> None:
-                c.cpu_t += 1 * MS
-                log(*args)
-
-            def dear_plan(*args: Any, observe: Any = observe_coasted, c: Clocks = clocks) -> Any:
-                c.cpu_t += 0.3 * MS  # what a full step costs beyond a coasting one
-                return observe(*args)
-
-            run._log_stats = costly_stats  # type: ignore[method-assign]
-            run._observe_coasted = dear_plan  # type: ignore[method-assign]
             if not armed_by_coasting:
                 run.budget.statistics_after = lambda step, now, step_s: 0  # type: ignore[method-assign]
             torch.manual_seed(1)
@@ -811,7 +811,7 @@ def _commits_and_statistics(
     statistics `stats_ms`, a snapshot every second); `early`: off, a statistics step commits only
     when a whole commit interval has passed. (commit steps, statistics steps, snapshot steps, full
     plain steps)."""
-    monkeypatch.setattr(watch_module, "EARLY_COMMIT", 0.5 if early else 0.0)
+    monkeypatch.setattr(coasting_rules, "EARLY_COMMIT", 0.5 if early else 0.0)
     clocks = Clocks(tick=0.0)
     model = _net()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -819,21 +819,9 @@ def _commits_and_statistics(
     commits: list[int] = []
     full_plain = 0
     with watch(model, path, snapshot_every=1.0) as run:
-        run._clock, run._cpu, run._hook_s = clocks.wall, clocks.cpu, 0.0
-        run._thread_cpu = clocks.cpu
-        commit, log_stats, observe_coasted = run._commit, run._log_stats, run._observe_coasted
+        _on_made_up_clocks(run, clocks, stats_ms=stats_ms, plan_ms=0.3)
+        commit = run._commit
         run._commit = lambda now: commits.append(run.step_index - 1) or commit(now)  # type: ignore[method-assign]
-
-        def costly_stats(*args: object) -> None:
-            clocks.cpu_t += stats_ms * MS
-            log_stats(*args)
-
-        def dear_plan(*args: Any) -> Any:
-            clocks.cpu_t += 0.3 * MS
-            return observe_coasted(*args)
-
-        run._log_stats = costly_stats  # type: ignore[method-assign]
-        run._observe_coasted = dear_plan  # type: ignore[method-assign]
         for _ in range(600):
             _, _, loss = _train_step(model, opt, clocks)
             plan, coasted = run._plan, len(run._coasted)

@@ -9,7 +9,6 @@ the loop is the loop's. CPU seconds, not wall time: the bound holds on a loaded 
 from __future__ import annotations
 
 import gc
-import importlib
 import sys
 import threading
 import time
@@ -21,7 +20,7 @@ import torch
 from train.test_recorder_budget import _net
 
 from convscope.capture import count_hooks
-from convscope.train import watch
+from convscope.train import collect, watch
 
 WORK_S = 0.05  # CPU seconds the other thread works
 
@@ -81,16 +80,15 @@ def test_the_full_collection_the_imports_leave_due_comes_before_the_loop(tmp_pat
     (~0.12 s) comes in watch(), not in a step of the loop: one `gc.collect()` where sys.modules
     changed since the last, none where not (a second recorder), one again after a new import. The
     model is unchanged and no hook is left."""
-    watch_module = importlib.import_module("convscope.train.watch")
     calls: list[int] = []
     monkeypatch.setattr(gc, "collect", lambda generation=2: calls.append(generation) or 0)
-    monkeypatch.setattr(watch_module, "_modules_collected", 0)
+    monkeypatch.setattr(collect, "_modules_collected", 0)
     model = _net()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     for name, wanted in (("a", [2]), ("b", [2]), ("c", [2, 2])):
         if name == "c":
             monkeypatch.setitem(sys.modules, "convscope_test_imported_later", types.ModuleType("later"))
         with watch(model, tmp_path / name):
-            assert calls == wanted and watch_module._modules_collected == len(sys.modules)
+            assert calls == wanted and collect._modules_collected == len(sys.modules)
         assert count_hooks(model) == 0
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -33,7 +33,6 @@ def _fewer(gap: float, per_step: float) -> int:
     return int(min(math.ceil(x) - 1, COAST_MAX))
 
 
-
 class CoastPlan:
     """The coasting rules of a `Budget` (the attributes below are the budget's)."""
 
@@ -136,8 +135,8 @@ class CoastPlan:
         so, 351 with free plans: docs/speed.md). The pool can go a little into debt where those
         steps bring less, and statistics can then come a step or so earlier than plans would bring
         them. 0 (plan as usual) where plans cost no more, steps are long (the maps' rule), recent
-        steps brought nothing (or nothing is known of them), k exceeds COAST_MAX, or a snapshot falls due within k + 1 of the
-        longest recent steps (`step_s`)."""
+        steps brought nothing (or nothing is known of them), k exceeds COAST_MAX, or a snapshot
+        falls due within k + 1 of the longest recent steps (`step_s`)."""
         due_in = self._snapshot_in(now)
         if due_in is None or step_s <= 0 or not self._income or self.costs.planning_extra() <= 0 or self._long(step_s):
             return 0

@@ -27,9 +27,10 @@ from collections import deque
 from collections.abc import Callable
 
 from convscope.runs import RunWriter
-from convscope.train.recorder_budget import PLAIN, STATS, Budget
+from convscope.train.recorder_budget import MAPS, PLAIN, STATS, Budget
 
 REPORT_EVERY = 2.0  # seconds between json "recording" rows (what was recorded and skipped)
+EARLY_COMMIT = 0.5  # of commit_every: how much earlier a statistics step commits (`_commit_due`)
 
 
 class Coasting:
@@ -62,10 +63,17 @@ class Coasting:
         """The median of recent wall seconds from step to step, as plan() is given it (0: unknown)."""
         return statistics.median(self._wall_steps) if self._wall_steps else 0.0
 
+    def _commit_due(self, now: float, plan: str = PLAIN) -> bool:
+        """A commit is due at `now` on a step of `plan`: `commit_every` after the last, on a
+        statistics step EARLY_COMMIT of it earlier (statistics that come more often than commits
+        then carry them all, and no coasting step is made a full one by a commit: docs/speed.md)."""
+        soon = self.commit_every * EARLY_COMMIT if plan in (STATS, MAPS) else 0.0
+        return now - self._last_commit >= self.commit_every - soon
+
     def _nothing_due(self, now: float) -> bool:
         """No commit, report or control poll is due at `now` (a coasting step does none of them)."""
         return (
-            now - self._last_commit < self.commit_every
+            not self._commit_due(now)
             and now - self._last_poll < self.poll_every
             and now - self._last_report < REPORT_EVERY
         )

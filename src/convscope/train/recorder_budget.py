@@ -72,7 +72,9 @@ from convscope.train.recorder_costs import (
 from convscope.train.recording_tally import Tally, describe
 
 __all__ = ["MAPS", "PLAIN", "SNAPSHOT", "STATS", "Budget"]
-MAPS_MARGIN = 0.0  # (PICTURE_PART of the earnings to snapshots, LONG_STATS_PART: recorder_costs.py) for this many times the maps' statistics a step (`_to_stats`). Off: with 1.5
+# (PICTURE_PART of the earnings to snapshots, and where steps are long the statistics' part up to
+# LONG_STATS_PART, are in recorder_costs.py) ...
+MAPS_MARGIN = 0.0  # ... for this many times the maps' statistics a step (`_to_stats`). Off: with 1.5
 # (64a7038) the pool spent what it gained on the weights' side and diagnosis samples, not on the maps'
 # statistics every step, and the pictures got half: bench/long_steps.py --steps 200, one run each on
 # 3f3eb25, statistics on 179 of 201 steps, the weights' side on 86, 1 snapshot, against 189, 31 and

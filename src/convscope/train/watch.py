@@ -22,9 +22,7 @@ trainer was running (e.g. before a resume) are refused when the recorder starts,
 
 from __future__ import annotations
 
-import gc
 import math
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -43,8 +41,9 @@ from convscope.runs.values import check_name
 from convscope.runs.writer import ending
 from convscope.train.answers import ControlAnswers, ControlHandler
 from convscope.train.coasting import REPORT_EVERY, Coasting
+from convscope.train.collect import collect_imports
 from convscope.train.model_hooks import ModelHooks
-from convscope.train.recorder_budget import MAPS, PLAIN, SNAPSHOT, STATS, Budget
+from convscope.train.recorder_budget import MAPS, PLAIN, SNAPSHOT, Budget
 from convscope.train.stats import Reductions
 from convscope.train.step_outputs import StepOutputs, layer_table
 
@@ -61,7 +60,6 @@ from convscope.train.step_outputs import StepOutputs, layer_table
 # recorder, charging itself ~2.4%, slowed it by 1.6-1.9%). docs/speed.md.
 UNSEEN = 0.2
 UNSEEN_MAX_S = 0.5e-3
-EARLY_COMMIT = 0.5  # of commit_every: a statistics step commits a commit due within this part of it
 
 
 class Recorder(ModelHooks, ControlAnswers, StepOutputs, Coasting):
@@ -150,7 +148,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs, Coasting):
         self.model = model
         self._attach(model)
         self.writer.set_meta("status", "running")
-        _collect_imports()
+        collect_imports()
 
     @property
     def every(self) -> int:
@@ -228,10 +226,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs, Coasting):
             armed.forget()  # probed step (Probe.forget; never inside a pass, e.g. a step() from a hook)
         self.step_index = step + 1
         done = self._clock()
-        # a statistics step commits early: statistics that come more often than commits then carry
-        # them all, and no coasting step is made a full one by a commit falling due (docs/speed.md)
-        soon = self.commit_every * EARLY_COMMIT if plan in (STATS, MAPS) else 0.0
-        committed = plan == SNAPSHOT or done - self._last_commit >= self.commit_every - soon
+        committed = plan == SNAPSHOT or self._commit_due(done, plan)
         if committed:
             self._commit(done)
         # a report or a control poll due within the next commit interval comes now, with the commit:
@@ -380,19 +375,6 @@ def watch(
         config=config, meta=meta, resume=resume, probe=probe, probe_transform=probe_transform,
         budget=budget, commit_every=commit_every,
     )  # fmt: skip
-
-
-_modules_collected = 0  # len(sys.modules) at the last `_collect_imports` that collected
-
-
-def _collect_imports() -> None:
-    """Python's full collection now where sys.modules changed since the last one here (a first
-    recorder imports ~800, ~60,000 objects): else the pass they leave due comes in the loop, ~0.12 s
-    of one step (docs/speed.md). A later recorder imports nothing new and pays nothing."""
-    global _modules_collected
-    if len(sys.modules) != _modules_collected:
-        gc.collect()
-        _modules_collected = len(sys.modules)
 
 
 def _check_probe(probe: Tensor) -> Tensor:
