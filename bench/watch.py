@@ -161,6 +161,7 @@ class Loop:
             snapshot_every=SNAPSHOT_EVERY, meta={"model": f"zoo:{self.net}"},
             clock=time.perf_counter if away is None else away.clock,
             cpu_clock=time.process_time if away is None else away.cpu_clock,
+            thread_clock=time.thread_time,  # its own time in step() as watch() measures it (`_own_cpu`)
         )  # fmt: skip
         if away is not None:
             writer = self.recorder.writer

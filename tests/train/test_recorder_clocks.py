@@ -21,6 +21,7 @@ from train.test_recorder_budget import _net
 
 from convscope.capture import count_hooks
 from convscope.train import collect, watch
+from convscope.train.watch import Recorder
 
 WORK_S = 0.05  # CPU seconds the other thread works
 
@@ -39,11 +40,15 @@ def _other_thread_works() -> None:
     t.join()  # (this thread waits: no CPU)
 
 
-def test_another_threads_cpu_is_the_loops_not_the_recorders(tmp_path: Path) -> None:
+@pytest.mark.parametrize("clocks", ["watch", "given"])
+def test_another_threads_cpu_is_the_loops_not_the_recorders(tmp_path: Path, clocks: str) -> None:
+    """`clocks="given"`: both clocks passed, as bench/watch.py does (its process clock leaves out
+    the unwatched samples): the thread clock is still the one step()'s own time is read on."""
     model = _net()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     seen: list[tuple[str, float | None, float]] = []
-    with watch(model, tmp_path / "run", budget=None, snapshot_every=1e9) as run:
+    given = {"cpu_clock": time.process_time, "thread_clock": time.thread_time} if clocks == "given" else {}
+    with Recorder(model, tmp_path / "run", budget=None, snapshot_every=1e9, **given) as run:  # (watch()'s)
         observe = run.budget.observe
 
         def seen_observe(kind: str, loop_s: float | None, own_s: float, *rest: float, **kw: bool) -> None:
@@ -73,6 +78,19 @@ def test_another_threads_cpu_is_the_loops_not_the_recorders(tmp_path: Path) -> N
     loops = [loop for _, loop, _ in seen[1:3]]
     assert all(loop is not None and loop >= WORK_S * 0.9 for loop in loops), loops  # the process's clock saw it
     assert all(own < WORK_S / 2 for _, _, own in seen), seen  # never step()'s own time
+
+
+def test_one_cpu_clock_given_drives_both(tmp_path: Path) -> None:
+    """Made-up clocks (the budget tests): `cpu_clock` alone is also the thread's clock."""
+    ticks = iter(range(1000))
+
+    def made_up() -> float:
+        return float(next(ticks))
+
+    model = _net()
+    with Recorder(model, tmp_path / "run", budget=None, cpu_clock=made_up) as run:
+        assert run._own_cpu() + 1 == run._own_cpu() == run._cpu() - 1  # one clock, read in turn
+    assert count_hooks(model) == 0
 
 
 def test_the_full_collection_the_imports_leave_due_comes_before_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

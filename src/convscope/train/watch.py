@@ -89,6 +89,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs, Coasting):
         commit_every: float = 0.25,
         clock: Callable[[], float] = time.perf_counter,
         cpu_clock: Callable[[], float] | None = None,
+        thread_clock: Callable[[], float] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"watch needs an nn.Module, got {type(model).__name__}")
@@ -112,7 +113,8 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs, Coasting):
         self.lr: float | None = None  # the SGD learning rate, when known (live update-ratio findings)
         self._clock = clock  # wall: timestamps, intervals, rates
         self._cpu = cpu_clock or time.process_time  # the budget's: CPU seconds of this process (preemption is no cost)
-        self._thread_cpu = cpu_clock or time.thread_time  # ... and of the thread in step(): its own time (`_own_cpu`)
+        # ... and of the thread in step(): its own time (`_own_cpu`; `cpu_clock` alone drives both)
+        self._thread_cpu = thread_clock or cpu_clock or time.thread_time
         self._window = Diagnoser(data="recent training batches")
         self._window_start = clock()
         self._first_seen: dict[tuple[str, str, tuple[int, ...]], int] = {}
