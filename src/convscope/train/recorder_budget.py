@@ -41,9 +41,10 @@ those (`maps`), so the weights' side comes as often as what is left pays for it,
 every WEIGHTS_FLOOR-th statistics step (then the step waits for the whole cost). A diagnosis sample
 needs the weights' side; an overdue one is saved for (`_long_step`) while the maps' statistics go
 on. The tallies count both kinds (`weight_steps`; on resnet18-shaped at batch 8 the whole
-statistics cost ~2.4% of a step, the maps' ~1.4%: docs/speed.md). With `share=None` every job runs on schedule whatever it costs (the tests' exact
-mode). What was skipped is counted and reported (`report()`), and the recorder writes it into the
-run (json "recording") for the page. docs/speed.md gives the measurements behind each rule.
+statistics cost the maps' and the weights' side, the copy of W and three passes over every
+weight: docs/speed.md gives both as measured). With `share=None` every job runs on schedule
+whatever it costs (the tests' exact mode). What was skipped is counted and reported (`report()`),
+and the recorder writes it into the run (json "recording") for the page. docs/speed.md gives the measurements behind each rule.
 
 Coasting (train/coasting.py): how many coming steps skip planning, and whether the last of them arms
 statistics, is train/coast_plan.py's (`coast_ahead()`); `coast()` notes what a step run without
