@@ -47,8 +47,12 @@ def test_another_threads_cpu_is_the_loops_not_the_recorders(tmp_path: Path, cloc
     model = _net()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     seen: list[tuple[str, float | None, float]] = []
-    given = {"cpu_clock": time.process_time, "thread_clock": time.thread_time} if clocks == "given" else {}
-    with Recorder(model, tmp_path / "run", budget=None, snapshot_every=1e9, **given) as run:  # (watch()'s)
+    if clocks == "given":
+        run = Recorder(model, tmp_path / "run", budget=None, snapshot_every=1e9,
+                       cpu_clock=time.process_time, thread_clock=time.thread_time)  # fmt: skip
+    else:
+        run = watch(model, tmp_path / "run", budget=None, snapshot_every=1e9)  # (no clocks given)
+    with run:
         observe = run.budget.observe
 
         def seen_observe(kind: str, loop_s: float | None, own_s: float, *rest: float, **kw: bool) -> None:
@@ -81,7 +85,7 @@ def test_another_threads_cpu_is_the_loops_not_the_recorders(tmp_path: Path, cloc
 
 
 def test_one_cpu_clock_given_drives_both(tmp_path: Path) -> None:
-    """Made-up clocks (the budget tests): `cpu_clock` alone is also the thread's clock."""
+    """A `cpu_clock` given alone (a made-up clock) is also the thread's clock."""
     ticks = iter(range(1000))
 
     def made_up() -> float:

@@ -40,11 +40,12 @@ whose pool holds the whole statistics' cost has them, else one whose pool holds 
 those (`maps`), so the weights' side comes as often as what is left pays for it, and at least on
 every WEIGHTS_FLOOR-th statistics step (then the step waits for the whole cost). A diagnosis sample
 needs the weights' side; an overdue one is saved for (`_long_step`) while the maps' statistics go
-on. The tallies count both kinds (`weight_steps`; on resnet18-shaped at batch 8 the whole
-statistics cost the maps' and the weights' side, the copy of W and three passes over every
-weight: docs/speed.md gives both as measured). With `share=None` every job runs on schedule
-whatever it costs (the tests' exact mode). What was skipped is counted and reported (`report()`),
-and the recorder writes it into the run (json "recording") for the page. docs/speed.md gives the measurements behind each rule.
+on. The tallies count both kinds (`weight_steps`; the whole statistics add to the maps' the
+weights' side, the copy of W and three passes over every weight: docs/speed.md has both costs as
+measured on resnet18-shaped at batch 8). With `share=None` every job runs on schedule whatever it
+costs (the tests' exact mode). What was skipped is counted and reported (`report()`), and the
+recorder writes it into the run (json "recording") for the page. docs/speed.md gives the
+measurements behind each rule.
 
 Coasting (train/coasting.py): how many coming steps skip planning, and whether the last of them arms
 statistics, is train/coast_plan.py's (`coast_ahead()`); `coast()` notes what a step run without
