@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,9 @@ class Timing:
 
 
 class Away:
-    """Clocks that leave out the time spent away from one contender: its recorder (a `Recorder`'s
-    `clock=`/`cpu_clock=`) then plans, earns and spends as in a run of its own, though another
+    """Clocks that leave out the time spent away from one contender: its recorder
+    (`Recorder(..., **away.clocks())`, then `away.follow(recorder.writer)`) then plans, earns and
+    spends as in a run of its own, though another
     contender's samples ran between its own (bench/watch.py, bench/watch_gap.py; docs/speed.md
     says what those samples did to a recorder on the real clocks). `leave()` where the contender
     stops, `back()` where it starts again (a `Contender`'s teardown and setup: `_measure` collects
@@ -114,6 +116,17 @@ class Away:
 
     def cpu_clock(self) -> float:
         return time.process_time() - self.cpu
+
+    def clocks(self) -> dict[str, Callable[[], float]]:
+        """A `Recorder`'s clocks: the loop's on these; step()'s own time on its thread's clock, as
+        `watch()` reads it (only ever a difference within one call: no time away in it). A
+        `cpu_clock` given alone would drive both, and charge step() the writer thread's CPU folded
+        into the process clock at the tick (docs/speed.md, "The bench's recorder")."""
+        return {"clock": self.clock, "cpu_clock": self.cpu_clock, "thread_clock": time.thread_time}
+
+    def follow(self, writer: Any) -> None:
+        """Leave the recorder's writer thread's CPU in its clock (`writer`: its `RunWriter`)."""
+        self.writer_cpu = lambda: writer.background_cpu_split[0]
 
 
 def _spread(samples: list[float]) -> float:

@@ -159,13 +159,10 @@ class Loop:
         self.recorder = Recorder(
             self.model, run_dir, resume=(run_dir / "run.sqlite").exists(),
             snapshot_every=SNAPSHOT_EVERY, meta={"model": f"zoo:{self.net}"},
-            clock=time.perf_counter if away is None else away.clock,
-            cpu_clock=time.process_time if away is None else away.cpu_clock,
-            thread_clock=time.thread_time,  # its own time in step() as watch() measures it (`_own_cpu`)
+            **(away.clocks() if away is not None else {}),  # (none: watch()'s own)
         )  # fmt: skip
         if away is not None:
-            writer = self.recorder.writer
-            away.writer_cpu = lambda: writer.background_cpu_split[0]
+            away.follow(self.recorder.writer)
         self.watched_step()
         return self.recorder
 

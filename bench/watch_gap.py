@@ -48,10 +48,8 @@ def measure(batch: int, steps: int, block: int) -> dict[str, Any]:
             name: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
             for name, m in models.items()
         }
-        run = Recorder(models["on"], Path(tmp) / "run", clock=away.clock, cpu_clock=away.cpu_clock,
-                       thread_clock=time.thread_time)  # (its own time as watch() measures it)
-        run_writer = run.writer
-        away.writer_cpu = lambda: run_writer.background_cpu_split[0]
+        run = Recorder(models["on"], Path(tmp) / "run", **away.clocks())
+        away.follow(run.writer)
         off: list[float] = []
         on: dict[str, list[float]] = {}
 

@@ -14,9 +14,9 @@ Then `convscope serve runs/` from another process. Each `step()` records the los
 the step; per-layer statistics, tensor snapshots (every `snapshot_every` seconds) and live-
 diagnosis samples are planned within `budget` (default 3%) of the step time, measured as the run
 goes (train/recorder_budget.py), and what was skipped is written to the run (json "recording").
-Steps are committed together at most `commit_every` seconds apart (a `kill -9` loses at most that much;
-a reader never sees half a step) — the store is the only thing the dashboard sees. Pause from the
-dashboard works here too; the other controls need the built-in trainer. Controls sent while no
+Steps are committed together at most `commit_every` seconds apart (a `kill -9` loses at most that
+much; a reader never sees half a step) — the store is the only thing the dashboard sees. Pause from
+the dashboard works here too; the other controls need the built-in trainer. Controls sent while no
 trainer was running (e.g. before a resume) are refused when the recorder starts, not applied late.
 """
 
@@ -113,8 +113,7 @@ class Recorder(ModelHooks, ControlAnswers, StepOutputs, Coasting):
         self.lr: float | None = None  # the SGD learning rate, when known (live update-ratio findings)
         self._clock = clock  # wall: timestamps, intervals, rates
         self._cpu = cpu_clock or time.process_time  # the budget's: CPU seconds of this process (preemption is no cost)
-        # ... and of the thread in step(): its own time (`_own_cpu`; `cpu_clock` alone drives both)
-        self._thread_cpu = thread_clock or cpu_clock or time.thread_time
+        self._thread_cpu = thread_clock or cpu_clock or time.thread_time  # ... of step()'s thread: its own time (`_own_cpu`)
         self._window = Diagnoser(data="recent training batches")
         self._window_start = clock()
         self._first_seen: dict[tuple[str, str, tuple[int, ...]], int] = {}
